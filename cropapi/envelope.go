@@ -1,0 +1,234 @@
+package cropapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Envelope is the API's response body: the gateway layer (code, type,
+// message, request_id, possibly wrapped in error_response) and the business
+// layer (success, resCode, resMessage, requestId, data). Servers (the
+// emulator) encode it; clients decode it.
+type Envelope struct {
+	// Gateway layer.
+	GatewayCode      FlexString    `json:"code"`
+	Type             string        `json:"type,omitempty"`
+	Message          string        `json:"message,omitempty"`
+	GatewayRequestID string        `json:"request_id,omitempty"`
+	ErrorResponse    *GatewayReply `json:"error_response,omitempty"`
+
+	// Business layer.
+	Success    *bool         `json:"success,omitempty"`
+	ResCode    *FlexInt      `json:"resCode,omitempty"`
+	ResMessage string        `json:"resMessage,omitempty"`
+	RequestID  string        `json:"requestId,omitempty"`
+	Data       *EnvelopeData `json:"data,omitempty"`
+	TraceID    string        `json:"_trace_id_,omitempty"`
+}
+
+// GatewayReply is the gateway's error, as some gateways wrap it.
+type GatewayReply struct {
+	Code      FlexString `json:"code"`
+	Type      string     `json:"type,omitempty"`
+	Message   string     `json:"message,omitempty"`
+	Msg       string     `json:"msg,omitempty"`
+	RequestID string     `json:"request_id,omitempty"`
+}
+
+// EnvelopeData is the business payload of a successful crop.
+type EnvelopeData struct {
+	ImageURL string  `json:"imageUrl"`
+	Usage    FlexInt `json:"usage"`
+	Width    FlexInt `json:"width"`
+	Height   FlexInt `json:"height"`
+	Class    string  `json:"class,omitempty"`
+}
+
+// FlexString decodes a JSON string or number (gateways differ) as a string.
+type FlexString string
+
+func (s *FlexString) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var v string
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		*s = FlexString(v)
+		return nil
+	}
+	if bytes.Equal(b, []byte("null")) {
+		*s = ""
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("code: want string or number")
+	}
+	*s = FlexString(n.String())
+	return nil
+}
+
+// FlexInt decodes a JSON number or a numeric string (the vendor's samples send
+// numbers as strings) as an int.
+type FlexInt int
+
+func (n *FlexInt) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if bytes.Equal(b, []byte("null")) {
+		*n = 0
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		b = []byte(strings.TrimSpace(s))
+	}
+	v, err := strconv.ParseInt(string(b), 10, 0)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(string(b), 64)
+		if ferr != nil || f != float64(int64(f)) {
+			return fmt.Errorf("want an integer, got %.20q", b)
+		}
+		v = int64(f)
+	}
+	*n = FlexInt(v)
+	return nil
+}
+
+// Result is a successful crop.
+type Result struct {
+	// ImageURL is the short-lived presigned URL of the cropped image.
+	ImageURL string
+	// ExpiresAt is when ImageURL stops working, from its Expires parameter;
+	// zero when the URL does not say.
+	ExpiresAt time.Time
+	Width     int
+	Height    int
+	// Usage is what the call was billed.
+	Usage int
+	// RequestID is the API's requestId, TraceID its _trace_id_.
+	RequestID string
+	TraceID   string
+}
+
+const maxErrBody = 256
+
+// DecodeResponse turns an HTTP answer into a Result or one of this package's
+// errors, in the order the protocol page gives: transport, gateway, business.
+func DecodeResponse(status int, header http.Header, body []byte) (Result, error) {
+	var env Envelope
+	jsonErr := json.Unmarshal(body, &env)
+
+	if status < 200 || status > 299 {
+		te := &TransportError{Op: "call", StatusCode: status, Body: clip(body)}
+		if header != nil {
+			te.RetryAfter = parseRetryAfter(header.Get("Retry-After"), time.Now())
+		}
+		if jsonErr == nil {
+			if ge := gatewayError(&env); ge != nil {
+				te.Err = ge
+			}
+		}
+		return Result{}, te
+	}
+	if jsonErr != nil {
+		return Result{}, &TransportError{Op: "decode body", StatusCode: status, Body: clip(body), Err: jsonErr}
+	}
+	if ge := gatewayError(&env); ge != nil {
+		return Result{}, ge
+	}
+	if env.Success == nil && env.ResCode == nil {
+		return Result{}, &TransportError{Op: "decode body", StatusCode: status, Body: clip(body), Err: fmt.Errorf("neither success nor resCode in body")}
+	}
+	resCode := CodeSuccess
+	if env.ResCode != nil {
+		resCode = int(*env.ResCode)
+	}
+	if (env.Success != nil && !*env.Success) || resCode != CodeSuccess {
+		if resCode == CodeSuccess {
+			resCode = CodeSystemError // success=false with resCode 200: treat as a system error
+		}
+		return Result{}, &APIError{ResCode: resCode, Message: env.ResMessage, RequestID: env.RequestID, TraceID: env.TraceID}
+	}
+	if env.Data == nil || env.Data.ImageURL == "" {
+		return Result{}, &TransportError{Op: "decode body", StatusCode: status, Body: clip(body), Err: fmt.Errorf("success without data.imageUrl")}
+	}
+	res := Result{
+		ImageURL:  env.Data.ImageURL,
+		Width:     int(env.Data.Width),
+		Height:    int(env.Data.Height),
+		Usage:     int(env.Data.Usage),
+		RequestID: env.RequestID,
+		TraceID:   env.TraceID,
+	}
+	res.ExpiresAt, _ = URLExpiry(res.ImageURL)
+	return res, nil
+}
+
+// gatewayError returns the gateway's refusal in env, or nil when the gateway
+// let the call through (code absent or "0").
+func gatewayError(env *Envelope) *GatewayError {
+	if r := env.ErrorResponse; r != nil && r.Code != "" && r.Code != "0" {
+		msg := r.Message
+		if msg == "" {
+			msg = r.Msg
+		}
+		rid := r.RequestID
+		if rid == "" {
+			rid = env.GatewayRequestID
+		}
+		return &GatewayError{GatewayCode: string(r.Code), Type: r.Type, Message: msg, RequestID: rid}
+	}
+	if env.GatewayCode != "" && env.GatewayCode != "0" {
+		return &GatewayError{GatewayCode: string(env.GatewayCode), Type: env.Type, Message: env.Message, RequestID: env.GatewayRequestID}
+	}
+	return nil
+}
+
+// URLExpiry reads the absolute expiry (Unix seconds) from an OSS presigned
+// URL's Expires parameter.
+func URLExpiry(raw string) (time.Time, bool) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return time.Time{}, false
+	}
+	v := u.Query().Get("Expires")
+	if v == "" {
+		return time.Time{}, false
+	}
+	sec, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || sec <= 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(sec, 0), true
+}
+
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+func clip(b []byte) string {
+	if len(b) > maxErrBody {
+		b = b[:maxErrBody]
+	}
+	return strings.ToValidUTF8(string(b), "?")
+}
