@@ -1,0 +1,159 @@
+package status_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/status"
+)
+
+func newStore(t *testing.T, cfg status.Config) (*status.Store, redis.UniversalClient) {
+	t.Helper()
+	srv := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return status.NewStore(rdb, cfg), rdb
+}
+
+func TestLifecycle(t *testing.T) {
+	ctx := context.Background()
+	st, rdb := newStore(t, status.Config{Prefix: "t:", TTL: time.Hour})
+
+	rec, created, err := st.Create(ctx, status.Record{RequestID: "r1", TargetWidth: 800, TargetHeight: 600, Source: "url"})
+	require.NoError(t, err)
+	assert.True(t, created)
+	assert.Equal(t, status.Queued, rec.State)
+
+	_, created, err = st.Create(ctx, status.Record{RequestID: "r1", TargetWidth: 1}) // same id again
+	require.NoError(t, err)
+	assert.False(t, created)
+
+	_, err = st.Transition(ctx, "r1", status.Update{To: status.Running, Attempt: 1})
+	require.NoError(t, err)
+	exp := time.Now().Add(time.Minute).UTC().Truncate(time.Second)
+	_, err = st.Transition(ctx, "r1", status.Update{To: status.Cropped, Attempt: 1, PaidUsage: 1,
+		Checkpoint: &status.Checkpoint{ResultURL: "http://x/r.png", ExpiresAt: exp, Width: 800, Height: 600, APIRequestID: "api1"}})
+	require.NoError(t, err)
+	_, err = st.Transition(ctx, "r1", status.Update{To: status.Retrying, Attempt: 1, ErrorCode: "storage_upload", ErrorMessage: "s3 down"})
+	require.NoError(t, err)
+
+	got, err := st.Get(ctx, "r1")
+	require.NoError(t, err)
+	assert.Equal(t, status.Retrying, got.State)
+	assert.Equal(t, "storage_upload", got.ErrorCode)
+	require.NotNil(t, got.Checkpoint, "a failed copy keeps the checkpoint")
+	assert.True(t, got.Checkpoint.Usable(time.Now(), 10*time.Second))
+	assert.Equal(t, 800, got.TargetWidth, "the first Create's parameters stay")
+
+	_, err = st.Transition(ctx, "r1", status.Update{To: status.Running, Attempt: 2})
+	require.NoError(t, err)
+	got, err = st.Transition(ctx, "r1", status.Update{To: status.Succeeded, Attempt: 2,
+		Stored: &status.Stored{Bucket: "b", Key: "k", Size: 10, ETag: "e"}})
+	require.NoError(t, err)
+	assert.Equal(t, status.Succeeded, got.State)
+	assert.Empty(t, got.ErrorCode)
+	assert.Nil(t, got.Checkpoint)
+	assert.Equal(t, 1, got.PaidCalls)
+	assert.Equal(t, 1, got.Usage)
+	assert.Equal(t, []status.State{status.Queued, status.Running, status.Cropped, status.Retrying, status.Running, status.Succeeded}, states(got.History))
+
+	ttl, err := rdb.TTL(ctx, st.Key("r1")).Result()
+	require.NoError(t, err)
+	assert.InDelta(t, time.Hour.Seconds(), ttl.Seconds(), 5)
+}
+
+func states(h []status.Transition) []status.State {
+	var out []status.State
+	for _, t := range h {
+		out = append(out, t.State)
+	}
+	return out
+}
+
+func TestTransitionRules(t *testing.T) {
+	ctx := context.Background()
+	st, _ := newStore(t, status.Config{})
+
+	// A stale attempt cannot move a record backwards.
+	_, err := st.Transition(ctx, "s", status.Update{To: status.Running, Attempt: 3})
+	require.NoError(t, err)
+	_, err = st.Transition(ctx, "s", status.Update{To: status.Failed, Attempt: 2, ErrorCode: "500"})
+	require.ErrorIs(t, err, status.ErrStaleAttempt)
+
+	// Terminal states do not move.
+	_, err = st.Transition(ctx, "s", status.Update{To: status.Succeeded, Attempt: 3, Stored: &status.Stored{Key: "k"}})
+	require.NoError(t, err)
+	_, err = st.Transition(ctx, "s", status.Update{To: status.Running, Attempt: 4})
+	var te *status.TransitionError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, status.Succeeded, te.From)
+
+	// Only a start creates a missing record.
+	_, err = st.Transition(ctx, "missing", status.Update{To: status.Failed, Attempt: 1})
+	require.ErrorIs(t, err, status.ErrNotFound)
+	_, err = st.Get(ctx, "missing")
+	require.ErrorIs(t, err, status.ErrNotFound)
+
+	// Canceled only from queued.
+	_, _, err = st.Create(ctx, status.Record{RequestID: "c"})
+	require.NoError(t, err)
+	_, err = st.Transition(ctx, "c", status.Update{To: status.Canceled})
+	require.NoError(t, err)
+	_, _, err = st.Create(ctx, status.Record{RequestID: "c2"})
+	require.NoError(t, err)
+	_, err = st.Transition(ctx, "c2", status.Update{To: status.Running, Attempt: 1})
+	require.NoError(t, err)
+	_, err = st.Transition(ctx, "c2", status.Update{To: status.Canceled, Attempt: 1})
+	require.ErrorAs(t, err, &te)
+}
+
+func TestHistoryIsBounded(t *testing.T) {
+	ctx := context.Background()
+	st, _ := newStore(t, status.Config{HistoryLimit: 4})
+	for i := 1; i <= 10; i++ {
+		_, err := st.Transition(ctx, "h", status.Update{To: status.Running, Attempt: i})
+		require.NoError(t, err)
+	}
+	got, err := st.Get(ctx, "h")
+	require.NoError(t, err)
+	require.Len(t, got.History, 4)
+	assert.Equal(t, 10, got.History[3].Attempt)
+}
+
+// Concurrent attempts race on one record: every update is applied exactly
+// once or refused, never lost.
+func TestConcurrentTransitionsAreAtomic(t *testing.T) {
+	ctx := context.Background()
+	st, _ := newStore(t, status.Config{HistoryLimit: 1000})
+	const n = 40
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	applied := 0
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := st.Transition(ctx, "race", status.Update{To: status.Running, Attempt: 1})
+			if err == nil {
+				mu.Lock()
+				applied++
+				mu.Unlock()
+				return
+			}
+			assert.True(t, errors.Is(err, status.ErrConflict), "unexpected error: %v", err)
+		}()
+	}
+	wg.Wait()
+	got, err := st.Get(ctx, "race")
+	require.NoError(t, err)
+	assert.Len(t, got.History, applied, "every applied update is in the history, none lost")
+	assert.Greater(t, applied, 0)
+}
