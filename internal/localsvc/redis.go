@@ -1,0 +1,92 @@
+package localsvc
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// RedisOptions configure StartRedis.
+type RedisOptions struct {
+	Dir        string // data and log directory (required)
+	Port       int    // 0: a free port
+	AppendOnly bool   // AOF persistence, so a restart keeps the data
+	Binary     string // "" : FindBinary("redis-server")
+}
+
+// Redis is a running redis-server.
+type Redis struct {
+	process
+	port int
+}
+
+// StartRedis starts redis-server on 127.0.0.1 and waits until it answers PING.
+func StartRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
+	if o.Binary == "" {
+		bin, err := FindBinary("redis-server")
+		if err != nil {
+			return nil, err
+		}
+		o.Binary = bin
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	if o.Port == 0 {
+		p, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		o.Port = p
+	}
+	aof := "no"
+	if o.AppendOnly {
+		aof = "yes"
+	}
+	addr := "127.0.0.1:" + portString(o.Port)
+	r := &Redis{port: o.Port}
+	r.process = process{
+		name: "redis-server", bin: o.Binary, logPath: filepath.Join(o.Dir, "redis.log"),
+		args: []string{"--bind", "127.0.0.1", "--port", portString(o.Port), "--dir", o.Dir, "--save", "",
+			"--appendonly", aof, "--appendfsync", "everysec", "--daemonize", "no", "--protected-mode", "no"},
+		ready: func(ctx context.Context) error { return ping(ctx, addr) },
+	}
+	if err := r.Start(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Addr is host:port.
+func (r *Redis) Addr() string { return "127.0.0.1:" + portString(r.port) }
+
+// URL is a redis:// URL of database 0.
+func (r *Redis) URL() string { return "redis://" + r.Addr() + "/0" }
+
+// ping speaks just enough RESP to ask PING, so that this package needs no client.
+func ping(ctx context.Context, addr string) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("redis not ready: %q", strings.TrimSpace(line))
+	}
+	return nil
+}

@@ -1,0 +1,87 @@
+// Package testenv starts the real servers tests need — redis-server and
+// MinIO — on free ports in temporary directories, stopped by t.Cleanup.
+// A missing binary fails the test with the command that installs it; it
+// never skips.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/cropq/cropq/internal/localsvc"
+)
+
+// fail stops the test; a *localsvc.NotInstalledError's message says how to
+// install the missing server.
+func fail(t testing.TB, what string, err error) {
+	t.Helper()
+	t.Fatalf("%s: %v", what, err)
+}
+
+// Redis starts a redis-server with AOF on, for the test's lifetime.
+func Redis(t testing.TB) *localsvc.Redis {
+	t.Helper()
+	r, err := localsvc.StartRedis(context.Background(), localsvc.RedisOptions{Dir: t.TempDir(), AppendOnly: true})
+	if err != nil {
+		fail(t, "start redis-server", err)
+	}
+	t.Cleanup(func() { _ = r.Stop(context.Background()) })
+	return r
+}
+
+// MinIO starts a MinIO server for the test's lifetime.
+func MinIO(t testing.TB) *localsvc.MinIO {
+	t.Helper()
+	m, err := localsvc.StartMinIO(context.Background(), localsvc.MinIOOptions{Dir: t.TempDir()})
+	if err != nil {
+		fail(t, "start minio", err)
+	}
+	t.Cleanup(func() { _ = m.Stop(context.Background()) })
+	return m
+}
+
+// S3Client returns a path-style S3 client of m.
+func S3Client(m *localsvc.MinIO) *s3.Client {
+	return s3.New(s3.Options{
+		BaseEndpoint: aws.String(m.Endpoint()),
+		Region:       "us-east-1",
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(m.AccessKey(), m.SecretKey(), ""),
+	})
+}
+
+// MinIOBucket creates a fresh bucket on m and returns a client and its name.
+func MinIOBucket(t testing.TB, m *localsvc.MinIO) (*s3.Client, string) {
+	t.Helper()
+	client := S3Client(m)
+	name := fmt.Sprintf("test-%s-%x", sanitize(t.Name()), time.Now().UnixNano())
+	if len(name) > 63 {
+		name = name[len(name)-63:]
+		name = "t" + strings.TrimLeft(name[1:], "-.")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		t.Fatalf("create bucket %s: %v", name, err)
+	}
+	return client, name
+}
+
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	return strings.Trim(b.String(), "-")
+}
