@@ -1,0 +1,402 @@
+// Package storage copies a cropping result from its short-lived URL into S3
+// (or MinIO), streaming: the download feeds the upload, multipart above a
+// threshold through the SDK's transfer manager, with the type, size and
+// image header checked on the way and nothing left behind on failure.
+package storage
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/cropq/cropq/cropapi"
+)
+
+// S3Config says how to reach S3.
+type S3Config struct {
+	Endpoint        string // "" = AWS S3; MinIO: http://host:9000
+	Region          string // default us-east-1
+	UsePathStyle    bool   // MinIO needs it
+	AccessKeyID     string // "" = the AWS default credentials chain
+	SecretAccessKey string
+}
+
+// NewS3Client builds an S3 client from c.
+func NewS3Client(ctx context.Context, c S3Config) (*s3.Client, error) {
+	if c.Region == "" {
+		c.Region = "us-east-1"
+	}
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(c.Region)}
+	if c.AccessKeyID != "" {
+		opts = append(opts, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, "")))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("storage: aws config: %w", err)
+	}
+	return s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if c.Endpoint != "" {
+			o.BaseEndpoint = aws.String(c.Endpoint)
+		}
+		o.UsePathStyle = c.UsePathStyle
+	}), nil
+}
+
+// Config configures a Copier. Zero values take defaults.
+type Config struct {
+	Bucket      string // required
+	KeyTemplate string // default DefaultKeyTemplate
+	// MaxDownloadBytes bounds a result (default 64 MiB).
+	MaxDownloadBytes int64
+	// Timeout bounds one whole copy (default 2m).
+	Timeout time.Duration
+	// PartSize is the multipart part size (default and minimum 5 MiB). A
+	// result of known length up to PartSize is sent in one PutObject from a
+	// buffer of its own size; larger or unknown lengths go multipart.
+	PartSize int64
+	// MaxConcurrentMultipart bounds the multipart uploads in flight across
+	// all copies: each holds up to two parts in memory (default 2).
+	MaxConcurrentMultipart int
+	// HTTPClient downloads results (default: one with transport timeouts and
+	// at most 3 redirects).
+	HTTPClient *http.Client
+	Now        func() time.Time
+}
+
+// Object describes a result to store.
+type Object struct {
+	RequestID    string
+	APIRequestID string
+	// Width and Height, when set, must match the image header of the result.
+	Width, Height int
+	// Bucket and KeyTemplate override the configured ones for this object.
+	Bucket      string
+	KeyTemplate string
+	// Metadata is stored as S3 user metadata, beside request-id,
+	// api-request-id, width and height.
+	Metadata map[string]string
+}
+
+// Stored is where a result landed.
+type Stored struct {
+	Bucket, Key, ETag, ContentType string
+	Size                           int64
+}
+
+// SourceError is a result that could not be downloaded or is not acceptable.
+type SourceError struct {
+	URL        string // without its query (which holds the signature)
+	StatusCode int    // HTTP status, 0 when none
+	// Expired: the URL is past its Expires time or answered 403/410, so the
+	// result must be cropped again.
+	Expired bool
+	Err     error
+}
+
+func (e *SourceError) Error() string {
+	msg := "storage: download " + e.URL
+	if e.StatusCode != 0 {
+		msg += fmt.Sprintf(": HTTP %d", e.StatusCode)
+	}
+	if e.Expired {
+		msg += ": expired"
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+func (e *SourceError) Unwrap() error { return e.Err }
+
+// UploadError is a failure writing to S3.
+type UploadError struct {
+	Op          string
+	Bucket, Key string
+	Err         error
+}
+
+func (e *UploadError) Error() string {
+	return fmt.Sprintf("storage: %s s3://%s/%s: %v", e.Op, e.Bucket, e.Key, e.Err)
+}
+func (e *UploadError) Unwrap() error { return e.Err }
+
+// Copier copies results into S3. It is safe for concurrent use.
+type Copier struct {
+	s3        *s3.Client
+	uploader  *manager.Uploader
+	cfg       Config
+	multipart chan struct{} // semaphore of multipart uploads
+}
+
+const minPartSize = 5 << 20
+
+// New returns a Copier writing through client.
+func New(client *s3.Client, cfg Config) (*Copier, error) {
+	if cfg.Bucket == "" {
+		return nil, errors.New("storage: bucket is required (CROPQ_S3_BUCKET)")
+	}
+	if cfg.KeyTemplate == "" {
+		cfg.KeyTemplate = DefaultKeyTemplate
+	}
+	if _, err := RenderKey(cfg.KeyTemplate, KeyVars{RequestID: "check", Width: 1, Height: 1, Ext: "png"}); err != nil {
+		return nil, err
+	}
+	if cfg.MaxDownloadBytes <= 0 {
+		cfg.MaxDownloadBytes = 64 << 20
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
+	if cfg.PartSize < minPartSize {
+		cfg.PartSize = minPartSize
+	}
+	if cfg.MaxConcurrentMultipart <= 0 {
+		cfg.MaxConcurrentMultipart = 2
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = defaultHTTPClient()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	up := manager.NewUploader(client, func(u *manager.Uploader) {
+		u.PartSize = cfg.PartSize
+		u.Concurrency = 1 // parts in flight per upload: memory is the limit, not bandwidth
+	})
+	return &Copier{s3: client, uploader: up, cfg: cfg, multipart: make(chan struct{}, cfg.MaxConcurrentMultipart)}, nil
+}
+
+func defaultHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = 30 * time.Second
+	t.MaxIdleConnsPerHost = 32
+	return &http.Client{
+		Transport: t,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 3 {
+				return errors.New("more than 3 redirects")
+			}
+			if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+				return fmt.Errorf("redirect to scheme %q", req.URL.Scheme)
+			}
+			return nil
+		},
+	}
+}
+
+// CheckBucket reports whether the bucket is reachable.
+func (c *Copier) CheckBucket(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(c.cfg.Bucket)}); err != nil {
+		return &UploadError{Op: "head bucket", Bucket: c.cfg.Bucket, Err: err}
+	}
+	return nil
+}
+
+// Copy downloads sourceURL and uploads it as obj. On any error nothing is
+// left in the bucket.
+func (c *Copier) Copy(ctx context.Context, sourceURL string, obj Object) (Stored, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	shown := redact(sourceURL)
+	if exp, ok := cropapi.URLExpiry(sourceURL); ok && !c.cfg.Now().Before(exp) {
+		return Stored{}, &SourceError{URL: shown, Expired: true, Err: fmt.Errorf("expired at %s", exp.UTC().Format(time.RFC3339))}
+	}
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, sourceURL, nil)
+	if err != nil {
+		return Stored{}, &SourceError{URL: shown, Err: err}
+	}
+	resp, err := c.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return Stored{}, &SourceError{URL: shown, Err: stripURL(err)}
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusGone:
+		return Stored{}, &SourceError{URL: shown, StatusCode: resp.StatusCode, Expired: true}
+	case resp.StatusCode != http.StatusOK:
+		return Stored{}, &SourceError{URL: shown, StatusCode: resp.StatusCode}
+	}
+	size := resp.ContentLength // -1 when unknown
+	if size > c.cfg.MaxDownloadBytes {
+		return Stored{}, &SourceError{URL: shown, StatusCode: resp.StatusCode, Err: fmt.Errorf("result of %d bytes exceeds the %d-byte limit", size, c.cfg.MaxDownloadBytes)}
+	}
+
+	// Type and image header, from the first bytes.
+	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	head, _ := br.Peek(64 << 10)
+	ctype, ext, err := contentType(resp.Header.Get("Content-Type"), head)
+	if err != nil {
+		return Stored{}, &SourceError{URL: shown, StatusCode: resp.StatusCode, Err: err}
+	}
+	if obj.Width > 0 && obj.Height > 0 {
+		info, err := cropapi.DecodeImageHeader(bytes.NewReader(head))
+		if err != nil {
+			return Stored{}, &SourceError{URL: shown, StatusCode: resp.StatusCode, Err: fmt.Errorf("result image %w", err)}
+		}
+		if info.Width != obj.Width || info.Height != obj.Height {
+			return Stored{}, &SourceError{URL: shown, StatusCode: resp.StatusCode,
+				Err: fmt.Errorf("result is %d×%d, want %d×%d", info.Width, info.Height, obj.Width, obj.Height)}
+		}
+	}
+
+	bucket, tmpl := c.cfg.Bucket, c.cfg.KeyTemplate
+	if obj.Bucket != "" {
+		bucket = obj.Bucket
+	}
+	if obj.KeyTemplate != "" {
+		tmpl = obj.KeyTemplate
+	}
+	key, err := RenderKey(tmpl, KeyVars{RequestID: obj.RequestID, Width: obj.Width, Height: obj.Height, Ext: ext, Date: c.cfg.Now()})
+	if err != nil {
+		return Stored{}, err
+	}
+	meta := map[string]string{"request-id": obj.RequestID, "api-request-id": obj.APIRequestID,
+		"width": strconv.Itoa(obj.Width), "height": strconv.Itoa(obj.Height)}
+	for k, v := range obj.Metadata {
+		if _, taken := meta[k]; !taken {
+			meta[k] = v
+		}
+	}
+	body := &countingReader{r: br, want: size, max: c.cfg.MaxDownloadBytes}
+	out := Stored{Bucket: bucket, Key: key, ContentType: ctype}
+
+	if size >= 0 && size <= c.cfg.PartSize {
+		// Small and of known length: one PutObject from a buffer of exactly
+		// that size. A seekable body lets the SDK sign it over plain HTTP.
+		buf := make([]byte, size)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			if body.err != nil {
+				err = body.err
+			}
+			return Stored{}, &SourceError{URL: shown, StatusCode: resp.StatusCode, Err: err}
+		}
+		if err := body.finish(); err != nil {
+			return Stored{}, &SourceError{URL: shown, StatusCode: resp.StatusCode, Err: err}
+		}
+		put, err := c.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
+			Body: bytes.NewReader(buf), ContentLength: aws.Int64(size), ContentType: aws.String(ctype), Metadata: meta})
+		if err != nil {
+			return Stored{}, &UploadError{Op: "put", Bucket: bucket, Key: key, Err: err}
+		}
+		out.ETag, out.Size = strings.Trim(aws.ToString(put.ETag), `"`), size
+		return out, nil
+	}
+
+	// Large or of unknown length: multipart through the transfer manager,
+	// which reads one part at a time and aborts the upload on a read error.
+	select {
+	case c.multipart <- struct{}{}:
+		defer func() { <-c.multipart }()
+	case <-ctx.Done():
+		return Stored{}, &UploadError{Op: "wait for a multipart slot", Bucket: bucket, Key: key, Err: ctx.Err()}
+	}
+	up, err := c.uploader.Upload(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
+		Body: body, ContentType: aws.String(ctype), Metadata: meta})
+	if body.err != nil {
+		// The source failed mid-way; the manager aborted the upload.
+		return Stored{}, &SourceError{URL: shown, StatusCode: resp.StatusCode, Err: body.err}
+	}
+	if err != nil {
+		return Stored{}, &UploadError{Op: "upload", Bucket: bucket, Key: key, Err: err}
+	}
+	out.ETag, out.Size = strings.Trim(aws.ToString(up.ETag), `"`), body.n
+	return out, nil
+}
+
+// countingReader enforces the byte count: at most max, and exactly want
+// when the length was announced.
+type countingReader struct {
+	r    io.Reader
+	n    int64
+	want int64 // -1 unknown
+	max  int64
+	err  error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	switch {
+	case c.n > c.max:
+		c.err = fmt.Errorf("result exceeds the %d-byte limit", c.max)
+	case c.want >= 0 && c.n > c.want:
+		c.err = fmt.Errorf("result longer than its Content-Length %d", c.want)
+	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && c.want >= 0 && c.n < c.want:
+		c.err = fmt.Errorf("result truncated at %d of %d bytes: %w", c.n, c.want, io.ErrUnexpectedEOF)
+	case err != nil && !errors.Is(err, io.EOF):
+		c.err = fmt.Errorf("read result: %w", err)
+	}
+	if c.err != nil {
+		return n, c.err
+	}
+	return n, err
+}
+
+// finish checks that nothing follows the announced length.
+func (c *countingReader) finish() error {
+	var one [1]byte
+	if n, _ := c.Read(one[:]); n > 0 && c.err == nil {
+		c.err = fmt.Errorf("result longer than its Content-Length %d", c.want)
+	}
+	if c.err != nil && !errors.Is(c.err, io.EOF) {
+		return c.err
+	}
+	return nil
+}
+
+var imageExt = map[string]string{
+	"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp", "image/bmp": "bmp",
+}
+
+// contentType takes the declared type, sniffed when missing or generic, and
+// refuses anything that is not an image.
+func contentType(declared string, head []byte) (ctype, ext string, err error) {
+	mt, _, _ := mime.ParseMediaType(declared)
+	if mt == "" || mt == "application/octet-stream" || mt == "binary/octet-stream" {
+		mt, _, _ = mime.ParseMediaType(http.DetectContentType(head))
+	}
+	ext, ok := imageExt[mt]
+	if !ok {
+		return "", "", fmt.Errorf("content type %q is not an accepted image type", mt)
+	}
+	return mt, ext, nil
+}
+
+// redact drops the query (a signature) from a URL for messages.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	u.RawQuery, u.User = "", nil
+	return u.String()
+}
+
+func stripURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return &url.Error{Op: ue.Op, URL: redact(ue.URL), Err: ue.Err}
+	}
+	return err
+}

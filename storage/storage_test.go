@@ -1,0 +1,262 @@
+package storage_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/image/bmp"
+
+	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/storage"
+)
+
+func encode(t testing.TB, format string, w, h int) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			img.Set(x, y, color.RGBA{uint8(x * 7), uint8(y * 3), uint8(x ^ y), 255})
+		}
+	}
+	var buf bytes.Buffer
+	switch format {
+	case "png":
+		require.NoError(t, png.Encode(&buf, img))
+	case "bmp":
+		require.NoError(t, bmp.Encode(&buf, img))
+	}
+	return buf.Bytes()
+}
+
+type env struct {
+	copier *storage.Copier
+	s3     *s3.Client
+	bucket string
+}
+
+func newEnv(t *testing.T, mutate ...func(*storage.Config)) env {
+	t.Helper()
+	m := testenv.MinIO(t)
+	client, bucket := testenv.MinIOBucket(t, m)
+	cfg := storage.Config{Bucket: bucket, Timeout: 30 * time.Second}
+	for _, f := range mutate {
+		f(&cfg)
+	}
+	c, err := storage.New(client, cfg)
+	require.NoError(t, err)
+	return env{copier: c, s3: client, bucket: bucket}
+}
+
+func (e env) keys(t *testing.T) []string {
+	t.Helper()
+	out, err := e.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(e.bucket)})
+	require.NoError(t, err)
+	var keys []string
+	for _, o := range out.Contents {
+		keys = append(keys, aws.ToString(o.Key))
+	}
+	uploads, err := e.s3.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(e.bucket)})
+	require.NoError(t, err)
+	for _, u := range uploads.Uploads {
+		keys = append(keys, "multipart:"+aws.ToString(u.Key))
+	}
+	return keys
+}
+
+func serve(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func bytesHandler(ctype string, body []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if ctype != "" {
+			w.Header().Set("Content-Type", ctype)
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
+	}
+}
+
+func TestCopy(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	small := encode(t, "png", 300, 200)
+	large := encode(t, "bmp", 2600, 1000) // ~7.8 MB: multipart
+	require.Greater(t, len(large), 5<<20)
+
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		obj     storage.Object
+		key     string
+		ctype   string
+		size    int
+	}{
+		{"small png", bytesHandler("image/png", small), storage.Object{RequestID: "r-small", APIRequestID: "api-1", Width: 300, Height: 200}, "crops/r-small/300x200.png", "image/png", len(small)},
+		{"no content type is sniffed", bytesHandler("", small), storage.Object{RequestID: "r-sniff", Width: 300, Height: 200}, "crops/r-sniff/300x200.png", "image/png", len(small)},
+		{"octet-stream is sniffed", bytesHandler("application/octet-stream", small), storage.Object{RequestID: "r-octet"}, "crops/r-octet/0x0.png", "image/png", len(small)},
+		{"large goes multipart", bytesHandler("image/bmp", large), storage.Object{RequestID: "r-large", Width: 2600, Height: 1000}, "crops/r-large/2600x1000.bmp", "image/bmp", len(large)},
+		{"chunked (unknown length)", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "image/png")
+			for i := 0; i < len(small); i += 1000 {
+				_, _ = w.Write(small[i:min(i+1000, len(small))])
+				w.(http.Flusher).Flush()
+			}
+		}, storage.Object{RequestID: "r-chunked", Width: 300, Height: 200}, "crops/r-chunked/300x200.png", "image/png", len(small)},
+		{"hostile request id stays in its prefix", bytesHandler("image/png", small), storage.Object{RequestID: "../../etc/passwd"}, "crops/..%2F..%2Fetc%2Fpasswd/0x0.png", "image/png", len(small)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := e.copier.Copy(ctx, serve(t, tt.handler)+"/r.png?Expires=9999999999&Signature=x", tt.obj)
+			require.NoError(t, err)
+			assert.Equal(t, tt.key, st.Key)
+			assert.Equal(t, tt.ctype, st.ContentType)
+			assert.Equal(t, int64(tt.size), st.Size)
+			assert.NotEmpty(t, st.ETag)
+
+			got, err := e.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(tt.key)})
+			require.NoError(t, err)
+			defer got.Body.Close()
+			b, err := io.ReadAll(got.Body)
+			require.NoError(t, err)
+			assert.Equal(t, tt.size, len(b))
+			assert.Equal(t, tt.ctype, aws.ToString(got.ContentType))
+			assert.Equal(t, tt.obj.RequestID, got.Metadata["request-id"])
+		})
+	}
+}
+
+func TestCopyMetadata(t *testing.T) {
+	e := newEnv(t, func(c *storage.Config) { c.KeyTemplate = "out/{date}/{requestId}.{ext}" })
+	small := encode(t, "png", 120, 100)
+	st, err := e.copier.Copy(context.Background(), serve(t, bytesHandler("image/png", small)),
+		storage.Object{RequestID: "m1", APIRequestID: "api-9", Width: 120, Height: 100, Metadata: map[string]string{"sku": "A-1"}})
+	require.NoError(t, err)
+	assert.Regexp(t, `^out/\d{4}-\d{2}-\d{2}/m1\.png$`, st.Key)
+	head, err := e.s3.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(st.Key)})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"request-id": "m1", "api-request-id": "api-9", "width": "120", "height": "100", "sku": "A-1"}, head.Metadata)
+}
+
+func TestCopyRefusesAndLeavesNothing(t *testing.T) {
+	small := encode(t, "png", 300, 200)
+	large := encode(t, "bmp", 2600, 1000)
+	truncate := func(body []byte) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "image/png")
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			_, _ = w.Write(body[:len(body)/2])
+			w.(http.Flusher).Flush()
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		}
+	}
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		obj     storage.Object
+		expired bool
+		status  int
+		errText string
+	}{
+		{"html", bytesHandler("text/html", []byte("<html>nope</html>")), storage.Object{RequestID: "x"}, false, 200, "not an accepted image type"},
+		{"403 means expired", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusForbidden) }, storage.Object{RequestID: "x"}, true, 403, "expired"},
+		{"404", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotFound) }, storage.Object{RequestID: "x"}, false, 404, "HTTP 404"},
+		{"truncated small", truncate(small), storage.Object{RequestID: "x"}, false, 200, "truncated"},
+		{"truncated large", truncate(large), storage.Object{RequestID: "x"}, false, 200, "truncated"},
+		{"wrong size", bytesHandler("image/png", small), storage.Object{RequestID: "x", Width: 800, Height: 800}, false, 200, "is 300×200, want 800×800"},
+		{"oversize", bytesHandler("image/bmp", large), storage.Object{RequestID: "x"}, false, 200, "exceeds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(c *storage.Config) {
+				if tt.name == "oversize" {
+					c.MaxDownloadBytes = 1 << 20
+				}
+			})
+			_, err := e.copier.Copy(context.Background(), serve(t, tt.handler)+"/r.png", tt.obj)
+			var se *storage.SourceError
+			require.ErrorAs(t, err, &se)
+			assert.Equal(t, tt.expired, se.Expired)
+			assert.Equal(t, tt.status, se.StatusCode)
+			assert.Contains(t, err.Error(), tt.errText)
+			assert.Empty(t, e.keys(t), "a refused copy leaves nothing behind")
+		})
+	}
+}
+
+func TestCopyExpiredURLIsNotFetched(t *testing.T) {
+	e := newEnv(t)
+	fetched := false
+	url := serve(t, func(w http.ResponseWriter, r *http.Request) { fetched = true })
+	_, err := e.copier.Copy(context.Background(), url+"/r.png?Expires=1000&Signature=s", storage.Object{RequestID: "x"})
+	var se *storage.SourceError
+	require.ErrorAs(t, err, &se)
+	assert.True(t, se.Expired)
+	assert.False(t, fetched)
+	assert.NotContains(t, err.Error(), "Signature", "the signature is not repeated in errors")
+}
+
+func TestUploadErrorWhenS3IsDown(t *testing.T) {
+	m := testenv.MinIO(t)
+	client, bucket := testenv.MinIOBucket(t, m)
+	c, err := storage.New(client, storage.Config{Bucket: bucket, Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	require.NoError(t, m.Stop(context.Background()))
+
+	_, err = c.Copy(context.Background(), serve(t, bytesHandler("image/png", encode(t, "png", 120, 100))), storage.Object{RequestID: "down"})
+	var ue *storage.UploadError
+	require.ErrorAs(t, err, &ue)
+	assert.Error(t, c.CheckBucket(context.Background()))
+	require.NoError(t, m.Start(context.Background()))
+	assert.NoError(t, c.CheckBucket(context.Background()))
+}
+
+func TestRenderKey(t *testing.T) {
+	tests := []struct {
+		tmpl, id, want, errText string
+	}{
+		{"", "sku-1", "crops/sku-1/800x600.png", ""},
+		{"a/{requestId}/b.{ext}", "../x", "a/..%2Fx/b.png", ""},
+		{"a/{requestId}.{ext}", "..", "a/%2E%2E.png", ""},
+		{"a/{requestId}/{ext}", "..", "a/%2E%2E/png", ""},
+		{"a/{requestId}/x", "a\x00b\nc", "a/a%00b%0Ac/x", ""},
+		{"/abs/{requestId}", "x", "", "must not start with /"},
+		{"a/{nope}/{requestId}", "x", "", "unknown placeholder"},
+		{"a//{requestId}", "x", "", "empty"},
+		{"a/{requestId}", string(bytes.Repeat([]byte("x"), 2000)), "", "max 1024"},
+	}
+	for _, tt := range tests {
+		got, err := storage.RenderKey(tt.tmpl, storage.KeyVars{RequestID: tt.id, Width: 800, Height: 600, Ext: "png"})
+		if tt.errText != "" {
+			var ke *storage.KeyError
+			require.True(t, errors.As(err, &ke), "%q: %v", tt.tmpl, err)
+			assert.Contains(t, err.Error(), tt.errText)
+			continue
+		}
+		require.NoError(t, err, tt.tmpl)
+		if tt.want != "" {
+			assert.Equal(t, tt.want, got)
+		}
+		assert.NotContains(t, "/"+got+"/", "/../")
+	}
+}
