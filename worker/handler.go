@@ -1,0 +1,230 @@
+// Package worker processes crop tasks: the asynq handler (the data path of
+// one crop, top-down in this file), its retry policy and the server wiring.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/tasks"
+)
+
+// Cropper calls the cropping API once (package cropapi's Client).
+type Cropper interface {
+	Crop(ctx context.Context, req cropapi.Request) (cropapi.Result, error)
+}
+
+// Copier copies a result URL into object storage (package storage's Copier).
+type Copier interface {
+	Copy(ctx context.Context, sourceURL string, obj storage.Object) (storage.Stored, error)
+	// CheckBucket reports whether the destination is reachable: a result is
+	// not paid for again while it could not be stored anyway.
+	CheckBucket(ctx context.Context) error
+}
+
+// StatusStore records the status of each request id (package status's Store).
+type StatusStore interface {
+	Transition(ctx context.Context, id string, u status.Update) (status.Record, error)
+}
+
+// HandlerConfig tunes the handler. Zero values take defaults.
+type HandlerConfig struct {
+	// CheckpointMargin is how much life a checkpointed result URL must have
+	// left to be tried rather than paid for again (default 2s: a copy that
+	// finds it expired is cropped again anyway).
+	CheckpointMargin time.Duration
+	// StatusTimeout bounds a status write made after the task's context ended
+	// (default 5s), so that a shutdown still records why an attempt stopped.
+	StatusTimeout time.Duration
+	// Limits are the API's input rules, checked again before paying.
+	Limits cropapi.Limits
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Handler is the asynq handler of tasks.TypeCrop.
+type Handler struct {
+	cropper Cropper
+	copier  Copier
+	status  StatusStore
+	cfg     HandlerConfig
+	log     *slog.Logger
+}
+
+// NewHandler returns a handler using the given parts.
+func NewHandler(cropper Cropper, copier Copier, st StatusStore, cfg HandlerConfig) *Handler {
+	if cfg.CheckpointMargin <= 0 {
+		cfg.CheckpointMargin = 2 * time.Second
+	}
+	if cfg.StatusTimeout <= 0 {
+		cfg.StatusTimeout = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{cropper: cropper, copier: copier, status: st, cfg: cfg, log: log}
+}
+
+// ProcessTask runs one attempt of a crop:
+//
+//  1. mark the record running (a stale or finished attempt stops here);
+//  2. reuse an unexpired checkpointed result URL, or call the API and
+//     checkpoint its answer, so that a retry never pays twice;
+//  3. stream the result into S3 (an expired URL is cropped again, once);
+//  4. mark the record succeeded.
+//
+// Errors are classified once, in h.fail, into asynq's outcomes.
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.ParseCropPayload(t.Payload())
+	if err != nil {
+		// Not ours to fix by retrying; without a trusted id there is no record.
+		h.log.ErrorContext(ctx, "crop: undecodable payload", "err", err)
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	taskID, _ := asynq.GetTaskID(ctx)
+	a := attempt{payload: p, n: retried + 1, last: retried >= maxRetry,
+		log: h.log.With("request_id", p.RequestID, "task_id", taskID, "attempt", retried+1)}
+
+	// 1. Running.
+	rec, err := h.status.Transition(ctx, p.RequestID, status.Update{To: status.Running, Attempt: a.n})
+	var te *status.TransitionError
+	switch {
+	case errors.As(err, &te) && te.From.Terminal():
+		a.log.InfoContext(ctx, "crop: already finished, nothing to do", "state", te.From)
+		return nil
+	case errors.Is(err, status.ErrStaleAttempt):
+		a.log.WarnContext(ctx, "crop: a newer attempt owns this request; stopping")
+		return nil
+	case err != nil:
+		return h.fail(ctx, a, fmt.Errorf("mark running: %w", err))
+	}
+	if err := p.Validate(h.cfg.Limits); err != nil {
+		return h.fail(ctx, a, err)
+	}
+
+	// 2. Crop, unless an earlier attempt already paid for a result that is
+	// still downloadable.
+	cp := rec.Checkpoint
+	reused := cp.Usable(h.cfg.Now(), h.cfg.CheckpointMargin)
+	if reused {
+		a.log.InfoContext(ctx, "crop: reusing checkpointed result", "api_request_id", cp.APIRequestID, "expires_at", cp.ExpiresAt)
+	} else {
+		if cp != nil {
+			// Paying again for an expired result: first make sure it can be
+			// stored this time, or a storage outage turns into a bill.
+			if err := h.copier.CheckBucket(ctx); err != nil {
+				return h.fail(ctx, a, &storage.UploadError{Op: "check bucket", Err: err})
+			}
+		}
+		if cp, err = h.crop(ctx, a, cp != nil); err != nil {
+			return h.fail(ctx, a, err)
+		}
+	}
+
+	// 3. Copy into S3. An expired URL from an earlier attempt is cropped again,
+	// once, within this attempt.
+	stored, err := h.copy(ctx, a, cp)
+	var se *storage.SourceError
+	if reused && errors.As(err, &se) && se.Expired {
+		a.log.InfoContext(ctx, "crop: checkpointed result expired; cropping again", "api_request_id", cp.APIRequestID)
+		if cp, err = h.crop(ctx, a, true); err != nil {
+			return h.fail(ctx, a, err)
+		}
+		stored, err = h.copy(ctx, a, cp)
+	}
+	if err != nil {
+		return h.fail(ctx, a, err)
+	}
+
+	// 4. Succeeded.
+	_, err = h.status.Transition(ctx, p.RequestID, status.Update{To: status.Succeeded, Attempt: a.n, Stored: &status.Stored{
+		Bucket: stored.Bucket, Key: stored.Key, ETag: stored.ETag, Size: stored.Size, ContentType: stored.ContentType,
+		Width: cp.Width, Height: cp.Height, APIRequestID: cp.APIRequestID,
+	}})
+	if err != nil {
+		// The object is stored; the next attempt reuses the checkpoint and
+		// overwrites the same key, still without paying.
+		return h.fail(ctx, a, fmt.Errorf("mark succeeded: %w", err))
+	}
+	a.log.InfoContext(ctx, "crop: stored", "bucket", stored.Bucket, "key", stored.Key, "size", stored.Size)
+	return nil
+}
+
+// attempt is what one run of ProcessTask knows about itself.
+type attempt struct {
+	payload tasks.CropPayload
+	n       int  // 1-based attempt number
+	last    bool // no retry follows a failure of this attempt
+	log     *slog.Logger
+}
+
+// crop pays for one API call and checkpoints its answer.
+func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status.Checkpoint, error) {
+	start := h.cfg.Now()
+	res, err := h.cropper.Crop(ctx, a.payload.CropRequest())
+	if err != nil {
+		return nil, fmt.Errorf("crop: %w", err)
+	}
+	a.log.InfoContext(ctx, "crop: API answered", "api_request_id", res.RequestID, "usage", res.Usage,
+		"width", res.Width, "height", res.Height, "took", h.cfg.Now().Sub(start))
+	cp := &status.Checkpoint{ResultURL: res.ImageURL, ExpiresAt: res.ExpiresAt, Width: res.Width, Height: res.Height,
+		APIRequestID: res.RequestID, TraceID: res.TraceID}
+	if _, err := h.status.Transition(ctx, a.payload.RequestID, status.Update{To: status.Cropped, Attempt: a.n,
+		Checkpoint: cp, ClearCheckpoint: discardOld, PaidUsage: res.Usage}); err != nil {
+		return nil, fmt.Errorf("checkpoint result: %w", err)
+	}
+	return cp, nil
+}
+
+func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (storage.Stored, error) {
+	p := a.payload
+	stored, err := h.copier.Copy(ctx, cp.ResultURL, storage.Object{
+		RequestID: p.RequestID, APIRequestID: cp.APIRequestID,
+		Width: p.TargetWidth, Height: p.TargetHeight,
+		Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata,
+	})
+	if err != nil {
+		return storage.Stored{}, fmt.Errorf("copy result: %w", err)
+	}
+	return stored, nil
+}
+
+// fail records why the attempt stopped and turns err into asynq's outcome,
+// following the retry policy (policy.go).
+func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
+	d := Decide(err)
+	to := status.Retrying
+	if !d.Retry || (d.CountsAsFailure && a.last) {
+		to = status.Failed
+	}
+	code, msg := errorCode(err), err.Error()
+	// The task's context may be over (shutdown, timeout): still record why.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.StatusTimeout)
+	defer cancel()
+	if _, serr := h.status.Transition(sctx, a.payload.RequestID, status.Update{To: to, Attempt: a.n, ErrorCode: code, ErrorMessage: msg}); serr != nil &&
+		!errors.Is(serr, status.ErrStaleAttempt) {
+		a.log.ErrorContext(ctx, "crop: record failure", "err", serr)
+	}
+	a.log.WarnContext(ctx, "crop: attempt failed", "class", d.Class, "error_code", code, "err", err, "state", to)
+	if !d.Retry {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if !d.CountsAsFailure {
+		return &notFailureError{err: err, delay: d.Delay}
+	}
+	return err
+}

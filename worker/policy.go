@@ -1,0 +1,149 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/storage"
+)
+
+// Decision is what the retry policy does with an error.
+type Decision struct {
+	Class           string        // stable name of the row of the policy table
+	Retry           bool          // hand the task back for another attempt
+	CountsAsFailure bool          // spends one of MaxRetry and counts in failed stats
+	Delay           time.Duration // a server's hint (Retry-After); 0 = use the backoff
+}
+
+// Decide is the retry policy, one row per error class:
+//
+//	class         examples                          retry  failure  delay
+//	rate_limited  resCode 501, HTTP 429              yes    no       Retry-After, else RateLimitDelay
+//	permanent     700, 1000, 1002, validation, 4xx,  no     yes      —
+//	              a key template that cannot render
+//	api           500, 801, 900, 1001, transport     yes    yes      backoff
+//	storage       S3 upload, result download         yes    yes      backoff (checkpoint kept: no new paid call)
+//	status        Redis errors writing the record    yes    yes      backoff
+//	interrupted   worker shutting down               yes    no       backoff
+//	unknown       anything else                      yes    yes      backoff
+//
+// "failure" decides whether the attempt spends MaxRetry; the last failing
+// attempt ends in status failed.
+func Decide(err error) Decision {
+	var (
+		upload *storage.UploadError
+		source *storage.SourceError
+		key    *storage.KeyError
+	)
+	switch c := cropapi.ClassOf(err); {
+	case c == cropapi.ClassRateLimited:
+		d, _ := cropapi.RetryAfterOf(err)
+		return Decision{Class: "rate_limited", Retry: true, Delay: d}
+	case c == cropapi.ClassPermanent:
+		return Decision{Class: "permanent", CountsAsFailure: true}
+	case c == cropapi.ClassRetryable:
+		return Decision{Class: "api", Retry: true, CountsAsFailure: true}
+	case errors.As(err, &key):
+		return Decision{Class: "permanent", CountsAsFailure: true}
+	case errors.As(err, &upload), errors.As(err, &source):
+		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}
+	case errors.Is(err, status.ErrConflict), errors.Is(err, status.ErrNotFound):
+		return Decision{Class: "status", Retry: true, CountsAsFailure: true}
+	case errors.Is(err, context.Canceled):
+		return Decision{Class: "interrupted", Retry: true}
+	default:
+		return Decision{Class: "unknown", Retry: true, CountsAsFailure: true}
+	}
+}
+
+// errorCode is the code recorded in the status record.
+func errorCode(err error) string {
+	if c := cropapi.CodeOf(err); c != "" {
+		return c
+	}
+	var (
+		upload *storage.UploadError
+		source *storage.SourceError
+		key    *storage.KeyError
+	)
+	switch {
+	case errors.As(err, &key):
+		return "key_template"
+	case errors.As(err, &source) && source.Expired:
+		return "result_expired"
+	case errors.As(err, &source):
+		return "result_download"
+	case errors.As(err, &upload):
+		return "storage_upload"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "interrupted"
+	default:
+		return "internal"
+	}
+}
+
+// notFailureError marks an attempt that should be retried without spending
+// MaxRetry (asynq's IsFailure), after delay when one is known.
+type notFailureError struct {
+	err   error
+	delay time.Duration
+}
+
+func (e *notFailureError) Error() string { return e.err.Error() }
+func (e *notFailureError) Unwrap() error { return e.err }
+
+// IsFailure is asynq's Config.IsFailure: rate limits and interruptions do not
+// count as failed attempts.
+func IsFailure(err error) bool {
+	var nf *notFailureError
+	return !errors.As(err, &nf)
+}
+
+// Backoff is the delay policy for retries: exponential with full jitter,
+// capped, and a server's Retry-After honoured.
+type Backoff struct {
+	Base           time.Duration // first retry's upper bound (default 2s)
+	Cap            time.Duration // largest delay (default 5m)
+	RateLimitDelay time.Duration // a rate limit without a hint (default 1s)
+}
+
+func (b Backoff) withDefaults() Backoff {
+	if b.Base <= 0 {
+		b.Base = 2 * time.Second
+	}
+	if b.Cap <= 0 {
+		b.Cap = 5 * time.Minute
+	}
+	if b.RateLimitDelay <= 0 {
+		b.RateLimitDelay = time.Second
+	}
+	return b
+}
+
+// Delay is asynq's RetryDelayFunc; n is the number of retries so far.
+func (b Backoff) Delay(n int, err error, _ *asynq.Task) time.Duration {
+	b = b.withDefaults()
+	var nf *notFailureError
+	if errors.As(err, &nf) {
+		if nf.delay > 0 {
+			return min(nf.delay, b.Cap)
+		}
+		if cropapi.IsRateLimited(err) {
+			return b.RateLimitDelay
+		}
+	}
+	upper := b.Base
+	for i := 0; i < n && upper < b.Cap; i++ {
+		upper *= 2
+	}
+	upper = min(upper, b.Cap)
+	return time.Duration(rand.Int64N(int64(upper)) + 1)
+}

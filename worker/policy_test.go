@@ -1,0 +1,71 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/storage"
+)
+
+func TestDecide(t *testing.T) {
+	wrap := func(err error) error { return fmt.Errorf("crop: %w", err) }
+	tests := []struct {
+		name string
+		err  error
+		want Decision
+		code string
+	}{
+		{"501", wrap(&cropapi.APIError{ResCode: 501}), Decision{Class: "rate_limited", Retry: true}, "501"},
+		{"429 with Retry-After", wrap(&cropapi.TransportError{StatusCode: 429, RetryAfter: 3 * time.Second}), Decision{Class: "rate_limited", Retry: true, Delay: 3 * time.Second}, "http_429"},
+		{"gateway call limit", wrap(&cropapi.GatewayError{GatewayCode: "ApiCallLimit", Type: "ISV"}), Decision{Class: "rate_limited", Retry: true}, "ApiCallLimit"},
+		{"500", wrap(&cropapi.APIError{ResCode: 500}), Decision{Class: "api", Retry: true, CountsAsFailure: true}, "500"},
+		{"801", wrap(&cropapi.APIError{ResCode: 801}), Decision{Class: "api", Retry: true, CountsAsFailure: true}, "801"},
+		{"900", wrap(&cropapi.APIError{ResCode: 900}), Decision{Class: "api", Retry: true, CountsAsFailure: true}, "900"},
+		{"1001", wrap(&cropapi.APIError{ResCode: 1001}), Decision{Class: "api", Retry: true, CountsAsFailure: true}, "1001"},
+		{"transport", wrap(&cropapi.TransportError{Op: "send", Err: errors.New("refused")}), Decision{Class: "api", Retry: true, CountsAsFailure: true}, "transport"},
+		{"700", wrap(&cropapi.APIError{ResCode: 700}), Decision{Class: "permanent", CountsAsFailure: true}, "700"},
+		{"1000", wrap(&cropapi.APIError{ResCode: 1000}), Decision{Class: "permanent", CountsAsFailure: true}, "1000"},
+		{"1002", wrap(&cropapi.APIError{ResCode: 1002}), Decision{Class: "permanent", CountsAsFailure: true}, "1002"},
+		{"validation", &cropapi.ValidationError{Field: "targetWidth", Reason: "x"}, Decision{Class: "permanent", CountsAsFailure: true}, "validation"},
+		{"bad signature", wrap(&cropapi.GatewayError{GatewayCode: "IncompleteSignature", Type: "ISV"}), Decision{Class: "permanent", CountsAsFailure: true}, "IncompleteSignature"},
+		{"key template", &storage.KeyError{Template: "/x"}, Decision{Class: "permanent", CountsAsFailure: true}, "key_template"},
+		{"upload", fmt.Errorf("copy result: %w", &storage.UploadError{Op: "put", Err: errors.New("down")}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "storage_upload"},
+		{"expired source", fmt.Errorf("copy result: %w", &storage.SourceError{Expired: true}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "result_expired"},
+		{"source", fmt.Errorf("copy result: %w", &storage.SourceError{StatusCode: 500}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "result_download"},
+		{"status conflict", fmt.Errorf("mark running: %w", status.ErrConflict), Decision{Class: "status", Retry: true, CountsAsFailure: true}, "internal"},
+		{"shutdown", fmt.Errorf("crop: %w", context.Canceled), Decision{Class: "interrupted", Retry: true}, "interrupted"},
+		{"timeout", fmt.Errorf("crop: %w", context.DeadlineExceeded), Decision{Class: "unknown", Retry: true, CountsAsFailure: true}, "timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, Decide(tt.err))
+			assert.Equal(t, tt.code, errorCode(tt.err))
+		})
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	b := Backoff{Base: 100 * time.Millisecond, Cap: time.Second, RateLimitDelay: 250 * time.Millisecond}
+	api := &cropapi.APIError{ResCode: 500}
+	for n := 0; n < 10; n++ {
+		upper := min(100*time.Millisecond<<n, time.Second)
+		for i := 0; i < 200; i++ {
+			d := b.Delay(n, api, nil)
+			assert.True(t, d > 0 && d <= upper, "retry %d: %v not in (0, %v]", n, d, upper)
+		}
+	}
+	// Not a failure: the server's hint, or the rate-limit delay.
+	assert.Equal(t, 700*time.Millisecond, b.Delay(3, &notFailureError{err: api, delay: 700 * time.Millisecond}, nil))
+	assert.Equal(t, time.Second, b.Delay(3, &notFailureError{err: api, delay: time.Hour}, nil), "capped")
+	assert.Equal(t, 250*time.Millisecond, b.Delay(3, &notFailureError{err: &cropapi.APIError{ResCode: 501}}, nil))
+
+	assert.False(t, IsFailure(&notFailureError{err: api}))
+	assert.True(t, IsFailure(api))
+}
