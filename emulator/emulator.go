@@ -309,4 +309,3 @@ func hostOf(r *http.Request) string {
 	}
 	return scheme + "://" + strings.TrimSpace(r.Host)
 }
-
