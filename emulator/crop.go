@@ -3,12 +3,14 @@ package emulator
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"image"
 	"image/gif"
 	"image/jpeg"
 	"image/png"
 	"runtime"
+	"sync"
 
 	"github.com/muesli/smartcrop"
 	"github.com/muesli/smartcrop/nfnt"
@@ -32,6 +34,18 @@ func cropSlots() int { return max(1, runtime.GOMAXPROCS(0)) }
 // (smartcrop: edges, skin tones, saturation, rule of thirds), cuts it out and
 // resizes it to exactly w×h. JPEG input gives JPEG; anything else PNG.
 func (s *Server) crop(ctx context.Context, src []byte, w, h int) (cropped, error) {
+	key := memoKey(src, w, h)
+	if c, ok := s.memo.get(key); ok {
+		return c, nil
+	}
+	c, err := s.cropUncached(ctx, src, w, h)
+	if err == nil {
+		s.memo.put(key, c)
+	}
+	return c, err
+}
+
+func (s *Server) cropUncached(ctx context.Context, src []byte, w, h int) (cropped, error) {
 	select {
 	case s.crops <- struct{}{}:
 		defer func() { <-s.crops }()
@@ -90,4 +104,55 @@ func decode(format string, b []byte) (image.Image, error) {
 		return webp.Decode(r)
 	}
 	return nil, fmt.Errorf("unsupported format %q", format)
+}
+
+// cropMemo is a small FIFO-bounded memo of crops; a nil memo holds nothing.
+type cropMemo struct {
+	max   int
+	mu    sync.Mutex
+	byKey map[[32]byte]cropped
+	order [][32]byte
+}
+
+func newCropMemo(n int) *cropMemo {
+	if n <= 0 {
+		return nil
+	}
+	return &cropMemo{max: n, byKey: map[[32]byte]cropped{}}
+}
+
+func memoKey(src []byte, w, h int) [32]byte {
+	sum := sha256.New()
+	sum.Write(src)
+	fmt.Fprintf(sum, "|%dx%d", w, h)
+	var k [32]byte
+	sum.Sum(k[:0])
+	return k
+}
+
+func (m *cropMemo) get(k [32]byte) (cropped, bool) {
+	if m == nil {
+		return cropped{}, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.byKey[k]
+	return c, ok
+}
+
+func (m *cropMemo) put(k [32]byte, c cropped) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.byKey[k]; ok {
+		return
+	}
+	if len(m.order) >= m.max {
+		delete(m.byKey, m.order[0])
+		m.order = m.order[1:]
+	}
+	m.byKey[k] = c
+	m.order = append(m.order, k)
 }

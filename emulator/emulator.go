@@ -64,8 +64,12 @@ type Config struct {
 	MaxFetchBytes int64
 	// HTTPClient fetches imageUrl (default: one with FetchTimeout).
 	HTTPClient *http.Client
-	Faults     Faults
-	Logger     *slog.Logger
+	// CropCache memoizes this many crops by (source digest, target size), so
+	// that benchmarks measure the pipeline rather than the emulator's CPU
+	// (0: every call crops). The answers are the same either way.
+	CropCache int
+	Faults    Faults
+	Logger    *slog.Logger
 	// Seed seeds the fault dice (0: random).
 	Seed int64
 	Now  func() time.Time
@@ -113,6 +117,7 @@ type Server struct {
 	limiter *rate.Limiter
 	results *resultStore
 	crops   chan struct{} // bounds concurrent crops to the CPUs
+	memo    *cropMemo     // nil unless Config.CropCache > 0
 	ossID   string
 	ossKey  []byte
 	mux     *http.ServeMux
@@ -176,6 +181,7 @@ func New(cfg Config) (*Server, error) {
 		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
 		results: newResultStore(cfg.MaxStoredBytes),
 		crops:   make(chan struct{}, cropSlots()),
+		memo:    newCropMemo(cfg.CropCache),
 		ossID:   "LTAIemulator" + hex.EncodeToString(key[:4]),
 		ossKey:  key,
 		faults:  cfg.Faults,

@@ -339,3 +339,17 @@ func TestResultStoreEvictsOldest(t *testing.T) {
 	assert.Equal(t, 1, r.emu.Stats().StoredResults)
 
 }
+
+// The crop memo changes the cost, not the answer, nor the billing.
+func TestCropCacheGivesSameResultAndBills(t *testing.T) {
+	r := newRig(t, emulator.Config{CropCache: 2})
+	var bodies [][]byte
+	for range 2 {
+		res, err := r.client.Crop(context.Background(), cropapi.Request{ImageURL: r.images.URL + "/mug-square.png", TargetWidth: 300, TargetHeight: 300})
+		require.NoError(t, err)
+		_, b := download(t, res.ImageURL)
+		bodies = append(bodies, b)
+	}
+	assert.Equal(t, bodies[0], bodies[1])
+	assert.Equal(t, int64(2), r.emu.Stats().Usage)
+}

@@ -1,0 +1,62 @@
+# cropq — see README.md. Every target works on a fresh machine: `make tools`
+# installs what the tests need into .tools/bin (and redis-server from Debian).
+
+SHELL        := bash
+TOOLS        := $(CURDIR)/.tools/bin
+export PATH  := $(TOOLS):$(PATH)
+GO           ?= go
+PKGS         := ./...
+# Two cores: run two test binaries at a time.
+TEST_FLAGS   ?= -p 2 -timeout 12m
+FUZZTIME     ?= 5s
+
+.PHONY: all build run test test-unit fuzz fuzz-long lint tools bench clean help
+
+all: lint test
+
+help:
+	@echo "make run    - run the whole system locally (Redis, S3, API emulator, worker) and crop the samples"
+	@echo "make test   - install test servers if missing, then run every test and short fuzz runs"
+	@echo "make lint   - gofmt, go vet, staticcheck, govulncheck"
+	@echo "make bench  - pipeline benchmark table (ratios against raw asynq, same run)"
+	@echo "make fuzz-long - longer fuzzing"
+
+tools:
+	@bash scripts/install-tools.sh
+
+build:
+	$(GO) build -o bin/cropq ./cmd/cropq
+
+run: tools
+	$(GO) run ./cmd/cropq dev
+
+test: tools
+	$(GO) test $(TEST_FLAGS) $(PKGS)
+	@$(MAKE) --no-print-directory fuzz
+
+test-unit:
+	$(GO) test -short $(TEST_FLAGS) $(PKGS)
+
+# Each fuzz target for FUZZTIME (a few seconds in CI; `make fuzz-long` for more).
+FUZZ_TARGETS := ./cropapi:FuzzDecodeResponse ./cropapi:FuzzValidate ./tasks:FuzzParseAndValidate
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg > /tmp/cropq-fuzz.log 2>&1 || { cat /tmp/cropq-fuzz.log; exit 1; }; \
+	done
+
+fuzz-long:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=2m
+
+lint: tools
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	staticcheck $(PKGS)
+	govulncheck $(PKGS)
+
+bench: tools
+	$(GO) run ./internal/bench pipeline
+
+clean:
+	rm -rf bin

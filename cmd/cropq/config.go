@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/tasks"
+	"github.com/cropq/cropq/worker"
+)
+
+// config is everything the subcommands wire from the environment.
+type config struct {
+	RedisURL string
+	Status   status.Config
+	Task     tasks.Options
+	API      cropapi.Config
+	S3       storage.S3Config
+	Storage  storage.Config
+	Server   worker.ServerConfig
+}
+
+// loadConfig reads the environment; every error names its variable.
+func loadConfig(env Env) (config, error) {
+	var c config
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	dur := func(name string) time.Duration { v, err := env.Duration(name); add(err); return v }
+	num := func(name string) int { v, err := env.Int(name); add(err); return v }
+	boolean := func(name string) bool { v, err := env.Bool(name); add(err); return v }
+
+	c.RedisURL = env.Get("CROPQ_REDIS_URL")
+	c.Status = status.Config{Prefix: env.Get("CROPQ_KEY_PREFIX"), TTL: dur("CROPQ_STATUS_TTL")}
+	c.Task = tasks.Options{
+		Queue:     env.Get("CROPQ_QUEUE"),
+		MaxRetry:  num("CROPQ_MAX_RETRY"),
+		Timeout:   dur("CROPQ_TASK_TIMEOUT"),
+		Retention: dur("CROPQ_RETENTION"),
+	}
+	c.API = cropapi.Config{
+		BaseURL:   env.Get("CROPQ_API_BASE_URL"),
+		AppKey:    env.Get("CROPQ_APP_KEY"),
+		AppSecret: env.Get("CROPQ_APP_SECRET"),
+		Trial:     boolean("CROPQ_API_TRIAL"),
+		Timeout:   dur("CROPQ_API_TIMEOUT"),
+	}
+	c.Task.Limits = c.API.Limits
+
+	endpoint := env.Get("CROPQ_S3_ENDPOINT")
+	pathStyle := endpoint != ""
+	if ps := env.Get("CROPQ_S3_PATH_STYLE"); ps != "auto" {
+		pathStyle = boolean("CROPQ_S3_PATH_STYLE")
+	}
+	c.S3 = storage.S3Config{
+		Endpoint:        endpoint,
+		Region:          env.Get("AWS_REGION"),
+		UsePathStyle:    pathStyle,
+		AccessKeyID:     env.Get("AWS_ACCESS_KEY_ID"),
+		SecretAccessKey: env.Get("AWS_SECRET_ACCESS_KEY"),
+	}
+	c.Storage = storage.Config{
+		Bucket:           env.Get("CROPQ_S3_BUCKET"),
+		KeyTemplate:      env.Get("CROPQ_KEY_TEMPLATE"),
+		MaxDownloadBytes: int64(num("CROPQ_MAX_RESULT_BYTES")),
+	}
+	c.Server = worker.ServerConfig{
+		Concurrency:              num("CROPQ_CONCURRENCY"),
+		Queues:                   map[string]int{c.Task.Queue: 1},
+		ShutdownTimeout:          dur("CROPQ_SHUTDOWN_TIMEOUT"),
+		DelayedTaskCheckInterval: dur("CROPQ_DELAYED_CHECK_INTERVAL"),
+		Backoff:                  worker.Backoff{Base: dur("CROPQ_RETRY_BASE"), Cap: dur("CROPQ_RETRY_CAP")},
+	}
+	if !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
+		errs = append(errs, envError("CROPQ_REDIS_URL", c.RedisURL, "a redis:// or rediss:// URL"))
+	}
+	return c, errors.Join(errs...)
+}
+
+const redisPingTimeout = 5 * time.Second
+
+// openRedis connects to c.RedisURL and checks that it answers.
+func openRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("CROPQ_REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, redisPingTimeout)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis at %s: %w", redactURL(url), err)
+	}
+	return rdb, nil
+}
+
+// redactURL hides a password in a URL for messages.
+func redactURL(s string) string {
+	if i := strings.Index(s, "@"); i > 0 {
+		if j := strings.Index(s, "://"); j > 0 && j < i {
+			return s[:j+3] + "…@" + s[i+1:]
+		}
+	}
+	return s
+}
+
+// newAsynqClient enqueues through rdb (which the caller closes).
+func newAsynqClient(rdb redis.UniversalClient) *asynq.Client {
+	return asynq.NewClientFromRedisClient(rdb)
+}
+
+func logConfig(log *slog.Logger, c config) {
+	log.Info("config", "redis", redactURL(c.RedisURL), "queue", c.Task.Queue, "api_base_url", c.API.BaseURL,
+		"app_key_set", c.API.AppKey != "", "s3_endpoint", c.S3.Endpoint, "bucket", c.Storage.Bucket,
+		"concurrency", c.Server.Concurrency)
+}

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/internal/localsvc"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/tasks"
+)
+
+// devStack is what 'cropq dev' started; stop undoes it in reverse order.
+type devStack struct {
+	stops []func()
+	log   *slog.Logger
+}
+
+func (d *devStack) onStop(f func()) { d.stops = append(d.stops, f) }
+
+func (d *devStack) stop() {
+	for i := len(d.stops) - 1; i >= 0; i-- {
+		d.stops[i]()
+	}
+}
+
+func runDev(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cropq dev", flag.ContinueOnError)
+	samples := fs.String("samples", filepath.Join("testdata", "images"), "directory of sample images to crop")
+	once := fs.Bool("once", false, "exit after the samples are done instead of serving until Ctrl-C")
+	width := fs.Int("width", 800, "target width of the sample crops")
+	height := fs.Int("height", 800, "target height of the sample crops")
+	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the samples")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `usage: cropq dev [flags]
+
+Runs the whole system on this machine and crops the sample images:
+  Redis     CROPQ_REDIS_URL if set, else redis-server from PATH or .tools/bin on a free port,
+            else an in-process Redis (miniredis) with a warning
+  S3        CROPQ_S3_ENDPOINT if set, else MinIO from PATH or .tools/bin, else an in-process S3 (gofakes3)
+  API       the local emulator of the Image Cropping API (never the paid API)
+  worker    one worker process, in-process
+Ctrl-C stops everything.`)
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
+
+	images, err := sampleImages(*samples)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "cropq-dev-*")
+	if err != nil {
+		return err
+	}
+	stack := &devStack{log: log}
+	defer stack.stop()
+	stack.onStop(func() { _ = os.RemoveAll(dir) })
+
+	cfg, err := loadConfig(env)
+	if err != nil {
+		return err
+	}
+	cfg.Server.DelayedTaskCheckInterval = time.Second
+	cfg.Server.Backoff.Base = time.Second
+
+	// Redis.
+	if !env.IsSet("CROPQ_REDIS_URL") {
+		if cfg.RedisURL, err = devRedis(ctx, stack, filepath.Join(dir, "redis"), say); err != nil {
+			return err
+		}
+	}
+	rdb, err := openRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	stack.onStop(func() { _ = rdb.Close() })
+	say("redis     %s", redactURL(cfg.RedisURL))
+
+	// S3.
+	if !env.IsSet("CROPQ_S3_ENDPOINT") {
+		if cfg.S3, err = devS3(ctx, stack, filepath.Join(dir, "s3"), say); err != nil {
+			return err
+		}
+	}
+	if err := ensureBucket(ctx, cfg); err != nil {
+		return err
+	}
+	say("s3        %s bucket %s", cfg.S3.Endpoint, cfg.Storage.Bucket)
+
+	// The API: always the local emulator in dev, never the paid API.
+	if cfg.API.AppKey == "" {
+		cfg.API.AppKey, cfg.API.AppSecret = "dev-app-key", "dev-app-secret"
+	}
+	emu, err := emulator.New(emulator.Config{AppKey: cfg.API.AppKey, AppSecret: cfg.API.AppSecret, Logger: log})
+	if err != nil {
+		return err
+	}
+	emuURL, err := serveHTTP(stack, emu)
+	if err != nil {
+		return err
+	}
+	cfg.API.BaseURL = emuURL
+	say("emulator  %s (local stand-in of the Image Cropping API; counters at %s/_emulator/stats)", emuURL, emuURL)
+
+	// The samples, served over HTTP so that URL crops work too.
+	imgURL, err := serveHTTP(stack, http.FileServer(http.Dir(*samples)))
+	if err != nil {
+		return err
+	}
+
+	// A worker.
+	srv, err := newWorkerServer(ctx, cfg, rdb, log)
+	if err != nil {
+		return err
+	}
+	wctx, stopWorker := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = srv.Run(wctx) }()
+	stack.onStop(func() { stopWorker(); wg.Wait() })
+	say("worker    concurrency %d, queue %s", cfg.Server.Concurrency, cfg.Task.Queue)
+
+	// Enqueue the samples: the first by base64, the rest by URL.
+	run := time.Now().Format("150405")
+	var ids []string
+	for i, name := range images {
+		p := tasks.CropPayload{RequestID: fmt.Sprintf("dev-%s-%s", run, strings.TrimSuffix(name, filepath.Ext(name))),
+			TargetWidth: *width, TargetHeight: *height}
+		if i == 0 {
+			raw, err := os.ReadFile(filepath.Join(*samples, name))
+			if err != nil {
+				return err
+			}
+			p.ImageBase64 = base64.StdEncoding.EncodeToString(raw)
+		} else {
+			p.ImageURL = imgURL + "/" + name
+		}
+		if _, err := enqueue(ctx, rdb, cfg, p); err != nil {
+			return fmt.Errorf("enqueue sample %s: %w", name, err)
+		}
+		ids = append(ids, p.RequestID)
+	}
+	say("enqueued  %d sample crops at %dx%d", len(ids), *width, *height)
+
+	recs, err := awaitTerminal(ctx, status.NewStore(rdb, cfg.Status), ids, *timeout)
+	printRecords(stdout, recs)
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range recs {
+		if r.State != status.Succeeded {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d sample crops did not succeed", failed, len(recs))
+	}
+	if *once {
+		return nil
+	}
+	say("\nAll samples cropped. Still serving; try:\n  CROPQ_REDIS_URL=%s go run ./cmd/cropq status %s --json\nCtrl-C stops everything.", cfg.RedisURL, ids[0])
+	<-ctx.Done()
+	say("stopping")
+	return nil
+}
+
+func sampleImages(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("samples: %w (run from the repository root, or pass --samples)", err)
+	}
+	var out []string
+	for _, e := range entries {
+		switch strings.ToLower(filepath.Ext(e.Name())) {
+		case ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp":
+			out = append(out, e.Name())
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("samples: no images in %s", dir)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// devRedis starts redis-server, or an in-process Redis when none is installed.
+func devRedis(ctx context.Context, stack *devStack, dir string, say func(string, ...any)) (string, error) {
+	bin, err := localsvc.FindBinary("redis-server")
+	if err == nil {
+		r, err := localsvc.StartRedis(ctx, localsvc.RedisOptions{Dir: dir, Binary: bin})
+		if err != nil {
+			return "", err
+		}
+		stack.onStop(func() { _ = r.Stop(context.Background()) })
+		return r.URL(), nil
+	}
+	say("WARNING   %v\n          using an in-process Redis (miniredis): fine for this demo, not for tests of expiry or for production", err)
+	m, err := miniredis.Run()
+	if err != nil {
+		return "", fmt.Errorf("in-process redis: %w", err)
+	}
+	stack.onStop(m.Close)
+	return "redis://" + m.Addr() + "/0", nil
+}
+
+// devS3 starts MinIO, or an in-process S3 server when none is installed.
+func devS3(ctx context.Context, stack *devStack, dir string, say func(string, ...any)) (storage.S3Config, error) {
+	const user, pass = "cropqdev", "cropqdev-secret"
+	bin, err := localsvc.FindBinary("minio")
+	if err == nil {
+		m, err := localsvc.StartMinIO(ctx, localsvc.MinIOOptions{Dir: dir, Binary: bin, AccessKey: user, SecretKey: pass})
+		if err != nil {
+			return storage.S3Config{}, err
+		}
+		stack.onStop(func() { _ = m.Stop(context.Background()) })
+		return storage.S3Config{Endpoint: m.Endpoint(), Region: "us-east-1", UsePathStyle: true, AccessKeyID: user, SecretAccessKey: pass}, nil
+	}
+	say("WARNING   %v\n          using an in-process S3 server (gofakes3)", err)
+	faker := gofakes3.New(s3mem.New())
+	endpoint, err := serveHTTP(stack, faker.Server())
+	if err != nil {
+		return storage.S3Config{}, err
+	}
+	return storage.S3Config{Endpoint: endpoint, Region: "us-east-1", UsePathStyle: true, AccessKeyID: user, SecretAccessKey: pass}, nil
+}
+
+// serveHTTP serves h on a free loopback port until the stack stops.
+func serveHTTP(stack *devStack, h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	stack.onStop(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	})
+	return "http://" + ln.Addr().String(), nil
+}
+
+func ensureBucket(ctx context.Context, cfg config) error {
+	client, err := storage.NewS3Client(ctx, cfg.S3)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(cfg.Storage.Bucket)}); err == nil {
+		return nil
+	}
+	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(cfg.Storage.Bucket)}); err != nil {
+		return fmt.Errorf("create bucket %s: %w", cfg.Storage.Bucket, err)
+	}
+	return nil
+}
+
+// awaitTerminal polls the records until all are terminal or timeout.
+func awaitTerminal(ctx context.Context, st *status.Store, ids []string, timeout time.Duration) ([]status.Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		recs := make([]status.Record, 0, len(ids))
+		done := true
+		for _, id := range ids {
+			r, err := st.Get(ctx, id)
+			if err != nil && !errors.Is(err, status.ErrNotFound) {
+				return recs, err
+			}
+			if err != nil {
+				r = status.Record{RequestID: id, State: "unknown"}
+			}
+			done = done && r.State.Terminal()
+			recs = append(recs, r)
+		}
+		if done {
+			return recs, nil
+		}
+		select {
+		case <-ctx.Done():
+			return recs, fmt.Errorf("samples not finished: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func printRecords(w io.Writer, recs []status.Record) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nREQUEST ID\tSTATE\tATTEMPT\tPAID CALLS\tS3 OBJECT\tSIZE\tERROR")
+	for _, r := range recs {
+		obj, size := "-", "-"
+		if r.Stored != nil {
+			obj, size = "s3://"+r.Stored.Bucket+"/"+r.Stored.Key, fmt.Sprint(r.Stored.Size)
+		}
+		errText := "-"
+		if r.ErrorCode != "" {
+			errText = r.ErrorCode + ": " + r.ErrorMessage
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.RequestID, r.State, r.Attempt, r.PaidCalls, obj, size, errText)
+	}
+	_ = tw.Flush()
+}

@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	_ "image/jpeg" // decode results
+	_ "image/png"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/internal/localsvc"
+	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
+)
+
+// The end-to-end tests run the cropq binary as real processes (emulator,
+// worker, enqueue, status) against a real redis-server and MinIO.
+
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// cropqBinary builds cmd/cropq once per test binary.
+func cropqBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "cropq-bin-*")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "cropq")
+		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, buildOnce.err)
+	return buildOnce.path
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// stack is one isolated system: its own Redis, MinIO, emulator and worker.
+type stack struct {
+	t       *testing.T
+	bin     string
+	env     []string
+	redis   *localsvc.Redis
+	minio   *localsvc.MinIO
+	rdb     *redis.Client
+	s3      *s3.Client
+	bucket  string
+	emuURL  string
+	images  string // base URL of testdata/images
+	workers []*exec.Cmd
+}
+
+type stackOptions struct {
+	resultTTL time.Duration
+}
+
+func newStack(t *testing.T, o stackOptions) *stack {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end: skipped with -short")
+	}
+	s := &stack{t: t, bin: cropqBinary(t)}
+	s.redis = testenv.Redis(t)
+	s.minio = testenv.MinIO(t)
+	s.s3, s.bucket = testenv.MinIOBucket(t, s.minio)
+	s.rdb = redis.NewClient(&redis.Options{Addr: s.redis.Addr()})
+	t.Cleanup(func() { _ = s.rdb.Close() })
+
+	imgs := httptest.NewServer(http.FileServer(http.Dir(filepath.Join("..", "..", "testdata", "images"))))
+	t.Cleanup(imgs.Close)
+	s.images = imgs.URL
+
+	emuAddr := freeAddr(t)
+	s.emuURL = "http://" + emuAddr
+	s.env = []string{
+		"CROPQ_REDIS_URL=" + s.redis.URL(),
+		"CROPQ_API_BASE_URL=" + s.emuURL,
+		"CROPQ_APP_KEY=e2e-key",
+		"CROPQ_APP_SECRET=e2e-secret",
+		"CROPQ_S3_ENDPOINT=" + s.minio.Endpoint(),
+		"CROPQ_S3_BUCKET=" + s.bucket,
+		"AWS_ACCESS_KEY_ID=" + s.minio.AccessKey(),
+		"AWS_SECRET_ACCESS_KEY=" + s.minio.SecretKey(),
+		"AWS_REGION=us-east-1",
+		"CROPQ_RETRY_BASE=300ms",
+		"CROPQ_RETRY_CAP=1s",
+		"CROPQ_DELAYED_CHECK_INTERVAL=200ms",
+		"CROPQ_MAX_RETRY=20",
+		"CROPQ_SHUTDOWN_TIMEOUT=5s",
+		"CROPQ_LOG_FORMAT=text",
+	}
+	args := []string{"emulator", "--addr", emuAddr, "--rate", "100"}
+	if o.resultTTL > 0 {
+		args = append(args, "--result-ttl", o.resultTTL.String())
+	}
+	s.start("emulator", args...)
+	s.awaitHTTP(s.emuURL + "/_emulator/stats")
+	return s
+}
+
+// start runs a long-lived cropq process, stopped (SIGTERM, then waited for)
+// at cleanup; its output goes to the test log on failure.
+func (s *stack) start(name string, args ...string) *exec.Cmd {
+	s.t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command(s.bin, args...)
+	cmd.Env = append(os.Environ(), s.env...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(s.t, cmd.Start())
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if s.t.Failed() {
+			s.t.Logf("--- %s output:\n%s", name, out.String())
+		}
+	})
+	return cmd
+}
+
+func (s *stack) startWorker() {
+	s.workers = append(s.workers, s.start("worker", "worker", "--concurrency", "4"))
+}
+
+func (s *stack) awaitHTTP(url string) {
+	s.t.Helper()
+	require.Eventually(s.t, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 20*time.Second, 50*time.Millisecond, "%s never answered", url)
+}
+
+// cropq runs a one-shot command and returns its stdout.
+func (s *stack) cropq(args ...string) (string, error) {
+	cmd := exec.Command(s.bin, args...)
+	cmd.Env = append(os.Environ(), s.env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("cropq %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+func (s *stack) enqueueURL(id, image string, w, h int) string {
+	s.t.Helper()
+	out, err := s.cropq("enqueue", "--request-id", id, "--url", s.images+"/"+image, "--width", fmt.Sprint(w), "--height", fmt.Sprint(h))
+	require.NoError(s.t, err)
+	return out
+}
+
+func (s *stack) record(id string) status.Record {
+	s.t.Helper()
+	out, err := s.cropq("status", id, "--json")
+	require.NoError(s.t, err)
+	var r status.Record
+	require.NoError(s.t, json.Unmarshal([]byte(out), &r))
+	return r
+}
+
+// awaitState waits until id's record is in one of states.
+func (s *stack) awaitState(id string, timeout time.Duration, states ...status.State) status.Record {
+	s.t.Helper()
+	st := status.NewStore(s.rdb, status.Config{})
+	var last status.Record
+	require.Eventually(s.t, func() bool {
+		r, err := st.Get(context.Background(), id)
+		if err != nil {
+			return false
+		}
+		last = r
+		for _, want := range states {
+			if r.State == want {
+				return true
+			}
+		}
+		return false
+	}, timeout, 50*time.Millisecond, "request %s never reached %v", id, states)
+	_ = last
+	return s.record(id) // read back through the CLI, as an operator would
+}
+
+func (s *stack) stats() emulator.Stats {
+	s.t.Helper()
+	resp, err := http.Get(s.emuURL + "/_emulator/stats")
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	var st emulator.Stats
+	require.NoError(s.t, json.NewDecoder(resp.Body).Decode(&st))
+	return st
+}
+
+func (s *stack) object(key string) image.Config {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	obj, err := s.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	require.NoError(s.t, err)
+	defer obj.Body.Close()
+	b, err := io.ReadAll(obj.Body)
+	require.NoError(s.t, err)
+	img, _, err := image.Decode(bytes.NewReader(b))
+	require.NoError(s.t, err, "the stored object must be a whole image")
+	return image.Config{Width: img.Bounds().Dx(), Height: img.Bounds().Dy()}
+}
+
+func TestE2ECropSucceeds(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	s.startWorker()
+	out := s.enqueueURL("e2e-ok-1", firstImage(t), 800, 600)
+	assert.Contains(t, out, "queued")
+
+	rec := s.awaitState("e2e-ok-1", 60*time.Second, status.Succeeded, status.Failed)
+	require.Equal(t, status.Succeeded, rec.State, "error: %s %s", rec.ErrorCode, rec.ErrorMessage)
+	require.NotNil(t, rec.Stored)
+	assert.Equal(t, s.bucket, rec.Stored.Bucket)
+	assert.Equal(t, 1, rec.PaidCalls)
+	size := s.object(rec.Stored.Key)
+	assert.Equal(t, image.Config{Width: 800, Height: 600}, size)
+
+	// Duplicate request id: refused as known, never a second paid call.
+	out = s.enqueueURL("e2e-ok-1", firstImage(t), 800, 600)
+	assert.Contains(t, out, "already known")
+	assert.Equal(t, int64(1), s.stats().Usage)
+}
+
+func TestE2EDuplicateWhileQueued(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	// No worker yet: both enqueues meet a queued task.
+	assert.Contains(t, s.enqueueURL("dup-1", firstImage(t), 300, 300), "queued")
+	assert.Contains(t, s.enqueueURL("dup-1", firstImage(t), 300, 300), "already known")
+	s.startWorker()
+	rec := s.awaitState("dup-1", 60*time.Second, status.Succeeded, status.Failed)
+	require.Equal(t, status.Succeeded, rec.State)
+	st := s.stats()
+	assert.Equal(t, int64(1), st.Usage)
+	assert.Equal(t, int64(1), st.Calls["200"])
+}
+
+func TestE2ECopyFailureDoesNotPayTwice(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	s.startWorker()
+	require.NoError(t, s.minio.Stop(context.Background()))
+
+	s.enqueueURL("copyfail-1", firstImage(t), 640, 480)
+	rec := s.awaitState("copyfail-1", 60*time.Second, status.Retrying)
+	require.NotNil(t, rec.Checkpoint, "the paid result is checkpointed before the copy")
+	assert.Equal(t, 1, rec.PaidCalls)
+
+	// Let a few attempts fail on S3, then bring it back.
+	require.Eventually(t, func() bool { return s.record("copyfail-1").Attempt >= 3 }, 30*time.Second, 100*time.Millisecond)
+	require.NoError(t, s.minio.Start(context.Background()))
+
+	rec = s.awaitState("copyfail-1", 60*time.Second, status.Succeeded, status.Failed)
+	require.Equal(t, status.Succeeded, rec.State)
+	assert.Equal(t, 1, rec.PaidCalls, "retries after a failed copy reuse the checkpoint")
+	assert.Equal(t, int64(1), s.stats().Usage)
+	assert.Equal(t, image.Config{Width: 640, Height: 480}, s.object(rec.Stored.Key))
+}
+
+func TestE2EPermanentErrorFailsWithoutRetry(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	s.startWorker()
+	// The emulator answers resCode 1000 for URLs carrying its sensitive marker.
+	out, err := s.cropq("enqueue", "--request-id", "perm-1", "--url", s.images+"/"+firstImage(t)+"?sensitive=1", "--width", "300", "--height", "300")
+	require.NoError(t, err, out)
+
+	rec := s.awaitState("perm-1", 60*time.Second, status.Failed, status.Succeeded)
+	require.Equal(t, status.Failed, rec.State)
+	assert.Equal(t, "1000", rec.ErrorCode)
+	assert.Equal(t, 1, rec.Attempt)
+	assert.Equal(t, 0, rec.PaidCalls)
+
+	info, err := asynq.NewInspectorFromRedisClient(s.rdb).GetTaskInfo(tasks.DefaultQueue, "perm-1")
+	require.NoError(t, err)
+	assert.Equal(t, asynq.TaskStateArchived, info.State, "a permanent error is archived at once")
+	assert.Equal(t, 0, info.Retried)
+	assert.Equal(t, int64(0), s.stats().Usage)
+}
+
+func TestE2EExpiredResultIsCroppedAgain(t *testing.T) {
+	s := newStack(t, stackOptions{resultTTL: 2 * time.Second})
+	s.startWorker()
+	require.NoError(t, s.minio.Stop(context.Background()))
+
+	s.enqueueURL("expire-1", firstImage(t), 500, 500)
+	rec := s.awaitState("expire-1", 60*time.Second, status.Retrying)
+	require.NotNil(t, rec.Checkpoint)
+	expires := rec.Checkpoint.ExpiresAt
+	// Wait until the checkpointed URL is past its expiry, then restore S3.
+	require.Eventually(t, func() bool { return time.Now().After(expires.Add(time.Second)) }, 30*time.Second, 100*time.Millisecond)
+	require.NoError(t, s.minio.Start(context.Background()))
+
+	rec = s.awaitState("expire-1", 60*time.Second, status.Succeeded, status.Failed)
+	require.Equal(t, status.Succeeded, rec.State)
+	assert.GreaterOrEqual(t, rec.PaidCalls, 2, "an expired result is paid for again")
+	assert.Equal(t, int64(rec.PaidCalls), s.stats().Usage, "every paid call is on the record")
+	assert.Equal(t, image.Config{Width: 500, Height: 500}, s.object(rec.Stored.Key))
+}
+
+func firstImage(t *testing.T) string {
+	t.Helper()
+	names, err := sampleImages(filepath.Join("..", "..", "testdata", "images"))
+	require.NoError(t, err)
+	return names[len(names)-1]
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// envVar is one environment variable cropq reads.
+type envVar struct {
+	Name, Default, Help string
+	Secret              bool
+}
+
+// envVars is every environment variable cropq reads: Env.Get refuses any
+// other name, so this table (printed by 'cropq env' and in the README) is
+// complete by construction.
+func envVars() []envVar {
+	return []envVar{
+		{"CROPQ_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for queues, status and quota (redis:// or rediss://)", false},
+		{"CROPQ_KEY_PREFIX", "cropq:", "prefix of cropq's own Redis keys (asynq's are asynq:{queue}:…)", false},
+		{"CROPQ_STATUS_TTL", "168h", "how long a status record lives after its last update", false},
+		{"CROPQ_QUEUE", "crops", "queue crop tasks go to and workers read", false},
+		{"CROPQ_MAX_RETRY", "10", "failed attempts before a task is archived (rate limits do not count)", false},
+		{"CROPQ_TASK_TIMEOUT", "5m", "time limit of one attempt", false},
+		{"CROPQ_RETENTION", "24h", "how long a finished task is kept (its request id is refused meanwhile)", false},
+		{"CROPQ_CONCURRENCY", "10", "tasks one worker process runs at once", false},
+		{"CROPQ_SHUTDOWN_TIMEOUT", "25s", "grace given to running tasks on SIGTERM", false},
+		{"CROPQ_RETRY_BASE", "2s", "upper bound of the first retry delay (exponential, full jitter)", false},
+		{"CROPQ_RETRY_CAP", "5m", "largest retry delay", false},
+		{"CROPQ_DELAYED_CHECK_INTERVAL", "5s", "how often asynq moves due retries back to pending", false},
+		{"CROPQ_API_BASE_URL", "https://api.aidc-ai.com", "Image Cropping API base URL (cn-api.aidc-ai.com for China accounts; the emulator's URL locally)", false},
+		{"CROPQ_APP_KEY", "", "API app key", false},
+		{"CROPQ_APP_SECRET", "", "API app secret (never logged)", true},
+		{"CROPQ_API_TRIAL", "false", "send x-iop-trial: true (draw on the free trial quota)", false},
+		{"CROPQ_API_TIMEOUT", "60s", "time limit of one API call", false},
+		{"CROPQ_S3_ENDPOINT", "", "S3 endpoint; empty = AWS S3 (MinIO: http://host:9000)", false},
+		{"CROPQ_S3_BUCKET", "cropq", "bucket results are copied into", false},
+		{"CROPQ_S3_PATH_STYLE", "auto", "path-style addressing: true, false, or auto (true when CROPQ_S3_ENDPOINT is set)", false},
+		{"CROPQ_KEY_TEMPLATE", "crops/{requestId}/{width}x{height}.{ext}", "S3 key of a result; placeholders {requestId} {width} {height} {ext} {date}", false},
+		{"CROPQ_MAX_RESULT_BYTES", "67108864", "largest result download accepted", false},
+		{"AWS_REGION", "us-east-1", "S3 region", false},
+		{"AWS_ACCESS_KEY_ID", "", "S3 access key; empty = the AWS default credentials chain", false},
+		{"AWS_SECRET_ACCESS_KEY", "", "S3 secret key (never logged)", true},
+		{"CROPQ_LOG_FORMAT", "json", "json or text", false},
+		{"CROPQ_LOG_LEVEL", "info", "debug, info, warn or error", false},
+	}
+}
+
+// Env reads configuration from the environment, with the table's defaults.
+type Env struct {
+	lookup func(string) (string, bool)
+}
+
+// OSEnv reads the process environment.
+func OSEnv() Env { return Env{lookup: os.LookupEnv} }
+
+// MapEnv reads m (tests).
+func MapEnv(m map[string]string) Env {
+	return Env{lookup: func(k string) (string, bool) { v, ok := m[k]; return v, ok }}
+}
+
+// Get returns the variable's value, or its default when unset or empty.
+func (e Env) Get(name string) string {
+	for _, v := range envVars() {
+		if v.Name != name {
+			continue
+		}
+		if val, ok := e.lookup(name); ok && val != "" {
+			return val
+		}
+		return v.Default
+	}
+	panic("cropq: undocumented environment variable " + name)
+}
+
+// IsSet reports whether the variable was given.
+func (e Env) IsSet(name string) bool {
+	_ = e.Get(name) // documented?
+	v, ok := e.lookup(name)
+	return ok && v != ""
+}
+
+// envError names the variable whose value is wrong.
+func envError(name, val, want string) error {
+	return fmt.Errorf("%s=%q: want %s", name, val, want)
+}
+
+func (e Env) Int(name string) (int, error) {
+	s := e.Get(name)
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, envError(name, s, "an integer")
+	}
+	return v, nil
+}
+
+func (e Env) Duration(name string) (time.Duration, error) {
+	s := e.Get(name)
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return 0, envError(name, s, "a duration such as 30s or 5m")
+	}
+	return v, nil
+}
+
+func (e Env) Bool(name string) (bool, error) {
+	s := e.Get(name)
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, envError(name, s, "true or false")
+	}
+	return v, nil
+}
+
+func runEnv(_ context.Context, env Env, args []string, stdout, _ io.Writer) error {
+	if len(args) > 0 && args[0] == "--names" {
+		for _, v := range envVars() {
+			fmt.Fprintln(stdout, v.Name)
+		}
+		return nil
+	}
+	if len(args) > 0 && args[0] == "--markdown" {
+		fmt.Fprint(stdout, envMarkdown())
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tCURRENT\tMEANING")
+	for _, v := range envVars() {
+		cur := "-"
+		if env.IsSet(v.Name) {
+			cur = env.Get(v.Name)
+			if v.Secret {
+				cur = "(set)"
+			}
+		}
+		def := v.Default
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, def, cur, v.Help)
+	}
+	return tw.Flush()
+}
+
+// envMarkdown is the README's configuration table (a test keeps them equal).
+func envMarkdown() string {
+	var b strings.Builder
+	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
+	for _, v := range envVars() {
+		def := "`" + v.Default + "`"
+		if v.Default == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", v.Name, def, strings.ReplaceAll(v.Help, "|", "\\|"))
+	}
+	return b.String()
+}
