@@ -18,7 +18,7 @@ help:
 	@echo "make run    - run the whole system locally (Redis, S3, API emulator, worker) and crop the samples"
 	@echo "make test   - install test servers if missing, then run every test and short fuzz runs"
 	@echo "make lint   - gofmt, go vet, staticcheck, govulncheck"
-	@echo "make bench  - pipeline benchmark table (ratios against raw asynq, same run)"
+	@echo "make bench  - pipeline and memory benchmark table (ratios against baselines of the same run)"
 	@echo "make fuzz-long - longer fuzzing"
 
 tools:
@@ -56,7 +56,7 @@ lint: tools
 	govulncheck $(PKGS)
 
 bench: tools
-	$(GO) run ./internal/bench pipeline
+	$(GO) run ./cmd/cropq-bench all
 
 clean:
 	rm -rf bin

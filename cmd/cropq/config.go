@@ -72,9 +72,10 @@ func loadConfig(env Env) (config, error) {
 		SecretAccessKey: env.Get("AWS_SECRET_ACCESS_KEY"),
 	}
 	c.Storage = storage.Config{
-		Bucket:           env.Get("CROPQ_S3_BUCKET"),
-		KeyTemplate:      env.Get("CROPQ_KEY_TEMPLATE"),
-		MaxDownloadBytes: int64(num("CROPQ_MAX_RESULT_BYTES")),
+		Bucket:                 env.Get("CROPQ_S3_BUCKET"),
+		KeyTemplate:            env.Get("CROPQ_KEY_TEMPLATE"),
+		MaxDownloadBytes:       int64(num("CROPQ_MAX_RESULT_BYTES")),
+		MaxConcurrentMultipart: num("CROPQ_MULTIPART_UPLOADS"),
 	}
 	c.Server = worker.ServerConfig{
 		Concurrency:              num("CROPQ_CONCURRENCY"),

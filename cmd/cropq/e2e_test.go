@@ -351,3 +351,34 @@ func firstImage(t *testing.T) string {
 	require.NoError(t, err)
 	return names[len(names)-1]
 }
+
+// `make run` on a fresh machine: cropq dev starts its own Redis and MinIO,
+// the emulator and a worker, and crops every sample.
+func TestDevOnceCropsTheSamples(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: skipped with -short")
+	}
+	bin := cropqBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "dev", "--once", "--width", "400", "--height", "300")
+	cmd.Dir = filepath.Join("..", "..")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CROPQ_") && !strings.HasPrefix(kv, "AWS_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	samples, err := os.ReadDir(filepath.Join("..", "..", "testdata", "images"))
+	require.NoError(t, err)
+	n := 0
+	for _, e := range samples {
+		if ext := filepath.Ext(e.Name()); ext == ".jpg" || ext == ".png" {
+			n++
+		}
+	}
+	assert.Equal(t, n, strings.Count(string(out), " succeeded "), "%s", out)
+	assert.Contains(t, string(out), "local stand-in of the Image Cropping API", "the emulator says what it is")
+	assert.NotContains(t, string(out), "WARNING", "redis-server and MinIO are installed by make tools: %s", out)
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/internal/localsvc"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/tasks"
+)
+
+// memCase is one memory run: a source image and the target that makes the
+// emulator's result about the wanted size.
+type memCase struct {
+	name      string
+	src       []byte
+	srcType   string
+	w, h      int
+	wantBytes int64
+}
+
+// benchMemory runs a real `cropq worker` process at concurrency 8 through
+// small results, then a fresh one through large results, and compares their
+// peak RSS (VmHWM): the copy must stream, not buffer whole results.
+func benchMemory(ctx context.Context, env *benchEnv, o options, stderr io.Writer) ([]row, error) {
+	root, err := localsvc.RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(env.dir, "cropq")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/cropq")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+
+	small, err := noiseJPEG(640, 640)
+	if err != nil {
+		return nil, err
+	}
+	// A PNG of noise barely compresses, so a 4200×4200 result is ~50 MB.
+	side := sideFor(int64(o.memLargeMiB) << 20)
+	large, err := noisePNG(side/2, side/2)
+	if err != nil {
+		return nil, err
+	}
+	cases := []memCase{
+		{name: "small", src: small, srcType: "image/jpeg", w: 400, h: 400},
+		{name: "large", src: large, srcType: "image/png", w: side, h: side},
+	}
+	type result struct {
+		peak, size int64
+	}
+	var res []result
+	for _, c := range cases {
+		peak, size, err := runMemCase(ctx, env, bin, c, o.memTasks, stderr)
+		if err != nil {
+			return nil, fmt.Errorf("%s results: %w", c.name, err)
+		}
+		res = append(res, result{peak, size})
+	}
+	growth := res[1].peak - res[0].peak
+	mib := func(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+	return []row{
+		{"memory", fmt.Sprintf("worker peak RSS, %s results ×%d, c=8 (baseline)", human(res[0].size), o.memTasks), mib(res[0].peak), "1.00", "", ""},
+		{"memory", fmt.Sprintf("worker peak RSS, %s results ×%d, c=8", human(res[1].size), o.memTasks), mib(res[1].peak), fmt.Sprintf("%.2f", float64(res[1].peak)/float64(res[0].peak)), "", ""},
+		{"memory", "peak RSS growth (large − small)", mib(growth), "", "< 32 MiB", verdict(growth < 32<<20)},
+	}, nil
+}
+
+// sideFor is the square side whose RGB noise PNG is about n bytes.
+func sideFor(n int64) int {
+	s := 1
+	for int64(s*s*3) < n {
+		s += 10
+	}
+	return min(s, 5000)
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.0f MB", float64(n)/1e6)
+	default:
+		return fmt.Sprintf("%.0f KB", float64(n)/1e3)
+	}
+}
+
+func runMemCase(ctx context.Context, env *benchEnv, bin string, c memCase, n int, stderr io.Writer) (peak, size int64, err error) {
+	rdb := redis.NewClient(&redis.Options{Addr: env.redis.Addr()})
+	defer rdb.Close()
+	if err := rdb.FlushDB(ctx).Err(); err != nil {
+		return 0, 0, err
+	}
+	emu, err := emulator.New(emulator.Config{AppKey: benchKey, AppSecret: benchSecret, Rate: 1e9, Burst: 1 << 30,
+		CropCache: 2, MaxStoredBytes: 4 << 30, MaxFetchBytes: 64 << 20})
+	if err != nil {
+		return 0, 0, err
+	}
+	api := httptest.NewServer(emu)
+	defer api.Close()
+	images := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", c.srcType)
+		_, _ = w.Write(c.src)
+	}))
+	defer images.Close()
+
+	bucket := "bench-memory-" + c.name
+	s3c, err := storage.NewS3Client(ctx, storage.S3Config{Endpoint: env.minio.Endpoint(), UsePathStyle: true,
+		AccessKeyID: env.minio.AccessKey(), SecretAccessKey: env.minio.SecretKey()})
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		return 0, 0, fmt.Errorf("create bucket: %w", err)
+	}
+
+	statuses := status.NewStore(rdb, status.Config{})
+	client := asynq.NewClientFromRedisClient(rdb)
+	for i := range n {
+		pl := tasks.CropPayload{RequestID: fmt.Sprintf("mem-%s-%03d", c.name, i), ImageURL: images.URL + "/src", TargetWidth: c.w, TargetHeight: c.h}
+		task, opts, err := tasks.NewCropTask(pl, tasks.Options{Retention: time.Hour})
+		if err != nil {
+			return 0, 0, err
+		}
+		if _, _, err := statuses.Create(ctx, status.Record{RequestID: pl.RequestID, TargetWidth: c.w, TargetHeight: c.h, Source: pl.Source()}); err != nil {
+			return 0, 0, err
+		}
+		if _, err := client.EnqueueContext(ctx, task, opts...); err != nil {
+			return 0, 0, err
+		}
+	}
+
+	var logs bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "worker", "--concurrency", "8")
+	cmd.Env = append(os.Environ(),
+		"CROPQ_REDIS_URL=redis://"+env.redis.Addr()+"/0",
+		"CROPQ_API_BASE_URL="+api.URL,
+		"CROPQ_APP_KEY="+benchKey, "CROPQ_APP_SECRET="+benchSecret,
+		"CROPQ_S3_ENDPOINT="+env.minio.Endpoint(), "CROPQ_S3_BUCKET="+bucket,
+		"AWS_ACCESS_KEY_ID="+env.minio.AccessKey(), "AWS_SECRET_ACCESS_KEY="+env.minio.SecretKey(),
+		"CROPQ_MAX_RESULT_BYTES="+strconv.Itoa(128<<20),
+		"CROPQ_LOG_LEVEL=warn", "CROPQ_SHUTDOWN_TIMEOUT=5s",
+	)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if werr := cmd.Wait(); werr != nil && err == nil && !errors.Is(werr, context.Canceled) {
+			err = fmt.Errorf("worker exited: %w\n%s", werr, logs.String())
+		}
+	}()
+	if err := awaitCompleted(ctx, rdb, tasks.DefaultQueue, n); err != nil {
+		return 0, 0, fmt.Errorf("%w\nworker log:\n%s", err, logs.String())
+	}
+	peak, err = vmHWM(cmd.Process.Pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	rec, err := statuses.Get(ctx, fmt.Sprintf("mem-%s-%03d", c.name, 0))
+	if err != nil {
+		return 0, 0, err
+	}
+	if rec.Stored == nil {
+		return 0, 0, fmt.Errorf("task %s has no stored object", rec.RequestID)
+	}
+	if usage := emu.Stats().Usage; usage != int64(n) {
+		fmt.Fprintf(stderr, "cropq-bench: memory %s: %d paid calls for %d tasks\n", c.name, usage, n)
+	}
+	return peak, rec.Stored.Size, nil
+}
+
+// vmHWM is a process's peak resident set size (Linux).
+func vmHWM(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("peak RSS needs Linux /proc: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("VmHWM %q: %w", v, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc status")
+}
+
+func noise(w, h int) *image.RGBA {
+	rng := rand.New(rand.NewPCG(7, 11))
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for i := range img.Pix {
+		if i%4 == 3 {
+			img.Pix[i] = 255
+		} else {
+			img.Pix[i] = uint8(rng.IntN(256))
+		}
+	}
+	return img
+}
+
+func noiseJPEG(w, h int) ([]byte, error) {
+	var b bytes.Buffer
+	err := jpeg.Encode(&b, noise(w, h), &jpeg.Options{Quality: 70})
+	return b.Bytes(), err
+}
+
+func noisePNG(w, h int) ([]byte, error) {
+	var b bytes.Buffer
+	err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&b, noise(w, h))
+	return b.Bytes(), err
+}
