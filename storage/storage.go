@@ -139,7 +139,11 @@ func (e *UploadError) Unwrap() error { return e.Err }
 
 // Copier copies results into S3. It is safe for concurrent use.
 type Copier struct {
-	s3        *s3.Client
+	s3 *s3.Client
+	// The v1 transfer manager is deprecated in favour of
+	// feature/s3/transfermanager, which is still v0.x (its API may change);
+	// move when it reaches v1.
+	//lint:ignore SA1019 see above
 	uploader  *manager.Uploader
 	cfg       Config
 	multipart chan struct{} // semaphore of multipart uploads
@@ -176,6 +180,7 @@ func New(client *s3.Client, cfg Config) (*Copier, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	//lint:ignore SA1019 see Copier.uploader
 	up := manager.NewUploader(client, func(u *manager.Uploader) {
 		u.PartSize = cfg.PartSize
 		u.Concurrency = 1 // parts in flight per upload: memory is the limit, not bandwidth
@@ -310,6 +315,7 @@ func (c *Copier) Copy(ctx context.Context, sourceURL string, obj Object) (Stored
 	case <-ctx.Done():
 		return Stored{}, &UploadError{Op: "wait for a multipart slot", Bucket: bucket, Key: key, Err: ctx.Err()}
 	}
+	//lint:ignore SA1019 see Copier.uploader
 	up, err := c.uploader.Upload(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
 		Body: body, ContentType: aws.String(ctype), Metadata: meta})
 	if body.err != nil {

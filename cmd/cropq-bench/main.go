@@ -29,7 +29,6 @@ type options struct {
 	concurrency int
 	memTasks    int
 	memLargeMiB int
-	keep        bool
 }
 
 func main() {

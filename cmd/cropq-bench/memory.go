@@ -36,11 +36,10 @@ import (
 // memCase is one memory run: a source image and the target that makes the
 // emulator's result about the wanted size.
 type memCase struct {
-	name      string
-	src       []byte
-	srcType   string
-	w, h      int
-	wantBytes int64
+	name    string
+	src     []byte
+	srcType string
+	w, h    int
 }
 
 // benchMemory runs a real `cropq worker` process at concurrency 8 through
