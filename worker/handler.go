@@ -35,6 +35,15 @@ type StatusStore interface {
 	Transition(ctx context.Context, id string, u status.Update) (status.Record, error)
 }
 
+// Quota is the fleet-wide limiter of API calls (package quota).
+type Quota interface {
+	// Wait takes a token; an error that is rate-limited (see Decide) when
+	// the wait would be too long.
+	Wait(ctx context.Context) error
+	// Observe reports a call that succeeded or was rate limited.
+	Observe(ctx context.Context, rateLimited bool)
+}
+
 // HandlerConfig tunes the handler. Zero values take defaults.
 type HandlerConfig struct {
 	// CheckpointMargin is how much life a checkpointed result URL must have
@@ -46,6 +55,13 @@ type HandlerConfig struct {
 	StatusTimeout time.Duration
 	// Limits are the API's input rules, checked again before paying.
 	Limits cropapi.Limits
+	// Quota, when set, gives out the account's API calls across the fleet
+	// (package quota); nil calls the API as fast as tasks come.
+	Quota Quota
+	// RateLimitRetries is how many rate-limit answers one attempt retries in
+	// place, through Quota, before handing the task back (default 2; only
+	// with a Quota, which spaces the retries).
+	RateLimitRetries int
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -69,6 +85,9 @@ func NewHandler(cropper Cropper, copier Copier, st StatusStore, cfg HandlerConfi
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.RateLimitRetries <= 0 {
+		cfg.RateLimitRetries = 2
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -172,10 +191,11 @@ type attempt struct {
 	log     *slog.Logger
 }
 
-// crop pays for one API call and checkpoints its answer.
+// crop pays for one API call and checkpoints its answer. With a Quota, the
+// call waits for the fleet's token first, and its outcome adapts the rate.
 func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status.Checkpoint, error) {
 	start := h.cfg.Now()
-	res, err := h.cropper.Crop(ctx, a.payload.CropRequest())
+	res, err := h.callAPI(ctx, a)
 	if err != nil {
 		return nil, fmt.Errorf("crop: %w", err)
 	}
@@ -188,6 +208,27 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 		return nil, fmt.Errorf("checkpoint result: %w", err)
 	}
 	return cp, nil
+}
+
+func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error) {
+	req := a.payload.CropRequest()
+	if h.cfg.Quota == nil {
+		return h.cropper.Crop(ctx, req)
+	}
+	for try := 0; ; try++ {
+		if err := h.cfg.Quota.Wait(ctx); err != nil {
+			return cropapi.Result{}, err
+		}
+		res, err := h.cropper.Crop(ctx, req)
+		limited := cropapi.IsRateLimited(err)
+		if err == nil || limited {
+			h.cfg.Quota.Observe(ctx, limited)
+		}
+		if !limited || try >= h.cfg.RateLimitRetries {
+			return res, err
+		}
+		a.log.InfoContext(ctx, "crop: rate limited by the API; retrying through the shared quota", "code", cropapi.CodeOf(err))
+	}
 }
 
 func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (storage.Stored, error) {

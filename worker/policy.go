@@ -24,14 +24,18 @@ type Decision struct {
 // Decide is the retry policy, one row per error class:
 //
 //	class         examples                          retry  failure  delay
-//	rate_limited  resCode 501, HTTP 429              yes    no       Retry-After, else RateLimitDelay
+//	rate_limited  resCode 501, HTTP 429, no quota    yes    no       Retry-After or the limiter's, else RateLimitDelay
+//	              token within the wait bound
 //	permanent     700, 1000, 1002, validation, 4xx,  no     yes      —
 //	              a key template that cannot render
-//	api           500, 801, 900, 1001, transport     yes    yes      backoff
-//	storage       S3 upload, result download         yes    yes      backoff (checkpoint kept: no new paid call)
-//	status        Redis errors writing the record    yes    yes      backoff
-//	interrupted   worker shutting down               yes    no       backoff
-//	unknown       anything else                      yes    yes      backoff
+//	api           500, 801, 900, 1001, transport     yes    yes      backoff: 2s doubling, cap 5m
+//	storage       S3 upload, result download         yes    yes      backoff: 1s doubling, cap 1m (checkpoint kept: no new paid call)
+//	status        Redis errors writing the record    yes    yes      backoff: 500ms doubling, cap 30s
+//	interrupted   worker shutting down               yes    no       backoff (api)
+//	unknown       anything else                      yes    yes      backoff (api)
+//
+// Backoff is exponential with full jitter: a uniform draw in (0, min(cap,
+// base·2^retries)].
 //
 // "failure" decides whether the attempt spends MaxRetry; the last failing
 // attempt ends in status failed.
@@ -41,7 +45,10 @@ func Decide(err error) Decision {
 		source *storage.SourceError
 		key    *storage.KeyError
 	)
+	var deferred rateLimited
 	switch c := cropapi.ClassOf(err); {
+	case errors.As(err, &deferred):
+		return Decision{Class: "rate_limited", Retry: true, Delay: deferred.RateLimitedFor()}
 	case c == cropapi.ClassRateLimited:
 		d, _ := cropapi.RetryAfterOf(err)
 		return Decision{Class: "rate_limited", Retry: true, Delay: d}
@@ -62,6 +69,13 @@ func Decide(err error) Decision {
 	}
 }
 
+// rateLimited is an error from the shared quota (quota.DeferError): no token
+// within the wait bound, try again after RateLimitedFor.
+type rateLimited interface {
+	error
+	RateLimitedFor() time.Duration
+}
+
 // errorCode is the code recorded in the status record.
 func errorCode(err error) string {
 	if c := cropapi.CodeOf(err); c != "" {
@@ -73,6 +87,8 @@ func errorCode(err error) string {
 		key    *storage.KeyError
 	)
 	switch {
+	case errors.As(err, new(rateLimited)):
+		return "quota"
 	case errors.As(err, &key):
 		return "key_template"
 	case errors.As(err, &source) && source.Expired:
@@ -108,11 +124,33 @@ func IsFailure(err error) bool {
 }
 
 // Backoff is the delay policy for retries: exponential with full jitter,
-// capped, and a server's Retry-After honoured.
+// capped per class, and a server's or the limiter's delay honoured.
 type Backoff struct {
-	Base           time.Duration // first retry's upper bound (default 2s)
-	Cap            time.Duration // largest delay (default 5m)
+	Base           time.Duration // first retry's upper bound for api errors (default 2s)
+	Cap            time.Duration // their largest delay (default 5m)
 	RateLimitDelay time.Duration // a rate limit without a hint (default 1s)
+	// Classes overrides Base and Cap for a Decision.Class (defaults:
+	// storage 1s…1m, status 500ms…30s, both at most Cap).
+	Classes map[string]Curve
+}
+
+// Curve is one class's exponential backoff.
+type Curve struct {
+	Base, Cap time.Duration
+}
+
+// curve returns the backoff of class.
+func (b Backoff) curve(class string) Curve {
+	if c, ok := b.Classes[class]; ok && c.Base > 0 && c.Cap > 0 {
+		return c
+	}
+	switch class {
+	case "storage":
+		return Curve{min(time.Second, b.Base), min(time.Minute, b.Cap)}
+	case "status":
+		return Curve{min(500*time.Millisecond, b.Base), min(30*time.Second, b.Cap)}
+	}
+	return Curve{b.Base, b.Cap}
 }
 
 func (b Backoff) withDefaults() Backoff {
@@ -140,10 +178,11 @@ func (b Backoff) Delay(n int, err error, _ *asynq.Task) time.Duration {
 			return b.RateLimitDelay
 		}
 	}
-	upper := b.Base
-	for i := 0; i < n && upper < b.Cap; i++ {
+	c := b.curve(Decide(err).Class)
+	upper := c.Base
+	for i := 0; i < n && upper < c.Cap; i++ {
 		upper *= 2
 	}
-	upper = min(upper, b.Cap)
+	upper = min(upper, c.Cap)
 	return time.Duration(rand.Int64N(int64(upper)) + 1)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 )
@@ -40,6 +41,7 @@ func TestDecide(t *testing.T) {
 		{"expired source", fmt.Errorf("copy result: %w", &storage.SourceError{Expired: true}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "result_expired"},
 		{"source", fmt.Errorf("copy result: %w", &storage.SourceError{StatusCode: 500}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "result_download"},
 		{"status conflict", fmt.Errorf("mark running: %w", status.ErrConflict), Decision{Class: "status", Retry: true, CountsAsFailure: true}, "internal"},
+		{"no quota token", fmt.Errorf("crop: %w", &quota.DeferError{RetryAfter: 4 * time.Second}), Decision{Class: "rate_limited", Retry: true, Delay: 4 * time.Second}, "quota"},
 		{"shutdown", fmt.Errorf("crop: %w", context.Canceled), Decision{Class: "interrupted", Retry: true}, "interrupted"},
 		{"timeout", fmt.Errorf("crop: %w", context.DeadlineExceeded), Decision{Class: "unknown", Retry: true, CountsAsFailure: true}, "timeout"},
 	}
@@ -65,6 +67,19 @@ func TestBackoff(t *testing.T) {
 	assert.Equal(t, 700*time.Millisecond, b.Delay(3, &notFailureError{err: api, delay: 700 * time.Millisecond}, nil))
 	assert.Equal(t, time.Second, b.Delay(3, &notFailureError{err: api, delay: time.Hour}, nil), "capped")
 	assert.Equal(t, 250*time.Millisecond, b.Delay(3, &notFailureError{err: &cropapi.APIError{ResCode: 501}}, nil))
+
+	// Per-class curves: storage starts lower and caps lower than api.
+	b = Backoff{Base: 2 * time.Second, Cap: 5 * time.Minute}
+	upload := &storage.UploadError{Op: "put", Err: errors.New("down")}
+	for n := 0; n < 12; n++ {
+		upper := min(time.Second<<n, time.Minute)
+		for i := 0; i < 100; i++ {
+			d := b.Delay(n, upload, nil)
+			assert.True(t, d > 0 && d <= upper, "storage retry %d: %v not in (0, %v]", n, d, upper)
+		}
+	}
+	b.Classes = map[string]Curve{"storage": {Base: 10 * time.Millisecond, Cap: 20 * time.Millisecond}}
+	assert.LessOrEqual(t, b.Delay(5, upload, nil), 20*time.Millisecond, "configured curve")
 
 	assert.False(t, IsFailure(&notFailureError{err: api}))
 	assert.True(t, IsFailure(api))
