@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
@@ -27,6 +28,10 @@ type config struct {
 	S3       storage.S3Config
 	Storage  storage.Config
 	Server   worker.ServerConfig
+	// Quota is the fleet-wide limiter; QuotaShared false leaves each worker
+	// to back off on rate-limit answers alone.
+	Quota       quota.Config
+	QuotaShared bool
 }
 
 // loadConfig reads the environment; every error names its variable.
@@ -41,6 +46,7 @@ func loadConfig(env Env) (config, error) {
 	dur := func(name string) time.Duration { v, err := env.Duration(name); add(err); return v }
 	num := func(name string) int { v, err := env.Int(name); add(err); return v }
 	boolean := func(name string) bool { v, err := env.Bool(name); add(err); return v }
+	float := func(name string) float64 { v, err := env.Float(name); add(err); return v }
 
 	c.RedisURL = env.Get("CROPQ_REDIS_URL")
 	c.Status = status.Config{Prefix: env.Get("CROPQ_KEY_PREFIX"), TTL: dur("CROPQ_STATUS_TTL")}
@@ -58,6 +64,16 @@ func loadConfig(env Env) (config, error) {
 		Timeout:   dur("CROPQ_API_TIMEOUT"),
 	}
 	c.Task.Limits = c.API.Limits
+	c.QuotaShared = boolean("CROPQ_QUOTA_SHARED")
+	c.Quota = quota.Config{
+		Account:  c.API.AppKey,
+		Prefix:   c.Status.Prefix,
+		Rate:     float("CROPQ_QUOTA_RATE"),
+		Burst:    num("CROPQ_QUOTA_BURST"),
+		MaxWait:  dur("CROPQ_QUOTA_MAX_WAIT"),
+		Adaptive: boolean("CROPQ_QUOTA_ADAPTIVE"),
+		MinRate:  float("CROPQ_QUOTA_MIN_RATE"),
+	}
 
 	endpoint := env.Get("CROPQ_S3_ENDPOINT")
 	pathStyle := endpoint != ""

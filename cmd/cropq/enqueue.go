@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
@@ -111,8 +112,9 @@ func enqueue(ctx context.Context, rdb redis.UniversalClient, cfg config, p tasks
 func runStatus(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cropq status", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the whole record as JSON")
+	showQuota := fs.Bool("quota", false, "print the fleet's shared API quota (ceiling, effective rate) as JSON instead")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq status REQUEST_ID [--json]")
+		fmt.Fprintln(stderr, "usage: cropq status REQUEST_ID [--json]\n       cropq status --quota")
 		fs.PrintDefaults()
 	}
 	// Accept the id before or after the flags.
@@ -125,6 +127,9 @@ func runStatus(ctx context.Context, env Env, args []string, stdout, stderr io.Wr
 	}
 	if id == "" && fs.NArg() > 0 {
 		id = fs.Arg(0)
+	}
+	if *showQuota {
+		return printQuota(ctx, env, stdout)
 	}
 	if err := tasks.ValidateRequestID(id); err != nil {
 		fs.Usage()
@@ -171,3 +176,23 @@ type exitError struct {
 func (e exitError) Error() string { return e.err.Error() }
 func (e exitError) Unwrap() error { return e.err }
 func (e exitError) ExitCode() int { return e.code }
+
+// printQuota prints the shared quota of the configured account.
+func printQuota(ctx context.Context, env Env, stdout io.Writer) error {
+	cfg, err := loadConfig(env)
+	if err != nil {
+		return err
+	}
+	rdb, err := openRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	st, err := quota.New(rdb, cfg.Quota).State(ctx)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(st)
+}

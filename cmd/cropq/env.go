@@ -34,6 +34,12 @@ func envVars() []envVar {
 		{"CROPQ_RETRY_BASE", "2s", "upper bound of the first retry delay (exponential, full jitter)", false},
 		{"CROPQ_RETRY_CAP", "5m", "largest retry delay", false},
 		{"CROPQ_DELAYED_CHECK_INTERVAL", "5s", "how often asynq moves due retries back to pending", false},
+		{"CROPQ_QUOTA_SHARED", "true", "take a token from the fleet-wide limiter in Redis before each API call (false: each worker only backs off on rate-limit answers)", false},
+		{"CROPQ_QUOTA_RATE", "5", "API calls per second for the whole fleet and account: the ceiling (the vendor's default quota is 5)", false},
+		{"CROPQ_QUOTA_BURST", "1", "API calls the limiter lets through at once", false},
+		{"CROPQ_QUOTA_MAX_WAIT", "5s", "longest a worker waits in place for a token before handing the task back (not a failure)", false},
+		{"CROPQ_QUOTA_ADAPTIVE", "true", "lower the shared rate on rate-limit answers, raise it back while calls succeed (AIMD)", false},
+		{"CROPQ_QUOTA_MIN_RATE", "0", "floor of the adapted rate (0: a twentieth of CROPQ_QUOTA_RATE)", false},
 		{"CROPQ_API_BASE_URL", "https://api.aidc-ai.com", "Image Cropping API base URL (cn-api.aidc-ai.com for China accounts; the emulator's URL locally)", false},
 		{"CROPQ_APP_KEY", "", "API app key", false},
 		{"CROPQ_APP_SECRET", "", "API app secret (never logged)", true},
@@ -106,6 +112,15 @@ func (e Env) Duration(name string) (time.Duration, error) {
 	v, err := time.ParseDuration(s)
 	if err != nil || v < 0 {
 		return 0, envError(name, s, "a duration such as 30s or 5m")
+	}
+	return v, nil
+}
+
+func (e Env) Float(name string) (float64, error) {
+	s := e.Get(name)
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 {
+		return 0, envError(name, s, "a non-negative number")
 	}
 	return v, nil
 }

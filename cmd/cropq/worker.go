@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/worker"
@@ -75,7 +76,13 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 		return nil, err
 	}
 	st := status.NewStore(rdb, cfg.Status)
-	h := worker.NewHandler(api, copier, st, worker.HandlerConfig{Limits: cfg.API.Limits, Logger: log})
+	hcfg := worker.HandlerConfig{Limits: cfg.API.Limits, Logger: log}
+	if cfg.QuotaShared {
+		qcfg := cfg.Quota
+		qcfg.Logger = log
+		hcfg.Quota = quota.New(rdb, qcfg)
+	}
+	h := worker.NewHandler(api, copier, st, hcfg)
 	cfg.Server.Logger = log
 	return worker.NewServer(rdb, cfg.Server, h), nil
 }
