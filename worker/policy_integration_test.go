@@ -1,0 +1,286 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image"
+	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/internal/localsvc"
+	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/quota"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/tasks"
+	"github.com/cropq/cropq/worker"
+)
+
+// The retry policy, row by row, through the real path: worker ↔ emulator
+// (faults injected) ↔ Redis, with MinIO behind the copy.
+
+const (
+	checkInterval = 100 * time.Millisecond
+	backoffBase   = 100 * time.Millisecond
+	backoffCap    = 400 * time.Millisecond
+)
+
+type policyRig struct {
+	rdb      *redis.Client
+	emu      *emulator.Server
+	statuses *status.Store
+	s3       *s3.Client
+	bucket   string
+	images   string
+	client   *asynq.Client
+}
+
+type rowSpec struct {
+	emu      emulator.Config
+	quota    *quota.Config
+	maxRetry int
+	noBucket bool // the bucket appears later (storage outage)
+}
+
+func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig {
+	t.Helper()
+	r := &policyRig{}
+	srv := testenv.Redis(t)
+	r.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = r.rdb.Close() })
+
+	spec.emu.AppKey, spec.emu.AppSecret = "k", "s"
+	emu, err := emulator.New(spec.emu)
+	require.NoError(t, err)
+	r.emu = emu
+	api := httptest.NewServer(emu)
+	t.Cleanup(api.Close)
+	r.images = serveImages(t)
+
+	var bucket string
+	r.s3, bucket = testenv.MinIOBucket(t, minio)
+	r.bucket = bucket
+	if spec.noBucket {
+		_, err := r.s3.DeleteBucket(context.Background(), &s3.DeleteBucketInput{Bucket: aws.String(bucket)})
+		require.NoError(t, err)
+	}
+	copier, err := storage.New(r.s3, storage.Config{Bucket: bucket})
+	require.NoError(t, err)
+	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s"})
+	require.NoError(t, err)
+	r.statuses = status.NewStore(r.rdb, status.Config{})
+	hcfg := worker.HandlerConfig{}
+	if spec.quota != nil {
+		q := *spec.quota
+		q.Account = "k"
+		hcfg.Quota = quota.New(r.rdb, q)
+	}
+	h := worker.NewHandler(client, copier, r.statuses, hcfg)
+	ws := worker.NewServer(r.rdb, worker.ServerConfig{Concurrency: 4, DelayedTaskCheckInterval: checkInterval,
+		ShutdownTimeout: 5 * time.Second, Backoff: worker.Backoff{Base: backoffBase, Cap: backoffCap, RateLimitDelay: backoffBase}}, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = ws.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	r.client = asynq.NewClientFromRedisClient(r.rdb)
+	return r
+}
+
+func serveImages(t *testing.T) string {
+	t.Helper()
+	good, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
+	require.NoError(t, err)
+	var tiny bytes.Buffer
+	require.NoError(t, png.Encode(&tiny, image.NewGray(image.Rect(0, 0, 60, 60))))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/good.png", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(good) })
+	mux.HandleFunc("/tiny.png", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(tiny.Bytes()) })
+	s := httptest.NewServer(mux)
+	t.Cleanup(s.Close)
+	return s.URL
+}
+
+func (r *policyRig) enqueue(t *testing.T, id, image string, maxRetry int) {
+	t.Helper()
+	p := tasks.CropPayload{RequestID: id, ImageURL: r.images + "/" + image, TargetWidth: 300, TargetHeight: 200}
+	task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: maxRetry})
+	require.NoError(t, err)
+	_, _, err = r.statuses.Create(context.Background(), status.Record{RequestID: id, Source: p.Source()})
+	require.NoError(t, err)
+	_, err = r.client.Enqueue(task, opts...)
+	require.NoError(t, err)
+}
+
+func (r *policyRig) await(t *testing.T, id string, cond func(status.Record) bool, what string) status.Record {
+	t.Helper()
+	var rec status.Record
+	require.Eventually(t, func() bool {
+		got, err := r.statuses.Get(context.Background(), id)
+		if err != nil {
+			return false
+		}
+		rec = got
+		return cond(rec)
+	}, 30*time.Second, 20*time.Millisecond, "%s: %s; last record: %+v", id, what, rec)
+	return rec
+}
+
+func terminal(rec status.Record) bool { return rec.State.Terminal() }
+
+// states lists the history's states, e.g. "running retrying running failed".
+func states(rec status.Record) string {
+	var s []string
+	for _, h := range rec.History {
+		if h.State != status.Queued {
+			s = append(s, string(h.State))
+		}
+	}
+	return strings.Join(s, " ")
+}
+
+// retryGaps are the times from each "retrying" to the next "running".
+func retryGaps(rec status.Record) []time.Duration {
+	var gaps []time.Duration
+	for i, h := range rec.History {
+		if h.State == status.Retrying && i+1 < len(rec.History) {
+			gaps = append(gaps, rec.History[i+1].At.Sub(h.At))
+		}
+	}
+	return gaps
+}
+
+func TestRetryPolicyThroughTheRealPath(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: skipped with -short")
+	}
+	minio := testenv.MinIO(t)
+
+	t.Run("rate limited without the shared quota: retried, never a failure", func(t *testing.T) {
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Rate: 2, Burst: 1}})
+		for i := range 4 {
+			r.enqueue(t, fmt.Sprintf("rl-%d", i), "good.png", 0) // MaxRetry 0: any counted failure would archive
+		}
+		for i := range 4 {
+			rec := r.await(t, fmt.Sprintf("rl-%d", i), terminal, "finish")
+			assert.Equal(t, status.Succeeded, rec.State, states(rec))
+			assert.Equal(t, 1, rec.PaidCalls)
+		}
+		st := r.emu.Stats()
+		assert.Positive(t, st.Calls["501"], "four at once against 2/s, burst 1, must meet the quota")
+		assert.Equal(t, int64(4), st.Usage)
+	})
+
+	t.Run("rate limited with the shared quota: no 501 at all", func(t *testing.T) {
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Rate: 2, Burst: 1},
+			quota: &quota.Config{Rate: 1.6, Burst: 1, MaxWait: 10 * time.Second}})
+		for i := range 4 {
+			r.enqueue(t, fmt.Sprintf("q-%d", i), "good.png", 0)
+		}
+		for i := range 4 {
+			rec := r.await(t, fmt.Sprintf("q-%d", i), terminal, "finish")
+			assert.Equal(t, status.Succeeded, rec.State, states(rec))
+		}
+		st := r.emu.Stats()
+		assert.Zero(t, st.Calls["501"])
+		assert.Equal(t, int64(4), st.Calls["200"])
+	})
+
+	t.Run("no token within the wait bound: handed back with the limiter's delay, not a failure", func(t *testing.T) {
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Rate: 100},
+			quota: &quota.Config{Rate: 0.5, Burst: 1, MaxWait: 10 * time.Millisecond}})
+		r.enqueue(t, "d-0", "good.png", 0)
+		r.enqueue(t, "d-1", "good.png", 0)
+		var deferred status.Record
+		for _, id := range []string{"d-0", "d-1"} {
+			rec := r.await(t, id, terminal, "finish")
+			assert.Equal(t, status.Succeeded, rec.State, states(rec))
+			for _, h := range rec.History {
+				if h.ErrorCode == "quota" {
+					deferred = rec
+				}
+			}
+		}
+		require.NotEmpty(t, deferred.RequestID, "one of two tasks at 0.5/s must have been handed back")
+		var waited time.Duration
+		for _, gap := range retryGaps(deferred) {
+			waited += gap
+		}
+		// Handed back for the limiter's retry-after (the next token is ~2 s
+		// away at 0.5/s), not for the 100 ms backoff.
+		assert.GreaterOrEqual(t, waited, 1500*time.Millisecond)
+		assert.Equal(t, 1, deferred.Attempt, "hand-backs do not spend attempts")
+		assert.Equal(t, int64(2), r.emu.Stats().Usage)
+	})
+
+	t.Run("500: retried with backoff up to MaxRetry, then failed", func(t *testing.T) {
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Faults: emulator.Faults{P500: 1}}})
+		r.enqueue(t, "e-500", "good.png", 2)
+		rec := r.await(t, "e-500", terminal, "fail")
+		assert.Equal(t, status.Failed, rec.State)
+		assert.Equal(t, "500", rec.ErrorCode)
+		assert.Equal(t, 3, rec.Attempt)
+		assert.Equal(t, "running retrying running retrying running failed", states(rec))
+		gaps := retryGaps(rec)
+		require.Len(t, gaps, 2)
+		for i, gap := range gaps {
+			// Full jitter in (0, min(cap, base·2^i)], then up to one check
+			// interval, then asynq's idle poll of an empty queue (1 s).
+			upper := min(backoffBase<<i, backoffCap) + checkInterval + time.Second + 300*time.Millisecond
+			assert.LessOrEqual(t, gap, upper, "retry %d", i+1)
+		}
+		assert.Equal(t, int64(3), r.emu.Stats().Calls["500"])
+		assert.Zero(t, r.emu.Stats().Usage)
+	})
+
+	permanent := []struct {
+		name, image, code string
+		faults            emulator.Faults
+	}{
+		{"1002 risk filter", "good.png", "1002", emulator.Faults{P1002: 1}},
+		{"700 image too small", "tiny.png", "700", emulator.Faults{}},
+		{"1000 sensitive", "good.png?sensitive", "1000", emulator.Faults{}},
+	}
+	for _, p := range permanent {
+		t.Run(p.name+": failed at once, no retry", func(t *testing.T) {
+			r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Faults: p.faults}})
+			r.enqueue(t, "perm", p.image, 5)
+			rec := r.await(t, "perm", terminal, "fail")
+			assert.Equal(t, status.Failed, rec.State)
+			assert.Equal(t, p.code, rec.ErrorCode)
+			assert.Equal(t, 1, rec.Attempt)
+			assert.Equal(t, "running failed", states(rec))
+			assert.Equal(t, int64(1), r.emu.Stats().Calls[p.code])
+		})
+	}
+
+	t.Run("storage error: retried without a new paid call", func(t *testing.T) {
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{}, noBucket: true})
+		r.enqueue(t, "s3", "good.png", 10)
+		r.await(t, "s3", func(rec status.Record) bool { return rec.Attempt >= 2 && rec.ErrorCode == "storage_upload" },
+			"fail its copy twice")
+		_, err := r.s3.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(r.bucket)})
+		require.NoError(t, err)
+		rec := r.await(t, "s3", terminal, "finish")
+		assert.Equal(t, status.Succeeded, rec.State, states(rec))
+		assert.Equal(t, 1, rec.PaidCalls, "the checkpointed result was reused")
+		assert.Equal(t, int64(1), r.emu.Stats().Usage)
+	})
+}
