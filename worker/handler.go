@@ -62,8 +62,8 @@ type HandlerConfig struct {
 	// place, through Quota, before handing the task back (default 2; only
 	// with a Quota, which spaces the retries).
 	RateLimitRetries int
-	Logger *slog.Logger
-	Now    func() time.Time
+	Logger           *slog.Logger
+	Now              func() time.Time
 }
 
 // Handler is the asynq handler of tasks.TypeCrop.
