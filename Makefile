@@ -10,7 +10,7 @@ PKGS         := ./...
 TEST_FLAGS   ?= -p 2 -timeout 12m
 FUZZTIME     ?= 5s
 
-.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench clean help
+.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-quota clean help
 
 all: lint test
 
@@ -20,6 +20,7 @@ help:
 	@echo "make lint   - gofmt, go vet, staticcheck"
 	@echo "make vuln   - govulncheck (needs vuln.go.dev)"
 	@echo "make bench  - pipeline and memory benchmark table (ratios against baselines of the same run)"
+	@echo "make bench-quota - the fleet against a shared API quota (about 5 minutes)"
 	@echo "make fuzz-long - longer fuzzing"
 
 tools:
@@ -58,6 +59,9 @@ lint: tools
 # Needs vuln.go.dev, which this project's CI machine cannot reach: its own target.
 vuln: tools
 	govulncheck $(PKGS)
+
+bench-quota: tools
+	$(GO) run ./cmd/cropq-bench quota
 
 bench: tools
 	$(GO) run ./cmd/cropq-bench all

@@ -105,6 +105,10 @@ type Stats struct {
 	Downloads          int64 `json:"downloads"`
 	DownloadsExpired   int64 `json:"downloadsExpired"`
 	DownloadsTruncated int64 `json:"downloadsTruncated"`
+	// FirstSuccess and LastSuccess bound the period billed calls were
+	// answered in (zero before the first): goodput is Usage over it.
+	FirstSuccess time.Time `json:"firstSuccess,omitzero"`
+	LastSuccess  time.Time `json:"lastSuccess,omitzero"`
 	// StoredResults and StoredBytes are the results held now.
 	StoredResults int   `json:"storedResults"`
 	StoredBytes   int64 `json:"storedBytes"`
@@ -263,6 +267,13 @@ func (s *Server) count(outcome string, usage int) {
 	s.mu.Lock()
 	s.stats.Calls[outcome]++
 	s.stats.Usage += int64(usage)
+	if usage > 0 {
+		now := s.cfg.Now()
+		if s.stats.FirstSuccess.IsZero() {
+			s.stats.FirstSuccess = now
+		}
+		s.stats.LastSuccess = now
+	}
 	s.mu.Unlock()
 }
 

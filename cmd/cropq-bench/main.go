@@ -29,6 +29,11 @@ type options struct {
 	concurrency int
 	memTasks    int
 	memLargeMiB int
+
+	quotaQ           float64
+	quotaN           int
+	quotaPods        int
+	quotaConcurrency int
 }
 
 func main() {
@@ -49,8 +54,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.memTasks, "mem-tasks", 16, "tasks per memory run (concurrency 8)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the benchmark process to this file")
 	fs.IntVar(&o.memLargeMiB, "mem-large-mib", 50, "approximate size of the large results, MiB")
+	fs.Float64Var(&o.quotaQ, "quota-q", 20, "quota: the emulator's quota Q, calls/s")
+	fs.IntVar(&o.quotaN, "quota-n", 1200, "quota: requests per scenario")
+	fs.IntVar(&o.quotaPods, "quota-pods", 4, "quota: worker processes")
+	fs.IntVar(&o.quotaConcurrency, "quota-concurrency", 20, "quota: concurrency of each worker process")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all]")
+		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -60,8 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
-	if which != "all" && which != "pipeline" && which != "memory" {
-		return fmt.Errorf("unknown benchmark %q (pipeline, memory or all)", which)
+	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" {
+		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all or quota)", which)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -94,6 +103,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r, err := benchMemory(ctx, env, o, stderr)
 		if err != nil {
 			return fmt.Errorf("memory: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "quota" {
+		r, err := benchQuota(ctx, env, o, stderr)
+		if err != nil {
+			return fmt.Errorf("quota: %w", err)
 		}
 		rows = append(rows, r...)
 	}

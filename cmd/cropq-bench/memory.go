@@ -15,7 +15,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,7 +26,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/emulator"
-	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
@@ -46,15 +44,9 @@ type memCase struct {
 // small results, then a fresh one through large results, and compares their
 // peak RSS (VmHWM): the copy must stream, not buffer whole results.
 func benchMemory(ctx context.Context, env *benchEnv, o options, stderr io.Writer) ([]row, error) {
-	root, err := localsvc.RepoRoot()
+	bin, err := buildCropq(ctx, env)
 	if err != nil {
 		return nil, err
-	}
-	bin := filepath.Join(env.dir, "cropq")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/cropq")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build: %v\n%s", err, out)
 	}
 
 	small, err := noiseJPEG(640, 640)

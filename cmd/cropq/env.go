@@ -36,7 +36,7 @@ func envVars() []envVar {
 		{"CROPQ_DELAYED_CHECK_INTERVAL", "5s", "how often asynq moves due retries back to pending", false},
 		{"CROPQ_QUOTA_SHARED", "true", "take a token from the fleet-wide limiter in Redis before each API call (false: each worker only backs off on rate-limit answers)", false},
 		{"CROPQ_QUOTA_RATE", "5", "API calls per second for the whole fleet and account: the ceiling (the vendor's default quota is 5)", false},
-		{"CROPQ_QUOTA_BURST", "1", "API calls the limiter lets through at once", false},
+		{"CROPQ_QUOTA_BURST", "2", "API calls the limiter lets through at once (2 makes up a token the fleet was a few ms late for)", false},
 		{"CROPQ_QUOTA_MAX_WAIT", "5s", "longest a worker waits in place for a token before handing the task back (not a failure)", false},
 		{"CROPQ_QUOTA_ADAPTIVE", "true", "lower the shared rate on rate-limit answers, raise it back while calls succeed (AIMD)", false},
 		{"CROPQ_QUOTA_MIN_RATE", "0", "floor of the adapted rate (0: a twentieth of CROPQ_QUOTA_RATE)", false},
