@@ -30,6 +30,7 @@ import (
 	"github.com/cropq/cropq/emulator"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
@@ -87,7 +88,8 @@ type stack struct {
 }
 
 type stackOptions struct {
-	resultTTL time.Duration
+	resultTTL    time.Duration
+	emulatorRate float64 // default 100/s
 }
 
 func newStack(t *testing.T, o stackOptions) *stack {
@@ -125,7 +127,11 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"CROPQ_SHUTDOWN_TIMEOUT=5s",
 		"CROPQ_LOG_FORMAT=text",
 	}
-	args := []string{"emulator", "--addr", emuAddr, "--rate", "100"}
+	rate := "100"
+	if o.emulatorRate > 0 {
+		rate = fmt.Sprint(o.emulatorRate)
+	}
+	args := []string{"emulator", "--addr", emuAddr, "--rate", rate}
 	if o.resultTTL > 0 {
 		args = append(args, "--result-ttl", o.resultTTL.String())
 	}
@@ -381,4 +387,30 @@ func TestDevOnceCropsTheSamples(t *testing.T) {
 	assert.Equal(t, n, strings.Count(string(out), " succeeded "), "%s", out)
 	assert.Contains(t, string(out), "local stand-in of the Image Cropping API", "the emulator says what it is")
 	assert.NotContains(t, string(out), "WARNING", "redis-server and MinIO are installed by make tools: %s", out)
+}
+
+// The shared quota is visible to operators, and a rate-limit answer lowers
+// it for the whole fleet.
+func TestE2EQuotaIsSharedAndReadable(t *testing.T) {
+	s := newStack(t, stackOptions{emulatorRate: 1})
+	s.env = append(s.env, "CROPQ_QUOTA_RATE=50", "CROPQ_QUOTA_BURST=50") // far above the emulator's 1/s: must adapt
+	s.startWorker()
+	s.startWorker()
+	for i := range 4 {
+		s.enqueueURL(fmt.Sprintf("e2e-q-%d", i), firstImage(t), 300, 300)
+	}
+	for i := range 4 {
+		rec := s.awaitState(fmt.Sprintf("e2e-q-%d", i), 60*time.Second, status.Succeeded, status.Failed)
+		require.Equal(t, status.Succeeded, rec.State, "error: %s %s", rec.ErrorCode, rec.ErrorMessage)
+	}
+	out, err := s.cropq("status", "--quota")
+	require.NoError(t, err)
+	var st quota.State
+	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	assert.InDelta(t, 50, st.Ceiling, 0)
+	assert.True(t, st.Adaptive)
+	assert.Positive(t, st.Decreases, "501s from a 1/s emulator lower the shared rate")
+	assert.Less(t, st.Effective, 50.0)
+	assert.NotContains(t, out, "e2e-key", "the account appears hashed")
+	assert.Equal(t, int64(4), s.stats().Usage)
 }
