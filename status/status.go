@@ -2,10 +2,12 @@
 // attempts, the API's checkpoint (result URL and expiry) and where the result
 // was stored, with a bounded history of transitions.
 //
-// Transitions are atomic (optimistic WATCH/MULTI on the record's single key,
-// so it also works on Redis Cluster) and ordered: an update from an attempt
-// older than the record's is refused with ErrStaleAttempt, and terminal
-// states never move.
+// Transitions are atomic (optimistic WATCH/MULTI on the record's key) and
+// ordered: an update from an attempt older than the record's is refused with
+// ErrStaleAttempt, and terminal states never move. The same transaction keeps
+// the per-batch counts and appends terminal transitions to the events stream,
+// so a pipeline reading the stream misses nothing; those keys differ from the
+// record's, so a Redis Cluster is not supported (CROSSSLOT).
 package status
 
 import (
@@ -65,6 +67,8 @@ type Record struct {
 	TargetHeight int    `json:"targetHeight,omitempty"`
 	Source       string `json:"source,omitempty"` // "url" or "base64"
 	SourceURL    string `json:"sourceUrl,omitempty"`
+	SourceDigest string `json:"sourceDigest,omitempty"` // sha256 of a base64 image's bytes
+	CallbackURL  string `json:"callbackUrl,omitempty"`
 	BatchID      string `json:"batchId,omitempty"`
 
 	ErrorCode    string `json:"errorCode,omitempty"`
@@ -162,6 +166,9 @@ type Config struct {
 	TTL time.Duration
 	// HistoryLimit bounds the history kept per record (default 32).
 	HistoryLimit int
+	// EventsMaxLen bounds the events stream (Prefix+"events"), approximately
+	// (default 100,000 entries).
+	EventsMaxLen int64
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -182,6 +189,9 @@ func NewStore(rdb redis.UniversalClient, cfg Config) *Store {
 	}
 	if cfg.HistoryLimit <= 0 {
 		cfg.HistoryLimit = 32
+	}
+	if cfg.EventsMaxLen <= 0 {
+		cfg.EventsMaxLen = 100_000
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -211,23 +221,131 @@ func (s *Store) Get(ctx context.Context, id string) (Record, error) {
 // Create writes rec as a new "queued" record unless one exists already; it
 // returns the record that is there after the call and whether it was created.
 func (s *Store) Create(ctx context.Context, rec Record) (Record, bool, error) {
+	res, err := s.CreateMany(ctx, []Record{rec})
+	if err != nil {
+		return Record{}, false, err
+	}
+	return res[0].Record, res[0].Created, res[0].Err
+}
+
+// Created is the outcome of one record of CreateMany.
+type Created struct {
+	Record  Record // the new record, or the one that was there
+	Created bool
+	Err     error
+}
+
+// CreateMany creates records as Create does, in two pipelined round trips
+// whatever their number: one to create, one to read those that existed.
+func (s *Store) CreateMany(ctx context.Context, recs []Record) ([]Created, error) {
 	now := s.cfg.Now().UTC()
-	rec.State = Queued
-	rec.CreatedAt, rec.UpdatedAt = now, now
-	rec.History = []Transition{{State: Queued, At: now}}
-	b, err := json.Marshal(rec)
+	out := make([]Created, len(recs))
+	encoded := make([][]byte, len(recs))
+	for i, rec := range recs {
+		rec.State = Queued
+		rec.CreatedAt, rec.UpdatedAt = now, now
+		rec.History = []Transition{{State: Queued, At: now}}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			out[i].Err = fmt.Errorf("status: encode %s: %w", rec.RequestID, err)
+			continue
+		}
+		out[i].Record, encoded[i] = rec, b
+	}
+	var cmds []*redis.Cmd
+	for try := 0; ; try++ {
+		pipe := s.rdb.Pipeline()
+		cmds = make([]*redis.Cmd, len(recs))
+		for i, rec := range recs {
+			if encoded[i] != nil {
+				cmds[i] = createScript.EvalSha(ctx, pipe, []string{s.Key(rec.RequestID), s.batchKey(rec.BatchID)},
+					encoded[i], s.cfg.TTL.Milliseconds(), rec.BatchID != "")
+			}
+		}
+		_, err := pipe.Exec(ctx)
+		if err == nil {
+			break
+		}
+		// A fresh server does not know the script yet: load it once.
+		if try == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if lerr := createScript.Load(ctx, s.rdb).Err(); lerr != nil {
+				return nil, fmt.Errorf("status: load script: %w", lerr)
+			}
+			continue
+		}
+		return nil, fmt.Errorf("status: create: %w", err)
+	}
+	var existing []int
+	for i, c := range cmds {
+		if c == nil {
+			continue
+		}
+		if n, _ := c.Int(); n == 1 {
+			out[i].Created = true
+		} else {
+			existing = append(existing, i)
+		}
+	}
+	if len(existing) == 0 {
+		return out, nil
+	}
+	pipe := s.rdb.Pipeline()
+	gets := make([]*redis.StringCmd, len(existing))
+	for j, i := range existing {
+		gets[j] = pipe.Get(ctx, s.Key(recs[i].RequestID))
+	}
+	_, _ = pipe.Exec(ctx)
+	for j, i := range existing {
+		b, err := gets[j].Bytes()
+		if err != nil {
+			// Expired or deleted in between: report it rather than guess.
+			out[i].Err = fmt.Errorf("status: read existing %s: %w", recs[i].RequestID, err)
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal(b, &r); err != nil {
+			out[i].Err = fmt.Errorf("status: decode %s: %w", recs[i].RequestID, err)
+			continue
+		}
+		out[i].Record = r
+	}
+	return out, nil
+}
+
+// createScript sets the record if absent and counts it in its batch.
+var createScript = redis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if ARGV[3] == '1' then
+    redis.call('HINCRBY', KEYS[2], 'queued', 1)
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
+  return 1
+end
+return 0
+`)
+
+func (s *Store) batchKey(batchID string) string {
+	return s.cfg.Prefix + "batch:{" + batchID + "}"
+}
+
+// EventsKey is the Redis stream terminal transitions are appended to.
+func (s *Store) EventsKey() string { return s.cfg.Prefix + "events" }
+
+// BatchCounts returns how many records of batchID are in each state (an
+// empty map for an unknown batch).
+func (s *Store) BatchCounts(ctx context.Context, batchID string) (map[State]int64, error) {
+	m, err := s.rdb.HGetAll(ctx, s.batchKey(batchID)).Result()
 	if err != nil {
-		return Record{}, false, fmt.Errorf("status: encode %s: %w", rec.RequestID, err)
+		return nil, fmt.Errorf("status: batch %s: %w", batchID, err)
 	}
-	ok, err := s.rdb.SetNX(ctx, s.Key(rec.RequestID), b, s.cfg.TTL).Result()
-	if err != nil {
-		return Record{}, false, fmt.Errorf("status: create %s: %w", rec.RequestID, err)
+	out := make(map[State]int64, len(m))
+	for k, v := range m {
+		var n int64
+		if _, err := fmt.Sscan(v, &n); err == nil && n != 0 {
+			out[State(k)] = n
+		}
 	}
-	if ok {
-		return rec, true, nil
-	}
-	existing, err := s.Get(ctx, rec.RequestID)
-	return existing, false, err
+	return out, nil
 }
 
 // Delete removes id's record (used to undo a Create whose enqueue failed).
@@ -263,6 +381,7 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, er
 				return fmt.Errorf("decode: %w", err)
 			}
 		}
+		from := rec.State
 		if err := s.apply(&rec, u); err != nil {
 			return err
 		}
@@ -272,6 +391,17 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, er
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Set(ctx, key, nb, s.cfg.TTL)
+			if rec.BatchID != "" && from != rec.State {
+				bk := s.batchKey(rec.BatchID)
+				if b != nil { // a record created here was never counted as queued
+					p.HIncrBy(ctx, bk, string(from), -1)
+				}
+				p.HIncrBy(ctx, bk, string(rec.State), 1)
+				p.PExpire(ctx, bk, s.cfg.TTL)
+			}
+			if rec.State.Terminal() {
+				p.XAdd(ctx, s.eventArgs(rec))
+			}
 			return nil
 		})
 		out = rec
@@ -290,7 +420,30 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, er
 	return Record{}, fmt.Errorf("status: %s → %s: %w", id, u.To, ErrConflict)
 }
 
+// eventArgs is the stream entry of a terminal transition.
+func (s *Store) eventArgs(rec Record) *redis.XAddArgs {
+	ev := map[string]any{"requestId": rec.RequestID, "state": string(rec.State), "at": rec.UpdatedAt.Format(time.RFC3339Nano)}
+	if rec.BatchID != "" {
+		ev["batchId"] = rec.BatchID
+	}
+	if rec.Stored != nil {
+		ev["bucket"], ev["key"] = rec.Stored.Bucket, rec.Stored.Key
+	}
+	if rec.ErrorCode != "" {
+		ev["errorCode"] = rec.ErrorCode
+	}
+	return &redis.XAddArgs{Stream: s.EventsKey(), MaxLen: s.cfg.EventsMaxLen, Approx: true, Values: ev}
+}
+
+// Cancel moves a request that has not started to canceled.
+func (s *Store) Cancel(ctx context.Context, id string) (Record, error) {
+	return s.Transition(ctx, id, Update{To: Canceled})
+}
+
 func (s *Store) apply(rec *Record, u Update) error {
+	if u.To == Canceled {
+		u.Attempt = rec.Attempt // a cancel is no attempt of its own
+	}
 	if u.Attempt < rec.Attempt {
 		return ErrStaleAttempt
 	}

@@ -157,3 +157,60 @@ func TestConcurrentTransitionsAreAtomic(t *testing.T) {
 	assert.Len(t, got.History, applied, "every applied update is in the history, none lost")
 	assert.Greater(t, applied, 0)
 }
+
+func TestCreateManyBatchCountsAndEvents(t *testing.T) {
+	st, rdb := newStore(t, status.Config{})
+	ctx := context.Background()
+	_, _, err := st.Create(ctx, status.Record{RequestID: "old", BatchID: "b1", TargetWidth: 1})
+	require.NoError(t, err)
+
+	res, err := st.CreateMany(ctx, []status.Record{
+		{RequestID: "old", BatchID: "b1", TargetWidth: 2},
+		{RequestID: "n1", BatchID: "b1"},
+		{RequestID: "n2", BatchID: "b1"},
+		{RequestID: "solo"},
+	})
+	require.NoError(t, err)
+	require.Len(t, res, 4)
+	assert.False(t, res[0].Created)
+	assert.Equal(t, 1, res[0].Record.TargetWidth, "the existing record is returned, not the new one")
+	for _, r := range res[1:] {
+		assert.True(t, r.Created)
+		assert.NoError(t, r.Err)
+	}
+	counts, err := st.BatchCounts(ctx, "b1")
+	require.NoError(t, err)
+	assert.Equal(t, map[status.State]int64{status.Queued: 3}, counts)
+
+	_, err = st.Transition(ctx, "n1", status.Update{To: status.Running, Attempt: 1})
+	require.NoError(t, err)
+	_, err = st.Transition(ctx, "n1", status.Update{To: status.Succeeded, Attempt: 1, Stored: &status.Stored{Bucket: "bk", Key: "k/1.png"}})
+	require.NoError(t, err)
+	_, err = st.Cancel(ctx, "n2")
+	require.NoError(t, err)
+	counts, err = st.BatchCounts(ctx, "b1")
+	require.NoError(t, err)
+	assert.Equal(t, map[status.State]int64{status.Queued: 1, status.Succeeded: 1, status.Canceled: 1}, counts)
+
+	// Terminal transitions, and only those, are in the stream.
+	msgs, err := rdb.XRange(ctx, st.EventsKey(), "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, msgs, 2)
+	assert.Equal(t, "n1", msgs[0].Values["requestId"])
+	assert.Equal(t, "succeeded", msgs[0].Values["state"])
+	assert.Equal(t, "b1", msgs[0].Values["batchId"])
+	assert.Equal(t, "k/1.png", msgs[0].Values["key"])
+	assert.Equal(t, "canceled", msgs[1].Values["state"])
+
+	// Only a request that has not started can be canceled.
+	_, err = st.Transition(ctx, "old", status.Update{To: status.Running, Attempt: 1})
+	require.NoError(t, err)
+	_, err = st.Cancel(ctx, "old")
+	var te *status.TransitionError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, status.Running, te.From)
+
+	empty, err := st.BatchCounts(ctx, "nope")
+	require.NoError(t, err)
+	assert.Empty(t, empty)
+}
