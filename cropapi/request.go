@@ -118,6 +118,16 @@ func (l Limits) Validate(r Request) error {
 	}
 }
 
+// ValidateTargets checks only the target size (for requests whose image is
+// checked elsewhere, e.g. stored by a producer and validated then).
+func (l Limits) ValidateTargets(w, h int) error {
+	l = l.withDefaults()
+	if err := l.checkTarget("targetWidth", w); err != nil {
+		return err
+	}
+	return l.checkTarget("targetHeight", h)
+}
+
 func (l Limits) checkTarget(field string, v int) error {
 	if v < l.MinTarget || v > l.MaxTarget {
 		return &ValidationError{Field: field, Reason: fmt.Sprintf("must be between %d and %d pixels, got %d", l.MinTarget, l.MaxTarget, v)}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -51,8 +52,22 @@ type CropPayload struct {
 	// Metadata is stored with the object (S3 user metadata).
 	Metadata map[string]string `json:"metadata,omitempty"`
 	BatchID  string            `json:"batchId,omitempty"`
+	// Input replaces ImageBase64 when the producer stored a large image in
+	// S3 (a claim check), so that Redis holds a reference, not the image.
+	Input *InputRef `json:"input,omitempty"`
+	// CallbackURL, when set, is POSTed the request's terminal state.
+	CallbackURL string `json:"callbackUrl,omitempty"`
 	// EnqueuedAt is set by NewCropTask, for end-to-end latency.
 	EnqueuedAt time.Time `json:"enqueuedAt,omitzero"`
+}
+
+// InputRef is where a claim-checked image is: the worker reads it, sends it
+// as imageBase64, and deletes it once the crop is stored.
+type InputRef struct {
+	Bucket string `json:"bucket"`
+	Key    string `json:"key"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
 }
 
 // CropRequest is the API call this payload asks for.
@@ -62,7 +77,7 @@ func (p CropPayload) CropRequest() cropapi.Request {
 
 // Source names the image source the API will use.
 func (p CropPayload) Source() string {
-	if p.ImageBase64 != "" {
+	if p.ImageBase64 != "" || p.Input != nil {
 		return "base64"
 	}
 	return "url"
@@ -76,6 +91,8 @@ const (
 	MaxMetadataValLen = 256
 	MaxKeyTemplateLen = 512
 	MaxBucketLen      = 63
+	MaxCallbackURLLen = 2048
+	MaxInputKeyLen    = 1024
 )
 
 var (
@@ -108,8 +125,17 @@ func (p CropPayload) Validate(limits cropapi.Limits) error {
 	if err := ValidateRequestID(p.RequestID); err != nil {
 		return err
 	}
-	if err := limits.Validate(p.CropRequest()); err != nil {
+	if p.Input != nil {
+		if err := p.validateInput(limits); err != nil {
+			return err
+		}
+	} else if err := limits.Validate(p.CropRequest()); err != nil {
 		return err
+	}
+	if p.CallbackURL != "" {
+		if err := ValidateCallbackURL(p.CallbackURL); err != nil {
+			return err
+		}
 	}
 	if p.Bucket != "" && !bucketPattern.MatchString(p.Bucket) {
 		return &cropapi.ValidationError{Field: "bucket", Reason: "must be a valid S3 bucket name (3–63 lower-case letters, digits, . and -)"}
@@ -134,6 +160,39 @@ func (p CropPayload) Validate(limits cropapi.Limits) error {
 		if len(v) > MaxMetadataValLen || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 			return &cropapi.ValidationError{Field: "metadata", Reason: fmt.Sprintf("value of %q must be at most %d printable characters", k, MaxMetadataValLen)}
 		}
+	}
+	return nil
+}
+
+// validateInput checks a claim check; its image was validated when stored.
+func (p CropPayload) validateInput(limits cropapi.Limits) error {
+	in := p.Input
+	switch {
+	case p.ImageBase64 != "" || p.ImageURL != "":
+		return &cropapi.ValidationError{Field: "input", Reason: "replaces imageBase64 and imageUrl: set only one source"}
+	case !bucketPattern.MatchString(in.Bucket):
+		return &cropapi.ValidationError{Field: "input.bucket", Reason: "must be a valid S3 bucket name"}
+	case in.Key == "" || len(in.Key) > MaxInputKeyLen:
+		return &cropapi.ValidationError{Field: "input.key", Reason: fmt.Sprintf("must be 1–%d bytes", MaxInputKeyLen)}
+	case in.Size <= 0:
+		return &cropapi.ValidationError{Field: "input.size", Reason: "must be positive"}
+	}
+	return limits.ValidateTargets(p.TargetWidth, p.TargetHeight)
+}
+
+// ValidateCallbackURL checks a callback URL's form: absolute http(s), a
+// host, no credentials, at most MaxCallbackURLLen bytes. Where it may point
+// is checked when it is called (no private addresses unless allowed).
+func ValidateCallbackURL(raw string) error {
+	if len(raw) > MaxCallbackURLLen {
+		return &cropapi.ValidationError{Field: "callbackUrl", Reason: fmt.Sprintf("must be at most %d bytes, got %d", MaxCallbackURLLen, len(raw))}
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return &cropapi.ValidationError{Field: "callbackUrl", Reason: "must be an absolute http or https URL"}
+	case u.User != nil:
+		return &cropapi.ValidationError{Field: "callbackUrl", Reason: "must not carry credentials"}
 	}
 	return nil
 }

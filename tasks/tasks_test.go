@@ -39,6 +39,17 @@ func TestValidate(t *testing.T) {
 		{"metadata key", func(p *CropPayload) { p.Metadata = map[string]string{"Bad Key": "v"} }, "metadata", "lower-case"},
 		{"metadata value", func(p *CropPayload) { p.Metadata = map[string]string{"k": "a\x00b"} }, "metadata", "printable"},
 		{"long template", func(p *CropPayload) { p.KeyTemplate = strings.Repeat("x", 600) }, "keyTemplate", "at most 512"},
+		{"claim check", func(p *CropPayload) { p.ImageURL, p.Input = "", &InputRef{Bucket: "inputs", Key: "in/a", Size: 10} }, "", ""},
+		{"claim check and url", func(p *CropPayload) { p.Input = &InputRef{Bucket: "inputs", Key: "in/a", Size: 10} }, "input", "only one source"},
+		{"claim check no key", func(p *CropPayload) { p.ImageURL, p.Input = "", &InputRef{Bucket: "inputs", Size: 10} }, "input.key", "1–1024"},
+		{"claim check bad target", func(p *CropPayload) {
+			p.ImageURL, p.Input, p.TargetHeight = "", &InputRef{Bucket: "inputs", Key: "k", Size: 1}, 6000
+		}, "targetHeight", "between 100 and 5000"},
+		{"callback ok", func(p *CropPayload) { p.CallbackURL = "https://hooks.example.com/cropq?x=1" }, "", ""},
+		{"callback ftp", func(p *CropPayload) { p.CallbackURL = "ftp://hooks.example.com/" }, "callbackUrl", "absolute http or https"},
+		{"callback relative", func(p *CropPayload) { p.CallbackURL = "/hook" }, "callbackUrl", "absolute"},
+		{"callback credentials", func(p *CropPayload) { p.CallbackURL = "https://u:p@hooks.example.com/" }, "callbackUrl", "credentials"},
+		{"callback long", func(p *CropPayload) { p.CallbackURL = "https://h.example.com/" + strings.Repeat("a", 2100) }, "callbackUrl", "at most 2048 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
