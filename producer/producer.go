@@ -1,0 +1,325 @@
+// Package producer is how an ingestion pipeline written in Go submits crops:
+// it validates each request (the API's own rules, so no paid call is wasted),
+// records its "queued" status and enqueues its task in one step, keeps large
+// base64 images out of Redis (a claim check in S3), and does many requests in
+// a few Redis round trips.
+//
+// The request id is the idempotency key: the same id with the same
+// parameters answers the existing record, with different parameters a
+// conflict, and in neither case is anything enqueued or paid for again.
+package producer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/tasks"
+)
+
+// InputStore keeps claim-checked images (storage.Inputs).
+type InputStore interface {
+	Put(ctx context.Context, requestID string, data []byte) (storage.Input, error)
+	Delete(ctx context.Context, ref storage.Input) error
+}
+
+// Config configures a Producer. Zero values take defaults.
+type Config struct {
+	// Task are the asynq options of every crop task (queue, retries, …);
+	// Task.Limits are the API's input rules.
+	Task   tasks.Options
+	Status status.Config
+	// Inputs, when set, receives base64 images longer than ClaimCheckBytes
+	// (default 256 KiB of base64), and the task carries their reference.
+	// Without it such images travel in the payload, in Redis memory.
+	Inputs          InputStore
+	ClaimCheckBytes int
+	// Concurrency bounds the enqueues of one batch in flight (default 16).
+	Concurrency int
+}
+
+// Outcome is what happened to one request.
+type Outcome string
+
+const (
+	Enqueued Outcome = "enqueued" // recorded as queued and enqueued
+	Known    Outcome = "known"    // the id exists with the same parameters: nothing done
+	Conflict Outcome = "conflict" // the id exists with different parameters: nothing done
+	Invalid  Outcome = "invalid"  // refused by validation: nothing done
+	Error    Outcome = "error"    // Redis or S3 failed: nothing left half-done
+)
+
+// Result is the outcome of one request.
+type Result struct {
+	RequestID string
+	Outcome   Outcome
+	// Record is the status record after the call (for Known and Conflict,
+	// the existing one).
+	Record status.Record
+	// Err is set for Conflict (*ConflictError), Invalid
+	// (*cropapi.ValidationError) and Error.
+	Err error
+}
+
+// ConflictError is a request id already used with other parameters.
+type ConflictError struct {
+	RequestID string
+	Field     string // the first parameter that differs
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("producer: request id %s is already used with a different %s", e.RequestID, e.Field)
+}
+
+// Producer is safe for concurrent use.
+type Producer struct {
+	cfg      Config
+	client   *asynq.Client
+	insp     *asynq.Inspector
+	statuses *status.Store
+}
+
+// New returns a producer on rdb, which the caller owns.
+func New(rdb redis.UniversalClient, cfg Config) *Producer {
+	if cfg.Task.Queue == "" {
+		cfg.Task.Queue = tasks.DefaultQueue
+	}
+	if cfg.ClaimCheckBytes <= 0 {
+		cfg.ClaimCheckBytes = 256 << 10
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 16
+	}
+	return &Producer{
+		cfg:      cfg,
+		client:   asynq.NewClientFromRedisClient(rdb),
+		insp:     asynq.NewInspectorFromRedisClient(rdb),
+		statuses: status.NewStore(rdb, cfg.Status),
+	}
+}
+
+// Close releases the asynq client (not the Redis client).
+func (p *Producer) Close() error { return errors.Join(p.client.Close(), p.insp.Close()) }
+
+// Enqueue submits one request.
+func (p *Producer) Enqueue(ctx context.Context, req tasks.CropPayload) Result {
+	return p.EnqueueBatch(ctx, []tasks.CropPayload{req})[0]
+}
+
+// item is one request on its way through a batch.
+type item struct {
+	req    tasks.CropPayload
+	rec    status.Record
+	raw    []byte // decoded base64 image, when claim-checked
+	res    Result
+	create bool // its record was created by this call
+}
+
+// EnqueueBatch submits many requests: one pipelined round trip creates the
+// status records, then the new ones are enqueued Concurrency at a time.
+// Results are in the order of reqs.
+func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.CropPayload) []Result {
+	items := make([]*item, len(reqs))
+	var pending []*item
+	now := time.Now().UTC()
+	for i, req := range reqs {
+		it := &item{req: req, res: Result{RequestID: req.RequestID}}
+		items[i] = it
+		if it.req.Version == 0 {
+			it.req.Version = tasks.PayloadVersion
+		}
+		if it.req.EnqueuedAt.IsZero() {
+			it.req.EnqueuedAt = now
+		}
+		if err := it.req.Validate(p.cfg.Task.Limits); err != nil {
+			it.res.Outcome, it.res.Err = Invalid, err
+			continue
+		}
+		it.rec = status.Record{RequestID: req.RequestID, TargetWidth: req.TargetWidth, TargetHeight: req.TargetHeight,
+			Source: it.req.Source(), SourceURL: req.ImageURL, BatchID: req.BatchID, CallbackURL: req.CallbackURL}
+		if req.ImageBase64 != "" {
+			raw, err := decodeBase64(req.ImageBase64)
+			if err != nil { // Validate decoded it already; kept for safety
+				it.res.Outcome, it.res.Err = Invalid, &cropapi.ValidationError{Field: "imageBase64", Reason: "is not valid base64"}
+				continue
+			}
+			sum := sha256.Sum256(raw)
+			it.rec.SourceURL, it.rec.SourceDigest = "", hex.EncodeToString(sum[:])
+			if p.cfg.Inputs != nil && len(req.ImageBase64) > p.cfg.ClaimCheckBytes {
+				it.raw = raw
+			}
+		}
+		pending = append(pending, it)
+	}
+	if len(pending) == 0 {
+		return results(items)
+	}
+
+	recs := make([]status.Record, len(pending))
+	for i, it := range pending {
+		recs[i] = it.rec
+	}
+	created, err := p.statuses.CreateMany(ctx, recs)
+	if err != nil {
+		for _, it := range pending {
+			it.res.Outcome, it.res.Err = Error, err
+		}
+		return results(items)
+	}
+	var toEnqueue []*item
+	for i, it := range pending {
+		c := created[i]
+		switch {
+		case c.Err != nil:
+			it.res.Outcome, it.res.Err = Error, c.Err
+		case c.Created:
+			it.create, it.res.Record = true, c.Record
+			toEnqueue = append(toEnqueue, it)
+		default:
+			it.res.Record = c.Record
+			if field := differs(c.Record, it.rec); field != "" {
+				it.res.Outcome, it.res.Err = Conflict, &ConflictError{RequestID: it.req.RequestID, Field: field}
+			} else if c.Record.State == status.Queued {
+				// Known, but its task may have been lost between record and
+				// enqueue (a crash): enqueue again; a conflict means it is there.
+				toEnqueue = append(toEnqueue, it)
+			} else {
+				it.res.Outcome = Known
+			}
+		}
+	}
+
+	sem := make(chan struct{}, p.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for _, it := range toEnqueue {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			p.enqueueOne(ctx, it)
+		}()
+	}
+	wg.Wait()
+	return results(items)
+}
+
+// enqueueOne claim-checks the image if needed and enqueues the task; on
+// failure it removes what it made, so nothing is left half-done.
+func (p *Producer) enqueueOne(ctx context.Context, it *item) {
+	var input *storage.Input
+	undo := func(err error) {
+		it.res.Outcome, it.res.Err = Error, err
+		cleanup := context.WithoutCancel(ctx)
+		if input != nil {
+			err = errors.Join(err, p.cfg.Inputs.Delete(cleanup, *input))
+		}
+		if it.create {
+			err = errors.Join(err, p.statuses.Delete(cleanup, it.req.RequestID))
+		}
+		it.res.Err = err
+	}
+	payload := it.req
+	if it.raw != nil {
+		ref, err := p.cfg.Inputs.Put(ctx, it.req.RequestID, it.raw)
+		if err != nil {
+			undo(fmt.Errorf("producer: claim check %s: %w", it.req.RequestID, err))
+			return
+		}
+		input = &ref
+		payload.ImageBase64 = ""
+		payload.Input = &tasks.InputRef{Bucket: ref.Bucket, Key: ref.Key, Size: ref.Size, SHA256: ref.SHA256}
+	}
+	task, opts, err := tasks.NewCropTask(payload, p.cfg.Task)
+	if err != nil {
+		undo(fmt.Errorf("producer: %w", err))
+		return
+	}
+	_, err = p.client.EnqueueContext(ctx, task, opts...)
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		// The task exists already (a retried batch, or another producer). Its
+		// claim check, if any, has the same key (same id, same digest): keep it.
+		it.res.Outcome = Known
+	case err != nil:
+		undo(fmt.Errorf("producer: enqueue %s: %w", it.req.RequestID, err))
+	case it.create:
+		it.res.Outcome = Enqueued
+	default:
+		it.res.Outcome = Known // a queued record got its lost task back
+	}
+}
+
+// differs names the first parameter in which two records of one id differ.
+func differs(have, want status.Record) string {
+	switch {
+	case have.TargetWidth != want.TargetWidth:
+		return "targetWidth"
+	case have.TargetHeight != want.TargetHeight:
+		return "targetHeight"
+	case have.Source != want.Source:
+		return "image source"
+	case have.SourceURL != want.SourceURL:
+		return "imageUrl"
+	case have.SourceDigest != want.SourceDigest:
+		return "imageBase64"
+	case have.BatchID != want.BatchID:
+		return "batchId"
+	case have.CallbackURL != want.CallbackURL:
+		return "callbackUrl"
+	}
+	return ""
+}
+
+func decodeBase64(s string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		b, err = base64.RawStdEncoding.DecodeString(s)
+	}
+	return b, err
+}
+
+func results(items []*item) []Result {
+	out := make([]Result, len(items))
+	for i, it := range items {
+		out[i] = it.res
+	}
+	return out
+}
+
+// Get returns a request's status record (status.ErrNotFound if unknown).
+func (p *Producer) Get(ctx context.Context, requestID string) (status.Record, error) {
+	return p.statuses.Get(ctx, requestID)
+}
+
+// BatchCounts returns how many requests of a batch are in each state.
+func (p *Producer) BatchCounts(ctx context.Context, batchID string) (map[status.State]int64, error) {
+	return p.statuses.BatchCounts(ctx, batchID)
+}
+
+// Cancel cancels a request that has not started: its record moves to
+// canceled (a worker that picks the task up then stops) and its task is
+// deleted. A request already running or finished gives a
+// *status.TransitionError.
+func (p *Producer) Cancel(ctx context.Context, requestID string) (status.Record, error) {
+	rec, err := p.statuses.Cancel(ctx, requestID)
+	if err != nil {
+		return rec, err
+	}
+	if err := p.insp.DeleteTask(p.cfg.Task.Queue, requestID); err != nil &&
+		!errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+		// The record says canceled, so the worker will not crop it anyway.
+		return rec, fmt.Errorf("producer: delete task %s: %w", requestID, err)
+	}
+	return rec, nil
+}

@@ -1,0 +1,178 @@
+package producer_test
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/producer"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/tasks"
+)
+
+func newProducer(t *testing.T, cfg producer.Config) (*producer.Producer, *redis.Client) {
+	t.Helper()
+	srv := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	p := producer.New(rdb, cfg)
+	t.Cleanup(func() { _ = p.Close() })
+	return p, rdb
+}
+
+func req(id string) tasks.CropPayload {
+	return tasks.CropPayload{RequestID: id, ImageURL: "https://cdn.example.com/" + id + ".jpg", TargetWidth: 800, TargetHeight: 800}
+}
+
+func taskPayload(t *testing.T, rdb *redis.Client, id string) tasks.CropPayload {
+	t.Helper()
+	info, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(tasks.DefaultQueue, id)
+	require.NoError(t, err)
+	p, err := tasks.ParseCropPayload(info.Payload)
+	require.NoError(t, err)
+	return p
+}
+
+func TestEnqueueIsIdempotentByRequestID(t *testing.T) {
+	p, rdb := newProducer(t, producer.Config{})
+	ctx := context.Background()
+
+	res := p.Enqueue(ctx, req("sku-1"))
+	require.NoError(t, res.Err)
+	assert.Equal(t, producer.Enqueued, res.Outcome)
+	assert.Equal(t, status.Queued, res.Record.State)
+	assert.Equal(t, "https://cdn.example.com/sku-1.jpg", taskPayload(t, rdb, "sku-1").ImageURL)
+
+	again := p.Enqueue(ctx, req("sku-1"))
+	assert.Equal(t, producer.Known, again.Outcome)
+	assert.NoError(t, again.Err)
+
+	other := req("sku-1")
+	other.TargetWidth = 400
+	conflict := p.Enqueue(ctx, other)
+	assert.Equal(t, producer.Conflict, conflict.Outcome)
+	var ce *producer.ConflictError
+	require.ErrorAs(t, conflict.Err, &ce)
+	assert.Equal(t, "targetWidth", ce.Field)
+	assert.Equal(t, 800, conflict.Record.TargetWidth, "the existing record is answered")
+
+	bad := req("sku-2")
+	bad.TargetHeight = 50
+	invalid := p.Enqueue(ctx, bad)
+	assert.Equal(t, producer.Invalid, invalid.Outcome)
+	var ve *cropapi.ValidationError
+	require.ErrorAs(t, invalid.Err, &ve)
+	assert.Equal(t, "targetHeight", ve.Field)
+	_, err := p.Get(ctx, "sku-2")
+	assert.ErrorIs(t, err, status.ErrNotFound, "nothing half-done")
+}
+
+func TestEnqueueBatch(t *testing.T) {
+	p, rdb := newProducer(t, producer.Config{Concurrency: 4})
+	ctx := context.Background()
+	var reqs []tasks.CropPayload
+	for i := range 300 {
+		r := req(fmt.Sprintf("b-%03d", i))
+		r.BatchID = "batch-7"
+		reqs = append(reqs, r)
+	}
+	reqs = append(reqs, reqs[0]) // a duplicate inside the batch
+	bad := req("b-bad")
+	bad.ImageURL = "ftp://x"
+	reqs = append(reqs, bad)
+
+	res := p.EnqueueBatch(ctx, reqs)
+	require.Len(t, res, len(reqs))
+	counts := map[producer.Outcome]int{}
+	for _, r := range res {
+		counts[r.Outcome]++
+	}
+	assert.Equal(t, map[producer.Outcome]int{producer.Enqueued: 300, producer.Known: 1, producer.Invalid: 1}, counts)
+	assert.Equal(t, "b-bad", res[len(res)-1].RequestID)
+
+	bc, err := p.BatchCounts(ctx, "batch-7")
+	require.NoError(t, err)
+	assert.Equal(t, map[status.State]int64{status.Queued: 300}, bc)
+	info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.DefaultQueue)
+	require.NoError(t, err)
+	assert.Equal(t, 300, info.Pending)
+}
+
+// A record left queued without its task (a crash between the two writes)
+// gets its task back when the same request comes again.
+func TestLostTaskIsRepaired(t *testing.T) {
+	p, rdb := newProducer(t, producer.Config{})
+	ctx := context.Background()
+	r := req("lost")
+	_, _, err := status.NewStore(rdb, status.Config{}).Create(ctx, status.Record{RequestID: "lost", TargetWidth: 800, TargetHeight: 800, Source: "url", SourceURL: r.ImageURL})
+	require.NoError(t, err)
+
+	res := p.Enqueue(ctx, r)
+	require.NoError(t, res.Err)
+	assert.Equal(t, producer.Known, res.Outcome)
+	assert.Equal(t, "lost", taskPayload(t, rdb, "lost").RequestID)
+}
+
+func TestLargeImagesAreClaimChecked(t *testing.T) {
+	m := testenv.MinIO(t)
+	s3c, bucket := testenv.MinIOBucket(t, m)
+	inputs, err := storage.NewInputs(s3c, storage.InputsConfig{Bucket: bucket})
+	require.NoError(t, err)
+	p, rdb := newProducer(t, producer.Config{Inputs: inputs, ClaimCheckBytes: 4 << 10})
+	ctx := context.Background()
+
+	img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png")) // 7 KB: above 4 KiB
+	require.NoError(t, err)
+	big := tasks.CropPayload{RequestID: "big", ImageBase64: base64.StdEncoding.EncodeToString(img), TargetWidth: 300, TargetHeight: 300}
+	res := p.Enqueue(ctx, big)
+	require.NoError(t, res.Err)
+	pl := taskPayload(t, rdb, "big")
+	assert.Empty(t, pl.ImageBase64, "the image is not in Redis")
+	require.NotNil(t, pl.Input)
+	got, err := inputs.Get(ctx, storage.Input{Bucket: pl.Input.Bucket, Key: pl.Input.Key, Size: pl.Input.Size, SHA256: pl.Input.SHA256})
+	require.NoError(t, err)
+	assert.Equal(t, img, got)
+	assert.Equal(t, "base64", res.Record.Source)
+
+	// The same image again is known; another image under the id conflicts.
+	assert.Equal(t, producer.Known, p.Enqueue(ctx, big).Outcome)
+	other := big
+	other.ImageBase64 = base64.StdEncoding.EncodeToString(append(img[:len(img):len(img)], 0))
+	c := p.Enqueue(ctx, other)
+	assert.Equal(t, producer.Conflict, c.Outcome, "%v", c.Err)
+
+	small := tasks.CropPayload{RequestID: "small", ImageBase64: big.ImageBase64, TargetWidth: 300, TargetHeight: 300}
+	p2 := producer.New(rdb, producer.Config{Inputs: inputs}) // default threshold 256 KiB
+	t.Cleanup(func() { _ = p2.Close() })
+	require.NoError(t, p2.Enqueue(ctx, small).Err)
+	assert.NotEmpty(t, taskPayload(t, rdb, "small").ImageBase64, "small images stay in the payload")
+}
+
+func TestCancel(t *testing.T) {
+	p, rdb := newProducer(t, producer.Config{})
+	ctx := context.Background()
+	require.NoError(t, p.Enqueue(ctx, req("c-1")).Err)
+	rec, err := p.Cancel(ctx, "c-1")
+	require.NoError(t, err)
+	assert.Equal(t, status.Canceled, rec.State)
+	_, err = asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(tasks.DefaultQueue, "c-1")
+	assert.True(t, errors.Is(err, asynq.ErrTaskNotFound), "task deleted: %v", err)
+
+	_, err = p.Cancel(ctx, "c-1")
+	var te *status.TransitionError
+	require.ErrorAs(t, err, &te)
+	_, err = p.Cancel(ctx, "nope")
+	assert.ErrorIs(t, err, status.ErrNotFound)
+}
