@@ -4,6 +4,7 @@ package worker
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,18 @@ type StatusStore interface {
 	Transition(ctx context.Context, id string, u status.Update) (status.Record, error)
 }
 
+// Inputs reads and removes claim-checked source images (storage.Inputs).
+type Inputs interface {
+	Get(ctx context.Context, ref storage.Input) ([]byte, error)
+	Delete(ctx context.Context, ref storage.Input) error
+}
+
+// Notifier tells a request's callback URL about its terminal state
+// (package webhook, through its own asynq task).
+type Notifier interface {
+	Notify(ctx context.Context, callbackURL string, rec status.Record) error
+}
+
 // Quota is the fleet-wide limiter of API calls (package quota).
 type Quota interface {
 	// Wait takes a token; an error that is rate-limited (see Decide) when
@@ -55,6 +68,11 @@ type HandlerConfig struct {
 	StatusTimeout time.Duration
 	// Limits are the API's input rules, checked again before paying.
 	Limits cropapi.Limits
+	// Inputs reads claim-checked images; a task carrying one fails without it.
+	Inputs Inputs
+	// Notifier, when set, is told of terminal states of requests that have a
+	// callback URL.
+	Notifier Notifier
 	// Quota, when set, gives out the account's API calls across the fleet
 	// (package quota); nil calls the API as fast as tasks come.
 	Quota Quota
@@ -170,7 +188,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 
 	// 4. Succeeded.
-	_, err = h.status.Transition(ctx, p.RequestID, status.Update{To: status.Succeeded, Attempt: a.n, Stored: &status.Stored{
+	done, err := h.status.Transition(ctx, p.RequestID, status.Update{To: status.Succeeded, Attempt: a.n, Stored: &status.Stored{
 		Bucket: stored.Bucket, Key: stored.Key, ETag: stored.ETag, Size: stored.Size, ContentType: stored.ContentType,
 		Width: cp.Width, Height: cp.Height, APIRequestID: cp.APIRequestID,
 	}})
@@ -180,7 +198,30 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return h.fail(ctx, a, fmt.Errorf("mark succeeded: %w", err))
 	}
 	a.log.InfoContext(ctx, "crop: stored", "bucket", stored.Bucket, "key", stored.Key, "size", stored.Size)
+	if p.Input != nil && h.cfg.Inputs != nil {
+		// The claim check has served; a failure to remove it only leaves a
+		// stray object for the bucket's lifecycle rule.
+		if err := h.cfg.Inputs.Delete(ctx, inputRef(p.Input)); err != nil {
+			a.log.WarnContext(ctx, "crop: remove claim-checked input", "err", err)
+		}
+	}
+	h.notify(ctx, a, done)
 	return nil
+}
+
+func inputRef(in *tasks.InputRef) storage.Input {
+	return storage.Input{Bucket: in.Bucket, Key: in.Key, Size: in.Size, SHA256: in.SHA256}
+}
+
+// notify hands a terminal state to the Notifier; a failure to do so is
+// logged, never a reason to crop again.
+func (h *Handler) notify(ctx context.Context, a attempt, rec status.Record) {
+	if h.cfg.Notifier == nil || a.payload.CallbackURL == "" || !rec.State.Terminal() {
+		return
+	}
+	if err := h.cfg.Notifier.Notify(context.WithoutCancel(ctx), a.payload.CallbackURL, rec); err != nil {
+		a.log.ErrorContext(ctx, "crop: enqueue callback", "err", err)
+	}
 }
 
 // attempt is what one run of ProcessTask knows about itself.
@@ -212,6 +253,16 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 
 func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error) {
 	req := a.payload.CropRequest()
+	if in := a.payload.Input; in != nil {
+		if h.cfg.Inputs == nil {
+			return cropapi.Result{}, &storage.InputError{Bucket: in.Bucket, Key: in.Key, Err: errors.New("this worker has no input store configured (CROPQ_INPUTS_BUCKET)")}
+		}
+		data, err := h.cfg.Inputs.Get(ctx, inputRef(in))
+		if err != nil {
+			return cropapi.Result{}, err
+		}
+		req.ImageBase64 = base64.StdEncoding.EncodeToString(data)
+	}
 	if h.cfg.Quota == nil {
 		return h.cropper.Crop(ctx, req)
 	}
@@ -256,9 +307,12 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 	// The task's context may be over (shutdown, timeout): still record why.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.StatusTimeout)
 	defer cancel()
-	if _, serr := h.status.Transition(sctx, a.payload.RequestID, status.Update{To: to, Attempt: a.n, ErrorCode: code, ErrorMessage: msg}); serr != nil &&
-		!errors.Is(serr, status.ErrStaleAttempt) {
+	rec, serr := h.status.Transition(sctx, a.payload.RequestID, status.Update{To: to, Attempt: a.n, ErrorCode: code, ErrorMessage: msg})
+	if serr != nil && !errors.Is(serr, status.ErrStaleAttempt) {
 		a.log.ErrorContext(ctx, "crop: record failure", "err", serr)
+	}
+	if serr == nil {
+		h.notify(sctx, a, rec)
 	}
 	a.log.WarnContext(ctx, "crop: attempt failed", "class", d.Class, "error_code", code, "err", err, "state", to)
 	if !d.Retry {

@@ -44,6 +44,7 @@ func Decide(err error) Decision {
 		upload *storage.UploadError
 		source *storage.SourceError
 		key    *storage.KeyError
+		input  *storage.InputError
 	)
 	var deferred rateLimited
 	switch c := cropapi.ClassOf(err); {
@@ -58,7 +59,7 @@ func Decide(err error) Decision {
 		return Decision{Class: "api", Retry: true, CountsAsFailure: true}
 	case errors.As(err, &key):
 		return Decision{Class: "permanent", CountsAsFailure: true}
-	case errors.As(err, &upload), errors.As(err, &source):
+	case errors.As(err, &upload), errors.As(err, &source), errors.As(err, &input):
 		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}
 	case errors.Is(err, status.ErrConflict), errors.Is(err, status.ErrNotFound):
 		return Decision{Class: "status", Retry: true, CountsAsFailure: true}
@@ -91,6 +92,8 @@ func errorCode(err error) string {
 		return "quota"
 	case errors.As(err, &key):
 		return "key_template"
+	case errors.As(err, new(*storage.InputError)):
+		return "input"
 	case errors.As(err, &source) && source.Expired:
 		return "result_expired"
 	case errors.As(err, &source):
