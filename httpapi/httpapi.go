@@ -164,7 +164,8 @@ type CropRequest struct {
 	CallbackURL  string            `json:"callbackUrl,omitempty"`
 }
 
-func (c CropRequest) payload() tasks.CropPayload {
+// Payload is the crop task payload of c.
+func (c CropRequest) Payload() tasks.CropPayload {
 	return tasks.CropPayload{RequestID: c.RequestID, ImageURL: c.ImageURL, ImageBase64: c.ImageBase64,
 		TargetWidth: c.TargetWidth, TargetHeight: c.TargetHeight, Bucket: c.Bucket, KeyTemplate: c.KeyTemplate,
 		Metadata: c.Metadata, BatchID: c.BatchID, CallbackURL: c.CallbackURL}
@@ -183,7 +184,7 @@ func (a *API) createOne(w http.ResponseWriter, r *http.Request) {
 	if !a.decode(w, r, &req) {
 		return
 	}
-	res := a.p.EnqueueBatch(r.Context(), []tasks.CropPayload{req.payload()})[0]
+	res := a.p.EnqueueBatch(r.Context(), []tasks.CropPayload{req.Payload()})[0]
 	a.logErrors(r.Context(), res)
 	item := itemResult(res)
 	switch res.Outcome {
@@ -229,7 +230,7 @@ func (a *API) createBatch(w http.ResponseWriter, r *http.Request) {
 		if it.BatchID == "" {
 			it.BatchID = req.BatchID
 		}
-		payloads[i] = it.payload()
+		payloads[i] = it.Payload()
 	}
 	res := a.p.EnqueueBatch(r.Context(), payloads)
 	a.logErrors(r.Context(), res...)

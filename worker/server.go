@@ -28,6 +28,9 @@ type ServerConfig struct {
 	DelayedTaskCheckInterval time.Duration
 	Backoff                  Backoff
 	Logger                   *slog.Logger
+	// Handlers serves more task types on the same server (webhook
+	// deliveries); their queues must be in Queues.
+	Handlers map[string]asynq.Handler
 }
 
 // Server runs a Handler under asynq.
@@ -63,6 +66,9 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h *Handler) *Server 
 	})
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeCrop, h)
+	for typ, extra := range cfg.Handlers {
+		mux.Handle(typ, extra)
+	}
 	return &Server{srv: srv, mux: mux, log: log}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/httpapi"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -32,6 +34,18 @@ type config struct {
 	// to back off on rate-limit answers alone.
 	Quota       quota.Config
 	QuotaShared bool
+
+	Inputs          storage.InputsConfig
+	ClaimCheckBytes int
+	EnqueueWorkers  int
+
+	WebhookSecret  string
+	WebhookAllow   []netip.Prefix
+	WebhookTimeout time.Duration
+
+	HTTP httpapi.Config
+	// HTTPAddr is where `cropq api` listens.
+	HTTPAddr string
 }
 
 // loadConfig reads the environment; every error names its variable.
@@ -93,6 +107,28 @@ func loadConfig(env Env) (config, error) {
 		MaxDownloadBytes:       int64(num("CROPQ_MAX_RESULT_BYTES")),
 		MaxConcurrentMultipart: num("CROPQ_MULTIPART_UPLOADS"),
 	}
+	c.Inputs = storage.InputsConfig{Bucket: env.Get("CROPQ_INPUTS_BUCKET"), Prefix: env.Get("CROPQ_INPUTS_PREFIX")}
+	if c.Inputs.Bucket == "" {
+		c.Inputs.Bucket = c.Storage.Bucket
+	}
+	c.ClaimCheckBytes = num("CROPQ_CLAIM_CHECK_BYTES")
+	c.EnqueueWorkers = num("CROPQ_ENQUEUE_CONCURRENCY")
+	c.WebhookSecret = env.Get("CROPQ_WEBHOOK_SECRET")
+	c.WebhookTimeout = dur("CROPQ_WEBHOOK_TIMEOUT")
+	for _, cidr := range splitList(env.Get("CROPQ_WEBHOOK_ALLOW")) {
+		pfx, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			add(envError("CROPQ_WEBHOOK_ALLOW", cidr, "comma-separated CIDR prefixes such as 10.0.0.0/8"))
+			continue
+		}
+		c.WebhookAllow = append(c.WebhookAllow, pfx)
+	}
+	c.HTTPAddr = env.Get("CROPQ_API_ADDR")
+	c.HTTP = httpapi.Config{
+		Tokens:       splitList(env.Get("CROPQ_API_TOKENS")),
+		MaxBatch:     num("CROPQ_API_MAX_BATCH"),
+		MaxBodyBytes: int64(num("CROPQ_API_MAX_BODY_BYTES")),
+	}
 	c.Server = worker.ServerConfig{
 		Concurrency:              num("CROPQ_CONCURRENCY"),
 		Queues:                   map[string]int{c.Task.Queue: 1},
@@ -104,6 +140,16 @@ func loadConfig(env Env) (config, error) {
 		errs = append(errs, envError("CROPQ_REDIS_URL", c.RedisURL, "a redis:// or rediss:// URL"))
 	}
 	return c, errors.Join(errs...)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 const redisPingTimeout = 5 * time.Second

@@ -147,6 +147,11 @@ Ctrl-C stops everything.`)
 	say("worker    concurrency %d, queue %s", cfg.Server.Concurrency, cfg.Task.Queue)
 
 	// Enqueue the samples: the first by base64, the rest by URL.
+	prod, err := newProducer(ctx, cfg, rdb)
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
 	run := time.Now().Format("150405")
 	var ids []string
 	for i, name := range images {
@@ -161,8 +166,8 @@ Ctrl-C stops everything.`)
 		} else {
 			p.ImageURL = imgURL + "/" + name
 		}
-		if _, err := enqueue(ctx, rdb, cfg, p); err != nil {
-			return fmt.Errorf("enqueue sample %s: %w", name, err)
+		if res := prod.Enqueue(ctx, p); res.Err != nil {
+			return fmt.Errorf("enqueue sample %s: %w", name, res.Err)
 		}
 		ids = append(ids, p.RequestID)
 	}

@@ -414,3 +414,46 @@ func TestE2EQuotaIsSharedAndReadable(t *testing.T) {
 	assert.NotContains(t, out, "e2e-key", "the account appears hashed")
 	assert.Equal(t, int64(4), s.stats().Usage)
 }
+
+// Bulk loads from a file are resumable: a second run skips what is known;
+// cropq wait follows the batch to the end.
+func TestE2EBulkEnqueueAndWait(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	dir := t.TempDir()
+	img := s.images + "/" + firstImage(t)
+	var jsonl strings.Builder
+	for i := range 6 {
+		fmt.Fprintf(&jsonl, `{"requestId":"bulk-%d","imageUrl":%q,"targetWidth":300,"targetHeight":300}`+"\n", i, img)
+	}
+	jsonl.WriteString(`{"requestId":"bulk-bad","imageUrl":"ftp://nope","targetWidth":300,"targetHeight":300}` + "\n")
+	jsonl.WriteString("not json\n")
+	jsonlPath := filepath.Join(dir, "items.jsonl")
+	require.NoError(t, os.WriteFile(jsonlPath, []byte(jsonl.String()), 0o644))
+
+	out, err := s.cropq("enqueue", "--file", jsonlPath, "--batch", "bulk-1", "--no-progress")
+	require.Error(t, err, "bad rows make a non-zero exit")
+	assert.Contains(t, out, "8 rows")
+	assert.Contains(t, out, "6 enqueued")
+	assert.Contains(t, out, "2 invalid")
+	assert.Contains(t, err.Error(), "imageUrl", "the bad row's field is named")
+
+	// Resume: the same file again enqueues nothing new.
+	out, _ = s.cropq("enqueue", "--file", jsonlPath, "--batch", "bulk-1", "--no-progress")
+	assert.Contains(t, out, "0 enqueued, 6 already known (skipped)")
+
+	csvPath := filepath.Join(dir, "items.csv")
+	require.NoError(t, os.WriteFile(csvPath, []byte("requestId,imageUrl,targetWidth,targetHeight\nbulk-csv-1,"+img+",400,300\n"), 0o644))
+	out, err = s.cropq("enqueue", "--file", csvPath, "--batch", "bulk-1", "--no-progress")
+	require.NoError(t, err)
+	assert.Contains(t, out, "1 enqueued")
+
+	s.startWorker()
+	out, err = s.cropq("wait", "--batch", "bulk-1", "--interval", "100ms", "--timeout", "90s")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "7/7 done (succeeded 7)")
+	out, err = s.cropq("wait", "bulk-csv-1")
+	require.NoError(t, err)
+	assert.Contains(t, out, "succeeded")
+	_, err = s.cropq("wait", "no-such-id")
+	assert.ErrorContains(t, err, "exit status 3")
+}

@@ -10,9 +10,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
-
+	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -27,12 +25,43 @@ func runEnqueue(ctx context.Context, env Env, args []string, stdout, stderr io.W
 	fs.IntVar(&p.TargetWidth, "width", 0, "target width in pixels (100–5000)")
 	fs.IntVar(&p.TargetHeight, "height", 0, "target height in pixels (100–5000)")
 	fs.StringVar(&p.Bucket, "bucket", "", "destination bucket (default CROPQ_S3_BUCKET)")
+	fs.StringVar(&p.BatchID, "batch", "", "batch id (for cropq wait --batch and GET /v1/batches/ID)")
+	fs.StringVar(&p.CallbackURL, "callback-url", "", "URL POSTed the terminal state (needs CROPQ_WEBHOOK_SECRET on the workers)")
+	file := fs.String("file", "", "bulk: a .jsonl or .csv file of requests (see README); --batch applies to rows without one")
+	chunk := fs.Int("chunk", 500, "bulk: requests per pipelined batch")
+	workers := fs.Int("concurrency", 0, "bulk: enqueues in flight (default CROPQ_ENQUEUE_CONCURRENCY)")
+	noProgress := fs.Bool("no-progress", false, "bulk: no progress bar")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq enqueue --request-id ID (--url URL | --base64-file FILE) --width W --height H")
+		fmt.Fprintln(stderr, `usage: cropq enqueue --request-id ID (--url URL | --base64-file FILE) --width W --height H [--batch ID] [--callback-url URL]
+       cropq enqueue --file items.jsonl|items.csv [--batch ID] [--concurrency N]
+
+A request id that is already known with the same parameters is skipped (and counted), so a bulk
+load that was interrupted can simply be run again.`)
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
+	}
+	cfg, err := loadConfig(env)
+	if err != nil {
+		return err
+	}
+	if *workers > 0 {
+		cfg.EnqueueWorkers = *workers
+	}
+	rdb, err := openRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	prod, err := newProducer(ctx, cfg, rdb)
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
+
+	if *file != "" {
+		return bulkEnqueue(ctx, prod, *file, bulkOptions{batchID: p.BatchID, chunk: *chunk, progress: !*noProgress}, stdout, stderr)
 	}
 	if *b64File != "" {
 		raw, err := os.ReadFile(*b64File)
@@ -41,24 +70,15 @@ func runEnqueue(ctx context.Context, env Env, args []string, stdout, stderr io.W
 		}
 		p.ImageBase64 = imageBase64(raw)
 	}
-	cfg, err := loadConfig(env)
-	if err != nil {
-		return err
+	res := prod.Enqueue(ctx, p)
+	switch res.Outcome {
+	case producer.Enqueued:
+		fmt.Fprintf(stdout, "%s\tqueued\n", p.RequestID)
+	case producer.Known:
+		fmt.Fprintf(stdout, "%s\talready known (not enqueued again)\n", p.RequestID)
+	default:
+		return res.Err
 	}
-	rdb, err := openRedis(ctx, cfg.RedisURL)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	res, err := enqueue(ctx, rdb, cfg, p)
-	if err != nil {
-		return err
-	}
-	state := "queued"
-	if res.Known {
-		state = "already known (not enqueued again)"
-	}
-	fmt.Fprintf(stdout, "%s\t%s\n", p.RequestID, state)
 	return nil
 }
 
@@ -68,45 +88,6 @@ func imageBase64(raw []byte) string {
 		return string(raw)
 	}
 	return base64.StdEncoding.EncodeToString(raw)
-}
-
-type enqueueResult struct {
-	Known bool // the request id was already known: nothing new was enqueued
-}
-
-// enqueue validates p, writes its "queued" record, then enqueues it with the
-// request id as task id. The record is the idempotency key: an id that has a
-// record is known and is not enqueued (nor paid for) again, whatever asynq's
-// retention; a queued record whose task is missing (a producer that died
-// between the two writes) gets its task.
-func enqueue(ctx context.Context, rdb redis.UniversalClient, cfg config, p tasks.CropPayload) (enqueueResult, error) {
-	task, opts, err := tasks.NewCropTask(p, cfg.Task)
-	if err != nil {
-		return enqueueResult{}, err
-	}
-	st := status.NewStore(rdb, cfg.Status)
-	rec, created, err := st.Create(ctx, status.Record{RequestID: p.RequestID, TargetWidth: p.TargetWidth, TargetHeight: p.TargetHeight,
-		Source: p.Source(), SourceURL: p.ImageURL, BatchID: p.BatchID})
-	if err != nil {
-		return enqueueResult{}, fmt.Errorf("record %s: %w", p.RequestID, err)
-	}
-	if !created && rec.State != status.Queued {
-		return enqueueResult{Known: true}, nil
-	}
-	_, err = newAsynqClient(rdb).EnqueueContext(ctx, task, opts...)
-	switch {
-	case errors.Is(err, asynq.ErrTaskIDConflict):
-		return enqueueResult{Known: true}, nil
-	case err != nil && created:
-		// Leave nothing half-done: without its task the record would lie.
-		if derr := st.Delete(context.WithoutCancel(ctx), p.RequestID); derr != nil {
-			err = errors.Join(err, derr)
-		}
-		return enqueueResult{}, fmt.Errorf("enqueue %s: %w", p.RequestID, err)
-	case err != nil:
-		return enqueueResult{}, fmt.Errorf("enqueue %s: %w", p.RequestID, err)
-	}
-	return enqueueResult{Known: !created}, nil
 }
 
 func runStatus(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {

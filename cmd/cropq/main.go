@@ -32,8 +32,10 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"worker", "process crop tasks from the queue", runWorker},
-		{"enqueue", "enqueue one crop request", runEnqueue},
-		{"status", "print the status record of a request id", runStatus},
+		{"enqueue", "enqueue one crop request, or a .jsonl/.csv file of them", runEnqueue},
+		{"status", "print the status record of a request id, or the shared quota", runStatus},
+		{"wait", "follow a request or a batch until it is done", runWait},
+		{"api", "serve the HTTP API for producers", runAPI},
 		{"emulator", "run the local stand-in of the Image Cropping API", runEmulator},
 		{"dev", "run the whole system locally and crop the sample images", runDev},
 		{"env", "list the environment variables cropq reads, with defaults", runEnv},

@@ -8,12 +8,14 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/webhook"
 	"github.com/cropq/cropq/worker"
 )
 
@@ -76,7 +78,21 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 		return nil, err
 	}
 	st := status.NewStore(rdb, cfg.Status)
-	hcfg := worker.HandlerConfig{Limits: cfg.API.Limits, Logger: log}
+	inputs, err := storage.NewInputs(s3c, cfg.Inputs)
+	if err != nil {
+		return nil, err
+	}
+	hcfg := worker.HandlerConfig{Limits: cfg.API.Limits, Logger: log, Inputs: inputs}
+	handlers, err := webhookHandlers(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if handlers != nil {
+		hcfg.Notifier = webhookNotifier{client: asynq.NewClientFromRedisClient(rdb)}
+		cfg.Server.Handlers = handlers
+		// Crops first; callbacks are small and wait little.
+		cfg.Server.Queues = map[string]int{cfg.Task.Queue: 4, webhook.DefaultQueue: 1}
+	}
 	if cfg.QuotaShared {
 		qcfg := cfg.Quota
 		qcfg.Logger = log

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/cropq/cropq/httpapi"
+)
+
+func runAPI(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cropq api", flag.ContinueOnError)
+	addr := fs.String("addr", "", "listen address (default CROPQ_API_ADDR)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `usage: cropq api [--addr HOST:PORT]
+
+Serves the HTTP API for producers (OpenAPI document at /openapi.json).
+Bearer tokens: CROPQ_API_TOKENS. Configuration: see 'cropq env'.`)
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(env)
+	if err != nil {
+		return err
+	}
+	if *addr != "" {
+		cfg.HTTPAddr = *addr
+	}
+	log := newLogger(env, stderr)
+	rdb, err := openRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	prod, err := newProducer(ctx, cfg, rdb)
+	if err != nil {
+		return err
+	}
+	defer prod.Close()
+	hcfg := cfg.HTTP
+	hcfg.Logger = log
+	api, err := httpapi.New(prod, hcfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute, // a batch of base64 images is large
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	log.Info("api: listening", "addr", ln.Addr().String(), "tokens", len(hcfg.Tokens), "max_batch", hcfg.MaxBatch)
+	fmt.Fprintf(stdout, "api listening on http://%s\n", ln.Addr())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

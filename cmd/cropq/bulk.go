@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/cropq/cropq/httpapi"
+	"github.com/cropq/cropq/producer"
+	"github.com/cropq/cropq/tasks"
+)
+
+type bulkOptions struct {
+	batchID  string
+	chunk    int
+	progress bool
+}
+
+// row is one request of a bulk file, or why it could not be read.
+type row struct {
+	line int
+	req  tasks.CropPayload
+	err  error
+}
+
+// maxShownErrors bounds the per-row errors printed; the summary counts all.
+const maxShownErrors = 50
+
+// bulkEnqueue reads a .jsonl or .csv file and enqueues it chunk by chunk.
+// It streams: memory holds one chunk, whatever the file's size.
+func bulkEnqueue(ctx context.Context, prod *producer.Producer, path string, o bulkOptions, stdout, stderr io.Writer) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("--file: %w", err)
+	}
+	defer f.Close()
+	var next func() (row, bool)
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".jsonl", ".ndjson":
+		next = jsonlRows(f)
+	case ".csv":
+		if next, err = csvRows(f); err != nil {
+			return fmt.Errorf("--file %s: %w", path, err)
+		}
+	default:
+		return fmt.Errorf("--file %s: want a .jsonl or .csv file", path)
+	}
+	if o.chunk <= 0 {
+		o.chunk = 500
+	}
+
+	var bar *progressbar.ProgressBar
+	if o.progress {
+		size := int64(-1)
+		if st, err := f.Stat(); err == nil {
+			size = st.Size()
+		}
+		// Progress by bytes read: the row count is unknown until the end.
+		bar = progressbar.NewOptions64(size, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("enqueue"),
+			progressbar.OptionShowBytes(true), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+	}
+	counts := map[string]int{}
+	shown := 0
+	report := func(line int, id string, err error) {
+		if shown < maxShownErrors {
+			fmt.Fprintf(stderr, "line %d (%s): %v\n", line, id, err)
+		} else if shown == maxShownErrors {
+			fmt.Fprintf(stderr, "… more errors are counted in the summary only\n")
+		}
+		shown++
+	}
+	start := time.Now()
+	var chunk []row
+	flush := func() {
+		if len(chunk) == 0 {
+			return
+		}
+		reqs := make([]tasks.CropPayload, len(chunk))
+		for i, r := range chunk {
+			reqs[i] = r.req
+		}
+		for i, res := range prod.EnqueueBatch(ctx, reqs) {
+			counts[string(res.Outcome)]++
+			if res.Err != nil {
+				report(chunk[i].line, res.RequestID, res.Err)
+			}
+		}
+		chunk = chunk[:0]
+		if bar != nil {
+			if off, err := f.Seek(0, io.SeekCurrent); err == nil {
+				_ = bar.Set64(off)
+			}
+		}
+	}
+	rows := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("interrupted after %d rows (run the same command again to resume): %w", rows, err)
+		}
+		r, ok := next()
+		if !ok {
+			break
+		}
+		rows++
+		if r.err != nil {
+			counts[string(producer.Invalid)]++
+			report(r.line, r.req.RequestID, r.err)
+			continue
+		}
+		if r.req.BatchID == "" {
+			r.req.BatchID = o.batchID
+		}
+		chunk = append(chunk, r)
+		if len(chunk) >= o.chunk {
+			flush()
+		}
+	}
+	flush()
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	took := time.Since(start)
+	fmt.Fprintf(stdout, "%d rows in %s: %d enqueued, %d already known (skipped), %d conflict, %d invalid, %d error\n",
+		rows, took.Round(time.Millisecond), counts["enqueued"], counts["known"], counts["conflict"], counts["invalid"], counts["error"])
+	if n := counts["conflict"] + counts["invalid"] + counts["error"]; n > 0 {
+		return exitError{code: 2, err: fmt.Errorf("%d of %d rows were not enqueued (see above)", n, rows)}
+	}
+	return nil
+}
+
+// jsonlRows reads one JSON crop request per line (the HTTP API's body).
+func jsonlRows(r io.Reader) func() (row, bool) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 64<<20) // a line may hold a base64 image
+	line := 0
+	return func() (row, bool) {
+		for sc.Scan() {
+			line++
+			text := strings.TrimSpace(sc.Text())
+			if text == "" {
+				continue
+			}
+			var c httpapi.CropRequest
+			dec := json.NewDecoder(strings.NewReader(text))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&c); err != nil {
+				return row{line: line, req: tasks.CropPayload{RequestID: c.RequestID}, err: fmt.Errorf("not a crop request: %w", err)}, true
+			}
+			return row{line: line, req: c.Payload()}, true
+		}
+		if err := sc.Err(); err != nil {
+			return row{line: line + 1, err: fmt.Errorf("read: %w", err)}, true
+		}
+		return row{}, false
+	}
+}
+
+// csvColumns are the accepted CSV header names.
+var csvColumns = []string{"requestId", "imageUrl", "imageBase64", "targetWidth", "targetHeight", "batchId", "callbackUrl", "bucket", "keyTemplate"}
+
+// csvRows reads a CSV file whose header names the columns (csvColumns).
+func csvRows(r io.Reader) (func() (row, bool), error) {
+	cr := csv.NewReader(r)
+	cr.ReuseRecord = true
+	header, err := cr.Read()
+	if err != nil {
+		return nil, fmt.Errorf("read header: %w", err)
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		h = strings.TrimSpace(h)
+		if !contains(csvColumns, h) {
+			return nil, fmt.Errorf("unknown column %q (columns: %s)", h, strings.Join(csvColumns, ", "))
+		}
+		col[h] = i
+	}
+	for _, need := range []string{"requestId", "targetWidth", "targetHeight"} {
+		if _, ok := col[need]; !ok {
+			return nil, fmt.Errorf("missing column %q", need)
+		}
+	}
+	line := 1
+	return func() (row, bool) {
+		rec, err := cr.Read()
+		line++
+		if errors.Is(err, io.EOF) {
+			return row{}, false
+		}
+		if err != nil {
+			return row{line: line, err: fmt.Errorf("csv: %w", err)}, true
+		}
+		get := func(name string) string {
+			if i, ok := col[name]; ok && i < len(rec) {
+				return strings.TrimSpace(rec[i])
+			}
+			return ""
+		}
+		p := tasks.CropPayload{RequestID: get("requestId"), ImageURL: get("imageUrl"), ImageBase64: get("imageBase64"),
+			BatchID: get("batchId"), CallbackURL: get("callbackUrl"), Bucket: get("bucket"), KeyTemplate: get("keyTemplate")}
+		for _, f := range []struct {
+			name string
+			dst  *int
+		}{{"targetWidth", &p.TargetWidth}, {"targetHeight", &p.TargetHeight}} {
+			n, err := strconv.Atoi(get(f.name))
+			if err != nil {
+				return row{line: line, req: p, err: fmt.Errorf("%s must be an integer, got %q", f.name, get(f.name))}, true
+			}
+			*f.dst = n
+		}
+		return row{line: line, req: p}, true
+	}, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/producer"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/webhook"
+)
+
+// newProducer wires the producer library from cfg, with the claim-check
+// store on the configured S3.
+func newProducer(ctx context.Context, cfg config, rdb redis.UniversalClient) (*producer.Producer, error) {
+	inputs, err := newInputs(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return producer.New(rdb, producer.Config{Task: cfg.Task, Status: cfg.Status, Inputs: inputs,
+		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers}), nil
+}
+
+func newInputs(ctx context.Context, cfg config) (*storage.Inputs, error) {
+	s3c, err := storage.NewS3Client(ctx, cfg.S3)
+	if err != nil {
+		return nil, fmt.Errorf("s3 client: %w", err)
+	}
+	return storage.NewInputs(s3c, cfg.Inputs)
+}
+
+// webhookNotifier enqueues a callback delivery task for a terminal state
+// (the worker's Notifier).
+type webhookNotifier struct {
+	client *asynq.Client
+}
+
+func (n webhookNotifier) Notify(ctx context.Context, callbackURL string, rec status.Record) error {
+	ev := webhook.Event{RequestID: rec.RequestID, BatchID: rec.BatchID, State: string(rec.State),
+		ErrorCode: rec.ErrorCode, ErrorMessage: rec.ErrorMessage, At: rec.UpdatedAt}
+	if rec.Stored != nil {
+		ev.Bucket, ev.Key = rec.Stored.Bucket, rec.Stored.Key
+	}
+	task, opts, err := webhook.NewTask(callbackURL, ev, webhook.Options{})
+	if err != nil {
+		return err
+	}
+	if _, err := n.client.EnqueueContext(ctx, task, opts...); err != nil && err != asynq.ErrTaskIDConflict {
+		return fmt.Errorf("enqueue callback: %w", err)
+	}
+	return nil
+}
+
+// webhookHandlers returns the worker's extra handler and queue for callback
+// deliveries, or nothing (with a warning) when no secret is configured.
+func webhookHandlers(cfg config, log *slog.Logger) (map[string]asynq.Handler, error) {
+	if cfg.WebhookSecret == "" {
+		log.Warn("worker: CROPQ_WEBHOOK_SECRET is not set: callbackUrl of requests is not called")
+		return nil, nil
+	}
+	d, err := webhook.NewDeliverer(webhook.Config{Secret: []byte(cfg.WebhookSecret), Allow: cfg.WebhookAllow,
+		Timeout: cfg.WebhookTimeout, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]asynq.Handler{webhook.TypeDeliver: d}, nil
+}
