@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"image"
@@ -33,6 +34,7 @@ import (
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
+	"github.com/cropq/cropq/webhook"
 )
 
 // The end-to-end tests run the cropq binary as real processes (emulator,
@@ -456,4 +458,78 @@ func TestE2EBulkEnqueueAndWait(t *testing.T) {
 	assert.Contains(t, out, "succeeded")
 	_, err = s.cropq("wait", "no-such-id")
 	assert.ErrorContains(t, err, "exit status 3")
+}
+
+// The HTTP API takes a crop whose large base64 image is claim-checked into
+// S3; the worker crops it, removes the input, appends the event to the
+// stream and calls the signed callback.
+func TestE2EAPIClaimCheckAndCallback(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	const secret = "whsec-e2e"
+	got := make(chan []byte, 1)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := webhook.Verify([]byte(secret), r.Header, body, time.Minute, time.Now()); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		select {
+		case got <- body:
+		default:
+		}
+	}))
+	t.Cleanup(receiver.Close)
+	apiAddr := freeAddr(t)
+	s.env = append(s.env, "CROPQ_WEBHOOK_SECRET="+secret, "CROPQ_WEBHOOK_ALLOW=127.0.0.0/8",
+		"CROPQ_CLAIM_CHECK_BYTES=1024", "CROPQ_API_TOKENS=tok-e2e", "CROPQ_API_ADDR="+apiAddr)
+	s.start("api", "api")
+	s.awaitHTTP("http://" + apiAddr + "/healthz")
+	s.startWorker()
+
+	img, err := os.ReadFile(filepath.Join("..", "..", "testdata", "images", firstImage(t)))
+	require.NoError(t, err)
+	body, err := json.Marshal(map[string]any{"requestId": "api-1", "imageBase64": base64.StdEncoding.EncodeToString(img),
+		"targetWidth": 500, "targetHeight": 500, "batchId": "api-batch", "callbackUrl": receiver.URL + "/hook?token=x"})
+	require.NoError(t, err)
+	req, err := http.NewRequest("POST", "http://"+apiAddr+"/v1/crops", bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer tok-e2e")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+
+	// The task in Redis carries a reference, not the image.
+	info, err := asynq.NewInspectorFromRedisClient(s.rdb).GetTaskInfo(tasks.DefaultQueue, "api-1")
+	if err == nil { // it may already be done and gone from pending
+		assert.Less(t, len(info.Payload), 1024)
+	}
+
+	rec := s.awaitState("api-1", 60*time.Second, status.Succeeded, status.Failed)
+	require.Equal(t, status.Succeeded, rec.State, "%s %s", rec.ErrorCode, rec.ErrorMessage)
+	assert.Equal(t, image.Config{Width: 500, Height: 500}, s.object(rec.Stored.Key))
+
+	var ev webhook.Event
+	select {
+	case b := <-got:
+		require.NoError(t, json.Unmarshal(b, &ev))
+	case <-time.After(60 * time.Second):
+		t.Fatal("no signed callback within 60s")
+	}
+	assert.Equal(t, "api-1", ev.RequestID)
+	assert.Equal(t, "succeeded", ev.State)
+	assert.Equal(t, rec.Stored.Key, ev.Key)
+	assert.Equal(t, "api-batch", ev.BatchID)
+
+	msgs, err := s.rdb.XRange(context.Background(), "cropq:events", "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+	assert.Equal(t, "api-1", msgs[0].Values["requestId"])
+
+	// The claim-checked input is removed once the crop is stored.
+	require.Eventually(t, func() bool {
+		out, err := s.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String("inputs/")})
+		return err == nil && len(out.Contents) == 0
+	}, 10*time.Second, 100*time.Millisecond)
 }
