@@ -533,3 +533,17 @@ func TestE2EAPIClaimCheckAndCallback(t *testing.T) {
 		return err == nil && len(out.Contents) == 0
 	}, 10*time.Second, 100*time.Millisecond)
 }
+
+// The runnable producer example works against a running system.
+func TestE2EProducerExampleRuns(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	s.startWorker()
+	cmd := exec.Command("go", "run", "./examples/producer", "-redis", s.redis.URL(), "-width", "300", "-height", "300",
+		"-url", s.images+"/"+firstImage(t), "-timeout", "60s")
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "enqueued")
+	assert.Contains(t, string(out), "succeeded")
+	assert.Contains(t, string(out), "map[succeeded:1]")
+}
