@@ -13,7 +13,7 @@ TEST_FLAGS   ?= -p 2 -timeout 12m
 # (golang/go#75804, fixed in Go 1.27).
 FUZZTIME     ?= 30000x
 
-.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-quota clean help
+.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-quota bench-enqueue clean help
 
 all: lint test
 
@@ -24,6 +24,7 @@ help:
 	@echo "make vuln   - govulncheck (needs vuln.go.dev)"
 	@echo "make bench  - pipeline and memory benchmark table (ratios against baselines of the same run)"
 	@echo "make bench-quota - the fleet against a shared API quota (about 5 minutes)"
+	@echo "make bench-enqueue - bulk enqueue: library and HTTP vs raw asynq; Redis memory with and without the claim check"
 	@echo "make fuzz-long - longer fuzzing"
 
 tools:
@@ -62,6 +63,9 @@ lint: tools
 # Needs vuln.go.dev, which this project's CI machine cannot reach: its own target.
 vuln: tools
 	govulncheck $(PKGS)
+
+bench-enqueue: tools
+	$(GO) run ./cmd/cropq-bench enqueue
 
 bench-quota: tools
 	$(GO) run ./cmd/cropq-bench quota

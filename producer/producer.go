@@ -200,6 +200,12 @@ func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.CropPayload) [
 		}
 	}
 
+	if p.cfg.Concurrency == 1 {
+		for _, it := range toEnqueue {
+			p.enqueueOne(ctx, it)
+		}
+		return results(items)
+	}
 	sem := make(chan struct{}, p.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for _, it := range toEnqueue {

@@ -252,15 +252,40 @@ func (s *Store) CreateMany(ctx context.Context, recs []Record) ([]Created, error
 		}
 		out[i].Record, encoded[i] = rec, b
 	}
+	// One script call per batch id (and per 1,000 records): Lua's per-call
+	// cost is paid once, and a batch's count moves with its records.
+	type group struct {
+		batchID string
+		idx     []int
+	}
+	var groups []*group
+	byBatch := map[string]*group{}
+	for i, rec := range recs {
+		if encoded[i] == nil {
+			continue
+		}
+		g := byBatch[rec.BatchID]
+		if g == nil || len(g.idx) >= 1000 {
+			g = &group{batchID: rec.BatchID}
+			byBatch[rec.BatchID] = g
+			groups = append(groups, g)
+		}
+		g.idx = append(g.idx, i)
+	}
 	var cmds []*redis.Cmd
 	for try := 0; ; try++ {
 		pipe := s.rdb.Pipeline()
-		cmds = make([]*redis.Cmd, len(recs))
-		for i, rec := range recs {
-			if encoded[i] != nil {
-				cmds[i] = createScript.EvalSha(ctx, pipe, []string{s.Key(rec.RequestID), s.batchKey(rec.BatchID)},
-					encoded[i], s.cfg.TTL.Milliseconds(), rec.BatchID != "")
+		cmds = make([]*redis.Cmd, len(groups))
+		for j, g := range groups {
+			keys := make([]string, 0, len(g.idx)+1)
+			args := make([]any, 0, len(g.idx)+2)
+			keys = append(keys, s.batchKey(g.batchID))
+			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "")
+			for _, i := range g.idx {
+				keys = append(keys, s.Key(recs[i].RequestID))
+				args = append(args, encoded[i])
 			}
+			cmds[j] = createScript.EvalSha(ctx, pipe, keys, args...)
 		}
 		_, err := pipe.Exec(ctx)
 		if err == nil {
@@ -276,14 +301,17 @@ func (s *Store) CreateMany(ctx context.Context, recs []Record) ([]Created, error
 		return nil, fmt.Errorf("status: create: %w", err)
 	}
 	var existing []int
-	for i, c := range cmds {
-		if c == nil {
-			continue
+	for j, g := range groups {
+		flags, err := cmds[j].Int64Slice()
+		if err != nil || len(flags) != len(g.idx) {
+			return nil, fmt.Errorf("status: create: unexpected reply %v: %w", cmds[j].Val(), err)
 		}
-		if n, _ := c.Int(); n == 1 {
-			out[i].Created = true
-		} else {
-			existing = append(existing, i)
+		for k, i := range g.idx {
+			if flags[k] == 1 {
+				out[i].Created = true
+			} else {
+				existing = append(existing, i)
+			}
 		}
 	}
 	if len(existing) == 0 {
@@ -312,16 +340,24 @@ func (s *Store) CreateMany(ctx context.Context, recs []Record) ([]Created, error
 	return out, nil
 }
 
-// createScript sets the record if absent and counts it in its batch.
+// createScript sets each record (KEYS[2..], ARGV[3..]) if absent, counts
+// those it created in their batch (KEYS[1]) when ARGV[2] is 1, and returns
+// a 1 or 0 per record.
 var createScript = redis.NewScript(`
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if ARGV[3] == '1' then
-    redis.call('HINCRBY', KEYS[2], 'queued', 1)
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local created, n = {}, 0
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], ARGV[i + 1], 'NX', 'PX', ARGV[1]) then
+    created[i - 1] = 1
+    n = n + 1
+  else
+    created[i - 1] = 0
   end
-  return 1
 end
-return 0
+if ARGV[2] == '1' and n > 0 then
+  redis.call('HINCRBY', KEYS[1], 'queued', n)
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return created
 `)
 
 func (s *Store) batchKey(batchID string) string {

@@ -34,6 +34,11 @@ type options struct {
 	quotaN           int
 	quotaPods        int
 	quotaConcurrency int
+
+	enqueueN          int
+	enqueueGoroutines int
+	enqueueChunk      int
+	memImages         int
 }
 
 func main() {
@@ -58,8 +63,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.quotaN, "quota-n", 1200, "quota: requests per scenario")
 	fs.IntVar(&o.quotaPods, "quota-pods", 4, "quota: worker processes")
 	fs.IntVar(&o.quotaConcurrency, "quota-concurrency", 20, "quota: concurrency of each worker process")
+	fs.IntVar(&o.enqueueN, "enqueue-n", 20000, "enqueue: requests per run")
+	fs.IntVar(&o.enqueueGoroutines, "enqueue-goroutines", 16, "enqueue: goroutines, the same for every variant")
+	fs.IntVar(&o.enqueueChunk, "enqueue-chunk", 500, "enqueue: requests per library batch and per HTTP batch")
+	fs.IntVar(&o.memImages, "enqueue-mem-images", 200, "enqueue: 2 MB requests queued to measure Redis memory (scaled to 1,000)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
+		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -69,8 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
-	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" {
-		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all or quota)", which)
+	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" {
+		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota or enqueue)", which)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -103,6 +112,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r, err := benchMemory(ctx, env, o, stderr)
 		if err != nil {
 			return fmt.Errorf("memory: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "enqueue" {
+		r, err := benchEnqueue(ctx, env, o)
+		if err != nil {
+			return fmt.Errorf("enqueue: %w", err)
 		}
 		rows = append(rows, r...)
 	}
