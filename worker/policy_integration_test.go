@@ -55,7 +55,6 @@ type policyRig struct {
 type rowSpec struct {
 	emu      emulator.Config
 	quota    *quota.Config
-	maxRetry int
 	noBucket bool // the bucket appears later (storage outage)
 }
 

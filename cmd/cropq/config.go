@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
@@ -178,11 +177,6 @@ func redactURL(s string) string {
 		}
 	}
 	return s
-}
-
-// newAsynqClient enqueues through rdb (which the caller closes).
-func newAsynqClient(rdb redis.UniversalClient) *asynq.Client {
-	return asynq.NewClientFromRedisClient(rdb)
 }
 
 func logConfig(log *slog.Logger, c config) {
