@@ -73,6 +73,7 @@ func (s *Server) handleCrop(w http.ResponseWriter, r *http.Request) {
 		msg  string
 	}{
 		{faults.P500, cropapi.CodeSystemError, "system error"},
+		{faults.P501, cropapi.CodeRateLimited, "rate limit exceed"},
 		{faults.P801, cropapi.CodeModelFailed, "model failed"},
 		{faults.P900, cropapi.CodeInternalURLError, "internal url error"},
 		{faults.P1001, cropapi.CodeContentControl, "content control failed, please retry"},

@@ -118,7 +118,7 @@ func New(p Producer, cfg Config) (*API, error) {
 	for _, r := range routes() {
 		h := r.handle
 		a.mux.HandleFunc(r.method+" "+r.path, func(w http.ResponseWriter, req *http.Request) {
-			if r.auth && !a.authorized(req) {
+			if r.auth && !a.Authorized(req) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="cropq"`)
 				problem(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required", "")
 				return
@@ -137,8 +137,16 @@ func New(p Producer, cfg Config) (*API, error) {
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
-func (a *API) authorized(r *http.Request) bool {
+// Authorized reports whether r carries an accepted token: as a Bearer
+// token, or as the password of Basic credentials (what a browser can send,
+// for the web UI).
+func (a *API) Authorized(r *http.Request) bool {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		if _, pw, basic := r.BasicAuth(); basic {
+			tok, ok = pw, true
+		}
+	}
 	if !ok {
 		return false
 	}

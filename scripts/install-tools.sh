@@ -15,14 +15,18 @@ GOVULNCHECK_VERSION="v1.9.0"
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "$bin/$1" ]; }
 
-if ! have redis-server; then
-  echo "install-tools: redis-server (Debian package redis-server)"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  fi
-  # The package starts a service on 6379; the tests start their own servers.
+# Debian packages: redis-server for the tests' own servers (the package also
+# starts one on 6379, which the tests do not use), chromium for the browser
+# test of the operators' UI.
+apt_pkgs=()
+have redis-server || apt_pkgs+=(redis-server)
+have chromium || apt_pkgs+=(chromium)
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  echo "install-tools: ${apt_pkgs[*]} (Debian packages)"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
 fi
 
 if [ ! -x "$bin/minio" ] && ! command -v minio >/dev/null 2>&1; then

@@ -107,3 +107,13 @@ func (in *Inputs) Delete(ctx context.Context, ref Input) error {
 	}
 	return nil
 }
+
+// CheckBucket reports whether the inputs bucket is reachable (readiness).
+func (in *Inputs) CheckBucket(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.Timeout)
+	defer cancel()
+	if _, err := in.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(in.cfg.Bucket)}); err != nil {
+		return &InputError{Bucket: in.cfg.Bucket, Err: err}
+	}
+	return nil
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/metrics"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
@@ -73,6 +74,8 @@ type HandlerConfig struct {
 	// Notifier, when set, is told of terminal states of requests that have a
 	// callback URL.
 	Notifier Notifier
+	// Metrics records what the handler does (nil: nothing).
+	Metrics *metrics.Pipeline
 	// Quota, when set, gives out the account's API calls across the fleet
 	// (package quota); nil calls the API as fast as tasks come.
 	Quota Quota
@@ -205,6 +208,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			a.log.WarnContext(ctx, "crop: remove claim-checked input", "err", err)
 		}
 	}
+	h.cfg.Metrics.Finished(string(status.Succeeded), "")
 	h.notify(ctx, a, done)
 	return nil
 }
@@ -264,13 +268,16 @@ func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error
 		req.ImageBase64 = base64.StdEncoding.EncodeToString(data)
 	}
 	if h.cfg.Quota == nil {
-		return h.cropper.Crop(ctx, req)
+		return h.cropOnce(ctx, req)
 	}
 	for try := 0; ; try++ {
-		if err := h.cfg.Quota.Wait(ctx); err != nil {
+		start := h.cfg.Now()
+		err := h.cfg.Quota.Wait(ctx)
+		h.cfg.Metrics.QuotaWait(h.cfg.Now().Sub(start), errors.As(err, new(rateLimited)))
+		if err != nil {
 			return cropapi.Result{}, err
 		}
-		res, err := h.cropper.Crop(ctx, req)
+		res, err := h.cropOnce(ctx, req)
 		limited := cropapi.IsRateLimited(err)
 		if err == nil || limited {
 			h.cfg.Quota.Observe(ctx, limited)
@@ -282,13 +289,30 @@ func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error
 	}
 }
 
+// cropOnce is one API call, measured.
+func (h *Handler) cropOnce(ctx context.Context, req cropapi.Request) (cropapi.Result, error) {
+	start := h.cfg.Now()
+	res, err := h.cropper.Crop(ctx, req)
+	code, class := "200", "ok"
+	if err != nil {
+		code, class = cropapi.CodeOf(err), cropapi.ClassOf(err).String()
+		if code == "" {
+			code = "other"
+		}
+	}
+	h.cfg.Metrics.APICall(code, class, h.cfg.Now().Sub(start), res.Usage)
+	return res, err
+}
+
 func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (storage.Stored, error) {
 	p := a.payload
+	start := h.cfg.Now()
 	stored, err := h.copier.Copy(ctx, cp.ResultURL, storage.Object{
 		RequestID: p.RequestID, APIRequestID: cp.APIRequestID,
 		Width: p.TargetWidth, Height: p.TargetHeight,
 		Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata,
 	})
+	h.cfg.Metrics.Copy(stored.Size, h.cfg.Now().Sub(start), err)
 	if err != nil {
 		return storage.Stored{}, fmt.Errorf("copy result: %w", err)
 	}
@@ -312,6 +336,9 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 		a.log.ErrorContext(ctx, "crop: record failure", "err", serr)
 	}
 	if serr == nil {
+		if to == status.Failed {
+			h.cfg.Metrics.Finished(string(status.Failed), code)
+		}
 		h.notify(sctx, a, rec)
 	}
 	a.log.WarnContext(ctx, "crop: attempt failed", "class", d.Class, "error_code", code, "err", err, "state", to)

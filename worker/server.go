@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -35,9 +36,10 @@ type ServerConfig struct {
 
 // Server runs a Handler under asynq.
 type Server struct {
-	srv *asynq.Server
-	mux *asynq.ServeMux
-	log *slog.Logger
+	draining atomic.Bool
+	srv      *asynq.Server
+	mux      *asynq.ServeMux
+	log      *slog.Logger
 }
 
 // NewServer returns a server for h on rdb, which the caller owns and closes.
@@ -80,11 +82,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("worker: started")
 	<-ctx.Done()
+	s.draining.Store(true)
 	s.log.Info("worker: draining")
 	s.srv.Shutdown()
 	s.log.Info("worker: stopped")
 	return nil
 }
+
+// Draining reports whether Run is shutting down (readiness turns false).
+func (s *Server) Draining() bool { return s.draining.Load() }
 
 // asynqLogger routes asynq's logs to slog.
 type asynqLogger struct{ l *slog.Logger }

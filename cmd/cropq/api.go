@@ -10,7 +10,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/cropq/cropq/httpapi"
+	"github.com/cropq/cropq/metrics"
+	"github.com/cropq/cropq/monitor"
 )
 
 func runAPI(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
@@ -50,19 +54,54 @@ Bearer tokens: CROPQ_API_TOKENS. Configuration: see 'cropq env'.`)
 	if err != nil {
 		return err
 	}
+	mux := http.NewServeMux()
+	mux.Handle("/", api)
+	// The operators' view on the same port: the asynq web UI, readiness and
+	// metrics.
+	connOpt, err := asynq.ParseRedisURI(cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("CROPQ_REDIS_URL: %w", err)
+	}
+	mcfg := monitor.Config{RedisConnOpt: connOpt, ReadOnly: cfg.MonitorReadOnly, PrometheusURL: cfg.PrometheusURL, Authorize: api.Authorized}
+	if !cfg.MonitorAuth {
+		log.Warn("api: the web UI at /monitoring is open to anyone who can reach it (CROPQ_MONITOR_AUTH=false)")
+		mcfg.Authorize = nil
+	}
+	ui := monitor.New(mcfg)
+	defer ui.Close()
+	mux.Handle(ui.RootPath()+"/", ui)
+	reg := metrics.NewRegistry()
+	metrics.RegisterQueues(reg, asynq.NewInspectorFromRedisClient(rdb))
+	inputs, err := newInputs(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	ops := metrics.Health{Registry: reg, Ready: func(ctx context.Context) error {
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		if err := inputs.CheckBucket(ctx); err != nil {
+			return fmt.Errorf("s3 inputs bucket: %w", err)
+		}
+		return nil
+	}}.Handler()
+	mux.Handle("GET /readyz", ops)
+	mux.Handle("GET /metrics", ops)
+
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           api,
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute, // a batch of base64 images is large
 		WriteTimeout:      2 * time.Minute,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
-	log.Info("api: listening", "addr", ln.Addr().String(), "tokens", len(hcfg.Tokens), "max_batch", hcfg.MaxBatch)
+	log.Info("api: listening", "addr", ln.Addr().String(), "tokens", len(hcfg.Tokens), "max_batch", hcfg.MaxBatch,
+		"monitoring", ui.RootPath(), "monitoring_read_only", cfg.MonitorReadOnly)
 	fmt.Fprintf(stdout, "api listening on http://%s\n", ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -42,6 +42,13 @@ type config struct {
 	WebhookAllow   []netip.Prefix
 	WebhookTimeout time.Duration
 
+	// WorkerAddr serves a worker's /healthz, /readyz and /metrics.
+	WorkerAddr string
+	// Monitor configures the asynq web UI in `cropq api`.
+	MonitorReadOnly bool
+	MonitorAuth     bool
+	PrometheusURL   string
+
 	HTTP httpapi.Config
 	// HTTPAddr is where `cropq api` listens.
 	HTTPAddr string
@@ -123,6 +130,10 @@ func loadConfig(env Env) (config, error) {
 		c.WebhookAllow = append(c.WebhookAllow, pfx)
 	}
 	c.HTTPAddr = env.Get("CROPQ_API_ADDR")
+	c.WorkerAddr = env.Get("CROPQ_WORKER_ADDR")
+	c.MonitorReadOnly = boolean("CROPQ_MONITOR_READONLY")
+	c.MonitorAuth = boolean("CROPQ_MONITOR_AUTH")
+	c.PrometheusURL = env.Get("CROPQ_PROMETHEUS_URL")
 	c.HTTP = httpapi.Config{
 		Tokens:       splitList(env.Get("CROPQ_API_TOKENS")),
 		MaxBatch:     num("CROPQ_API_MAX_BATCH"),

@@ -135,7 +135,7 @@ Ctrl-C stops everything.`)
 	}
 
 	// A worker.
-	srv, err := newWorkerServer(ctx, cfg, rdb, log)
+	srv, _, err := newWorkerServer(ctx, cfg, rdb, log, nil)
 	if err != nil {
 		return err
 	}

@@ -128,6 +128,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"CROPQ_MAX_RETRY=20",
 		"CROPQ_SHUTDOWN_TIMEOUT=5s",
 		"CROPQ_LOG_FORMAT=text",
+		"CROPQ_WORKER_ADDR=127.0.0.1:0", // several workers per stack
 	}
 	rate := "100"
 	if o.emulatorRate > 0 {
@@ -168,8 +169,11 @@ func (s *stack) start(name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func (s *stack) startWorker() {
+func (s *stack) startWorker(env ...string) {
+	saved := s.env
+	s.env = append(append([]string{}, s.env...), env...)
 	s.workers = append(s.workers, s.start("worker", "worker", "--concurrency", "4"))
+	s.env = saved
 }
 
 func (s *stack) awaitHTTP(url string) {

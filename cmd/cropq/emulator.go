@@ -23,6 +23,7 @@ func runEmulator(ctx context.Context, env Env, args []string, stdout, stderr io.
 	fs.DurationVar(&cfg.ResultTTL, "result-ttl", time.Hour, "lifetime of result URLs")
 	fs.DurationVar(&cfg.TimestampWindow, "timestamp-window", 15*time.Minute, "accepted clock skew of request timestamps")
 	fs.Float64Var(&cfg.Faults.P500, "p500", 0, "probability of answering resCode 500")
+	fs.Float64Var(&cfg.Faults.P501, "p501", 0, "probability of answering resCode 501 (rate limited) whatever the quota")
 	fs.Float64Var(&cfg.Faults.P801, "p801", 0, "probability of answering resCode 801")
 	fs.Float64Var(&cfg.Faults.P900, "p900", 0, "probability of answering resCode 900")
 	fs.Float64Var(&cfg.Faults.P1001, "p1001", 0, "probability of answering resCode 1001")
