@@ -38,6 +38,7 @@ run: tools
 
 test: tools
 	$(GO) test $(TEST_FLAGS) $(PKGS)
+	cd deploy && $(GO) test $(TEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory fuzz
 
 test-unit:
@@ -59,6 +60,7 @@ lint: tools
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	staticcheck $(PKGS)
+	cd deploy && $(GO) vet ./... && staticcheck ./...
 
 # Needs vuln.go.dev, which this project's CI machine cannot reach: its own target.
 vuln: tools
