@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -146,8 +148,8 @@ func loadConfig(env Env) (config, error) {
 		DelayedTaskCheckInterval: dur("CROPQ_DELAYED_CHECK_INTERVAL"),
 		Backoff:                  worker.Backoff{Base: dur("CROPQ_RETRY_BASE"), Cap: dur("CROPQ_RETRY_CAP")},
 	}
-	if !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
-		errs = append(errs, envError("CROPQ_REDIS_URL", c.RedisURL, "a redis:// or rediss:// URL"))
+	if _, err := newRedisClient(c.RedisURL); err != nil {
+		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
 }
@@ -166,11 +168,10 @@ const redisPingTimeout = 5 * time.Second
 
 // openRedis connects to c.RedisURL and checks that it answers.
 func openRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
-	opt, err := redis.ParseURL(url)
+	rdb, err := newRedisClient(url)
 	if err != nil {
-		return nil, fmt.Errorf("CROPQ_REDIS_URL: %w", err)
+		return nil, err
 	}
-	rdb := redis.NewClient(opt)
 	pctx, cancel := context.WithTimeout(ctx, redisPingTimeout)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
@@ -178,6 +179,44 @@ func openRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("redis at %s: %w", redactURL(url), err)
 	}
 	return rdb, nil
+}
+
+// newRedisClient maps CROPQ_REDIS_URL to a go-redis client (asynq's own
+// ParseRedisURI reads the same forms for the web UI):
+//
+//	redis://[:password@]host:port/db          one server
+//	rediss://…                                the same over TLS
+//	redis-sentinel://[:password@]host:port,host:port/db?master=name
+//
+// Redis Cluster is refused: the status store's transaction spans keys of
+// several slots (the record, its batch counts, the events stream).
+func newRedisClient(raw string) (redis.UniversalClient, error) {
+	bad := func(why string) error { return envError("CROPQ_REDIS_URL", redactURL(raw), why) }
+	switch {
+	case strings.HasPrefix(raw, "redis://"), strings.HasPrefix(raw, "rediss://"):
+		opt, err := redis.ParseURL(raw)
+		if err != nil {
+			return nil, bad("a valid redis:// or rediss:// URL (" + err.Error() + ")")
+		}
+		return redis.NewClient(opt), nil
+	case strings.HasPrefix(raw, "redis-sentinel://"):
+		u, err := url.Parse(raw)
+		if err != nil || u.Query().Get("master") == "" || u.Host == "" {
+			return nil, bad("redis-sentinel://[:password@]host:port[,host:port…]/db?master=NAME")
+		}
+		db := 0
+		if p := strings.Trim(u.Path, "/"); p != "" {
+			if db, err = strconv.Atoi(p); err != nil {
+				return nil, bad("a database number after the hosts")
+			}
+		}
+		pw, _ := u.User.Password()
+		return redis.NewFailoverClient(&redis.FailoverOptions{MasterName: u.Query().Get("master"),
+			SentinelAddrs: strings.Split(u.Host, ","), Password: pw, DB: db}), nil
+	case strings.HasPrefix(raw, "redis-cluster://"):
+		return nil, bad("a single Redis primary (redis://, rediss://) or Sentinel (redis-sentinel://): Redis Cluster is not supported yet")
+	}
+	return nil, bad("a redis://, rediss:// or redis-sentinel:// URL")
 }
 
 // redactURL hides a password in a URL for messages.

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -30,4 +31,43 @@ func TestEnvTypedValuesNameTheVariable(t *testing.T) {
 	assert.ErrorContains(t, err, "CROPQ_TASK_TIMEOUT")
 	_, err = env.Bool("CROPQ_API_TRIAL")
 	assert.ErrorContains(t, err, "CROPQ_API_TRIAL")
+}
+
+func TestRedisURLForms(t *testing.T) {
+	tests := []struct {
+		url     string
+		wantErr string
+		check   func(t *testing.T, c any)
+	}{
+		{url: "redis://:pw@127.0.0.1:6390/2", check: func(t *testing.T, c any) {
+			opt := c.(*redis.Client).Options()
+			assert.Equal(t, "127.0.0.1:6390", opt.Addr)
+			assert.Equal(t, 2, opt.DB)
+			assert.Nil(t, opt.TLSConfig)
+		}},
+		{url: "rediss://cache.example.com:6380/0", check: func(t *testing.T, c any) {
+			assert.NotNil(t, c.(*redis.Client).Options().TLSConfig, "rediss means TLS")
+		}},
+		{url: "redis-sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/1?master=cropq", check: func(t *testing.T, c any) {
+			_, ok := c.(*redis.Client) // a failover client is a *redis.Client that asks the sentinels
+			assert.True(t, ok)
+		}},
+		{url: "redis-sentinel://10.0.0.1:26379/0", wantErr: "master=NAME"},
+		{url: "redis-cluster://10.0.0.1:7000,10.0.0.2:7000", wantErr: "Cluster is not supported"},
+		{url: "http://localhost:6379", wantErr: "CROPQ_REDIS_URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			c, err := newRedisClient(tt.url)
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.wantErr)
+				assert.NotContains(t, err.Error(), "pw@", "no password in errors")
+				return
+			}
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = c.Close() })
+			tt.check(t, c)
+		})
+	}
 }
