@@ -103,6 +103,12 @@ Bearer tokens: CROPQ_API_TOKENS. Configuration: see 'cropq env'.`)
 	log.Info("api: listening", "addr", ln.Addr().String(), "tokens", len(hcfg.Tokens), "max_batch", hcfg.MaxBatch,
 		"monitoring", ui.RootPath(), "monitoring_read_only", cfg.MonitorReadOnly)
 	fmt.Fprintf(stdout, "api listening on http://%s\n", ln.Addr())
+	return serveUntilDone(ctx, srv, ln, 20*time.Second)
+}
+
+// serveUntilDone serves on ln until ctx ends, then shuts srv down, giving
+// requests in flight up to grace.
+func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -110,7 +116,7 @@ Bearer tokens: CROPQ_API_TOKENS. Configuration: see 'cropq env'.`)
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		return err

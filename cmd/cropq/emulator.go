@@ -64,19 +64,5 @@ Counters: GET /_emulator/stats; POST /_emulator/reset; PUT /_emulator/faults (JS
 	log.Warn("emulator: this is the LOCAL STAND-IN of the Image Cropping API, not the real (paid) API",
 		"addr", ln.Addr().String(), "rate", cfg.Rate, "result_ttl", cfg.ResultTTL)
 	fmt.Fprintf(stdout, "emulator listening on http://%s\n", ln.Addr())
-
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return err
-	}
-	<-errc
-	return nil
+	return serveUntilDone(ctx, srv, ln, 5*time.Second)
 }
