@@ -4,10 +4,12 @@
 //
 // Transitions are atomic (optimistic WATCH/MULTI on the record's key) and
 // ordered: an update from an attempt older than the record's is refused with
-// ErrStaleAttempt, and terminal states never move. The same transaction keeps
-// the per-batch counts and appends terminal transitions to the events stream,
-// so a pipeline reading the stream misses nothing; those keys differ from the
-// record's, so a Redis Cluster is not supported (CROSSSLOT).
+// ErrStaleAttempt, and terminal states never move. On a single Redis the
+// same transaction keeps the per-batch counts and appends terminal
+// transitions to the events stream, so a pipeline reading the stream misses
+// nothing. On a Redis Cluster those keys live in other slots, so they are
+// written right after the record's transaction: a crash in between can miss
+// one count or event, never a record.
 package status
 
 import (
@@ -175,8 +177,9 @@ type Config struct {
 
 // Store reads and writes status records.
 type Store struct {
-	rdb redis.UniversalClient
-	cfg Config
+	rdb     redis.UniversalClient
+	cfg     Config
+	cluster bool // keys of several slots cannot share a transaction
 }
 
 // NewStore returns a store on rdb.
@@ -196,7 +199,8 @@ func NewStore(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Store{rdb: rdb, cfg: cfg}
+	_, cluster := rdb.(*redis.ClusterClient)
+	return &Store{rdb: rdb, cfg: cfg, cluster: cluster}
 }
 
 // Key returns the Redis key of id's record.
@@ -251,6 +255,9 @@ func (s *Store) CreateMany(ctx context.Context, recs []Record) ([]Created, error
 			continue
 		}
 		out[i].Record, encoded[i] = rec, b
+	}
+	if s.cluster {
+		return s.createManyCluster(ctx, recs, encoded, out)
 	}
 	// One script call per batch id (and per 1,000 records): Lua's per-call
 	// cost is paid once, and a batch's count moves with its records.
@@ -314,6 +321,11 @@ func (s *Store) CreateMany(ctx context.Context, recs []Record) ([]Created, error
 			}
 		}
 	}
+	return s.readExisting(ctx, recs, existing, out)
+}
+
+// readExisting fills out with the records that were already there.
+func (s *Store) readExisting(ctx context.Context, recs []Record, existing []int, out []Created) ([]Created, error) {
 	if len(existing) == 0 {
 		return out, nil
 	}
@@ -338,6 +350,46 @@ func (s *Store) CreateMany(ctx context.Context, recs []Record) ([]Created, error
 		out[i].Record = r
 	}
 	return out, nil
+}
+
+// createManyCluster creates records on a Redis Cluster: SET NX per record
+// (the client sends each to its slot's node), then the batch counts.
+func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded [][]byte, out []Created) ([]Created, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.BoolCmd, len(recs))
+	for i, rec := range recs {
+		if encoded[i] != nil {
+			cmds[i] = pipe.SetNX(ctx, s.Key(rec.RequestID), encoded[i], s.cfg.TTL)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("status: create: %w", err)
+	}
+	batches := map[string]int64{}
+	var existing []int
+	for i, c := range cmds {
+		switch {
+		case c == nil:
+		case c.Val():
+			out[i].Created = true
+			if recs[i].BatchID != "" {
+				batches[recs[i].BatchID]++
+			}
+		default:
+			existing = append(existing, i)
+		}
+	}
+	if len(batches) > 0 {
+		pipe := s.rdb.Pipeline()
+		for id, n := range batches {
+			pipe.HIncrBy(ctx, s.batchKey(id), string(Queued), n)
+			pipe.PExpire(ctx, s.batchKey(id), s.cfg.TTL)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("status: count batch: %w", err)
+		}
+	}
+	return s.readExisting(ctx, recs, existing, out)
 }
 
 // createScript sets each record (KEYS[2..], ARGV[3..]) if absent, counts
@@ -425,21 +477,20 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, er
 		if err != nil {
 			return fmt.Errorf("encode: %w", err)
 		}
+		counted := b != nil // a record created here was never counted as queued
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Set(ctx, key, nb, s.cfg.TTL)
-			if rec.BatchID != "" && from != rec.State {
-				bk := s.batchKey(rec.BatchID)
-				if b != nil { // a record created here was never counted as queued
-					p.HIncrBy(ctx, bk, string(from), -1)
-				}
-				p.HIncrBy(ctx, bk, string(rec.State), 1)
-				p.PExpire(ctx, bk, s.cfg.TTL)
-			}
-			if rec.State.Terminal() {
-				p.XAdd(ctx, s.eventArgs(rec))
+			if !s.cluster {
+				s.sideEffects(ctx, p, rec, from, counted)
 			}
 			return nil
 		})
+		if err == nil && s.cluster {
+			p := s.rdb.Pipeline()
+			if s.sideEffects(ctx, p, rec, from, counted) {
+				_, err = p.Exec(ctx)
+			}
+		}
 		out = rec
 		return err
 	}
@@ -454,6 +505,26 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, er
 		return out, nil
 	}
 	return Record{}, fmt.Errorf("status: %s → %s: %w", id, u.To, ErrConflict)
+}
+
+// sideEffects queues the batch counts and the event of a transition on p,
+// and reports whether it queued anything.
+func (s *Store) sideEffects(ctx context.Context, p redis.Pipeliner, rec Record, from State, counted bool) bool {
+	any := false
+	if rec.BatchID != "" && from != rec.State {
+		bk := s.batchKey(rec.BatchID)
+		if counted {
+			p.HIncrBy(ctx, bk, string(from), -1)
+		}
+		p.HIncrBy(ctx, bk, string(rec.State), 1)
+		p.PExpire(ctx, bk, s.cfg.TTL)
+		any = true
+	}
+	if rec.State.Terminal() {
+		p.XAdd(ctx, s.eventArgs(rec))
+		any = true
+	}
+	return any
 }
 
 // eventArgs is the stream entry of a terminal transition.

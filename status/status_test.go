@@ -131,8 +131,12 @@ func TestHistoryIsBounded(t *testing.T) {
 // Concurrent attempts race on one record: every update is applied exactly
 // once or refused, never lost.
 func TestConcurrentTransitionsAreAtomic(t *testing.T) {
-	ctx := context.Background()
 	st, _ := newStore(t, status.Config{HistoryLimit: 1000})
+	concurrentTransitions(t, st)
+}
+
+func concurrentTransitions(t *testing.T, st *status.Store) {
+	ctx := context.Background()
 	const n = 40
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -160,6 +164,21 @@ func TestConcurrentTransitionsAreAtomic(t *testing.T) {
 
 func TestCreateManyBatchCountsAndEvents(t *testing.T) {
 	st, rdb := newStore(t, status.Config{})
+	checkBatchesAndEvents(t, st, rdb)
+}
+
+// On a Redis Cluster the records, batch counts and stream live in different
+// slots; the store must still keep them all.
+func TestOnRedisCluster(t *testing.T) {
+	c := testenv.RedisCluster(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	st := status.NewStore(rdb, status.Config{})
+	checkBatchesAndEvents(t, st, rdb)
+	concurrentTransitions(t, status.NewStore(rdb, status.Config{HistoryLimit: 1000}))
+}
+
+func checkBatchesAndEvents(t *testing.T, st *status.Store, rdb redis.UniversalClient) {
 	ctx := context.Background()
 	_, _, err := st.Create(ctx, status.Record{RequestID: "old", BatchID: "b1", TargetWidth: 1})
 	require.NoError(t, err)

@@ -26,6 +26,7 @@ import (
 	"github.com/cropq/cropq/emulator"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -282,4 +283,60 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		assert.Equal(t, 1, rec.PaidCalls, "the checkpointed result was reused")
 		assert.Equal(t, int64(1), r.emu.Stats().Usage)
 	})
+}
+
+// The whole pipeline on a real 3-node Redis Cluster: asynq's queue keys,
+// the status records, batch counts, events and the shared quota all live on
+// several nodes.
+func TestPipelineOnRedisCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration: skipped with -short")
+	}
+	cluster := testenv.RedisCluster(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	minio := testenv.MinIO(t)
+	s3c, bucket := testenv.MinIOBucket(t, minio)
+
+	emu, err := emulator.New(emulator.Config{AppKey: "k", AppSecret: "s", Rate: 100})
+	require.NoError(t, err)
+	api := httptest.NewServer(emu)
+	t.Cleanup(api.Close)
+	images := serveImages(t)
+	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s"})
+	require.NoError(t, err)
+	copier, err := storage.New(s3c, storage.Config{Bucket: bucket})
+	require.NoError(t, err)
+	statuses := status.NewStore(rdb, status.Config{})
+	h := worker.NewHandler(client, copier, statuses, worker.HandlerConfig{Quota: quota.New(rdb, quota.Config{Account: "k", Rate: 50, Adaptive: true})})
+	ws := worker.NewServer(rdb, worker.ServerConfig{Concurrency: 4, DelayedTaskCheckInterval: checkInterval, ShutdownTimeout: 5 * time.Second}, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = ws.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	p := producer.New(rdb, producer.Config{})
+	t.Cleanup(func() { _ = p.Close() })
+	var reqs []tasks.CropPayload
+	for i := range 6 {
+		reqs = append(reqs, tasks.CropPayload{RequestID: fmt.Sprintf("cl-%d", i), ImageURL: images + "/good.png", TargetWidth: 300, TargetHeight: 200, BatchID: "cl-batch"})
+	}
+	for _, res := range p.EnqueueBatch(context.Background(), reqs) {
+		require.Equal(t, producer.Enqueued, res.Outcome, "%v", res.Err)
+	}
+	require.Eventually(t, func() bool {
+		c, err := p.BatchCounts(context.Background(), "cl-batch")
+		return err == nil && c[status.Succeeded] == 6
+	}, 60*time.Second, 50*time.Millisecond, "all six crops succeed")
+	for _, r := range reqs {
+		rec, err := p.Get(context.Background(), r.RequestID)
+		require.NoError(t, err)
+		assert.Equal(t, status.Succeeded, rec.State)
+		assert.Equal(t, 1, rec.PaidCalls)
+	}
+	events, err := rdb.XLen(context.Background(), statuses.EventsKey()).Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(6), events)
+	assert.Equal(t, int64(6), emu.Stats().Usage)
 }

@@ -58,9 +58,9 @@ Bearer tokens: CROPQ_API_TOKENS. Configuration: see 'cropq env'.`)
 	mux.Handle("/", api)
 	// The operators' view on the same port: the asynq web UI, readiness and
 	// metrics.
-	connOpt, err := asynq.ParseRedisURI(cfg.RedisURL)
+	connOpt, err := asynqConnOpt(cfg.RedisURL)
 	if err != nil {
-		return fmt.Errorf("CROPQ_REDIS_URL: %w", err)
+		return err
 	}
 	mcfg := monitor.Config{RedisConnOpt: connOpt, ReadOnly: cfg.MonitorReadOnly, PrometheusURL: cfg.PrometheusURL, Authorize: api.Authorized}
 	if !cfg.MonitorAuth {

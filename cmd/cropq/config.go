@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
@@ -187,9 +189,7 @@ func openRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
 //	redis://[:password@]host:port/db          one server
 //	rediss://…                                the same over TLS
 //	redis-sentinel://[:password@]host:port,host:port/db?master=name
-//
-// Redis Cluster is refused: the status store's transaction spans keys of
-// several slots (the record, its batch counts, the events stream).
+//	redis-cluster://[:password@]host:port,host:port   (add ?tls=true for TLS)
 func newRedisClient(raw string) (redis.UniversalClient, error) {
 	bad := func(why string) error { return envError("CROPQ_REDIS_URL", redactURL(raw), why) }
 	switch {
@@ -214,9 +214,47 @@ func newRedisClient(raw string) (redis.UniversalClient, error) {
 		return redis.NewFailoverClient(&redis.FailoverOptions{MasterName: u.Query().Get("master"),
 			SentinelAddrs: strings.Split(u.Host, ","), Password: pw, DB: db}), nil
 	case strings.HasPrefix(raw, "redis-cluster://"):
-		return nil, bad("a single Redis primary (redis://, rediss://) or Sentinel (redis-sentinel://): Redis Cluster is not supported yet")
+		addrs, pw, useTLS, err := clusterURL(raw)
+		if err != nil {
+			return nil, bad("redis-cluster://[:password@]host:port[,host:port…][?tls=true]")
+		}
+		opt := &redis.ClusterOptions{Addrs: addrs, Password: pw}
+		if useTLS {
+			opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		return redis.NewClusterClient(opt), nil
 	}
-	return nil, bad("a redis://, rediss:// or redis-sentinel:// URL")
+	return nil, bad("a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL")
+}
+
+func clusterURL(raw string) (addrs []string, password string, useTLS bool, err error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return nil, "", false, fmt.Errorf("bad cluster URL")
+	}
+	password, _ = u.User.Password()
+	return strings.Split(u.Host, ","), password, u.Query().Get("tls") == "true", nil
+}
+
+// asynqConnOpt is CROPQ_REDIS_URL for components that open their own
+// connection through asynq (the web UI).
+func asynqConnOpt(raw string) (asynq.RedisConnOpt, error) {
+	if strings.HasPrefix(raw, "redis-cluster://") {
+		addrs, pw, useTLS, err := clusterURL(raw)
+		if err != nil {
+			return nil, envError("CROPQ_REDIS_URL", redactURL(raw), "a valid redis-cluster:// URL")
+		}
+		opt := asynq.RedisClusterClientOpt{Addrs: addrs, Password: pw}
+		if useTLS {
+			opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		return opt, nil
+	}
+	opt, err := asynq.ParseRedisURI(raw)
+	if err != nil {
+		return nil, envError("CROPQ_REDIS_URL", redactURL(raw), err.Error())
+	}
+	return opt, nil
 }
 
 // redactURL hides a password in a URL for messages.

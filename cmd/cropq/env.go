@@ -22,7 +22,7 @@ type envVar struct {
 // complete by construction.
 func envVars() []envVar {
 	return []envVar{
-		{"CROPQ_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for queues, status and quota: redis://, rediss:// (TLS) or redis-sentinel://[:pw@]h:p,h:p/db?master=NAME (no Cluster)", false},
+		{"CROPQ_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for queues, status and quota: redis://, rediss:// (TLS), redis-sentinel://[:pw@]h:p,h:p/db?master=NAME or redis-cluster://[:pw@]h:p,h:p", false},
 		{"CROPQ_KEY_PREFIX", "cropq:", "prefix of cropq's own Redis keys (asynq's are asynq:{queue}:…)", false},
 		{"CROPQ_STATUS_TTL", "168h", "how long a status record lives after its last update", false},
 		{"CROPQ_QUEUE", "crops", "queue crop tasks go to and workers read", false},

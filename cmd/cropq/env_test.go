@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -53,7 +54,10 @@ func TestRedisURLForms(t *testing.T) {
 			assert.True(t, ok)
 		}},
 		{url: "redis-sentinel://10.0.0.1:26379/0", wantErr: "master=NAME"},
-		{url: "redis-cluster://10.0.0.1:7000,10.0.0.2:7000", wantErr: "Cluster is not supported"},
+		{url: "redis-cluster://:pw@10.0.0.1:7000,10.0.0.2:7000", check: func(t *testing.T, c any) {
+			assert.Equal(t, []string{"10.0.0.1:7000", "10.0.0.2:7000"}, c.(*redis.ClusterClient).Options().Addrs)
+		}},
+		{url: "redis-cluster://", wantErr: "redis-cluster://"},
 		{url: "http://localhost:6379", wantErr: "CROPQ_REDIS_URL"},
 	}
 	for _, tt := range tests {
@@ -70,4 +74,17 @@ func TestRedisURLForms(t *testing.T) {
 			tt.check(t, c)
 		})
 	}
+}
+
+func TestAsynqConnOptForms(t *testing.T) {
+	opt, err := asynqConnOpt("redis-cluster://:pw@10.0.0.1:7000,10.0.0.2:7000?tls=true")
+	require.NoError(t, err)
+	cl, ok := opt.(asynq.RedisClusterClientOpt)
+	require.True(t, ok)
+	assert.Len(t, cl.Addrs, 2)
+	assert.NotNil(t, cl.TLSConfig)
+	opt, err = asynqConnOpt("redis-sentinel://:pw@10.0.0.1:26379/1?master=cropq")
+	require.NoError(t, err)
+	_, ok = opt.(asynq.RedisFailoverClientOpt)
+	assert.True(t, ok)
 }

@@ -30,6 +30,7 @@ func (e *NotInstalledError) Error() string {
 var installHints = map[string]string{
 	"redis-server": "run `make tools` (scripts/install-tools.sh), or `apt-get install redis-server`",
 	"minio":        "run `make tools` (scripts/install-tools.sh builds MinIO into .tools/bin)",
+	"redis-cli":    "run `make tools` (scripts/install-tools.sh), or `apt-get install redis-tools`",
 	"chromium":     "run `make tools` (scripts/install-tools.sh installs Debian's chromium), or `apt-get install chromium`",
 }
 

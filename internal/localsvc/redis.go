@@ -16,6 +16,8 @@ type RedisOptions struct {
 	Port       int    // 0: a free port
 	AppendOnly bool   // AOF persistence, so a restart keeps the data
 	Binary     string // "" : FindBinary("redis-server")
+	// Cluster starts the server with cluster mode enabled (a cluster node).
+	Cluster bool
 }
 
 // Redis is a running redis-server.
@@ -49,10 +51,15 @@ func StartRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	}
 	addr := "127.0.0.1:" + portString(o.Port)
 	r := &Redis{port: o.Port}
+	args := []string{"--bind", "127.0.0.1", "--port", portString(o.Port), "--dir", o.Dir, "--save", "",
+		"--appendonly", aof, "--appendfsync", "everysec", "--daemonize", "no", "--protected-mode", "no"}
+	if o.Cluster {
+		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(o.Dir, "nodes.conf"),
+			"--cluster-node-timeout", "5000")
+	}
 	r.process = process{
 		name: "redis-server", bin: o.Binary, logPath: filepath.Join(o.Dir, "redis.log"),
-		args: []string{"--bind", "127.0.0.1", "--port", portString(o.Port), "--dir", o.Dir, "--save", "",
-			"--appendonly", aof, "--appendfsync", "everysec", "--daemonize", "no", "--protected-mode", "no"},
+		args:  args,
 		ready: func(ctx context.Context) error { return ping(ctx, addr) },
 	}
 	if err := r.Start(ctx); err != nil {

@@ -36,6 +36,18 @@ func Redis(t testing.TB) *localsvc.Redis {
 	return r
 }
 
+// RedisCluster starts a 3-node Redis Cluster (primaries only) for the
+// test's lifetime.
+func RedisCluster(t testing.TB) *localsvc.RedisCluster {
+	t.Helper()
+	c, err := localsvc.StartRedisCluster(context.Background(), t.TempDir(), 3)
+	if err != nil {
+		fail(t, "start redis cluster", err)
+	}
+	t.Cleanup(func() { c.Stop(context.Background()) })
+	return c
+}
+
 // MinIO starts a MinIO server for the test's lifetime.
 func MinIO(t testing.TB) *localsvc.MinIO {
 	t.Helper()
