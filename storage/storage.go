@@ -74,10 +74,48 @@ type Config struct {
 	// manager frees them after every upload, so with Go's GC headroom one
 	// upload costs about 3× PartSize of RSS: the benchmark's memory row.
 	MaxConcurrentMultipart int
+	// ResultHosts are the hosts result URLs may come from: exact names or
+	// "*.suffix" patterns, ports ignored (nil: DefaultResultHosts, the
+	// vendor's OSS domains). Each redirect is checked again.
+	ResultHosts []string
+	// AllowHTTP accepts http:// result URLs (the local emulator); otherwise
+	// only https.
+	AllowHTTP bool
 	// HTTPClient downloads results (default: one with transport timeouts and
-	// at most 3 redirects).
+	// at most 3 redirects, each re-checked against ResultHosts).
 	HTTPClient *http.Client
 	Now        func() time.Time
+}
+
+// DefaultResultHosts are the vendor's result domains (Alibaba Cloud OSS).
+func DefaultResultHosts() []string { return []string{"*.aliyuncs.com"} }
+
+// HostError is a result URL refused by the allow-list: the answer did not
+// come from where results come from, and retrying will not change that.
+type HostError struct {
+	URL    string // without its query
+	Reason string
+}
+
+func (e *HostError) Error() string { return "storage: result URL " + e.URL + " refused: " + e.Reason }
+
+// checkResultURL enforces the scheme and the host allow-list.
+func (c Config) checkResultURL(u *url.URL) error {
+	shown := redact(u.String())
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && c.AllowHTTP:
+	default:
+		return &HostError{URL: shown, Reason: "only https is accepted (scheme " + strconv.Quote(u.Scheme) + ")"}
+	}
+	host := strings.ToLower(u.Hostname())
+	for _, pat := range c.ResultHosts {
+		pat = strings.ToLower(pat)
+		if host == pat || (strings.HasPrefix(pat, "*.") && strings.HasSuffix(host, pat[1:])) {
+			return nil
+		}
+	}
+	return &HostError{URL: shown, Reason: fmt.Sprintf("host %q is not in the allowed result hosts %v", host, c.ResultHosts)}
 }
 
 // Object describes a result to store.
@@ -174,8 +212,11 @@ func New(client *s3.Client, cfg Config) (*Copier, error) {
 	if cfg.MaxConcurrentMultipart <= 0 {
 		cfg.MaxConcurrentMultipart = 1
 	}
+	if cfg.ResultHosts == nil {
+		cfg.ResultHosts = DefaultResultHosts()
+	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = defaultHTTPClient()
+		cfg.HTTPClient = defaultHTTPClient(cfg.checkResultURL)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -188,7 +229,7 @@ func New(client *s3.Client, cfg Config) (*Copier, error) {
 	return &Copier{s3: client, uploader: up, cfg: cfg, multipart: make(chan struct{}, cfg.MaxConcurrentMultipart)}, nil
 }
 
-func defaultHTTPClient() *http.Client {
+func defaultHTTPClient(allowed func(*url.URL) error) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.ResponseHeaderTimeout = 30 * time.Second
 	t.MaxIdleConnsPerHost = 32
@@ -198,10 +239,7 @@ func defaultHTTPClient() *http.Client {
 			if len(via) >= 3 {
 				return errors.New("more than 3 redirects")
 			}
-			if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
-				return fmt.Errorf("redirect to scheme %q", req.URL.Scheme)
-			}
-			return nil
+			return allowed(req.URL)
 		},
 	}
 }
@@ -222,6 +260,13 @@ func (c *Copier) Copy(ctx context.Context, sourceURL string, obj Object) (Stored
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	shown := redact(sourceURL)
+	u, err := url.Parse(sourceURL)
+	if err != nil {
+		return Stored{}, &HostError{URL: shown, Reason: "not a URL"}
+	}
+	if err := c.cfg.checkResultURL(u); err != nil {
+		return Stored{}, err
+	}
 	if exp, ok := cropapi.URLExpiry(sourceURL); ok && !c.cfg.Now().Before(exp) {
 		return Stored{}, &SourceError{URL: shown, Expired: true, Err: fmt.Errorf("expired at %s", exp.UTC().Format(time.RFC3339))}
 	}

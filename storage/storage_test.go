@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,7 +54,7 @@ func newEnv(t *testing.T, mutate ...func(*storage.Config)) env {
 	t.Helper()
 	m := testenv.MinIO(t)
 	client, bucket := testenv.MinIOBucket(t, m)
-	cfg := storage.Config{Bucket: bucket, Timeout: 30 * time.Second}
+	cfg := storage.Config{Bucket: bucket, Timeout: 30 * time.Second, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true}
 	for _, f := range mutate {
 		f(&cfg)
 	}
@@ -219,7 +221,7 @@ func TestCopyExpiredURLIsNotFetched(t *testing.T) {
 func TestUploadErrorWhenS3IsDown(t *testing.T) {
 	m := testenv.MinIO(t)
 	client, bucket := testenv.MinIOBucket(t, m)
-	c, err := storage.New(client, storage.Config{Bucket: bucket, Timeout: 10 * time.Second})
+	c, err := storage.New(client, storage.Config{Bucket: bucket, Timeout: 10 * time.Second, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 	require.NoError(t, err)
 	require.NoError(t, m.Stop(context.Background()))
 
@@ -259,4 +261,55 @@ func TestRenderKey(t *testing.T) {
 		}
 		assert.NotContains(t, "/"+got+"/", "/../")
 	}
+}
+
+// Results are fetched only from allowed hosts, over https unless allowed,
+// and a redirect is checked like the first URL.
+func TestResultHostAllowList(t *testing.T) {
+	m := testenv.MinIO(t)
+	client, bucket := testenv.MinIOBucket(t, m)
+	pngData := encode(t, "png", 200, 100)
+	var redirected atomic.Int32
+	mux := http.NewServeMux()
+	mux.HandleFunc("/r.png", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "image/png")
+		_, _ = w.Write(pngData)
+	})
+	mux.HandleFunc("/away", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://localhost:1/elsewhere.png", http.StatusFound)
+	})
+	mux.HandleFunc("/elsewhere.png", func(http.ResponseWriter, *http.Request) { redirected.Add(1) })
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	cases := []struct {
+		name   string
+		cfg    storage.Config
+		path   string
+		reason string // "" = stored
+	}{
+		{"allowed host over http in dev", storage.Config{ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true}, "/r.png", ""},
+		{"http refused by default", storage.Config{ResultHosts: []string{"127.0.0.1"}}, "/r.png", "only https"},
+		{"host not allowed", storage.Config{ResultHosts: []string{"*.aliyuncs.com"}, AllowHTTP: true}, "/r.png", "not in the allowed result hosts"},
+		{"default is the vendor's domains", storage.Config{AllowHTTP: true}, "/r.png", `"127.0.0.1" is not in the allowed result hosts [*.aliyuncs.com]`},
+		{"redirect off the list", storage.Config{ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true}, "/away", "localhost"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			cfg.Bucket, cfg.Timeout = bucket, 10*time.Second
+			c, err := storage.New(client, cfg)
+			require.NoError(t, err)
+			_, err = c.Copy(context.Background(), srv.URL+tc.path+"?Signature=secret", storage.Object{RequestID: "h-" + strings.ReplaceAll(tc.name, " ", "-")})
+			if tc.reason == "" {
+				require.NoError(t, err)
+				return
+			}
+			var he *storage.HostError
+			require.ErrorAs(t, err, &he)
+			assert.Contains(t, err.Error(), tc.reason)
+			assert.NotContains(t, err.Error(), "secret", "the query is never shown")
+		})
+	}
+	assert.Zero(t, redirected.Load(), "the redirect target was never fetched")
 }

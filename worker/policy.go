@@ -27,7 +27,8 @@ type Decision struct {
 //	rate_limited  resCode 501, HTTP 429, no quota    yes    no       Retry-After or the limiter's, else RateLimitDelay
 //	              token within the wait bound
 //	permanent     700, 1000, 1002, validation, 4xx,  no     yes      —
-//	              a key template that cannot render
+//	              a key template that cannot render,
+//	              a result URL off the allow-list
 //	api           500, 801, 900, 1001, transport     yes    yes      backoff: 2s doubling, cap 5m
 //	storage       S3 upload, result download         yes    yes      backoff: 1s doubling, cap 1m (checkpoint kept: no new paid call)
 //	status        Redis errors writing the record    yes    yes      backoff: 500ms doubling, cap 30s
@@ -57,7 +58,7 @@ func Decide(err error) Decision {
 		return Decision{Class: "permanent", CountsAsFailure: true}
 	case c == cropapi.ClassRetryable:
 		return Decision{Class: "api", Retry: true, CountsAsFailure: true}
-	case errors.As(err, &key):
+	case errors.As(err, &key), errors.As(err, new(*storage.HostError)):
 		return Decision{Class: "permanent", CountsAsFailure: true}
 	case errors.As(err, &upload), errors.As(err, &source), errors.As(err, &input):
 		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}
@@ -92,6 +93,8 @@ func errorCode(err error) string {
 		return "quota"
 	case errors.As(err, &key):
 		return "key_template"
+	case errors.As(err, new(*storage.HostError)):
+		return "result_host"
 	case errors.As(err, new(*storage.InputError)):
 		return "input"
 	case errors.As(err, &source) && source.Expired:

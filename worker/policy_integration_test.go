@@ -81,7 +81,7 @@ func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig 
 		_, err := r.s3.DeleteBucket(context.Background(), &s3.DeleteBucketInput{Bucket: aws.String(bucket)})
 		require.NoError(t, err)
 	}
-	copier, err := storage.New(r.s3, storage.Config{Bucket: bucket})
+	copier, err := storage.New(r.s3, storage.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 	require.NoError(t, err)
 	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s"})
 	require.NoError(t, err)
@@ -305,7 +305,7 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 	images := serveImages(t)
 	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s"})
 	require.NoError(t, err)
-	copier, err := storage.New(s3c, storage.Config{Bucket: bucket})
+	copier, err := storage.New(s3c, storage.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 	require.NoError(t, err)
 	statuses := status.NewStore(rdb, status.Config{})
 	h := worker.NewHandler(client, copier, statuses, worker.HandlerConfig{Quota: quota.New(rdb, quota.Config{Account: "k", Rate: 50, Adaptive: true})})

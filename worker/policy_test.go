@@ -37,6 +37,7 @@ func TestDecide(t *testing.T) {
 		{"validation", &cropapi.ValidationError{Field: "targetWidth", Reason: "x"}, Decision{Class: "permanent", CountsAsFailure: true}, "validation"},
 		{"bad signature", wrap(&cropapi.GatewayError{GatewayCode: "IncompleteSignature", Type: "ISV"}), Decision{Class: "permanent", CountsAsFailure: true}, "IncompleteSignature"},
 		{"key template", &storage.KeyError{Template: "/x"}, Decision{Class: "permanent", CountsAsFailure: true}, "key_template"},
+		{"result off the allow-list", fmt.Errorf("copy result: %w", &storage.HostError{URL: "http://evil", Reason: "x"}), Decision{Class: "permanent", CountsAsFailure: true}, "result_host"},
 		{"upload", fmt.Errorf("copy result: %w", &storage.UploadError{Op: "put", Err: errors.New("down")}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "storage_upload"},
 		{"expired source", fmt.Errorf("copy result: %w", &storage.SourceError{Expired: true}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "result_expired"},
 		{"source", fmt.Errorf("copy result: %w", &storage.SourceError{StatusCode: 500}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "result_download"},

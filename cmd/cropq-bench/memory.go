@@ -155,7 +155,7 @@ func runMemCase(ctx context.Context, env *benchEnv, bin string, c memCase, n int
 		"CROPQ_S3_ENDPOINT="+env.minio.Endpoint(), "CROPQ_S3_BUCKET="+bucket,
 		"AWS_ACCESS_KEY_ID="+env.minio.AccessKey(), "AWS_SECRET_ACCESS_KEY="+env.minio.SecretKey(),
 		"CROPQ_MAX_RESULT_BYTES="+strconv.Itoa(128<<20),
-		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_SHUTDOWN_TIMEOUT=5s",
+		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", "CROPQ_SHUTDOWN_TIMEOUT=5s",
 	)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

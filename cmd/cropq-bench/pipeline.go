@@ -227,7 +227,7 @@ func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Clie
 		p.close()
 		return nil, fmt.Errorf("create bucket: %w", err)
 	}
-	copier, err := storage.New(p.s3, storage.Config{Bucket: p.bucket})
+	copier, err := storage.New(p.s3, storage.Config{Bucket: p.bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 	if err != nil {
 		p.close()
 		return nil, err

@@ -180,7 +180,7 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 		"CROPQ_QUOTA_ADAPTIVE="+strconv.FormatBool(sc.adaptive),
 		"CROPQ_QUOTA_RATE="+strconv.FormatFloat(sc.ceiling*o.quotaQ, 'f', -1, 64),
 		"CROPQ_MAX_RETRY=25",
-		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_SHUTDOWN_TIMEOUT=5s",
+		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", "CROPQ_SHUTDOWN_TIMEOUT=5s",
 	)
 	var logs bytes.Buffer
 	var procs []*exec.Cmd

@@ -116,6 +116,8 @@ func loadConfig(env Env) (config, error) {
 		KeyTemplate:            env.Get("CROPQ_KEY_TEMPLATE"),
 		MaxDownloadBytes:       int64(num("CROPQ_MAX_RESULT_BYTES")),
 		MaxConcurrentMultipart: num("CROPQ_MULTIPART_UPLOADS"),
+		ResultHosts:            splitList(env.Get("CROPQ_RESULT_HOSTS")),
+		AllowHTTP:              boolean("CROPQ_RESULT_ALLOW_HTTP"),
 	}
 	c.Inputs = storage.InputsConfig{Bucket: env.Get("CROPQ_INPUTS_BUCKET"), Prefix: env.Get("CROPQ_INPUTS_PREFIX")}
 	if c.Inputs.Bucket == "" {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -126,6 +127,9 @@ Ctrl-C stops everything.`)
 		return err
 	}
 	cfg.API.BaseURL = emuURL
+	// Results come from the emulator, over plain http, in dev only.
+	emuHost, _ := url.Parse(emuURL)
+	cfg.Storage.ResultHosts, cfg.Storage.AllowHTTP = []string{emuHost.Hostname()}, true
 	say("emulator  %s (local stand-in of the Image Cropping API; counters at %s/_emulator/stats)", emuURL, emuURL)
 
 	// The samples, served over HTTP so that URL crops work too.

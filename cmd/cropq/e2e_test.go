@@ -128,7 +128,8 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"CROPQ_MAX_RETRY=20",
 		"CROPQ_SHUTDOWN_TIMEOUT=5s",
 		"CROPQ_LOG_FORMAT=text",
-		"CROPQ_WORKER_ADDR=127.0.0.1:0", // several workers per stack
+		"CROPQ_WORKER_ADDR=127.0.0.1:0",                                // several workers per stack
+		"CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", // the local emulator
 	}
 	rate := "100"
 	if o.emulatorRate > 0 {

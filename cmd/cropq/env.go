@@ -50,6 +50,8 @@ func envVars() []envVar {
 		{"CROPQ_S3_PATH_STYLE", "auto", "path-style addressing: true, false, or auto (true when CROPQ_S3_ENDPOINT is set)", false},
 		{"CROPQ_KEY_TEMPLATE", "crops/{requestId}/{width}x{height}.{ext}", "S3 key of a result; placeholders {requestId} {width} {height} {ext} {date}", false},
 		{"CROPQ_MAX_RESULT_BYTES", "67108864", "largest result download accepted", false},
+		{"CROPQ_RESULT_HOSTS", "*.aliyuncs.com", "hosts result URLs may be downloaded from (comma-separated, *.suffix allowed; the vendor's OSS domains)", false},
+		{"CROPQ_RESULT_ALLOW_HTTP", "false", "accept http:// result URLs (only for the local emulator)", false},
 		{"CROPQ_MULTIPART_UPLOADS", "1", "results over 5 MiB copied at once per worker process; each costs ~15 MiB of RSS", false},
 		{"CROPQ_INPUTS_BUCKET", "", "bucket of claim-checked source images (empty: CROPQ_S3_BUCKET)", false},
 		{"CROPQ_INPUTS_PREFIX", "inputs/", "key prefix of claim-checked source images (give it a lifecycle rule)", false},
