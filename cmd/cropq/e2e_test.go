@@ -87,6 +87,26 @@ type stack struct {
 	emuURL  string
 	images  string // base URL of testdata/images
 	workers []*exec.Cmd
+	procs   []*proc
+}
+
+// proc is a started cropq process and its output.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+	done chan struct{}
+}
+
+// stop interrupts p and waits for it (then out is safe to read).
+func (p *proc) stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
 }
 
 type stackOptions struct {
@@ -155,14 +175,10 @@ func (s *stack) start(name string, args ...string) *exec.Cmd {
 	require.NoError(s.t, cmd.Start())
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
+	p := &proc{name: name, cmd: cmd, out: &out, done: done}
+	s.procs = append(s.procs, p)
 	s.t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		p.stop()
 		if s.t.Failed() {
 			s.t.Logf("--- %s output:\n%s", name, out.String())
 		}

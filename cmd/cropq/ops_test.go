@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"image"
 	"image/png"
 	"io"
@@ -209,4 +210,89 @@ func TestE2EWebUIInBrowser(t *testing.T) {
 	_, _, err = image.Decode(bytes.NewReader(shot))
 	require.NoError(t, err, "the screenshot is an image")
 	t.Logf("screenshot: %s (%d bytes)", path, len(shot))
+}
+
+// A full crop through the API and a worker with known secrets: no secret
+// appears in any log line, status record, task payload or metric.
+func TestE2ESecretsNeverLeak(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	const (
+		token   = "tok-SECRET-7f3a"
+		webhook = "whsec-SECRET-91bc"
+	)
+	apiAddr, opsAddr := freeAddr(t), freeAddr(t)
+	s.env = append(s.env, "CROPQ_API_TOKENS="+token, "CROPQ_API_ADDR="+apiAddr, "CROPQ_WEBHOOK_SECRET="+webhook,
+		"CROPQ_LOG_LEVEL=debug", "CROPQ_LOG_FORMAT=json")
+	s.start("api", "api")
+	s.awaitHTTP("http://" + apiAddr + "/healthz")
+	s.startWorker("CROPQ_WORKER_ADDR=" + opsAddr)
+
+	body := fmt.Sprintf(`{"requestId":"sec-1","imageUrl":%q,"targetWidth":300,"targetHeight":300,"callbackUrl":"http://127.0.0.1:1/hook?key=cb-SECRET-q"}`,
+		s.images+"/"+firstImage(t))
+	req, err := http.NewRequest("POST", "http://"+apiAddr+"/v1/crops", strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	rec := s.awaitState("sec-1", 60*time.Second, status.Succeeded)
+
+	// A failure's path too: a request the API refuses.
+	out, err := s.cropq("enqueue", "--request-id", "sec-2", "--url", s.images+"/"+firstImage(t)+"?sensitive", "--width", "300", "--height", "300")
+	require.NoError(t, err, out)
+	s.awaitState("sec-2", 60*time.Second, status.Failed)
+
+	metrics := scrapeText(t, "http://"+opsAddr+"/metrics")
+	var everything strings.Builder
+	for _, p := range s.procs {
+		p.stop()
+		everything.WriteString(p.out.String())
+	}
+	for _, id := range []string{"sec-1", "sec-2"} {
+		out, err := s.cropq("status", id, "--json")
+		require.NoError(t, err)
+		everything.WriteString(out)
+	}
+	keys, err := s.rdb.Keys(context.Background(), "*").Result()
+	require.NoError(t, err)
+	for _, k := range keys {
+		if typ, _ := s.rdb.Type(context.Background(), k).Result(); typ == "string" {
+			v, _ := s.rdb.Get(context.Background(), k).Result()
+			everything.WriteString(v)
+		} else if typ == "hash" {
+			m, _ := s.rdb.HGetAll(context.Background(), k).Result()
+			fmt.Fprint(&everything, m)
+		}
+	}
+	everything.WriteString(metrics)
+	all := everything.String()
+	require.Contains(t, logsOnly(s), `"request_id":"sec-1"`, "the debug logs were captured")
+	require.NotNil(t, rec.Stored)
+	for name, secret := range map[string]string{
+		"app secret": "e2e-secret", "S3 secret key": s.minio.SecretKey(), "API token": token,
+		"webhook secret": webhook,
+	} {
+		assert.NotContains(t, all, secret, "the %s leaked", name)
+	}
+	assert.NotContains(t, logsOnly(s), "cb-SECRET-q", "callback query strings are not logged")
+}
+
+// logsOnly is the processes' output (after stop).
+func logsOnly(s *stack) string {
+	var b strings.Builder
+	for _, p := range s.procs {
+		b.WriteString(p.out.String())
+	}
+	return b.String()
+}
+
+func scrapeText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(b)
 }
