@@ -9,6 +9,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -48,6 +49,10 @@ type Limits struct {
 	MaxURLSide int
 	// MaxURLLen bounds the length of ImageURL.
 	MaxURLLen int
+	// AllowPrivateHosts accepts an imageUrl whose host is localhost or a
+	// loopback, private or link-local address: the local emulator and tests
+	// serve images there; the real API cannot fetch them.
+	AllowPrivateHosts bool
 }
 
 // DefaultLimits are the reference's values, strictest reading.
@@ -151,7 +156,29 @@ func (l Limits) CheckURL(s string) error {
 	if u.Host == "" {
 		return &ValidationError{Field: "imageUrl", Reason: "must be an absolute URL with a host"}
 	}
+	if u.User != nil {
+		return &ValidationError{Field: "imageUrl", Reason: "must not carry credentials"}
+	}
+	if !l.AllowPrivateHosts && privateHost(u.Hostname()) {
+		return &ValidationError{Field: "imageUrl", Reason: fmt.Sprintf("host %q is loopback, private or link-local: the API cannot fetch it", u.Hostname())}
+	}
 	return nil
+}
+
+// privateHost reports a host no public service can reach: localhost, or a
+// loopback, private, link-local or unspecified address literal.
+func privateHost(host string) bool {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(h)
+	if err != nil {
+		return false // a name: whatever it resolves to, the vendor resolves it
+	}
+	ip = ip.Unmap()
+	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() ||
+		netip.MustParsePrefix("100.64.0.0/10").Contains(ip)
 }
 
 // ImageInfo is what an image header tells.

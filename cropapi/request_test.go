@@ -81,6 +81,14 @@ func TestValidate(t *testing.T) {
 		reason string // substring of the reason
 	}{
 		{"url ok", Request{ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800}, "", ""},
+		{"url with credentials", Request{ImageURL: "https://u:p@cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "credentials"},
+		{"url loopback", Request{ImageURL: "http://127.0.0.1:8080/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "loopback, private or link-local"},
+		{"url localhost", Request{ImageURL: "http://localhost/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "loopback"},
+		{"url private", Request{ImageURL: "http://10.1.2.3/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "private"},
+		{"url link-local metadata", Request{ImageURL: "http://169.254.169.254/latest/meta-data", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "link-local"},
+		{"url ipv6 loopback", Request{ImageURL: "http://[::1]/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "loopback"},
+		{"url file", Request{ImageURL: "file:///etc/passwd", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "scheme \"file\""},
+		{"url gopher", Request{ImageURL: "gopher://cdn.example.com/a", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "scheme \"gopher\""},
 		{"base64 png ok", Request{ImageBase64: okPNG, TargetWidth: 100, TargetHeight: 5000}, "", ""},
 		{"base64 jpeg ok", Request{ImageBase64: b64(encodeImage(t, "jpeg", 512, 3000)), TargetWidth: 800, TargetHeight: 800}, "", ""},
 		{"base64 gif ok", Request{ImageBase64: b64(encodeImage(t, "gif", 512, 512)), TargetWidth: 800, TargetHeight: 800}, "", ""},

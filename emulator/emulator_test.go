@@ -71,7 +71,7 @@ func newRig(t *testing.T, cfg emulator.Config) *rig {
 	t.Cleanup(api.Close)
 	images := httptest.NewServer(http.FileServer(http.Dir(imagesDir())))
 	t.Cleanup(images.Close)
-	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: appKey, AppSecret: appSecret, Timeout: 30 * time.Second, Now: clk.Now})
+	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: appKey, AppSecret: appSecret, Timeout: 30 * time.Second, Now: clk.Now, Limits: cropapi.Limits{AllowPrivateHosts: true}})
 	require.NoError(t, err)
 	return &rig{emu: emu, api: api, images: images, client: client, clock: clk}
 }
@@ -196,7 +196,7 @@ func TestErrorsThroughHTTP(t *testing.T) {
 			images := httptest.NewServer(mux)
 			t.Cleanup(images.Close)
 
-			ccfg := cropapi.Config{BaseURL: r.api.URL, AppKey: appKey, AppSecret: appSecret, Now: r.clock.Now}
+			ccfg := cropapi.Config{BaseURL: r.api.URL, AppKey: appKey, AppSecret: appSecret, Now: r.clock.Now, Limits: cropapi.Limits{AllowPrivateHosts: true}}
 			if tc.clientCfg != nil {
 				tc.clientCfg(&ccfg)
 			}

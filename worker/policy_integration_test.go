@@ -37,6 +37,9 @@ import (
 // The retry policy, row by row, through the real path: worker ↔ emulator
 // (faults injected) ↔ Redis, with MinIO behind the copy.
 
+// local accepts image URLs on this machine, where the tests serve them.
+var local = cropapi.Limits{AllowPrivateHosts: true}
+
 const (
 	checkInterval = 100 * time.Millisecond
 	backoffBase   = 100 * time.Millisecond
@@ -83,10 +86,10 @@ func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig 
 	}
 	copier, err := storage.New(r.s3, storage.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 	require.NoError(t, err)
-	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s"})
+	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s", Limits: local})
 	require.NoError(t, err)
 	r.statuses = status.NewStore(r.rdb, status.Config{})
-	hcfg := worker.HandlerConfig{}
+	hcfg := worker.HandlerConfig{Limits: local}
 	if spec.quota != nil {
 		q := *spec.quota
 		q.Account = "k"
@@ -121,7 +124,7 @@ func serveImages(t *testing.T) string {
 func (r *policyRig) enqueue(t *testing.T, id, image string, maxRetry int) {
 	t.Helper()
 	p := tasks.CropPayload{RequestID: id, ImageURL: r.images + "/" + image, TargetWidth: 300, TargetHeight: 200}
-	task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: maxRetry})
+	task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: maxRetry, Limits: local})
 	require.NoError(t, err)
 	_, _, err = r.statuses.Create(context.Background(), status.Record{RequestID: id, Source: p.Source()})
 	require.NoError(t, err)
@@ -303,12 +306,12 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 	api := httptest.NewServer(emu)
 	t.Cleanup(api.Close)
 	images := serveImages(t)
-	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s"})
+	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s", Limits: local})
 	require.NoError(t, err)
 	copier, err := storage.New(s3c, storage.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 	require.NoError(t, err)
 	statuses := status.NewStore(rdb, status.Config{})
-	h := worker.NewHandler(client, copier, statuses, worker.HandlerConfig{Quota: quota.New(rdb, quota.Config{Account: "k", Rate: 50, Adaptive: true})})
+	h := worker.NewHandler(client, copier, statuses, worker.HandlerConfig{Limits: local, Quota: quota.New(rdb, quota.Config{Account: "k", Rate: 50, Adaptive: true})})
 	ws := worker.NewServer(rdb, worker.ServerConfig{Concurrency: 4, DelayedTaskCheckInterval: checkInterval, ShutdownTimeout: 5 * time.Second}, h)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -316,7 +319,7 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 	go func() { defer wg.Done(); _ = ws.Run(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	p := producer.New(rdb, producer.Config{})
+	p := producer.New(rdb, producer.Config{Task: tasks.Options{Limits: local}})
 	t.Cleanup(func() { _ = p.Close() })
 	var reqs []tasks.CropPayload
 	for i := range 6 {

@@ -25,6 +25,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/emulator"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -134,7 +135,7 @@ func runMemCase(ctx context.Context, env *benchEnv, bin string, c memCase, n int
 	client := asynq.NewClientFromRedisClient(rdb)
 	for i := range n {
 		pl := tasks.CropPayload{RequestID: fmt.Sprintf("mem-%s-%03d", c.name, i), ImageURL: images.URL + "/src", TargetWidth: c.w, TargetHeight: c.h}
-		task, opts, err := tasks.NewCropTask(pl, tasks.Options{Retention: time.Hour})
+		task, opts, err := tasks.NewCropTask(pl, tasks.Options{Retention: time.Hour, Limits: cropapi.Limits{AllowPrivateHosts: true}})
 		if err != nil {
 			return 0, 0, err
 		}
@@ -155,7 +156,7 @@ func runMemCase(ctx context.Context, env *benchEnv, bin string, c memCase, n int
 		"CROPQ_S3_ENDPOINT="+env.minio.Endpoint(), "CROPQ_S3_BUCKET="+bucket,
 		"AWS_ACCESS_KEY_ID="+env.minio.AccessKey(), "AWS_SECRET_ACCESS_KEY="+env.minio.SecretKey(),
 		"CROPQ_MAX_RESULT_BYTES="+strconv.Itoa(128<<20),
-		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", "CROPQ_SHUTDOWN_TIMEOUT=5s",
+		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", "CROPQ_ALLOW_PRIVATE_IMAGE_URLS=true", "CROPQ_SHUTDOWN_TIMEOUT=5s",
 	)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/emulator"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/status"
@@ -180,7 +181,7 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 		"CROPQ_QUOTA_ADAPTIVE="+strconv.FormatBool(sc.adaptive),
 		"CROPQ_QUOTA_RATE="+strconv.FormatFloat(sc.ceiling*o.quotaQ, 'f', -1, 64),
 		"CROPQ_MAX_RETRY=25",
-		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", "CROPQ_SHUTDOWN_TIMEOUT=5s",
+		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", "CROPQ_ALLOW_PRIVATE_IMAGE_URLS=true", "CROPQ_SHUTDOWN_TIMEOUT=5s",
 	)
 	var logs bytes.Buffer
 	var procs []*exec.Cmd
@@ -209,7 +210,7 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 	start := time.Now()
 	for i := range o.quotaN {
 		pl := tasks.CropPayload{RequestID: fmt.Sprintf("quota-%05d", i), ImageURL: images.URL + "/ball.jpg", TargetWidth: 800, TargetHeight: 800}
-		task, opts, err := tasks.NewCropTask(pl, tasks.Options{Retention: time.Hour, MaxRetry: 25})
+		task, opts, err := tasks.NewCropTask(pl, tasks.Options{Retention: time.Hour, MaxRetry: 25, Limits: cropapi.Limits{AllowPrivateHosts: true}})
 		if err != nil {
 			return res, err
 		}

@@ -86,6 +86,7 @@ func loadConfig(env Env) (config, error) {
 		AppSecret: env.Get("CROPQ_APP_SECRET"),
 		Trial:     boolean("CROPQ_API_TRIAL"),
 		Timeout:   dur("CROPQ_API_TIMEOUT"),
+		Limits:    cropapi.Limits{AllowPrivateHosts: boolean("CROPQ_ALLOW_PRIVATE_IMAGE_URLS")},
 	}
 	c.Task.Limits = c.API.Limits
 	c.QuotaShared = boolean("CROPQ_QUOTA_SHARED")

@@ -127,6 +127,8 @@ Ctrl-C stops everything.`)
 		return err
 	}
 	cfg.API.BaseURL = emuURL
+	// The samples are served on this machine.
+	cfg.API.Limits.AllowPrivateHosts, cfg.Task.Limits.AllowPrivateHosts = true, true
 	// Results come from the emulator, over plain http, in dev only.
 	emuHost, _ := url.Parse(emuURL)
 	cfg.Storage.ResultHosts, cfg.Storage.AllowHTTP = []string{emuHost.Hostname()}, true

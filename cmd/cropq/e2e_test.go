@@ -150,6 +150,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"CROPQ_LOG_FORMAT=text",
 		"CROPQ_WORKER_ADDR=127.0.0.1:0",                                // several workers per stack
 		"CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", // the local emulator
+		"CROPQ_ALLOW_PRIVATE_IMAGE_URLS=true", // images served by the test
 	}
 	rate := "100"
 	if o.emulatorRate > 0 {
@@ -560,7 +561,7 @@ func TestE2EProducerExampleRuns(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	s.startWorker()
 	cmd := exec.Command("go", "run", "./examples/producer", "-redis", s.redis.URL(), "-width", "300", "-height", "300",
-		"-url", s.images+"/"+firstImage(t), "-timeout", "60s")
+		"-url", s.images+"/"+firstImage(t), "-timeout", "60s", "-allow-private-urls")
 	cmd.Dir = filepath.Join("..", "..")
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)

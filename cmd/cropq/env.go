@@ -44,6 +44,7 @@ func envVars() []envVar {
 		{"CROPQ_APP_KEY", "", "API app key", false},
 		{"CROPQ_APP_SECRET", "", "API app secret (never logged)", true},
 		{"CROPQ_API_TRIAL", "false", "send x-iop-trial: true (draw on the free trial quota)", false},
+		{"CROPQ_ALLOW_PRIVATE_IMAGE_URLS", "false", "accept imageUrl on localhost or private addresses (only with the local emulator)", false},
 		{"CROPQ_API_TIMEOUT", "60s", "time limit of one API call", false},
 		{"CROPQ_S3_ENDPOINT", "", "S3 endpoint; empty = AWS S3 (MinIO: http://host:9000)", false},
 		{"CROPQ_S3_BUCKET", "cropq", "bucket results are copied into", false},

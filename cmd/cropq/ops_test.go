@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -144,7 +145,7 @@ func TestE2EWebUIInBrowser(t *testing.T) {
 	s.enqueueURL("ui-pending-1", firstImage(t), 300, 300)
 	client := asynq.NewClientFromRedisClient(s.rdb)
 	task, opts, err := tasks.NewCropTask(tasks.CropPayload{RequestID: "ui-later-1", ImageURL: s.images + "/" + firstImage(t), TargetWidth: 300, TargetHeight: 300},
-		tasks.Options{ProcessAt: time.Now().Add(time.Hour)})
+		tasks.Options{ProcessAt: time.Now().Add(time.Hour), Limits: cropapi.Limits{AllowPrivateHosts: true}})
 	require.NoError(t, err)
 	_, err = client.Enqueue(task, opts...)
 	require.NoError(t, err)

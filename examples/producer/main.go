@@ -22,6 +22,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -37,6 +38,7 @@ func main() {
 	width := flag.Int("width", 800, "target width")
 	height := flag.Int("height", 800, "target height")
 	timeout := flag.Duration("timeout", 2*time.Minute, "how long to wait for the results")
+	local := flag.Bool("allow-private-urls", false, "accept image URLs on localhost/private addresses (the local stack only)")
 	var images urls
 	flag.Var(&images, "url", "image URL to crop (repeat)")
 	flag.Parse()
@@ -45,12 +47,12 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *redisURL, images, *width, *height, *timeout); err != nil {
+	if err := run(ctx, *redisURL, images, *width, *height, *timeout, *local); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(ctx context.Context, redisURL string, images []string, w, h int, timeout time.Duration) error {
+func run(ctx context.Context, redisURL string, images []string, w, h int, timeout time.Duration, local bool) error {
 	opt, err := redis.ParseURL(redisURL)
 	if err != nil {
 		return err
@@ -67,7 +69,7 @@ func run(ctx context.Context, redisURL string, images []string, w, h int, timeou
 		return fmt.Errorf("create consumer group: %w", err)
 	}
 
-	p := producer.New(rdb, producer.Config{})
+	p := producer.New(rdb, producer.Config{Task: tasks.Options{Limits: cropapi.Limits{AllowPrivateHosts: local}}})
 	defer p.Close()
 	batch := fmt.Sprintf("example-%d", time.Now().Unix())
 	var reqs []tasks.CropPayload
