@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/httpapi"
+	"github.com/cropq/cropq/producer"
+	"github.com/cropq/cropq/tasks"
+)
+
+// bombPNG is a valid PNG header claiming w×h pixels, with no image data.
+func bombPNG(w, h uint32) []byte {
+	var b bytes.Buffer
+	b.WriteString("\x89PNG\r\n\x1a\n")
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:], w)
+	binary.BigEndian.PutUint32(ihdr[4:], h)
+	ihdr[8], ihdr[9] = 8, 2
+	_ = binary.Write(&b, binary.BigEndian, uint32(len(ihdr)))
+	chunk := append([]byte("IHDR"), ihdr...)
+	b.Write(chunk)
+	_ = binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
+	return b.Bytes()
+}
+
+// Bad input through every entrance (HTTP API, CLI, library) is refused with
+// a message naming the field, and leaves nothing in Redis or S3.
+func TestBadInputEverywhere(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	apiAddr := freeAddr(t)
+	// These entrances run as in production: private image URLs refused.
+	s.env = append(s.env, "CROPQ_API_TOKENS=bad-token", "CROPQ_API_ADDR="+apiAddr, "CROPQ_API_MAX_BODY_BYTES=65536",
+		"CROPQ_ALLOW_PRIVATE_IMAGE_URLS=false")
+	s.start("api", "api")
+	base := "http://" + apiAddr
+	s.awaitHTTP(base + "/healthz")
+	prod := producer.New(s.rdb, producer.Config{})
+	t.Cleanup(func() { _ = prod.Close() })
+
+	notB64 := "!!!not base64!!!"
+	notImage := base64.StdEncoding.EncodeToString([]byte("just some text, not an image at all"))
+	bomb := base64.StdEncoding.EncodeToString(bombPNG(100_000, 100_000))
+	crop := func(id string, extra string) string {
+		return `{"requestId":"` + id + `","imageUrl":"https://cdn.example.com/a.jpg","targetWidth":800,"targetHeight":800` + extra + `}`
+	}
+	withSource := func(id, src string) string {
+		return `{"requestId":"` + id + `",` + src + `,"targetWidth":800,"targetHeight":800}`
+	}
+	cases := []struct {
+		name   string
+		body   string
+		field  string // named in the message ("" for bodies that are not JSON crop requests)
+		status int
+		noLib  bool // not expressible through the typed library
+	}{
+		{"malformed JSON", `{"requestId":`, "", 400, true},
+		{"extra field", crop("x-extra", `,"colour":"red"`), "colour", 400, true},
+		{"wrong type", `{"requestId":"x-type","imageUrl":"https://cdn.example.com/a.jpg","targetWidth":"800","targetHeight":800}`, "targetWidth", 400, true},
+		{"missing target", `{"requestId":"x-miss","imageUrl":"https://cdn.example.com/a.jpg","targetWidth":800}`, "targetHeight", 400, false},
+		{"target 99", strings.Replace(crop("x-99", ""), `"targetWidth":800`, `"targetWidth":99`, 1), "targetWidth", 400, false},
+		{"target 5001", strings.Replace(crop("x-5001", ""), `"targetWidth":800`, `"targetWidth":5001`, 1), "targetWidth", 400, false},
+		{"target negative", strings.Replace(crop("x-neg", ""), `"targetHeight":800`, `"targetHeight":-5`, 1), "targetHeight", 400, false},
+		{"target huge", strings.Replace(crop("x-huge", ""), `"targetWidth":800`, `"targetWidth":1000000000000`, 1), "targetWidth", 400, false},
+		{"no source", `{"requestId":"x-none","targetWidth":800,"targetHeight":800}`, "imageUrl", 400, false},
+		{"base64 not base64", withSource("x-b64", `"imageBase64":"`+notB64+`"`), "imageBase64", 400, false},
+		{"base64 not an image", withSource("x-txt", `"imageBase64":"`+notImage+`"`), "imageBase64", 400, false},
+		{"decompression bomb", withSource("x-bomb", `"imageBase64":"`+bomb+`"`), "imageBase64", 400, false},
+		{"file URL", withSource("x-file", `"imageUrl":"file:///etc/passwd"`), "imageUrl", 400, false},
+		{"gopher URL", withSource("x-gopher", `"imageUrl":"gopher://cdn.example.com/a"`), "imageUrl", 400, false},
+		{"URL with credentials", withSource("x-cred", `"imageUrl":"https://user:pw@cdn.example.com/a.jpg"`), "imageUrl", 400, false},
+		{"loopback URL", withSource("x-loop", `"imageUrl":"http://127.0.0.1:6379/a.jpg"`), "imageUrl", 400, false},
+		{"link-local URL", withSource("x-meta", `"imageUrl":"http://169.254.169.254/latest/meta-data/"`), "imageUrl", 400, false},
+		{"private URL", withSource("x-priv", `"imageUrl":"http://10.0.0.7/a.jpg"`), "imageUrl", 400, false},
+		{"id with slash", crop("a/b", ""), "requestId", 400, false},
+		{"id with dotdot", crop("a..b", ""), "requestId", 400, false},
+		{"id with control char", crop(`a\u0007b`, ""), "requestId", 400, false},
+		{"id of 10 KB", crop(strings.Repeat("a", 10240), ""), "requestId", 400, false},
+		{"body over the limit", withSource("x-big", `"imageBase64":"`+strings.Repeat("A", 70000)+`"`), "", 413, true},
+	}
+	dir := t.TempDir()
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// HTTP API.
+			req, err := http.NewRequest(http.MethodPost, base+"/v1/crops", strings.NewReader(tc.body))
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer bad-token")
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			assert.Equal(t, tc.status, resp.StatusCode, "HTTP: %s", b)
+			assert.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
+			if tc.field != "" {
+				assert.Contains(t, string(b), tc.field, "HTTP names the field")
+			}
+
+			// CLI, bulk file of one line.
+			if tc.status != 413 {
+				path := filepath.Join(dir, fmt.Sprintf("case%d.jsonl", i))
+				require.NoError(t, os.WriteFile(path, []byte(tc.body+"\n"), 0o644))
+				out, err := s.cropq("enqueue", "--file", path, "--no-progress")
+				require.Error(t, err, "CLI: %s", out)
+				assert.Contains(t, out, "1 invalid")
+				if tc.field != "" {
+					assert.Contains(t, err.Error(), tc.field, "CLI names the field")
+				}
+			}
+
+			// Library.
+			if !tc.noLib {
+				var c httpapi.CropRequest
+				require.NoError(t, json.Unmarshal([]byte(tc.body), &c))
+				res := prod.Enqueue(context.Background(), c.Payload())
+				assert.Equal(t, producer.Invalid, res.Outcome)
+				var ve *cropapi.ValidationError
+				require.True(t, errors.As(res.Err, &ve), "library: %v", res.Err)
+				assert.Equal(t, tc.field, ve.Field)
+			}
+		})
+	}
+
+	// A request id used again with other parameters: refused everywhere.
+	require.Equal(t, producer.Enqueued, prod.Enqueue(context.Background(), tasks.CropPayload{RequestID: "dup-1",
+		ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800}).Outcome)
+	req, err := http.NewRequest(http.MethodPost, base+"/v1/crops", strings.NewReader(strings.Replace(crop("dup-1", ""), `"targetWidth":800`, `"targetWidth":400`, 1)))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer bad-token")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusConflict, resp.StatusCode)
+	assert.Contains(t, string(b), "targetWidth")
+	_, err = s.cropq("enqueue", "--request-id", "dup-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "640")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "targetHeight")
+	res := prod.Enqueue(context.Background(), tasks.CropPayload{RequestID: "dup-1", ImageURL: "https://cdn.example.com/b.jpg", TargetWidth: 800, TargetHeight: 800})
+	assert.Equal(t, producer.Conflict, res.Outcome)
+
+	// Nothing was left behind but the one valid request.
+	keys, err := s.rdb.Keys(context.Background(), "cropq:status:*").Result()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"cropq:status:{dup-1}"}, keys)
+	info, err := asynq.NewInspectorFromRedisClient(s.rdb).GetQueueInfo(tasks.DefaultQueue)
+	require.NoError(t, err)
+	assert.Equal(t, 1, info.Size)
+	n := 0
+	for _, k := range []string{"inputs/", "crops/"} {
+		out, err := s.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: &k})
+		require.NoError(t, err)
+		n += len(out.Contents)
+	}
+	assert.Zero(t, n, "nothing in S3")
+}
