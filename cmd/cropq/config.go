@@ -71,6 +71,7 @@ func loadConfig(env Env) (config, error) {
 	num := func(name string) int { v, err := env.Int(name); add(err); return v }
 	boolean := func(name string) bool { v, err := env.Bool(name); add(err); return v }
 	float := func(name string) float64 { v, err := env.Float(name); add(err); return v }
+	secret := func(name string) string { v, err := env.Secret(name); add(err); return v }
 
 	c.RedisURL = env.Get("CROPQ_REDIS_URL")
 	c.Status = status.Config{Prefix: env.Get("CROPQ_KEY_PREFIX"), TTL: dur("CROPQ_STATUS_TTL")}
@@ -83,7 +84,7 @@ func loadConfig(env Env) (config, error) {
 	c.API = cropapi.Config{
 		BaseURL:   env.Get("CROPQ_API_BASE_URL"),
 		AppKey:    env.Get("CROPQ_APP_KEY"),
-		AppSecret: env.Get("CROPQ_APP_SECRET"),
+		AppSecret: secret("CROPQ_APP_SECRET"),
 		Trial:     boolean("CROPQ_API_TRIAL"),
 		Timeout:   dur("CROPQ_API_TIMEOUT"),
 		Limits:    cropapi.Limits{AllowPrivateHosts: boolean("CROPQ_ALLOW_PRIVATE_IMAGE_URLS")},
@@ -110,7 +111,7 @@ func loadConfig(env Env) (config, error) {
 		Region:          env.Get("AWS_REGION"),
 		UsePathStyle:    pathStyle,
 		AccessKeyID:     env.Get("AWS_ACCESS_KEY_ID"),
-		SecretAccessKey: env.Get("AWS_SECRET_ACCESS_KEY"),
+		SecretAccessKey: secret("AWS_SECRET_ACCESS_KEY"),
 	}
 	c.Storage = storage.Config{
 		Bucket:                 env.Get("CROPQ_S3_BUCKET"),
@@ -126,7 +127,7 @@ func loadConfig(env Env) (config, error) {
 	}
 	c.ClaimCheckBytes = num("CROPQ_CLAIM_CHECK_BYTES")
 	c.EnqueueWorkers = num("CROPQ_ENQUEUE_CONCURRENCY")
-	c.WebhookSecret = env.Get("CROPQ_WEBHOOK_SECRET")
+	c.WebhookSecret = secret("CROPQ_WEBHOOK_SECRET")
 	c.WebhookTimeout = dur("CROPQ_WEBHOOK_TIMEOUT")
 	for _, cidr := range splitList(env.Get("CROPQ_WEBHOOK_ALLOW")) {
 		pfx, err := netip.ParsePrefix(cidr)
@@ -142,7 +143,7 @@ func loadConfig(env Env) (config, error) {
 	c.MonitorAuth = boolean("CROPQ_MONITOR_AUTH")
 	c.PrometheusURL = env.Get("CROPQ_PROMETHEUS_URL")
 	c.HTTP = httpapi.Config{
-		Tokens:       splitList(env.Get("CROPQ_API_TOKENS")),
+		Tokens:       splitList(secret("CROPQ_API_TOKENS")),
 		MaxBatch:     num("CROPQ_API_MAX_BATCH"),
 		MaxBodyBytes: int64(num("CROPQ_API_MAX_BODY_BYTES")),
 	}

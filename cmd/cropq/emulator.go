@@ -46,7 +46,11 @@ Counters: GET /_emulator/stats; POST /_emulator/reset; PUT /_emulator/faults (JS
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	cfg.AppKey, cfg.AppSecret = env.Get("CROPQ_APP_KEY"), env.Get("CROPQ_APP_SECRET")
+	appSecret, err := env.Secret("CROPQ_APP_SECRET")
+	if err != nil {
+		return err
+	}
+	cfg.AppKey, cfg.AppSecret = env.Get("CROPQ_APP_KEY"), appSecret
 	if cfg.AppKey == "" || cfg.AppSecret == "" {
 		return errors.New("CROPQ_APP_KEY and CROPQ_APP_SECRET must be set: the emulator accepts only those credentials")
 	}

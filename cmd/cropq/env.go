@@ -104,6 +104,20 @@ func (e Env) Get(name string) string {
 	panic("cropq: undocumented environment variable " + name)
 }
 
+// Secret returns a secret variable's value, read from the file named by
+// NAME_FILE when that is set (a mounted Kubernetes or Docker secret), so the
+// secret need not sit in the environment.
+func (e Env) Secret(name string) (string, error) {
+	if path, ok := e.lookup(name + "_FILE"); ok && path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("%s_FILE: %w", name, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return e.Get(name), nil
+}
+
 // IsSet reports whether the variable was given.
 func (e Env) IsSet(name string) bool {
 	_ = e.Get(name) // documented?
@@ -156,6 +170,9 @@ func runEnv(_ context.Context, env Env, args []string, stdout, _ io.Writer) erro
 	if len(args) > 0 && args[0] == "--names" {
 		for _, v := range envVars() {
 			fmt.Fprintln(stdout, v.Name)
+			if v.Secret {
+				fmt.Fprintln(stdout, v.Name+"_FILE")
+			}
 		}
 		return nil
 	}
@@ -185,13 +202,18 @@ func runEnv(_ context.Context, env Env, args []string, stdout, _ io.Writer) erro
 // envMarkdown is the README's configuration table (a test keeps them equal).
 func envMarkdown() string {
 	var b strings.Builder
+	b.WriteString("Every secret (marked 🔒) can instead be read from a file: set `NAME_FILE` to its path.\n\n")
 	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
 	for _, v := range envVars() {
 		def := "`" + v.Default + "`"
 		if v.Default == "" {
 			def = "(empty)"
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", v.Name, def, strings.ReplaceAll(v.Help, "|", "\\|"))
+		lock := ""
+		if v.Secret {
+			lock = " 🔒"
+		}
+		fmt.Fprintf(&b, "| `%s`%s | %s | %s |\n", v.Name, lock, def, strings.ReplaceAll(v.Help, "|", "\\|"))
 	}
 	return b.String()
 }

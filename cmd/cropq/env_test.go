@@ -89,3 +89,16 @@ func TestAsynqConnOptForms(t *testing.T) {
 	_, ok = opt.(asynq.RedisFailoverClientOpt)
 	assert.True(t, ok)
 }
+
+func TestSecretsFromFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app-secret")
+	require.NoError(t, os.WriteFile(path, []byte("from-a-file\n"), 0o600))
+	env := MapEnv(map[string]string{"CROPQ_APP_SECRET_FILE": path, "CROPQ_API_TOKENS": "t1,t2"})
+	cfg, err := loadConfig(env)
+	require.NoError(t, err)
+	assert.Equal(t, "from-a-file", cfg.API.AppSecret, "the file wins, without its newline")
+	assert.Equal(t, []string{"t1", "t2"}, cfg.HTTP.Tokens)
+
+	_, err = loadConfig(MapEnv(map[string]string{"CROPQ_WEBHOOK_SECRET_FILE": "/nonexistent/secret"}))
+	assert.ErrorContains(t, err, "CROPQ_WEBHOOK_SECRET_FILE")
+}
