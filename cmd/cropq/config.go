@@ -170,6 +170,20 @@ func splitList(s string) []string {
 	return out
 }
 
+// connect loads the configuration and opens its Redis (which the caller
+// closes): the start of every subcommand that reads or writes the queue.
+func connect(ctx context.Context, env Env) (config, redis.UniversalClient, error) {
+	cfg, err := loadConfig(env)
+	if err != nil {
+		return config{}, nil, err
+	}
+	rdb, err := openRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return config{}, nil, err
+	}
+	return cfg, rdb, nil
+}
+
 const redisPingTimeout = 5 * time.Second
 
 // openRedis connects to c.RedisURL and checks that it answers.

@@ -116,11 +116,7 @@ func runStatus(ctx context.Context, env Env, args []string, stdout, stderr io.Wr
 		fs.Usage()
 		return err
 	}
-	cfg, err := loadConfig(env)
-	if err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, cfg.RedisURL)
+	cfg, rdb, err := connect(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -160,11 +156,7 @@ func (e exitError) ExitCode() int { return e.code }
 
 // printQuota prints the shared quota of the configured account.
 func printQuota(ctx context.Context, env Env, stdout io.Writer) error {
-	cfg, err := loadConfig(env)
-	if err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, cfg.RedisURL)
+	cfg, rdb, err := connect(ctx, env)
 	if err != nil {
 		return err
 	}

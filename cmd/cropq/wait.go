@@ -50,11 +50,7 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 	if err := tasks.ValidateRequestID(target); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(env)
-	if err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, cfg.RedisURL)
+	cfg, rdb, err := connect(ctx, env)
 	if err != nil {
 		return err
 	}
