@@ -13,7 +13,7 @@ TEST_FLAGS   ?= -p 2 -timeout 12m
 # (golang/go#75804, fixed in Go 1.27).
 FUZZTIME     ?= 30000x
 
-.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-quota bench-enqueue clean help
+.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-quota bench-enqueue chaos clean help
 
 all: lint test
 
@@ -25,6 +25,7 @@ help:
 	@echo "make bench  - pipeline and memory benchmark table (ratios against baselines of the same run)"
 	@echo "make bench-quota - the fleet against a shared API quota (about 5 minutes)"
 	@echo "make bench-enqueue - bulk enqueue: library and HTTP vs raw asynq; Redis memory with and without the claim check"
+	@echo "make chaos  - 1,000 requests through worker kills, a Redis restart, a MinIO outage, faults, a rolling restart"
 	@echo "make fuzz-long - longer fuzzing"
 
 tools:
@@ -65,6 +66,10 @@ lint: tools
 # Needs vuln.go.dev, which this project's CI machine cannot reach: its own target.
 vuln: tools
 	govulncheck $(PKGS)
+
+# The full chaos run: 1,000 requests, MinIO away 30 s (a reduced run is part of make test).
+chaos: tools
+	CROPQ_CHAOS_N=1000 CROPQ_CHAOS_OUTAGE=30s $(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./cmd/cropq | grep -v '^    ' 
 
 bench-enqueue: tools
 	$(GO) run ./cmd/cropq-bench enqueue

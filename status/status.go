@@ -81,6 +81,9 @@ type Record struct {
 	// PaidCalls and Usage add up every successful API call for this id.
 	PaidCalls int `json:"paidCalls"`
 	Usage     int `json:"usage"`
+	// ExpiredRecrops counts paid calls made because an earlier result URL
+	// expired before it could be copied (an S3 outage longer than its life).
+	ExpiredRecrops int `json:"expiredRecrops,omitempty"`
 
 	Stored *Stored `json:"stored,omitempty"`
 
@@ -568,6 +571,9 @@ func (s *Store) apply(rec *Record, u Update) error {
 		rec.ErrorCode, rec.ErrorMessage = "", ""
 	}
 	if u.ClearCheckpoint {
+		if u.Checkpoint != nil && rec.Checkpoint != nil {
+			rec.ExpiredRecrops++
+		}
 		rec.Checkpoint = nil
 	}
 	if u.Checkpoint != nil {

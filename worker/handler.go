@@ -191,10 +191,15 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 
 	// 4. Succeeded.
-	done, err := h.status.Transition(ctx, p.RequestID, status.Update{To: status.Succeeded, Attempt: a.n, Stored: &status.Stored{
-		Bucket: stored.Bucket, Key: stored.Key, ETag: stored.ETag, Size: stored.Size, ContentType: stored.ContentType,
-		Width: cp.Width, Height: cp.Height, APIRequestID: cp.APIRequestID,
-	}})
+	var done status.Record
+	err = h.persist(ctx, time.Time{}, func() error {
+		var err error
+		done, err = h.status.Transition(ctx, p.RequestID, status.Update{To: status.Succeeded, Attempt: a.n, Stored: &status.Stored{
+			Bucket: stored.Bucket, Key: stored.Key, ETag: stored.ETag, Size: stored.Size, ContentType: stored.ContentType,
+			Width: cp.Width, Height: cp.Height, APIRequestID: cp.APIRequestID,
+		}})
+		return err
+	})
 	if err != nil {
 		// The object is stored; the next attempt reuses the checkpoint and
 		// overwrites the same key, still without paying.
@@ -248,11 +253,48 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 		"width", res.Width, "height", res.Height, "took", h.cfg.Now().Sub(start))
 	cp := &status.Checkpoint{ResultURL: res.ImageURL, ExpiresAt: res.ExpiresAt, Width: res.Width, Height: res.Height,
 		APIRequestID: res.RequestID, TraceID: res.TraceID}
-	if _, err := h.status.Transition(ctx, a.payload.RequestID, status.Update{To: status.Cropped, Attempt: a.n,
-		Checkpoint: cp, ClearCheckpoint: discardOld, PaidUsage: res.Usage}); err != nil {
+	// The checkpoint is what keeps a retry from paying again: hold on to it
+	// through a short Redis outage rather than lose a paid answer.
+	err = h.persist(ctx, cp.ExpiresAt, func() error {
+		_, err := h.status.Transition(ctx, a.payload.RequestID, status.Update{To: status.Cropped, Attempt: a.n,
+			Checkpoint: cp, ClearCheckpoint: discardOld, PaidUsage: res.Usage})
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("checkpoint result: %w", err)
 	}
 	return cp, nil
+}
+
+// persistFor bounds how long a status write that protects a paid result is
+// retried through a Redis outage.
+const persistFor = 30 * time.Second
+
+// persist runs write until it succeeds, fails for a reason retrying cannot
+// change (a stale attempt, a forbidden move), ctx ends, or the window closes:
+// persistFor, and no later than the paid result URL's expiry.
+func (h *Handler) persist(ctx context.Context, expires time.Time, write func() error) error {
+	deadline := h.cfg.Now().Add(persistFor)
+	if !expires.IsZero() && expires.Before(deadline) {
+		deadline = expires
+	}
+	delay := 100 * time.Millisecond
+	for {
+		err := write()
+		var te *status.TransitionError
+		if err == nil || errors.Is(err, status.ErrStaleAttempt) || errors.As(err, &te) || errors.Is(err, status.ErrNotFound) ||
+			!h.cfg.Now().Add(delay).Before(deadline) {
+			return err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 }
 
 func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error) {

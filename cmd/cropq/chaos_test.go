@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"image"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/producer"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
+)
+
+// chaosSize is the run's size: CROPQ_CHAOS_N requests (default 200, `make
+// chaos` 1,000) and a MinIO outage of CROPQ_CHAOS_OUTAGE (10s; 30s).
+func chaosSize(t *testing.T) (int, time.Duration) {
+	n, outage := 200, 10*time.Second
+	if v := os.Getenv("CROPQ_CHAOS_N"); v != "" {
+		var err error
+		n, err = strconv.Atoi(v)
+		require.NoError(t, err, "CROPQ_CHAOS_N")
+	}
+	if v := os.Getenv("CROPQ_CHAOS_OUTAGE"); v != "" {
+		var err error
+		outage, err = time.ParseDuration(v)
+		require.NoError(t, err, "CROPQ_CHAOS_OUTAGE")
+	}
+	return n, outage
+}
+
+// TestChaos pushes requests through real processes while a worker is
+// killed, Redis restarts, MinIO goes away for longer than result URLs live,
+// the API misbehaves and every worker is restarted in turn; then checks that
+// nothing was lost, nothing stored twice or broken, and each image paid once.
+func TestChaos(t *testing.T) {
+	n, outage := chaosSize(t)
+	ttl := outage * 8 / 10 // shorter than the outage: some checkpoints expire
+	s := newStack(t, stackOptions{resultTTL: ttl})
+	s.env = append(s.env, "CROPQ_QUOTA_RATE=200") // the quota is not under test here
+	s.setFaults(t, `{"p500":0.05,"p801":0.025,"p1001":0.025,"pTruncate":0.05}`)
+	for range 3 {
+		s.startWorker()
+	}
+	prod := producer.New(s.rdb, producer.Config{Task: tasks.Options{MaxRetry: 25, Limits: cropapi.Limits{AllowPrivateHosts: true}}})
+	t.Cleanup(func() { _ = prod.Close() })
+	start := time.Now()
+	var reqs []tasks.CropPayload
+	for i := range n {
+		reqs = append(reqs, tasks.CropPayload{RequestID: fmt.Sprintf("chaos-%04d", i), ImageURL: s.images + "/" + firstImage(t),
+			TargetWidth: 300, TargetHeight: 300, BatchID: "chaos"})
+	}
+	for _, r := range prod.EnqueueBatch(context.Background(), reqs) {
+		require.Equal(t, producer.Enqueued, r.Outcome, "%v", r.Err)
+	}
+
+	done := func() int64 {
+		c, err := prod.BatchCounts(context.Background(), "chaos")
+		if err != nil {
+			return -1 // Redis is restarting
+		}
+		return c[status.Succeeded] + c[status.Failed]
+	}
+	awaitProgress := func(frac float64, what string) {
+		t.Helper()
+		require.Eventually(t, func() bool { return done() >= int64(frac*float64(n)) }, 4*time.Minute, 20*time.Millisecond,
+			"%s: progress stuck at %d of %d", what, done(), n)
+	}
+	var events []string
+	note := func(format string, a ...any) {
+		events = append(events, fmt.Sprintf("%6.1fs  ", time.Since(start).Seconds())+fmt.Sprintf(format, a...))
+	}
+
+	// 1. kill -9 of a worker while crops flow.
+	awaitProgress(0.10, "before the kill")
+	victim := s.workers[0]
+	require.NoError(t, victim.Process.Signal(syscall.SIGKILL))
+	note("kill -9 worker pid %d", victim.Process.Pid)
+	s.startWorker()
+
+	// 2. Redis restarts on its AOF while tasks are queued and running.
+	awaitProgress(0.25, "before the Redis restart")
+	require.NoError(t, s.redis.Stop(context.Background()))
+	require.NoError(t, s.redis.Start(context.Background()))
+	note("redis restarted on its AOF")
+
+	// 3. MinIO away for longer than result URLs live.
+	awaitProgress(0.40, "before the MinIO outage")
+	require.NoError(t, s.minio.Stop(context.Background()))
+	note("minio stopped for %s (result URLs live %s)", outage, ttl)
+	time.Sleep(outage) // the outage itself, not a wait for a condition
+	require.NoError(t, s.minio.Start(context.Background()))
+	note("minio back")
+
+	// 5. A rolling restart: every worker, one after the other.
+	awaitProgress(0.60, "before the rolling restart")
+	for _, p := range s.procs {
+		if p.name != "worker" {
+			continue
+		}
+		select {
+		case <-p.done:
+			continue // the killed one
+		default:
+		}
+		p.stop()
+		s.startWorker()
+		note("worker pid %d restarted (SIGTERM)", p.cmd.Process.Pid)
+	}
+
+	awaitProgress(1.0, "to the end")
+	took := time.Since(start)
+
+	// Every record terminal and succeeded, consistent with S3.
+	ctx := context.Background()
+	counts, err := prod.BatchCounts(ctx, "chaos")
+	require.NoError(t, err)
+	var maxLatency time.Duration
+	failed, recrops, checkpointed := 0, 0, 0
+	for _, r := range reqs {
+		rec, err := prod.Get(ctx, r.RequestID)
+		require.NoError(t, err)
+		if rec.State != status.Succeeded {
+			failed++
+			t.Errorf("%s ended %s (%s %s)", rec.RequestID, rec.State, rec.ErrorCode, rec.ErrorMessage)
+			continue
+		}
+		require.NotNil(t, rec.Stored)
+		assert.Contains(t, rec.Stored.Key, "crops/"+r.RequestID+"/300x300.")
+		maxLatency = max(maxLatency, rec.UpdatedAt.Sub(rec.CreatedAt))
+		recrops += rec.ExpiredRecrops
+		checkpointed += rec.PaidCalls
+	}
+	objects, corrupt := 0, 0
+	var token *string
+	for {
+		out, err := s.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String("crops/"), ContinuationToken: token})
+		require.NoError(t, err)
+		for _, o := range out.Contents {
+			objects++
+			obj, err := s.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: o.Key})
+			require.NoError(t, err)
+			cfg, _, err := image.DecodeConfig(obj.Body)
+			obj.Body.Close()
+			if err != nil || cfg.Width != 300 || cfg.Height != 300 {
+				corrupt++
+			}
+		}
+		if out.NextContinuationToken == nil {
+			break
+		}
+		token = out.NextContinuationToken
+	}
+	st := s.stats()
+	paidPerImage := float64(st.Usage-int64(recrops)) / float64(n)
+	lostAnswers := st.Usage - int64(checkpointed) // paid, but the worker died before recording it
+
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "chaos: %d requests in %s\n", n, took.Round(100*time.Millisecond))
+	for _, e := range events {
+		fmt.Fprintf(w, "  %s\n", e)
+	}
+	fmt.Fprintln(w, "measure\tvalue\ttarget")
+	fmt.Fprintf(w, "stored / requested\t%d / %d\t=\n", objects, n)
+	fmt.Fprintf(w, "lost (not succeeded)\t%d\t0\n", failed)
+	fmt.Fprintf(w, "duplicate or corrupt objects\t%d\t0\n", max(objects-n, 0)+corrupt)
+	fmt.Fprintf(w, "paid calls per stored image (excl. %d expired re-crops)\t%.3f\t≤ 1.01\n", recrops, paidPerImage)
+	fmt.Fprintf(w, "paid answers never checkpointed (worker killed mid-call)\t%d\t\n", lostAnswers)
+	fmt.Fprintf(w, "API answers by code\t%v\t\n", st.Calls)
+	fmt.Fprintf(w, "max enqueue→stored latency\t%s\t\n", maxLatency.Round(100*time.Millisecond))
+	_ = w.Flush()
+
+	assert.Equal(t, int64(n), counts[status.Succeeded])
+	assert.Equal(t, n, objects, "one object per request")
+	assert.Zero(t, corrupt)
+	assert.Zero(t, failed)
+	assert.LessOrEqual(t, paidPerImage, 1.01)
+}
