@@ -69,7 +69,7 @@ vuln: tools
 
 # The full chaos run: 1,000 requests, MinIO away 30 s (a reduced run is part of make test).
 chaos: tools
-	CROPQ_CHAOS_N=1000 CROPQ_CHAOS_OUTAGE=30s $(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./cmd/cropq | grep -v '^    ' 
+	CROPQ_CHAOS_N=1000 CROPQ_CHAOS_OUTAGE=30s $(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./cmd/cropq
 
 bench-enqueue: tools
 	$(GO) run ./cmd/cropq-bench enqueue
