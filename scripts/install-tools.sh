@@ -20,6 +20,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "$bin/$1" ]; }
 # test of the operators' UI.
 apt_pkgs=()
 have redis-server || apt_pkgs+=(redis-server)
+have redis-cli || apt_pkgs+=(redis-tools) # the Redis Cluster tests join nodes with it
 have chromium || apt_pkgs+=(chromium)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   echo "install-tools: ${apt_pkgs[*]} (Debian packages)"
