@@ -78,9 +78,8 @@ type Config struct {
 // Faults are injected failures; all zero means a well-behaved API.
 type Faults struct {
 	// Probabilities of answering that resCode instead of cropping (not billed).
-	P500 float64 `json:"p500"`
-	P501 float64 `json:"p501"` // a rate-limit answer whatever the quota
-
+	P500  float64 `json:"p500"`
+	P501  float64 `json:"p501"` // a rate-limit answer whatever the quota
 	P801  float64 `json:"p801"`
 	P900  float64 `json:"p900"`
 	P1001 float64 `json:"p1001"`

@@ -225,7 +225,6 @@ func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.CropPayload) [
 func (p *Producer) enqueueOne(ctx context.Context, it *item) {
 	var input *storage.Input
 	undo := func(err error) {
-		it.res.Outcome, it.res.Err = Error, err
 		cleanup := context.WithoutCancel(ctx)
 		if input != nil {
 			err = errors.Join(err, p.cfg.Inputs.Delete(cleanup, *input))
@@ -233,7 +232,7 @@ func (p *Producer) enqueueOne(ctx context.Context, it *item) {
 		if it.create {
 			err = errors.Join(err, p.statuses.Delete(cleanup, it.req.RequestID))
 		}
-		it.res.Err = err
+		it.res.Outcome, it.res.Err = Error, err
 	}
 	payload := it.req
 	if it.raw != nil {

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -200,13 +198,9 @@ func claimCheckMemory(ctx context.Context, env *benchEnv, rdb *redis.Client, k i
 		return 0, 0, 0, err
 	}
 	b64 := base64.StdEncoding.EncodeToString(img)
-	s3c, err := storage.NewS3Client(ctx, storage.S3Config{Endpoint: env.minio.Endpoint(), UsePathStyle: true,
-		AccessKeyID: env.minio.AccessKey(), SecretAccessKey: env.minio.SecretKey()})
-	if err != nil {
-		return 0, 0, 0, err
-	}
 	bucket := fmt.Sprintf("bench-inputs-%d", time.Now().UnixNano())
-	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+	s3c, err := env.newBucket(ctx, bucket)
+	if err != nil {
 		return 0, 0, 0, err
 	}
 	inputs, err := storage.NewInputs(s3c, storage.InputsConfig{Bucket: bucket})

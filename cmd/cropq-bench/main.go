@@ -21,7 +21,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/cropq/cropq/internal/localsvc"
+	"github.com/cropq/cropq/storage"
 )
 
 type options struct {
@@ -179,6 +183,39 @@ func startEnv(ctx context.Context) (*benchEnv, error) {
 		return nil, fmt.Errorf("start minio: %w", err)
 	}
 	return e, nil
+}
+
+// s3Config is how the benchmark's own clients reach its MinIO.
+func (e *benchEnv) s3Config() storage.S3Config {
+	return storage.S3Config{Endpoint: e.minio.Endpoint(), UsePathStyle: true, AccessKeyID: e.minio.AccessKey(), SecretAccessKey: e.minio.SecretKey()}
+}
+
+// newBucket creates a bucket on the benchmark's MinIO and returns a client.
+func (e *benchEnv) newBucket(ctx context.Context, name string) (*s3.Client, error) {
+	c, err := storage.NewS3Client(ctx, e.s3Config())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// workerEnv is the environment of a `cropq worker` process of the
+// benchmarks: this run's Redis and MinIO, the emulator at apiURL (results
+// over plain http from this machine), then extra.
+func (e *benchEnv) workerEnv(apiURL, bucket string, extra ...string) []string {
+	env := append(os.Environ(),
+		"CROPQ_REDIS_URL=redis://"+e.redis.Addr()+"/0",
+		"CROPQ_API_BASE_URL="+apiURL,
+		"CROPQ_APP_KEY="+benchKey, "CROPQ_APP_SECRET="+benchSecret,
+		"CROPQ_S3_ENDPOINT="+e.minio.Endpoint(), "CROPQ_S3_BUCKET="+bucket,
+		"AWS_ACCESS_KEY_ID="+e.minio.AccessKey(), "AWS_SECRET_ACCESS_KEY="+e.minio.SecretKey(),
+		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_SHUTDOWN_TIMEOUT=5s",
+		"CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", "CROPQ_ALLOW_PRIVATE_IMAGE_URLS=true",
+	)
+	return append(env, extra...)
 }
 
 func (e *benchEnv) stop() {

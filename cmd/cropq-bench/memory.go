@@ -20,15 +20,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/emulator"
 	"github.com/cropq/cropq/status"
-	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
 )
 
@@ -122,13 +119,8 @@ func runMemCase(ctx context.Context, env *benchEnv, bin string, c memCase, n int
 	defer images.Close()
 
 	bucket := "bench-memory-" + c.name
-	s3c, err := storage.NewS3Client(ctx, storage.S3Config{Endpoint: env.minio.Endpoint(), UsePathStyle: true,
-		AccessKeyID: env.minio.AccessKey(), SecretAccessKey: env.minio.SecretKey()})
-	if err != nil {
+	if _, err := env.newBucket(ctx, bucket); err != nil {
 		return 0, 0, err
-	}
-	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		return 0, 0, fmt.Errorf("create bucket: %w", err)
 	}
 
 	statuses := status.NewStore(rdb, status.Config{})
@@ -149,15 +141,7 @@ func runMemCase(ctx context.Context, env *benchEnv, bin string, c memCase, n int
 
 	var logs bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, "worker", "--concurrency", "8")
-	cmd.Env = append(os.Environ(),
-		"CROPQ_REDIS_URL=redis://"+env.redis.Addr()+"/0",
-		"CROPQ_API_BASE_URL="+api.URL,
-		"CROPQ_APP_KEY="+benchKey, "CROPQ_APP_SECRET="+benchSecret,
-		"CROPQ_S3_ENDPOINT="+env.minio.Endpoint(), "CROPQ_S3_BUCKET="+bucket,
-		"AWS_ACCESS_KEY_ID="+env.minio.AccessKey(), "AWS_SECRET_ACCESS_KEY="+env.minio.SecretKey(),
-		"CROPQ_MAX_RESULT_BYTES="+strconv.Itoa(128<<20),
-		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", "CROPQ_ALLOW_PRIVATE_IMAGE_URLS=true", "CROPQ_SHUTDOWN_TIMEOUT=5s",
-	)
+	cmd.Env = env.workerEnv(api.URL, bucket, "CROPQ_MAX_RESULT_BYTES="+strconv.Itoa(128<<20))
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		return 0, 0, err

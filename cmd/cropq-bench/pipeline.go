@@ -48,7 +48,7 @@ func benchPipeline(ctx context.Context, env *benchEnv, o options, log *slog.Logg
 	if err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
-	minio := storage.S3Config{Endpoint: env.minio.Endpoint(), UsePathStyle: true, AccessKeyID: env.minio.AccessKey(), SecretAccessKey: env.minio.SecretKey()}
+	minio := env.s3Config()
 	fake := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
 	defer fake.Close()
 	inproc := storage.S3Config{Endpoint: fake.URL, UsePathStyle: true, AccessKeyID: "bench", SecretAccessKey: "bench-secret"}

@@ -17,8 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -26,7 +24,6 @@ import (
 	"github.com/cropq/cropq/emulator"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/status"
-	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
 )
 
@@ -160,28 +157,17 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 	defer images.Close()
 
 	bucket := fmt.Sprintf("bench-quota-%d", time.Now().UnixNano())
-	s3c, err := storage.NewS3Client(ctx, storage.S3Config{Endpoint: env.minio.Endpoint(), UsePathStyle: true,
-		AccessKeyID: env.minio.AccessKey(), SecretAccessKey: env.minio.SecretKey()})
-	if err != nil {
+	if _, err := env.newBucket(ctx, bucket); err != nil {
 		return res, err
-	}
-	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		return res, fmt.Errorf("create bucket: %w", err)
 	}
 
 	// Start the fleet first, so that enqueue→stored latency includes the
 	// queueing a real burst of requests sees.
-	fleetEnv := append(os.Environ(),
-		"CROPQ_REDIS_URL=redis://"+env.redis.Addr()+"/0",
-		"CROPQ_API_BASE_URL="+api.URL,
-		"CROPQ_APP_KEY="+benchKey, "CROPQ_APP_SECRET="+benchSecret,
-		"CROPQ_S3_ENDPOINT="+env.minio.Endpoint(), "CROPQ_S3_BUCKET="+bucket,
-		"AWS_ACCESS_KEY_ID="+env.minio.AccessKey(), "AWS_SECRET_ACCESS_KEY="+env.minio.SecretKey(),
+	fleetEnv := env.workerEnv(api.URL, bucket,
 		"CROPQ_QUOTA_SHARED="+strconv.FormatBool(sc.shared),
 		"CROPQ_QUOTA_ADAPTIVE="+strconv.FormatBool(sc.adaptive),
 		"CROPQ_QUOTA_RATE="+strconv.FormatFloat(sc.ceiling*o.quotaQ, 'f', -1, 64),
 		"CROPQ_MAX_RETRY=25",
-		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", "CROPQ_ALLOW_PRIVATE_IMAGE_URLS=true", "CROPQ_SHUTDOWN_TIMEOUT=5s",
 	)
 	var logs bytes.Buffer
 	var procs []*exec.Cmd

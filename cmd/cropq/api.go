@@ -30,19 +30,15 @@ Bearer tokens: CROPQ_API_TOKENS. Configuration: see 'cropq env'.`)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(env)
-	if err != nil {
-		return err
-	}
-	if *addr != "" {
-		cfg.HTTPAddr = *addr
-	}
-	log := newLogger(env, stderr)
-	rdb, err := openRedis(ctx, cfg.RedisURL)
+	cfg, rdb, err := connect(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
+	if *addr != "" {
+		cfg.HTTPAddr = *addr
+	}
+	log := newLogger(env, stderr)
 	prod, err := newProducer(ctx, cfg, rdb)
 	if err != nil {
 		return err

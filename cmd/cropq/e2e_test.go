@@ -239,13 +239,11 @@ func (s *stack) record(id string) status.Record {
 func (s *stack) awaitState(id string, timeout time.Duration, states ...status.State) status.Record {
 	s.t.Helper()
 	st := status.NewStore(s.rdb, status.Config{})
-	var last status.Record
 	require.Eventually(s.t, func() bool {
 		r, err := st.Get(context.Background(), id)
 		if err != nil {
 			return false
 		}
-		last = r
 		for _, want := range states {
 			if r.State == want {
 				return true
@@ -253,7 +251,6 @@ func (s *stack) awaitState(id string, timeout time.Duration, states ...status.St
 		}
 		return false
 	}, timeout, 50*time.Millisecond, "request %s never reached %v", id, states)
-	_ = last
 	return s.record(id) // read back through the CLI, as an operator would
 }
 

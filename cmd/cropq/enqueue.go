@@ -42,18 +42,14 @@ load that was interrupted can simply be run again.`)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(env)
-	if err != nil {
-		return err
-	}
-	if *workers > 0 {
-		cfg.EnqueueWorkers = *workers
-	}
-	rdb, err := openRedis(ctx, cfg.RedisURL)
+	cfg, rdb, err := connect(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
+	if *workers > 0 {
+		cfg.EnqueueWorkers = *workers
+	}
 	prod, err := newProducer(ctx, cfg, rdb)
 	if err != nil {
 		return err
