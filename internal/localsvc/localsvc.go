@@ -92,7 +92,9 @@ type process struct {
 	args    []string
 	env     []string
 	logPath string
-	ready   func(ctx context.Context) error
+	// ready reports whether the server answers, and is the one with this
+	// pid rather than another that holds the port.
+	ready func(ctx context.Context, pid int) error
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -131,13 +133,13 @@ func (p *process) Start(ctx context.Context) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if err := p.ready(rctx); err == nil {
+		if err := p.ready(rctx, cmd.Process.Pid); err == nil {
 			return nil
 		}
 		select {
 		case <-done:
 			p.clear(cmd)
-			return fmt.Errorf("%s exited during start-up; see %s", p.name, p.logPath)
+			return &ExitedError{Name: p.name, LogPath: p.logPath}
 		case <-rctx.Done():
 			_ = p.Kill()
 			return fmt.Errorf("%s not ready: %w; see %s", p.name, rctx.Err(), p.logPath)
@@ -185,3 +187,34 @@ func (p *process) signal(ctx context.Context, sig syscall.Signal) error {
 }
 
 func portString(port int) string { return strconv.Itoa(port) }
+
+// ExitedError says a server exited before it was ready, often because its
+// port was taken between FreePort and the bind.
+type ExitedError struct {
+	Name, LogPath string
+}
+
+func (e *ExitedError) Error() string {
+	return fmt.Sprintf("%s exited during start-up; see %s", e.Name, e.LogPath)
+}
+
+// startOnFreePort runs start with ports from FreePort, again on fresh ones
+// if the server exits during start-up: another process may take a port
+// between FreePort closing it and the server binding it.
+func startOnFreePort[T any](start func(port int) (T, error)) (T, error) {
+	var (
+		v   T
+		err error
+	)
+	for range 3 {
+		var port int
+		if port, err = FreePort(); err != nil {
+			return v, err
+		}
+		v, err = start(port)
+		if _, exited := errors.AsType[*ExitedError](err); !exited {
+			return v, err
+		}
+	}
+	return v, err
+}

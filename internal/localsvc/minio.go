@@ -2,19 +2,24 @@ package localsvc
 
 import (
 	"context"
-	"fmt"
+	"crypto/rand"
+	"encoding/hex"
 	"net/http"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // MinIOOptions configure StartMinIO.
 type MinIOOptions struct {
 	Dir       string // data and log directory (required)
 	Port      int    // 0: a free port
-	AccessKey string // default "minioadmin"
-	SecretKey string // default "minioadmin"
+	AccessKey string // default: random per instance
+	SecretKey string // default: random per instance
 	Binary    string // "": FindBinary("minio")
 }
 
@@ -35,46 +40,43 @@ func StartMinIO(ctx context.Context, o MinIOOptions) (*MinIO, error) {
 		o.Binary = bin
 	}
 	if o.AccessKey == "" {
-		o.AccessKey, o.SecretKey = "minioadmin", "minioadmin"
+		// Per-instance credentials: a client of another instance that
+		// reused the port is refused instead of silently served.
+		o.AccessKey, o.SecretKey = "cropq-"+randomHex(6), randomHex(20)
 	}
 	data := filepath.Join(o.Dir, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
 	}
 	if o.Port == 0 {
-		p, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		o.Port = p
+		return startOnFreePort(func(port int) (*MinIO, error) {
+			o.Port = port
+			return startMinIO(ctx, o, data)
+		})
 	}
+	return startMinIO(ctx, o, data)
+}
+
+func startMinIO(ctx context.Context, o MinIOOptions, data string) (*MinIO, error) {
 	console, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
 	m := &MinIO{port: o.Port, accessKey: o.AccessKey, secretKey: o.SecretKey}
-	live := m.Endpoint() + "/minio/health/live"
-	client := &http.Client{Timeout: 2 * time.Second}
+	probe := s3.New(s3.Options{
+		BaseEndpoint:     aws.String(m.Endpoint()),
+		Region:           "us-east-1",
+		UsePathStyle:     true,
+		Credentials:      credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, ""),
+		HTTPClient:       &http.Client{Timeout: 2 * time.Second},
+		RetryMaxAttempts: 1,
+	})
 	m.process = process{
 		name: "minio", bin: o.Binary, logPath: filepath.Join(o.Dir, "minio.log"),
 		args: []string{"server", data, "--address", m.Addr(), "--console-address", "127.0.0.1:" + portString(console), "--quiet"},
 		env: []string{"MINIO_ROOT_USER=" + o.AccessKey, "MINIO_ROOT_PASSWORD=" + o.SecretKey,
 			"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1"},
-		ready: func(ctx context.Context) error {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, live, nil)
-			if err != nil {
-				return err
-			}
-			resp, err := client.Do(req)
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("minio: health %d", resp.StatusCode)
-			}
-			return nil
-		},
+		ready: func(ctx context.Context, _ int) error { return minioReady(ctx, probe) },
 	}
 	if err := m.Start(ctx); err != nil {
 		return nil, err
@@ -91,3 +93,20 @@ func (m *MinIO) Endpoint() string { return "http://" + m.Addr() }
 // AccessKey and SecretKey are the root credentials.
 func (m *MinIO) AccessKey() string { return m.accessKey }
 func (m *MinIO) SecretKey() string { return m.secretKey }
+
+// minioReady reports whether this MinIO serves signed S3 requests. The
+// liveness probe answers 200 as soon as the listener is up, while S3 calls
+// still fail with 503 XMinioServerNotInitialized until the object layer is
+// ready (seen in CI on a loaded machine). Signing with this instance's own
+// credentials also makes sure the port is not answered by another test's
+// server that won a race for it.
+func minioReady(ctx context.Context, client *s3.Client) error {
+	_, err := client.ListBuckets(ctx, &s3.ListBucketsInput{})
+	return err
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails on supported platforms
+	return hex.EncodeToString(b)
+}

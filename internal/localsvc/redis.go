@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -39,12 +41,15 @@ func StartRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		return nil, err
 	}
 	if o.Port == 0 {
-		p, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		o.Port = p
+		return startOnFreePort(func(port int) (*Redis, error) {
+			o.Port = port
+			return startRedis(ctx, o)
+		})
 	}
+	return startRedis(ctx, o)
+}
+
+func startRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	aof := "no"
 	if o.AppendOnly {
 		aof = "yes"
@@ -60,7 +65,7 @@ func StartRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	r.process = process{
 		name: "redis-server", bin: o.Binary, logPath: filepath.Join(o.Dir, "redis.log"),
 		args:  args,
-		ready: func(ctx context.Context) error { return ping(ctx, addr) },
+		ready: func(ctx context.Context, pid int) error { return redisReady(ctx, addr, pid) },
 	}
 	if err := r.Start(ctx); err != nil {
 		return nil, err
@@ -74,8 +79,9 @@ func (r *Redis) Addr() string { return "127.0.0.1:" + portString(r.port) }
 // URL is a redis:// URL of database 0.
 func (r *Redis) URL() string { return "redis://" + r.Addr() + "/0" }
 
-// ping speaks just enough RESP to ask PING, so that this package needs no client.
-func ping(ctx context.Context, addr string) error {
+// redisReady asks INFO server, speaking just enough RESP that this package
+// needs no client, and checks that the answering server is process pid.
+func redisReady(ctx context.Context, addr string, pid int) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -85,15 +91,29 @@ func ping(ctx context.Context, addr string) error {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+	if _, err := conn.Write([]byte("INFO server\r\n")); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
+	rd := bufio.NewReader(conn)
+	head, err := rd.ReadString('\n')
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("redis not ready: %q", strings.TrimSpace(line))
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+	if !strings.HasPrefix(head, "$") || err != nil || n < 0 || n > 1<<20 {
+		return fmt.Errorf("redis not ready: %q", strings.TrimSpace(head))
 	}
-	return nil
+	body := make([]byte, n)
+	if _, err := io.ReadFull(rd, body); err != nil {
+		return err
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			if v != strconv.Itoa(pid) {
+				return fmt.Errorf("redis on %s is process %s, not %d", addr, v, pid)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("redis on %s: no process_id in INFO", addr)
 }
