@@ -125,6 +125,12 @@ func (p CropPayload) Validate(limits cropapi.Limits) error {
 	if err := ValidateRequestID(p.RequestID); err != nil {
 		return err
 	}
+	// The API takes both sources and silently prefers base64; a producer
+	// that sends both has made a mistake we would only bury, so every
+	// entrance (library, HTTP, CLI) asks for exactly one.
+	if p.ImageURL != "" && p.ImageBase64 != "" {
+		return &cropapi.ValidationError{Field: "imageUrl", Reason: "must not be set together with imageBase64: give exactly one image source"}
+	}
 	if p.Input != nil {
 		if err := p.validateInput(limits); err != nil {
 			return err

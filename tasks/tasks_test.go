@@ -34,6 +34,7 @@ func TestValidate(t *testing.T) {
 		{"id 10KB", func(p *CropPayload) { p.RequestID = strings.Repeat("a", 10240) }, "requestId", "at most 128 characters, got 10240"},
 		{"width 99", func(p *CropPayload) { p.TargetWidth = 99 }, "targetWidth", "between 100 and 5000"},
 		{"no source", func(p *CropPayload) { p.ImageURL = "" }, "imageUrl", "one of"},
+		{"both sources", func(p *CropPayload) { p.ImageBase64 = "iVBORw0KGgo=" }, "imageUrl", "exactly one image source"},
 		{"bad bucket", func(p *CropPayload) { p.Bucket = "Bad_Bucket" }, "bucket", "valid S3 bucket"},
 		{"bad batch", func(p *CropPayload) { p.BatchID = "x/y" }, "batchId", "only letters"},
 		{"metadata key", func(p *CropPayload) { p.Metadata = map[string]string{"Bad Key": "v"} }, "metadata", "lower-case"},

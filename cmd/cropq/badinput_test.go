@@ -59,6 +59,7 @@ func TestBadInputEverywhere(t *testing.T) {
 	notB64 := "!!!not base64!!!"
 	notImage := base64.StdEncoding.EncodeToString([]byte("just some text, not an image at all"))
 	bomb := base64.StdEncoding.EncodeToString(bombPNG(100_000, 100_000))
+	okImage := base64.StdEncoding.EncodeToString(bombPNG(800, 800)) // a header the API would accept
 	crop := func(id string, extra string) string {
 		return `{"requestId":"` + id + `","imageUrl":"https://cdn.example.com/a.jpg","targetWidth":800,"targetHeight":800` + extra + `}`
 	}
@@ -81,6 +82,7 @@ func TestBadInputEverywhere(t *testing.T) {
 		{"target negative", strings.Replace(crop("x-neg", ""), `"targetHeight":800`, `"targetHeight":-5`, 1), "targetHeight", 400, false},
 		{"target huge", strings.Replace(crop("x-huge", ""), `"targetWidth":800`, `"targetWidth":1000000000000`, 1), "targetWidth", 400, false},
 		{"no source", `{"requestId":"x-none","targetWidth":800,"targetHeight":800}`, "imageUrl", 400, false},
+		{"both sources", withSource("x-both", `"imageUrl":"https://cdn.example.com/a.jpg","imageBase64":"`+okImage+`"`), "imageUrl", 400, false},
 		{"base64 not base64", withSource("x-b64", `"imageBase64":"`+notB64+`"`), "imageBase64", 400, false},
 		{"base64 not an image", withSource("x-txt", `"imageBase64":"`+notImage+`"`), "imageBase64", 400, false},
 		{"decompression bomb", withSource("x-bomb", `"imageBase64":"`+bomb+`"`), "imageBase64", 400, false},
