@@ -27,6 +27,7 @@ type Pipeline struct {
 	paidUsage     prometheus.Counter
 	quotaWait     prometheus.Histogram
 	quotaDeferred prometheus.Counter
+	storageDefer  prometheus.Counter
 	copyBytes     prometheus.Counter
 	copyDuration  *prometheus.HistogramVec
 	terminal      *prometheus.CounterVec
@@ -46,6 +47,8 @@ func NewPipeline(reg prometheus.Registerer) *Pipeline {
 			Help: "Time waited in place for a token of the shared quota.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)})).(prometheus.Histogram),
 		quotaDeferred: f(prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "quota_deferred_total",
 			Help: "Tasks handed back because no quota token came within the wait bound."})).(prometheus.Counter),
+		storageDefer: f(prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "storage_deferred_total",
+			Help: "Tasks handed back unpaid because the bucket was unreachable (the storage gate)."})).(prometheus.Counter),
 		copyBytes: f(prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "result_copy_bytes_total",
 			Help: "Bytes of results copied into S3."})).(prometheus.Counter),
 		copyDuration: f(prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "result_copy_duration_seconds",
@@ -76,6 +79,14 @@ func (p *Pipeline) QuotaWait(d time.Duration, deferred bool) {
 	if deferred {
 		p.quotaDeferred.Inc()
 	}
+}
+
+// StorageDeferred records a task handed back unpaid by the storage gate.
+func (p *Pipeline) StorageDeferred() {
+	if p == nil {
+		return
+	}
+	p.storageDefer.Inc()
 }
 
 // Copy records a result copy.

@@ -83,8 +83,13 @@ type HandlerConfig struct {
 	// place, through Quota, before handing the task back (default 2; only
 	// with a Quota, which spaces the retries).
 	RateLimitRetries int
-	Logger           *slog.Logger
-	Now              func() time.Time
+	// StorageCheckInterval spaces bucket checks while uploads are failing
+	// (default 1s); StorageMaxWait is how long a task waits in place for the
+	// bucket before it is handed back unpaid (default 10s). See storageGate.
+	StorageCheckInterval time.Duration
+	StorageMaxWait       time.Duration
+	Logger               *slog.Logger
+	Now                  func() time.Time
 }
 
 // Handler is the asynq handler of tasks.TypeCrop.
@@ -94,6 +99,7 @@ type Handler struct {
 	status  StatusStore
 	cfg     HandlerConfig
 	log     *slog.Logger
+	gate    *storageGate
 }
 
 // NewHandler returns a handler using the given parts.
@@ -110,18 +116,26 @@ func NewHandler(cropper Cropper, copier Copier, st StatusStore, cfg HandlerConfi
 	if cfg.RateLimitRetries <= 0 {
 		cfg.RateLimitRetries = 2
 	}
+	if cfg.StorageCheckInterval <= 0 {
+		cfg.StorageCheckInterval = time.Second
+	}
+	if cfg.StorageMaxWait <= 0 {
+		cfg.StorageMaxWait = 10 * time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{cropper: cropper, copier: copier, status: st, cfg: cfg, log: log}
+	return &Handler{cropper: cropper, copier: copier, status: st, cfg: cfg, log: log,
+		gate: newStorageGate(copier.CheckBucket, cfg.StorageCheckInterval, cfg.StorageMaxWait, cfg.Now)}
 }
 
 // ProcessTask runs one attempt of a crop:
 //
 //  1. mark the record running (a stale or finished attempt stops here);
 //  2. reuse an unexpired checkpointed result URL, or call the API and
-//     checkpoint its answer, so that a retry never pays twice;
+//     checkpoint its answer, so that a retry never pays twice (and not
+//     while uploads are failing: see storageGate);
 //  3. stream the result into S3 (an expired URL is cropped again, once);
 //  4. mark the record succeeded.
 //
@@ -163,12 +177,11 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if reused {
 		a.log.InfoContext(ctx, "crop: reusing checkpointed result", "api_request_id", cp.APIRequestID, "expires_at", cp.ExpiresAt)
 	} else {
-		if cp != nil {
-			// Paying again for an expired result: first make sure it can be
-			// stored this time, or a storage outage turns into a bill.
-			if err := h.copier.CheckBucket(ctx); err != nil {
-				return h.fail(ctx, a, &storage.UploadError{Op: "check bucket", Err: err})
-			}
+		// A result that cannot be stored is money spent for nothing: while
+		// uploads fail, wait for the bucket. Paying again for an expired
+		// result always checks it first.
+		if err := h.storageReady(ctx, a, cp != nil); err != nil {
+			return h.fail(ctx, a, err)
 		}
 		if cp, err = h.crop(ctx, a, cp != nil); err != nil {
 			return h.fail(ctx, a, err)
@@ -181,6 +194,9 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var se *storage.SourceError
 	if reused && errors.As(err, &se) && se.Expired {
 		a.log.InfoContext(ctx, "crop: checkpointed result expired; cropping again", "api_request_id", cp.APIRequestID)
+		if err := h.storageReady(ctx, a, false); err != nil {
+			return h.fail(ctx, a, err)
+		}
 		if cp, err = h.crop(ctx, a, true); err != nil {
 			return h.fail(ctx, a, err)
 		}
@@ -264,6 +280,16 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 		return nil, fmt.Errorf("checkpoint result: %w", err)
 	}
 	return cp, nil
+}
+
+// storageReady asks the storage gate whether a crop may be paid for now.
+func (h *Handler) storageReady(ctx context.Context, a attempt, force bool) error {
+	err := h.gate.allow(ctx, force)
+	if errors.As(err, new(*StorageUnavailableError)) {
+		h.cfg.Metrics.StorageDeferred()
+		a.log.WarnContext(ctx, "crop: bucket unreachable; not paying for a result that could not be stored", "err", err)
+	}
+	return err
 }
 
 // persistFor bounds how long a status write that protects a paid result is
@@ -355,6 +381,7 @@ func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (s
 		Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata,
 	})
 	h.cfg.Metrics.Copy(stored.Size, h.cfg.Now().Sub(start), err)
+	h.gate.observe(ctx, err)
 	if err != nil {
 		return storage.Stored{}, fmt.Errorf("copy result: %w", err)
 	}

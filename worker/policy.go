@@ -31,6 +31,8 @@ type Decision struct {
 //	              a result URL off the allow-list
 //	api           500, 801, 900, 1001, transport     yes    yes      backoff: 2s doubling, cap 5m
 //	storage       S3 upload, result download         yes    yes      backoff: 1s doubling, cap 1m (checkpoint kept: no new paid call)
+//	storage_      bucket unreachable before paying   yes    no       StorageDeferDelay (nothing was paid; the task
+//	unavailable   (storageGate)                                      waited StorageMaxWait in place first)
 //	status        Redis errors writing the record    yes    yes      backoff: 500ms doubling, cap 30s
 //	interrupted   worker shutting down               yes    no       backoff (api)
 //	unknown       anything else                      yes    yes      backoff (api)
@@ -51,6 +53,8 @@ func Decide(err error) Decision {
 	switch c := cropapi.ClassOf(err); {
 	case errors.As(err, &deferred):
 		return Decision{Class: "rate_limited", Retry: true, Delay: deferred.RateLimitedFor()}
+	case errors.As(err, new(*StorageUnavailableError)):
+		return Decision{Class: "storage_unavailable", Retry: true, Delay: StorageDeferDelay}
 	case c == cropapi.ClassRateLimited:
 		d, _ := cropapi.RetryAfterOf(err)
 		return Decision{Class: "rate_limited", Retry: true, Delay: d}
@@ -70,6 +74,10 @@ func Decide(err error) Decision {
 		return Decision{Class: "unknown", Retry: true, CountsAsFailure: true}
 	}
 }
+
+// StorageDeferDelay is how long a task handed back by the storage gate waits
+// before its next attempt.
+const StorageDeferDelay = 5 * time.Second
 
 // rateLimited is an error from the shared quota (quota.DeferError): no token
 // within the wait bound, try again after RateLimitedFor.
@@ -91,6 +99,8 @@ func errorCode(err error) string {
 	switch {
 	case errors.As(err, new(rateLimited)):
 		return "quota"
+	case errors.As(err, new(*StorageUnavailableError)):
+		return "storage_unavailable"
 	case errors.As(err, &key):
 		return "key_template"
 	case errors.As(err, new(*storage.HostError)):

@@ -60,6 +60,9 @@ type rowSpec struct {
 	emu      emulator.Config
 	quota    *quota.Config
 	noBucket bool // the bucket appears later (storage outage)
+	// storageWait, when set, is the storage gate's StorageMaxWait (checks
+	// every quarter of it); the default waits 10 s.
+	storageWait time.Duration
 }
 
 func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig {
@@ -89,7 +92,7 @@ func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig 
 	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s", Limits: local})
 	require.NoError(t, err)
 	r.statuses = status.NewStore(r.rdb, status.Config{})
-	hcfg := worker.HandlerConfig{Limits: local}
+	hcfg := worker.HandlerConfig{Limits: local, StorageMaxWait: spec.storageWait, StorageCheckInterval: spec.storageWait / 4}
 	if spec.quota != nil {
 		q := *spec.quota
 		q.Account = "k"
@@ -142,9 +145,15 @@ func (r *policyRig) await(t *testing.T, id string, cond func(status.Record) bool
 		}
 		rec = got
 		return cond(rec)
-	}, 30*time.Second, 20*time.Millisecond, "%s: %s; last record: %+v", id, what, rec)
+	}, 30*time.Second, 20*time.Millisecond, "%s: %s; last record: %v", id, what, lastRecord{&rec})
 	return rec
 }
+
+// lastRecord prints the record as it is when a failure message is
+// formatted, not when the assertion was called.
+type lastRecord struct{ rec *status.Record }
+
+func (l lastRecord) String() string { return fmt.Sprintf("%+v", *l.rec) }
 
 func terminal(rec status.Record) bool { return rec.State.Terminal() }
 
@@ -285,6 +294,32 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		assert.Equal(t, status.Succeeded, rec.State, states(rec))
 		assert.Equal(t, 1, rec.PaidCalls, "the checkpointed result was reused")
 		assert.Equal(t, int64(1), r.emu.Stats().Usage)
+	})
+
+	t.Run("bucket unreachable: later crops are not paid for, handed back, never a failure", func(t *testing.T) {
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{}, noBucket: true, storageWait: 200 * time.Millisecond})
+		r.enqueue(t, "gate-0", "good.png", 10)
+		r.await(t, "gate-0", func(rec status.Record) bool { return rec.ErrorCode == "storage_upload" }, "fail its upload")
+		ids := []string{"gate-1", "gate-2", "gate-3"}
+		for _, id := range ids {
+			r.enqueue(t, id, "good.png", 0) // MaxRetry 0: any counted failure would end it
+		}
+		for _, id := range ids {
+			r.await(t, id, func(rec status.Record) bool { return rec.ErrorCode == "storage_unavailable" }, "be handed back unpaid")
+		}
+		assert.Equal(t, int64(1), r.emu.Stats().Usage, "only the crop made before the outage was known is paid for")
+
+		_, err := r.s3.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(r.bucket)})
+		require.NoError(t, err)
+		for _, id := range append([]string{"gate-0"}, ids...) {
+			rec := r.await(t, id, terminal, "finish")
+			assert.Equal(t, status.Succeeded, rec.State, states(rec))
+			assert.Equal(t, 1, rec.PaidCalls, id)
+			if id != "gate-0" {
+				assert.Equal(t, 1, rec.Attempt, "%s: hand-backs do not spend attempts", id)
+			}
+		}
+		assert.Equal(t, int64(4), r.emu.Stats().Usage, "one paid call per image")
 	})
 }
 
