@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -47,6 +48,9 @@ type Config struct {
 	ClaimCheckBytes int
 	// Concurrency bounds the enqueues of one batch in flight (default 16).
 	Concurrency int
+	// Logger receives what the producer cannot return as an error, such as
+	// a claim-checked input it failed to remove (default: discarded).
+	Logger *slog.Logger
 }
 
 // Outcome is what happened to one request.
@@ -100,6 +104,9 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 16
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Producer{
 		cfg:      cfg,
@@ -313,18 +320,34 @@ func (p *Producer) BatchCounts(ctx context.Context, batchID string) (map[status.
 }
 
 // Cancel cancels a request that has not started: its record moves to
-// canceled (a worker that picks the task up then stops) and its task is
-// deleted. A request already running or finished gives a
-// *status.TransitionError.
+// canceled (a worker that picks the task up then stops), its task is
+// deleted and so is its claim-checked input, if any. A request already
+// running or finished gives a *status.TransitionError.
 func (p *Producer) Cancel(ctx context.Context, requestID string) (status.Record, error) {
 	rec, err := p.statuses.Cancel(ctx, requestID)
 	if err != nil {
 		return rec, err
 	}
+	// The task carries the only reference to a claim-checked input.
+	var input *tasks.InputRef
+	if info, err := p.insp.GetTaskInfo(p.cfg.Task.Queue, requestID); err == nil {
+		if pl, err := tasks.ParseCropPayload(info.Payload); err == nil {
+			input = pl.Input
+		}
+	}
 	if err := p.insp.DeleteTask(p.cfg.Task.Queue, requestID); err != nil &&
 		!errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
 		// The record says canceled, so the worker will not crop it anyway.
 		return rec, fmt.Errorf("producer: delete task %s: %w", requestID, err)
+	}
+	if input != nil && p.cfg.Inputs != nil {
+		ref := storage.Input{Bucket: input.Bucket, Key: input.Key, Size: input.Size, SHA256: input.SHA256}
+		if err := p.cfg.Inputs.Delete(ctx, ref); err != nil {
+			// Canceled all the same; the object is left to the bucket's
+			// lifecycle rule.
+			p.cfg.Logger.WarnContext(ctx, "producer: remove claim-checked input of a canceled request",
+				"request_id", requestID, "err", err)
+		}
 	}
 	return rec, nil
 }

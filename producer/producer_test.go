@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
@@ -152,6 +154,17 @@ func TestLargeImagesAreClaimChecked(t *testing.T) {
 	other.ImageBase64 = base64.StdEncoding.EncodeToString(append(img[:len(img):len(img)], 0))
 	c := p.Enqueue(ctx, other)
 	assert.Equal(t, producer.Conflict, c.Outcome, "%v", c.Err)
+
+	// Canceling it removes the stored image too: nothing else refers to it.
+	rec, err := p.Cancel(ctx, "big")
+	require.NoError(t, err)
+	assert.Equal(t, status.Canceled, rec.State)
+	_, err = inputs.Get(ctx, storage.Input{Bucket: pl.Input.Bucket, Key: pl.Input.Key, Size: pl.Input.Size, SHA256: pl.Input.SHA256})
+	var ie *storage.InputError
+	require.ErrorAs(t, err, &ie, "the input is gone after the cancel")
+	objs, err := s3c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
+	require.NoError(t, err)
+	assert.Empty(t, objs.Contents, "nothing left in the inputs bucket")
 
 	small := tasks.CropPayload{RequestID: "small", ImageBase64: big.ImageBase64, TargetWidth: 300, TargetHeight: 300}
 	p2 := producer.New(rdb, producer.Config{Inputs: inputs}) // default threshold 256 KiB

@@ -222,16 +222,22 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return h.fail(ctx, a, fmt.Errorf("mark succeeded: %w", err))
 	}
 	a.log.InfoContext(ctx, "crop: stored", "bucket", stored.Bucket, "key", stored.Key, "size", stored.Size)
-	if p.Input != nil && h.cfg.Inputs != nil {
-		// The claim check has served; a failure to remove it only leaves a
-		// stray object for the bucket's lifecycle rule.
-		if err := h.cfg.Inputs.Delete(ctx, inputRef(p.Input)); err != nil {
-			a.log.WarnContext(ctx, "crop: remove claim-checked input", "err", err)
-		}
-	}
+	h.removeInput(ctx, a)
 	h.cfg.Metrics.Finished(string(status.Succeeded), "")
 	h.notify(ctx, a, done)
 	return nil
+}
+
+// removeInput deletes a claim-checked image once its request is terminal;
+// a failure to do so only leaves a stray object for the bucket's lifecycle
+// rule.
+func (h *Handler) removeInput(ctx context.Context, a attempt) {
+	if a.payload.Input == nil || h.cfg.Inputs == nil {
+		return
+	}
+	if err := h.cfg.Inputs.Delete(ctx, inputRef(a.payload.Input)); err != nil {
+		a.log.WarnContext(ctx, "crop: remove claim-checked input", "err", err)
+	}
 }
 
 func inputRef(in *tasks.InputRef) storage.Input {
@@ -407,6 +413,7 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 	if serr == nil {
 		if to == status.Failed {
 			h.cfg.Metrics.Finished(string(status.Failed), code)
+			h.removeInput(sctx, a)
 		}
 		h.notify(sctx, a, rec)
 	}

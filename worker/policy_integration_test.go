@@ -54,6 +54,7 @@ type policyRig struct {
 	bucket   string
 	images   string
 	client   *asynq.Client
+	inputs   *storage.Inputs
 }
 
 type rowSpec struct {
@@ -93,6 +94,9 @@ func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig 
 	require.NoError(t, err)
 	r.statuses = status.NewStore(r.rdb, status.Config{})
 	hcfg := worker.HandlerConfig{Limits: local, StorageMaxWait: spec.storageWait, StorageCheckInterval: spec.storageWait / 4}
+	r.inputs, err = storage.NewInputs(r.s3, storage.InputsConfig{Bucket: bucket})
+	require.NoError(t, err)
+	hcfg.Inputs = r.inputs
 	if spec.quota != nil {
 		q := *spec.quota
 		q.Account = "k"
@@ -240,6 +244,29 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		assert.GreaterOrEqual(t, waited, 1500*time.Millisecond)
 		assert.Equal(t, 1, deferred.Attempt, "hand-backs do not spend attempts")
 		assert.Equal(t, int64(2), r.emu.Stats().Usage)
+	})
+
+	t.Run("a claim-checked input is removed once its request has failed for good", func(t *testing.T) {
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Faults: emulator.Faults{P1002: 1}}})
+		img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
+		require.NoError(t, err)
+		ctx := context.Background()
+		ref, err := r.inputs.Put(ctx, "claim", img)
+		require.NoError(t, err)
+		p := tasks.CropPayload{RequestID: "claim", TargetWidth: 300, TargetHeight: 200,
+			Input: &tasks.InputRef{Bucket: ref.Bucket, Key: ref.Key, Size: ref.Size, SHA256: ref.SHA256}}
+		task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: 3, Limits: local})
+		require.NoError(t, err)
+		_, _, err = r.statuses.Create(ctx, status.Record{RequestID: "claim", Source: p.Source()})
+		require.NoError(t, err)
+		_, err = r.client.Enqueue(task, opts...)
+		require.NoError(t, err)
+
+		rec := r.await(t, "claim", terminal, "fail")
+		assert.Equal(t, status.Failed, rec.State)
+		assert.Equal(t, "1002", rec.ErrorCode)
+		_, err = r.inputs.Get(ctx, ref)
+		require.ErrorAs(t, err, new(*storage.InputError), "the input is gone")
 	})
 
 	t.Run("500: retried with backoff up to MaxRetry, then failed", func(t *testing.T) {

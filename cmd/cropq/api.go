@@ -39,7 +39,7 @@ Bearer tokens: CROPQ_API_TOKENS. Configuration: see 'cropq env'.`)
 		cfg.HTTPAddr = *addr
 	}
 	log := newLogger(env, stderr)
-	prod, err := newProducer(ctx, cfg, rdb)
+	prod, err := newProducer(ctx, cfg, rdb, log)
 	if err != nil {
 		return err
 	}

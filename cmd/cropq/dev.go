@@ -153,7 +153,7 @@ Ctrl-C stops everything.`)
 	say("worker    concurrency %d, queue %s", cfg.Server.Concurrency, cfg.Task.Queue)
 
 	// Enqueue the samples: the first by base64, the rest by URL.
-	prod, err := newProducer(ctx, cfg, rdb)
+	prod, err := newProducer(ctx, cfg, rdb, log)
 	if err != nil {
 		return err
 	}

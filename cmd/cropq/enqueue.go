@@ -50,7 +50,7 @@ load that was interrupted can simply be run again.`)
 	if *workers > 0 {
 		cfg.EnqueueWorkers = *workers
 	}
-	prod, err := newProducer(ctx, cfg, rdb)
+	prod, err := newProducer(ctx, cfg, rdb, nil)
 	if err != nil {
 		return err
 	}

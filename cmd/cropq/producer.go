@@ -15,14 +15,14 @@ import (
 )
 
 // newProducer wires the producer library from cfg, with the claim-check
-// store on the configured S3.
-func newProducer(ctx context.Context, cfg config, rdb redis.UniversalClient) (*producer.Producer, error) {
+// store on the configured S3; log may be nil.
+func newProducer(ctx context.Context, cfg config, rdb redis.UniversalClient, log *slog.Logger) (*producer.Producer, error) {
 	inputs, err := newInputs(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	return producer.New(rdb, producer.Config{Task: cfg.Task, Status: cfg.Status, Inputs: inputs,
-		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers}), nil
+		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log}), nil
 }
 
 func newInputs(ctx context.Context, cfg config) (*storage.Inputs, error) {
