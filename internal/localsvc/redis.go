@@ -20,6 +20,8 @@ type RedisOptions struct {
 	Binary     string // "" : FindBinary("redis-server")
 	// Cluster starts the server with cluster mode enabled (a cluster node).
 	Cluster bool
+	// ReplicaOf, host:port, starts the server as a replica of that primary.
+	ReplicaOf string
 }
 
 // Redis is a running redis-server.
@@ -61,6 +63,13 @@ func startRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	if o.Cluster {
 		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(o.Dir, "nodes.conf"),
 			"--cluster-node-timeout", "5000")
+	}
+	if o.ReplicaOf != "" {
+		host, port, ok := strings.Cut(o.ReplicaOf, ":")
+		if !ok {
+			return nil, fmt.Errorf("redis-server: ReplicaOf %q is not host:port", o.ReplicaOf)
+		}
+		args = append(args, "--replicaof", host, port)
 	}
 	r.process = process{
 		name: "redis-server", bin: o.Binary, logPath: filepath.Join(o.Dir, "redis.log"),

@@ -97,3 +97,27 @@ func sanitize(s string) string {
 	}
 	return strings.Trim(b.String(), "-")
 }
+
+// RedisReplica starts a redis-server replicating primary, for the test's
+// lifetime.
+func RedisReplica(t testing.TB, primary *localsvc.Redis) *localsvc.Redis {
+	t.Helper()
+	r, err := localsvc.StartRedis(context.Background(), localsvc.RedisOptions{Dir: t.TempDir(), ReplicaOf: primary.Addr()})
+	if err != nil {
+		fail(t, "start redis-server replica", err)
+	}
+	t.Cleanup(func() { _ = r.Stop(context.Background()) })
+	return r
+}
+
+// RedisSentinel starts a Redis Sentinel monitoring primary under the name
+// master, for the test's lifetime.
+func RedisSentinel(t testing.TB, master string, primary *localsvc.Redis) *localsvc.RedisSentinel {
+	t.Helper()
+	s, err := localsvc.StartRedisSentinel(context.Background(), localsvc.SentinelOptions{Dir: t.TempDir(), Master: master, MasterAddr: primary.Addr()})
+	if err != nil {
+		fail(t, "start redis sentinel", err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	return s
+}
