@@ -35,6 +35,12 @@ type InputStore interface {
 	Delete(ctx context.Context, ref storage.Input) error
 }
 
+// Notifier tells a request's callback URL about its terminal state (the
+// worker's webhook notifier); Cancel uses it for canceled requests.
+type Notifier interface {
+	Notify(ctx context.Context, callbackURL string, rec status.Record) error
+}
+
 // Config configures a Producer. Zero values take defaults.
 type Config struct {
 	// Task are the asynq options of every crop task (queue, retries, …);
@@ -48,6 +54,9 @@ type Config struct {
 	ClaimCheckBytes int
 	// Concurrency bounds the enqueues of one batch in flight (default 16).
 	Concurrency int
+	// Notifier, when set, is told of requests canceled through Cancel that
+	// have a callback URL; the worker reports every other terminal state.
+	Notifier Notifier
 	// Logger receives what the producer cannot return as an error, such as
 	// a claim-checked input it failed to remove (default: discarded).
 	Logger *slog.Logger
@@ -321,8 +330,9 @@ func (p *Producer) BatchCounts(ctx context.Context, batchID string) (map[status.
 
 // Cancel cancels a request that has not started: its record moves to
 // canceled (a worker that picks the task up then stops), its task is
-// deleted and so is its claim-checked input, if any. A request already
-// running or finished gives a *status.TransitionError.
+// deleted and so is its claim-checked input, if any; its callback URL, if
+// any, hears of it. A request already running or finished gives a
+// *status.TransitionError.
 func (p *Producer) Cancel(ctx context.Context, requestID string) (status.Record, error) {
 	rec, err := p.statuses.Cancel(ctx, requestID)
 	if err != nil {
@@ -346,6 +356,13 @@ func (p *Producer) Cancel(ctx context.Context, requestID string) (status.Record,
 			// Canceled all the same; the object is left to the bucket's
 			// lifecycle rule.
 			p.cfg.Logger.WarnContext(ctx, "producer: remove claim-checked input of a canceled request",
+				"request_id", requestID, "err", err)
+		}
+	}
+	if rec.CallbackURL != "" && p.cfg.Notifier != nil {
+		if err := p.cfg.Notifier.Notify(ctx, rec.CallbackURL, rec); err != nil {
+			// Canceled all the same; the events stream has it too.
+			p.cfg.Logger.ErrorContext(ctx, "producer: enqueue the callback of a canceled request",
 				"request_id", requestID, "err", err)
 		}
 	}

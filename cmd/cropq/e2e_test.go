@@ -481,11 +481,12 @@ func TestE2EBulkEnqueueAndWait(t *testing.T) {
 
 // The HTTP API takes a crop whose large base64 image is claim-checked into
 // S3; the worker crops it, removes the input, appends the event to the
-// stream and calls the signed callback.
+// stream and calls the signed callback. A request canceled through the API
+// is called back too.
 func TestE2EAPIClaimCheckAndCallback(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	const secret = "whsec-e2e"
-	got := make(chan []byte, 1)
+	got := make(chan []byte, 4)
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if err := webhook.Verify([]byte(secret), r.Header, body, time.Minute, time.Now()); err != nil {
@@ -503,21 +504,33 @@ func TestE2EAPIClaimCheckAndCallback(t *testing.T) {
 		"CROPQ_CLAIM_CHECK_BYTES=1024", "CROPQ_API_TOKENS=tok-e2e", "CROPQ_API_ADDR="+apiAddr)
 	s.start("api", "api")
 	s.awaitHTTP("http://" + apiAddr + "/healthz")
-	s.startWorker()
-
+	call := func(method, path string, body []byte) int {
+		t.Helper()
+		req, err := http.NewRequest(method, "http://"+apiAddr+path, bytes.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer tok-e2e")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
 	img, err := os.ReadFile(filepath.Join("..", "..", "testdata", "images", firstImage(t)))
 	require.NoError(t, err)
-	body, err := json.Marshal(map[string]any{"requestId": "api-1", "imageBase64": base64.StdEncoding.EncodeToString(img),
+	b64 := base64.StdEncoding.EncodeToString(img)
+
+	// Canceled before any worker runs.
+	body, err := json.Marshal(map[string]any{"requestId": "api-0", "imageBase64": b64,
+		"targetWidth": 500, "targetHeight": 500, "callbackUrl": receiver.URL + "/hook?token=x"})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, call("POST", "/v1/crops", body))
+	require.Equal(t, http.StatusOK, call("DELETE", "/v1/crops/api-0", nil))
+
+	s.startWorker()
+	body, err = json.Marshal(map[string]any{"requestId": "api-1", "imageBase64": b64,
 		"targetWidth": 500, "targetHeight": 500, "batchId": "api-batch", "callbackUrl": receiver.URL + "/hook?token=x"})
 	require.NoError(t, err)
-	req, err := http.NewRequest("POST", "http://"+apiAddr+"/v1/crops", bytes.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer tok-e2e")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Equal(t, http.StatusAccepted, call("POST", "/v1/crops", body))
 
 	// The task in Redis carries a reference, not the image.
 	info, err := asynq.NewInspectorFromRedisClient(s.rdb).GetTaskInfo(tasks.DefaultQueue, "api-1")
@@ -529,24 +542,33 @@ func TestE2EAPIClaimCheckAndCallback(t *testing.T) {
 	require.Equal(t, status.Succeeded, rec.State, "%s %s", rec.ErrorCode, rec.ErrorMessage)
 	assert.Equal(t, image.Config{Width: 500, Height: 500}, s.object(rec.Stored.Key))
 
-	var ev webhook.Event
-	select {
-	case b := <-got:
-		require.NoError(t, json.Unmarshal(b, &ev))
-	case <-time.After(60 * time.Second):
-		t.Fatal("no signed callback within 60s")
+	events := map[string]webhook.Event{}
+	timeout := time.After(60 * time.Second)
+	for len(events) < 2 {
+		select {
+		case b := <-got:
+			var ev webhook.Event
+			require.NoError(t, json.Unmarshal(b, &ev))
+			events[ev.RequestID] = ev
+		case <-timeout:
+			t.Fatalf("signed callbacks within 60s: got %v, want api-0 and api-1", events)
+		}
 	}
-	assert.Equal(t, "api-1", ev.RequestID)
+	ev := events["api-1"]
 	assert.Equal(t, "succeeded", ev.State)
 	assert.Equal(t, rec.Stored.Key, ev.Key)
 	assert.Equal(t, "api-batch", ev.BatchID)
+	assert.Equal(t, "canceled", events["api-0"].State)
 
 	msgs, err := s.rdb.XRange(context.Background(), "cropq:events", "-", "+").Result()
 	require.NoError(t, err)
-	require.Len(t, msgs, 1)
-	assert.Equal(t, "api-1", msgs[0].Values["requestId"])
+	require.Len(t, msgs, 2)
+	assert.Equal(t, "api-0", msgs[0].Values["requestId"])
+	assert.Equal(t, "canceled", msgs[0].Values["state"])
+	assert.Equal(t, "api-1", msgs[1].Values["requestId"])
 
-	// The claim-checked input is removed once the crop is stored.
+	// The claim-checked inputs are removed: once the crop is stored, and
+	// when the request is canceled.
 	require.Eventually(t, func() bool {
 		out, err := s.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String("inputs/")})
 		return err == nil && len(out.Contents) == 0

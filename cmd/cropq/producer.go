@@ -21,8 +21,14 @@ func newProducer(ctx context.Context, cfg config, rdb redis.UniversalClient, log
 	if err != nil {
 		return nil, err
 	}
-	return producer.New(rdb, producer.Config{Task: cfg.Task, Status: cfg.Status, Inputs: inputs,
-		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log}), nil
+	pcfg := producer.Config{Task: cfg.Task, Status: cfg.Status, Inputs: inputs,
+		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log}
+	if cfg.WebhookSecret != "" {
+		// As in the worker: callbacks are enqueued only where workers can
+		// sign and deliver them.
+		pcfg.Notifier = webhookNotifier{client: asynq.NewClientFromRedisClient(rdb)}
+	}
+	return producer.New(rdb, pcfg), nil
 }
 
 func newInputs(ctx context.Context, cfg config) (*storage.Inputs, error) {
