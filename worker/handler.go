@@ -387,7 +387,11 @@ func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (s
 		Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata,
 	})
 	h.cfg.Metrics.Copy(stored.Size, h.cfg.Now().Sub(start), err)
-	h.gate.observe(ctx, err)
+	if p.Bucket == "" {
+		// The gate checks the default bucket; one request's own bucket
+		// failing says nothing about the others'.
+		h.gate.observe(ctx, err)
+	}
 	if err != nil {
 		return storage.Stored{}, fmt.Errorf("copy result: %w", err)
 	}
