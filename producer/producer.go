@@ -347,8 +347,10 @@ func (p *Producer) Cancel(ctx context.Context, requestID string) (status.Record,
 	}
 	if err := p.insp.DeleteTask(p.cfg.Task.Queue, requestID); err != nil &&
 		!errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
-		// The record says canceled, so the worker will not crop it anyway.
-		return rec, fmt.Errorf("producer: delete task %s: %w", requestID, err)
+		// Canceled all the same: the record is the truth, and a worker that
+		// holds the task (fetched, not yet started) stops on it, tidying up.
+		p.cfg.Logger.WarnContext(ctx, "producer: delete the task of a canceled request",
+			"request_id", requestID, "err", err)
 	}
 	if input != nil && p.cfg.Inputs != nil {
 		ref := storage.Input{Bucket: input.Bucket, Key: input.Key, Size: input.Size, SHA256: input.SHA256}
@@ -360,7 +362,7 @@ func (p *Producer) Cancel(ctx context.Context, requestID string) (status.Record,
 		}
 	}
 	if rec.CallbackURL != "" && p.cfg.Notifier != nil {
-		if err := p.cfg.Notifier.Notify(ctx, rec.CallbackURL, rec); err != nil {
+		if err := p.cfg.Notifier.Notify(context.WithoutCancel(ctx), rec.CallbackURL, rec); err != nil {
 			// Canceled all the same; the events stream has it too.
 			p.cfg.Logger.ErrorContext(ctx, "producer: enqueue the callback of a canceled request",
 				"request_id", requestID, "err", err)

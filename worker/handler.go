@@ -35,6 +35,7 @@ type Copier interface {
 // StatusStore records the status of each request id (package status's Store).
 type StatusStore interface {
 	Transition(ctx context.Context, id string, u status.Update) (status.Record, error)
+	Get(ctx context.Context, id string) (status.Record, error)
 }
 
 // Inputs reads and removes claim-checked source images (storage.Inputs).
@@ -157,6 +158,16 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	rec, err := h.status.Transition(ctx, p.RequestID, status.Update{To: status.Running, Attempt: a.n})
 	var te *status.TransitionError
 	switch {
+	case errors.As(err, &te) && te.From == status.Canceled:
+		// Canceled while queued; the producer could not delete a task a
+		// worker had already fetched, so tidy up here (a callback already
+		// enqueued by the producer is not sent twice).
+		a.log.InfoContext(ctx, "crop: canceled, nothing to do")
+		h.removeInput(ctx, a)
+		if cur, err := h.status.Get(ctx, p.RequestID); err == nil {
+			h.notify(ctx, a, cur)
+		}
+		return nil
 	case errors.As(err, &te) && te.From.Terminal():
 		a.log.InfoContext(ctx, "crop: already finished, nothing to do", "state", te.From)
 		return nil
@@ -165,6 +176,11 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	case err != nil:
 		return h.fail(ctx, a, fmt.Errorf("mark running: %w", err))
+	}
+	if p.ImageURL != "" && p.ImageBase64 != "" {
+		// Queued before the entrances refused two sources: keep the API's
+		// rule (base64 wins) rather than fail it now.
+		p.ImageURL, a.payload.ImageURL = "", ""
 	}
 	if err := p.Validate(h.cfg.Limits); err != nil {
 		return h.fail(ctx, a, err)
@@ -194,7 +210,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var se *storage.SourceError
 	if reused && errors.As(err, &se) && se.Expired {
 		a.log.InfoContext(ctx, "crop: checkpointed result expired; cropping again", "api_request_id", cp.APIRequestID)
-		if err := h.storageReady(ctx, a, false); err != nil {
+		if err := h.storageReady(ctx, a, true); err != nil {
 			return h.fail(ctx, a, err)
 		}
 		if cp, err = h.crop(ctx, a, true); err != nil {
@@ -289,7 +305,11 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 }
 
 // storageReady asks the storage gate whether a crop may be paid for now.
+// The gate watches the default bucket; a request with its own bucket passes.
 func (h *Handler) storageReady(ctx context.Context, a attempt, force bool) error {
+	if a.payload.Bucket != "" {
+		return nil
+	}
 	err := h.gate.allow(ctx, force)
 	if errors.As(err, new(*StorageUnavailableError)) {
 		h.cfg.Metrics.StorageDeferred()
@@ -403,7 +423,11 @@ func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (s
 func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 	d := Decide(err)
 	to := status.Retrying
-	if !d.Retry || (d.CountsAsFailure && a.last) {
+	// On the last attempt even a hand-back that is not a failure (a rate
+	// limit, the storage gate) ends the request: asynq archives a task
+	// whose retries are spent whatever IsFailure says, so a record left
+	// "retrying" would never move again.
+	if !d.Retry || a.last {
 		to = status.Failed
 	}
 	code, msg := errorCode(err), err.Error()
@@ -422,7 +446,7 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 		h.notify(sctx, a, rec)
 	}
 	a.log.WarnContext(ctx, "crop: attempt failed", "class", d.Class, "error_code", code, "err", err, "state", to)
-	if !d.Retry {
+	if to == status.Failed {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	if !d.CountsAsFailure {

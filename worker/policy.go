@@ -40,8 +40,9 @@ type Decision struct {
 // Backoff is exponential with full jitter: a uniform draw in (0, min(cap,
 // base·2^retries)].
 //
-// "failure" decides whether the attempt spends MaxRetry; the last failing
-// attempt ends in status failed.
+// "failure" decides whether the attempt spends MaxRetry. On the last
+// attempt every class ends in status failed: asynq archives a task whose
+// retries are spent on any error, whatever IsFailure says.
 func Decide(err error) Decision {
 	var (
 		upload *storage.UploadError

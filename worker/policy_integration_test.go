@@ -3,6 +3,8 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"image"
 	"image/png"
@@ -192,12 +194,15 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	t.Run("rate limited without the shared quota: retried, never a failure", func(t *testing.T) {
 		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Rate: 2, Burst: 1}})
 		for i := range 4 {
-			r.enqueue(t, fmt.Sprintf("rl-%d", i), "good.png", 0) // MaxRetry 0: any counted failure would archive
+			// MaxRetry 1: a 501 counted as a failure would leave one more
+			// attempt, and a second would end the request failed.
+			r.enqueue(t, fmt.Sprintf("rl-%d", i), "good.png", 1)
 		}
 		for i := range 4 {
 			rec := r.await(t, fmt.Sprintf("rl-%d", i), terminal, "finish")
 			assert.Equal(t, status.Succeeded, rec.State, states(rec))
 			assert.Equal(t, 1, rec.PaidCalls)
+			assert.Equal(t, 1, rec.Attempt, "rate limits do not spend attempts")
 		}
 		st := r.emu.Stats()
 		assert.Positive(t, st.Calls["501"], "four at once against 2/s, burst 1, must meet the quota")
@@ -208,7 +213,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Rate: 2, Burst: 1},
 			quota: &quota.Config{Rate: 1.6, Burst: 1, MaxWait: 10 * time.Second}})
 		for i := range 4 {
-			r.enqueue(t, fmt.Sprintf("q-%d", i), "good.png", 0)
+			r.enqueue(t, fmt.Sprintf("q-%d", i), "good.png", 1)
 		}
 		for i := range 4 {
 			rec := r.await(t, fmt.Sprintf("q-%d", i), terminal, "finish")
@@ -222,8 +227,8 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	t.Run("no token within the wait bound: handed back with the limiter's delay, not a failure", func(t *testing.T) {
 		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Rate: 100},
 			quota: &quota.Config{Rate: 0.5, Burst: 1, MaxWait: 10 * time.Millisecond}})
-		r.enqueue(t, "d-0", "good.png", 0)
-		r.enqueue(t, "d-1", "good.png", 0)
+		r.enqueue(t, "d-0", "good.png", 1)
+		r.enqueue(t, "d-1", "good.png", 1)
 		var deferred status.Record
 		for _, id := range []string{"d-0", "d-1"} {
 			rec := r.await(t, id, terminal, "finish")
@@ -267,6 +272,56 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		assert.Equal(t, "1002", rec.ErrorCode)
 		_, err = r.inputs.Get(ctx, ref)
 		require.ErrorAs(t, err, new(*storage.InputError), "the input is gone")
+	})
+
+	t.Run("a task whose request was canceled stops unpaid and removes its input", func(t *testing.T) {
+		// The producer cancels the record but cannot delete a task a worker
+		// has already fetched: the worker then tidies up itself.
+		r := newPolicyRig(t, minio, rowSpec{})
+		img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
+		require.NoError(t, err)
+		ctx := context.Background()
+		ref, err := r.inputs.Put(ctx, "gone", img)
+		require.NoError(t, err)
+		p := tasks.CropPayload{RequestID: "gone", TargetWidth: 300, TargetHeight: 200,
+			Input: &tasks.InputRef{Bucket: ref.Bucket, Key: ref.Key, Size: ref.Size, SHA256: ref.SHA256}}
+		task, opts, err := tasks.NewCropTask(p, tasks.Options{Limits: local})
+		require.NoError(t, err)
+		_, _, err = r.statuses.Create(ctx, status.Record{RequestID: "gone", Source: p.Source()})
+		require.NoError(t, err)
+		_, err = r.statuses.Cancel(ctx, "gone")
+		require.NoError(t, err)
+		_, err = r.client.Enqueue(task, opts...)
+		require.NoError(t, err)
+
+		insp := asynq.NewInspectorFromRedisClient(r.rdb)
+		require.Eventually(t, func() bool {
+			info, err := insp.GetTaskInfo(tasks.DefaultQueue, "gone")
+			return err == nil && info.State == asynq.TaskStateCompleted
+		}, 30*time.Second, 20*time.Millisecond, "the task completes without work")
+		_, err = r.inputs.Get(ctx, ref)
+		require.ErrorAs(t, err, new(*storage.InputError), "the input is gone")
+		rec, err := r.statuses.Get(ctx, "gone")
+		require.NoError(t, err)
+		assert.Equal(t, status.Canceled, rec.State)
+		assert.Zero(t, r.emu.Stats().Calls["200"], "nothing paid")
+	})
+
+	t.Run("a task queued with both image sources before they were refused still succeeds", func(t *testing.T) {
+		r := newPolicyRig(t, minio, rowSpec{})
+		img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
+		require.NoError(t, err)
+		payload, err := json.Marshal(map[string]any{"v": tasks.PayloadVersion, "requestId": "legacy",
+			"imageUrl": r.images + "/tiny.png", "imageBase64": base64.StdEncoding.EncodeToString(img),
+			"targetWidth": 300, "targetHeight": 200})
+		require.NoError(t, err)
+		_, _, err = r.statuses.Create(context.Background(), status.Record{RequestID: "legacy", Source: "base64"})
+		require.NoError(t, err)
+		_, err = r.client.Enqueue(asynq.NewTask(tasks.TypeCrop, payload), asynq.TaskID("legacy"), asynq.Queue(tasks.DefaultQueue))
+		require.NoError(t, err)
+		rec := r.await(t, "legacy", terminal, "finish")
+		assert.Equal(t, status.Succeeded, rec.State, "%s %s", rec.ErrorCode, rec.ErrorMessage)
+		assert.Equal(t, int64(1), r.emu.Stats().Usage, "base64 was sent (the URL's image is too small to crop)")
 	})
 
 	t.Run("500: retried with backoff up to MaxRetry, then failed", func(t *testing.T) {
@@ -329,7 +384,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		r.await(t, "gate-0", func(rec status.Record) bool { return rec.ErrorCode == "storage_upload" }, "fail its upload")
 		ids := []string{"gate-1", "gate-2", "gate-3"}
 		for _, id := range ids {
-			r.enqueue(t, id, "good.png", 0) // MaxRetry 0: any counted failure would end it
+			r.enqueue(t, id, "good.png", 1) // MaxRetry 1: hand-backs must not spend it
 		}
 		for _, id := range ids {
 			r.await(t, id, func(rec status.Record) bool { return rec.ErrorCode == "storage_unavailable" }, "be handed back unpaid")
@@ -347,6 +402,24 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 			}
 		}
 		assert.Equal(t, int64(4), r.emu.Stats().Usage, "one paid call per image")
+	})
+
+	t.Run("a hand-back on the last attempt ends the request failed, never stuck", func(t *testing.T) {
+		// asynq archives a task whose retries are spent, whatever IsFailure
+		// says, so the record must not be left "retrying". Results live 1 s,
+		// under the 2 s checkpoint margin: the second attempt must pay again,
+		// and the gate stops it.
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{ResultTTL: time.Second}, noBucket: true, storageWait: 200 * time.Millisecond})
+		r.enqueue(t, "last", "good.png", 1)
+		rec := r.await(t, "last", terminal, "end")
+		assert.Equal(t, status.Failed, rec.State, states(rec))
+		assert.Equal(t, "storage_unavailable", rec.ErrorCode)
+		assert.Equal(t, 2, rec.Attempt)
+		assert.Equal(t, "running cropped retrying running failed", states(rec))
+		assert.Equal(t, int64(1), r.emu.Stats().Usage, "the outage cost one paid call, not two")
+		info, err := asynq.NewInspectorFromRedisClient(r.rdb).GetTaskInfo(tasks.DefaultQueue, "last")
+		require.NoError(t, err)
+		assert.Equal(t, asynq.TaskStateArchived, info.State)
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cropq/cropq/storage"
@@ -24,19 +25,22 @@ func (e *StorageUnavailableError) Error() string {
 }
 func (e *StorageUnavailableError) Unwrap() error { return e.Err }
 
-// storageGate is this process's circuit breaker in front of paid calls.
-// Closed, it costs nothing. A failed upload (or bucket check) opens it; while
-// open, a crop is paid for only after a bucket check succeeds, and one check
-// at a time, at most once per interval, speaks for every task.
+// storageGate is this process's circuit breaker in front of paid calls for
+// results bound for the default bucket. Closed, it costs an atomic load. A
+// failed upload (or bucket check) opens it; while open, a crop is paid for
+// only after a bucket check succeeds, and one check at a time, at most once
+// per interval, speaks for every task.
 type storageGate struct {
 	check    func(context.Context) error
 	interval time.Duration // between checks while open
 	maxWait  time.Duration // a task waits in place this long before it is handed back
 	now      func() time.Time
 
-	mu        sync.Mutex
-	open      bool
-	checkedAt time.Time
+	open atomic.Bool // read without the lock on the fast path
+
+	mu        sync.Mutex // serialises checks; guards the fields below
+	checkedAt time.Time  // last check, or the failed upload that opened the gate
+	okAt      time.Time  // last successful check
 	lastErr   error
 }
 
@@ -48,9 +52,13 @@ func newStorageGate(check func(context.Context) error, interval, maxWait time.Du
 // waits in place, up to maxWait, for a check to succeed (holding the task
 // here keeps the rest of the queue pending instead of cycling it), then
 // gives up with a *StorageUnavailableError. force checks the bucket even
-// when the gate is closed (before paying again for a result that expired
-// while it could not be stored).
+// when the gate is closed, unless a check succeeded within the interval
+// (before paying again for a result that expired while it could not be
+// stored).
 func (g *storageGate) allow(ctx context.Context, force bool) error {
+	if !force && !g.open.Load() {
+		return nil
+	}
 	deadline := g.now().Add(g.maxWait)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -72,12 +80,15 @@ func (g *storageGate) allow(ctx context.Context, force bool) error {
 
 // try is one look at the gate: nil, or the error and when to look again.
 func (g *storageGate) try(ctx context.Context, force bool) (time.Time, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock() // held across the check: concurrent tasks wait for its verdict
-	if !g.open && !force {
+	g.mu.Lock() // a check in progress (bounded by its own timeout) speaks for this task too
+	defer g.mu.Unlock()
+	now := g.now()
+	switch open := g.open.Load(); {
+	case !open && !force:
 		return time.Time{}, nil
-	}
-	if g.open && g.now().Sub(g.checkedAt) < g.interval {
+	case !open && !g.okAt.IsZero() && now.Sub(g.okAt) < g.interval:
+		return time.Time{}, nil // a forced check that was just made
+	case open && now.Sub(g.checkedAt) < g.interval:
 		return g.checkedAt.Add(g.interval), &StorageUnavailableError{Err: g.lastErr}
 	}
 	err := g.check(ctx)
@@ -85,10 +96,13 @@ func (g *storageGate) try(ctx context.Context, force bool) (time.Time, error) {
 		return time.Time{}, ctx.Err() // this task was interrupted; says nothing of the bucket
 	}
 	g.checkedAt = g.now()
-	g.open, g.lastErr = err != nil, err
 	if err != nil {
+		g.lastErr = err
+		g.open.Store(true)
 		return g.checkedAt.Add(g.interval), &StorageUnavailableError{Err: err}
 	}
+	g.okAt = g.checkedAt
+	g.open.Store(false)
 	return time.Time{}, nil
 }
 
@@ -99,14 +113,13 @@ func (g *storageGate) observe(ctx context.Context, err error) {
 	var upload *storage.UploadError
 	switch {
 	case err == nil:
-		g.mu.Lock()
-		g.open = false
-		g.mu.Unlock()
+		g.open.Store(false)
 	case errors.As(err, &upload) && ctx.Err() == nil:
-		g.mu.Lock()
-		if !g.open {
-			g.open, g.checkedAt, g.lastErr = true, g.now(), err
+		// The failed upload is the gate's first check. If a check is in
+		// progress its verdict stands instead; never wait for it here.
+		if g.open.CompareAndSwap(false, true) && g.mu.TryLock() {
+			g.checkedAt, g.lastErr = g.now(), err
+			g.mu.Unlock()
 		}
-		g.mu.Unlock()
 	}
 }

@@ -141,6 +141,25 @@ func TestStorageGate(t *testing.T) {
 	})
 }
 
+func TestStorageGateClosedNeverWaitsForACheck(t *testing.T) {
+	ctx := context.Background()
+	release := make(chan struct{})
+	started := make(chan struct{})
+	g := newStorageGate(func(context.Context) error {
+		close(started)
+		<-release // a slow HeadBucket
+		return nil
+	}, time.Hour, time.Hour, time.Now)
+	forced := make(chan error, 1)
+	go func() { forced <- g.allow(ctx, true) }()
+	<-started
+	require.NoError(t, g.allow(ctx, false), "closed: no wait for the forced check in progress")
+	g.observe(ctx, nil) // a copy finishing does not wait either
+	close(release)
+	require.NoError(t, <-forced)
+	require.NoError(t, g.allow(ctx, true), "a check that just succeeded satisfies a forced one")
+}
+
 func TestDecideStorageUnavailable(t *testing.T) {
 	err := &StorageUnavailableError{Err: uploadErr()}
 	d := Decide(err)

@@ -133,7 +133,12 @@ func (p *process) Start(ctx context.Context) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if err := p.ready(rctx, cmd.Process.Pid); err == nil {
+		// Each probe gets its own short deadline: a port holder that accepts
+		// but never answers must not use up the whole start-up window.
+		pctx, cancelProbe := context.WithTimeout(rctx, 2*time.Second)
+		err := p.ready(pctx, cmd.Process.Pid)
+		cancelProbe()
+		if err == nil {
 			return nil
 		}
 		select {
