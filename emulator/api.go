@@ -46,15 +46,18 @@ func (s *Server) handleCrop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	faults := s.currentFaults()
+	// The body is read first: net/http notices a client that hangs up (and
+	// cancels r.Context) only once the body has been consumed.
+	req, err := s.readRequest(r)
 	if d := faults.Latency + s.jitter(faults.LatencyJitter); d > 0 {
+		t := time.NewTimer(d)
 		select {
-		case <-time.After(d):
+		case <-t.C:
 		case <-r.Context().Done():
+			t.Stop()
 			return
 		}
 	}
-
-	req, err := s.readRequest(r)
 	if err != nil {
 		s.business(w, gwID, cropapi.CodeInvalidInput, "invalid input: "+err.Error())
 		return

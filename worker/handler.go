@@ -426,8 +426,11 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 	// On the last attempt even a hand-back that is not a failure (a rate
 	// limit, the storage gate) ends the request: asynq archives a task
 	// whose retries are spent whatever IsFailure says, so a record left
-	// "retrying" would never move again.
-	if !d.Retry || a.last {
+	// "retrying" would never move again. Not when this worker is shutting
+	// down, though (the task's context canceled): asynq then puts the task
+	// back itself, and the next run must find the request open.
+	shutdown := errors.Is(ctx.Err(), context.Canceled)
+	if !d.Retry || (a.last && !shutdown) {
 		to = status.Failed
 	}
 	code, msg := errorCode(err), err.Error()

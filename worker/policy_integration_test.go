@@ -57,6 +57,9 @@ type policyRig struct {
 	images   string
 	client   *asynq.Client
 	inputs   *storage.Inputs
+	handler  *worker.Handler
+	spec     rowSpec
+	stop     func() // stops the running worker server
 }
 
 type rowSpec struct {
@@ -66,6 +69,8 @@ type rowSpec struct {
 	// storageWait, when set, is the storage gate's StorageMaxWait (checks
 	// every quarter of it); the default waits 10 s.
 	storageWait time.Duration
+	// shutdownTimeout is the worker server's (default 5 s).
+	shutdownTimeout time.Duration
 }
 
 func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig {
@@ -104,16 +109,29 @@ func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig 
 		q.Account = "k"
 		hcfg.Quota = quota.New(r.rdb, q)
 	}
-	h := worker.NewHandler(client, copier, r.statuses, hcfg)
+	r.handler, r.spec = worker.NewHandler(client, copier, r.statuses, hcfg), spec
+	r.startServer(t)
+	r.client = asynq.NewClientFromRedisClient(r.rdb)
+	return r
+}
+
+// startServer runs a worker server with the rig's handler until r.stop or
+// the end of the test.
+func (r *policyRig) startServer(t *testing.T) {
+	t.Helper()
+	shutdown := r.spec.shutdownTimeout
+	if shutdown <= 0 {
+		shutdown = 5 * time.Second
+	}
 	ws := worker.NewServer(r.rdb, worker.ServerConfig{Concurrency: 4, DelayedTaskCheckInterval: checkInterval,
-		ShutdownTimeout: 5 * time.Second, Backoff: worker.Backoff{Base: backoffBase, Cap: backoffCap, RateLimitDelay: backoffBase}}, h)
+		ShutdownTimeout: shutdown, Backoff: worker.Backoff{Base: backoffBase, Cap: backoffCap, RateLimitDelay: backoffBase}}, r.handler)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = ws.Run(ctx) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	r.client = asynq.NewClientFromRedisClient(r.rdb)
-	return r
+	var once sync.Once
+	r.stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(r.stop)
 }
 
 func serveImages(t *testing.T) string {
@@ -272,6 +290,23 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		assert.Equal(t, "1002", rec.ErrorCode)
 		_, err = r.inputs.Get(ctx, ref)
 		require.ErrorAs(t, err, new(*storage.InputError), "the input is gone")
+	})
+
+	t.Run("a worker shut down during the last attempt leaves the request to the next one", func(t *testing.T) {
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Faults: emulator.Faults{P500: 1}}, shutdownTimeout: 100 * time.Millisecond})
+		r.enqueue(t, "sd", "good.png", 1)
+		r.await(t, "sd", func(rec status.Record) bool { return rec.State == status.Retrying && rec.ErrorCode == "500" }, "spend its retry on a 500")
+		r.emu.SetFaults(emulator.Faults{Latency: 10 * time.Second}) // the last attempt hangs in the API call
+		r.await(t, "sd", func(rec status.Record) bool { return rec.State == status.Running && rec.Attempt == 2 }, "start its last attempt")
+		r.stop() // SIGTERM: asynq gives up after 100 ms and puts the task back
+
+		// The abandoned handler records why it stopped once its context ends.
+		rec := r.await(t, "sd", func(rec status.Record) bool { return rec.State != status.Running }, "record the interruption")
+		assert.Equal(t, status.Retrying, rec.State, "interrupted, not failed: %s", states(rec))
+		r.emu.SetFaults(emulator.Faults{})
+		r.startServer(t)
+		rec = r.await(t, "sd", terminal, "finish on the next worker")
+		assert.Equal(t, status.Succeeded, rec.State, states(rec))
 	})
 
 	t.Run("a task whose request was canceled stops unpaid and removes its input", func(t *testing.T) {
