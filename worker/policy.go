@@ -41,8 +41,9 @@ type Decision struct {
 // base·2^retries)].
 //
 // "failure" decides whether the attempt spends MaxRetry. On the last
-// attempt every class ends in status failed: asynq archives a task whose
-// retries are spent on any error, whatever IsFailure says.
+// attempt every class ends in status failed (asynq archives a task whose
+// retries are spent on any error, whatever IsFailure says), except a
+// shutdown: asynq puts those tasks back itself.
 func Decide(err error) Decision {
 	var (
 		upload *storage.UploadError
