@@ -159,6 +159,31 @@ func (r *policyRig) enqueue(t *testing.T, id, image string, maxRetry int) {
 	require.NoError(t, err)
 }
 
+// enqueueClaimChecked stores a sample image in the inputs store and enqueues
+// a request that refers to it (claim check), canceled before its task is
+// enqueued when cancel is set; it returns the input's reference.
+func (r *policyRig) enqueueClaimChecked(t *testing.T, id string, cancel bool) storage.Input {
+	t.Helper()
+	ctx := context.Background()
+	img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
+	require.NoError(t, err)
+	ref, err := r.inputs.Put(ctx, id, img)
+	require.NoError(t, err)
+	p := tasks.CropPayload{RequestID: id, TargetWidth: 300, TargetHeight: 200,
+		Input: &tasks.InputRef{Bucket: ref.Bucket, Key: ref.Key, Size: ref.Size, SHA256: ref.SHA256}}
+	task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: 3, Limits: local})
+	require.NoError(t, err)
+	_, _, err = r.statuses.Create(ctx, status.Record{RequestID: id, Source: p.Source()})
+	require.NoError(t, err)
+	if cancel {
+		_, err = r.statuses.Cancel(ctx, id)
+		require.NoError(t, err)
+	}
+	_, err = r.client.Enqueue(task, opts...)
+	require.NoError(t, err)
+	return ref
+}
+
 func (r *policyRig) await(t *testing.T, id string, cond func(status.Record) bool, what string) status.Record {
 	t.Helper()
 	var rec status.Record
@@ -271,24 +296,12 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 
 	t.Run("a claim-checked input is removed once its request has failed for good", func(t *testing.T) {
 		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Faults: emulator.Faults{P1002: 1}}})
-		img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
-		require.NoError(t, err)
-		ctx := context.Background()
-		ref, err := r.inputs.Put(ctx, "claim", img)
-		require.NoError(t, err)
-		p := tasks.CropPayload{RequestID: "claim", TargetWidth: 300, TargetHeight: 200,
-			Input: &tasks.InputRef{Bucket: ref.Bucket, Key: ref.Key, Size: ref.Size, SHA256: ref.SHA256}}
-		task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: 3, Limits: local})
-		require.NoError(t, err)
-		_, _, err = r.statuses.Create(ctx, status.Record{RequestID: "claim", Source: p.Source()})
-		require.NoError(t, err)
-		_, err = r.client.Enqueue(task, opts...)
-		require.NoError(t, err)
+		ref := r.enqueueClaimChecked(t, "claim", false)
 
 		rec := r.await(t, "claim", terminal, "fail")
 		assert.Equal(t, status.Failed, rec.State)
 		assert.Equal(t, "1002", rec.ErrorCode)
-		_, err = r.inputs.Get(ctx, ref)
+		_, err := r.inputs.Get(context.Background(), ref)
 		require.ErrorAs(t, err, new(*storage.InputError), "the input is gone")
 	})
 
@@ -313,28 +326,15 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		// The producer cancels the record but cannot delete a task a worker
 		// has already fetched: the worker then tidies up itself.
 		r := newPolicyRig(t, minio, rowSpec{})
-		img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
-		require.NoError(t, err)
 		ctx := context.Background()
-		ref, err := r.inputs.Put(ctx, "gone", img)
-		require.NoError(t, err)
-		p := tasks.CropPayload{RequestID: "gone", TargetWidth: 300, TargetHeight: 200,
-			Input: &tasks.InputRef{Bucket: ref.Bucket, Key: ref.Key, Size: ref.Size, SHA256: ref.SHA256}}
-		task, opts, err := tasks.NewCropTask(p, tasks.Options{Limits: local})
-		require.NoError(t, err)
-		_, _, err = r.statuses.Create(ctx, status.Record{RequestID: "gone", Source: p.Source()})
-		require.NoError(t, err)
-		_, err = r.statuses.Cancel(ctx, "gone")
-		require.NoError(t, err)
-		_, err = r.client.Enqueue(task, opts...)
-		require.NoError(t, err)
+		ref := r.enqueueClaimChecked(t, "gone", true)
 
 		insp := asynq.NewInspectorFromRedisClient(r.rdb)
 		require.Eventually(t, func() bool {
 			info, err := insp.GetTaskInfo(tasks.DefaultQueue, "gone")
 			return err == nil && info.State == asynq.TaskStateCompleted
 		}, 30*time.Second, 20*time.Millisecond, "the task completes without work")
-		_, err = r.inputs.Get(ctx, ref)
+		_, err := r.inputs.Get(ctx, ref)
 		require.ErrorAs(t, err, new(*storage.InputError), "the input is gone")
 		rec, err := r.statuses.Get(ctx, "gone")
 		require.NoError(t, err)
