@@ -340,10 +340,15 @@ func (p *Producer) Cancel(ctx context.Context, requestID string) (status.Record,
 	}
 	// The task carries the only reference to a claim-checked input.
 	var input *tasks.InputRef
-	if info, err := p.insp.GetTaskInfo(p.cfg.Task.Queue, requestID); err == nil {
+	info, err := p.insp.GetTaskInfo(p.cfg.Task.Queue, requestID)
+	switch {
+	case err == nil:
 		if pl, err := tasks.ParseCropPayload(info.Payload); err == nil {
 			input = pl.Input
 		}
+	case !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound):
+		p.cfg.Logger.WarnContext(ctx, "producer: read the task of a canceled request; a claim-checked input may be left to the lifecycle rule",
+			"request_id", requestID, "err", err)
 	}
 	if err := p.insp.DeleteTask(p.cfg.Task.Queue, requestID); err != nil &&
 		!errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
