@@ -451,7 +451,8 @@ const maxTxRetries = 16
 
 // Transition applies u to id's record atomically and returns the new record.
 // A missing record is created when u starts an attempt (To == Running), so a
-// task enqueued without a record still gets one.
+// task enqueued without a record still gets one. When the move is refused
+// with a *TransitionError, the record as it stands is returned with it.
 func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, error) {
 	key := s.Key(id)
 	var out Record
@@ -474,6 +475,9 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, er
 		}
 		from := rec.State
 		if err := s.apply(&rec, u); err != nil {
+			if errors.As(err, new(*TransitionError)) {
+				out = rec // apply refuses before it changes anything
+			}
 			return err
 		}
 		nb, err := json.Marshal(rec)
@@ -494,8 +498,11 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, er
 				_, err = p.Exec(ctx)
 			}
 		}
+		if err != nil {
+			return err
+		}
 		out = rec
-		return err
+		return nil
 	}
 	for i := 0; i < maxTxRetries; i++ {
 		err := s.rdb.Watch(ctx, txf, key)
@@ -503,7 +510,7 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, er
 			continue
 		}
 		if err != nil {
-			return Record{}, fmt.Errorf("status: %s → %s: %w", id, u.To, err)
+			return out, fmt.Errorf("status: %s → %s: %w", id, u.To, err)
 		}
 		return out, nil
 	}

@@ -91,10 +91,12 @@ func TestTransitionRules(t *testing.T) {
 	// Terminal states do not move.
 	_, err = st.Transition(ctx, "s", status.Update{To: status.Succeeded, Attempt: 3, Stored: &status.Stored{Key: "k"}})
 	require.NoError(t, err)
-	_, err = st.Transition(ctx, "s", status.Update{To: status.Running, Attempt: 4})
+	cur, err := st.Transition(ctx, "s", status.Update{To: status.Running, Attempt: 4})
 	var te *status.TransitionError
 	require.ErrorAs(t, err, &te)
 	assert.Equal(t, status.Succeeded, te.From)
+	assert.Equal(t, status.Succeeded, cur.State, "the refusal comes with the record as it stands")
+	assert.Equal(t, "k", cur.Stored.Key)
 
 	// Only a start creates a missing record.
 	_, err = st.Transition(ctx, "missing", status.Update{To: status.Failed, Attempt: 1})

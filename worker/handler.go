@@ -35,7 +35,6 @@ type Copier interface {
 // StatusStore records the status of each request id (package status's Store).
 type StatusStore interface {
 	Transition(ctx context.Context, id string, u status.Update) (status.Record, error)
-	Get(ctx context.Context, id string) (status.Record, error)
 }
 
 // Inputs reads and removes claim-checked source images (storage.Inputs).
@@ -164,9 +163,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// enqueued by the producer is not sent twice).
 		a.log.InfoContext(ctx, "crop: canceled, nothing to do")
 		h.removeInput(ctx, a)
-		if cur, err := h.status.Get(ctx, p.RequestID); err == nil {
-			h.notify(ctx, a, cur)
-		}
+		h.notify(ctx, a, rec) // the canceled record, returned with the refusal
 		return nil
 	case errors.As(err, &te) && te.From.Terminal():
 		a.log.InfoContext(ctx, "crop: already finished, nothing to do", "state", te.From)
