@@ -41,7 +41,7 @@ const DefaultQueue = "crops"
 type CropPayload struct {
 	Version   int    `json:"v"`
 	RequestID string `json:"requestId"`
-	// Exactly the API's sources: base64 wins when both are set.
+	// The image, by URL or base64: exactly one (Validate refuses both).
 	ImageURL     string `json:"imageUrl,omitempty"`
 	ImageBase64  string `json:"imageBase64,omitempty"`
 	TargetWidth  int    `json:"targetWidth"`

@@ -147,6 +147,11 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.log.ErrorContext(ctx, "crop: undecodable payload", "err", err)
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
+	if p.ImageURL != "" && p.ImageBase64 != "" {
+		// Queued before the entrances refused two sources: keep the API's
+		// rule (base64 wins) rather than fail it now.
+		p.ImageURL = ""
+	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	taskID, _ := asynq.GetTaskID(ctx)
@@ -173,11 +178,6 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	case err != nil:
 		return h.fail(ctx, a, fmt.Errorf("mark running: %w", err))
-	}
-	if p.ImageURL != "" && p.ImageBase64 != "" {
-		// Queued before the entrances refused two sources: keep the API's
-		// rule (base64 wins) rather than fail it now.
-		p.ImageURL, a.payload.ImageURL = "", ""
 	}
 	if err := p.Validate(h.cfg.Limits); err != nil {
 		return h.fail(ctx, a, err)
@@ -301,10 +301,14 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 	return cp, nil
 }
 
+// gated reports whether the storage gate speaks for this request: it checks
+// the default bucket, so one request's own bucket neither passes through it
+// nor opens it.
+func (a attempt) gated() bool { return a.payload.Bucket == "" }
+
 // storageReady asks the storage gate whether a crop may be paid for now.
-// The gate watches the default bucket; a request with its own bucket passes.
 func (h *Handler) storageReady(ctx context.Context, a attempt, force bool) error {
-	if a.payload.Bucket != "" {
+	if !a.gated() {
 		return nil
 	}
 	err := h.gate.allow(ctx, force)
@@ -404,9 +408,7 @@ func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (s
 		Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata,
 	})
 	h.cfg.Metrics.Copy(stored.Size, h.cfg.Now().Sub(start), err)
-	if p.Bucket == "" {
-		// The gate checks the default bucket; one request's own bucket
-		// failing says nothing about the others'.
+	if a.gated() {
 		h.gate.observe(ctx, err)
 	}
 	if err != nil {
