@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -102,16 +101,9 @@ func TestBadInputEverywhere(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			// HTTP API.
-			req, err := http.NewRequest(http.MethodPost, base+"/v1/crops", strings.NewReader(tc.body))
-			require.NoError(t, err)
-			req.Header.Set("Authorization", "Bearer bad-token")
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(req)
-			require.NoError(t, err)
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			assert.Equal(t, tc.status, resp.StatusCode, "HTTP: %s", b)
-			assert.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
+			code, ctype, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token", tc.body)
+			assert.Equal(t, tc.status, code, "HTTP: %s", b)
+			assert.Equal(t, "application/problem+json", ctype)
 			if tc.field != "" {
 				assert.Contains(t, string(b), tc.field, "HTTP names the field")
 			}
@@ -144,16 +136,10 @@ func TestBadInputEverywhere(t *testing.T) {
 	// A request id used again with other parameters: refused everywhere.
 	require.Equal(t, producer.Enqueued, prod.Enqueue(context.Background(), tasks.CropPayload{RequestID: "dup-1",
 		ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800}).Outcome)
-	req, err := http.NewRequest(http.MethodPost, base+"/v1/crops", strings.NewReader(strings.Replace(crop("dup-1", ""), `"targetWidth":800`, `"targetWidth":400`, 1)))
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer bad-token")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	assert.Equal(t, http.StatusConflict, resp.StatusCode)
+	code, _, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token", strings.Replace(crop("dup-1", ""), `"targetWidth":800`, `"targetWidth":400`, 1))
+	assert.Equal(t, http.StatusConflict, code)
 	assert.Contains(t, string(b), "targetWidth")
-	_, err = s.cropq("enqueue", "--request-id", "dup-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "640")
+	_, err := s.cropq("enqueue", "--request-id", "dup-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "640")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "targetHeight")
 	res := prod.Enqueue(context.Background(), tasks.CropPayload{RequestID: "dup-1", ImageURL: "https://cdn.example.com/b.jpg", TargetWidth: 800, TargetHeight: 800})

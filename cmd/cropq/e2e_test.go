@@ -207,6 +207,22 @@ func (s *stack) awaitHTTP(url string) {
 }
 
 // cropq runs a one-shot command and returns its stdout.
+// apiDo sends an authorised JSON request to the HTTP API and returns the
+// answer's status, Content-Type and body.
+func apiDo(t *testing.T, method, url, token, body string) (int, string, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), b
+}
+
 func (s *stack) cropq(args ...string) (string, error) {
 	cmd := exec.Command(s.bin, args...)
 	cmd.Env = append(os.Environ(), s.env...)
@@ -506,14 +522,8 @@ func TestE2EAPIClaimCheckAndCallback(t *testing.T) {
 	s.awaitHTTP("http://" + apiAddr + "/healthz")
 	call := func(method, path string, body []byte) int {
 		t.Helper()
-		req, err := http.NewRequest(method, "http://"+apiAddr+path, bytes.NewReader(body))
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer tok-e2e")
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _, _ := apiDo(t, method, "http://"+apiAddr+path, "tok-e2e", string(body))
+		return code
 	}
 	img, err := os.ReadFile(filepath.Join("..", "..", "testdata", "images", firstImage(t)))
 	require.NoError(t, err)

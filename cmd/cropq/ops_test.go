@@ -230,13 +230,8 @@ func TestE2ESecretsNeverLeak(t *testing.T) {
 
 	body := fmt.Sprintf(`{"requestId":"sec-1","imageUrl":%q,"targetWidth":300,"targetHeight":300,"callbackUrl":"http://127.0.0.1:1/hook?key=cb-SECRET-q"}`,
 		s.images+"/"+firstImage(t))
-	req, err := http.NewRequest("POST", "http://"+apiAddr+"/v1/crops", strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	code, _, _ := apiDo(t, http.MethodPost, "http://"+apiAddr+"/v1/crops", token, body)
+	require.Equal(t, http.StatusAccepted, code)
 	rec := s.awaitState("sec-1", 60*time.Second, status.Succeeded)
 
 	// A failure's path too: a request the API refuses.
