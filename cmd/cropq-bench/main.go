@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -232,4 +233,13 @@ func (e *benchEnv) stop() {
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintln(os.Stderr, "cropq-bench: cleanup:", strings.TrimSpace(err.Error()))
 	}
+}
+
+// sampleImage reads one of the repository's sample images.
+func sampleImage(name string) ([]byte, error) {
+	root, err := localsvc.RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(filepath.Join(root, "testdata", "images", name))
 }

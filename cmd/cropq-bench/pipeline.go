@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -21,7 +19,6 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/emulator"
-	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
@@ -195,11 +192,7 @@ type pipelineRig struct {
 }
 
 func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Client, log *slog.Logger) (*pipelineRig, error) {
-	root, err := localsvc.RepoRoot()
-	if err != nil {
-		return nil, err
-	}
-	img, err := os.ReadFile(filepath.Join(root, "testdata", "images", "ball-offcentre.jpg"))
+	img, err := sampleImage("ball-offcentre.jpg")
 	if err != nil {
 		return nil, err
 	}

@@ -135,11 +135,7 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		return res, err
 	}
-	root, err := localsvc.RepoRoot()
-	if err != nil {
-		return res, err
-	}
-	img, err := os.ReadFile(filepath.Join(root, "testdata", "images", "ball-offcentre.jpg"))
+	img, err := sampleImage("ball-offcentre.jpg")
 	if err != nil {
 		return res, err
 	}
