@@ -63,14 +63,10 @@ func startMinIO(ctx context.Context, o MinIOOptions, data string) (*MinIO, error
 		return nil, err
 	}
 	m := &MinIO{port: o.Port, accessKey: o.AccessKey, secretKey: o.SecretKey}
-	probe := s3.New(s3.Options{
-		BaseEndpoint:     aws.String(m.Endpoint()),
-		Region:           "us-east-1",
-		UsePathStyle:     true,
-		Credentials:      credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, ""),
-		HTTPClient:       &http.Client{Timeout: 2 * time.Second},
-		RetryMaxAttempts: 1,
-	})
+	probeOpts := m.S3Options()
+	probeOpts.HTTPClient = &http.Client{Timeout: 2 * time.Second}
+	probeOpts.RetryMaxAttempts = 1
+	probe := s3.New(probeOpts)
 	m.process = process{
 		name: "minio", bin: o.Binary, logPath: filepath.Join(o.Dir, "minio.log"),
 		args: []string{"server", data, "--address", m.Addr(), "--console-address", "127.0.0.1:" + portString(console), "--quiet"},
@@ -89,6 +85,17 @@ func (m *MinIO) Addr() string { return "127.0.0.1:" + portString(m.port) }
 
 // Endpoint is the S3 endpoint URL.
 func (m *MinIO) Endpoint() string { return "http://" + m.Addr() }
+
+// S3Options are the options of a path-style S3 client of this server with
+// its root credentials.
+func (m *MinIO) S3Options() s3.Options {
+	return s3.Options{
+		BaseEndpoint: aws.String(m.Endpoint()),
+		Region:       "us-east-1",
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(m.accessKey, m.secretKey, ""),
+	}
+}
 
 // AccessKey and SecretKey are the root credentials.
 func (m *MinIO) AccessKey() string { return m.accessKey }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/cropq/cropq/internal/localsvc"
@@ -61,12 +60,7 @@ func MinIO(t testing.TB) *localsvc.MinIO {
 
 // S3Client returns a path-style S3 client of m.
 func S3Client(m *localsvc.MinIO) *s3.Client {
-	return s3.New(s3.Options{
-		BaseEndpoint: aws.String(m.Endpoint()),
-		Region:       "us-east-1",
-		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider(m.AccessKey(), m.SecretKey(), ""),
-	})
+	return s3.New(m.S3Options())
 }
 
 // MinIOBucket creates a fresh bucket on m and returns a client and its name.
