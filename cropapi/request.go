@@ -9,12 +9,13 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
-	"net/netip"
 	"net/url"
 	"strings"
 
 	"golang.org/x/image/bmp"
 	"golang.org/x/image/webp"
+
+	"github.com/cropq/cropq/internal/netguard"
 )
 
 // Request is one crop call.
@@ -50,8 +51,9 @@ type Limits struct {
 	// MaxURLLen bounds the length of ImageURL.
 	MaxURLLen int
 	// AllowPrivateHosts accepts an imageUrl whose host is localhost or a
-	// loopback, private or link-local address: the local emulator and tests
-	// serve images there; the real API cannot fetch them.
+	// loopback, private, link-local or other internal address (any spelling
+	// netguard.CheckHost refuses): the local emulator and tests serve images
+	// there; the real API cannot fetch them.
 	AllowPrivateHosts bool
 }
 
@@ -140,7 +142,9 @@ func (l Limits) checkTarget(field string, v int) error {
 	return nil
 }
 
-// CheckURL checks that s is an absolute http(s) URL of acceptable length.
+// CheckURL checks that s is an absolute http(s) URL of acceptable length
+// whose host can be canonicalised and, unless AllowPrivateHosts, is not
+// localhost or an internal address in any spelling (netguard.CheckHost).
 func (l Limits) CheckURL(s string) error {
 	l = l.withDefaults()
 	if len(s) > l.MaxURLLen {
@@ -159,26 +163,19 @@ func (l Limits) CheckURL(s string) error {
 	if u.User != nil {
 		return &ValidationError{Field: "imageUrl", Reason: "must not carry credentials"}
 	}
-	if !l.AllowPrivateHosts && privateHost(u.Hostname()) {
-		return &ValidationError{Field: "imageUrl", Reason: fmt.Sprintf("host %q is loopback, private or link-local: the API cannot fetch it", u.Hostname())}
+	// Judge the host as the fetching client will see it (0x7f.1 and
+	// ⓛⓞⓒⓐⓛⓗⓞⓢⓣ are loopback too). A host no client can make sense of is
+	// refused even when private hosts are allowed.
+	host := u.Hostname()
+	if _, err := netguard.Canonical(host); err != nil {
+		return &ValidationError{Field: "imageUrl", Reason: err.Error()}
+	}
+	if !l.AllowPrivateHosts {
+		if err := netguard.CheckHost(host); err != nil {
+			return &ValidationError{Field: "imageUrl", Reason: err.Error() + ": the API cannot fetch it"}
+		}
 	}
 	return nil
-}
-
-// privateHost reports a host no public service can reach: localhost, or a
-// loopback, private, link-local or unspecified address literal.
-func privateHost(host string) bool {
-	h := strings.ToLower(strings.TrimSuffix(host, "."))
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(h)
-	if err != nil {
-		return false // a name: whatever it resolves to, the vendor resolves it
-	}
-	ip = ip.Unmap()
-	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() ||
-		netip.MustParsePrefix("100.64.0.0/10").Contains(ip)
 }
 
 // ImageInfo is what an image header tells.

@@ -82,11 +82,34 @@ func TestValidate(t *testing.T) {
 	}{
 		{"url ok", Request{ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800}, "", ""},
 		{"url with credentials", Request{ImageURL: "https://u:p@cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "credentials"},
-		{"url loopback", Request{ImageURL: "http://127.0.0.1:8080/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "loopback, private or link-local"},
+		{"url loopback", Request{ImageURL: "http://127.0.0.1:8080/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", `host "127.0.0.1" is a loopback address: the API cannot fetch it`},
 		{"url localhost", Request{ImageURL: "http://localhost/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "loopback"},
 		{"url private", Request{ImageURL: "http://10.1.2.3/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "private"},
 		{"url link-local metadata", Request{ImageURL: "http://169.254.169.254/latest/meta-data", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "link-local"},
 		{"url ipv6 loopback", Request{ImageURL: "http://[::1]/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "loopback"},
+		// Other spellings of internal addresses (netguard has the full table).
+		{"url hex loopback", Request{ImageURL: "http://0x7f.1/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", `host "0x7f.1" is 127.0.0.1, a loopback address`},
+		{"url decimal loopback", Request{ImageURL: "http://2130706433:8080/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "is 127.0.0.1, a loopback address"},
+		{"url octal loopback", Request{ImageURL: "http://0177.0.0.1/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "is 127.0.0.1"},
+		{"url short private", Request{ImageURL: "http://10.1/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "is 10.0.0.1, a private address"},
+		{"url zero", Request{ImageURL: "http://0/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "is 0.0.0.0"},
+		{"url decimal metadata", Request{ImageURL: "http://2852039166/latest/meta-data", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "is 169.254.169.254, a cloud metadata address"},
+		{"url mapped loopback", Request{ImageURL: "http://[::ffff:7f00:1]/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "reaches 127.0.0.1, a loopback address"},
+		{"url link-local zone", Request{ImageURL: "http://[fe80::1%25eth0]/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "link-local"},
+		{"url fullwidth loopback", Request{ImageURL: "http://１２７．０．０．１/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "is 127.0.0.1, a loopback address"},
+		{"url ideographic stop", Request{ImageURL: "http://127。0。0。1/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "is 127.0.0.1"},
+		{"url circled localhost", Request{ImageURL: "http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "is localhost, a loopback name"},
+		{"url upper localhost", Request{ImageURL: "http://LOCALHOST:8080/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "is localhost"},
+		{"url localhost dot", Request{ImageURL: "http://localhost./a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "is localhost"},
+		{"url under localhost", Request{ImageURL: "http://foo.localhost/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "under localhost"},
+		{"url bad ipv4", Request{ImageURL: "http://1.2.3.256/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", `host "1.2.3.256" looks like an IPv4 address but is not a valid one`},
+		{"url five parts", Request{ImageURL: "http://1.2.3.4.5/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "not a valid one"},
+		{"url bad idna", Request{ImageURL: "http://bü\u200dcher.example/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "is not a valid internationalised domain name"},
+		{"url percent-encoded circled localhost", Request{ImageURL: "http://%E2%93%9B%E2%93%9E%E2%93%92%E2%93%90%E2%93%9B%E2%93%97%E2%93%9E%E2%93%A2%E2%93%A3/a.jpg", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "is localhost, a loopback name"},
+		{"url public ip", Request{ImageURL: "http://93.184.216.34/a.jpg", TargetWidth: 800, TargetHeight: 800}, "", ""},
+		{"url public ipv6", Request{ImageURL: "https://[2606:4700::1111]/a.jpg", TargetWidth: 800, TargetHeight: 800}, "", ""},
+		{"url idn", Request{ImageURL: "https://bücher.example/a.jpg", TargetWidth: 800, TargetHeight: 800}, "", ""},
+		{"url idn percent-encoded", Request{ImageURL: "https://b%C3%BCcher.example/a.jpg", TargetWidth: 800, TargetHeight: 800}, "", ""},
 		{"url file", Request{ImageURL: "file:///etc/passwd", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "scheme \"file\""},
 		{"url gopher", Request{ImageURL: "gopher://cdn.example.com/a", TargetWidth: 800, TargetHeight: 800}, "imageUrl", "scheme \"gopher\""},
 		{"base64 png ok", Request{ImageBase64: okPNG, TargetWidth: 100, TargetHeight: 5000}, "", ""},
@@ -128,6 +151,18 @@ func TestValidate(t *testing.T) {
 			assert.Equal(t, ClassPermanent, ClassOf(err))
 		})
 	}
+}
+
+func TestAllowPrivateHosts(t *testing.T) {
+	l := Limits{AllowPrivateHosts: true}
+	for _, u := range []string{"http://127.0.0.1:8080/a.png", "http://localhost/a.png", "http://0x7f.1/a.png", "http://[::1]/a.png", "http://10.0.0.5/a.png"} {
+		assert.NoError(t, l.CheckURL(u), u)
+	}
+	// A host no client can make sense of is refused all the same.
+	var ve *ValidationError
+	require.ErrorAs(t, l.CheckURL("http://1.2.3.256/a.png"), &ve)
+	assert.Equal(t, "imageUrl", ve.Field)
+	assert.Contains(t, ve.Reason, "not a valid one")
 }
 
 func TestLimitsAreConfiguration(t *testing.T) {

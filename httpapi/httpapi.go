@@ -14,12 +14,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/strictjson"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -27,7 +31,7 @@ import (
 
 // Producer is what the API needs of producer.Producer.
 type Producer interface {
-	EnqueueBatch(ctx context.Context, reqs []tasks.CropPayload) []producer.Result
+	EnqueueBatch(ctx context.Context, reqs []tasks.Request) []producer.Result
 	Get(ctx context.Context, requestID string) (status.Record, error)
 	BatchCounts(ctx context.Context, batchID string) (map[status.State]int64, error)
 	Cancel(ctx context.Context, requestID string) (status.Record, error)
@@ -39,9 +43,20 @@ type Config struct {
 	Tokens []string
 	// MaxBatch bounds the items of one batch request (default 1,000).
 	MaxBatch int
-	// MaxBodyBytes bounds a request body (default 64 MiB: a batch of base64
-	// images is large).
+	// MaxBodyBytes bounds the body of one crop (default DefaultMaxBodyBytes:
+	// the largest base64 image the API takes, and room for the rest).
 	MaxBodyBytes int64
+	// MaxBatchBodyBytes bounds the body of a batch (default 64 MiB).
+	MaxBatchBodyBytes int64
+	// MaxInflightBytes bounds the request bodies being read and enqueued at
+	// once (default 128 MiB): a request waits for its share (its
+	// Content-Length, or its limit when it has none) and is answered 503
+	// when none comes within InflightWait. Memory per body in flight is about
+	// three times its size (read buffer, decoded strings, decoded image), so
+	// this bounds what a crowd of maximal requests can take.
+	MaxInflightBytes int64
+	// InflightWait is how long a request waits for its share (default 5s).
+	InflightWait time.Duration
 	// RequestTimeout bounds the work of one request (default 60s).
 	RequestTimeout time.Duration
 	Logger         *slog.Logger
@@ -88,7 +103,13 @@ type API struct {
 	log    *slog.Logger
 	tokens [][32]byte // digests: compared in constant time, whatever their length
 	mux    *http.ServeMux
+	// inflight holds the bytes of the bodies being handled (MaxInflightBytes).
+	inflight *semaphore.Weighted
 }
+
+// DefaultMaxBodyBytes is the default body limit of one crop: the largest
+// base64 image the API takes (cropapi.DefaultLimits) and 1 MiB for the rest.
+const DefaultMaxBodyBytes = 32<<20 + 1<<20
 
 // New returns the API on p.
 func New(p Producer, cfg Config) (*API, error) {
@@ -99,7 +120,17 @@ func New(p Producer, cfg Config) (*API, error) {
 		cfg.MaxBatch = 1000
 	}
 	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 64 << 20
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxBatchBodyBytes <= 0 {
+		cfg.MaxBatchBodyBytes = 64 << 20
+	}
+	if cfg.MaxInflightBytes <= 0 {
+		cfg.MaxInflightBytes = 128 << 20
+	}
+	cfg.MaxInflightBytes = max(cfg.MaxInflightBytes, cfg.MaxBodyBytes, cfg.MaxBatchBodyBytes)
+	if cfg.InflightWait <= 0 {
+		cfg.InflightWait = 5 * time.Second
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = time.Minute
@@ -108,7 +139,7 @@ func New(p Producer, cfg Config) (*API, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &API{p: p, cfg: cfg, log: log, mux: http.NewServeMux()}
+	a := &API{p: p, cfg: cfg, log: log, mux: http.NewServeMux(), inflight: semaphore.NewWeighted(cfg.MaxInflightBytes)}
 	for _, t := range cfg.Tokens {
 		if t == "" {
 			return nil, errors.New("httpapi: empty bearer token")
@@ -158,26 +189,9 @@ func (a *API) Authorized(r *http.Request) bool {
 	return match == 1
 }
 
-// CropRequest is the JSON body of one crop.
-type CropRequest struct {
-	RequestID    string            `json:"requestId"`
-	ImageURL     string            `json:"imageUrl,omitempty"`
-	ImageBase64  string            `json:"imageBase64,omitempty"`
-	TargetWidth  int               `json:"targetWidth"`
-	TargetHeight int               `json:"targetHeight"`
-	Bucket       string            `json:"bucket,omitempty"`
-	KeyTemplate  string            `json:"keyTemplate,omitempty"`
-	Metadata     map[string]string `json:"metadata,omitempty"`
-	BatchID      string            `json:"batchId,omitempty"`
-	CallbackURL  string            `json:"callbackUrl,omitempty"`
-}
-
-// Payload is the crop task payload of c.
-func (c CropRequest) Payload() tasks.CropPayload {
-	return tasks.CropPayload{RequestID: c.RequestID, ImageURL: c.ImageURL, ImageBase64: c.ImageBase64,
-		TargetWidth: c.TargetWidth, TargetHeight: c.TargetHeight, Bucket: c.Bucket, KeyTemplate: c.KeyTemplate,
-		Metadata: c.Metadata, BatchID: c.BatchID, CallbackURL: c.CallbackURL}
-}
+// CropRequest is the JSON body of one crop: the request model every
+// entrance shares.
+type CropRequest = tasks.Request
 
 // ItemResult is the answer for one crop.
 type ItemResult struct {
@@ -188,11 +202,17 @@ type ItemResult struct {
 }
 
 func (a *API) createOne(w http.ResponseWriter, r *http.Request) {
-	var req CropRequest
-	if !a.decode(w, r, &req) {
+	release, ok := a.admit(w, r, a.cfg.MaxBodyBytes)
+	if !ok {
 		return
 	}
-	res := a.p.EnqueueBatch(r.Context(), []tasks.CropPayload{req.Payload()})[0]
+	defer release()
+	var req tasks.Request
+	if err := strictjson.Decode(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes), &req); err != nil {
+		writeProblem(w, decodeProblem(err))
+		return
+	}
+	res := a.p.EnqueueBatch(r.Context(), []tasks.Request{req})[0]
 	a.logErrors(r.Context(), res)
 	item := itemResult(res)
 	switch res.Outcome {
@@ -208,8 +228,8 @@ func (a *API) createOne(w http.ResponseWriter, r *http.Request) {
 // BatchRequest is the JSON body of a batch.
 type BatchRequest struct {
 	// BatchID is applied to items that have none.
-	BatchID string        `json:"batchId,omitempty"`
-	Items   []CropRequest `json:"items"`
+	BatchID string          `json:"batchId,omitempty"`
+	Items   []tasks.Request `json:"items"`
 }
 
 // BatchResponse answers a batch, item by item, in order.
@@ -219,35 +239,136 @@ type BatchResponse struct {
 	Results []ItemResult   `json:"results"`
 }
 
+// createBatch reads the batch item by item from the body, so the body is
+// never held twice. The rule for items: an item that cannot be read as a
+// crop request (a wrong type, an unknown or repeated field) is refused
+// alone, as "invalid" with its field, exactly like an item whose values are
+// out of range; the others are enqueued. What is wrong with the batch
+// itself (malformed JSON, a bad batchId, no items, too many) refuses it
+// whole.
 func (a *API) createBatch(w http.ResponseWriter, r *http.Request) {
-	var req BatchRequest
-	if !a.decode(w, r, &req) {
+	release, ok := a.admit(w, r, a.cfg.MaxBatchBodyBytes)
+	if !ok {
 		return
+	}
+	defer release()
+	var (
+		batchID  string
+		reqs     []tasks.Request
+		itemErrs = map[int]error{}
+		sawItems bool
+		nItems   int
+	)
+	dec := strictjson.NewDecoder(http.MaxBytesReader(w, r.Body, a.cfg.MaxBatchBodyBytes))
+	err := dec.Object(func(name string) error {
+		switch name {
+		case "batchId":
+			return dec.Value(&batchID)
+		case "items":
+			sawItems = true
+			return dec.Array(func(i int) error {
+				nItems = i + 1
+				if i >= a.cfg.MaxBatch {
+					return dec.Skip() // counted, to say how many came
+				}
+				var it tasks.Request
+				err := dec.Value(&it)
+				var je *strictjson.Error
+				if errors.As(err, &je) && je.Kind != strictjson.Syntax && je.Kind != strictjson.InvalidUTF8 {
+					itemErrs[i] = err // this item only: it was read whole
+					err = nil
+				}
+				reqs = append(reqs, it)
+				return err
+			})
+		default:
+			return dec.UnknownField("batchId", "items")
+		}
+	})
+	if err == nil {
+		err = dec.End()
 	}
 	switch {
-	case len(req.Items) == 0:
+	case err != nil:
+		writeProblem(w, decodeProblem(err))
+		return
+	case nItems > a.cfg.MaxBatch:
+		problem(w, http.StatusRequestEntityTooLarge, "batch-too-large", fmt.Sprintf("items must hold at most %d crops, got %d", a.cfg.MaxBatch, nItems), "items")
+		return
+	case !sawItems || len(reqs) == 0:
 		problem(w, http.StatusBadRequest, "invalid-request", "items must hold at least one crop", "items")
 		return
-	case len(req.Items) > a.cfg.MaxBatch:
-		problem(w, http.StatusRequestEntityTooLarge, "batch-too-large",
-			fmt.Sprintf("items must hold at most %d crops, got %d", a.cfg.MaxBatch, len(req.Items)), "items")
-		return
 	}
-	payloads := make([]tasks.CropPayload, len(req.Items))
-	for i, it := range req.Items {
-		if it.BatchID == "" {
-			it.BatchID = req.BatchID
+	if batchID != "" {
+		if err := tasks.ValidateBatchID(batchID); err != nil {
+			writeProblem(w, problemOf(err))
+			return
 		}
-		payloads[i] = it.Payload()
 	}
-	res := a.p.EnqueueBatch(r.Context(), payloads)
-	a.logErrors(r.Context(), res...)
-	out := BatchResponse{BatchID: req.BatchID, Counts: map[string]int{}, Results: make([]ItemResult, len(res))}
-	for i, r := range res {
+	var valid []tasks.Request
+	var at []int
+	for i, it := range reqs {
+		if it.BatchID == "" {
+			reqs[i].BatchID = batchID
+		}
+		if itemErrs[i] == nil {
+			valid = append(valid, reqs[i])
+			at = append(at, i)
+		}
+	}
+	results := make([]producer.Result, len(reqs))
+	for i, err := range itemErrs {
+		results[i] = producer.Result{RequestID: reqs[i].RequestID, Outcome: producer.Invalid, Err: itemError(err, i)}
+	}
+	if len(valid) > 0 {
+		for k, res := range a.p.EnqueueBatch(r.Context(), valid) {
+			results[at[k]] = res
+		}
+	}
+	a.logErrors(r.Context(), results...)
+	out := BatchResponse{BatchID: batchID, Counts: map[string]int{}, Results: make([]ItemResult, len(results))}
+	for i, r := range results {
 		out.Results[i] = itemResult(r)
 		out.Counts[string(r.Outcome)]++
 	}
 	writeJSON(w, http.StatusAccepted, out)
+}
+
+// itemError is a decoding error of item i, its field named within the item.
+func itemError(err error, i int) error {
+	var je *strictjson.Error
+	if !errors.As(err, &je) {
+		return err
+	}
+	field := strings.TrimPrefix(je.Field, fmt.Sprintf("items[%d]", i))
+	field = strings.TrimPrefix(field, ".")
+	return &cropapi.ValidationError{Field: field, Reason: je.Reason}
+}
+
+// admit reserves the body's share of MaxInflightBytes and checks the
+// content type; ok false means the answer was written.
+func (a *API) admit(w http.ResponseWriter, r *http.Request, limit int64) (release func(), ok bool) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		problem(w, http.StatusUnsupportedMediaType, "unsupported-media-type", "the body must be sent with Content-Type: application/json", "")
+		return nil, false
+	}
+	if r.ContentLength > limit {
+		problem(w, http.StatusRequestEntityTooLarge, "body-too-large", fmt.Sprintf("the body must be at most %d bytes", limit), "")
+		return nil, false
+	}
+	n := limit
+	if r.ContentLength >= 0 {
+		n = max(r.ContentLength, 1)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.InflightWait)
+	defer cancel()
+	if err := a.inflight.Acquire(ctx, n); err != nil {
+		w.Header().Set("Retry-After", "1")
+		problem(w, http.StatusServiceUnavailable, "busy", "too many large requests are being handled; retry", "")
+		return nil, false
+	}
+	return func() { a.inflight.Release(n) }, true
 }
 
 // logErrors logs what the client only sees as "unavailable".
@@ -267,6 +388,7 @@ func itemResult(res producer.Result) ItemResult {
 	}
 	if res.Err != nil {
 		p := problemOf(res.Err)
+		p.Type = typeURI(p.Type)
 		item.Error = &p
 	}
 	return item
@@ -343,28 +465,20 @@ func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// decode reads a JSON body strictly, within the body limit.
-func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		problem(w, http.StatusUnsupportedMediaType, "unsupported-media-type", "the body must be application/json", "")
-		return false
+// decodeProblem maps an error of reading a body.
+func decodeProblem(err error) Problem {
+	var tooBig *http.MaxBytesError
+	var je *strictjson.Error
+	switch {
+	case errors.As(err, &tooBig):
+		return Problem{Type: "body-too-large", Title: "body too large", Status: http.StatusRequestEntityTooLarge,
+			Detail: fmt.Sprintf("the body must be at most %d bytes", tooBig.Limit)}
+	case errors.As(err, &je):
+		return Problem{Type: "invalid-request", Title: "invalid request", Status: http.StatusBadRequest, Detail: je.Error(), Field: je.Field}
+	case errors.As(err, new(*cropapi.ValidationError)):
+		return problemOf(err)
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		var typeErr *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &tooBig):
-			problem(w, http.StatusRequestEntityTooLarge, "body-too-large", fmt.Sprintf("the body must be at most %d bytes", tooBig.Limit), "")
-		case errors.As(err, &typeErr):
-			problem(w, http.StatusBadRequest, "invalid-request", fmt.Sprintf("%s must be a %s", typeErr.Field, typeErr.Type), typeErr.Field)
-		default:
-			problem(w, http.StatusBadRequest, "invalid-request", "the body is not the expected JSON: "+err.Error(), "")
-		}
-		return false
-	}
-	return true
+	return Problem{Type: "invalid-request", Title: "invalid request", Status: http.StatusBadRequest, Detail: "the body could not be read"}
 }
 
 // storeProblem maps a status lookup error.
@@ -415,11 +529,18 @@ func problem(w http.ResponseWriter, code int, typ, detail, field string) {
 }
 
 func writeProblem(w http.ResponseWriter, p Problem) {
-	p.Type = "https://cropq.dev/problems/" + strings.TrimPrefix(p.Type, "https://cropq.dev/problems/")
+	p.Type = typeURI(p.Type)
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(p.Status)
 	_ = json.NewEncoder(w).Encode(p)
 }
+
+// typeURI is a problem type's URI, the same form for every problem.
+func typeURI(slug string) string {
+	return problemBase + strings.TrimPrefix(slug, problemBase)
+}
+
+const problemBase = "https://cropq.dev/problems/"
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")

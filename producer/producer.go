@@ -129,13 +129,14 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 func (p *Producer) Close() error { return errors.Join(p.client.Close(), p.insp.Close()) }
 
 // Enqueue submits one request.
-func (p *Producer) Enqueue(ctx context.Context, req tasks.CropPayload) Result {
-	return p.EnqueueBatch(ctx, []tasks.CropPayload{req})[0]
+func (p *Producer) Enqueue(ctx context.Context, req tasks.Request) Result {
+	return p.EnqueueBatch(ctx, []tasks.Request{req})[0]
 }
 
 // item is one request on its way through a batch.
 type item struct {
 	req    tasks.CropPayload
+	first  *item // an earlier item of the same batch with the same id
 	rec    status.Record
 	raw    []byte // decoded base64 image, when claim-checked
 	res    Result
@@ -145,25 +146,19 @@ type item struct {
 // EnqueueBatch submits many requests: one pipelined round trip creates the
 // status records, then the new ones are enqueued Concurrency at a time.
 // Results are in the order of reqs.
-func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.CropPayload) []Result {
+func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.Request) []Result {
 	items := make([]*item, len(reqs))
 	var pending []*item
 	now := time.Now().UTC()
+	byID := make(map[string]*item, len(reqs))
 	for i, req := range reqs {
-		it := &item{req: req, res: Result{RequestID: req.RequestID}}
+		it := &item{req: tasks.CropPayload{Version: tasks.PayloadVersion, Request: req, EnqueuedAt: now}, res: Result{RequestID: req.RequestID}}
 		items[i] = it
-		if it.req.Version == 0 {
-			it.req.Version = tasks.PayloadVersion
-		}
-		if it.req.EnqueuedAt.IsZero() {
-			it.req.EnqueuedAt = now
-		}
-		if err := it.req.Validate(p.cfg.Task.Limits); err != nil {
+		if err := req.Validate(p.cfg.Task.Rules()); err != nil {
 			it.res.Outcome, it.res.Err = Invalid, err
 			continue
 		}
-		it.rec = status.Record{RequestID: req.RequestID, TargetWidth: req.TargetWidth, TargetHeight: req.TargetHeight,
-			Source: it.req.Source(), SourceURL: req.ImageURL, BatchID: req.BatchID, CallbackURL: req.CallbackURL}
+		digest := ""
 		if req.ImageBase64 != "" {
 			raw, err := decodeBase64(req.ImageBase64)
 			if err != nil { // Validate decoded it already; kept for safety
@@ -171,11 +166,21 @@ func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.CropPayload) [
 				continue
 			}
 			sum := sha256.Sum256(raw)
-			it.rec.SourceURL, it.rec.SourceDigest = "", hex.EncodeToString(sum[:])
+			digest = hex.EncodeToString(sum[:])
 			if p.cfg.Inputs != nil && len(req.ImageBase64) > p.cfg.ClaimCheckBytes {
 				it.raw = raw
 			}
 		}
+		it.rec = status.Record{RequestID: req.RequestID, TargetWidth: req.TargetWidth, TargetHeight: req.TargetHeight,
+			Source: it.req.Source(), SourceURL: req.ImageURL, SourceDigest: digest, BatchID: req.BatchID, CallbackURL: req.CallbackURL,
+			Bucket: req.Bucket, KeyTemplate: req.KeyTemplate, Metadata: req.Metadata, Fingerprint: req.Fingerprint(digest)}
+		// The same id twice in one call: the first goes through, the others
+		// follow its outcome (one record, one task, whatever the timing).
+		if first := byID[req.RequestID]; first != nil {
+			it.first, it.raw = first, nil
+			continue
+		}
+		byID[req.RequestID] = it
 		pending = append(pending, it)
 	}
 	if len(pending) == 0 {
@@ -281,8 +286,13 @@ func (p *Producer) enqueueOne(ctx context.Context, it *item) {
 	}
 }
 
-// differs names the first parameter in which two records of one id differ.
+// differs names the first parameter in which two records of one id differ:
+// by fingerprint, or, for a record written before fingerprints, by the
+// parameters it kept.
 func differs(have, want status.Record) string {
+	if have.Fingerprint != "" {
+		return tasks.FingerprintDiff(have.Fingerprint, want.Fingerprint)
+	}
 	switch {
 	case have.TargetWidth != want.TargetWidth:
 		return "targetWidth"
@@ -310,9 +320,25 @@ func decodeBase64(s string) ([]byte, error) {
 	return b, err
 }
 
+// results collects the outcomes in order; an item that repeats an earlier
+// id of the same call is known when its parameters match the first's (which
+// was enqueued or known), else a conflict.
 func results(items []*item) []Result {
 	out := make([]Result, len(items))
 	for i, it := range items {
+		if f := it.first; f != nil {
+			switch {
+			case f.res.Outcome == Error:
+				it.res.Outcome, it.res.Err = Error, f.res.Err
+			case tasks.FingerprintDiff(f.rec.Fingerprint, it.rec.Fingerprint) != "":
+				it.res.Outcome, it.res.Record = Conflict, f.res.Record
+				it.res.Err = &ConflictError{RequestID: it.req.RequestID, Field: tasks.FingerprintDiff(f.rec.Fingerprint, it.rec.Fingerprint)}
+			case f.res.Outcome == Conflict:
+				it.res.Outcome, it.res.Record, it.res.Err = Conflict, f.res.Record, f.res.Err
+			default:
+				it.res.Outcome, it.res.Record = Known, f.res.Record
+			}
+		}
 		out[i] = it.res
 	}
 	return out

@@ -34,8 +34,8 @@ func newProducer(t *testing.T, cfg producer.Config) (*producer.Producer, *redis.
 	return p, rdb
 }
 
-func req(id string) tasks.CropPayload {
-	return tasks.CropPayload{RequestID: id, ImageURL: "https://cdn.example.com/" + id + ".jpg", TargetWidth: 800, TargetHeight: 800}
+func req(id string) tasks.Request {
+	return tasks.Request{RequestID: id, ImageURL: "https://cdn.example.com/" + id + ".jpg", TargetWidth: 800, TargetHeight: 800}
 }
 
 func taskPayload(t *testing.T, rdb *redis.Client, id string) tasks.CropPayload {
@@ -84,7 +84,7 @@ func TestEnqueueIsIdempotentByRequestID(t *testing.T) {
 func TestEnqueueBatch(t *testing.T) {
 	p, rdb := newProducer(t, producer.Config{Concurrency: 4})
 	ctx := context.Background()
-	var reqs []tasks.CropPayload
+	var reqs []tasks.Request
 	for i := range 300 {
 		r := req(fmt.Sprintf("b-%03d", i))
 		r.BatchID = "batch-7"
@@ -137,7 +137,7 @@ func TestLargeImagesAreClaimChecked(t *testing.T) {
 
 	img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png")) // 7 KB: above 4 KiB
 	require.NoError(t, err)
-	big := tasks.CropPayload{RequestID: "big", ImageBase64: base64.StdEncoding.EncodeToString(img), TargetWidth: 300, TargetHeight: 300}
+	big := tasks.Request{RequestID: "big", ImageBase64: base64.StdEncoding.EncodeToString(img), TargetWidth: 300, TargetHeight: 300}
 	res := p.Enqueue(ctx, big)
 	require.NoError(t, res.Err)
 	pl := taskPayload(t, rdb, "big")
@@ -166,7 +166,7 @@ func TestLargeImagesAreClaimChecked(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, objs.Contents, "nothing left in the inputs bucket")
 
-	small := tasks.CropPayload{RequestID: "small", ImageBase64: big.ImageBase64, TargetWidth: 300, TargetHeight: 300}
+	small := tasks.Request{RequestID: "small", ImageBase64: big.ImageBase64, TargetWidth: 300, TargetHeight: 300}
 	p2 := producer.New(rdb, producer.Config{Inputs: inputs}) // default threshold 256 KiB
 	t.Cleanup(func() { _ = p2.Close() })
 	require.NoError(t, p2.Enqueue(ctx, small).Err)

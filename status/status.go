@@ -72,6 +72,13 @@ type Record struct {
 	SourceDigest string `json:"sourceDigest,omitempty"` // sha256 of a base64 image's bytes
 	CallbackURL  string `json:"callbackUrl,omitempty"`
 	BatchID      string `json:"batchId,omitempty"`
+	Bucket       string `json:"bucket,omitempty"`
+	KeyTemplate  string `json:"keyTemplate,omitempty"`
+	// Metadata is stored with the result object.
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// Fingerprint covers every parameter of the request (tasks.Request's
+	// Fingerprint): the same id with any other parameter is a conflict.
+	Fingerprint string `json:"fingerprint,omitempty"`
 
 	ErrorCode    string `json:"errorCode,omitempty"`
 	ErrorMessage string `json:"errorMessage,omitempty"`

@@ -25,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/objectkey"
 )
 
 // S3Config says how to reach S3.
@@ -60,7 +61,7 @@ func NewS3Client(ctx context.Context, c S3Config) (*s3.Client, error) {
 // Config configures a Copier. Zero values take defaults.
 type Config struct {
 	Bucket      string // required
-	KeyTemplate string // default DefaultKeyTemplate
+	KeyTemplate string // default objectkey.DefaultTemplate
 	// MaxDownloadBytes bounds a result (default 64 MiB).
 	MaxDownloadBytes int64
 	// Timeout bounds one whole copy (default 2m).
@@ -195,9 +196,9 @@ func New(client *s3.Client, cfg Config) (*Copier, error) {
 		return nil, errors.New("storage: bucket is required (CROPQ_S3_BUCKET)")
 	}
 	if cfg.KeyTemplate == "" {
-		cfg.KeyTemplate = DefaultKeyTemplate
+		cfg.KeyTemplate = objectkey.DefaultTemplate
 	}
-	if _, err := RenderKey(cfg.KeyTemplate, KeyVars{RequestID: "check", Width: 1, Height: 1, Ext: "png"}); err != nil {
+	if _, err := objectkey.Render(cfg.KeyTemplate, objectkey.Vars{RequestID: "check", Width: 1, Height: 1, Ext: "png"}); err != nil {
 		return nil, err
 	}
 	if cfg.MaxDownloadBytes <= 0 {
@@ -316,7 +317,7 @@ func (c *Copier) Copy(ctx context.Context, sourceURL string, obj Object) (Stored
 	if obj.KeyTemplate != "" {
 		tmpl = obj.KeyTemplate
 	}
-	key, err := RenderKey(tmpl, KeyVars{RequestID: obj.RequestID, Width: obj.Width, Height: obj.Height, Ext: ext, Date: c.cfg.Now()})
+	key, err := objectkey.Render(tmpl, objectkey.Vars{RequestID: obj.RequestID, Width: obj.Width, Height: obj.Height, Ext: ext, Date: c.cfg.Now()})
 	if err != nil {
 		return Stored{}, err
 	}

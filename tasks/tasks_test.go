@@ -13,7 +13,7 @@ import (
 )
 
 func valid() CropPayload {
-	return CropPayload{Version: PayloadVersion, RequestID: "sku-123_a:1", ImageURL: "https://cdn.example.com/p.jpg", TargetWidth: 800, TargetHeight: 600}
+	return CropPayload{Version: PayloadVersion, Request: Request{RequestID: "sku-123_a:1", ImageURL: "https://cdn.example.com/p.jpg", TargetWidth: 800, TargetHeight: 600}}
 }
 
 func TestValidate(t *testing.T) {
@@ -56,7 +56,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := valid()
 			tt.mutate(&p)
-			err := p.Validate(cropapi.DefaultLimits())
+			err := p.Validate(Rules{Limits: cropapi.DefaultLimits()})
 			if tt.field == "" {
 				require.NoError(t, err)
 				return
@@ -70,7 +70,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestNewCropTask(t *testing.T) {
-	task, opts, err := NewCropTask(CropPayload{RequestID: "r1", ImageURL: "https://e.com/a.png", TargetWidth: 800, TargetHeight: 800}, Options{})
+	task, opts, err := NewCropTask(CropPayload{Request: Request{RequestID: "r1", ImageURL: "https://e.com/a.png", TargetWidth: 800, TargetHeight: 800}}, Options{})
 	require.NoError(t, err)
 	assert.Equal(t, TypeCrop, task.Type())
 
@@ -90,7 +90,7 @@ func TestNewCropTask(t *testing.T) {
 	assert.Equal(t, "r1", values[asynq.TaskIDOpt])
 	assert.Equal(t, DefaultQueue, values[asynq.QueueOpt])
 
-	_, _, err = NewCropTask(CropPayload{RequestID: "r1", ImageURL: "https://e.com/a.png", TargetWidth: 800}, Options{})
+	_, _, err = NewCropTask(CropPayload{Request: Request{RequestID: "r1", ImageURL: "https://e.com/a.png", TargetWidth: 800}}, Options{})
 	var ve *cropapi.ValidationError
 	require.ErrorAs(t, err, &ve)
 	assert.Equal(t, "targetHeight", ve.Field)
@@ -123,6 +123,6 @@ func FuzzParseAndValidate(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_ = p.Validate(cropapi.DefaultLimits())
+		_ = p.Validate(Rules{Limits: cropapi.DefaultLimits()})
 	})
 }

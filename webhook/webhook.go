@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/cropq/cropq/internal/strictjson"
 )
 
 // TypeDeliver is the asynq task type of a webhook delivery.
@@ -396,17 +398,12 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 }
 
-// decodePayload is strict: a payload this version does not fully understand
+// decodePayload is strict (the entrances' decoder): a payload this version does not fully understand
 // is refused rather than half-delivered.
 func decodePayload(b []byte) (Payload, error) {
 	var p Payload
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
+	if err := strictjson.Unmarshal(b, &p); err != nil {
 		return Payload{}, err
-	}
-	if dec.More() {
-		return Payload{}, errors.New("trailing data after payload")
 	}
 	if p.Version != PayloadVersion {
 		return Payload{}, fmt.Errorf("unsupported version %d", p.Version)

@@ -9,6 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 )
@@ -48,7 +49,7 @@ func Decide(err error) Decision {
 	var (
 		upload *storage.UploadError
 		source *storage.SourceError
-		key    *storage.KeyError
+		key    *objectkey.Error
 		input  *storage.InputError
 	)
 	var deferred rateLimited
@@ -88,39 +89,44 @@ type rateLimited interface {
 	RateLimitedFor() time.Duration
 }
 
-// errorCode is the code recorded in the status record.
+// errorCode is the code recorded in the status record: the API's own code
+// for an answer of the API, else one of the worker's Codes.
 func errorCode(err error) string {
 	if c := cropapi.CodeOf(err); c != "" {
 		return c
 	}
+	return string(workerCode(err))
+}
+
+func workerCode(err error) Code {
 	var (
 		upload *storage.UploadError
 		source *storage.SourceError
-		key    *storage.KeyError
+		key    *objectkey.Error
 	)
 	switch {
 	case errors.As(err, new(rateLimited)):
-		return "quota"
+		return CodeQuota
 	case errors.As(err, new(*StorageUnavailableError)):
-		return "storage_unavailable"
+		return CodeStorageUnavailable
 	case errors.As(err, &key):
-		return "key_template"
+		return CodeKeyTemplate
 	case errors.As(err, new(*storage.HostError)):
-		return "result_host"
+		return CodeResultHost
 	case errors.As(err, new(*storage.InputError)):
-		return "input"
+		return CodeInput
 	case errors.As(err, &source) && source.Expired:
-		return "result_expired"
+		return CodeResultExpired
 	case errors.As(err, &source):
-		return "result_download"
+		return CodeResultDownload
 	case errors.As(err, &upload):
-		return "storage_upload"
+		return CodeStorageUpload
 	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
+		return CodeTimeout
 	case errors.Is(err, context.Canceled):
-		return "interrupted"
+		return CodeInterrupted
 	default:
-		return "internal"
+		return CodeInternal
 	}
 }
 

@@ -150,7 +150,7 @@ func serveImages(t *testing.T) string {
 
 func (r *policyRig) enqueue(t *testing.T, id, image string, maxRetry int) {
 	t.Helper()
-	p := tasks.CropPayload{RequestID: id, ImageURL: r.images + "/" + image, TargetWidth: 300, TargetHeight: 200}
+	p := tasks.CropPayload{Request: tasks.Request{RequestID: id, ImageURL: r.images + "/" + image, TargetWidth: 300, TargetHeight: 200}}
 	task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: maxRetry, Limits: local})
 	require.NoError(t, err)
 	_, _, err = r.statuses.Create(context.Background(), status.Record{RequestID: id, Source: p.Source()})
@@ -169,7 +169,7 @@ func (r *policyRig) enqueueClaimChecked(t *testing.T, id string, cancel bool) st
 	require.NoError(t, err)
 	ref, err := r.inputs.Put(ctx, id, img)
 	require.NoError(t, err)
-	p := tasks.CropPayload{RequestID: id, TargetWidth: 300, TargetHeight: 200,
+	p := tasks.CropPayload{Request: tasks.Request{RequestID: id, TargetWidth: 300, TargetHeight: 200},
 		Input: &tasks.InputRef{Bucket: ref.Bucket, Key: ref.Key, Size: ref.Size, SHA256: ref.SHA256}}
 	task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: 3, Limits: local})
 	require.NoError(t, err)
@@ -491,9 +491,9 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 
 	p := producer.New(rdb, producer.Config{Task: tasks.Options{Limits: local}})
 	t.Cleanup(func() { _ = p.Close() })
-	var reqs []tasks.CropPayload
+	var reqs []tasks.Request
 	for i := range 6 {
-		reqs = append(reqs, tasks.CropPayload{RequestID: fmt.Sprintf("cl-%d", i), ImageURL: images + "/good.png", TargetWidth: 300, TargetHeight: 200, BatchID: "cl-batch"})
+		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("cl-%d", i), ImageURL: images + "/good.png", TargetWidth: 300, TargetHeight: 200, BatchID: "cl-batch"})
 	}
 	for _, res := range p.EnqueueBatch(context.Background(), reqs) {
 		require.Equal(t, producer.Enqueued, res.Outcome, "%v", res.Err)

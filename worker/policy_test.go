@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -36,7 +37,7 @@ func TestDecide(t *testing.T) {
 		{"1002", wrap(&cropapi.APIError{ResCode: 1002}), Decision{Class: "permanent", CountsAsFailure: true}, "1002"},
 		{"validation", &cropapi.ValidationError{Field: "targetWidth", Reason: "x"}, Decision{Class: "permanent", CountsAsFailure: true}, "validation"},
 		{"bad signature", wrap(&cropapi.GatewayError{GatewayCode: "IncompleteSignature", Type: "ISV"}), Decision{Class: "permanent", CountsAsFailure: true}, "IncompleteSignature"},
-		{"key template", &storage.KeyError{Template: "/x"}, Decision{Class: "permanent", CountsAsFailure: true}, "key_template"},
+		{"key template", &objectkey.Error{Template: "/x"}, Decision{Class: "permanent", CountsAsFailure: true}, "key_template"},
 		{"result off the allow-list", fmt.Errorf("copy result: %w", &storage.HostError{URL: "http://evil", Reason: "x"}), Decision{Class: "permanent", CountsAsFailure: true}, "result_host"},
 		{"upload", fmt.Errorf("copy result: %w", &storage.UploadError{Op: "put", Err: errors.New("down")}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "storage_upload"},
 		{"expired source", fmt.Errorf("copy result: %w", &storage.SourceError{Expired: true}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "result_expired"},

@@ -37,9 +37,9 @@ func benchEnqueue(ctx context.Context, env *benchEnv, o options) ([]row, error) 
 	// queues it registered, and timeEnqueue flushes Redis first.
 	client := asynq.NewClientFromRedisClient(rdb)
 	defer client.Close()
-	raw, err := timeEnqueue(ctx, rdb, n, g, func(ctx context.Context, reqs []tasks.CropPayload) error {
+	raw, err := timeEnqueue(ctx, rdb, n, g, func(ctx context.Context, reqs []tasks.Request) error {
 		for _, r := range reqs {
-			task, opts, err := tasks.NewCropTask(r, tasks.Options{})
+			task, opts, err := tasks.NewCropTask(tasks.CropPayload{Request: r}, tasks.Options{})
 			if err != nil {
 				return err
 			}
@@ -57,7 +57,7 @@ func benchEnqueue(ctx context.Context, env *benchEnv, o options) ([]row, error) 
 	// gain is the pipelined status records, not more parallelism.
 	p := producer.New(rdb, producer.Config{Concurrency: 1})
 	defer p.Close()
-	lib, err := timeEnqueue(ctx, rdb, n, g, func(ctx context.Context, reqs []tasks.CropPayload) error {
+	lib, err := timeEnqueue(ctx, rdb, n, g, func(ctx context.Context, reqs []tasks.Request) error {
 		return checkResults(p.EnqueueBatch(ctx, reqs))
 	})
 	if err != nil {
@@ -73,7 +73,7 @@ func benchEnqueue(ctx context.Context, env *benchEnv, o options) ([]row, error) 
 	srv := httptest.NewServer(api)
 	defer srv.Close()
 	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: g}}
-	viaHTTP, err := timeEnqueue(ctx, rdb, n, g, func(ctx context.Context, reqs []tasks.CropPayload) error {
+	viaHTTP, err := timeEnqueue(ctx, rdb, n, g, func(ctx context.Context, reqs []tasks.Request) error {
 		return postBatch(ctx, hc, srv.URL, reqs)
 	})
 	if err != nil {
@@ -98,12 +98,12 @@ func benchEnqueue(ctx context.Context, env *benchEnv, o options) ([]row, error) 
 
 // timeEnqueue splits n fresh requests among g goroutines, each handing
 // chunks to enqueue, and returns requests per second.
-func timeEnqueue(ctx context.Context, rdb *redis.Client, n, g int, enqueue func(context.Context, []tasks.CropPayload) error) (float64, error) {
+func timeEnqueue(ctx context.Context, rdb *redis.Client, n, g int, enqueue func(context.Context, []tasks.Request) error) (float64, error) {
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		return 0, err
 	}
 	const chunk = 500
-	work := make(chan []tasks.CropPayload)
+	work := make(chan []tasks.Request)
 	errs := make(chan error, g)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -121,9 +121,9 @@ func timeEnqueue(ctx context.Context, rdb *redis.Client, n, g int, enqueue func(
 		}()
 	}
 	for i := 0; i < n; i += chunk {
-		var reqs []tasks.CropPayload
+		var reqs []tasks.Request
 		for j := i; j < min(i+chunk, n); j++ {
-			reqs = append(reqs, tasks.CropPayload{RequestID: "enq-" + strconv.Itoa(j), ImageURL: "https://cdn.example.com/p/" + strconv.Itoa(j) + ".jpg",
+			reqs = append(reqs, tasks.Request{RequestID: "enq-" + strconv.Itoa(j), ImageURL: "https://cdn.example.com/p/" + strconv.Itoa(j) + ".jpg",
 				TargetWidth: 800, TargetHeight: 800, BatchID: "bench"})
 		}
 		work <- reqs
@@ -158,7 +158,7 @@ func checkResults(res []producer.Result) error {
 	return nil
 }
 
-func postBatch(ctx context.Context, hc *http.Client, base string, reqs []tasks.CropPayload) error {
+func postBatch(ctx context.Context, hc *http.Client, base string, reqs []tasks.Request) error {
 	items := make([]httpapi.CropRequest, len(reqs))
 	for i, r := range reqs {
 		items[i] = httpapi.CropRequest{RequestID: r.RequestID, ImageURL: r.ImageURL, TargetWidth: r.TargetWidth, TargetHeight: r.TargetHeight, BatchID: r.BatchID}
@@ -213,9 +213,9 @@ func claimCheckMemory(ctx context.Context, env *benchEnv, rdb *redis.Client, k i
 		}
 		p := producer.New(rdb, cfg)
 		defer p.Close()
-		var reqs []tasks.CropPayload
+		var reqs []tasks.Request
 		for i := range k {
-			reqs = append(reqs, tasks.CropPayload{RequestID: "mem-" + strconv.Itoa(i), ImageBase64: b64, TargetWidth: 800, TargetHeight: 800})
+			reqs = append(reqs, tasks.Request{RequestID: "mem-" + strconv.Itoa(i), ImageBase64: b64, TargetWidth: 800, TargetHeight: 800})
 		}
 		for i := 0; i < k; i += 20 {
 			if err := checkResults(p.EnqueueBatch(ctx, reqs[i:min(i+20, k)])); err != nil {

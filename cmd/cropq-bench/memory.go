@@ -126,7 +126,7 @@ func runMemCase(ctx context.Context, env *benchEnv, bin string, c memCase, n int
 	statuses := status.NewStore(rdb, status.Config{})
 	client := asynq.NewClientFromRedisClient(rdb)
 	for i := range n {
-		pl := tasks.CropPayload{RequestID: fmt.Sprintf("mem-%s-%03d", c.name, i), ImageURL: images.URL + "/src", TargetWidth: c.w, TargetHeight: c.h}
+		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("mem-%s-%03d", c.name, i), ImageURL: images.URL + "/src", TargetWidth: c.w, TargetHeight: c.h}}
 		task, opts, err := tasks.NewCropTask(pl, tasks.Options{Retention: time.Hour, Limits: cropapi.Limits{AllowPrivateHosts: true}})
 		if err != nil {
 			return 0, 0, err

@@ -245,8 +245,8 @@ func (p *pipelineRig) run(ctx context.Context, concurrency, n int, tag string) (
 	client := asynq.NewClientFromRedisClient(p.rdb)
 	topts := tasks.Options{Retention: time.Hour, Limits: cropapi.Limits{AllowPrivateHosts: true}}
 	for i := range n {
-		pl := tasks.CropPayload{RequestID: fmt.Sprintf("bench-%s-%06d", tag, i), ImageURL: p.images.URL + "/ball.jpg",
-			TargetWidth: 800, TargetHeight: 800, Bucket: p.bucket}
+		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("bench-%s-%06d", tag, i), ImageURL: p.images.URL + "/ball.jpg",
+			TargetWidth: 800, TargetHeight: 800, Bucket: p.bucket}}
 		task, opts, err := tasks.NewCropTask(pl, topts)
 		if err != nil {
 			return runResult{}, err

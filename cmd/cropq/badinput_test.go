@@ -96,6 +96,36 @@ func TestBadInputEverywhere(t *testing.T) {
 		{"id with control char", crop(`a\u0007b`, ""), "requestId", 400, false},
 		{"id of 10 KB", crop(strings.Repeat("a", 10240), ""), "requestId", 400, false},
 		{"body over the limit", withSource("x-big", `"imageBase64":"`+strings.Repeat("A", 70000)+`"`), "", 413, true},
+
+		// Destinations that would only fail after the paid crop.
+		{"key template dotdot", crop("x-kt1", `,"keyTemplate":"../../x/{requestId}.{ext}"`), "keyTemplate", 400, false},
+		{"key template absolute", crop("x-kt2", `,"keyTemplate":"/abs/{requestId}.{ext}"`), "keyTemplate", 400, false},
+		{"key template unknown placeholder", crop("x-kt3", `,"keyTemplate":"a/{sku}/{requestId}.{ext}"`), "keyTemplate", 400, false},
+		{"key template empty segment", crop("x-kt4", `,"keyTemplate":"a//{requestId}.{ext}"`), "keyTemplate", 400, false},
+		{"bucket upper case", crop("x-bk1", `,"bucket":"Bad_Bucket"`), "bucket", 400, false},
+		{"bucket is an address", crop("x-bk2", `,"bucket":"192.168.1.1"`), "bucket", 400, false},
+
+		// Other spellings of loopback and private addresses.
+		{"hex loopback URL", withSource("x-hex", `"imageUrl":"http://0x7f.0.0.1/a.jpg"`), "imageUrl", 400, false},
+		{"decimal loopback URL", withSource("x-dec", `"imageUrl":"http://2130706433/a.jpg"`), "imageUrl", 400, false},
+		{"octal loopback URL", withSource("x-oct", `"imageUrl":"http://0177.0.0.1/a.jpg"`), "imageUrl", 400, false},
+		{"short loopback URL", withSource("x-short", `"imageUrl":"http://127.1/a.jpg"`), "imageUrl", 400, false},
+		{"zero host URL", withSource("x-zero", `"imageUrl":"http://0/a.jpg"`), "imageUrl", 400, false},
+		{"mapped loopback URL", withSource("x-mapped", `"imageUrl":"http://[::ffff:127.0.0.1]/a.jpg"`), "imageUrl", 400, false},
+		{"fullwidth digits URL", withSource("x-fw", `"imageUrl":"http://１２７.０.０.１/a.jpg"`), "imageUrl", 400, false},
+		{"circled localhost URL", withSource("x-circ", `"imageUrl":"http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ/a.jpg"`), "imageUrl", 400, false},
+		{"decimal metadata URL", withSource("x-meta2", `"imageUrl":"http://2852039166/latest/"`), "imageUrl", 400, false},
+		{"callback private", crop("x-cb1", `,"callbackUrl":"http://10.0.0.7/hook"`), "callbackUrl", 400, false},
+		{"callback metadata", crop("x-cb2", `,"callbackUrl":"http://169.254.169.254/latest/meta-data/"`), "callbackUrl", 400, false},
+		{"callback hex loopback", crop("x-cb3", `,"callbackUrl":"http://0x7f.1/hook"`), "callbackUrl", 400, false},
+		{"callback localhost", crop("x-cb4", `,"callbackUrl":"http://LOCALHOST./hook"`), "callbackUrl", 400, false},
+
+		// Strict JSON.
+		{"duplicate key", `{"requestId":"x-dupkey","requestId":"x-dupkey2","imageUrl":"https://cdn.example.com/a.jpg","targetWidth":800,"targetHeight":800}`, "requestId", 400, true},
+		{"field in another case", crop("x-case", `,"TargetWidth":800`), "TargetWidth", 400, true},
+		{"second JSON value", crop("x-second", "") + ` {"requestId":"x-third"}`, "", 400, true},
+		{"invalid UTF-8", crop("x-utf8", ",\"metadata\":{\"k\":\"a\xffb\"}"), "", 400, true},
+		{"metadata not strings", crop("x-mdtype", `,"metadata":{"k":1}`), "metadata.k", 400, true},
 	}
 	dir := t.TempDir()
 	for i, tc := range cases {
@@ -104,8 +134,14 @@ func TestBadInputEverywhere(t *testing.T) {
 			code, ctype, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token", tc.body)
 			assert.Equal(t, tc.status, code, "HTTP: %s", b)
 			assert.Equal(t, "application/problem+json", ctype)
+			var pr httpapi.Problem
+			require.NoError(t, json.Unmarshal(b, &pr), "%s", b)
+			assert.True(t, strings.HasPrefix(pr.Type, "https://cropq.dev/problems/"), pr.Type)
 			if tc.field != "" {
-				assert.Contains(t, string(b), tc.field, "HTTP names the field")
+				assert.Equal(t, tc.field, pr.Field, "HTTP names the field: %s", b)
+			}
+			for _, leak := range []string{"httpapi.", "tasks.", "Go struct", "Go value", "of type"} {
+				assert.NotContains(t, pr.Detail, leak, "no Go type names")
 			}
 
 			// CLI, bulk file of one line.
@@ -124,7 +160,7 @@ func TestBadInputEverywhere(t *testing.T) {
 			if !tc.noLib {
 				var c httpapi.CropRequest
 				require.NoError(t, json.Unmarshal([]byte(tc.body), &c))
-				res := prod.Enqueue(context.Background(), c.Payload())
+				res := prod.Enqueue(context.Background(), c)
 				assert.Equal(t, producer.Invalid, res.Outcome)
 				var ve *cropapi.ValidationError
 				require.True(t, errors.As(res.Err, &ve), "library: %v", res.Err)
@@ -134,7 +170,7 @@ func TestBadInputEverywhere(t *testing.T) {
 	}
 
 	// A request id used again with other parameters: refused everywhere.
-	require.Equal(t, producer.Enqueued, prod.Enqueue(context.Background(), tasks.CropPayload{RequestID: "dup-1",
+	require.Equal(t, producer.Enqueued, prod.Enqueue(context.Background(), tasks.Request{RequestID: "dup-1",
 		ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800}).Outcome)
 	code, _, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token", strings.Replace(crop("dup-1", ""), `"targetWidth":800`, `"targetWidth":400`, 1))
 	assert.Equal(t, http.StatusConflict, code)
@@ -142,7 +178,7 @@ func TestBadInputEverywhere(t *testing.T) {
 	_, err := s.cropq("enqueue", "--request-id", "dup-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "640")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "targetHeight")
-	res := prod.Enqueue(context.Background(), tasks.CropPayload{RequestID: "dup-1", ImageURL: "https://cdn.example.com/b.jpg", TargetWidth: 800, TargetHeight: 800})
+	res := prod.Enqueue(context.Background(), tasks.Request{RequestID: "dup-1", ImageURL: "https://cdn.example.com/b.jpg", TargetWidth: 800, TargetHeight: 800})
 	assert.Equal(t, producer.Conflict, res.Outcome)
 
 	// Nothing was left behind but the one valid request.

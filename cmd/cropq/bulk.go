@@ -2,21 +2,22 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/cropq/cropq/httpapi"
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/strictjson"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/tasks"
 )
@@ -30,7 +31,7 @@ type bulkOptions struct {
 // row is one request of a bulk file, or why it could not be read.
 type row struct {
 	line int
-	req  tasks.CropPayload
+	req  tasks.Request
 	err  error
 }
 
@@ -86,7 +87,7 @@ func bulkEnqueue(ctx context.Context, prod *producer.Producer, path string, o bu
 		if len(chunk) == 0 {
 			return
 		}
-		reqs := make([]tasks.CropPayload, len(chunk))
+		reqs := make([]tasks.Request, len(chunk))
 		for i, r := range chunk {
 			reqs[i] = r.req
 		}
@@ -139,7 +140,8 @@ func bulkEnqueue(ctx context.Context, prod *producer.Producer, path string, o bu
 	return nil
 }
 
-// jsonlRows reads one JSON crop request per line (the HTTP API's body).
+// jsonlRows reads one JSON crop request per line (the HTTP API's body,
+// decoded as strictly).
 func jsonlRows(r io.Reader) func() (row, bool) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 64<<20) // a line may hold a base64 image
@@ -147,17 +149,15 @@ func jsonlRows(r io.Reader) func() (row, bool) {
 	return func() (row, bool) {
 		for sc.Scan() {
 			line++
-			text := strings.TrimSpace(sc.Text())
-			if text == "" {
+			text := bytes.TrimSpace(sc.Bytes())
+			if len(text) == 0 {
 				continue
 			}
-			var c httpapi.CropRequest
-			dec := json.NewDecoder(strings.NewReader(text))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&c); err != nil {
-				return row{line: line, req: tasks.CropPayload{RequestID: c.RequestID}, err: fmt.Errorf("not a crop request: %w", err)}, true
+			var c tasks.Request
+			if err := strictjson.Unmarshal(text, &c); err != nil {
+				return row{line: line, req: tasks.Request{RequestID: c.RequestID}, err: requestError(err)}, true
 			}
-			return row{line: line, req: c.Payload()}, true
+			return row{line: line, req: c}, true
 		}
 		if err := sc.Err(); err != nil {
 			return row{line: line + 1, err: fmt.Errorf("read: %w", err)}, true
@@ -166,10 +166,27 @@ func jsonlRows(r io.Reader) func() (row, bool) {
 	}
 }
 
-// csvColumns are the accepted CSV header names.
-var csvColumns = []string{"requestId", "imageUrl", "imageBase64", "targetWidth", "targetHeight", "batchId", "callbackUrl", "bucket", "keyTemplate"}
+// requestError turns a strict decoding error into a validation error
+// naming the field, as the HTTP API reports it.
+func requestError(err error) error {
+	var je *strictjson.Error
+	if errors.As(err, &je) {
+		return &cropapi.ValidationError{Field: je.Field, Reason: je.Reason}
+	}
+	return fmt.Errorf("not a crop request: %w", err)
+}
 
-// csvRows reads a CSV file whose header names the columns (csvColumns).
+// csvColumns are the accepted CSV header names: the request model's fields.
+func csvColumns() []string {
+	var out []string
+	for _, f := range tasks.Fields() {
+		out = append(out, f.Name)
+	}
+	return out
+}
+
+// csvRows reads a CSV file whose header names the columns (csvColumns);
+// a metadata cell is a JSON object of strings.
 func csvRows(r io.Reader) (func() (row, bool), error) {
 	cr := csv.NewReader(r)
 	cr.ReuseRecord = true
@@ -177,11 +194,15 @@ func csvRows(r io.Reader) (func() (row, bool), error) {
 	if err != nil {
 		return nil, fmt.Errorf("read header: %w", err)
 	}
+	cols := csvColumns()
 	col := map[string]int{}
 	for i, h := range header {
-		h = strings.TrimSpace(h)
-		if !contains(csvColumns, h) {
-			return nil, fmt.Errorf("unknown column %q (columns: %s)", h, strings.Join(csvColumns, ", "))
+		h = strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
+		if !slices.Contains(cols, h) {
+			return nil, fmt.Errorf("unknown column %q (columns: %s)", h, strings.Join(cols, ", "))
+		}
+		if _, dup := col[h]; dup {
+			return nil, fmt.Errorf("column %q appears twice", h)
 		}
 		col[h] = i
 	}
@@ -200,33 +221,20 @@ func csvRows(r io.Reader) (func() (row, bool), error) {
 		if err != nil {
 			return row{line: line, err: fmt.Errorf("csv: %w", err)}, true
 		}
-		get := func(name string) string {
-			if i, ok := col[name]; ok && i < len(rec) {
-				return strings.TrimSpace(rec[i])
+		var p tasks.Request
+		for _, name := range cols {
+			i, ok := col[name]
+			if !ok || i >= len(rec) {
+				continue
 			}
-			return ""
-		}
-		p := tasks.CropPayload{RequestID: get("requestId"), ImageURL: get("imageUrl"), ImageBase64: get("imageBase64"),
-			BatchID: get("batchId"), CallbackURL: get("callbackUrl"), Bucket: get("bucket"), KeyTemplate: get("keyTemplate")}
-		for _, f := range []struct {
-			name string
-			dst  *int
-		}{{"targetWidth", &p.TargetWidth}, {"targetHeight", &p.TargetHeight}} {
-			n, err := strconv.Atoi(get(f.name))
-			if err != nil {
-				return row{line: line, req: p, err: fmt.Errorf("%s must be an integer, got %q", f.name, get(f.name))}, true
+			cell := strings.TrimSpace(rec[i])
+			if cell == "" && name != "targetWidth" && name != "targetHeight" {
+				continue
 			}
-			*f.dst = n
+			if err := p.SetText(name, cell); err != nil {
+				return row{line: line, req: p, err: err}, true
+			}
 		}
 		return row{line: line, req: p}, true
 	}, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

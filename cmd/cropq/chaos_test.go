@@ -55,9 +55,9 @@ func TestChaos(t *testing.T) {
 	prod := producer.New(s.rdb, producer.Config{Task: tasks.Options{MaxRetry: 25, Limits: cropapi.Limits{AllowPrivateHosts: true}}})
 	t.Cleanup(func() { _ = prod.Close() })
 	start := time.Now()
-	var reqs []tasks.CropPayload
+	var reqs []tasks.Request
 	for i := range n {
-		reqs = append(reqs, tasks.CropPayload{RequestID: fmt.Sprintf("chaos-%04d", i), ImageURL: s.images + "/" + firstImage(t),
+		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("chaos-%04d", i), ImageURL: s.images + "/" + firstImage(t),
 			TargetWidth: 300, TargetHeight: 300, BatchID: "chaos"})
 	}
 	for _, r := range prod.EnqueueBatch(context.Background(), reqs) {

@@ -137,15 +137,20 @@ func loadConfig(env Env) (config, error) {
 		}
 		c.WebhookAllow = append(c.WebhookAllow, pfx)
 	}
+	// Entrances refuse callback URLs naming a private address literally,
+	// except where deliveries may go.
+	c.Task.CallbackAllow = c.WebhookAllow
 	c.HTTPAddr = env.Get("CROPQ_API_ADDR")
 	c.WorkerAddr = env.Get("CROPQ_WORKER_ADDR")
 	c.MonitorReadOnly = boolean("CROPQ_MONITOR_READONLY")
 	c.MonitorAuth = boolean("CROPQ_MONITOR_AUTH")
 	c.PrometheusURL = env.Get("CROPQ_PROMETHEUS_URL")
 	c.HTTP = httpapi.Config{
-		Tokens:       splitList(secret("CROPQ_API_TOKENS")),
-		MaxBatch:     num("CROPQ_API_MAX_BATCH"),
-		MaxBodyBytes: int64(num("CROPQ_API_MAX_BODY_BYTES")),
+		Tokens:            splitList(secret("CROPQ_API_TOKENS")),
+		MaxBatch:          num("CROPQ_API_MAX_BATCH"),
+		MaxBodyBytes:      int64(num("CROPQ_API_MAX_BODY_BYTES")),
+		MaxBatchBodyBytes: int64(num("CROPQ_API_MAX_BATCH_BODY_BYTES")),
+		MaxInflightBytes:  int64(num("CROPQ_API_MAX_INFLIGHT_BYTES")),
 	}
 	c.Server = worker.ServerConfig{
 		Concurrency:              num("CROPQ_CONCURRENCY"),

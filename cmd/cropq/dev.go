@@ -161,7 +161,7 @@ Ctrl-C stops everything.`)
 	run := time.Now().Format("150405")
 	var ids []string
 	for i, name := range images {
-		p := tasks.CropPayload{RequestID: fmt.Sprintf("dev-%s-%s", run, strings.TrimSuffix(name, filepath.Ext(name))),
+		p := tasks.Request{RequestID: fmt.Sprintf("dev-%s-%s", run, strings.TrimSuffix(name, filepath.Ext(name))),
 			TargetWidth: *width, TargetHeight: *height}
 		if i == 0 {
 			raw, err := os.ReadFile(filepath.Join(*samples, name))

@@ -18,21 +18,30 @@ import (
 
 func runEnqueue(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cropq enqueue", flag.ContinueOnError)
-	var p tasks.CropPayload
-	fs.StringVar(&p.RequestID, "request-id", "", "request id (required; 1–128 of A-Z a-z 0-9 . _ : -)")
-	fs.StringVar(&p.ImageURL, "url", "", "source image URL")
+	// One flag per field of the request model (tasks.Request), so the CLI
+	// takes what the HTTP API and the bulk files take.
+	var p tasks.Request
+	var fieldErr error
+	for _, f := range tasks.Fields() {
+		if f.Flag == "" {
+			continue
+		}
+		fs.Func(f.Flag, f.Help, func(v string) error {
+			if err := p.SetText(f.Name, v); err != nil {
+				fieldErr = err
+				return err
+			}
+			return nil
+		})
+	}
 	b64File := fs.String("base64-file", "", "source image file, sent as base64 (a file holding base64 text is used as is)")
-	fs.IntVar(&p.TargetWidth, "width", 0, "target width in pixels (100–5000)")
-	fs.IntVar(&p.TargetHeight, "height", 0, "target height in pixels (100–5000)")
-	fs.StringVar(&p.Bucket, "bucket", "", "destination bucket (default CROPQ_S3_BUCKET)")
-	fs.StringVar(&p.BatchID, "batch", "", "batch id (for cropq wait --batch and GET /v1/batches/ID)")
-	fs.StringVar(&p.CallbackURL, "callback-url", "", "URL POSTed the terminal state (needs CROPQ_WEBHOOK_SECRET on the workers)")
 	file := fs.String("file", "", "bulk: a .jsonl or .csv file of requests (see README); --batch applies to rows without one")
 	chunk := fs.Int("chunk", 500, "bulk: requests per pipelined batch")
 	workers := fs.Int("concurrency", 0, "bulk: enqueues in flight (default CROPQ_ENQUEUE_CONCURRENCY)")
 	noProgress := fs.Bool("no-progress", false, "bulk: no progress bar")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: cropq enqueue --request-id ID (--url URL | --base64-file FILE) --width W --height H [--batch ID] [--callback-url URL]
+                     [--bucket B] [--key-template T] [--metadata k=v ...]
        cropq enqueue --file items.jsonl|items.csv [--batch ID] [--concurrency N]
 
 A request id that is already known with the same parameters is skipped (and counted), so a bulk
@@ -40,6 +49,9 @@ load that was interrupted can simply be run again.`)
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args, stderr); err != nil {
+		if fieldErr != nil {
+			return fieldErr // names the field, e.g. "targetWidth: must be an integer"
+		}
 		return err
 	}
 	cfg, rdb, err := connect(ctx, env)

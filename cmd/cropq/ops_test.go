@@ -144,7 +144,7 @@ func TestE2EWebUIInBrowser(t *testing.T) {
 	// Tasks in two states, no worker: one pending, one scheduled.
 	s.enqueueURL("ui-pending-1", firstImage(t), 300, 300)
 	client := asynq.NewClientFromRedisClient(s.rdb)
-	task, opts, err := tasks.NewCropTask(tasks.CropPayload{RequestID: "ui-later-1", ImageURL: s.images + "/" + firstImage(t), TargetWidth: 300, TargetHeight: 300},
+	task, opts, err := tasks.NewCropTask(tasks.CropPayload{Request: tasks.Request{RequestID: "ui-later-1", ImageURL: s.images + "/" + firstImage(t), TargetWidth: 300, TargetHeight: 300}},
 		tasks.Options{ProcessAt: time.Now().Add(time.Hour), Limits: cropapi.Limits{AllowPrivateHosts: true}})
 	require.NoError(t, err)
 	_, err = client.Enqueue(task, opts...)
@@ -223,7 +223,7 @@ func TestE2ESecretsNeverLeak(t *testing.T) {
 	)
 	apiAddr, opsAddr := freeAddr(t), freeAddr(t)
 	s.env = append(s.env, "CROPQ_API_TOKENS="+token, "CROPQ_API_ADDR="+apiAddr, "CROPQ_WEBHOOK_SECRET="+webhook,
-		"CROPQ_LOG_LEVEL=debug", "CROPQ_LOG_FORMAT=json")
+		"CROPQ_LOG_LEVEL=debug", "CROPQ_LOG_FORMAT=json", "CROPQ_WEBHOOK_ALLOW=127.0.0.0/8")
 	s.start("api", "api")
 	s.awaitHTTP("http://" + apiAddr + "/healthz")
 	s.startWorker("CROPQ_WORKER_ADDR=" + opsAddr)

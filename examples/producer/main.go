@@ -72,9 +72,9 @@ func run(ctx context.Context, redisURL string, images []string, w, h int, timeou
 	p := producer.New(rdb, producer.Config{Task: tasks.Options{Limits: cropapi.Limits{AllowPrivateHosts: local}}})
 	defer p.Close()
 	batch := fmt.Sprintf("example-%d", time.Now().Unix())
-	var reqs []tasks.CropPayload
+	var reqs []tasks.Request
 	for i, u := range images {
-		reqs = append(reqs, tasks.CropPayload{RequestID: fmt.Sprintf("%s-%d", batch, i), ImageURL: u, TargetWidth: w, TargetHeight: h, BatchID: batch})
+		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("%s-%d", batch, i), ImageURL: u, TargetWidth: w, TargetHeight: h, BatchID: batch})
 	}
 	pending := map[string]bool{}
 	for _, res := range p.EnqueueBatch(ctx, reqs) {

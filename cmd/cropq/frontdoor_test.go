@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/httpapi"
+	"github.com/cropq/cropq/tasks"
+)
+
+// frontDoor is a stack with a running `cropq api` and no worker, so that
+// what was accepted stays queued for inspection.
+type frontDoor struct {
+	*stack
+	base string
+}
+
+const frontDoorToken = "door-token"
+
+func newFrontDoor(t *testing.T, env ...string) frontDoor {
+	t.Helper()
+	s := newStack(t, stackOptions{})
+	apiAddr := freeAddr(t)
+	s.env = append(s.env, "CROPQ_API_TOKENS="+frontDoorToken, "CROPQ_API_ADDR="+apiAddr, "CROPQ_ALLOW_PRIVATE_IMAGE_URLS=false")
+	s.env = append(s.env, env...)
+	s.start("api", "api")
+	base := "http://" + apiAddr
+	s.awaitHTTP(base + "/healthz")
+	return frontDoor{stack: s, base: base}
+}
+
+func (f frontDoor) post(t *testing.T, path, body string) (int, []byte) {
+	t.Helper()
+	code, _, b := apiDo(t, http.MethodPost, f.base+path, frontDoorToken, body)
+	return code, b
+}
+
+// queued lists the request ids that have a status record and a task.
+func (f frontDoor) queued(t *testing.T) (records, taskIDs []string) {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := f.rdb.Keys(ctx, "cropq:status:*").Result()
+	require.NoError(t, err)
+	for _, k := range keys {
+		records = append(records, strings.TrimSuffix(strings.TrimPrefix(k, "cropq:status:{"), "}"))
+	}
+	infos, err := asynq.NewInspectorFromRedisClient(f.rdb).ListPendingTasks(tasks.DefaultQueue, asynq.PageSize(1000))
+	if err == nil {
+		for _, in := range infos {
+			taskIDs = append(taskIDs, in.ID)
+		}
+	}
+	return records, taskIDs
+}
+
+// The same request id submitted again with any parameter changed is a
+// conflict naming that parameter, through the HTTP API, the CLI and bulk
+// files alike; with every parameter the same it is known.
+func TestIdempotencyCoversEveryParameter(t *testing.T) {
+	f := newFrontDoor(t)
+	base := map[string]any{"requestId": "idem-1", "imageUrl": "https://cdn.example.com/a.jpg", "targetWidth": 800, "targetHeight": 600,
+		"bucket": "cropq-other", "keyTemplate": "shop/{requestId}.{ext}", "metadata": map[string]string{"sku": "A-1"},
+		"batchId": "idem-batch", "callbackUrl": "https://hooks.example.com/cropq"}
+	body := func(change map[string]any) string {
+		m := map[string]any{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for k, v := range change {
+			if v == nil {
+				delete(m, k)
+			} else {
+				m[k] = v
+			}
+		}
+		b, err := json.Marshal(m)
+		require.NoError(t, err)
+		return string(b)
+	}
+	code, b := f.post(t, "/v1/crops", body(nil))
+	require.Equal(t, http.StatusAccepted, code, "%s", b)
+	var first httpapi.ItemResult
+	require.NoError(t, json.Unmarshal(b, &first))
+	require.NotNil(t, first.Status)
+	assert.Equal(t, "cropq-other", first.Status.Bucket, "the record keeps the destination")
+	assert.Equal(t, "shop/{requestId}.{ext}", first.Status.KeyTemplate)
+	assert.Equal(t, map[string]string{"sku": "A-1"}, first.Status.Metadata)
+
+	code, b = f.post(t, "/v1/crops", body(nil))
+	assert.Equal(t, http.StatusOK, code, "identical: known: %s", b)
+
+	cases := []struct {
+		field  string
+		change map[string]any
+	}{
+		{"imageUrl", map[string]any{"imageUrl": "https://cdn.example.com/b.jpg"}},
+		{"targetWidth", map[string]any{"targetWidth": 801}},
+		{"targetHeight", map[string]any{"targetHeight": 601}},
+		{"bucket", map[string]any{"bucket": "cropq-third"}},
+		{"bucket", map[string]any{"bucket": nil}},
+		{"keyTemplate", map[string]any{"keyTemplate": "shop/{requestId}/{width}.{ext}"}},
+		{"metadata", map[string]any{"metadata": map[string]string{"sku": "A-2"}}},
+		{"metadata", map[string]any{"metadata": nil}},
+		{"batchId", map[string]any{"batchId": "other-batch"}},
+		{"callbackUrl", map[string]any{"callbackUrl": "https://hooks.example.com/other"}},
+	}
+	for _, tc := range cases {
+		code, b := f.post(t, "/v1/crops", body(tc.change))
+		assert.Equal(t, http.StatusConflict, code, "%v: %s", tc.change, b)
+		var p httpapi.Problem
+		require.NoError(t, json.Unmarshal(b, &p))
+		assert.Equal(t, tc.field, p.Field, "%v: %s", tc.change, b)
+	}
+
+	// The CLI and a bulk file reach the same decision.
+	_, err := f.cropq("enqueue", "--request-id", "idem-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "600",
+		"--bucket", "cropq-other", "--key-template", "shop/{requestId}.{ext}", "--metadata", "sku=A-9", "--batch", "idem-batch",
+		"--callback-url", "https://hooks.example.com/cropq")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "metadata")
+	out, err := f.cropq("enqueue", "--request-id", "idem-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "600",
+		"--bucket", "cropq-other", "--key-template", "shop/{requestId}.{ext}", "--metadata", "sku=A-1", "--batch", "idem-batch",
+		"--callback-url", "https://hooks.example.com/cropq")
+	require.NoError(t, err)
+	assert.Contains(t, out, "already known")
+	csv := filepath.Join(t.TempDir(), "rows.csv")
+	require.NoError(t, os.WriteFile(csv, []byte("requestId,imageUrl,targetWidth,targetHeight,bucket,keyTemplate,metadata,batchId,callbackUrl\n"+
+		`idem-1,https://cdn.example.com/a.jpg,800,600,cropq-other,shop/{requestId}.{ext},"{""sku"":""A-1""}",idem-batch,https://hooks.example.com/cropq`+"\n"+
+		`idem-1,https://cdn.example.com/a.jpg,800,600,cropq-other,shop/{requestId}/x.{ext},"{""sku"":""A-1""}",idem-batch,https://hooks.example.com/cropq`+"\n"), 0o644))
+	out, err = f.cropq("enqueue", "--file", csv, "--no-progress")
+	require.Error(t, err, out)
+	assert.Contains(t, out, "1 already known")
+	assert.Contains(t, out, "1 conflict")
+	assert.Contains(t, err.Error(), "keyTemplate")
+
+	records, taskIDs := f.queued(t)
+	assert.Equal(t, []string{"idem-1"}, records)
+	assert.Equal(t, []string{"idem-1"}, taskIDs)
+}
+
+// Items of a batch follow one rule: whatever is wrong with an item (a
+// wrong type, an unknown field, a value out of range) refuses that item
+// alone; what is wrong with the batch refuses it whole. The same id twice
+// in one batch is enqueued once, every time.
+func TestBatchAnswersOneWay(t *testing.T) {
+	f := newFrontDoor(t)
+	item := func(id string, extra string) string {
+		return `{"requestId":"` + id + `","imageUrl":"https://cdn.example.com/` + id + `.jpg","targetWidth":800,"targetHeight":800` + extra + `}`
+	}
+	batch := `{"batchId":"mixed","items":[` + strings.Join([]string{
+		item("m-ok-1", ""),
+		`{"requestId":"m-type","imageUrl":"https://cdn.example.com/a.jpg","targetWidth":"abc","targetHeight":800}`,
+		item("m-range", `,"targetHeight":99999`),
+		item("m-unknown", `,"colour":"red"`),
+		item("m-case", `,"KeyTemplate":"x/{requestId}"`),
+		item("m-key", `,"keyTemplate":"../{requestId}.{ext}"`),
+		item("m-ok-2", ""),
+	}, ",") + `]}`
+	code, b := f.post(t, "/v1/crops/batch", batch)
+	require.Equal(t, http.StatusAccepted, code, "%s", b)
+	var resp httpapi.BatchResponse
+	require.NoError(t, json.Unmarshal(b, &resp))
+	require.Len(t, resp.Results, 7)
+	want := []struct{ outcome, field string }{
+		{"enqueued", ""}, {"invalid", "targetWidth"}, {"invalid", "targetHeight"}, {"invalid", "colour"},
+		{"invalid", "KeyTemplate"}, {"invalid", "keyTemplate"}, {"enqueued", ""},
+	}
+	for i, w := range want {
+		r := resp.Results[i]
+		assert.Equal(t, w.outcome, r.Outcome, "item %d: %+v", i, r)
+		if w.field != "" && assert.NotNil(t, r.Error, "item %d", i) {
+			assert.Equal(t, w.field, r.Error.Field, "item %d", i)
+			for _, leak := range []string{"httpapi.", "tasks.", "Go struct", "Go value", "of type", "a int"} {
+				assert.NotContains(t, r.Error.Detail, leak, "no Go type names")
+			}
+			assert.True(t, strings.HasPrefix(r.Error.Type, "https://cropq.dev/problems/"))
+		}
+	}
+	assert.Equal(t, "m-type", resp.Results[1].RequestID, "an item of the wrong type still names its id")
+
+	// The batch itself at fault: refused whole.
+	for _, tc := range []struct{ name, body, field string }{
+		{"bad batchId", `{"batchId":"a/b","items":[` + item("w-1", "") + `]}`, "batchId"},
+		{"unknown member", `{"batch":"b","items":[` + item("w-2", "") + `]}`, "batch"},
+		{"items not an array", `{"items":{}}`, "items"},
+		{"no items", `{"items":[]}`, "items"},
+		{"malformed", `{"items":[` + item("w-3", ""), ""},
+		{"trailing value", `{"items":[` + item("w-4", "") + `]} []`, ""},
+	} {
+		code, b := f.post(t, "/v1/crops/batch", tc.body)
+		assert.Equal(t, http.StatusBadRequest, code, "%s: %s", tc.name, b)
+		var p httpapi.Problem
+		require.NoError(t, json.Unmarshal(b, &p))
+		assert.Equal(t, tc.field, p.Field, "%s: %s", tc.name, b)
+	}
+
+	// The same id twice: exactly one enqueued, every time.
+	for i := range 20 {
+		id := fmt.Sprintf("twin-%d", i)
+		code, b := f.post(t, "/v1/crops/batch", `{"items":[`+item(id, "")+`,`+item(id, "")+`,`+strings.Replace(item(id, ""), "800", "900", 1)+`]}`)
+		require.Equal(t, http.StatusAccepted, code, "%s", b)
+		var resp httpapi.BatchResponse
+		require.NoError(t, json.Unmarshal(b, &resp))
+		assert.Equal(t, map[string]int{"enqueued": 1, "known": 1, "conflict": 1}, resp.Counts, "try %d: %s", i, b)
+		assert.Equal(t, "enqueued", resp.Results[0].Outcome)
+		assert.Equal(t, "targetWidth", resp.Results[2].Error.Field)
+	}
+
+	records, taskIDs := f.queued(t)
+	assert.Len(t, records, 22)
+	assert.Len(t, taskIDs, 22)
+	assert.Contains(t, records, "m-ok-2")
+	assert.NotContains(t, records, "m-type")
+}
+
+// The body must be declared JSON: application/json, with parameters.
+func TestContentTypeMustBeJSON(t *testing.T) {
+	f := newFrontDoor(t)
+	body := `{"requestId":"ct-%d","imageUrl":"https://cdn.example.com/a.jpg","targetWidth":800,"targetHeight":800}`
+	for i, tc := range []struct {
+		ctype string
+		code  int
+	}{
+		{"application/json", 202},
+		{"application/json; charset=utf-8", 202},
+		{"Application/JSON", 202},
+		{"application/x-www-form-urlencoded", 415},
+		{"application/jsonx", 415},
+		{"application/json-seq", 415},
+		{"text/plain", 415},
+		{"", 415},
+	} {
+		req, err := http.NewRequest(http.MethodPost, f.base+"/v1/crops", strings.NewReader(fmt.Sprintf(body, i)))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+frontDoorToken)
+		if tc.ctype != "" {
+			req.Header.Set("Content-Type", tc.ctype)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		assert.Equal(t, tc.code, resp.StatusCode, "%q", tc.ctype)
+	}
+	records, _ := f.queued(t)
+	assert.ElementsMatch(t, []string{"ct-0", "ct-1", "ct-2"}, records)
+}

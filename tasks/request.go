@@ -1,0 +1,366 @@
+package tasks
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/netguard"
+	"github.com/cropq/cropq/internal/objectkey"
+	"github.com/cropq/cropq/internal/strictjson"
+)
+
+// Request is one crop request: the one shape every entrance takes (the HTTP
+// API's body and batch items, JSONL and CSV bulk files, the CLI's flags and
+// the Go library) and validates with Validate.
+//
+// Adding a field is one edit here: its json name is also its CSV column, its
+// flag tag its CLI flag ("-": none), and it joins the request's fingerprint,
+// so a request id re-submitted with another value of it is a conflict.
+type Request struct {
+	RequestID string `json:"requestId" flag:"request-id" help:"request id (required; 1–128 of A-Z a-z 0-9 . _ : -)"`
+	// The image, by URL or base64: exactly one.
+	ImageURL     string `json:"imageUrl,omitempty" flag:"url" help:"source image URL"`
+	ImageBase64  string `json:"imageBase64,omitempty" flag:"-"`
+	TargetWidth  int    `json:"targetWidth" flag:"width" help:"target width in pixels (100–5000)"`
+	TargetHeight int    `json:"targetHeight" flag:"height" help:"target height in pixels (100–5000)"`
+	// Destination; empty means the worker's configured bucket and template.
+	Bucket      string `json:"bucket,omitempty" flag:"bucket" help:"destination bucket (default CROPQ_S3_BUCKET)"`
+	KeyTemplate string `json:"keyTemplate,omitempty" flag:"key-template" help:"S3 key of the result; placeholders {requestId} {width} {height} {ext} {date} (default CROPQ_KEY_TEMPLATE)"`
+	// Metadata is stored with the object (S3 user metadata).
+	Metadata map[string]string `json:"metadata,omitempty" flag:"metadata" help:"S3 user metadata of the result, key=value (repeatable)"`
+	BatchID  string            `json:"batchId,omitempty" flag:"batch" help:"batch id (for cropq wait --batch and GET /v1/batches/ID)"`
+	// CallbackURL, when set, is POSTed the request's terminal state.
+	CallbackURL string `json:"callbackUrl,omitempty" flag:"callback-url" help:"URL POSTed the terminal state (needs CROPQ_WEBHOOK_SECRET on the workers)"`
+}
+
+// Field describes one field of Request, for entrances that are not JSON.
+type Field struct {
+	Name string // JSON name and CSV column
+	Flag string // CLI flag name, "" for none
+	Help string
+	Kind reflect.Kind // String, Int or Map
+	idx  int
+}
+
+var requestFields = func() []Field {
+	t := reflect.TypeFor[Request]()
+	out := make([]Field, t.NumField())
+	for i := range out {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		flag := f.Tag.Get("flag")
+		if flag == "-" {
+			flag = ""
+		}
+		out[i] = Field{Name: name, Flag: flag, Help: f.Tag.Get("help"), Kind: f.Type.Kind(), idx: i}
+	}
+	return out
+}()
+
+// Fields lists Request's fields in declaration order.
+func Fields() []Field { return append([]Field(nil), requestFields...) }
+
+// SetText sets the field named name of r from its text form (a CSV cell, a
+// CLI flag): integers in decimal, metadata as a JSON object or key=value
+// (which adds one entry). An unknown name or a malformed value is a
+// *cropapi.ValidationError naming the field.
+func (r *Request) SetText(name, text string) error {
+	var f *Field
+	for i := range requestFields {
+		if requestFields[i].Name == name {
+			f = &requestFields[i]
+		}
+	}
+	if f == nil {
+		return &cropapi.ValidationError{Field: name, Reason: "is not a request field"}
+	}
+	v := reflect.ValueOf(r).Elem().Field(f.idx)
+	switch f.Kind {
+	case reflect.String:
+		v.SetString(text)
+	case reflect.Int:
+		n, err := strconv.Atoi(strings.TrimSpace(text))
+		if err != nil {
+			return &cropapi.ValidationError{Field: name, Reason: fmt.Sprintf("must be an integer, got %.40q", text)}
+		}
+		v.SetInt(int64(n))
+	case reflect.Map:
+		if text == "" {
+			return nil
+		}
+		m := v.Interface().(map[string]string)
+		if m == nil {
+			m = map[string]string{}
+			v.Set(reflect.ValueOf(m))
+		}
+		if strings.HasPrefix(strings.TrimSpace(text), "{") {
+			var add map[string]string
+			if err := strictjson.Unmarshal([]byte(text), &add); err != nil {
+				return &cropapi.ValidationError{Field: name, Reason: "must be a JSON object of strings or key=value"}
+			}
+			for k, val := range add {
+				m[k] = val
+			}
+			return nil
+		}
+		k, val, ok := strings.Cut(text, "=")
+		if !ok {
+			return &cropapi.ValidationError{Field: name, Reason: fmt.Sprintf("must be key=value, got %.40q", text)}
+		}
+		m[k] = val
+	}
+	return nil
+}
+
+// Limits of the fields that are ours rather than the API's.
+const (
+	MaxRequestIDLen   = 128
+	MaxMetadataPairs  = 16
+	MaxMetadataKeyLen = 64
+	MaxMetadataValLen = 256
+	MaxKeyTemplateLen = 512
+	MaxBucketLen      = 63
+	MaxCallbackURLLen = 2048
+	MaxInputKeyLen    = 1024
+)
+
+// ValidateRequestID checks a request id: 1–128 characters of letters,
+// digits and . _ : - (starting with a letter or digit, no ".."), so that it is
+// safe in Redis keys, S3 keys, logs and URLs.
+func ValidateRequestID(id string) error {
+	return validateID("requestId", id)
+}
+
+func validateID(field, id string) error {
+	switch {
+	case id == "":
+		return &cropapi.ValidationError{Field: field, Reason: "is required"}
+	case len(id) > MaxRequestIDLen:
+		return &cropapi.ValidationError{Field: field, Reason: fmt.Sprintf("must be at most %d characters, got %d", MaxRequestIDLen, len(id))}
+	case !requestIDPattern.MatchString(id) || strings.Contains(id, ".."):
+		return &cropapi.ValidationError{Field: field, Reason: "must start with a letter or digit and contain only letters, digits and . _ : - (no \"..\")"}
+	}
+	return nil
+}
+
+// ValidateBatchID checks a batch id: the same rules as a request id.
+func ValidateBatchID(id string) error { return validateID("batchId", id) }
+
+// Rules are what an entrance checks beyond the request's own form.
+type Rules struct {
+	// Limits are the API's input rules (zero fields: cropapi.DefaultLimits).
+	Limits cropapi.Limits
+	// CallbackAllow lists addresses a callbackUrl may name literally although
+	// they are private or loopback (CROPQ_WEBHOOK_ALLOW); names are checked
+	// when the callback is delivered.
+	CallbackAllow []netip.Prefix
+	// AnyCallbackAddress skips the callback address check: the worker's,
+	// whose deliveries are guarded when they dial.
+	AnyCallbackAddress bool
+}
+
+// Validate checks r as every entrance does: the API's rules, so that no paid
+// call is spent on input the API refuses, and everything that would fail
+// only after the paid call (the destination's key and bucket), so that it
+// fails here instead. It returns a *cropapi.ValidationError naming the field.
+func (r Request) Validate(rules Rules) error {
+	if err := ValidateRequestID(r.RequestID); err != nil {
+		return err
+	}
+	// The API takes both sources and silently prefers base64; a producer
+	// that sends both has made a mistake we would only bury.
+	if r.ImageURL != "" && r.ImageBase64 != "" {
+		return &cropapi.ValidationError{Field: "imageUrl", Reason: "must not be set together with imageBase64: give exactly one image source"}
+	}
+	if err := rules.Limits.Validate(r.cropRequest()); err != nil {
+		return err
+	}
+	return r.validateRest(rules)
+}
+
+// validateRest checks everything but the image and the id.
+func (r Request) validateRest(rules Rules) error {
+	if r.CallbackURL != "" {
+		allow := rules.CallbackAllow
+		if rules.AnyCallbackAddress {
+			allow = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+		}
+		if err := ValidateCallbackURL(r.CallbackURL, allow); err != nil {
+			return err
+		}
+	}
+	if r.Bucket != "" && (len(r.Bucket) > MaxBucketLen || !bucketPattern.MatchString(r.Bucket) || strings.Contains(r.Bucket, "..") || looksLikeIPv4(r.Bucket)) {
+		return &cropapi.ValidationError{Field: "bucket", Reason: "must be a valid S3 bucket name (3–63 lower-case letters, digits, . and -; no \"..\", not an IP address)"}
+	}
+	if len(r.KeyTemplate) > MaxKeyTemplateLen {
+		return &cropapi.ValidationError{Field: "keyTemplate", Reason: fmt.Sprintf("must be at most %d characters, got %d", MaxKeyTemplateLen, len(r.KeyTemplate))}
+	}
+	if r.KeyTemplate != "" {
+		// Render it now, as the worker will after the crop: a template that
+		// cannot make a safe key must not cost a paid call. Placeholder values
+		// are escaped, so the sample extension stands for every format.
+		if _, err := objectkey.Render(r.KeyTemplate, objectkey.Vars{RequestID: r.RequestID, Width: r.TargetWidth, Height: r.TargetHeight,
+			Ext: "jpg", Date: time.Now()}); err != nil {
+			var ke *objectkey.Error
+			if errors.As(err, &ke) {
+				return &cropapi.ValidationError{Field: "keyTemplate", Reason: ke.Reason}
+			}
+			return &cropapi.ValidationError{Field: "keyTemplate", Reason: "cannot render a key"}
+		}
+	}
+	if r.BatchID != "" {
+		if err := ValidateBatchID(r.BatchID); err != nil {
+			return err
+		}
+	}
+	if len(r.Metadata) > MaxMetadataPairs {
+		return &cropapi.ValidationError{Field: "metadata", Reason: fmt.Sprintf("must have at most %d entries, got %d", MaxMetadataPairs, len(r.Metadata))}
+	}
+	for k, v := range r.Metadata {
+		if len(k) > MaxMetadataKeyLen || !metadataKey.MatchString(k) {
+			return &cropapi.ValidationError{Field: "metadata", Reason: fmt.Sprintf("key %.70q must be 1–%d lower-case letters, digits and -", k, MaxMetadataKeyLen)}
+		}
+		if len(v) > MaxMetadataValLen || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return &cropapi.ValidationError{Field: "metadata", Reason: fmt.Sprintf("value of %q must be at most %d printable characters", k, MaxMetadataValLen)}
+		}
+	}
+	return nil
+}
+
+// looksLikeIPv4 reports a bucket name in IP address form, which S3 refuses.
+func looksLikeIPv4(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+// ValidateCallbackURL checks a callback URL: absolute http(s), a host, no
+// credentials, at most MaxCallbackURLLen bytes, and no literal address that
+// is private, loopback, link-local or a metadata service, in any spelling
+// (unless inside allow). A name is checked again when it is dialled.
+func ValidateCallbackURL(raw string, allow []netip.Prefix) error {
+	if len(raw) > MaxCallbackURLLen {
+		return &cropapi.ValidationError{Field: "callbackUrl", Reason: fmt.Sprintf("must be at most %d bytes, got %d", MaxCallbackURLLen, len(raw))}
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return &cropapi.ValidationError{Field: "callbackUrl", Reason: "must be an absolute http or https URL"}
+	case u.User != nil:
+		return &cropapi.ValidationError{Field: "callbackUrl", Reason: "must not carry credentials"}
+	}
+	h, err := netguard.Canonical(u.Hostname())
+	if err != nil {
+		return &cropapi.ValidationError{Field: "callbackUrl", Reason: err.Error()}
+	}
+	for _, p := range allow {
+		if h.Addr.IsValid() && (p.Contains(h.Addr.WithZone("").Unmap()) || p.Contains(h.Addr.WithZone(""))) {
+			return nil
+		}
+	}
+	if err := netguard.CheckHost(u.Hostname()); err != nil {
+		return &cropapi.ValidationError{Field: "callbackUrl", Reason: err.Error()}
+	}
+	return nil
+}
+
+func (r Request) cropRequest() cropapi.Request {
+	return cropapi.Request{ImageURL: r.ImageURL, ImageBase64: r.ImageBase64, TargetWidth: r.TargetWidth, TargetHeight: r.TargetHeight}
+}
+
+// Fingerprint identifies everything a request asks for but its id, so that
+// a request id submitted again can be told apart from a new request. It is
+// a strong digest of all fields, then a short tag per field (in Fields
+// order) that only serves to name the field that differs. imageDigest is the
+// SHA-256 (hex) of the decoded base64 image, "" for a URL source.
+func (r Request) Fingerprint(imageDigest string) string {
+	all := sha256.New()
+	tags := make([]byte, 0, 4*len(requestFields))
+	v := reflect.ValueOf(r)
+	for _, f := range requestFields {
+		if f.Name == "requestId" {
+			continue
+		}
+		var text string
+		switch {
+		case f.Name == "imageBase64":
+			text = imageDigest
+		case f.Kind == reflect.Map:
+			m := v.Field(f.idx).Interface().(map[string]string)
+			if len(m) > 0 {
+				keys := make([]string, 0, len(m))
+				for k := range m {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				var b strings.Builder
+				for _, k := range keys {
+					fmt.Fprintf(&b, "%q=%q;", k, m[k])
+				}
+				text = b.String()
+			}
+		default:
+			text = fmt.Sprint(v.Field(f.idx).Interface())
+			if f.Kind == reflect.Int && text == "0" {
+				text = ""
+			}
+		}
+		sum := sha256.Sum256([]byte(f.Name + "\x00" + text))
+		fmt.Fprintf(all, "%s\x00%d\x00%s\x00", f.Name, len(text), text)
+		tags = hex.AppendEncode(tags, sum[:2])
+	}
+	return hex.EncodeToString(all.Sum(nil)[:16]) + "." + string(tags)
+}
+
+// FingerprintDiff names the first field in which two fingerprints differ,
+// "" when they are equal. A fingerprint written before a field existed
+// lacks its tag; the field then counts as empty there.
+func FingerprintDiff(have, want string) string {
+	if have == want {
+		return ""
+	}
+	hs, ht, _ := strings.Cut(have, ".")
+	ws, wt, _ := strings.Cut(want, ".")
+	if hs == ws {
+		return ""
+	}
+	i := 0
+	for _, f := range requestFields {
+		if f.Name == "requestId" {
+			continue
+		}
+		a, b := tagAt(ht, i), tagAt(wt, i)
+		if a == "" {
+			a = emptyTag(f.Name)
+		}
+		if b == "" {
+			b = emptyTag(f.Name)
+		}
+		if a != b {
+			return f.Name
+		}
+		i++
+	}
+	return "parameters"
+}
+
+func tagAt(tags string, i int) string {
+	if len(tags) < 4*(i+1) {
+		return ""
+	}
+	return tags[4*i : 4*i+4]
+}
+
+func emptyTag(name string) string {
+	sum := sha256.Sum256([]byte(name + "\x00"))
+	return hex.EncodeToString(sum[:2])
+}

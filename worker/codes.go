@@ -1,0 +1,52 @@
+package worker
+
+// Code is an error code the worker records on a status record when the
+// failure is not an answer of the API (those carry the API's own code:
+// "700", "1002", "http_400", "validation", …, and none of them was paid
+// for: the vendor bills successful calls only).
+type Code string
+
+// The worker's codes. Every one has an entry in PaidFailures: a new code
+// without a decision there fails TestEveryCodeHasAPaymentDecision.
+const (
+	CodeQuota              Code = "quota"               // no token of the shared quota in time
+	CodeStorageUnavailable Code = "storage_unavailable" // the bucket was unreachable before paying (storage gate)
+	CodeKeyTemplate        Code = "key_template"        // the key template cannot render a safe key
+	CodeResultHost         Code = "result_host"         // the result URL is off the allow-list
+	CodeInput              Code = "input"               // a claim-checked image cannot be read
+	CodeResultExpired      Code = "result_expired"      // the paid result URL expired before it was copied
+	CodeResultDownload     Code = "result_download"     // the result could not be downloaded
+	CodeStorageUpload      Code = "storage_upload"      // the result could not be uploaded
+	CodeTimeout            Code = "timeout"             // the attempt ran out of time
+	CodeInterrupted        Code = "interrupted"         // the worker was shutting down
+	CodeInternal           Code = "internal"            // anything else (a status store error, a bug)
+)
+
+// PaymentDecision says whether a failure with a code can end a request
+// after its crop was paid for, and what keeps that from happening.
+type PaymentDecision struct {
+	// AfterPayment: the code can be recorded after a paid call.
+	AfterPayment bool
+	// Why is the decision: where it is checked before paying, or why it
+	// cannot be known before the call.
+	Why string
+}
+
+// PaidFailures is the audit of every Code (the README's "What is paid for
+// before it fails" lists the same).
+var PaidFailures = map[Code]PaymentDecision{
+	CodeQuota:              {false, "raised by the quota before the call; the call is not made"},
+	CodeStorageUnavailable: {false, "raised by the storage gate before the call; the task is handed back unpaid"},
+	CodeKeyTemplate:        {false, "rendered at submission (tasks.Request.Validate) and again by the worker before paying; the worker's own CROPQ_KEY_TEMPLATE is rendered at start-up"},
+	CodeInput:              {false, "the claim-checked image is read before the call (it is what the call sends)"},
+	CodeResultHost: {true, "the result URL is chosen by the vendor in its answer; it cannot be known before the call. " +
+		"A misconfigured CROPQ_RESULT_HOSTS fails every request this way: the alert on failures by code catches it"},
+	CodeResultExpired: {true, "the URL's life is granted by the vendor in its answer; the checkpoint lets later attempts reuse a live URL, " +
+		"an expired one is cropped again (counted as expiredRecrops)"},
+	CodeResultDownload: {true, "a download of the vendor's result that fails cannot be foreseen; retried from the checkpoint, unpaid, until its URL expires"},
+	CodeStorageUpload: {true, "an upload that fails cannot be foreseen; retried from the checkpoint, unpaid. " +
+		"The storage gate stops new paid calls while uploads to the default bucket fail"},
+	CodeTimeout:     {true, "the attempt's deadline can pass during the copy; the next attempt reuses the checkpoint"},
+	CodeInterrupted: {true, "a shutdown can come during the copy; the next worker reuses the checkpoint"},
+	CodeInternal:    {true, "a status store error after the call; the paid answer is kept in the checkpoint (written with retries) and reused"},
+}
