@@ -315,7 +315,11 @@ func (r Request) Fingerprint(imageDigest string) string {
 			}
 		}
 		sum := sha256.Sum256([]byte(f.Name + "\x00" + text))
-		fmt.Fprintf(all, "%s\x00%d\x00%s\x00", f.Name, len(text), text)
+		if text != "" {
+			// Empty fields stay out, so a field added later leaves the
+			// fingerprints of requests that do not use it unchanged.
+			fmt.Fprintf(all, "%s\x00%d\x00%s\x00", f.Name, len(text), text)
+		}
 		tags = hex.AppendEncode(tags, sum[:2])
 	}
 	return hex.EncodeToString(all.Sum(nil)[:16]) + "." + string(tags)

@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -50,6 +51,14 @@ func TestValidate(t *testing.T) {
 		{"callback ftp", func(p *CropPayload) { p.CallbackURL = "ftp://hooks.example.com/" }, "callbackUrl", "absolute http or https"},
 		{"callback relative", func(p *CropPayload) { p.CallbackURL = "/hook" }, "callbackUrl", "absolute"},
 		{"callback credentials", func(p *CropPayload) { p.CallbackURL = "https://u:p@hooks.example.com/" }, "callbackUrl", "credentials"},
+		{"callback private literal", func(p *CropPayload) { p.CallbackURL = "http://10.1.2.3/hook" }, "callbackUrl", "private"},
+		{"callback hex loopback", func(p *CropPayload) { p.CallbackURL = "http://0x7f.1/hook" }, "callbackUrl", "loopback"},
+		{"callback metadata", func(p *CropPayload) { p.CallbackURL = "http://169.254.169.254/" }, "callbackUrl", "169.254.169.254"},
+		{"key template dotdot", func(p *CropPayload) { p.KeyTemplate = "../../x/{requestId}.{ext}" }, "keyTemplate", ".."},
+		{"key template absolute", func(p *CropPayload) { p.KeyTemplate = "/x/{requestId}" }, "keyTemplate", "must not start with /"},
+		{"key template placeholder", func(p *CropPayload) { p.KeyTemplate = "x/{sku}" }, "keyTemplate", "unknown placeholder"},
+		{"key template ok", func(p *CropPayload) { p.KeyTemplate = "shop/{date}/{requestId}-{width}x{height}.{ext}" }, "", ""},
+		{"bucket address", func(p *CropPayload) { p.Bucket = "10.0.0.1" }, "bucket", "IP address"},
 		{"callback long", func(p *CropPayload) { p.CallbackURL = "https://h.example.com/" + strings.Repeat("a", 2100) }, "callbackUrl", "at most 2048 bytes"},
 	}
 	for _, tt := range tests {
@@ -108,10 +117,89 @@ func TestParseCropPayloadIsStrict(t *testing.T) {
 		"trailing data": string(good) + `{}`,
 		"version":       `{"v":9,"requestId":"a"}`,
 		"malformed":     `{"v":1,`,
+		"duplicate key": `{"v":1,"requestId":"a","requestId":"b","targetWidth":800,"targetHeight":800}`,
+		"other case":    `{"v":1,"RequestId":"a","targetWidth":800,"targetHeight":800}`,
+		"invalid UTF-8": "{\"v\":1,\"requestId\":\"a\xff\",\"targetWidth\":800,\"targetHeight\":800}",
 	} {
 		_, err := ParseCropPayload([]byte(in))
 		assert.Error(t, err, name)
 	}
+}
+
+// A payload as the previous version wrote it (CropPayload's fields before
+// they moved into Request) is read unchanged by the strict decoder.
+func TestParseCropPayloadReadsQueuedPayloads(t *testing.T) {
+	old := `{"v":1,"requestId":"sku-1","imageUrl":"https://cdn.example.com/a.jpg","targetWidth":800,"targetHeight":600,` +
+		`"bucket":"shop","keyTemplate":"a/{requestId}.{ext}","metadata":{"sku":"1"},"batchId":"b1",` +
+		`"input":{"bucket":"in","key":"inputs/x","size":3,"sha256":"ab"},"callbackUrl":"https://h.example.com/","enqueuedAt":"2026-11-20T10:00:00Z"}`
+	p, err := ParseCropPayload([]byte(old))
+	require.NoError(t, err)
+	assert.Equal(t, "sku-1", p.RequestID)
+	assert.Equal(t, 600, p.TargetHeight)
+	assert.Equal(t, map[string]string{"sku": "1"}, p.Metadata)
+	assert.Equal(t, "inputs/x", p.Input.Key)
+	assert.Equal(t, "https://h.example.com/", p.CallbackURL)
+	again, err := json.Marshal(p)
+	require.NoError(t, err)
+	assert.JSONEq(t, old, string(again), "the wire format is unchanged")
+}
+
+// Changing any field of a request changes its fingerprint, and the
+// difference names that field: the table is Request's fields themselves, so
+// a field added later is covered without an edit here.
+func TestFingerprintNamesEveryField(t *testing.T) {
+	base := Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 600,
+		Bucket: "shop", KeyTemplate: "a/{requestId}.{ext}", Metadata: map[string]string{"k": "v"}, BatchID: "b", CallbackURL: "https://h.example.com/"}
+	fp := base.Fingerprint("")
+	assert.Equal(t, fp, base.Fingerprint(""), "deterministic")
+	other := base
+	other.RequestID = "s"
+	assert.Equal(t, fp, other.Fingerprint(""), "the id is not a parameter")
+	assert.Equal(t, "imageBase64", FingerprintDiff(fp, base.Fingerprint("abc123")))
+	for _, f := range Fields() {
+		if f.Name == "requestId" || f.Name == "imageBase64" {
+			continue
+		}
+		changed := base
+		changed.Metadata = map[string]string{"k": "v"}
+		switch f.Kind {
+		case reflect.String:
+			require.NoError(t, changed.SetText(f.Name, "x-other"))
+		case reflect.Int:
+			require.NoError(t, changed.SetText(f.Name, "777"))
+		case reflect.Map:
+			require.NoError(t, changed.SetText(f.Name, "k2=v2"))
+		default:
+			t.Fatalf("field %s: kind %s has no text form", f.Name, f.Kind)
+		}
+		assert.Equal(t, f.Name, FingerprintDiff(fp, changed.Fingerprint("")), "changing %s", f.Name)
+		assert.Equal(t, f.Name, FingerprintDiff(changed.Fingerprint(""), fp), "changing %s back", f.Name)
+	}
+	// A fingerprint written before a field existed (callbackUrl, the last,
+	// here) has no tag for it: the field counts as empty there.
+	noCallback := base
+	noCallback.CallbackURL = ""
+	now := noCallback.Fingerprint("")
+	old := now[:len(now)-4]
+	assert.Equal(t, "", FingerprintDiff(old, now), "the same request, before and after the field was added")
+	assert.Equal(t, "callbackUrl", FingerprintDiff(old, fp))
+}
+
+func TestSetText(t *testing.T) {
+	var r Request
+	require.NoError(t, r.SetText("targetWidth", " 800 "))
+	require.NoError(t, r.SetText("metadata", "a=1"))
+	require.NoError(t, r.SetText("metadata", `{"b":"2"}`))
+	require.NoError(t, r.SetText("keyTemplate", "x/{requestId}"))
+	assert.Equal(t, Request{TargetWidth: 800, Metadata: map[string]string{"a": "1", "b": "2"}, KeyTemplate: "x/{requestId}"}, r)
+	var ve *cropapi.ValidationError
+	require.ErrorAs(t, r.SetText("targetHeight", "abc"), &ve)
+	assert.Equal(t, "targetHeight", ve.Field)
+	require.ErrorAs(t, r.SetText("metadata", "novalue"), &ve)
+	assert.Equal(t, "metadata", ve.Field)
+	require.ErrorAs(t, r.SetText("metadata", `{"a":1}`), &ve)
+	require.ErrorAs(t, r.SetText("colour", "red"), &ve)
+	assert.Equal(t, "colour", ve.Field)
 }
 
 func FuzzParseAndValidate(f *testing.F) {

@@ -322,6 +322,30 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		assert.Equal(t, status.Succeeded, rec.State, states(rec))
 	})
 
+	t.Run("a key template that cannot render fails before paying, even from an older producer", func(t *testing.T) {
+		// Queued as a producer before the entrances rendered templates would
+		// have: straight into asynq, past NewCropTask's validation.
+		r := newPolicyRig(t, minio, rowSpec{})
+		for i, tmpl := range []string{"../../x/{requestId}.{ext}", "/abs/{requestId}.{ext}", "a/{sku}/{requestId}.{ext}"} {
+			id := fmt.Sprintf("kt-%d", i)
+			p := tasks.CropPayload{Version: tasks.PayloadVersion, Request: tasks.Request{RequestID: id, ImageURL: r.images + "/good.png",
+				TargetWidth: 300, TargetHeight: 200, KeyTemplate: tmpl}}
+			b, err := json.Marshal(p)
+			require.NoError(t, err)
+			_, _, err = r.statuses.Create(context.Background(), status.Record{RequestID: id, Source: "url"})
+			require.NoError(t, err)
+			_, err = r.client.Enqueue(asynq.NewTask(tasks.TypeCrop, b), asynq.TaskID(id), asynq.Queue(tasks.DefaultQueue), asynq.MaxRetry(3))
+			require.NoError(t, err)
+			rec := r.await(t, id, terminal, "fail")
+			assert.Equal(t, status.Failed, rec.State, states(rec))
+			assert.Equal(t, "validation", rec.ErrorCode)
+			assert.Contains(t, rec.ErrorMessage, "keyTemplate")
+			assert.Zero(t, rec.PaidCalls, "refused before the call")
+			assert.Equal(t, 1, rec.Attempt, "permanent: not retried")
+		}
+		assert.Zero(t, r.emu.Stats().Usage, "nothing paid")
+	})
+
 	t.Run("a task whose request was canceled stops unpaid and removes its input", func(t *testing.T) {
 		// The producer cancels the record but cannot delete a task a worker
 		// has already fetched: the worker then tidies up itself.
