@@ -128,7 +128,6 @@ func New(p Producer, cfg Config) (*API, error) {
 	if cfg.MaxInflightBytes <= 0 {
 		cfg.MaxInflightBytes = 128 << 20
 	}
-	cfg.MaxInflightBytes = max(cfg.MaxInflightBytes, cfg.MaxBodyBytes, cfg.MaxBatchBodyBytes)
 	if cfg.InflightWait <= 0 {
 		cfg.InflightWait = 5 * time.Second
 	}
@@ -361,6 +360,8 @@ func (a *API) admit(w http.ResponseWriter, r *http.Request, limit int64) (releas
 	if r.ContentLength >= 0 {
 		n = max(r.ContentLength, 1)
 	}
+	// A body larger than the whole budget runs alone rather than never.
+	n = min(n, a.cfg.MaxInflightBytes)
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.InflightWait)
 	defer cancel()
 	if err := a.inflight.Acquire(ctx, n); err != nil {

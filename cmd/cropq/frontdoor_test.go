@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hibiken/asynq"
@@ -253,4 +255,83 @@ func TestContentTypeMustBeJSON(t *testing.T) {
 	}
 	records, _ := f.queued(t)
 	assert.ElementsMatch(t, []string{"ct-0", "ct-1", "ct-2"}, records)
+}
+
+// procKB reads a field of /proc/PID/status in kB.
+func procKB(t *testing.T, pid int, field string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			var n int64
+			_, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &n)
+			require.NoError(t, err)
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
+
+// Many maximal bodies at once cannot take the API's memory: bodies beyond
+// CROPQ_API_MAX_INFLIGHT_BYTES wait their turn (or get 503), so the peak
+// RSS grows by a bounded multiple of that budget, not of the bodies sent.
+func TestAPIMemoryIsBoundedUnderMaximalBodies(t *testing.T) {
+	const (
+		bodyMax  = 4 << 20
+		inflight = 8 << 20
+		n        = 24 // 96 MiB offered at once
+	)
+	s := newStack(t, stackOptions{})
+	apiAddr := freeAddr(t)
+	s.env = append(s.env, "CROPQ_API_TOKENS="+frontDoorToken, "CROPQ_API_ADDR="+apiAddr,
+		fmt.Sprintf("CROPQ_API_MAX_BODY_BYTES=%d", bodyMax), fmt.Sprintf("CROPQ_API_MAX_INFLIGHT_BYTES=%d", inflight))
+	cmd := s.start("api", "api")
+	base := "http://" + apiAddr
+	s.awaitHTTP(base + "/healthz")
+
+	// A valid image header and padding: the largest base64 image that fits.
+	img := append(bombPNG(800, 800), make([]byte, (bodyMax-1024)/4*3-100)...)
+	b64 := base64.StdEncoding.EncodeToString(img)
+	before := procKB(t, cmd.Process.Pid, "VmRSS")
+	var wg sync.WaitGroup
+	codes := make([]int, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := fmt.Sprintf(`{"requestId":"mem-%d","imageBase64":%q,"targetWidth":800,"targetHeight":800}`, i, b64)
+			req, err := http.NewRequest(http.MethodPost, base+"/v1/crops", strings.NewReader(body))
+			if err != nil {
+				return
+			}
+			req.Header.Set("Authorization", "Bearer "+frontDoorToken)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return
+			}
+			codes[i] = resp.StatusCode
+			_ = resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+	peak := procKB(t, cmd.Process.Pid, "VmHWM")
+	growth := (peak - before) << 10
+	accepted := 0
+	for _, c := range codes {
+		assert.Contains(t, []int{http.StatusAccepted, http.StatusServiceUnavailable}, c)
+		if c == http.StatusAccepted {
+			accepted++
+		}
+	}
+	t.Logf("%d × %d MiB bodies at once, budget %d MiB: %d accepted, peak RSS growth %d MiB", n, bodyMax>>20, inflight>>20, accepted, growth>>20)
+	assert.Positive(t, accepted)
+	// About 3 copies of each body in flight, and as much again for the
+	// garbage collector's headroom: well under the 2–3 × 96 MiB the same
+	// bodies took when all were read at once.
+	assert.Less(t, growth, int64(8*inflight), "peak RSS growth")
+	records, _ := (frontDoor{stack: s, base: base}).queued(t)
+	assert.Len(t, records, accepted, "every accepted body has its record, and no other")
 }
