@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// shellStep is one command of a README example and the answer shown under
+// it ("" when none is shown).
+type shellStep struct {
+	cmd, want string
+}
+
+// readmeShellSteps returns the steps of the README's ```sh blocks that call
+// the HTTP API ($API): lines up to an answer line (one starting with "{")
+// form one command; export lines of API and TOKEN are the test's to set.
+func readmeShellSteps(t *testing.T) []shellStep {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	require.NoError(t, err)
+	var (
+		steps   []shellStep
+		inBlock bool
+		block   []string
+	)
+	flush := func() {
+		if !strings.Contains(strings.Join(block, "\n"), "$API/") {
+			return
+		}
+		var cmd []string
+		for _, line := range block {
+			switch {
+			case strings.HasPrefix(line, "export API="):
+			case strings.HasPrefix(line, "{"):
+				steps = append(steps, shellStep{cmd: strings.Join(cmd, "\n"), want: line})
+				cmd = nil
+			default:
+				cmd = append(cmd, line)
+			}
+		}
+		if strings.TrimSpace(strings.Join(cmd, "")) != "" {
+			steps = append(steps, shellStep{cmd: strings.Join(cmd, "\n")})
+		}
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case !inBlock && line == "```sh":
+			inBlock, block = true, nil
+		case inBlock && line == "```":
+			inBlock = false
+			flush()
+		case inBlock:
+			block = append(block, line)
+		}
+	}
+	return steps
+}
+
+// subset reports whether every field of want is in got with the same
+// value (objects recursively, arrays element by element).
+func subset(want, got any) bool {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			return false
+		}
+		for k, v := range w {
+			if !subset(v, g[k]) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			return false
+		}
+		for i := range w {
+			if !subset(w[i], g[i]) {
+				return false
+			}
+		}
+		return true
+	default:
+		return want == got
+	}
+}
+
+// The README's shell examples of the HTTP API work as shown: each runs in
+// bash against a real `cropq api`, and its answer holds every field the
+// README shows.
+func TestREADMEShellExamples(t *testing.T) {
+	steps := readmeShellSteps(t)
+	require.GreaterOrEqual(t, len(steps), 4, "the README has HTTP examples")
+	f := newFrontDoor(t)
+	bash, err := exec.LookPath("bash")
+	require.NoError(t, err)
+	for i, st := range steps {
+		cmd := exec.Command(bash, "-euo", "pipefail", "-c", st.cmd)
+		cmd.Env = append(os.Environ(), "API="+f.base, "TOKEN="+frontDoorToken)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "step %d: %s\n%s", i, st.cmd, out)
+		if st.want == "" {
+			continue
+		}
+		var want, got any
+		require.NoError(t, json.Unmarshal([]byte(st.want), &want), "the README's answer of step %d is JSON", i)
+		require.NoError(t, json.Unmarshal(out, &got), "step %d answered JSON: %s", i, out)
+		assert.True(t, subset(want, got), "step %d: %s\nREADME shows: %s\ngot:          %s", i, st.cmd, st.want, out)
+	}
+}
