@@ -108,8 +108,8 @@ type API struct {
 }
 
 // DefaultMaxBodyBytes is the default body limit of one crop: the largest
-// base64 image the API takes (cropapi.DefaultLimits) and 1 MiB for the rest.
-const DefaultMaxBodyBytes = 32<<20 + 1<<20
+// base64 image the API takes (cropapi.DefaultLimits) and 2 MiB for the rest.
+const DefaultMaxBodyBytes = 34 << 20
 
 // New returns the API on p.
 func New(p Producer, cfg Config) (*API, error) {
@@ -339,8 +339,11 @@ func itemError(err error, i int) error {
 	if !errors.As(err, &je) {
 		return err
 	}
-	field := strings.TrimPrefix(je.Field, fmt.Sprintf("items[%d]", i))
-	field = strings.TrimPrefix(field, ".")
+	item := fmt.Sprintf("items[%d]", i)
+	field := strings.TrimPrefix(strings.TrimPrefix(je.Field, item), ".")
+	if field == "" {
+		field = item // the item itself: not an object
+	}
 	return &cropapi.ValidationError{Field: field, Reason: je.Reason}
 }
 
@@ -433,8 +436,8 @@ type BatchStatus struct {
 
 func (a *API) getBatch(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("batchId")
-	if err := tasks.ValidateRequestID(id); err != nil {
-		writeProblem(w, Problem{Type: "invalid-request", Title: "invalid request", Status: http.StatusBadRequest, Detail: "batchId: " + validationReason(err), Field: "batchId"})
+	if err := tasks.ValidateBatchID(id); err != nil {
+		writeProblem(w, problemOf(err))
 		return
 	}
 	counts, err := a.p.BatchCounts(r.Context(), id)
@@ -515,14 +518,6 @@ func problemOf(err error) Problem {
 		return Problem{Type: "conflict", Title: "request id already used", Status: http.StatusConflict, Detail: ce.Error(), Field: ce.Field}
 	}
 	return Problem{Type: "unavailable", Title: "service unavailable", Status: http.StatusServiceUnavailable, Detail: "could not enqueue; nothing was recorded; retry"}
-}
-
-func validationReason(err error) string {
-	var ve *cropapi.ValidationError
-	if errors.As(err, &ve) {
-		return ve.Reason
-	}
-	return err.Error()
 }
 
 func problem(w http.ResponseWriter, code int, typ, detail, field string) {

@@ -64,7 +64,7 @@ func envVars() []envVar {
 		{"CROPQ_API_ADDR", ":8080", "listen address of cropq api", false},
 		{"CROPQ_API_TOKENS", "", "comma-separated bearer tokens accepted by cropq api (required there)", true},
 		{"CROPQ_API_MAX_BATCH", "1000", "most items in one POST /v1/crops/batch", false},
-		{"CROPQ_API_MAX_BODY_BYTES", "35651584", "largest body of one crop (POST /v1/crops): a 32 MiB base64 image and 1 MiB more", false},
+		{"CROPQ_API_MAX_BODY_BYTES", "35651584", "largest body of one crop (POST /v1/crops): a 32 MiB base64 image and 2 MiB more", false},
 		{"CROPQ_API_MAX_BATCH_BODY_BYTES", "67108864", "largest body of a batch (POST /v1/crops/batch)", false},
 		{"CROPQ_API_MAX_INFLIGHT_BYTES", "134217728", "request bodies cropq api handles at once, in bytes (each costs about 3× its size in memory); more wait, then get 503", false},
 		{"CROPQ_WORKER_ADDR", ":9090", "a worker's /healthz, /readyz (false while draining) and /metrics", false},
