@@ -24,8 +24,9 @@ func exported(t *testing.T) map[string]bool {
 	t.Helper()
 	var collectors []prometheus.Collector
 	reg := registerer{add: func(c prometheus.Collector) { collectors = append(collectors, c) }}
-	metrics.NewPipeline(reg)
+	metrics.NewPipeline(reg, nil)
 	metrics.RegisterQuota(reg, nil)
+	metrics.RegisterBacklog(reg, nil, nil)
 	// asynq's collector describes itself by collecting: it needs a Redis
 	// with a queue in it.
 	srv := testenv.Redis(t)

@@ -45,7 +45,7 @@ func (m *memProducer) Get(context.Context, string) (status.Record, error) {
 	return status.Record{}, status.ErrNotFound
 }
 
-func (m *memProducer) BatchCounts(context.Context, string) (map[status.State]int64, error) {
+func (m *memProducer) BatchCounts(context.Context, string, string) (map[status.State]int64, error) {
 	return nil, nil
 }
 

@@ -3,6 +3,11 @@
 // request's status or a batch's counts, cancel a request that has not
 // started. Errors are RFC 9457 problem details naming the field and the
 // limit; the OpenAPI document is served at /openapi.json.
+//
+// Each token belongs to a tenant ("tenant:token"; a bare token is tenant
+// "default"): a request's tenant is its token's, a body naming another is
+// refused (403), and a request id or batch of another tenant is answered as
+// unknown.
 package httpapi
 
 import (
@@ -33,13 +38,18 @@ import (
 type Producer interface {
 	EnqueueBatch(ctx context.Context, reqs []tasks.Request) []producer.Result
 	Get(ctx context.Context, requestID string) (status.Record, error)
-	BatchCounts(ctx context.Context, batchID string) (map[status.State]int64, error)
+	// BatchCounts counts the requests of a tenant's batch (batch ids are
+	// each tenant's own).
+	BatchCounts(ctx context.Context, tenant, batchID string) (map[status.State]int64, error)
 	Cancel(ctx context.Context, requestID string) (status.Record, error)
 }
 
 // Config configures the API. Zero values take defaults.
 type Config struct {
-	// Tokens are the accepted bearer tokens; at least one is required.
+	// Tokens are the accepted bearer tokens, each "tenant:token" or a bare
+	// token (tenant "default"); at least one is required. An entry is split
+	// at its first ':' only when what comes before is a valid tenant name
+	// (see SplitToken).
 	Tokens []string
 	// MaxBatch bounds the items of one batch request (default 1,000).
 	MaxBatch int
@@ -101,10 +111,39 @@ type API struct {
 	p      Producer
 	cfg    Config
 	log    *slog.Logger
-	tokens [][32]byte // digests: compared in constant time, whatever their length
+	tokens []tenantToken // compared in constant time, whatever their length
 	mux    *http.ServeMux
 	// inflight holds the bytes of the bodies being handled (MaxInflightBytes).
 	inflight *semaphore.Weighted
+}
+
+// tenantToken is an accepted token, by digest, and its tenant.
+type tenantToken struct {
+	digest [32]byte
+	tenant string
+}
+
+// SplitToken reads one entry of Config.Tokens: "tenant:token" when what
+// comes before the first ':' is a valid tenant name (tasks.ValidateTenant),
+// else the whole entry is a token of tenant "default".
+func SplitToken(entry string) (tenant, token string) {
+	if t, tok, ok := strings.Cut(entry, ":"); ok && tasks.ValidateTenant(t) == nil {
+		return t, tok
+	}
+	return tasks.DefaultTenant, entry
+}
+
+// Tenants lists the tenants of the token entries, sorted, each once.
+func Tenants(entries []string) []string {
+	var out []string
+	for _, e := range entries {
+		t, _ := SplitToken(e)
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // DefaultMaxBodyBytes is the default body limit of one crop: the largest
@@ -139,21 +178,41 @@ func New(p Producer, cfg Config) (*API, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &API{p: p, cfg: cfg, log: log, mux: http.NewServeMux(), inflight: semaphore.NewWeighted(cfg.MaxInflightBytes)}
-	for _, t := range cfg.Tokens {
-		if t == "" {
-			return nil, errors.New("httpapi: empty bearer token")
+	// Errors never quote a token: they are secrets.
+	for i, entry := range cfg.Tokens {
+		tenant, tok := SplitToken(entry)
+		if tok == "" {
+			return nil, fmt.Errorf("httpapi: entry %d of the bearer tokens (CROPQ_API_TOKENS) has an empty token", i+1)
 		}
-		a.tokens = append(a.tokens, sha256.Sum256([]byte(t)))
+		tt := tenantToken{digest: sha256.Sum256([]byte(tok)), tenant: tenant}
+		dup := false
+		for _, have := range a.tokens {
+			if have.digest != tt.digest {
+				continue
+			}
+			if have.tenant != tenant {
+				return nil, fmt.Errorf("httpapi: entry %d of the bearer tokens (CROPQ_API_TOKENS) gives tenant %s a token of tenant %s: a token belongs to one tenant", i+1, tenant, have.tenant)
+			}
+			dup = true
+		}
+		if !dup {
+			a.tokens = append(a.tokens, tt)
+		}
 	}
 	for _, r := range routes() {
 		h := r.handle
 		a.mux.HandleFunc(r.method+" "+r.path, func(w http.ResponseWriter, req *http.Request) {
-			if r.auth && !a.Authorized(req) {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="cropq"`)
-				problem(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required", "")
-				return
+			ctx := req.Context()
+			if r.auth {
+				tenant, ok := a.Tenant(req)
+				if !ok {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="cropq"`)
+					problem(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required", "")
+					return
+				}
+				ctx = context.WithValue(ctx, tenantKey{}, tenant)
 			}
-			ctx, cancel := context.WithTimeout(req.Context(), a.cfg.RequestTimeout)
+			ctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
 			defer cancel()
 			h(a, w, req.WithContext(ctx))
 		})
@@ -171,6 +230,13 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTT
 // token, or as the password of Basic credentials (what a browser can send,
 // for the web UI).
 func (a *API) Authorized(r *http.Request) bool {
+	_, ok := a.Tenant(r)
+	return ok
+}
+
+// Tenant returns the tenant of r's token (see Authorized), ok false when r
+// carries no accepted token. Every token is compared, in constant time.
+func (a *API) Tenant(r *http.Request) (tenant string, ok bool) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
 		if _, pw, basic := r.BasicAuth(); basic {
@@ -178,14 +244,61 @@ func (a *API) Authorized(r *http.Request) bool {
 		}
 	}
 	if !ok {
-		return false
+		return "", false
 	}
 	got := sha256.Sum256([]byte(tok))
-	match := 0
-	for _, want := range a.tokens {
-		match |= subtle.ConstantTimeCompare(got[:], want[:])
+	match, at := 0, 0
+	for i, want := range a.tokens {
+		eq := subtle.ConstantTimeCompare(got[:], want.digest[:])
+		match |= eq
+		at = subtle.ConstantTimeSelect(eq, i, at)
 	}
-	return match == 1
+	if match != 1 {
+		return "", false
+	}
+	return a.tokens[at].tenant, true
+}
+
+// tenantKey is the context key of the request's tenant (its token's).
+type tenantKey struct{}
+
+// tenantOf is the tenant of r's token (set for every authorized route).
+func tenantOf(r *http.Request) string {
+	t, _ := r.Context().Value(tenantKey{}).(string)
+	return t
+}
+
+// claimTenant gives req the caller's tenant; a request naming another
+// valid tenant is refused (one naming an invalid tenant is left to
+// validation, which names the field). The default tenant is left implicit,
+// so a single-tenant deployment's requests are what they were before
+// tenants.
+func claimTenant(req *tasks.Request, tenant string) (foreign bool) {
+	switch {
+	case req.Tenant == "":
+		if tenant != tasks.DefaultTenant {
+			req.Tenant = tenant
+		}
+	case req.Tenant != tenant && tasks.ValidateTenant(req.Tenant) == nil:
+		return true
+	}
+	return false
+}
+
+// forbiddenTenant answers a body that names another tenant than its token's.
+func forbiddenTenant(w http.ResponseWriter, where, named, tenant string) {
+	problem(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%stenant %q is not the tenant of this token (%s): a token submits for its own tenant only; nothing was enqueued",
+		where, named, tenant), "tenant")
+}
+
+// visible reports whether rec belongs to tenant (a record without a tenant
+// is the default tenant's).
+func visible(rec status.Record, tenant string) bool {
+	have := rec.Tenant
+	if have == "" {
+		have = tasks.DefaultTenant
+	}
+	return have == tenant
 }
 
 // CropRequest is the JSON body of one crop: the request model every
@@ -211,9 +324,14 @@ func (a *API) createOne(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, decodeProblem(err))
 		return
 	}
+	tenant := tenantOf(r)
+	if claimTenant(&req, tenant) {
+		forbiddenTenant(w, "", req.Tenant, tenant)
+		return
+	}
 	res := a.p.EnqueueBatch(r.Context(), []tasks.Request{req})[0]
 	a.logErrors(r.Context(), res)
-	item := itemResult(res)
+	item := itemResult(res, tenant)
 	switch res.Outcome {
 	case producer.Enqueued:
 		writeJSON(w, http.StatusAccepted, item)
@@ -304,6 +422,15 @@ func (a *API) createBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Every item is the token's tenant's: one naming another refuses the
+	// whole batch, before anything is enqueued.
+	tenant := tenantOf(r)
+	for i := range reqs {
+		if claimTenant(&reqs[i], tenant) {
+			forbiddenTenant(w, fmt.Sprintf("items[%d]: ", i), reqs[i].Tenant, tenant)
+			return
+		}
+	}
 	var valid []tasks.Request
 	var at []int
 	for i, it := range reqs {
@@ -327,7 +454,7 @@ func (a *API) createBatch(w http.ResponseWriter, r *http.Request) {
 	a.logErrors(r.Context(), results...)
 	out := BatchResponse{BatchID: batchID, Counts: map[string]int{}, Results: make([]ItemResult, len(results))}
 	for i, r := range results {
-		out.Results[i] = itemResult(r)
+		out.Results[i] = itemResult(r, tenant)
 		out.Counts[string(r.Outcome)]++
 	}
 	writeJSON(w, http.StatusAccepted, out)
@@ -384,9 +511,11 @@ func (a *API) logErrors(ctx context.Context, res ...producer.Result) {
 	}
 }
 
-func itemResult(res producer.Result) ItemResult {
+// itemResult is the answer for res, submitted by tenant: the record of
+// another tenant's request id (a conflict) is not shown.
+func itemResult(res producer.Result, tenant string) ItemResult {
 	item := ItemResult{RequestID: res.RequestID, Outcome: string(res.Outcome)}
-	if res.Record.RequestID != "" {
+	if res.Record.RequestID != "" && (res.Outcome == producer.Enqueued || visible(res.Record, tenant)) {
 		rec := res.Record
 		item.Status = &rec
 	}
@@ -405,6 +534,9 @@ func (a *API) getCrop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec, err := a.p.Get(r.Context(), id)
+	if err == nil && !visible(rec, tenantOf(r)) {
+		err = status.ErrNotFound // another tenant's: as if unknown
+	}
 	if err != nil {
 		writeProblem(w, a.storeProblem(r, err))
 		return
@@ -418,7 +550,14 @@ func (a *API) cancelCrop(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problemOf(err))
 		return
 	}
-	rec, err := a.p.Cancel(r.Context(), id)
+	// Another tenant's request is answered as unknown, and left alone.
+	rec, err := a.p.Get(r.Context(), id)
+	if err == nil && !visible(rec, tenantOf(r)) {
+		err = status.ErrNotFound
+	}
+	if err == nil {
+		rec, err = a.p.Cancel(r.Context(), id)
+	}
 	if err != nil {
 		writeProblem(w, a.storeProblem(r, err))
 		return
@@ -434,13 +573,15 @@ type BatchStatus struct {
 	Counts  map[string]int64 `json:"counts"`
 }
 
+// getBatch answers the token's tenant's batch of that id: another tenant's
+// is not seen (batch ids are each tenant's own).
 func (a *API) getBatch(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("batchId")
 	if err := tasks.ValidateBatchID(id); err != nil {
 		writeProblem(w, problemOf(err))
 		return
 	}
-	counts, err := a.p.BatchCounts(r.Context(), id)
+	counts, err := a.p.BatchCounts(r.Context(), tenantOf(r), id)
 	if err != nil {
 		writeProblem(w, a.storeProblem(r, err))
 		return

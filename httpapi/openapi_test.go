@@ -299,7 +299,8 @@ func TestOpenAPIExamples(t *testing.T) {
 	}
 	for _, want := range []string{"POST /v1/crops urlCrop", "POST /v1/crops urlCropAgain", "POST /v1/crops otherBucket",
 		"POST /v1/crops bothSources", "POST /v1/crops badKeyTemplate", "POST /v1/crops wrongCaseField",
-		"POST /v1/crops privateCallback", "POST /v1/crops/batch mixedBatch", "POST /v1/crops/batch invalidBatchId"} {
+		"POST /v1/crops privateCallback", "POST /v1/crops/batch mixedBatch", "POST /v1/crops/batch invalidBatchId",
+		"POST /v1/crops otherTenant", "POST /v1/crops badPriority", "POST /v1/crops badTenant", "POST /v1/crops/batch otherTenantItem"} {
 		assert.Contains(t, names, want)
 	}
 
@@ -521,7 +522,7 @@ func (failingProducer) Get(context.Context, string) (status.Record, error) {
 	return status.Record{}, errStoreDown
 }
 
-func (failingProducer) BatchCounts(context.Context, string) (map[status.State]int64, error) {
+func (failingProducer) BatchCounts(context.Context, string, string) (map[status.State]int64, error) {
 	return nil, errStoreDown
 }
 
@@ -636,6 +637,8 @@ func TestOpenAPIProblemTypes(t *testing.T) {
 		{"batch body too large", batches, nil, s, "POST", "/v1/crops/batch", appJSON, token, batch(cropJSON("sku-1", 800) + strings.Repeat(" ", 4096))},
 		{"too many items", batches, nil, s, "POST", "/v1/crops/batch", appJSON, token, batch(cropJSON("sku-1", 800), cropJSON("sku-2", 800), cropJSON("sku-3", 800))},
 		{"batch without items", batches, nil, s, "POST", "/v1/crops/batch", appJSON, token, []byte(`{"batchId":"b-1"}`)},
+		{"another tenant", crops, nil, s, "POST", "/v1/crops", appJSON, token, []byte(strings.Replace(cropJSON("sku-1", 800), "{", `{"tenant":"acme",`, 1))},
+		{"batch item of another tenant", batches, nil, s, "POST", "/v1/crops/batch", appJSON, token, batch(strings.Replace(cropJSON("sku-1", 800), "{", `{"tenant":"acme",`, 1))},
 		{"enqueue", crops, nil, s, "POST", "/v1/crops", appJSON, token, []byte(cropJSON("sku-1", 800))},
 		{"other parameters", crops, nil, s, "POST", "/v1/crops", appJSON, token, []byte(cropJSON("sku-1", 640))},
 		{"batch items: invalid, conflict", batches, nil, s, "POST", "/v1/crops/batch", appJSON, token, batch(cropJSON("sku-2", `"abc"`), cropJSON("sku-1", 640))},
@@ -743,6 +746,12 @@ func TestOpenAPIPatternsMatchValidation(t *testing.T) {
 			[]string{"products/{requestId}/{width}x{height}.{ext}", "../../x/{requestId}.{ext}", "/a", "a/", "a//b", "./a", "a/.",
 				"..a/b", ".a", "...", "{requestId}", "{requestid}", "{foo}", "a{", "a}", "{{ext}}", "{date}/{ext}", "a/../b"},
 			[]string{"a", "x", ".", "/", "-", "_", "{requestId}", "{ext}", "{date}", "{width}", "{height}", "{nope}", "{", "}"}, 7},
+		{"tenant", func(r *tasks.Request, v string) { r.Tenant = v },
+			[]string{"acme", "default", "a.b_c-d", "..", "ACME", "a:b", "a b", "é", strings.Repeat("t", 64), strings.Repeat("t", 65)},
+			[]string{"a", "z", "0", "9", ".", "_", "-", "A", ":", ",", "=", " ", "é", "/"}, 6},
+		{"priority", func(r *tasks.Request, v string) { r.Priority = v },
+			[]string{"urgent", "normal", "backfill", "high", "Urgent", "urgent ", "low"},
+			[]string{"urgent", "normal", "backfill", "x", " ", "U"}, 2},
 	} {
 		values := f.fixed
 		for range 3000 {

@@ -31,12 +31,21 @@ type Pipeline struct {
 	copyBytes     prometheus.Counter
 	copyDuration  *prometheus.HistogramVec
 	terminal      *prometheus.CounterVec
+	tenantCalls   *prometheus.CounterVec
+	tenantLabel   TenantLabel
 }
 
-// NewPipeline registers the pipeline's metrics on reg.
-func NewPipeline(reg prometheus.Registerer) *Pipeline {
+// NewPipeline registers the pipeline's metrics on reg; tenants bounds the
+// tenant label (nil: every tenant is "other" but "default").
+func NewPipeline(reg prometheus.Registerer, tenants TenantLabel) *Pipeline {
 	f := func(c prometheus.Collector) prometheus.Collector { reg.MustRegister(c); return c }
+	if tenants == nil {
+		tenants = KnownTenants()
+	}
 	return &Pipeline{
+		tenantLabel: tenants,
+		tenantCalls: f(prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "tenant_paid_calls_total",
+			Help: "Paid (successful) API calls by tenant: the shares of the account."}, []string{"tenant"})).(*prometheus.CounterVec),
 		apiCalls: f(prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "api_calls_total",
 			Help: "Calls to the Image Cropping API by result code (200, 501, 700, …, a gateway code, http_429, transport)."}, []string{"code"})).(*prometheus.CounterVec),
 		apiLatency: f(prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "api_call_duration_seconds",
@@ -68,6 +77,14 @@ func (p *Pipeline) APICall(code, class string, d time.Duration, usage int) {
 	if usage > 0 {
 		p.paidUsage.Add(float64(usage))
 	}
+}
+
+// PaidCall records a paid call made for tenant.
+func (p *Pipeline) PaidCall(tenant string) {
+	if p == nil {
+		return
+	}
+	p.tenantCalls.WithLabelValues(p.tenantLabel(tenant)).Inc()
 }
 
 // QuotaWait records a wait for a token; deferred when none came in time.

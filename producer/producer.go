@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -54,6 +56,11 @@ type Config struct {
 	ClaimCheckBytes int
 	// Concurrency bounds the enqueues of one batch in flight (default 16).
 	Concurrency int
+	// Backlog, when set, is where accepted requests wait: each is recorded
+	// and appended to its (lane, tenant) list in one step, and the fleet's
+	// feeder moves it into asynq by priority and tenant share (package
+	// backlog). Without it, requests are enqueued into asynq at once, FIFO.
+	Backlog *backlog.Backlog
 	// Notifier, when set, is told of requests canceled through Cancel that
 	// have a callback URL; the worker reports every other terminal state.
 	Notifier Notifier
@@ -97,6 +104,7 @@ func (e *ConflictError) Error() string {
 
 // Producer is safe for concurrent use.
 type Producer struct {
+	rdb      redis.UniversalClient
 	cfg      Config
 	client   *asynq.Client
 	insp     *asynq.Inspector
@@ -118,6 +126,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Producer{
+		rdb:      rdb,
 		cfg:      cfg,
 		client:   asynq.NewClientFromRedisClient(rdb),
 		insp:     asynq.NewInspectorFromRedisClient(rdb),
@@ -173,7 +182,8 @@ func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.Request) []Res
 		}
 		it.rec = status.Record{RequestID: req.RequestID, TargetWidth: req.TargetWidth, TargetHeight: req.TargetHeight,
 			Source: it.req.Source(), SourceURL: req.ImageURL, SourceDigest: digest, BatchID: req.BatchID, CallbackURL: req.CallbackURL,
-			Bucket: req.Bucket, KeyTemplate: req.KeyTemplate, Metadata: req.Metadata, Fingerprint: req.Fingerprint(digest)}
+			Bucket: req.Bucket, KeyTemplate: req.KeyTemplate, Metadata: req.Metadata, Fingerprint: req.Fingerprint(digest),
+			Tenant: req.EffectiveTenant(), Priority: req.EffectivePriority()}
 		// The same id twice in one call: the first goes through, the others
 		// follow its outcome (one record, one task, whatever the timing).
 		if first := byID[req.RequestID]; first != nil {
@@ -187,6 +197,10 @@ func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.Request) []Res
 		return results(items)
 	}
 
+	if p.cfg.Backlog != nil {
+		p.admit(ctx, pending)
+		return results(items)
+	}
 	recs := make([]status.Record, len(pending))
 	for i, it := range pending {
 		recs[i] = it.rec
@@ -239,6 +253,134 @@ func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.Request) []Res
 	}
 	wg.Wait()
 	return results(items)
+}
+
+// admit records pending requests and appends them to the backlog in one
+// step per request; images to claim-check are stored first (only for ids
+// not yet known), since the entry carries their reference.
+func (p *Producer) admit(ctx context.Context, pending []*item) {
+	inputs := make([]*storage.Input, len(pending))
+	var checks []int
+	for i, it := range pending {
+		if it.raw != nil {
+			checks = append(checks, i)
+		}
+	}
+	if len(checks) > 0 {
+		pipe := p.rdb.Pipeline()
+		exists := make([]*redis.IntCmd, len(checks))
+		for j, i := range checks {
+			exists[j] = pipe.Exists(ctx, p.statuses.Key(pending[i].req.RequestID))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			for _, it := range pending {
+				it.res.Outcome, it.res.Err = Error, fmt.Errorf("producer: %w", err)
+			}
+			return
+		}
+		p.each(checks, func(j, i int) {
+			if exists[j].Val() > 0 {
+				return // known: no image to store, the record answers
+			}
+			it := pending[i]
+			ref, err := p.cfg.Inputs.Put(ctx, it.req.RequestID, it.raw)
+			if err != nil {
+				it.res.Outcome, it.res.Err = Error, fmt.Errorf("producer: claim check %s: %w", it.req.RequestID, err)
+				return
+			}
+			inputs[i] = &ref
+		})
+	}
+	var recs []status.Record
+	var appends []status.Append
+	var bodies [][]byte
+	var idx []int
+	b := p.cfg.Backlog
+	for i, it := range pending {
+		if it.res.Outcome == Error {
+			continue
+		}
+		payload := it.req
+		if in := inputs[i]; in != nil {
+			payload.ImageBase64 = ""
+			payload.Input = &tasks.InputRef{Bucket: in.Bucket, Key: in.Key, Size: in.Size, SHA256: in.SHA256}
+		}
+		body, err := json.Marshal(payload)
+		if err != nil {
+			it.res.Outcome, it.res.Err = Error, fmt.Errorf("producer: encode %s: %w", it.req.RequestID, err)
+			continue
+		}
+		lane, tenant := it.rec.Priority, it.rec.Tenant
+		entry := backlog.Encode(backlog.Entry{Lane: lane, Tenant: tenant, RequestID: it.req.RequestID, Payload: body, At: it.req.EnqueuedAt})
+		recs = append(recs, it.rec)
+		bodies = append(bodies, body)
+		appends = append(appends, status.Append{List: b.ListKey(lane, tenant), Value: entry, Set: b.ActiveKey(), Member: backlog.Member(lane, tenant)})
+		idx = append(idx, i)
+	}
+	removeInput := func(i int) {
+		if inputs[i] == nil {
+			return
+		}
+		if err := p.cfg.Inputs.Delete(context.WithoutCancel(ctx), *inputs[i]); err != nil {
+			p.cfg.Logger.WarnContext(ctx, "producer: remove an unused claim-checked input", "request_id", pending[i].req.RequestID, "err", err)
+		}
+	}
+	if len(recs) == 0 {
+		return
+	}
+	created, err := p.statuses.CreateManyAppend(ctx, recs, appends)
+	if err != nil {
+		for _, i := range idx {
+			pending[i].res.Outcome, pending[i].res.Err = Error, fmt.Errorf("producer: %w", err)
+			removeInput(i)
+		}
+		return
+	}
+	var repush []backlog.Entry
+	for k, i := range idx {
+		it, c := pending[i], created[k]
+		switch {
+		case c.Err != nil:
+			it.res.Outcome, it.res.Err = Error, c.Err
+			removeInput(i)
+		case c.Created:
+			it.res.Outcome, it.res.Record = Enqueued, c.Record
+		default:
+			removeInput(i) // a twin from another producer got there first
+			it.res.Record = c.Record
+			if field := differs(c.Record, it.rec); field != "" {
+				it.res.Outcome, it.res.Err = Conflict, &ConflictError{RequestID: it.req.RequestID, Field: field}
+				continue
+			}
+			it.res.Outcome = Known
+			if p.statuses.Cluster() && c.Record.State == status.Queued && inputs[i] == nil {
+				// On a Cluster the entry follows its record: a crash in
+				// between is repaired here (a second entry is harmless).
+				repush = append(repush, backlog.Entry{Lane: it.rec.Priority, Tenant: it.rec.Tenant, RequestID: it.req.RequestID,
+					Payload: bodies[k], At: it.req.EnqueuedAt})
+			}
+		}
+	}
+	if len(repush) > 0 {
+		if err := b.Push(ctx, repush); err != nil {
+			p.cfg.Logger.WarnContext(ctx, "producer: re-queue known requests", "err", err)
+		}
+	}
+}
+
+// each runs fn(j, i) for each i of idx, Concurrency at a time.
+func (p *Producer) each(idx []int, fn func(j, i int)) {
+	sem := make(chan struct{}, p.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for j, i := range idx {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			fn(j, i)
+		}()
+	}
+	wg.Wait()
 }
 
 // enqueueOne claim-checks the image if needed and enqueues the task; on
@@ -349,9 +491,10 @@ func (p *Producer) Get(ctx context.Context, requestID string) (status.Record, er
 	return p.statuses.Get(ctx, requestID)
 }
 
-// BatchCounts returns how many requests of a batch are in each state.
-func (p *Producer) BatchCounts(ctx context.Context, batchID string) (map[status.State]int64, error) {
-	return p.statuses.BatchCounts(ctx, batchID)
+// BatchCounts returns how many requests of a tenant's batch are in each
+// state ("" is the default tenant).
+func (p *Producer) BatchCounts(ctx context.Context, tenant, batchID string) (map[status.State]int64, error) {
+	return p.statuses.BatchCounts(ctx, tenant, batchID)
 }
 
 // Cancel cancels a request that has not started: its record moves to

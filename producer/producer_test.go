@@ -104,7 +104,7 @@ func TestEnqueueBatch(t *testing.T) {
 	assert.Equal(t, map[producer.Outcome]int{producer.Enqueued: 300, producer.Known: 1, producer.Invalid: 1}, counts)
 	assert.Equal(t, "b-bad", res[len(res)-1].RequestID)
 
-	bc, err := p.BatchCounts(ctx, "batch-7")
+	bc, err := p.BatchCounts(ctx, "", "batch-7")
 	require.NoError(t, err)
 	assert.Equal(t, map[status.State]int64{status.Queued: 300}, bc)
 	info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.DefaultQueue)

@@ -76,6 +76,10 @@ type Record struct {
 	KeyTemplate  string `json:"keyTemplate,omitempty"`
 	// Metadata is stored with the result object.
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Tenant and Priority place the request in the backlog's lanes and
+	// shares (their defaults filled in).
+	Tenant   string `json:"tenant,omitempty"`
+	Priority string `json:"priority,omitempty"`
 	// Fingerprint covers every parameter of the request (tasks.Request's
 	// Fingerprint): the same id with any other parameter is a conflict.
 	Fingerprint string `json:"fingerprint,omitempty"`
@@ -213,6 +217,10 @@ func NewStore(rdb redis.UniversalClient, cfg Config) *Store {
 	return &Store{rdb: rdb, cfg: cfg, cluster: cluster}
 }
 
+// Cluster reports whether the store runs on a Redis Cluster, where a
+// record and the keys beside it are not written in one step.
+func (s *Store) Cluster() bool { return s.cluster }
+
 // Key returns the Redis key of id's record.
 func (s *Store) Key(id string) string { return s.cfg.Prefix + "status:{" + id + "}" }
 
@@ -252,6 +260,26 @@ type Created struct {
 // CreateMany creates records as Create does, in two pipelined round trips
 // whatever their number: one to create, one to read those that existed.
 func (s *Store) CreateMany(ctx context.Context, recs []Record) ([]Created, error) {
+	return s.CreateManyAppend(ctx, recs, nil)
+}
+
+// Append is what a new record brings along in the same step: Value is
+// appended to the list List, and Member added to the set Set (a backlog
+// entry and its list's place in the active set).
+type Append struct {
+	List   string
+	Value  []byte
+	Set    string
+	Member string
+}
+
+// CreateManyAppend is CreateMany, and for each record created, appends[i]
+// (when appends is not nil) is applied in the same script: on one Redis
+// primary a request is recorded and queued together or not at all. On a
+// Redis Cluster the appends follow the records (a crash in between leaves a
+// queued record without its entry; submitting the request again repairs
+// it).
+func (s *Store) CreateManyAppend(ctx context.Context, recs []Record, appends []Append) ([]Created, error) {
 	now := s.cfg.Now().UTC()
 	out := make([]Created, len(recs))
 	encoded := make([][]byte, len(recs))
@@ -267,13 +295,19 @@ func (s *Store) CreateMany(ctx context.Context, recs []Record) ([]Created, error
 		out[i].Record, encoded[i] = rec, b
 	}
 	if s.cluster {
-		return s.createManyCluster(ctx, recs, encoded, out)
+		return s.createManyCluster(ctx, recs, encoded, appends, out)
+	}
+	app := func(i int) Append {
+		if appends == nil {
+			return Append{}
+		}
+		return appends[i]
 	}
 	// One script call per batch id (and per 1,000 records): Lua's per-call
 	// cost is paid once, and a batch's count moves with its records.
 	type group struct {
-		batchID string
-		idx     []int
+		batchID, key string
+		idx          []int
 	}
 	var groups []*group
 	byBatch := map[string]*group{}
@@ -281,10 +315,11 @@ func (s *Store) CreateMany(ctx context.Context, recs []Record) ([]Created, error
 		if encoded[i] == nil {
 			continue
 		}
-		g := byBatch[rec.BatchID]
+		bk := s.batchKey(rec.Tenant, rec.BatchID)
+		g := byBatch[bk]
 		if g == nil || len(g.idx) >= 1000 {
-			g = &group{batchID: rec.BatchID}
-			byBatch[rec.BatchID] = g
+			g = &group{batchID: rec.BatchID, key: bk}
+			byBatch[bk] = g
 			groups = append(groups, g)
 		}
 		g.idx = append(g.idx, i)
@@ -294,13 +329,19 @@ func (s *Store) CreateMany(ctx context.Context, recs []Record) ([]Created, error
 		pipe := s.rdb.Pipeline()
 		cmds = make([]*redis.Cmd, len(groups))
 		for j, g := range groups {
-			keys := make([]string, 0, len(g.idx)+1)
-			args := make([]any, 0, len(g.idx)+2)
-			keys = append(keys, s.batchKey(g.batchID))
+			keys := make([]string, 0, 3*len(g.idx)+1)
+			args := make([]any, 0, 3*len(g.idx)+2)
+			keys = append(keys, g.key)
 			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "")
 			for _, i := range g.idx {
-				keys = append(keys, s.Key(recs[i].RequestID))
-				args = append(args, encoded[i])
+				a := app(i)
+				list, set := a.List, a.Set
+				if list == "" {
+					// Unused, but declared: the script's keys come in threes.
+					list, set = s.Key(recs[i].RequestID), s.Key(recs[i].RequestID)
+				}
+				keys = append(keys, s.Key(recs[i].RequestID), list, set)
+				args = append(args, encoded[i], a.Value, a.Member)
 			}
 			cmds[j] = createScript.EvalSha(ctx, pipe, keys, args...)
 		}
@@ -364,7 +405,7 @@ func (s *Store) readExisting(ctx context.Context, recs []Record, existing []int,
 
 // createManyCluster creates records on a Redis Cluster: SET NX per record
 // (the client sends each to its slot's node), then the batch counts.
-func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded [][]byte, out []Created) ([]Created, error) {
+func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded [][]byte, appends []Append, out []Created) ([]Created, error) {
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.BoolCmd, len(recs))
 	for i, rec := range recs {
@@ -377,23 +418,43 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 	}
 	batches := map[string]int64{}
 	var existing []int
+	apipe := s.rdb.Pipeline()
+	napp := 0
 	for i, c := range cmds {
 		switch {
 		case c == nil:
 		case c.Val():
 			out[i].Created = true
 			if recs[i].BatchID != "" {
-				batches[recs[i].BatchID]++
+				batches[s.batchKey(recs[i].Tenant, recs[i].BatchID)]++
+			}
+			if appends != nil && appends[i].List != "" {
+				apipe.RPush(ctx, appends[i].List, appends[i].Value)
+				apipe.SAdd(ctx, appends[i].Set, appends[i].Member)
+				napp++
 			}
 		default:
 			existing = append(existing, i)
 		}
 	}
+	if napp > 0 {
+		if _, err := apipe.Exec(ctx); err != nil {
+			// Undo the records this call made, so that nothing is half-done.
+			undo := s.rdb.Pipeline()
+			for i := range out {
+				if out[i].Created {
+					undo.Del(context.WithoutCancel(ctx), s.Key(recs[i].RequestID))
+				}
+			}
+			_, uerr := undo.Exec(context.WithoutCancel(ctx))
+			return nil, errors.Join(fmt.Errorf("status: append: %w", err), uerr)
+		}
+	}
 	if len(batches) > 0 {
 		pipe := s.rdb.Pipeline()
 		for id, n := range batches {
-			pipe.HIncrBy(ctx, s.batchKey(id), string(Queued), n)
-			pipe.PExpire(ctx, s.batchKey(id), s.cfg.TTL)
+			pipe.HIncrBy(ctx, id, string(Queued), n)
+			pipe.PExpire(ctx, id, s.cfg.TTL)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("status: count batch: %w", err)
@@ -402,17 +463,24 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 	return s.readExisting(ctx, recs, existing, out)
 }
 
-// createScript sets each record (KEYS[2..], ARGV[3..]) if absent, counts
-// those it created in their batch (KEYS[1]) when ARGV[2] is 1, and returns
-// a 1 or 0 per record.
+// createScript sets each record (KEYS[2], KEYS[5], … with ARGV[3], ARGV[6],
+// …) if absent and, for each it created, appends its entry (ARGV[4], …,
+// when not empty) to its list (KEYS[3], …) and adds ARGV[5] to the set
+// KEYS[4]; it counts those it created in their batch (KEYS[1]) when ARGV[2]
+// is 1, and returns a 1 or 0 per record.
 var createScript = redis.NewScript(`
 local created, n = {}, 0
-for i = 2, #KEYS do
-  if redis.call('SET', KEYS[i], ARGV[i + 1], 'NX', 'PX', ARGV[1]) then
-    created[i - 1] = 1
+for i = 2, #KEYS, 3 do
+  local a = i + 1
+  if redis.call('SET', KEYS[i], ARGV[a], 'NX', 'PX', ARGV[1]) then
+    created[#created + 1] = 1
     n = n + 1
+    if ARGV[a + 1] ~= '' then
+      redis.call('RPUSH', KEYS[i + 1], ARGV[a + 1])
+      redis.call('SADD', KEYS[i + 2], ARGV[a + 2])
+    end
   else
-    created[i - 1] = 0
+    created[#created + 1] = 0
   end
 end
 if ARGV[2] == '1' and n > 0 then
@@ -422,17 +490,23 @@ end
 return created
 `)
 
-func (s *Store) batchKey(batchID string) string {
-	return s.cfg.Prefix + "batch:{" + batchID + "}"
+// batchKey is the counts of a tenant's batch: batch ids are the tenant's
+// own, so two tenants' batches of one name are two batches. The default
+// tenant's keep the key they had before tenants existed.
+func (s *Store) batchKey(tenant, batchID string) string {
+	if tenant == "" || tenant == "default" {
+		return s.cfg.Prefix + "batch:{" + batchID + "}"
+	}
+	return s.cfg.Prefix + "batch:{" + tenant + "/" + batchID + "}"
 }
 
 // EventsKey is the Redis stream terminal transitions are appended to.
 func (s *Store) EventsKey() string { return s.cfg.Prefix + "events" }
 
-// BatchCounts returns how many records of batchID are in each state (an
-// empty map for an unknown batch).
-func (s *Store) BatchCounts(ctx context.Context, batchID string) (map[State]int64, error) {
-	m, err := s.rdb.HGetAll(ctx, s.batchKey(batchID)).Result()
+// BatchCounts returns how many records of the tenant's batchID are in each
+// state (an empty map for an unknown batch).
+func (s *Store) BatchCounts(ctx context.Context, tenant, batchID string) (map[State]int64, error) {
+	m, err := s.rdb.HGetAll(ctx, s.batchKey(tenant, batchID)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("status: batch %s: %w", batchID, err)
 	}
@@ -529,7 +603,7 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, er
 func (s *Store) sideEffects(ctx context.Context, p redis.Pipeliner, rec Record, from State, counted bool) bool {
 	any := false
 	if rec.BatchID != "" && from != rec.State {
-		bk := s.batchKey(rec.BatchID)
+		bk := s.batchKey(rec.Tenant, rec.BatchID)
 		if counted {
 			p.HIncrBy(ctx, bk, string(from), -1)
 		}

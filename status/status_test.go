@@ -199,7 +199,7 @@ func checkBatchesAndEvents(t *testing.T, st *status.Store, rdb redis.UniversalCl
 		assert.True(t, r.Created)
 		assert.NoError(t, r.Err)
 	}
-	counts, err := st.BatchCounts(ctx, "b1")
+	counts, err := st.BatchCounts(ctx, "", "b1")
 	require.NoError(t, err)
 	assert.Equal(t, map[status.State]int64{status.Queued: 3}, counts)
 
@@ -209,7 +209,7 @@ func checkBatchesAndEvents(t *testing.T, st *status.Store, rdb redis.UniversalCl
 	require.NoError(t, err)
 	_, err = st.Cancel(ctx, "n2")
 	require.NoError(t, err)
-	counts, err = st.BatchCounts(ctx, "b1")
+	counts, err = st.BatchCounts(ctx, "", "b1")
 	require.NoError(t, err)
 	assert.Equal(t, map[status.State]int64{status.Queued: 1, status.Succeeded: 1, status.Canceled: 1}, counts)
 
@@ -231,7 +231,7 @@ func checkBatchesAndEvents(t *testing.T, st *status.Store, rdb redis.UniversalCl
 	require.ErrorAs(t, err, &te)
 	assert.Equal(t, status.Running, te.From)
 
-	empty, err := st.BatchCounts(ctx, "nope")
+	empty, err := st.BatchCounts(ctx, "", "nope")
 	require.NoError(t, err)
 	assert.Empty(t, empty)
 }

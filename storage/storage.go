@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
@@ -176,6 +177,20 @@ func (e *UploadError) Error() string {
 }
 func (e *UploadError) Unwrap() error { return e.Err }
 
+// BucketError is a destination bucket that does not exist or that these
+// credentials may not use (HTTP 404 or 403): known before anything is paid
+// for, and not fixed by retrying.
+type BucketError struct {
+	Bucket string
+	Status int
+	Err    error
+}
+
+func (e *BucketError) Error() string {
+	return fmt.Sprintf("storage: bucket %s cannot be used (HTTP %d): %v", e.Bucket, e.Status, e.Err)
+}
+func (e *BucketError) Unwrap() error { return e.Err }
+
 // Copier copies results into S3. It is safe for concurrent use.
 type Copier struct {
 	s3 *s3.Client
@@ -246,13 +261,23 @@ func defaultHTTPClient(allowed func(*url.URL) error) *http.Client {
 }
 
 // CheckBucket reports whether the bucket is reachable.
-func (c *Copier) CheckBucket(ctx context.Context) error {
+func (c *Copier) CheckBucket(ctx context.Context) error { return c.CheckBucketOf(ctx, c.cfg.Bucket) }
+
+// CheckBucketOf reports whether bucket is reachable: a *BucketError when it
+// does not exist or may not be used, an *UploadError when S3 could not tell.
+func (c *Copier) CheckBucketOf(ctx context.Context, bucket string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(c.cfg.Bucket)}); err != nil {
-		return &UploadError{Op: "head bucket", Bucket: c.cfg.Bucket, Err: err}
+	_, err := c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)})
+	var re *awshttp.ResponseError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &re) && (re.HTTPStatusCode() == http.StatusNotFound || re.HTTPStatusCode() == http.StatusForbidden):
+		return &BucketError{Bucket: bucket, Status: re.HTTPStatusCode(), Err: err}
+	default:
+		return &UploadError{Op: "head bucket", Bucket: bucket, Err: err}
 	}
-	return nil
 }
 
 // Copy downloads sourceURL and uploads it as obj. On any error nothing is

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"net/url"
 	"reflect"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,6 +43,70 @@ type Request struct {
 	BatchID  string            `json:"batchId,omitempty" flag:"batch" help:"batch id (for cropq wait --batch and GET /v1/batches/ID)"`
 	// CallbackURL, when set, is POSTed the request's terminal state.
 	CallbackURL string `json:"callbackUrl,omitempty" flag:"callback-url" help:"URL POSTed the terminal state (needs CROPQ_WEBHOOK_SECRET on the workers)"`
+	// Priority is the request's lane: urgent before normal before backfill
+	// (strictly); empty means normal.
+	Priority string `json:"priority,omitempty" flag:"priority" help:"urgent, normal (default) or backfill" default:"normal"`
+	// Tenant shares the account's quota with the other tenants by weight
+	// (CROPQ_TENANT_WEIGHTS); empty means "default". Over HTTP it is the
+	// token's tenant.
+	Tenant string `json:"tenant,omitempty" flag:"tenant" help:"tenant: 1–64 of a-z 0-9 . _ - (default \"default\")" default:"default"`
+}
+
+// Priorities, in lane order: a lane is served only while every lane before
+// it is empty.
+const (
+	PriorityUrgent   = "urgent"
+	PriorityNormal   = "normal"
+	PriorityBackfill = "backfill"
+)
+
+// Priorities lists the lanes in order (strict: urgent, normal, backfill).
+var Priorities = []string{PriorityUrgent, PriorityNormal, PriorityBackfill}
+
+// DefaultTenant is the tenant of a request that names none (and of a bare
+// API token).
+const DefaultTenant = "default"
+
+// MaxTenantLen bounds a tenant name.
+const MaxTenantLen = 64
+
+// EffectivePriority is r's priority with its default filled in.
+func (r Request) EffectivePriority() string {
+	if r.Priority == "" {
+		return PriorityNormal
+	}
+	return r.Priority
+}
+
+// EffectiveTenant is r's tenant with its default filled in.
+func (r Request) EffectiveTenant() string {
+	if r.Tenant == "" {
+		return DefaultTenant
+	}
+	return r.Tenant
+}
+
+// ValidateTenant checks a tenant name: 1–64 characters of a-z 0-9 . _ -,
+// safe in Redis keys (and hash tags), metric labels and configuration lists
+// (no , = or :).
+func ValidateTenant(t string) error {
+	switch {
+	case t == "":
+		return &cropapi.ValidationError{Field: "tenant", Reason: "is required"}
+	case len(t) > MaxTenantLen:
+		return &cropapi.ValidationError{Field: "tenant", Reason: fmt.Sprintf("must be at most %d characters, got %d", MaxTenantLen, len(t))}
+	case !tenantPattern.MatchString(t):
+		return &cropapi.ValidationError{Field: "tenant", Reason: fmt.Sprintf("must be 1–%d characters of a-z 0-9 . _ - (lower case), got %.70q", MaxTenantLen, t)}
+	}
+	return nil
+}
+
+// validatePriority checks a non-empty priority.
+func validatePriority(p string) error {
+	if !slices.Contains(Priorities, p) {
+		return &cropapi.ValidationError{Field: "priority", Reason: fmt.Sprintf("must be one of %s, got %.40q", strings.Join(Priorities, ", "), p)}
+	}
+	return nil
 }
 
 // Field describes one field of Request, for entrances that are not JSON.
@@ -48,8 +114,11 @@ type Field struct {
 	Name string // JSON name and CSV column
 	Flag string // CLI flag name, "" for none
 	Help string
-	Kind reflect.Kind // String, Int or Map
-	idx  int
+	// Default is the value an empty field stands for ("" for none): the
+	// fingerprint counts the field as empty when it holds it.
+	Default string
+	Kind    reflect.Kind // String, Int or Map
+	idx     int
 }
 
 var requestFields = func() []Field {
@@ -62,7 +131,7 @@ var requestFields = func() []Field {
 		if flag == "-" {
 			flag = ""
 		}
-		out[i] = Field{Name: name, Flag: flag, Help: f.Tag.Get("help"), Kind: f.Type.Kind(), idx: i}
+		out[i] = Field{Name: name, Flag: flag, Help: f.Tag.Get("help"), Default: f.Tag.Get("default"), Kind: f.Type.Kind(), idx: i}
 	}
 	return out
 }()
@@ -190,6 +259,16 @@ func (r Request) Validate(rules Rules) error {
 
 // validateRest checks everything but the image and the id.
 func (r Request) validateRest(rules Rules) error {
+	if r.Priority != "" {
+		if err := validatePriority(r.Priority); err != nil {
+			return err
+		}
+	}
+	if r.Tenant != "" {
+		if err := ValidateTenant(r.Tenant); err != nil {
+			return err
+		}
+	}
 	if r.CallbackURL != "" {
 		allow := rules.CallbackAllow
 		if rules.AnyCallbackAddress {
@@ -314,6 +393,12 @@ func (r Request) Fingerprint(imageDigest string) string {
 				text = ""
 			}
 		}
+		if text == f.Default {
+			// A field's default is the same request as the field left out
+			// (priority "normal" is no priority), and a record written
+			// before the field existed keeps matching.
+			text = ""
+		}
 		sum := sha256.Sum256([]byte(f.Name + "\x00" + text))
 		if text != "" {
 			// Empty fields stay out, so a field added later leaves the
@@ -368,3 +453,5 @@ func emptyTag(name string) string {
 	sum := sha256.Sum256([]byte(name + "\x00"))
 	return hex.EncodeToString(sum[:2])
 }
+
+var tenantPattern = regexp.MustCompile(`^[a-z0-9._-]+$`)

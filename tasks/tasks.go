@@ -141,6 +141,12 @@ func NewCropTask(p CropPayload, o Options) (*asynq.Task, []asynq.Option, error) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("tasks: encode payload: %w", err)
 	}
+	return asynq.NewTask(TypeCrop, b), TaskOptions(p.RequestID, o), nil
+}
+
+// TaskOptions are the asynq options of the crop task of requestID (for a
+// payload validated when it was accepted, such as a backlog entry).
+func TaskOptions(requestID string, o Options) []asynq.Option {
 	if o.Queue == "" {
 		o.Queue = DefaultQueue
 	}
@@ -154,7 +160,7 @@ func NewCropTask(p CropPayload, o Options) (*asynq.Task, []asynq.Option, error) 
 		o.Retention = 24 * time.Hour
 	}
 	opts := []asynq.Option{
-		asynq.TaskID(p.RequestID),
+		asynq.TaskID(requestID),
 		asynq.Queue(o.Queue),
 		asynq.MaxRetry(o.MaxRetry),
 		asynq.Timeout(o.Timeout),
@@ -163,7 +169,7 @@ func NewCropTask(p CropPayload, o Options) (*asynq.Task, []asynq.Option, error) 
 	if !o.ProcessAt.IsZero() {
 		opts = append(opts, asynq.ProcessAt(o.ProcessAt))
 	}
-	return asynq.NewTask(TypeCrop, b), opts, nil
+	return opts
 }
 
 // ParseCropPayload decodes a task payload with the entrances' strict

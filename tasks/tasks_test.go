@@ -60,6 +60,18 @@ func TestValidate(t *testing.T) {
 		{"key template ok", func(p *CropPayload) { p.KeyTemplate = "shop/{date}/{requestId}-{width}x{height}.{ext}" }, "", ""},
 		{"bucket address", func(p *CropPayload) { p.Bucket = "10.0.0.1" }, "bucket", "IP address"},
 		{"callback long", func(p *CropPayload) { p.CallbackURL = "https://h.example.com/" + strings.Repeat("a", 2100) }, "callbackUrl", "at most 2048 bytes"},
+		{"priority urgent", func(p *CropPayload) { p.Priority = PriorityUrgent }, "", ""},
+		{"priority normal", func(p *CropPayload) { p.Priority = PriorityNormal }, "", ""},
+		{"priority backfill", func(p *CropPayload) { p.Priority = PriorityBackfill }, "", ""},
+		{"priority unknown", func(p *CropPayload) { p.Priority = "high" }, "priority", "one of urgent, normal, backfill"},
+		{"priority other case", func(p *CropPayload) { p.Priority = "Urgent" }, "priority", "one of urgent, normal, backfill"},
+		{"tenant ok", func(p *CropPayload) { p.Tenant = "acme.eu_2-b" }, "", ""},
+		{"tenant default", func(p *CropPayload) { p.Tenant = DefaultTenant }, "", ""},
+		{"tenant 64", func(p *CropPayload) { p.Tenant = strings.Repeat("t", 64) }, "", ""},
+		{"tenant upper case", func(p *CropPayload) { p.Tenant = "ACME" }, "tenant", "a-z 0-9 . _ -"},
+		{"tenant colon", func(p *CropPayload) { p.Tenant = "acme:eu" }, "tenant", "a-z 0-9 . _ -"},
+		{"tenant space", func(p *CropPayload) { p.Tenant = "ac me" }, "tenant", "a-z 0-9 . _ -"},
+		{"tenant 65", func(p *CropPayload) { p.Tenant = strings.Repeat("t", 65) }, "tenant", "at most 64 characters, got 65"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,14 +187,70 @@ func TestFingerprintNamesEveryField(t *testing.T) {
 		assert.Equal(t, f.Name, FingerprintDiff(fp, changed.Fingerprint("")), "changing %s", f.Name)
 		assert.Equal(t, f.Name, FingerprintDiff(changed.Fingerprint(""), fp), "changing %s back", f.Name)
 	}
-	// A fingerprint written before a field existed (callbackUrl, the last,
-	// here) has no tag for it: the field counts as empty there.
+	// A fingerprint written before a field existed (callbackUrl, priority
+	// and tenant, the last three, here) has no tag for it: the field counts
+	// as empty there.
 	noCallback := base
 	noCallback.CallbackURL = ""
 	now := noCallback.Fingerprint("")
-	old := now[:len(now)-4]
+	old := now[:len(now)-3*4]
 	assert.Equal(t, "", FingerprintDiff(old, now), "the same request, before and after the field was added")
 	assert.Equal(t, "callbackUrl", FingerprintDiff(old, fp))
+}
+
+// A field holding its default is the same request as the field left out:
+// priority "normal" and tenant "default" keep the fingerprint of a request
+// without them, and of a record written before the fields existed.
+func TestFingerprintDefaults(t *testing.T) {
+	base := Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 600, BatchID: "b"}
+	fp := base.Fingerprint("")
+	before := fp[:len(fp)-2*4] // as written before priority and tenant existed
+
+	explicit := base
+	explicit.Priority, explicit.Tenant = PriorityNormal, DefaultTenant
+	assert.Equal(t, fp, explicit.Fingerprint(""), "defaults are the fields left out")
+	assert.Equal(t, "", FingerprintDiff(before, explicit.Fingerprint("")))
+	assert.Equal(t, "", FingerprintDiff(explicit.Fingerprint(""), before))
+
+	urgent := base
+	urgent.Priority = PriorityUrgent
+	assert.Equal(t, "priority", FingerprintDiff(fp, urgent.Fingerprint("")))
+	assert.Equal(t, "priority", FingerprintDiff(before, urgent.Fingerprint("")))
+	acme := base
+	acme.Tenant = "acme"
+	assert.Equal(t, "tenant", FingerprintDiff(fp, acme.Fingerprint("")))
+	assert.Equal(t, "tenant", FingerprintDiff(before, acme.Fingerprint("")))
+
+	defaults := map[string]string{}
+	for _, f := range Fields() {
+		if f.Default != "" {
+			defaults[f.Name] = f.Default
+		}
+	}
+	assert.Equal(t, map[string]string{"priority": "normal", "tenant": "default"}, defaults)
+}
+
+func TestEffectiveValuesAndValidateTenant(t *testing.T) {
+	var r Request
+	assert.Equal(t, PriorityNormal, r.EffectivePriority())
+	assert.Equal(t, DefaultTenant, r.EffectiveTenant())
+	r.Priority, r.Tenant = PriorityBackfill, "acme"
+	assert.Equal(t, PriorityBackfill, r.EffectivePriority())
+	assert.Equal(t, "acme", r.EffectiveTenant())
+	assert.Equal(t, []string{"urgent", "normal", "backfill"}, Priorities)
+
+	for _, ok := range []string{"a", "default", "acme", "a.b_c-d", "0", "..", strings.Repeat("z", MaxTenantLen)} {
+		assert.NoError(t, ValidateTenant(ok), ok)
+	}
+	for bad, reason := range map[string]string{"": "required", "Acme": "a-z 0-9", "a:b": "a-z 0-9", "a,b": "a-z 0-9", "a=b": "a-z 0-9",
+		"é": "a-z 0-9", "a b": "a-z 0-9", strings.Repeat("z", MaxTenantLen+1): "at most 64"} {
+		err := ValidateTenant(bad)
+		var ve *cropapi.ValidationError
+		if assert.ErrorAs(t, err, &ve, bad) {
+			assert.Equal(t, "tenant", ve.Field)
+			assert.Contains(t, ve.Reason, reason, bad)
+		}
+	}
 }
 
 func TestSetText(t *testing.T) {
@@ -191,7 +259,10 @@ func TestSetText(t *testing.T) {
 	require.NoError(t, r.SetText("metadata", "a=1"))
 	require.NoError(t, r.SetText("metadata", `{"b":"2"}`))
 	require.NoError(t, r.SetText("keyTemplate", "x/{requestId}"))
-	assert.Equal(t, Request{TargetWidth: 800, Metadata: map[string]string{"a": "1", "b": "2"}, KeyTemplate: "x/{requestId}"}, r)
+	require.NoError(t, r.SetText("priority", "urgent"))
+	require.NoError(t, r.SetText("tenant", "acme"))
+	assert.Equal(t, Request{TargetWidth: 800, Metadata: map[string]string{"a": "1", "b": "2"}, KeyTemplate: "x/{requestId}",
+		Priority: "urgent", Tenant: "acme"}, r)
 	var ve *cropapi.ValidationError
 	require.ErrorAs(t, r.SetText("targetHeight", "abc"), &ve)
 	assert.Equal(t, "targetHeight", ve.Field)

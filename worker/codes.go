@@ -12,6 +12,7 @@ const (
 	CodeQuota              Code = "quota"               // no token of the shared quota in time
 	CodeStorageUnavailable Code = "storage_unavailable" // the bucket was unreachable before paying (storage gate)
 	CodeKeyTemplate        Code = "key_template"        // the key template cannot render a safe key
+	CodeBucket             Code = "bucket"              // a request's own bucket does not exist or may not be used
 	CodeResultHost         Code = "result_host"         // the result URL is off the allow-list
 	CodeInput              Code = "input"               // a claim-checked image cannot be read
 	CodeResultExpired      Code = "result_expired"      // the paid result URL expired before it was copied
@@ -39,6 +40,7 @@ var PaidFailures = map[Code]PaymentDecision{
 	CodeStorageUnavailable: {false, "raised by the storage gate before the call; the task is handed back unpaid"},
 	CodeKeyTemplate:        {false, "rendered at submission (tasks.Request.Validate) and again by the worker before paying; the worker's own CROPQ_KEY_TEMPLATE is rendered at start-up"},
 	CodeInput:              {false, "the claim-checked image is read before the call (it is what the call sends)"},
+	CodeBucket:             {false, "a request's own bucket is checked (HEAD, trusted for a minute) before paying; the default bucket by the storage gate"},
 	CodeResultHost: {true, "the result URL is chosen by the vendor in its answer; it cannot be known before the call. " +
 		"A misconfigured CROPQ_RESULT_HOSTS fails every request this way: the alert on failures by code catches it"},
 	CodeResultExpired: {true, "the URL's life is granted by the vendor in its answer; the checkpoint lets later attempts reuse a live URL, " +

@@ -30,6 +30,9 @@ type Copier interface {
 	// CheckBucket reports whether the destination is reachable: a result is
 	// not paid for again while it could not be stored anyway.
 	CheckBucket(ctx context.Context) error
+	// CheckBucketOf does the same for a request's own bucket: a
+	// *storage.BucketError when it does not exist or may not be used.
+	CheckBucketOf(ctx context.Context, bucket string) error
 }
 
 // StatusStore records the status of each request id (package status's Store).
@@ -100,6 +103,7 @@ type Handler struct {
 	cfg     HandlerConfig
 	log     *slog.Logger
 	gate    *storageGate
+	buckets *bucketChecks
 }
 
 // NewHandler returns a handler using the given parts.
@@ -127,7 +131,8 @@ func NewHandler(cropper Cropper, copier Copier, st StatusStore, cfg HandlerConfi
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Handler{cropper: cropper, copier: copier, status: st, cfg: cfg, log: log,
-		gate: newStorageGate(copier.CheckBucket, cfg.StorageCheckInterval, cfg.StorageMaxWait, cfg.Now)}
+		gate:    newStorageGate(copier.CheckBucket, cfg.StorageCheckInterval, cfg.StorageMaxWait, cfg.Now),
+		buckets: &bucketChecks{check: copier.CheckBucketOf, now: cfg.Now, ok: map[string]time.Time{}}}
 }
 
 // ProcessTask runs one attempt of a crop:
@@ -287,6 +292,7 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 	if err != nil {
 		return nil, fmt.Errorf("crop: %w", err)
 	}
+	h.cfg.Metrics.PaidCall(a.payload.EffectiveTenant())
 	a.log.InfoContext(ctx, "crop: API answered", "api_request_id", res.RequestID, "usage", res.Usage,
 		"width", res.Width, "height", res.Height, "took", h.cfg.Now().Sub(start))
 	cp := &status.Checkpoint{ResultURL: res.ImageURL, ExpiresAt: res.ExpiresAt, Width: res.Width, Height: res.Height,
@@ -309,10 +315,17 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 // nor opens it.
 func (a attempt) gated() bool { return a.payload.Bucket == "" }
 
-// storageReady asks the storage gate whether a crop may be paid for now.
+// storageReady asks the storage gate whether a crop may be paid for now;
+// a request's own bucket is checked instead (a missing one fails unpaid).
 func (h *Handler) storageReady(ctx context.Context, a attempt, force bool) error {
 	if !a.gated() {
-		return nil
+		err := h.buckets.allow(ctx, a.payload.Bucket)
+		if errors.As(err, new(*storage.UploadError)) {
+			// S3 could not say: hand the task back unpaid, as the gate does.
+			h.cfg.Metrics.StorageDeferred()
+			return &StorageUnavailableError{Err: err}
+		}
+		return err
 	}
 	err := h.gate.allow(ctx, force)
 	if errors.As(err, new(*StorageUnavailableError)) {

@@ -29,7 +29,9 @@ type Decision struct {
 //	              token within the wait bound
 //	permanent     700, 1000, 1002, validation, 4xx,  no     yes      —
 //	              a key template that cannot render,
-//	              a result URL off the allow-list
+//	              a result URL off the allow-list,
+//	              a request's own bucket missing
+//	              (checked before paying)
 //	api           500, 801, 900, 1001, transport     yes    yes      backoff: 2s doubling, cap 5m
 //	storage       S3 upload, result download         yes    yes      backoff: 1s doubling, cap 1m (checkpoint kept: no new paid call)
 //	storage_      bucket unreachable before paying   yes    no       StorageDeferDelay (nothing was paid; the task
@@ -65,7 +67,7 @@ func Decide(err error) Decision {
 		return Decision{Class: "permanent", CountsAsFailure: true}
 	case c == cropapi.ClassRetryable:
 		return Decision{Class: "api", Retry: true, CountsAsFailure: true}
-	case errors.As(err, &key), errors.As(err, new(*storage.HostError)):
+	case errors.As(err, &key), errors.As(err, new(*storage.HostError)), errors.As(err, new(*storage.BucketError)):
 		return Decision{Class: "permanent", CountsAsFailure: true}
 	case errors.As(err, &upload), errors.As(err, &source), errors.As(err, &input):
 		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}
@@ -111,6 +113,8 @@ func workerCode(err error) Code {
 		return CodeStorageUnavailable
 	case errors.As(err, &key):
 		return CodeKeyTemplate
+	case errors.As(err, new(*storage.BucketError)):
+		return CodeBucket
 	case errors.As(err, new(*storage.HostError)):
 		return CodeResultHost
 	case errors.As(err, new(*storage.InputError)):

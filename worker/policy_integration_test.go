@@ -346,6 +346,24 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		assert.Zero(t, r.emu.Stats().Usage, "nothing paid")
 	})
 
+	t.Run("a request's own bucket that does not exist fails before paying", func(t *testing.T) {
+		r := newPolicyRig(t, minio, rowSpec{})
+		p := tasks.CropPayload{Request: tasks.Request{RequestID: "own-bucket", ImageURL: r.images + "/good.png",
+			TargetWidth: 300, TargetHeight: 200, Bucket: "no-such-bucket-here"}}
+		task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: 3, Limits: local})
+		require.NoError(t, err)
+		_, _, err = r.statuses.Create(context.Background(), status.Record{RequestID: "own-bucket", Source: "url"})
+		require.NoError(t, err)
+		_, err = r.client.Enqueue(task, opts...)
+		require.NoError(t, err)
+		rec := r.await(t, "own-bucket", terminal, "fail")
+		assert.Equal(t, status.Failed, rec.State, states(rec))
+		assert.Equal(t, "bucket", rec.ErrorCode)
+		assert.Zero(t, rec.PaidCalls)
+		assert.Equal(t, 1, rec.Attempt, "permanent: not retried")
+		assert.Zero(t, r.emu.Stats().Usage, "nothing paid")
+	})
+
 	t.Run("a task whose request was canceled stops unpaid and removes its input", func(t *testing.T) {
 		// The producer cancels the record but cannot delete a task a worker
 		// has already fetched: the worker then tidies up itself.
@@ -523,7 +541,7 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 		require.Equal(t, producer.Enqueued, res.Outcome, "%v", res.Err)
 	}
 	require.Eventually(t, func() bool {
-		c, err := p.BatchCounts(context.Background(), "cl-batch")
+		c, err := p.BatchCounts(context.Background(), "", "cl-batch")
 		return err == nil && c[status.Succeeded] == 6
 	}, 60*time.Second, 50*time.Millisecond, "all six crops succeed")
 	for _, r := range reqs {

@@ -123,3 +123,35 @@ func (g *storageGate) observe(ctx context.Context, err error) {
 		}
 	}
 }
+
+// bucketChecks remembers which of the requests' own buckets were reachable
+// lately, so that a request naming a missing bucket fails before it is paid
+// for, at the cost of one HEAD per bucket a minute.
+type bucketChecks struct {
+	check func(ctx context.Context, bucket string) error
+	now   func() time.Time
+	mu    sync.Mutex
+	ok    map[string]time.Time // bucket → when it was last reachable
+}
+
+// bucketCheckFor is how long a reachable bucket is trusted.
+const bucketCheckFor = time.Minute
+
+func (b *bucketChecks) allow(ctx context.Context, bucket string) error {
+	b.mu.Lock()
+	at, seen := b.ok[bucket]
+	b.mu.Unlock()
+	if seen && b.now().Sub(at) < bucketCheckFor {
+		return nil
+	}
+	if err := b.check(ctx, bucket); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.ok) > 10_000 {
+		clear(b.ok) // bounded: a producer naming endless buckets costs HEADs, not memory
+	}
+	b.ok[bucket] = b.now()
+	return nil
+}

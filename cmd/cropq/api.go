@@ -24,7 +24,9 @@ func runAPI(ctx context.Context, env Env, args []string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, `usage: cropq api [--addr HOST:PORT]
 
 Serves the HTTP API for producers (OpenAPI document at /openapi.json).
-Bearer tokens: CROPQ_API_TOKENS. Configuration: see 'cropq env'.`)
+Bearer tokens: CROPQ_API_TOKENS, entries tenant:token (a bare token is tenant
+default); a token submits, reads and cancels for its own tenant only.
+Configuration: see 'cropq env'.`)
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args, stderr); err != nil {
@@ -96,7 +98,7 @@ Bearer tokens: CROPQ_API_TOKENS. Configuration: see 'cropq env'.`)
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
-	log.Info("api: listening", "addr", ln.Addr().String(), "tokens", len(hcfg.Tokens), "max_batch", hcfg.MaxBatch,
+	log.Info("api: listening", "addr", ln.Addr().String(), "tokens", len(hcfg.Tokens), "tenants", httpapi.Tenants(hcfg.Tokens), "max_batch", hcfg.MaxBatch,
 		"monitoring", ui.RootPath(), "monitoring_read_only", cfg.MonitorReadOnly)
 	fmt.Fprintf(stdout, "api listening on http://%s\n", ln.Addr())
 	return serveUntilDone(ctx, srv, ln, 20*time.Second)

@@ -23,7 +23,10 @@ import (
 )
 
 type bulkOptions struct {
+	// batchID, priority and tenant apply to rows without their own.
 	batchID  string
+	priority string
+	tenant   string
 	chunk    int
 	progress bool
 }
@@ -33,6 +36,8 @@ type row struct {
 	line int
 	req  tasks.Request
 	err  error
+	// fatal: the file itself cannot be read on; the load stops here.
+	fatal bool
 }
 
 // maxShownErrors bounds the per-row errors printed; the summary counts all.
@@ -114,6 +119,10 @@ func bulkEnqueue(ctx context.Context, prod *producer.Producer, path string, o bu
 			break
 		}
 		rows++
+		if r.fatal {
+			flush()
+			return fmt.Errorf("--file %s, line %d: %w (the rows before it were loaded; fix the file and run the same command again)", path, r.line, r.err)
+		}
 		if r.err != nil {
 			counts[string(producer.Invalid)]++
 			report(r.line, r.req.RequestID, r.err)
@@ -121,6 +130,12 @@ func bulkEnqueue(ctx context.Context, prod *producer.Producer, path string, o bu
 		}
 		if r.req.BatchID == "" {
 			r.req.BatchID = o.batchID
+		}
+		if r.req.Priority == "" {
+			r.req.Priority = o.priority
+		}
+		if r.req.Tenant == "" {
+			r.req.Tenant = o.tenant
 		}
 		chunk = append(chunk, r)
 		if len(chunk) >= o.chunk {
@@ -160,7 +175,7 @@ func jsonlRows(r io.Reader) func() (row, bool) {
 			return row{line: line, req: c}, true
 		}
 		if err := sc.Err(); err != nil {
-			return row{line: line + 1, err: fmt.Errorf("read: %w", err)}, true
+			return row{line: line + 1, err: fmt.Errorf("read: %w", err), fatal: true}, true
 		}
 		return row{}, false
 	}
@@ -170,8 +185,11 @@ func jsonlRows(r io.Reader) func() (row, bool) {
 // naming the field, as the HTTP API reports it.
 func requestError(err error) error {
 	var je *strictjson.Error
-	if errors.As(err, &je) {
+	if errors.As(err, &je) && je.Field != "" {
 		return &cropapi.ValidationError{Field: je.Field, Reason: je.Reason}
+	}
+	if je != nil {
+		return fmt.Errorf("not a crop request: %s", je.Reason)
 	}
 	return fmt.Errorf("not a crop request: %w", err)
 }
@@ -218,8 +236,12 @@ func csvRows(r io.Reader) (func() (row, bool), error) {
 		if errors.Is(err, io.EOF) {
 			return row{}, false
 		}
-		if err != nil {
+		var perr *csv.ParseError
+		switch {
+		case errors.As(err, &perr):
 			return row{line: line, err: fmt.Errorf("csv: %w", err)}, true
+		case err != nil:
+			return row{line: line, err: fmt.Errorf("read: %w", err), fatal: true}, true
 		}
 		var p tasks.Request
 		for _, name := range cols {
@@ -227,7 +249,9 @@ func csvRows(r io.Reader) (func() (row, bool), error) {
 			if !ok || i >= len(rec) {
 				continue
 			}
-			cell := strings.TrimSpace(rec[i])
+			// Cells are taken as they are, like JSON strings (numbers may
+			// be padded), so a request reads the same from CSV and JSON.
+			cell := rec[i]
 			if cell == "" && name != "targetWidth" && name != "targetHeight" {
 				continue
 			}

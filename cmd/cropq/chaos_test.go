@@ -65,7 +65,7 @@ func TestChaos(t *testing.T) {
 	}
 
 	done := func() int64 {
-		c, err := prod.BatchCounts(context.Background(), "chaos")
+		c, err := prod.BatchCounts(context.Background(), "", "chaos")
 		if err != nil {
 			return -1 // Redis is restarting
 		}
@@ -123,7 +123,7 @@ func TestChaos(t *testing.T) {
 
 	// Every record terminal and succeeded, consistent with S3.
 	ctx := context.Background()
-	counts, err := prod.BatchCounts(ctx, "chaos")
+	counts, err := prod.BatchCounts(ctx, "", "chaos")
 	require.NoError(t, err)
 	var maxLatency time.Duration
 	failed, recrops, checkpointed := 0, 0, 0

@@ -56,6 +56,13 @@ type config struct {
 	HTTP httpapi.Config
 	// HTTPAddr is where `cropq api` listens.
 	HTTPAddr string
+
+	// TenantWeights are the tenants' shares of the quota within a lane
+	// (CROPQ_TENANT_WEIGHTS); a tenant not listed weighs 1. Nil when unset.
+	TenantWeights map[string]int
+	// FeedLead is how many seconds of calls the feeder keeps in asynq
+	// ahead of the workers (CROPQ_FEED_LEAD).
+	FeedLead time.Duration
 }
 
 // loadConfig reads the environment; every error names its variable.
@@ -152,6 +159,10 @@ func loadConfig(env Env) (config, error) {
 		MaxBatchBodyBytes: int64(num("CROPQ_API_MAX_BATCH_BODY_BYTES")),
 		MaxInflightBytes:  int64(num("CROPQ_API_MAX_INFLIGHT_BYTES")),
 	}
+	weights, err := parseTenantWeights(env.Get("CROPQ_TENANT_WEIGHTS"))
+	add(err)
+	c.TenantWeights = weights
+	c.FeedLead = dur("CROPQ_FEED_LEAD")
 	c.Server = worker.ServerConfig{
 		Concurrency:              num("CROPQ_CONCURRENCY"),
 		Queues:                   map[string]int{c.Task.Queue: 1},
@@ -163,6 +174,38 @@ func loadConfig(env Env) (config, error) {
 		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
+}
+
+// MaxTenantWeight bounds a weight of CROPQ_TENANT_WEIGHTS.
+const MaxTenantWeight = 1000
+
+// parseTenantWeights reads CROPQ_TENANT_WEIGHTS: tenant=weight entries,
+// comma-separated, each tenant once.
+func parseTenantWeights(s string) (map[string]int, error) {
+	const name = "CROPQ_TENANT_WEIGHTS"
+	var out map[string]int
+	for _, entry := range splitList(s) {
+		tenant, w, ok := strings.Cut(entry, "=")
+		tenant = strings.TrimSpace(tenant)
+		if !ok {
+			return nil, envError(name, entry, "tenant=weight entries, comma-separated, such as acme=3,globex=1")
+		}
+		if err := tasks.ValidateTenant(tenant); err != nil {
+			return nil, envError(name, entry, fmt.Sprintf("a tenant of 1–%d characters of a-z 0-9 . _ - before =", tasks.MaxTenantLen))
+		}
+		weight, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil || weight < 1 || weight > MaxTenantWeight {
+			return nil, envError(name, entry, fmt.Sprintf("a weight that is an integer from 1 to %d after =", MaxTenantWeight))
+		}
+		if _, dup := out[tenant]; dup {
+			return nil, envError(name, entry, "each tenant once")
+		}
+		if out == nil {
+			out = map[string]int{}
+		}
+		out[tenant] = weight
+	}
+	return out, nil
 }
 
 func splitList(s string) []string {

@@ -9,7 +9,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
+	"strings"
+	"text/tabwriter"
+	"time"
 
+	"github.com/cropq/cropq/backlog"
+	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
@@ -22,16 +28,28 @@ func runEnqueue(ctx context.Context, env Env, args []string, stdout, stderr io.W
 	// takes what the HTTP API and the bulk files take.
 	var p tasks.Request
 	var fieldErr error
+	given := map[string]int{}
 	for _, f := range tasks.Fields() {
 		if f.Flag == "" {
 			continue
 		}
 		fs.Func(f.Flag, f.Help, func(v string) error {
-			if err := p.SetText(f.Name, v); err != nil {
-				fieldErr = err
-				return err
+			given[f.Flag]++
+			var err error
+			key, _, _ := strings.Cut(v, "=")
+			switch _, dup := p.Metadata[key]; {
+			case f.Kind != reflect.Map && given[f.Flag] > 1:
+				// Like a JSON member given twice: refused, not last-wins.
+				err = &cropapi.ValidationError{Field: f.Name, Reason: fmt.Sprintf("--%s is given more than once", f.Flag)}
+			case f.Kind == reflect.Map && dup:
+				err = &cropapi.ValidationError{Field: f.Name, Reason: fmt.Sprintf("--%s names key %q twice", f.Flag, key)}
+			default:
+				err = p.SetText(f.Name, v)
 			}
-			return nil
+			if err != nil {
+				fieldErr = err
+			}
+			return err
 		})
 	}
 	b64File := fs.String("base64-file", "", "source image file, sent as base64 (a file holding base64 text is used as is)")
@@ -54,6 +72,21 @@ load that was interrupted can simply be run again.`)
 		}
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: every value is given with its flag (see cropq enqueue -h)", fs.Arg(0))
+	}
+	if *file != "" {
+		// A bulk file holds its requests' parameters; only these apply to
+		// its rows, as defaults.
+		for name := range given {
+			if name != "batch" && name != "priority" && name != "tenant" {
+				return fmt.Errorf("--%s applies to one request: with --file, give it as a column of the file (--batch, --priority and --tenant are defaults for rows without one)", name)
+			}
+		}
+		if *b64File != "" {
+			return errors.New("--base64-file applies to one request: with --file, give imageBase64 as a column of the file")
+		}
+	}
 	cfg, rdb, err := connect(ctx, env)
 	if err != nil {
 		return err
@@ -69,7 +102,8 @@ load that was interrupted can simply be run again.`)
 	defer prod.Close()
 
 	if *file != "" {
-		return bulkEnqueue(ctx, prod, *file, bulkOptions{batchID: p.BatchID, chunk: *chunk, progress: !*noProgress}, stdout, stderr)
+		return bulkEnqueue(ctx, prod, *file, bulkOptions{batchID: p.BatchID, priority: p.Priority, tenant: p.Tenant,
+			chunk: *chunk, progress: !*noProgress}, stdout, stderr)
 	}
 	if *b64File != "" {
 		raw, err := os.ReadFile(*b64File)
@@ -102,8 +136,9 @@ func runStatus(ctx context.Context, env Env, args []string, stdout, stderr io.Wr
 	fs := flag.NewFlagSet("cropq status", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the whole record as JSON")
 	showQuota := fs.Bool("quota", false, "print the fleet's shared API quota (ceiling, effective rate) as JSON instead")
+	showBacklog := fs.Bool("backlog", false, "print the backlog per lane and tenant (length, oldest age) instead")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq status REQUEST_ID [--json]\n       cropq status --quota")
+		fmt.Fprintln(stderr, "usage: cropq status REQUEST_ID [--json]\n       cropq status --quota\n       cropq status --backlog [--json]")
 		fs.PrintDefaults()
 	}
 	// Accept the id before or after the flags.
@@ -119,6 +154,9 @@ func runStatus(ctx context.Context, env Env, args []string, stdout, stderr io.Wr
 	}
 	if *showQuota {
 		return printQuota(ctx, env, stdout)
+	}
+	if *showBacklog {
+		return printBacklog(ctx, env, stdout, *asJSON)
 	}
 	if err := tasks.ValidateRequestID(id); err != nil {
 		fs.Usage()
@@ -176,4 +214,40 @@ func printQuota(ctx context.Context, env Env, stdout io.Writer) error {
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(st)
+}
+
+// printBacklog prints what waits in the backlog, lanes in order.
+func printBacklog(ctx context.Context, env Env, stdout io.Writer, asJSON bool) error {
+	cfg, rdb, err := connect(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	stats, err := newBacklog(cfg, rdb).Stats(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if asJSON {
+		type row struct {
+			backlog.Stat
+			OldestAgeSeconds float64 `json:"oldestAgeSeconds"`
+		}
+		out := []row{}
+		for _, st := range stats {
+			out = append(out, row{st, now.Sub(st.Oldest).Seconds()})
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LANE\tTENANT\tWAITING\tOLDEST")
+	var total int64
+	for _, st := range stats {
+		total += st.Len
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", st.Lane, st.Tenant, st.Len, now.Sub(st.Oldest).Round(time.Second))
+	}
+	fmt.Fprintf(tw, "total\t\t%d\t\n", total)
+	return tw.Flush()
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -47,8 +48,9 @@ func (f frontDoor) post(t *testing.T, path, body string) (int, []byte) {
 	return code, b
 }
 
-// queued lists the request ids that have a status record and a task.
-func (f frontDoor) queued(t *testing.T) (records, taskIDs []string) {
+// queued lists the request ids that have a status record, and those waiting
+// in the backlog or as asynq tasks.
+func (f frontDoor) queued(t *testing.T) (records, waiting []string) {
 	t.Helper()
 	ctx := context.Background()
 	keys, err := f.rdb.Keys(ctx, "cropq:status:*").Result()
@@ -56,13 +58,32 @@ func (f frontDoor) queued(t *testing.T) (records, taskIDs []string) {
 	for _, k := range keys {
 		records = append(records, strings.TrimSuffix(strings.TrimPrefix(k, "cropq:status:{"), "}"))
 	}
-	infos, err := asynq.NewInspectorFromRedisClient(f.rdb).ListPendingTasks(tasks.DefaultQueue, asynq.PageSize(1000))
-	if err == nil {
-		for _, in := range infos {
-			taskIDs = append(taskIDs, in.ID)
+	return records, waitingIDs(t, f.rdb)
+}
+
+// waitingIDs lists the request ids in the backlog and in asynq's pending list.
+func waitingIDs(t *testing.T, rdb *redis.Client) []string {
+	t.Helper()
+	ctx := context.Background()
+	var ids []string
+	members, err := rdb.SMembers(ctx, "cropq:backlog:active").Result()
+	require.NoError(t, err)
+	for _, m := range members {
+		entries, err := rdb.LRange(ctx, "cropq:backlog:{"+m+"}", 0, -1).Result()
+		require.NoError(t, err)
+		for _, e := range entries {
+			head, _, _ := strings.Cut(e, "\n")
+			_, id, _ := strings.Cut(head, " ")
+			ids = append(ids, id)
 		}
 	}
-	return records, taskIDs
+	infos, err := asynq.NewInspectorFromRedisClient(rdb).ListPendingTasks(tasks.DefaultQueue, asynq.PageSize(1000))
+	if err == nil {
+		for _, in := range infos {
+			ids = append(ids, in.ID)
+		}
+	}
+	return ids
 }
 
 // The same request id submitted again with any parameter changed is a

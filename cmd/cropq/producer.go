@@ -8,6 +8,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -22,13 +23,18 @@ func newProducer(ctx context.Context, cfg config, rdb redis.UniversalClient, log
 		return nil, err
 	}
 	pcfg := producer.Config{Task: cfg.Task, Status: cfg.Status, Inputs: inputs,
-		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log}
+		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log, Backlog: newBacklog(cfg, rdb)}
 	if cfg.WebhookSecret != "" {
 		// As in the worker: callbacks are enqueued only where workers can
 		// sign and deliver them.
 		pcfg.Notifier = webhookNotifier{client: asynq.NewClientFromRedisClient(rdb)}
 	}
 	return producer.New(rdb, pcfg), nil
+}
+
+// newBacklog is where accepted requests wait for the feeder.
+func newBacklog(cfg config, rdb redis.UniversalClient) *backlog.Backlog {
+	return backlog.New(rdb, backlog.Config{Prefix: cfg.Status.Prefix})
 }
 
 func newInputs(ctx context.Context, cfg config) (*storage.Inputs, error) {

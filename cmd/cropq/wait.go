@@ -20,6 +20,7 @@ import (
 func runWait(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cropq wait", flag.ContinueOnError)
 	batch := fs.String("batch", "", "follow a batch instead of one request")
+	tenant := fs.String("tenant", "", "the batch's tenant (default: the default tenant)")
 	interval := fs.Duration("interval", time.Second, "how often to look")
 	timeout := fs.Duration("timeout", 0, "give up after this long (0: never)")
 	fs.Usage = func() {
@@ -65,10 +66,13 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 	defer tick.Stop()
 	last := ""
 	for {
-		line, done, ok, err := look(ctx, st, id, *batch)
+		line, done, ok, err := look(ctx, st, id, *tenant, *batch)
 		switch {
 		case errors.Is(err, status.ErrNotFound):
 			return exitError{code: 3, err: fmt.Errorf("%s: not found", target)}
+		case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+			// The deadline ended the look itself: a timeout all the same.
+			return exitError{code: 5, err: fmt.Errorf("%s: not done after %s", target, *timeout)}
 		case err != nil:
 			return err
 		}
@@ -94,7 +98,7 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 }
 
 // look returns a progress line, whether it is over, and whether all succeeded.
-func look(ctx context.Context, st *status.Store, id, batch string) (line string, done, ok bool, err error) {
+func look(ctx context.Context, st *status.Store, id, tenant, batch string) (line string, done, ok bool, err error) {
 	if batch == "" {
 		rec, err := st.Get(ctx, id)
 		if err != nil {
@@ -109,7 +113,7 @@ func look(ctx context.Context, st *status.Store, id, batch string) (line string,
 		}
 		return line, rec.State.Terminal(), rec.State == status.Succeeded, nil
 	}
-	counts, err := st.BatchCounts(ctx, batch)
+	counts, err := st.BatchCounts(ctx, tenant, batch)
 	if err != nil {
 		return "", false, false, err
 	}

@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/metrics"
 	"github.com/cropq/cropq/quota"
@@ -103,7 +105,7 @@ func serveOps(addr string, h http.Handler, log *slog.Logger) (func(), error) {
 // newWorkerServer wires the handler's parts from cfg.
 // With reg nil, nothing is measured. The returned check is the readiness
 // of the worker's dependencies.
-func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient, log *slog.Logger, reg *prometheus.Registry) (*worker.Server, func(context.Context) error, error) {
+func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient, log *slog.Logger, reg *prometheus.Registry) (*workerProcess, func(context.Context) error, error) {
 	api, err := cropapi.NewClient(cfg.API)
 	if err != nil {
 		return nil, nil, err
@@ -123,7 +125,16 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 	}
 	hcfg := worker.HandlerConfig{Limits: cfg.API.Limits, Logger: log, Inputs: inputs}
 	if reg != nil {
-		hcfg.Metrics = metrics.NewPipeline(reg)
+		hcfg.Metrics = metrics.NewPipeline(reg, tenantLabel(cfg))
+		bl := newBacklog(cfg, rdb)
+		metrics.RegisterBacklog(reg, func(ctx context.Context) ([]metrics.BacklogStat, error) {
+			stats, err := bl.Stats(ctx)
+			out := make([]metrics.BacklogStat, len(stats))
+			for i, st := range stats {
+				out[i] = metrics.BacklogStat{Lane: st.Lane, Tenant: st.Tenant, Len: st.Len, Oldest: st.Oldest}
+			}
+			return out, err
+		}, tenantLabel(cfg))
 		metrics.RegisterQueues(reg, asynq.NewInspectorFromRedisClient(rdb))
 	}
 	handlers, err := webhookHandlers(cfg, log)
@@ -136,11 +147,18 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 		// Crops first; callbacks are small and wait little.
 		cfg.Server.Queues = map[string]int{cfg.Task.Queue: 4, webhook.DefaultQueue: 1}
 	}
+	// The feeder's pace: the shared limiter's effective rate, or the
+	// configured ceiling when each worker only backs off.
+	rate := func(context.Context) (float64, error) { return cfg.Quota.Rate, nil }
 	if cfg.QuotaShared {
 		qcfg := cfg.Quota
 		qcfg.Logger = log
 		limiter := quota.New(rdb, qcfg)
 		hcfg.Quota = limiter
+		rate = func(ctx context.Context) (float64, error) {
+			st, err := limiter.State(ctx)
+			return st.Effective, err
+		}
 		if reg != nil {
 			metrics.RegisterQuota(reg, func(ctx context.Context) (float64, float64, error) {
 				st, err := limiter.State(ctx)
@@ -159,5 +177,34 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 		}
 		return nil
 	}
-	return worker.NewServer(rdb, cfg.Server, h), ready, nil
+	feeder := newBacklog(cfg, rdb).NewFeeder(backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task},
+		backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights, Rate: rate, Logger: log})
+	return &workerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder}, ready, nil
+}
+
+// tenantLabel bounds the tenant label of metrics to the tenants configured
+// with a weight (and "default"): series stay bounded whatever producers send.
+func tenantLabel(cfg config) metrics.TenantLabel {
+	var known []string
+	for t := range cfg.TenantWeights {
+		known = append(known, t)
+	}
+	return metrics.KnownTenants(known...)
+}
+
+// workerProcess is what `cropq worker` runs: the asynq server and a feeder
+// candidate (one feeder of the fleet holds the lease and feeds).
+type workerProcess struct {
+	*worker.Server
+	feeder *backlog.Feeder
+}
+
+// Run serves until ctx ends, then drains; the feeder stops with ctx.
+func (w *workerProcess) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = w.feeder.Run(ctx) }()
+	err := w.Server.Run(ctx)
+	wg.Wait()
+	return err
 }

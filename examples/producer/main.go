@@ -107,7 +107,7 @@ func run(ctx context.Context, redisURL string, images []string, w, h int, timeou
 			rdb.XAck(ctx, statuses.EventsKey(), group, m.ID)
 		}
 	}
-	counts, err := p.BatchCounts(ctx, batch)
+	counts, err := p.BatchCounts(ctx, "", batch)
 	if err != nil {
 		return err
 	}

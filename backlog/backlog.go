@@ -1,0 +1,186 @@
+// Package backlog holds the requests that wait for the API's quota, and the
+// feeder that moves them into asynq a little ahead of it.
+//
+// A backlog far larger than the quota is cropq's normal state: days of
+// backfill, with urgent listings arriving all the while, from several
+// tenants sharing one account. asynq's queues are FIFO and static, so the
+// waiting requests live here instead, one Redis list per (lane, tenant), and
+// asynq holds only the short window the workers are about to run: leases,
+// retries, the archive and the web UI stay asynq's.
+//
+// The feeder (one at a time in the fleet, by lease) keeps that window at
+// about the effective rate × Lead. It drains lanes strictly (urgent, then
+// normal, then backfill) and, within a lane, gives each tenant with work a
+// share of the window in proportion to its weight (deficit round-robin;
+// work-conserving: a tenant alone gets it all).
+//
+// Nothing is lost or fed twice by a crash: an entry is removed from the head
+// of its list only after its task was enqueued, by a script that checks the
+// head is still that entry, and the task's id is the request id, so a second
+// feed of the same entry is refused by asynq.
+package backlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Entry is one request waiting in the backlog.
+type Entry struct {
+	Lane      string
+	Tenant    string
+	RequestID string
+	// Payload is the task payload the feeder enqueues.
+	Payload []byte
+	// At is when the request was accepted (for the oldest age).
+	At time.Time
+}
+
+// Config configures a Backlog. Zero values take defaults.
+type Config struct {
+	// Prefix of the keys (default "cropq:"): lists at
+	// Prefix+"backlog:{lane:tenant}" (one Cluster slot each), the set of
+	// lists that may hold entries at Prefix+"backlog:active".
+	Prefix string
+	// Lanes in strict order (default urgent, normal, backfill).
+	Lanes []string
+}
+
+// Backlog is safe for concurrent use.
+type Backlog struct {
+	rdb redis.UniversalClient
+	cfg Config
+}
+
+// DefaultLanes are the priorities, highest first.
+var DefaultLanes = []string{"urgent", "normal", "backfill"}
+
+// New returns the backlog on rdb, which the caller owns.
+func New(rdb redis.UniversalClient, cfg Config) *Backlog {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "cropq:"
+	}
+	if len(cfg.Lanes) == 0 {
+		cfg.Lanes = DefaultLanes
+	}
+	return &Backlog{rdb: rdb, cfg: cfg}
+}
+
+// Lanes lists the lanes, highest first.
+func (b *Backlog) Lanes() []string { return append([]string(nil), b.cfg.Lanes...) }
+
+// ListKey is the list of (lane, tenant).
+func (b *Backlog) ListKey(lane, tenant string) string {
+	return b.cfg.Prefix + "backlog:{" + lane + ":" + tenant + "}"
+}
+
+// ActiveKey is the set of "lane:tenant" members whose lists may hold
+// entries (a list may be empty; one that holds entries is always in it).
+func (b *Backlog) ActiveKey() string { return b.cfg.Prefix + "backlog:active" }
+
+// Member is the ActiveKey member of (lane, tenant).
+func Member(lane, tenant string) string { return lane + ":" + tenant }
+
+func splitMember(m string) (lane, tenant string, ok bool) {
+	return strings.Cut(m, ":")
+}
+
+// Encode is e as stored: "millis id\n" then the payload, so that the head's
+// request id and age are read without decoding the payload.
+func Encode(e Entry) []byte {
+	head := strconv.FormatInt(e.At.UnixMilli(), 10) + " " + e.RequestID + "\n"
+	return append([]byte(head), e.Payload...)
+}
+
+// decode splits a stored entry.
+func decode(raw string) (at time.Time, id, payload string, err error) {
+	head, payload, ok := strings.Cut(raw, "\n")
+	ms, id, ok2 := strings.Cut(head, " ")
+	n, perr := strconv.ParseInt(ms, 10, 64)
+	if !ok || !ok2 || perr != nil || id == "" {
+		return time.Time{}, "", "", errors.New("backlog: malformed entry")
+	}
+	return time.UnixMilli(n), id, payload, nil
+}
+
+// Push appends entries to their lists, in order, in one round trip.
+// Producers that must create a record in the same step use status's
+// create script with AppendTo instead.
+func (b *Backlog) Push(ctx context.Context, entries []Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	pipe := b.rdb.Pipeline()
+	for _, e := range entries {
+		pipe.RPush(ctx, b.ListKey(e.Lane, e.Tenant), Encode(e))
+		pipe.SAdd(ctx, b.ActiveKey(), Member(e.Lane, e.Tenant))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("backlog: push: %w", err)
+	}
+	return nil
+}
+
+// Stat is the backlog of one (lane, tenant).
+type Stat struct {
+	Lane   string    `json:"lane"`
+	Tenant string    `json:"tenant"`
+	Len    int64     `json:"length"`
+	Oldest time.Time `json:"oldest,omitzero"` // when its oldest entry was accepted
+}
+
+// Stats returns the non-empty backlogs, lanes in order.
+func (b *Backlog) Stats(ctx context.Context) ([]Stat, error) {
+	members, err := b.rdb.SMembers(ctx, b.ActiveKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("backlog: stats: %w", err)
+	}
+	pipe := b.rdb.Pipeline()
+	type q struct {
+		lane, tenant string
+		n            *redis.IntCmd
+		head         *redis.StringCmd
+	}
+	var qs []q
+	for _, m := range members {
+		lane, tenant, ok := splitMember(m)
+		if !ok {
+			continue
+		}
+		key := b.ListKey(lane, tenant)
+		qs = append(qs, q{lane, tenant, pipe.LLen(ctx, key), pipe.LIndex(ctx, key, 0)})
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("backlog: stats: %w", err)
+	}
+	var out []Stat
+	for _, lane := range b.cfg.Lanes {
+		for _, x := range qs {
+			if x.lane != lane || x.n.Val() == 0 {
+				continue
+			}
+			st := Stat{Lane: lane, Tenant: x.tenant, Len: x.n.Val()}
+			if at, _, _, err := decode(x.head.Val()); err == nil {
+				st.Oldest = at
+			}
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
+// Size is the total number of entries waiting.
+func (b *Backlog) Size(ctx context.Context) (int64, error) {
+	st, err := b.Stats(ctx)
+	var n int64
+	for _, s := range st {
+		n += s.Len
+	}
+	return n, err
+}

@@ -1,0 +1,230 @@
+package backlog
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/internal/testenv"
+)
+
+// recorder is an Enqueuer that remembers what it was fed, in order.
+type recorder struct {
+	mu   sync.Mutex
+	fed  []string
+	hook func(id string)
+	fail map[string]error
+}
+
+func (r *recorder) Feed(_ context.Context, id string, _ []byte) error {
+	if err := r.fail[id]; err != nil {
+		return err
+	}
+	if r.hook != nil {
+		r.hook(id)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fed = append(r.fed, id)
+	return nil
+}
+
+func (r *recorder) ids() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.fed...)
+}
+
+func newRedis(t *testing.T) *redis.Client {
+	t.Helper()
+	srv := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+func push(t *testing.T, b *Backlog, lane, tenant string, n int) {
+	t.Helper()
+	var es []Entry
+	for i := range n {
+		id := fmt.Sprintf("%s-%s-%04d", lane, tenant, i)
+		es = append(es, Entry{Lane: lane, Tenant: tenant, RequestID: id, Payload: []byte(`{"requestId":"` + id + `"}`), At: time.Now()})
+	}
+	require.NoError(t, b.Push(context.Background(), es))
+}
+
+// window is a feeder that wants `per` requests each step (nothing is ever
+// pending in asynq here).
+func window(b *Backlog, r Enqueuer, per int, weights map[string]int) *Feeder {
+	return b.NewFeeder(r, FeederConfig{Lead: time.Second, MinWindow: 1, Weights: weights,
+		Rate: func(context.Context) (float64, error) { return float64(per), nil }})
+}
+
+func countBy(ids []string, prefix string) int {
+	n := 0
+	for _, id := range ids {
+		if len(id) >= len(prefix) && id[:len(prefix)] == prefix {
+			n++
+		}
+	}
+	return n
+}
+
+func TestLanesAreStrict(t *testing.T) {
+	ctx := context.Background()
+	b := New(newRedis(t), Config{})
+	push(t, b, "backfill", "acme", 50)
+	push(t, b, "normal", "acme", 5)
+	push(t, b, "urgent", "globex", 3)
+	r := &recorder{}
+	f := window(b, r, 10, nil)
+	n, err := f.Step(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 10, n)
+	got := r.ids()
+	assert.Equal(t, 3, countBy(got[:3], "urgent-"), "urgent first: %v", got)
+	assert.Equal(t, 5, countBy(got[3:8], "normal-"), "then normal: %v", got)
+	assert.Equal(t, 2, countBy(got[8:], "backfill-"), "backfill takes what is left: %v", got)
+
+	st, err := b.Stats(ctx)
+	require.NoError(t, err)
+	require.Len(t, st, 1, "emptied lists leave the active set: %+v", st)
+	assert.Equal(t, Stat{Lane: "backfill", Tenant: "acme", Len: 48, Oldest: st[0].Oldest}, st[0])
+	assert.WithinDuration(t, time.Now(), st[0].Oldest, time.Minute)
+	members, err := b.rdb.SMembers(ctx, b.ActiveKey()).Result()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"backfill:acme"}, members)
+}
+
+func TestSharesFollowWeights(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		weights map[string]int
+		wantA   float64
+	}{
+		{"equal", nil, 0.5},
+		{"acme 3, globex 1", map[string]int{"acme": 3, "globex": 1}, 0.75},
+		{"uneven window", map[string]int{"acme": 2, "globex": 1}, 2.0 / 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			b := New(newRedis(t), Config{})
+			push(t, b, "normal", "acme", 1000)
+			push(t, b, "normal", "globex", 1000)
+			r := &recorder{}
+			f := window(b, r, 7, tc.weights) // 7: shares are not whole per step
+			for range 60 {
+				_, err := f.Step(ctx)
+				require.NoError(t, err)
+			}
+			got := r.ids()
+			require.Len(t, got, 420)
+			share := float64(countBy(got, "normal-acme")) / float64(len(got))
+			assert.InDelta(t, tc.wantA, share, 0.01)
+		})
+	}
+}
+
+func TestATenantAloneGetsTheWholeWindow(t *testing.T) {
+	ctx := context.Background()
+	b := New(newRedis(t), Config{})
+	push(t, b, "normal", "acme", 100)
+	push(t, b, "normal", "globex", 3)
+	r := &recorder{}
+	f := window(b, r, 10, map[string]int{"acme": 1, "globex": 100})
+	for range 3 {
+		_, err := f.Step(ctx)
+		require.NoError(t, err)
+	}
+	got := r.ids()
+	assert.Len(t, got, 30, "work-conserving: globex's unused share goes to acme")
+	assert.Equal(t, 3, countBy(got, "normal-globex"))
+	assert.Equal(t, 3, countBy(got[:10], "normal-globex"), "its weight puts globex first")
+}
+
+func TestOneFeederAtATime(t *testing.T) {
+	ctx := context.Background()
+	rdb := newRedis(t)
+	b := New(rdb, Config{})
+	push(t, b, "normal", "acme", 100)
+	r1, r2 := &recorder{}, &recorder{}
+	f1 := b.NewFeeder(r1, FeederConfig{ID: "one", MinWindow: 5, LockTTL: time.Minute})
+	f2 := b.NewFeeder(r2, FeederConfig{ID: "two", MinWindow: 5, LockTTL: time.Minute})
+	for range 4 {
+		_, err := f1.Step(ctx)
+		require.NoError(t, err)
+		_, err = f2.Step(ctx)
+		require.NoError(t, err)
+	}
+	assert.True(t, f1.Leader())
+	assert.False(t, f2.Leader())
+	assert.Len(t, r1.ids(), 20)
+	assert.Empty(t, r2.ids())
+
+	// The leader's lease ends (it died): the other takes over.
+	require.NoError(t, rdb.Del(ctx, f1.lockKey()).Err())
+	_, err := f2.Step(ctx)
+	require.NoError(t, err)
+	assert.True(t, f2.Leader())
+	assert.Len(t, r2.ids(), 5)
+}
+
+// Two feeders that read the same head (one paused past its lease) feed it
+// twice, which asynq refuses by task id, and remove it once: nothing is
+// lost.
+func TestTwoFeedersOnTheSameHeadLoseNothing(t *testing.T) {
+	ctx := context.Background()
+	b := New(newRedis(t), Config{})
+	push(t, b, "normal", "acme", 10)
+	late := &recorder{}
+	lateFeeder := window(b, late, 4, nil)
+	var once sync.Once
+	first := &recorder{}
+	first.hook = func(string) {
+		// While the first feeder is between reading and removing, the
+		// second reads and removes the same four.
+		once.Do(func() {
+			n, err := lateFeeder.feedList(ctx, take{"normal", "acme", 4})
+			require.NoError(t, err)
+			assert.Equal(t, 4, n)
+		})
+	}
+	f := window(b, first, 4, nil)
+	n, err := f.feedList(ctx, take{"normal", "acme", 4})
+	require.NoError(t, err)
+	assert.Zero(t, n, "the head moved: the first feeder removes nothing")
+	left, err := b.rdb.LLen(ctx, b.ListKey("normal", "acme")).Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(6), left)
+	assert.Equal(t, late.ids(), first.ids(), "both fed the same four")
+}
+
+// A failed enqueue leaves that entry and those after it at the head.
+func TestAFailedFeedKeepsTheEntry(t *testing.T) {
+	ctx := context.Background()
+	b := New(newRedis(t), Config{})
+	push(t, b, "normal", "acme", 5)
+	r := &recorder{fail: map[string]error{"normal-acme-0002": fmt.Errorf("redis down")}}
+	f := window(b, r, 5, nil)
+	n, err := f.Step(ctx)
+	require.Error(t, err)
+	assert.Equal(t, 2, n)
+	head, err := b.rdb.LIndex(ctx, b.ListKey("normal", "acme"), 0).Result()
+	require.NoError(t, err)
+	_, id, _, err := decode(head)
+	require.NoError(t, err)
+	assert.Equal(t, "normal-acme-0002", id)
+
+	// An entry that can never be fed is dropped, not retried forever.
+	r.fail = map[string]error{"normal-acme-0002": &BadEntryError{Err: fmt.Errorf("unknown version")}}
+	n, err = f.Step(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 3, n)
+	assert.NotContains(t, r.ids(), "normal-acme-0002")
+}

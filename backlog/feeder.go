@@ -1,0 +1,395 @@
+package backlog
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Enqueuer moves one request into asynq. A request whose task exists
+// already is not an error: a repeated feed must be harmless.
+type Enqueuer interface {
+	Feed(ctx context.Context, requestID string, payload []byte) error
+}
+
+// FeederConfig configures a Feeder. Zero values take defaults.
+type FeederConfig struct {
+	// Queue is the asynq queue the feeder fills (default "crops").
+	Queue string
+	// Lead is how many seconds of calls, at the effective rate, are kept in
+	// asynq (pending and running) ahead of the workers (default 3s): enough
+	// that the workers never starve, little enough that a request arriving
+	// in a higher lane or for a starved tenant waits about Lead at most.
+	Lead time.Duration
+	// MinWindow and MaxWindow bound that window in tasks (default 2, 1,000).
+	MinWindow, MaxWindow int
+	// Tick is how often the window is topped up (default 100ms).
+	Tick time.Duration
+	// LockTTL is the feeder's lease (default 5s): another process takes over
+	// this long after the feeding one dies.
+	LockTTL time.Duration
+	// Weights are the tenants' shares within a lane; unlisted tenants weigh 1.
+	Weights map[string]int
+	// Rate returns the fleet's effective API calls per second.
+	Rate func(ctx context.Context) (float64, error)
+	// ID names this feeder in the lease (default host, pid and a random part).
+	ID     string
+	Logger *slog.Logger
+}
+
+// Feeder keeps asynq's window filled from the backlog. Run it in every
+// worker process: one at a time holds the lease and feeds.
+type Feeder struct {
+	b   *Backlog
+	enq Enqueuer
+	cfg FeederConfig
+	log *slog.Logger
+
+	mu      sync.Mutex
+	deficit map[string]float64 // per lane:tenant, carried between ticks
+	leader  bool
+}
+
+// NewFeeder returns a feeder of b through enq.
+func (b *Backlog) NewFeeder(enq Enqueuer, cfg FeederConfig) *Feeder {
+	if cfg.Queue == "" {
+		cfg.Queue = "crops"
+	}
+	if cfg.Lead <= 0 {
+		cfg.Lead = 3 * time.Second
+	}
+	if cfg.MinWindow <= 0 {
+		cfg.MinWindow = 2
+	}
+	if cfg.MaxWindow <= 0 {
+		cfg.MaxWindow = 1000
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 100 * time.Millisecond
+	}
+	if cfg.LockTTL <= 0 {
+		cfg.LockTTL = 5 * time.Second
+	}
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		var r [4]byte
+		_, _ = rand.Read(r[:])
+		cfg.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(r[:]))
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Feeder{b: b, enq: enq, cfg: cfg, log: log.With("component", "feeder"), deficit: map[string]float64{}}
+}
+
+// Weight is tenant's weight.
+func (f *Feeder) Weight(tenant string) int {
+	if w, ok := f.cfg.Weights[tenant]; ok && w > 0 {
+		return w
+	}
+	return 1
+}
+
+// Run feeds every Tick until ctx ends, then gives up the lease.
+func (f *Feeder) Run(ctx context.Context) error {
+	t := time.NewTicker(f.cfg.Tick)
+	defer t.Stop()
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = releaseScript.Run(rctx, f.b.rdb, []string{f.lockKey()}, f.cfg.ID).Err()
+	}()
+	for {
+		if _, err := f.Step(ctx); err != nil && ctx.Err() == nil {
+			f.log.WarnContext(ctx, "feeder: step", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (f *Feeder) lockKey() string { return f.b.cfg.Prefix + "backlog:feeder" }
+
+// Leader reports whether this feeder held the lease at its last step.
+func (f *Feeder) Leader() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leader
+}
+
+// Step takes or renews the lease and, holding it, tops the window up once.
+// It returns how many requests it fed.
+func (f *Feeder) Step(ctx context.Context) (int, error) {
+	ok, err := f.lease(ctx)
+	f.mu.Lock()
+	if !ok && f.leader {
+		f.deficit = map[string]float64{} // a new leader starts afresh
+	}
+	f.leader = ok
+	f.mu.Unlock()
+	if err != nil || !ok {
+		return 0, err
+	}
+	need, err := f.need(ctx)
+	if err != nil || need <= 0 {
+		return 0, err
+	}
+	return f.feed(ctx, need)
+}
+
+func (f *Feeder) lease(ctx context.Context) (bool, error) {
+	ttl := f.cfg.LockTTL.Milliseconds()
+	n, err := leaseScript.Run(ctx, f.b.rdb, []string{f.lockKey()}, f.cfg.ID, ttl).Int()
+	if err != nil {
+		return false, fmt.Errorf("feeder: lease: %w", err)
+	}
+	return n == 1, nil
+}
+
+// need is how many requests the window lacks: its target, the effective
+// rate × Lead, less what asynq holds pending or running.
+func (f *Feeder) need(ctx context.Context) (int, error) {
+	rate := 0.0
+	if f.cfg.Rate != nil {
+		r, err := f.cfg.Rate(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("feeder: rate: %w", err)
+		}
+		rate = r
+	}
+	target := int(math.Ceil(rate * f.cfg.Lead.Seconds()))
+	target = min(max(target, f.cfg.MinWindow), f.cfg.MaxWindow)
+	// asynq's list keys: cheaper than its inspector, which samples memory.
+	pipe := f.b.rdb.Pipeline()
+	pending := pipe.LLen(ctx, "asynq:{"+f.cfg.Queue+"}:pending")
+	active := pipe.LLen(ctx, "asynq:{"+f.cfg.Queue+"}:active")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("feeder: window: %w", err)
+	}
+	return target - int(pending.Val()+active.Val()), nil
+}
+
+// take is how many entries to feed from one list.
+type take struct {
+	lane, tenant string
+	n            int
+}
+
+// feed moves up to need entries, lanes strictly, tenants by weight.
+func (f *Feeder) feed(ctx context.Context, need int) (int, error) {
+	members, err := f.b.rdb.SMembers(ctx, f.b.ActiveKey()).Result()
+	if err != nil {
+		return 0, fmt.Errorf("feeder: active lists: %w", err)
+	}
+	pipe := f.b.rdb.Pipeline()
+	lens := map[string]*redis.IntCmd{}
+	for _, m := range members {
+		if lane, tenant, ok := splitMember(m); ok {
+			lens[m] = pipe.LLen(ctx, f.b.ListKey(lane, tenant))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("feeder: lengths: %w", err)
+	}
+	avail := map[string]int{}
+	for m, c := range lens {
+		if c.Val() > 0 {
+			avail[m] = int(c.Val())
+		} else {
+			f.retire(ctx, m)
+		}
+	}
+	fed := 0
+	for _, t := range f.plan(avail, need) {
+		n, err := f.feedList(ctx, t)
+		fed += n
+		if err != nil {
+			return fed, err
+		}
+	}
+	return fed, nil
+}
+
+// plan shares need among the lists with entries: the first lane with work
+// first, and within a lane by weighted deficit round-robin, carrying each
+// tenant's unspent fraction to the next tick. A lane that runs dry passes
+// what is left to the next one.
+func (f *Feeder) plan(avail map[string]int, need int) []take {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []take
+	for _, lane := range f.b.cfg.Lanes {
+		if need <= 0 {
+			break
+		}
+		var tenants []string
+		for m := range avail {
+			if l, t, _ := splitMember(m); l == lane {
+				tenants = append(tenants, t)
+			}
+		}
+		slices.Sort(tenants)
+		got := map[string]int{}
+		for need > 0 {
+			var open []string
+			sum := 0
+			for _, t := range tenants {
+				if avail[Member(lane, t)] > got[t] {
+					open = append(open, t)
+					sum += f.Weight(t)
+				}
+			}
+			if len(open) == 0 {
+				break
+			}
+			round, progress := need, false
+			for _, t := range open {
+				m := Member(lane, t)
+				f.deficit[m] += float64(round) * float64(f.Weight(t)) / float64(sum)
+				k := min(int(f.deficit[m]), avail[m]-got[t], need)
+				if k > 0 {
+					got[t] += k
+					f.deficit[m] -= float64(k)
+					need -= k
+					progress = true
+				}
+			}
+			if !progress {
+				// Shares under one entry each: the largest deficit goes first.
+				best := open[0]
+				for _, t := range open {
+					if f.deficit[Member(lane, t)] > f.deficit[Member(lane, best)] {
+						best = t
+					}
+				}
+				got[best]++
+				f.deficit[Member(lane, best)]--
+				need--
+			}
+		}
+		for _, t := range tenants {
+			m := Member(lane, t)
+			if got[t] > 0 {
+				out = append(out, take{lane, t, got[t]})
+			}
+			if got[t] >= avail[m] {
+				delete(f.deficit, m) // an emptied tenant keeps no credit (DRR)
+			}
+		}
+	}
+	return out
+}
+
+// feedList enqueues the first t.n entries of a list, then removes those it
+// enqueued, provided they are still its head.
+func (f *Feeder) feedList(ctx context.Context, t take) (int, error) {
+	key := f.b.ListKey(t.lane, t.tenant)
+	raws, err := f.b.rdb.LRange(ctx, key, 0, int64(t.n-1)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("feeder: read %s: %w", key, err)
+	}
+	var done []any // the head of each entry fed: "millis id\n"
+	var ferr error
+	for _, raw := range raws {
+		_, id, payload, err := decode(raw)
+		var bad *BadEntryError
+		if err == nil {
+			err = f.enq.Feed(ctx, id, []byte(payload))
+		}
+		switch {
+		case err == nil:
+			done = append(done, raw[:len(raw)-len(payload)])
+		case errors.As(err, &bad), id == "":
+			// Not ours to fix by retrying: drop it, loudly, rather than
+			// block the list.
+			f.log.ErrorContext(ctx, "feeder: dropping an entry that cannot be fed", "list", key, "request_id", id, "err", err)
+			done = append(done, raw[:len(raw)-len(payload)])
+		default:
+			ferr = fmt.Errorf("feeder: enqueue %s: %w", id, err)
+		}
+		if ferr != nil {
+			break
+		}
+	}
+	if len(done) == 0 {
+		return 0, ferr
+	}
+	n, err := popScript.Run(ctx, f.b.rdb, []string{key}, done...).Int()
+	if err != nil {
+		return 0, errors.Join(ferr, fmt.Errorf("feeder: remove fed entries of %s: %w", key, err))
+	}
+	f.retire(ctx, Member(t.lane, t.tenant))
+	return n, ferr
+}
+
+// retire drops an empty list from the active set; a producer that pushed
+// meanwhile has added it again, and the length is checked after the
+// removal so that no list with entries is left out.
+func (f *Feeder) retire(ctx context.Context, member string) {
+	lane, tenant, _ := splitMember(member)
+	key := f.b.ListKey(lane, tenant)
+	if n, err := f.b.rdb.LLen(ctx, key).Result(); err != nil || n > 0 {
+		return
+	}
+	if err := f.b.rdb.SRem(ctx, f.b.ActiveKey(), member).Err(); err != nil {
+		return
+	}
+	if n, err := f.b.rdb.LLen(ctx, key).Result(); err != nil || n > 0 {
+		f.b.rdb.SAdd(ctx, f.b.ActiveKey(), member)
+	}
+}
+
+// BadEntryError is an entry that can never be fed (a payload this version
+// cannot read): the feeder drops it.
+type BadEntryError struct{ Err error }
+
+func (e *BadEntryError) Error() string { return "backlog: bad entry: " + e.Err.Error() }
+func (e *BadEntryError) Unwrap() error { return e.Err }
+
+// popScript removes entries from the head of KEYS[1] while the head starts
+// with the next of ARGV (each entry's "millis id\n"): a second feeder (a
+// lease lost during a pause) that fed the same entries removes nothing more.
+var popScript = redis.NewScript(`
+local n = 0
+for i = 1, #ARGV do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head or string.sub(head, 1, #ARGV[i]) ~= ARGV[i] then break end
+  redis.call('LPOP', KEYS[1])
+  n = n + 1
+end
+return n
+`)
+
+// leaseScript takes the lease KEYS[1] for ARGV[1] for ARGV[2] ms, or renews
+// it when ARGV[1] holds it; 1 when held.
+var leaseScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
+
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/backlog"
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/producer"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
+)
+
+// finished reads the records of ids and returns those that succeeded,
+// ordered by when they did.
+func (s *stack) finished(t *testing.T, ids []string) []status.Record {
+	t.Helper()
+	st := status.NewStore(s.rdb, status.Config{})
+	var out []status.Record
+	for _, id := range ids {
+		rec, err := st.Get(context.Background(), id)
+		require.NoError(t, err)
+		if rec.State == status.Succeeded {
+			out = append(out, rec)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].UpdatedAt.Before(out[j].UpdatedAt) })
+	return out
+}
+
+// awaitAll waits until every id is terminal.
+func (s *stack) awaitAll(t *testing.T, ids []string, timeout time.Duration) {
+	t.Helper()
+	st := status.NewStore(s.rdb, status.Config{})
+	require.Eventually(t, func() bool {
+		for _, id := range ids {
+			rec, err := st.Get(context.Background(), id)
+			if err != nil || !rec.State.Terminal() {
+				return false
+			}
+		}
+		return true
+	}, timeout, 100*time.Millisecond)
+}
+
+// bulkFile writes a JSONL file of n URL crops named prefix-i.
+func (s *stack) bulkFile(t *testing.T, prefix string, n int, extra string) (string, []string) {
+	t.Helper()
+	var b strings.Builder
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("%s-%03d", prefix, i)
+		ids = append(ids, id)
+		fmt.Fprintf(&b, `{"requestId":%q,"imageUrl":%q,"targetWidth":300,"targetHeight":300%s}`+"\n", id, s.images+"/"+firstImage(t), extra)
+	}
+	path := filepath.Join(t.TempDir(), prefix+".jsonl")
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
+	return path, ids
+}
+
+// Urgent requests, whichever way they come in, jump a backfill backlog: they
+// wait for about the fed window, not for the backlog.
+func TestUrgentJumpsTheBacklogThroughEveryEntrance(t *testing.T) {
+	s := newStack(t, stackOptions{emulatorRate: 10})
+	apiAddr := freeAddr(t)
+	s.env = append(s.env, "CROPQ_QUOTA_RATE=8", "CROPQ_QUOTA_BURST=1", "CROPQ_FEED_LEAD=1s",
+		"CROPQ_API_TOKENS="+frontDoorToken, "CROPQ_API_ADDR="+apiAddr)
+	s.start("api", "api")
+	base := "http://" + apiAddr
+	s.awaitHTTP(base + "/healthz")
+
+	path, backfill := s.bulkFile(t, "bf", 120, `,"priority":"backfill"`)
+	out, err := s.cropq("enqueue", "--file", path, "--no-progress")
+	require.NoError(t, err, out)
+	s.startWorker()
+	st := status.NewStore(s.rdb, status.Config{})
+	require.Eventually(t, func() bool { return len(s.finished(t, backfill)) >= 8 }, 60*time.Second, 100*time.Millisecond,
+		"the backfill is under way")
+
+	// One urgent request through each entrance.
+	img := s.images + "/" + firstImage(t)
+	urgent := []string{"u-http", "u-batch", "u-jsonl", "u-csv", "u-cli", "u-lib"}
+	submitted := time.Now()
+	code, b := (frontDoor{stack: s, base: base}).post(t, "/v1/crops",
+		fmt.Sprintf(`{"requestId":"u-http","imageUrl":%q,"targetWidth":300,"targetHeight":300,"priority":"urgent"}`, img))
+	require.Equal(t, 202, code, "%s", b)
+	code, b = (frontDoor{stack: s, base: base}).post(t, "/v1/crops/batch",
+		fmt.Sprintf(`{"items":[{"requestId":"u-batch","imageUrl":%q,"targetWidth":300,"targetHeight":300,"priority":"urgent"}]}`, img))
+	require.Equal(t, 202, code, "%s", b)
+	dir := t.TempDir()
+	jsonl := filepath.Join(dir, "u.jsonl")
+	require.NoError(t, os.WriteFile(jsonl, []byte(fmt.Sprintf(`{"requestId":"u-jsonl","imageUrl":%q,"targetWidth":300,"targetHeight":300,"priority":"urgent"}`+"\n", img)), 0o644))
+	out, err = s.cropq("enqueue", "--file", jsonl, "--no-progress")
+	require.NoError(t, err, out)
+	csvPath := filepath.Join(dir, "u.csv")
+	require.NoError(t, os.WriteFile(csvPath, []byte("requestId,imageUrl,targetWidth,targetHeight,priority\nu-csv,"+img+",300,300,urgent\n"), 0o644))
+	out, err = s.cropq("enqueue", "--file", csvPath, "--no-progress")
+	require.NoError(t, err, out)
+	out, err = s.cropq("enqueue", "--request-id", "u-cli", "--url", img, "--width", "300", "--height", "300", "--priority", "urgent")
+	require.NoError(t, err, out)
+	prod := producer.New(s.rdb, producer.Config{Backlog: newTestBacklog(s), Task: tasks.Options{Limits: localLimits}})
+	t.Cleanup(func() { _ = prod.Close() })
+	res := prod.Enqueue(context.Background(), tasks.Request{RequestID: "u-lib", ImageURL: img, TargetWidth: 300, TargetHeight: 300, Priority: "urgent"})
+	require.NoError(t, res.Err)
+
+	s.awaitAll(t, urgent, 60*time.Second)
+	var last time.Time
+	for _, id := range urgent {
+		rec, err := st.Get(context.Background(), id)
+		require.NoError(t, err)
+		assert.Equal(t, status.Succeeded, rec.State, id)
+		assert.Equal(t, "urgent", rec.Priority, id)
+		if rec.UpdatedAt.After(last) {
+			last = rec.UpdatedAt
+		}
+	}
+	took := last.Sub(submitted)
+	done := 0
+	for _, rec := range s.finished(t, backfill) {
+		if !rec.UpdatedAt.After(last) {
+			done++
+		}
+	}
+	t.Logf("6 urgent requests done %s after submission; %d of 120 backfill done by then", took.Round(time.Millisecond), done)
+	// 120 backfill at 8/s take 15 s; the urgent ones wait for the window
+	// (about a second of calls, plus the workers' slots), not the backlog.
+	assert.Less(t, done, 60, "the urgent requests did not wait for the backlog")
+	assert.Less(t, took, 8*time.Second)
+	s.awaitAll(t, backfill, 90*time.Second)
+}
+
+// Two tenants with backlogs share the calls by weight; the calls of each
+// are paid once.
+func TestTenantsShareByWeight(t *testing.T) {
+	s := newStack(t, stackOptions{emulatorRate: 12})
+	s.env = append(s.env, "CROPQ_QUOTA_RATE=10", "CROPQ_QUOTA_BURST=1", "CROPQ_FEED_LEAD=1s", "CROPQ_TENANT_WEIGHTS=acme=3,globex=1")
+	pathA, a := s.bulkFile(t, "acme", 90, `,"tenant":"acme"`)
+	pathG, g := s.bulkFile(t, "globex", 90, `,"tenant":"globex"`)
+	for _, p := range []string{pathA, pathG} {
+		out, err := s.cropq("enqueue", "--file", p, "--no-progress")
+		require.NoError(t, err, out)
+	}
+	s.startWorker()
+	s.awaitAll(t, append(append([]string{}, a...), g...), 120*time.Second)
+
+	// While both had a backlog (until acme's ran out), count who finished.
+	all := s.finished(t, append(append([]string{}, a...), g...))
+	require.Len(t, all, 180)
+	var nA, nG int
+	for _, rec := range all {
+		if rec.Tenant == "acme" {
+			nA++
+		} else {
+			nG++
+		}
+		if nA == 90 {
+			break
+		}
+	}
+	share := float64(nA) / float64(nA+nG)
+	t.Logf("while both had work: acme %d, globex %d (acme's share %.2f, weight 3:1)", nA, nG, share)
+	assert.InDelta(t, 0.75, share, 0.08)
+	for _, rec := range all {
+		assert.Equal(t, 1, rec.PaidCalls, rec.RequestID)
+	}
+}
+
+// localLimits accept the test's image server on loopback.
+var localLimits = cropapi.Limits{AllowPrivateHosts: true}
+
+func newTestBacklog(s *stack) *backlog.Backlog { return backlog.New(s.rdb, backlog.Config{}) }

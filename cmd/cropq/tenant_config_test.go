@@ -1,0 +1,66 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestTenantWeightsConfig(t *testing.T) {
+	base := map[string]string{"CROPQ_REDIS_URL": "redis://127.0.0.1:1/0"}
+	load := func(weights string) (config, error) {
+		env := map[string]string{}
+		for k, v := range base {
+			env[k] = v
+		}
+		env["CROPQ_TENANT_WEIGHTS"] = weights
+		return loadConfig(MapEnv(env))
+	}
+
+	c, err := load("")
+	require.NoError(t, err)
+	assert.Nil(t, c.TenantWeights, "unset: every tenant weighs 1")
+
+	c, err = load("acme=3,globex=1")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int{"acme": 3, "globex": 1}, c.TenantWeights)
+
+	c, err = load(" acme = 3 , default=1000,a.b_c-d=2,")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int{"acme": 3, "default": 1000, "a.b_c-d": 2}, c.TenantWeights)
+
+	for weights, want := range map[string]string{
+		"acme":                            "tenant=weight",
+		"acme=0":                          "from 1 to 1000",
+		"acme=-1":                         "from 1 to 1000",
+		"acme=1001":                       "from 1 to 1000",
+		"acme=1.5":                        "from 1 to 1000",
+		"acme=x":                          "from 1 to 1000",
+		"acme=":                           "from 1 to 1000",
+		"ACME=1":                          "a-z 0-9",
+		"=1":                              "a-z 0-9",
+		strings.Repeat("t", 65) + "=1":    "a-z 0-9",
+		"acme=1,acme=2":                   "each tenant once",
+		"acme:3":                          "tenant=weight",
+		"acme=3;globex=1":                 "from 1 to 1000",
+		"acme=3,globex=1,bad tenant=2":    "a-z 0-9",
+		"acme=3,globex=1,initech=1000000": "from 1 to 1000",
+	} {
+		_, err := load(weights)
+		if assert.Error(t, err, weights) {
+			assert.Contains(t, err.Error(), "CROPQ_TENANT_WEIGHTS", weights)
+			assert.Contains(t, err.Error(), want, weights)
+		}
+	}
+}
+
+// CROPQ_API_TOKENS entries reach the API as given; their tenants are read
+// there (httpapi.SplitToken), so a bad entry stops `cropq api`, naming the
+// variable.
+func TestTenantTokensConfig(t *testing.T) {
+	c, err := loadConfig(MapEnv(map[string]string{"CROPQ_API_TOKENS": "acme:tok-a, globex:tok-g ,tok-d"}))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"acme:tok-a", "globex:tok-g", "tok-d"}, c.HTTP.Tokens)
+}
