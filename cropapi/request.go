@@ -10,6 +10,7 @@ import (
 	"image/png"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"golang.org/x/image/bmp"
@@ -163,6 +164,9 @@ func (l Limits) CheckURL(s string) error {
 	if u.User != nil {
 		return &ValidationError{Field: "imageUrl", Reason: "must not carry credentials"}
 	}
+	if !ValidPort(u.Port()) {
+		return &ValidationError{Field: "imageUrl", Reason: fmt.Sprintf("port %q must be 1–65535", u.Port())}
+	}
 	// Judge the host as the fetching client will see it (0x7f.1 and
 	// ⓛⓞⓒⓐⓛⓗⓞⓢⓣ are loopback too). A host no client can make sense of is
 	// refused even when private hosts are allowed.
@@ -176,6 +180,15 @@ func (l Limits) CheckURL(s string) error {
 		}
 	}
 	return nil
+}
+
+// ValidPort reports whether a URL's port ("" for the scheme's) is 1–65535.
+func ValidPort(p string) bool {
+	if p == "" {
+		return true
+	}
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // ImageInfo is what an image header tells.

@@ -237,7 +237,9 @@ func (a *API) Authorized(r *http.Request) bool {
 // Tenant returns the tenant of r's token (see Authorized), ok false when r
 // carries no accepted token. Every token is compared, in constant time.
 func (a *API) Tenant(r *http.Request) (tenant string, ok bool) {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	// The scheme is case-insensitive (RFC 9110 §11.1).
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	ok = ok && strings.EqualFold(scheme, "Bearer")
 	if !ok {
 		if _, pw, basic := r.BasicAuth(); basic {
 			tok, ok = pw, true
@@ -391,8 +393,11 @@ func (a *API) createBatch(w http.ResponseWriter, r *http.Request) {
 				var it tasks.Request
 				err := dec.Value(&it)
 				var je *strictjson.Error
-				if errors.As(err, &je) && je.Kind != strictjson.Syntax && je.Kind != strictjson.InvalidUTF8 {
-					itemErrs[i] = err // this item only: it was read whole
+				if errors.As(err, &je) && je.Kind != strictjson.Syntax {
+					// Anything wrong inside the item (a wrong type, an
+					// unknown or repeated field, a string that is not
+					// UTF-8) is this item's alone: it was read whole.
+					itemErrs[i] = err
 					err = nil
 				}
 				reqs = append(reqs, it)
@@ -477,9 +482,11 @@ func itemError(err error, i int) error {
 // admit reserves the body's share of MaxInflightBytes and checks the
 // content type; ok false means the answer was written.
 func (a *API) admit(w http.ResponseWriter, r *http.Request, limit int64) (release func(), ok bool) {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		problem(w, http.StatusUnsupportedMediaType, "unsupported-media-type", "the body must be sent with Content-Type: application/json", "")
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if cs, ok := params["charset"]; err != nil || mt != "application/json" || (ok && !strings.EqualFold(cs, "utf-8")) {
+		// JSON is UTF-8 (RFC 8259 §8.1): a body declared otherwise would be
+		// read as something it is not.
+		problem(w, http.StatusUnsupportedMediaType, "unsupported-media-type", "the body must be sent with Content-Type: application/json (charset, if given, utf-8)", "")
 		return nil, false
 	}
 	if r.ContentLength > limit {
@@ -656,7 +663,8 @@ func problemOf(err error) Problem {
 	case errors.As(err, &ve):
 		return Problem{Type: "invalid-request", Title: "invalid request", Status: http.StatusBadRequest, Detail: ve.Error(), Field: ve.Field}
 	case errors.As(err, &ce):
-		return Problem{Type: "conflict", Title: "request id already used", Status: http.StatusConflict, Detail: ce.Error(), Field: ce.Field}
+		return Problem{Type: "conflict", Title: "request id already used", Status: http.StatusConflict,
+			Detail: fmt.Sprintf("request id %s is already used with a different %s", ce.RequestID, ce.Field), Field: ce.Field}
 	}
 	return Problem{Type: "unavailable", Title: "service unavailable", Status: http.StatusServiceUnavailable, Detail: "could not enqueue; nothing was recorded; retry"}
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/netguard"
@@ -197,6 +198,7 @@ const (
 	MaxMetadataPairs  = 16
 	MaxMetadataKeyLen = 64
 	MaxMetadataValLen = 256
+	MaxMetadataBytes  = 1792 // S3's 2 KiB per object, less what storage adds
 	MaxKeyTemplateLen = 512
 	MaxBucketLen      = 63
 	MaxCallbackURLLen = 2048
@@ -246,6 +248,9 @@ func (r Request) Validate(rules Rules) error {
 	if err := ValidateRequestID(r.RequestID); err != nil {
 		return err
 	}
+	if err := r.checkUTF8(); err != nil {
+		return err
+	}
 	// The API takes both sources and silently prefers base64; a producer
 	// that sends both has made a mistake we would only bury.
 	if r.ImageURL != "" && r.ImageBase64 != "" {
@@ -259,6 +264,9 @@ func (r Request) Validate(rules Rules) error {
 
 // validateRest checks everything but the image and the id.
 func (r Request) validateRest(rules Rules) error {
+	if err := r.checkUTF8(); err != nil {
+		return err
+	}
 	if r.Priority != "" {
 		if err := validatePriority(r.Priority); err != nil {
 			return err
@@ -287,9 +295,10 @@ func (r Request) validateRest(rules Rules) error {
 	if r.KeyTemplate != "" {
 		// Render it now, as the worker will after the crop: a template that
 		// cannot make a safe key must not cost a paid call. Placeholder values
-		// are escaped, so the sample extension stands for every format.
+		// are escaped, and the longest extension a result can have stands
+		// for every format.
 		if _, err := objectkey.Render(r.KeyTemplate, objectkey.Vars{RequestID: r.RequestID, Width: r.TargetWidth, Height: r.TargetHeight,
-			Ext: "jpg", Date: time.Now()}); err != nil {
+			Ext: longestExt, Date: time.Now()}); err != nil {
 			var ke *objectkey.Error
 			if errors.As(err, &ke) {
 				return &cropapi.ValidationError{Field: "keyTemplate", Reason: ke.Reason}
@@ -305,12 +314,50 @@ func (r Request) validateRest(rules Rules) error {
 	if len(r.Metadata) > MaxMetadataPairs {
 		return &cropapi.ValidationError{Field: "metadata", Reason: fmt.Sprintf("must have at most %d entries, got %d", MaxMetadataPairs, len(r.Metadata))}
 	}
+	total := 0
 	for k, v := range r.Metadata {
+		total += len(k) + len(v)
+		if reservedMetadata[k] {
+			return &cropapi.ValidationError{Field: "metadata", Reason: fmt.Sprintf("key %q is cropq's own (request-id, api-request-id, width, height)", k)}
+		}
 		if len(k) > MaxMetadataKeyLen || !metadataKey.MatchString(k) {
 			return &cropapi.ValidationError{Field: "metadata", Reason: fmt.Sprintf("key %.70q must be 1–%d lower-case letters, digits and -", k, MaxMetadataKeyLen)}
 		}
 		if len(v) > MaxMetadataValLen || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 			return &cropapi.ValidationError{Field: "metadata", Reason: fmt.Sprintf("value of %q must be at most %d printable characters", k, MaxMetadataValLen)}
+		}
+	}
+	if total > MaxMetadataBytes {
+		return &cropapi.ValidationError{Field: "metadata", Reason: fmt.Sprintf("keys and values must add up to at most %d bytes, got %d (S3 keeps 2 KiB of metadata per object, and cropq's own takes the rest)", MaxMetadataBytes, total)}
+	}
+	return nil
+}
+
+// longestExt is the longest file extension a stored result can have
+// (storage's formats: png, jpg, gif, webp, bmp).
+const longestExt = "webp"
+
+// reservedMetadata are the keys storage writes itself.
+var reservedMetadata = map[string]bool{"request-id": true, "api-request-id": true, "width": true, "height": true}
+
+// checkUTF8 refuses a string field that is not valid UTF-8: the JSON
+// entrances refuse it while decoding, and the library must not store a
+// replacement character where the fingerprint saw other bytes.
+func (r Request) checkUTF8() error {
+	v := reflect.ValueOf(r)
+	for _, f := range requestFields {
+		fv := v.Field(f.idx)
+		switch f.Kind {
+		case reflect.String:
+			if !utf8.ValidString(fv.String()) {
+				return &cropapi.ValidationError{Field: f.Name, Reason: "must be valid UTF-8"}
+			}
+		case reflect.Map:
+			for k, val := range fv.Interface().(map[string]string) {
+				if !utf8.ValidString(k) || !utf8.ValidString(val) {
+					return &cropapi.ValidationError{Field: f.Name, Reason: "keys and values must be valid UTF-8"}
+				}
+			}
 		}
 	}
 	return nil
@@ -336,6 +383,8 @@ func ValidateCallbackURL(raw string, allow []netip.Prefix) error {
 		return &cropapi.ValidationError{Field: "callbackUrl", Reason: "must be an absolute http or https URL"}
 	case u.User != nil:
 		return &cropapi.ValidationError{Field: "callbackUrl", Reason: "must not carry credentials"}
+	case !cropapi.ValidPort(u.Port()):
+		return &cropapi.ValidationError{Field: "callbackUrl", Reason: fmt.Sprintf("port %q must be 1–65535", u.Port())}
 	}
 	h, err := netguard.Canonical(u.Hostname())
 	if err != nil {

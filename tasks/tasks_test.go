@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -59,6 +60,21 @@ func TestValidate(t *testing.T) {
 		{"key template placeholder", func(p *CropPayload) { p.KeyTemplate = "x/{sku}" }, "keyTemplate", "unknown placeholder"},
 		{"key template ok", func(p *CropPayload) { p.KeyTemplate = "shop/{date}/{requestId}-{width}x{height}.{ext}" }, "", ""},
 		{"bucket address", func(p *CropPayload) { p.Bucket = "10.0.0.1" }, "bucket", "IP address"},
+		{"metadata reserved key", func(p *CropPayload) { p.Metadata = map[string]string{"width": "9"} }, "metadata", "cropq's own"},
+		{"metadata too large in total", func(p *CropPayload) {
+			p.Metadata = map[string]string{}
+			for i := range 8 {
+				p.Metadata[fmt.Sprintf("k%02d", i)] = strings.Repeat("v", 250)
+			}
+		}, "metadata", "at most 1792 bytes"},
+		{"metadata not UTF-8", func(p *CropPayload) { p.Metadata = map[string]string{"a": "x\xffy"} }, "metadata", "UTF-8"},
+		{"key template not UTF-8", func(p *CropPayload) { p.KeyTemplate = "k/\xff/{requestId}" }, "keyTemplate", "UTF-8"},
+		{"key template too long with webp", func(p *CropPayload) {
+			p.RequestID = strings.Repeat("r", 128)
+			p.KeyTemplate = strings.Repeat("{requestId}", 7) + strings.Repeat("{ext}", 42)
+		}, "keyTemplate", "max 1024"},
+		{"callback port", func(p *CropPayload) { p.CallbackURL = "https://hooks.example.com:99999/" }, "callbackUrl", "1–65535"},
+		{"image port", func(p *CropPayload) { p.ImageURL = "https://cdn.example.com:0/a.jpg" }, "imageUrl", "1–65535"},
 		{"callback long", func(p *CropPayload) { p.CallbackURL = "https://h.example.com/" + strings.Repeat("a", 2100) }, "callbackUrl", "at most 2048 bytes"},
 		{"priority urgent", func(p *CropPayload) { p.Priority = PriorityUrgent }, "", ""},
 		{"priority normal", func(p *CropPayload) { p.Priority = PriorityNormal }, "", ""},

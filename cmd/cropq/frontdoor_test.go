@@ -188,15 +188,16 @@ func TestBatchAnswersOneWay(t *testing.T) {
 		item("m-case", `,"KeyTemplate":"x/{requestId}"`),
 		item("m-key", `,"keyTemplate":"../{requestId}.{ext}"`),
 		item("m-ok-2", ""),
+		item("m-surrogate", `,"metadata":{"a":"\ud800"}`),
 	}, ",") + `]}`
 	code, b := f.post(t, "/v1/crops/batch", batch)
 	require.Equal(t, http.StatusAccepted, code, "%s", b)
 	var resp httpapi.BatchResponse
 	require.NoError(t, json.Unmarshal(b, &resp))
-	require.Len(t, resp.Results, 7)
+	require.Len(t, resp.Results, 8)
 	want := []struct{ outcome, field string }{
 		{"enqueued", ""}, {"invalid", "targetWidth"}, {"invalid", "targetHeight"}, {"invalid", "colour"},
-		{"invalid", "KeyTemplate"}, {"invalid", "keyTemplate"}, {"enqueued", ""},
+		{"invalid", "KeyTemplate"}, {"invalid", "keyTemplate"}, {"enqueued", ""}, {"invalid", "metadata.a"},
 	}
 	for i, w := range want {
 		r := resp.Results[i]
@@ -257,6 +258,8 @@ func TestContentTypeMustBeJSON(t *testing.T) {
 		{"application/json", 202},
 		{"application/json; charset=utf-8", 202},
 		{"Application/JSON", 202},
+		{"application/json; charset=UTF-8", 202},
+		{"application/json; charset=utf-16", 415},
 		{"application/x-www-form-urlencoded", 415},
 		{"application/jsonx", 415},
 		{"application/json-seq", 415},
@@ -275,7 +278,7 @@ func TestContentTypeMustBeJSON(t *testing.T) {
 		assert.Equal(t, tc.code, resp.StatusCode, "%q", tc.ctype)
 	}
 	records, _ := f.queued(t)
-	assert.ElementsMatch(t, []string{"ct-0", "ct-1", "ct-2"}, records)
+	assert.ElementsMatch(t, []string{"ct-0", "ct-1", "ct-2", "ct-3"}, records)
 }
 
 // procKB reads a field of /proc/PID/status in kB.
