@@ -228,3 +228,26 @@ func TestAFailedFeedKeepsTheEntry(t *testing.T) {
 	assert.Equal(t, 3, n)
 	assert.NotContains(t, r.ids(), "normal-acme-0002")
 }
+
+func TestEstimate(t *testing.T) {
+	stats := []Stat{
+		{Lane: "urgent", Tenant: "x", Len: 20},
+		{Lane: "normal", Tenant: "acme", Len: 6000},
+		{Lane: "normal", Tenant: "globex", Len: 300},
+		{Lane: "backfill", Tenant: "acme", Len: 100000},
+	}
+	sec := func(d time.Duration) float64 { return d.Seconds() }
+	// Urgent first (1 s at 20/s), then globex's 300 at half of 20/s.
+	assert.InDelta(t, 1+30, sec(Estimate(stats, nil, 20, "normal", "globex", 300)), 0.01)
+	// Weighted 3:1 against globex: a quarter of the rate.
+	assert.InDelta(t, 1+60, sec(Estimate(stats, map[string]int{"acme": 3}, 20, "normal", "globex", 300)), 0.01)
+	// acme's 6000 at half the rate until globex is done (300 each, 30 s),
+	// then alone: 5700 more at 20/s.
+	assert.InDelta(t, 1+30+285, sec(Estimate(stats, nil, 20, "normal", "acme", 6000)), 0.01)
+	// Backfill waits for everything above it.
+	assert.InDelta(t, (20+6300+100000)/20.0, sec(Estimate(stats, nil, 20, "backfill", "acme", 10)), 0.01)
+	// Nothing waiting yet but the batch itself (in flight).
+	assert.InDelta(t, 5, sec(Estimate(nil, nil, 20, "normal", "solo", 100)), 0.01)
+	assert.Equal(t, time.Duration(0), Estimate(stats, nil, 20, "normal", "acme", 0))
+	assert.Equal(t, time.Duration(-1), Estimate(stats, nil, 0, "normal", "acme", 10))
+}

@@ -195,13 +195,18 @@ func TestKustomizeOverlays(t *testing.T) {
 			grace := time.Duration(*worker.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
 			assert.Greater(t, grace, shutdown+5*time.Second, "terminationGracePeriodSeconds leaves room after the drain")
 
-			// KEDA watches the list the workers consume.
+			// KEDA scales on the backlog the workers export, by a metric
+			// name the binary really exports.
 			require.Len(t, r.scaled, 1)
 			so := r.scaled[0]
 			assert.Equal(t, "cropq-worker", so.Spec.ScaleTargetRef.Name)
 			require.Len(t, so.Spec.Triggers, 1)
-			assert.Equal(t, "redis", so.Spec.Triggers[0].Type)
-			assert.Equal(t, "asynq:{"+cfg["CROPQ_QUEUE"]+"}:pending", so.Spec.Triggers[0].Metadata["listName"])
+			trig := so.Spec.Triggers[0]
+			assert.Equal(t, "prometheus", trig.Type)
+			assert.NotEmpty(t, trig.Metadata["serverAddress"])
+			assert.NotEmpty(t, trig.Metadata["threshold"])
+			checkExprs(t, "KEDA", []string{trig.Metadata["query"]}, exported(t))
+			assert.Contains(t, trig.Metadata["query"], "cropq_backlog_requests_total", "scaled on the backlog, not on asynq's fed window")
 			assert.Less(t, *so.Spec.MinReplicaCount, *so.Spec.MaxReplicaCount)
 		})
 	}

@@ -45,8 +45,8 @@ func (m *memProducer) Get(context.Context, string) (status.Record, error) {
 	return status.Record{}, status.ErrNotFound
 }
 
-func (m *memProducer) BatchCounts(context.Context, string, string) (map[status.State]int64, error) {
-	return nil, nil
+func (m *memProducer) Batch(context.Context, string, string) (producer.BatchInfo, error) {
+	return producer.BatchInfo{}, status.ErrNotFound
 }
 
 func (m *memProducer) Cancel(context.Context, string) (status.Record, error) {

@@ -11,6 +11,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -19,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"mime"
 	"net/http"
 	"slices"
@@ -38,9 +40,9 @@ import (
 type Producer interface {
 	EnqueueBatch(ctx context.Context, reqs []tasks.Request) []producer.Result
 	Get(ctx context.Context, requestID string) (status.Record, error)
-	// BatchCounts counts the requests of a tenant's batch (batch ids are
-	// each tenant's own).
-	BatchCounts(ctx context.Context, tenant, batchID string) (map[status.State]int64, error)
+	// Batch is where a tenant's batch stands (batch ids are each tenant's
+	// own): counts, priority and estimate; status.ErrNotFound when unknown.
+	Batch(ctx context.Context, tenant, batchID string) (producer.BatchInfo, error)
 	Cancel(ctx context.Context, requestID string) (status.Record, error)
 }
 
@@ -572,12 +574,23 @@ func (a *API) cancelCrop(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, rec)
 }
 
-// BatchStatus is a batch's counts per state.
+// BatchStatus is where a batch stands.
 type BatchStatus struct {
 	BatchID string           `json:"batchId"`
+	Tenant  string           `json:"tenant"`
 	Total   int64            `json:"total"`
 	Done    bool             `json:"done"` // every request is in a terminal state
 	Counts  map[string]int64 `json:"counts"`
+	// Remaining requests are not yet in a terminal state.
+	Remaining int64 `json:"remaining"`
+	// Priority is the lane of the batch (that of its first request).
+	Priority string `json:"priority"`
+	// ETASeconds estimates how long until the remaining requests are done,
+	// from the backlog ahead of them in their lane, the tenant's share and
+	// the fleet's effective rate (absent when it cannot be estimated); ETA
+	// is the same as a time.
+	ETASeconds *float64   `json:"etaSeconds,omitempty"`
+	ETA        *time.Time `json:"eta,omitempty"`
 }
 
 // getBatch answers the token's tenant's batch of that id: another tenant's
@@ -588,22 +601,25 @@ func (a *API) getBatch(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problemOf(err))
 		return
 	}
-	counts, err := a.p.BatchCounts(r.Context(), tenantOf(r), id)
-	if err != nil {
+	tenant := tenantOf(r)
+	bi, err := a.p.Batch(r.Context(), tenant, id)
+	switch {
+	case errors.Is(err, status.ErrNotFound):
+		problem(w, http.StatusNotFound, "not-found", "no batch "+id, "")
+		return
+	case err != nil:
 		writeProblem(w, a.storeProblem(r, err))
 		return
 	}
-	if len(counts) == 0 {
-		problem(w, http.StatusNotFound, "not-found", "no batch "+id, "")
-		return
-	}
-	out := BatchStatus{BatchID: id, Counts: map[string]int64{}, Done: true}
-	for st, n := range counts {
+	out := BatchStatus{BatchID: id, Tenant: cmp.Or(tenant, tasks.DefaultTenant), Total: bi.Total, Done: bi.Done,
+		Counts: map[string]int64{}, Remaining: bi.Remaining, Priority: bi.Priority}
+	for st, n := range bi.Counts {
 		out.Counts[string(st)] = n
-		out.Total += n
-		if !st.Terminal() {
-			out.Done = false
-		}
+	}
+	if bi.ETA >= 0 {
+		secs := math.Round(bi.ETA.Seconds()*10) / 10
+		at := time.Now().UTC().Add(bi.ETA).Truncate(time.Second)
+		out.ETASeconds, out.ETA = &secs, &at
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -522,8 +522,8 @@ func (failingProducer) Get(context.Context, string) (status.Record, error) {
 	return status.Record{}, errStoreDown
 }
 
-func (failingProducer) BatchCounts(context.Context, string, string) (map[status.State]int64, error) {
-	return nil, errStoreDown
+func (failingProducer) Batch(context.Context, string, string) (producer.BatchInfo, error) {
+	return producer.BatchInfo{}, errStoreDown
 }
 
 func (failingProducer) Cancel(context.Context, string) (status.Record, error) {

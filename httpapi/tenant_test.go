@@ -73,16 +73,24 @@ func (m *tenantProducer) Get(_ context.Context, id string) (status.Record, error
 	return rec, nil
 }
 
-func (m *tenantProducer) BatchCounts(_ context.Context, tenant, id string) (map[status.State]int64, error) {
+func (m *tenantProducer) Batch(_ context.Context, tenant, id string) (producer.BatchInfo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := map[status.State]int64{}
+	bi := producer.BatchInfo{Counts: map[status.State]int64{}, Done: true, ETA: -1}
 	for _, rec := range m.recs {
 		if rec.BatchID == id && rec.Tenant == cmp.Or(tenant, "default") {
-			out[rec.State]++
+			bi.Counts[rec.State]++
+			bi.Total++
+			if !rec.State.Terminal() {
+				bi.Remaining++
+				bi.Done = false
+			}
 		}
 	}
-	return out, nil
+	if bi.Total == 0 {
+		return bi, status.ErrNotFound
+	}
+	return bi, nil
 }
 
 func (m *tenantProducer) Cancel(_ context.Context, id string) (status.Record, error) {

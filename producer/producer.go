@@ -61,6 +61,11 @@ type Config struct {
 	// feeder moves it into asynq by priority and tenant share (package
 	// backlog). Without it, requests are enqueued into asynq at once, FIFO.
 	Backlog *backlog.Backlog
+	// Weights and Rate let Batch estimate when a batch will be done: the
+	// tenants' weights (CROPQ_TENANT_WEIGHTS) and the fleet's effective
+	// rate in calls per second. Without Rate there is no estimate.
+	Weights map[string]int
+	Rate    func(ctx context.Context) (float64, error)
 	// Notifier, when set, is told of requests canceled through Cancel that
 	// have a callback URL; the worker reports every other terminal state.
 	Notifier Notifier
@@ -495,6 +500,56 @@ func (p *Producer) Get(ctx context.Context, requestID string) (status.Record, er
 // state ("" is the default tenant).
 func (p *Producer) BatchCounts(ctx context.Context, tenant, batchID string) (map[status.State]int64, error) {
 	return p.statuses.BatchCounts(ctx, tenant, batchID)
+}
+
+// BatchInfo is where a batch stands.
+type BatchInfo struct {
+	Counts    map[status.State]int64
+	Total     int64
+	Remaining int64 // not yet in a terminal state
+	Done      bool
+	// Priority is the lane of the batch's requests (that of its first).
+	Priority string
+	// ETA estimates how long until the remaining requests are done (see
+	// backlog.Estimate); -1 when unknown.
+	ETA time.Duration
+}
+
+// Batch returns a tenant's batch ("" is the default tenant) with its
+// estimate; status.ErrNotFound when the tenant has no such batch.
+func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo, error) {
+	counts, priority, err := p.statuses.Batch(ctx, tenant, batchID)
+	if err != nil {
+		return BatchInfo{}, err
+	}
+	if len(counts) == 0 {
+		return BatchInfo{}, status.ErrNotFound
+	}
+	bi := BatchInfo{Counts: counts, Priority: priority, ETA: -1, Done: true}
+	for st, n := range counts {
+		bi.Total += n
+		if !st.Terminal() {
+			bi.Remaining += n
+			bi.Done = false
+		}
+	}
+	if bi.Priority == "" {
+		bi.Priority = tasks.PriorityNormal
+	}
+	switch {
+	case bi.Done:
+		bi.ETA = 0
+	case p.cfg.Rate != nil && p.cfg.Backlog != nil:
+		rate, rerr := p.cfg.Rate(ctx)
+		stats, serr := p.cfg.Backlog.Stats(ctx)
+		if rerr == nil && serr == nil {
+			if tenant == "" {
+				tenant = tasks.DefaultTenant
+			}
+			bi.ETA = backlog.Estimate(stats, p.cfg.Weights, rate, bi.Priority, tenant, bi.Remaining)
+		}
+	}
+	return bi, nil
 }
 
 // Cancel cancels a request that has not started: its record moves to

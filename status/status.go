@@ -332,7 +332,7 @@ func (s *Store) CreateManyAppend(ctx context.Context, recs []Record, appends []A
 			keys := make([]string, 0, 3*len(g.idx)+1)
 			args := make([]any, 0, 3*len(g.idx)+2)
 			keys = append(keys, g.key)
-			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "")
+			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "", recs[g.idx[0]].Priority)
 			for _, i := range g.idx {
 				a := app(i)
 				list, set := a.List, a.Set
@@ -417,6 +417,7 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 		return nil, fmt.Errorf("status: create: %w", err)
 	}
 	batches := map[string]int64{}
+	batchPriority := map[string]string{}
 	var existing []int
 	apipe := s.rdb.Pipeline()
 	napp := 0
@@ -426,7 +427,11 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 		case c.Val():
 			out[i].Created = true
 			if recs[i].BatchID != "" {
-				batches[s.batchKey(recs[i].Tenant, recs[i].BatchID)]++
+				bk := s.batchKey(recs[i].Tenant, recs[i].BatchID)
+				batches[bk]++
+				if batchPriority[bk] == "" {
+					batchPriority[bk] = recs[i].Priority
+				}
 			}
 			if appends != nil && appends[i].List != "" {
 				apipe.RPush(ctx, appends[i].List, appends[i].Value)
@@ -454,6 +459,9 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 		pipe := s.rdb.Pipeline()
 		for id, n := range batches {
 			pipe.HIncrBy(ctx, id, string(Queued), n)
+			if p := batchPriority[id]; p != "" {
+				pipe.HSetNX(ctx, id, "priority", p)
+			}
 			pipe.PExpire(ctx, id, s.cfg.TTL)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
@@ -463,15 +471,16 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 	return s.readExisting(ctx, recs, existing, out)
 }
 
-// createScript sets each record (KEYS[2], KEYS[5], … with ARGV[3], ARGV[6],
-// …) if absent and, for each it created, appends its entry (ARGV[4], …,
-// when not empty) to its list (KEYS[3], …) and adds ARGV[5] to the set
+// createScript sets each record (KEYS[2], KEYS[5], … with ARGV[4], ARGV[7],
+// …) if absent and, for each it created, appends its entry (ARGV[5], …,
+// when not empty) to its list (KEYS[3], …) and adds ARGV[6] to the set
 // KEYS[4]; it counts those it created in their batch (KEYS[1]) when ARGV[2]
-// is 1, and returns a 1 or 0 per record.
+// is 1, noting the batch's priority (ARGV[3]) once, and returns a 1 or 0
+// per record.
 var createScript = redis.NewScript(`
 local created, n = {}, 0
 for i = 2, #KEYS, 3 do
-  local a = i + 1
+  local a = i + 2
   if redis.call('SET', KEYS[i], ARGV[a], 'NX', 'PX', ARGV[1]) then
     created[#created + 1] = 1
     n = n + 1
@@ -485,6 +494,7 @@ for i = 2, #KEYS, 3 do
 end
 if ARGV[2] == '1' and n > 0 then
   redis.call('HINCRBY', KEYS[1], 'queued', n)
+  if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[1], 'priority', ARGV[3]) end
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 return created
@@ -506,10 +516,19 @@ func (s *Store) EventsKey() string { return s.cfg.Prefix + "events" }
 // BatchCounts returns how many records of the tenant's batchID are in each
 // state (an empty map for an unknown batch).
 func (s *Store) BatchCounts(ctx context.Context, tenant, batchID string) (map[State]int64, error) {
+	counts, _, err := s.Batch(ctx, tenant, batchID)
+	return counts, err
+}
+
+// Batch returns the counts of a tenant's batch, as BatchCounts, and the
+// priority of its first request.
+func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[State]int64, priority string, err error) {
 	m, err := s.rdb.HGetAll(ctx, s.batchKey(tenant, batchID)).Result()
 	if err != nil {
-		return nil, fmt.Errorf("status: batch %s: %w", batchID, err)
+		return nil, "", fmt.Errorf("status: batch %s: %w", batchID, err)
 	}
+	priority = m["priority"]
+	delete(m, "priority")
 	out := make(map[State]int64, len(m))
 	for k, v := range m {
 		var n int64
@@ -517,7 +536,7 @@ func (s *Store) BatchCounts(ctx context.Context, tenant, batchID string) (map[St
 			out[State(k)] = n
 		}
 	}
-	return out, nil
+	return out, priority, nil
 }
 
 // Delete removes id's record (used to undo a Create whose enqueue failed).

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -178,3 +179,86 @@ func TestTenantsShareByWeight(t *testing.T) {
 var localLimits = cropapi.Limits{AllowPrivateHosts: true}
 
 func newTestBacklog(s *stack) *backlog.Backlog { return backlog.New(s.rdb, backlog.Config{}) }
+
+// A batch reports its tenant, lane, what remains and when it will be done;
+// cropq wait shows the same.
+func TestBatchReportsItsETA(t *testing.T) {
+	s := newStack(t, stackOptions{emulatorRate: 10})
+	apiAddr := freeAddr(t)
+	s.env = append(s.env, "CROPQ_QUOTA_RATE=8", "CROPQ_QUOTA_BURST=1", "CROPQ_FEED_LEAD=1s",
+		"CROPQ_API_TOKENS=acme:tok-a", "CROPQ_API_ADDR="+apiAddr)
+	s.start("api", "api")
+	base := "http://" + apiAddr
+	s.awaitHTTP(base + "/healthz")
+	var items []string
+	for i := range 48 {
+		items = append(items, fmt.Sprintf(`{"requestId":"eta-%02d","imageUrl":%q,"targetWidth":300,"targetHeight":300}`, i, s.images+"/"+firstImage(t)))
+	}
+	code, _, b := apiDo(t, "POST", base+"/v1/crops/batch", "tok-a", `{"batchId":"eta-batch","items":[`+strings.Join(items, ",")+`]}`)
+	require.Equal(t, 202, code, "%s", b)
+
+	type batchStatus struct {
+		Tenant, Priority string
+		Total, Remaining int64
+		Done             bool
+		ETASeconds       *float64
+	}
+	get := func() batchStatus {
+		code, _, b := apiDo(t, "GET", base+"/v1/batches/eta-batch", "tok-a", "")
+		require.Equal(t, 200, code, "%s", b)
+		var bs batchStatus
+		require.NoError(t, json.Unmarshal(b, &bs))
+		return bs
+	}
+	bs := get()
+	assert.Equal(t, "acme", bs.Tenant)
+	assert.Equal(t, "normal", bs.Priority)
+	assert.Equal(t, int64(48), bs.Remaining)
+	require.NotNil(t, bs.ETASeconds)
+	assert.InDelta(t, 6, *bs.ETASeconds, 1, "48 at 8/s")
+
+	s.startWorker()
+	var at25 batchStatus
+	require.Eventually(t, func() bool { at25 = get(); return at25.Remaining <= 36 }, 60*time.Second, 50*time.Millisecond)
+	from := time.Now()
+	out, err := s.cropq("wait", "--batch", "eta-batch", "--tenant", "acme", "--interval", "100ms", "--timeout", "60s")
+	require.NoError(t, err, out)
+	took := time.Since(from)
+	require.NotNil(t, at25.ETASeconds)
+	t.Logf("at 25%% done the estimate was %.1fs; it took %s", *at25.ETASeconds, took.Round(100*time.Millisecond))
+	assert.InDelta(t, took.Seconds(), *at25.ETASeconds, 0.35*took.Seconds()+0.5)
+	assert.Contains(t, out, "48/48 done (succeeded 48)")
+	done := get()
+	assert.True(t, done.Done)
+	assert.Zero(t, done.Remaining)
+}
+
+// A request canceled while it waits in the backlog stays canceled and is
+// never paid for, though its entry is fed.
+func TestCancelInTheBacklog(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	apiAddr := freeAddr(t)
+	s.env = append(s.env, "CROPQ_API_TOKENS="+frontDoorToken, "CROPQ_API_ADDR="+apiAddr)
+	s.start("api", "api")
+	base := "http://" + apiAddr
+	s.awaitHTTP(base + "/healthz")
+	img := s.images + "/" + firstImage(t)
+	for _, id := range []string{"bl-cancel", "bl-after"} {
+		code, _, b := apiDo(t, "POST", base+"/v1/crops", frontDoorToken, fmt.Sprintf(`{"requestId":%q,"imageUrl":%q,"targetWidth":300,"targetHeight":300}`, id, img))
+		require.Equal(t, 202, code, "%s", b)
+	}
+	assert.ElementsMatch(t, []string{"bl-cancel", "bl-after"}, waitingIDs(t, s.rdb), "both wait in the backlog")
+	code, _, b := apiDo(t, "GET", base+"/v1/crops/bl-cancel", frontDoorToken, "")
+	require.Equal(t, 200, code)
+	assert.Contains(t, string(b), `"state":"queued"`)
+	code, _, b = apiDo(t, "DELETE", base+"/v1/crops/bl-cancel", frontDoorToken, "")
+	require.Equal(t, 200, code, "%s", b)
+
+	s.startWorker()
+	s.awaitState("bl-after", 60*time.Second, status.Succeeded)
+	require.Eventually(t, func() bool { return len(waitingIDs(t, s.rdb)) == 0 }, 30*time.Second, 50*time.Millisecond, "the backlog drains")
+	rec := s.record("bl-cancel")
+	assert.Equal(t, status.Canceled, rec.State)
+	assert.Zero(t, rec.PaidCalls)
+	assert.Equal(t, int64(1), s.stats().Usage, "only bl-after was paid for")
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/producer"
+	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/webhook"
@@ -23,13 +24,28 @@ func newProducer(ctx context.Context, cfg config, rdb redis.UniversalClient, log
 		return nil, err
 	}
 	pcfg := producer.Config{Task: cfg.Task, Status: cfg.Status, Inputs: inputs,
-		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log, Backlog: newBacklog(cfg, rdb)}
+		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log, Backlog: newBacklog(cfg, rdb),
+		Weights: cfg.TenantWeights, Rate: fleetRate(cfg, rdb)}
 	if cfg.WebhookSecret != "" {
 		// As in the worker: callbacks are enqueued only where workers can
 		// sign and deliver them.
 		pcfg.Notifier = webhookNotifier{client: asynq.NewClientFromRedisClient(rdb)}
 	}
 	return producer.New(rdb, pcfg), nil
+}
+
+// fleetRate reads the fleet's effective API call rate: the shared
+// limiter's (adapted to rate-limit answers), or the configured ceiling when
+// the quota is not shared.
+func fleetRate(cfg config, rdb redis.UniversalClient) func(context.Context) (float64, error) {
+	if !cfg.QuotaShared {
+		return func(context.Context) (float64, error) { return cfg.Quota.Rate, nil }
+	}
+	limiter := quota.New(rdb, cfg.Quota)
+	return func(ctx context.Context) (float64, error) {
+		st, err := limiter.State(ctx)
+		return st.Effective, err
+	}
 }
 
 // newBacklog is where accepted requests wait for the feeder.

@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
@@ -23,6 +26,7 @@ func runWait(ctx context.Context, env Env, args []string, stdout, stderr io.Writ
 	tenant := fs.String("tenant", "", "the batch's tenant (default: the default tenant)")
 	interval := fs.Duration("interval", time.Second, "how often to look")
 	timeout := fs.Duration("timeout", 0, "give up after this long (0: never)")
+	noProgress := fs.Bool("no-progress", false, "batch: no progress bar (on stderr)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: cropq wait REQUEST_ID | cropq wait --batch BATCH_ID
 
@@ -57,6 +61,17 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 	}
 	defer rdb.Close()
 	st := status.NewStore(rdb, cfg.Status)
+	// The producer reads batches with their estimate (backlog, weights, rate).
+	prod := producer.New(rdb, producer.Config{Status: cfg.Status, Backlog: newBacklog(cfg, rdb),
+		Weights: cfg.TenantWeights, Rate: fleetRate(cfg, rdb)})
+	defer prod.Close()
+	var bar *progressbar.ProgressBar
+	if *batch != "" && !*noProgress {
+		bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("batch "+*batch),
+			progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish(),
+			progressbar.OptionSetPredictTime(false)) // our estimate, not the bar's extrapolation
+		defer func() { _ = bar.Finish() }()
+	}
 	if *timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
@@ -66,7 +81,14 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 	defer tick.Stop()
 	last := ""
 	for {
-		line, done, ok, err := look(ctx, st, id, *tenant, *batch)
+		var line string
+		var done, ok bool
+		var err error
+		if *batch == "" {
+			line, done, ok, err = look(ctx, st, id)
+		} else {
+			line, done, ok, err = lookBatch(ctx, prod, *tenant, *batch, bar)
+		}
 		switch {
 		case errors.Is(err, status.ErrNotFound):
 			return exitError{code: 3, err: fmt.Errorf("%s: not found", target)}
@@ -97,39 +119,45 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 	}
 }
 
-// look returns a progress line, whether it is over, and whether all succeeded.
-func look(ctx context.Context, st *status.Store, id, tenant, batch string) (line string, done, ok bool, err error) {
-	if batch == "" {
-		rec, err := st.Get(ctx, id)
-		if err != nil {
-			return "", false, false, err
-		}
-		line = fmt.Sprintf("%s\t%s\tattempt %d", rec.RequestID, rec.State, rec.Attempt)
-		if rec.ErrorCode != "" {
-			line += "\t" + rec.ErrorCode
-		}
-		if rec.Stored != nil {
-			line += "\ts3://" + rec.Stored.Bucket + "/" + rec.Stored.Key
-		}
-		return line, rec.State.Terminal(), rec.State == status.Succeeded, nil
-	}
-	counts, err := st.BatchCounts(ctx, tenant, batch)
+// look returns a request's progress line, whether it is over, and whether
+// it succeeded.
+func look(ctx context.Context, st *status.Store, id string) (line string, done, ok bool, err error) {
+	rec, err := st.Get(ctx, id)
 	if err != nil {
 		return "", false, false, err
 	}
-	if len(counts) == 0 {
-		return "", false, false, status.ErrNotFound
+	line = fmt.Sprintf("%s\t%s\tattempt %d", rec.RequestID, rec.State, rec.Attempt)
+	if rec.ErrorCode != "" {
+		line += "\t" + rec.ErrorCode
 	}
-	var total, terminal int64
+	if rec.Stored != nil {
+		line += "\ts3://" + rec.Stored.Bucket + "/" + rec.Stored.Key
+	}
+	return line, rec.State.Terminal(), rec.State == status.Succeeded, nil
+}
+
+// lookBatch returns a batch's progress line (without the estimate, so that
+// it changes only when the counts do), moves the bar with the estimate, and
+// says whether the batch is over and all succeeded.
+func lookBatch(ctx context.Context, prod *producer.Producer, tenant, batch string, bar *progressbar.ProgressBar) (line string, done, ok bool, err error) {
+	bi, err := prod.Batch(ctx, tenant, batch)
+	if err != nil {
+		return "", false, false, err
+	}
 	var parts []string
-	for _, s := range slices.Sorted(maps.Keys(counts)) {
-		n := counts[s]
-		total += n
-		if s.Terminal() {
-			terminal += n
-		}
-		parts = append(parts, fmt.Sprintf("%s %d", s, n))
+	for _, s := range slices.Sorted(maps.Keys(bi.Counts)) {
+		parts = append(parts, fmt.Sprintf("%s %d", s, bi.Counts[s]))
 	}
-	line = fmt.Sprintf("batch %s: %d/%d done (%s)", batch, terminal, total, strings.Join(parts, ", "))
-	return line, terminal == total, counts[status.Succeeded] == total, nil
+	terminal := bi.Total - bi.Remaining
+	line = fmt.Sprintf("batch %s: %d/%d done (%s)", batch, terminal, bi.Total, strings.Join(parts, ", "))
+	if bar != nil {
+		bar.ChangeMax64(bi.Total)
+		eta := "ETA unknown"
+		if bi.ETA >= 0 {
+			eta = "ETA " + bi.ETA.Round(time.Second).String()
+		}
+		bar.Describe(fmt.Sprintf("batch %s (%s) %s", batch, bi.Priority, eta))
+		_ = bar.Set64(terminal)
+	}
+	return line, bi.Done, bi.Counts[status.Succeeded] == bi.Total, nil
 }

@@ -147,18 +147,11 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 		// Crops first; callbacks are small and wait little.
 		cfg.Server.Queues = map[string]int{cfg.Task.Queue: 4, webhook.DefaultQueue: 1}
 	}
-	// The feeder's pace: the shared limiter's effective rate, or the
-	// configured ceiling when each worker only backs off.
-	rate := func(context.Context) (float64, error) { return cfg.Quota.Rate, nil }
 	if cfg.QuotaShared {
 		qcfg := cfg.Quota
 		qcfg.Logger = log
 		limiter := quota.New(rdb, qcfg)
 		hcfg.Quota = limiter
-		rate = func(ctx context.Context) (float64, error) {
-			st, err := limiter.State(ctx)
-			return st.Effective, err
-		}
 		if reg != nil {
 			metrics.RegisterQuota(reg, func(ctx context.Context) (float64, float64, error) {
 				st, err := limiter.State(ctx)
@@ -178,7 +171,7 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 		return nil
 	}
 	feeder := newBacklog(cfg, rdb).NewFeeder(backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task},
-		backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights, Rate: rate, Logger: log})
+		backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights, Rate: fleetRate(cfg, rdb), Logger: log})
 	return &workerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder}, ready, nil
 }
 
