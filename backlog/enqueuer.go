@@ -2,25 +2,53 @@ package backlog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
 
+// Records reads status records (status.Store).
+type Records interface {
+	Get(ctx context.Context, id string) (status.Record, error)
+}
+
 // TaskEnqueuer feeds crop tasks into asynq with the producers' task
 // options. The payload was validated when its request was accepted; it is
-// only decoded here, to make sure this version can run it.
+// only decoded here, to make sure this version can run it. An entry
+// without a payload (see RequestOf) is rebuilt from its status record.
 type TaskEnqueuer struct {
 	Client  *asynq.Client
 	Options tasks.Options
+	Records Records
 }
 
 // Feed enqueues the task of requestID; one that exists already (a repeated
-// feed) is not an error.
+// feed) is not an error, and neither is a request that was canceled (or
+// otherwise finished) while it waited: there is nothing to run.
 func (e TaskEnqueuer) Feed(ctx context.Context, requestID string, payload []byte) error {
+	if len(payload) == 0 {
+		rec, err := e.Records.Get(ctx, requestID)
+		switch {
+		case errors.Is(err, status.ErrNotFound):
+			return &BadEntryError{Err: fmt.Errorf("request %s has no record (expired?)", requestID)}
+		case err != nil:
+			return err
+		case rec.State != status.Queued:
+			return nil // canceled while it waited: never run, never paid
+		}
+		// Validated when accepted, and again by the worker before paying
+		// (which fails the request properly if rules changed meanwhile).
+		b, err := json.Marshal(tasks.CropPayload{Version: tasks.PayloadVersion, Request: RequestOf(rec), EnqueuedAt: rec.CreatedAt})
+		if err != nil {
+			return &BadEntryError{Err: err}
+		}
+		return e.enqueue(ctx, asynq.NewTask(tasks.TypeCrop, b), tasks.TaskOptions(requestID, e.Options))
+	}
 	p, err := tasks.ParseCropPayload(payload)
 	if err != nil {
 		return &BadEntryError{Err: err}
@@ -28,9 +56,33 @@ func (e TaskEnqueuer) Feed(ctx context.Context, requestID string, payload []byte
 	if p.RequestID != requestID {
 		return &BadEntryError{Err: fmt.Errorf("entry of %s holds the payload of %s", requestID, p.RequestID)}
 	}
-	_, err = e.Client.EnqueueContext(ctx, asynq.NewTask(tasks.TypeCrop, payload), tasks.TaskOptions(requestID, e.Options)...)
+	return e.enqueue(ctx, asynq.NewTask(tasks.TypeCrop, payload), tasks.TaskOptions(requestID, e.Options))
+}
+
+func (e TaskEnqueuer) enqueue(ctx context.Context, task *asynq.Task, opts []asynq.Option) error {
+	_, err := e.Client.EnqueueContext(ctx, task, opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil
 	}
 	return err
+}
+
+// RequestOf is the request a queued status record describes, for requests
+// whose image is a URL: their backlog entry can then hold just the id (a
+// few bytes instead of the payload), and the feeder rebuilds the task from
+// the record. A producer uses an id-only entry only when RequestOf gives
+// back exactly the request it was given, so a field the record does not
+// keep can never be lost: such requests keep their payload in the entry.
+func RequestOf(rec status.Record) tasks.Request {
+	r := tasks.Request{RequestID: rec.RequestID, ImageURL: rec.SourceURL, TargetWidth: rec.TargetWidth, TargetHeight: rec.TargetHeight,
+		Bucket: rec.Bucket, KeyTemplate: rec.KeyTemplate, Metadata: rec.Metadata, BatchID: rec.BatchID, CallbackURL: rec.CallbackURL,
+		Priority: rec.Priority, Tenant: rec.Tenant}
+	// Defaults stay implicit, as producers send them.
+	if r.Priority == tasks.PriorityNormal {
+		r.Priority = ""
+	}
+	if r.Tenant == tasks.DefaultTenant {
+		r.Tenant = ""
+	}
+	return r
 }

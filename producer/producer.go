@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"time"
 
@@ -316,7 +317,11 @@ func (p *Producer) admit(ctx context.Context, pending []*item) {
 			continue
 		}
 		lane, tenant := it.rec.Priority, it.rec.Tenant
-		entry := backlog.Encode(backlog.Entry{Lane: lane, Tenant: tenant, RequestID: it.req.RequestID, Payload: body, At: it.req.EnqueuedAt})
+		entryPayload := body
+		if payload.Input == nil && payload.ImageBase64 == "" && reflect.DeepEqual(backlog.RequestOf(it.rec), implicitDefaults(payload.Request)) {
+			entryPayload = nil // the record says it all: the feeder rebuilds the task from it
+		}
+		entry := backlog.Encode(backlog.Entry{Lane: lane, Tenant: tenant, RequestID: it.req.RequestID, Payload: entryPayload, At: it.req.EnqueuedAt})
 		recs = append(recs, it.rec)
 		bodies = append(bodies, body)
 		appends = append(appends, status.Append{List: b.ListKey(lane, tenant), Value: entry, Set: b.ActiveKey(), Member: backlog.Member(lane, tenant)})
@@ -371,6 +376,18 @@ func (p *Producer) admit(ctx context.Context, pending []*item) {
 			p.cfg.Logger.WarnContext(ctx, "producer: re-queue known requests", "err", err)
 		}
 	}
+}
+
+// implicitDefaults is r with its default priority and tenant left out, as
+// backlog.RequestOf gives them.
+func implicitDefaults(r tasks.Request) tasks.Request {
+	if r.Priority == tasks.PriorityNormal {
+		r.Priority = ""
+	}
+	if r.Tenant == tasks.DefaultTenant {
+		r.Tenant = ""
+	}
+	return r
 }
 
 // each runs fn(j, i) for each i of idx, Concurrency at a time.

@@ -62,7 +62,7 @@ type Record struct {
 	State     State     `json:"state"`
 	Attempt   int       `json:"attempt"` // 1-based; 0 while queued
 	CreatedAt time.Time `json:"createdAt"`
-	UpdatedAt time.Time `json:"updatedAt"`
+	UpdatedAt time.Time `json:"updatedAt,omitzero"` // stored only once it differs from CreatedAt
 
 	// What was asked, so a repeated id can be told apart from a new request.
 	TargetWidth  int    `json:"targetWidth,omitempty"`
@@ -99,6 +99,18 @@ type Record struct {
 	Stored *Stored `json:"stored,omitempty"`
 
 	History []Transition `json:"history,omitempty"`
+}
+
+// filled is r with what a lean queued record leaves out: its update time
+// and the first entry of its history are its creation.
+func (r Record) filled() Record {
+	if r.UpdatedAt.IsZero() {
+		r.UpdatedAt = r.CreatedAt
+	}
+	if len(r.History) == 0 && !r.CreatedAt.IsZero() {
+		r.History = []Transition{{State: Queued, At: r.CreatedAt}}
+	}
+	return r
 }
 
 // Checkpoint is a successful API answer whose result is not yet stored.
@@ -237,7 +249,7 @@ func (s *Store) Get(ctx context.Context, id string) (Record, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return Record{}, fmt.Errorf("status: decode %s: %w", id, err)
 	}
-	return r, nil
+	return r.filled(), nil
 }
 
 // Create writes rec as a new "queued" record unless one exists already; it
@@ -284,15 +296,17 @@ func (s *Store) CreateManyAppend(ctx context.Context, recs []Record, appends []A
 	out := make([]Created, len(recs))
 	encoded := make([][]byte, len(recs))
 	for i, rec := range recs {
+		// A queued record is stored lean (a backlog of millions waits in
+		// Redis): its update time and first history entry are its creation,
+		// filled in again when it is read.
 		rec.State = Queued
-		rec.CreatedAt, rec.UpdatedAt = now, now
-		rec.History = []Transition{{State: Queued, At: now}}
+		rec.CreatedAt, rec.UpdatedAt, rec.History = now, time.Time{}, nil
 		b, err := json.Marshal(rec)
 		if err != nil {
 			out[i].Err = fmt.Errorf("status: encode %s: %w", rec.RequestID, err)
 			continue
 		}
-		out[i].Record, encoded[i] = rec, b
+		out[i].Record, encoded[i] = rec.filled(), b
 	}
 	if s.cluster {
 		return s.createManyCluster(ctx, recs, encoded, appends, out)
@@ -398,7 +412,7 @@ func (s *Store) readExisting(ctx context.Context, recs []Record, existing []int,
 			out[i].Err = fmt.Errorf("status: decode %s: %w", recs[i].RequestID, err)
 			continue
 		}
-		out[i].Record = r
+		out[i].Record = r.filled()
 	}
 	return out, nil
 }
@@ -572,6 +586,7 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, er
 			if err := json.Unmarshal(b, &rec); err != nil {
 				return fmt.Errorf("decode: %w", err)
 			}
+			rec = rec.filled()
 		}
 		from := rec.State
 		if err := s.apply(&rec, u); err != nil {

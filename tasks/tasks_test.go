@@ -209,7 +209,7 @@ func TestFingerprintNamesEveryField(t *testing.T) {
 	noCallback := base
 	noCallback.CallbackURL = ""
 	now := noCallback.Fingerprint("")
-	old := now[:len(now)-3*4]
+	old := FingerprintTags(now, len(Fields())-1-3)
 	assert.Equal(t, "", FingerprintDiff(old, now), "the same request, before and after the field was added")
 	assert.Equal(t, "callbackUrl", FingerprintDiff(old, fp))
 }
@@ -220,7 +220,7 @@ func TestFingerprintNamesEveryField(t *testing.T) {
 func TestFingerprintDefaults(t *testing.T) {
 	base := Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 600, BatchID: "b"}
 	fp := base.Fingerprint("")
-	before := fp[:len(fp)-2*4] // as written before priority and tenant existed
+	before := FingerprintTags(fp, len(Fields())-1-2) // as written before priority and tenant existed
 
 	explicit := base
 	explicit.Priority, explicit.Tenant = PriorityNormal, DefaultTenant

@@ -48,7 +48,7 @@ func benchEnqueue(ctx context.Context, env *benchEnv, o options) ([]row, error) 
 			}
 		}
 		return nil
-	})
+	}, asynqPending(rdb))
 	if err != nil {
 		return nil, fmt.Errorf("raw: %w", err)
 	}
@@ -59,7 +59,7 @@ func benchEnqueue(ctx context.Context, env *benchEnv, o options) ([]row, error) 
 	defer p.Close()
 	lib, err := timeEnqueue(ctx, rdb, n, g, func(ctx context.Context, reqs []tasks.Request) error {
 		return checkResults(p.EnqueueBatch(ctx, reqs))
-	})
+	}, asynqPending(rdb))
 	if err != nil {
 		return nil, fmt.Errorf("library: %w", err)
 	}
@@ -75,7 +75,7 @@ func benchEnqueue(ctx context.Context, env *benchEnv, o options) ([]row, error) 
 	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: g}}
 	viaHTTP, err := timeEnqueue(ctx, rdb, n, g, func(ctx context.Context, reqs []tasks.Request) error {
 		return postBatch(ctx, hc, srv.URL, reqs)
-	})
+	}, asynqPending(rdb))
 	if err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
@@ -98,7 +98,7 @@ func benchEnqueue(ctx context.Context, env *benchEnv, o options) ([]row, error) 
 
 // timeEnqueue splits n fresh requests among g goroutines, each handing
 // chunks to enqueue, and returns requests per second.
-func timeEnqueue(ctx context.Context, rdb *redis.Client, n, g int, enqueue func(context.Context, []tasks.Request) error) (float64, error) {
+func timeEnqueue(ctx context.Context, rdb *redis.Client, n, g int, enqueue func(context.Context, []tasks.Request) error, queued func(context.Context) (int64, error)) (float64, error) {
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		return 0, err
 	}
@@ -139,14 +139,25 @@ func timeEnqueue(ctx context.Context, rdb *redis.Client, n, g int, enqueue func(
 	if err != nil {
 		return 0, err
 	}
-	size, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.DefaultQueue)
+	got, err := queued(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if size.Pending != n {
-		return 0, fmt.Errorf("%d tasks pending, want %d", size.Pending, n)
+	if got != int64(n) {
+		return 0, fmt.Errorf("%d requests queued, want %d", got, n)
 	}
 	return rate, nil
+}
+
+// asynqPending counts the crop queue's pending tasks.
+func asynqPending(rdb *redis.Client) func(context.Context) (int64, error) {
+	return func(context.Context) (int64, error) {
+		info, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.DefaultQueue)
+		if err != nil {
+			return 0, err
+		}
+		return int64(info.Pending), nil
+	}
 }
 
 func checkResults(res []producer.Result) error {

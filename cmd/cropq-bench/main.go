@@ -44,6 +44,8 @@ type options struct {
 	enqueueGoroutines int
 	enqueueChunk      int
 	memImages         int
+
+	backlogMemN int
 }
 
 func main() {
@@ -71,9 +73,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.enqueueN, "enqueue-n", 20000, "enqueue: requests per run")
 	fs.IntVar(&o.enqueueGoroutines, "enqueue-goroutines", 16, "enqueue: goroutines, the same for every variant")
 	fs.IntVar(&o.enqueueChunk, "enqueue-chunk", 500, "enqueue: requests per library batch and per HTTP batch")
+	fs.IntVar(&o.backlogMemN, "backlog-mem-n", 100000, "backlog: URL requests queued to measure Redis bytes per request")
 	fs.IntVar(&o.memImages, "enqueue-mem-images", 200, "enqueue: 2 MB requests queued to measure Redis memory (scaled to 1,000)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
+		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -83,8 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
-	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" {
-		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota or enqueue)", which)
+	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" {
+		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue or backlog)", which)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -124,6 +127,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r, err := benchEnqueue(ctx, env, o)
 		if err != nil {
 			return fmt.Errorf("enqueue: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "backlog" {
+		r, err := benchBacklog(ctx, env, o, stderr)
+		if err != nil {
+			return fmt.Errorf("backlog: %w", err)
 		}
 		rows = append(rows, r...)
 	}

@@ -170,7 +170,7 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 		}
 		return nil
 	}
-	feeder := newBacklog(cfg, rdb).NewFeeder(backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task},
+	feeder := newBacklog(cfg, rdb).NewFeeder(backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task, Records: st},
 		backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights, Rate: fleetRate(cfg, rdb), Logger: log})
 	return &workerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder}, ready, nil
 }
