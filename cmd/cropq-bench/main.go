@@ -45,7 +45,11 @@ type options struct {
 	enqueueChunk      int
 	memImages         int
 
-	backlogMemN int
+	backlogMemN        int
+	backlogQ           float64
+	backlogN           int
+	backlogPods        int
+	backlogConcurrency int
 }
 
 func main() {
@@ -74,6 +78,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.enqueueGoroutines, "enqueue-goroutines", 16, "enqueue: goroutines, the same for every variant")
 	fs.IntVar(&o.enqueueChunk, "enqueue-chunk", 500, "enqueue: requests per library batch and per HTTP batch")
 	fs.IntVar(&o.backlogMemN, "backlog-mem-n", 100000, "backlog: URL requests queued to measure Redis bytes per request")
+	fs.Float64Var(&o.backlogQ, "backlog-q", 20, "backlog: the emulator's quota Q, calls/s")
+	fs.IntVar(&o.backlogN, "backlog-n", 6000, "backlog: requests queued ahead (backfill; tenant a)")
+	fs.IntVar(&o.backlogPods, "backlog-pods", 3, "backlog: worker processes")
+	fs.IntVar(&o.backlogConcurrency, "backlog-concurrency", 20, "backlog: concurrency of each worker process")
 	fs.IntVar(&o.memImages, "enqueue-mem-images", 200, "enqueue: 2 MB requests queued to measure Redis memory (scaled to 1,000)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
