@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"image"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"text/tabwriter"
@@ -47,25 +49,44 @@ func TestChaos(t *testing.T) {
 	n, outage := chaosSize(t)
 	ttl := outage * 8 / 10 // shorter than the outage: some checkpoints expire
 	s := newStack(t, stackOptions{resultTTL: ttl})
-	s.env = append(s.env, "CROPQ_QUOTA_RATE=200") // the quota is not under test here
+	// The quota is not under test here; a short feed lead keeps most of the
+	// load in the backlog while the faults come, so the feeder is under test.
+	s.env = append(s.env, "CROPQ_QUOTA_RATE=200", "CROPQ_FEED_LEAD=250ms", "CROPQ_TENANT_WEIGHTS=acme=2")
 	s.setFaults(t, `{"p500":0.05,"p801":0.025,"p1001":0.025,"pTruncate":0.05}`)
 	for range 3 {
 		s.startWorker()
 	}
-	prod := producer.New(s.rdb, producer.Config{Task: tasks.Options{MaxRetry: 25, Limits: cropapi.Limits{AllowPrivateHosts: true}}})
+	prod := producer.New(s.rdb, producer.Config{Backlog: newTestBacklog(s), Task: tasks.Options{MaxRetry: 25, Limits: cropapi.Limits{AllowPrivateHosts: true}}})
 	t.Cleanup(func() { _ = prod.Close() })
 	start := time.Now()
 	var reqs []tasks.Request
+	// A multi-tenant backlog in every lane.
+	tenants := []string{"acme", "globex", ""}
+	lanes := []string{"backfill", "normal", "normal", "urgent"}
 	for i := range n {
 		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("chaos-%04d", i), ImageURL: s.images + "/" + firstImage(t),
-			TargetWidth: 300, TargetHeight: 300, BatchID: "chaos"})
+			TargetWidth: 300, TargetHeight: 300, BatchID: "chaos", Tenant: tenants[i%3], Priority: lanes[i%4]})
 	}
 	for _, r := range prod.EnqueueBatch(context.Background(), reqs) {
 		require.Equal(t, producer.Enqueued, r.Outcome, "%v", r.Err)
 	}
 
+	// Batch ids are each tenant's own: the chaos batch is three.
+	batchCounts := func(ctx context.Context) (map[status.State]int64, error) {
+		all := map[status.State]int64{}
+		for _, tn := range tenants {
+			c, err := prod.BatchCounts(ctx, tn, "chaos")
+			if err != nil {
+				return nil, err
+			}
+			for st, k := range c {
+				all[st] += k
+			}
+		}
+		return all, nil
+	}
 	done := func() int64 {
-		c, err := prod.BatchCounts(context.Background(), "", "chaos")
+		c, err := batchCounts(context.Background())
 		if err != nil {
 			return -1 // Redis is restarting
 		}
@@ -87,6 +108,41 @@ func TestChaos(t *testing.T) {
 	require.NoError(t, victim.Process.Signal(syscall.SIGKILL))
 	note("kill -9 worker pid %d", victim.Process.Pid)
 	s.startWorker()
+
+	// 1b. kill -9 of whichever worker holds the feeder's lease; another
+	// takes it over when it expires.
+	awaitProgress(0.15, "before the feeder's kill")
+	// The lease may still name the worker killed above until it expires:
+	// wait for a live holder.
+	var holder string
+	var feeder *exec.Cmd
+	require.Eventually(t, func() bool {
+		h, err := s.rdb.Get(context.Background(), "cropq:backlog:feeder").Result()
+		if err != nil {
+			return false
+		}
+		for _, w := range s.workers[1:] {
+			if strings.Contains(h, fmt.Sprintf("-%d-", w.Process.Pid)) {
+				holder, feeder = h, w
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 20*time.Millisecond, "a live worker feeds")
+	require.NoError(t, feeder.Process.Signal(syscall.SIGKILL))
+	killedAt := time.Now()
+	note("kill -9 the feeding worker pid %d", feeder.Process.Pid)
+	s.startWorker()
+	var takeover time.Duration
+	require.Eventually(t, func() bool {
+		h, err := s.rdb.Get(context.Background(), "cropq:backlog:feeder").Result()
+		if err == nil && h != holder {
+			takeover = time.Since(killedAt)
+			return true
+		}
+		return false
+	}, 30*time.Second, 20*time.Millisecond, "another worker takes the feeder's lease")
+	note("feeder lease taken over after %s", takeover.Round(100*time.Millisecond))
 
 	// 2. Redis restarts on its AOF while tasks are queued and running.
 	awaitProgress(0.25, "before the Redis restart")
@@ -123,7 +179,7 @@ func TestChaos(t *testing.T) {
 
 	// Every record terminal and succeeded, consistent with S3.
 	ctx := context.Background()
-	counts, err := prod.BatchCounts(ctx, "", "chaos")
+	counts, err := batchCounts(ctx)
 	require.NoError(t, err)
 	var maxLatency time.Duration
 	failed, recrops, checkpointed := 0, 0, 0
@@ -178,6 +234,11 @@ func TestChaos(t *testing.T) {
 	fmt.Fprintf(w, "paid answers never checkpointed (worker killed mid-call)\t%d\t\n", lostAnswers)
 	fmt.Fprintf(w, "API answers by code\t%v\t\n", st.Calls)
 	fmt.Fprintf(w, "max enqueue→stored latency\t%s\t\n", maxLatency.Round(100*time.Millisecond))
+	fmt.Fprintf(w, "feeder killed (kill -9) → lease taken over\t%s\t≤ 5s lease + a tick\n", takeover.Round(100*time.Millisecond))
+	left, err := newTestBacklog(s).Size(ctx)
+	require.NoError(t, err)
+	fmt.Fprintf(w, "left in the backlog\t%d\t0\n", left)
+	assert.Zero(t, left)
 	_ = w.Flush()
 
 	assert.Equal(t, int64(n), counts[status.Succeeded])
