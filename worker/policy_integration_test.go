@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/emulator"
 	"github.com/cropq/cropq/internal/localsvc"
@@ -531,19 +532,36 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 	go func() { defer wg.Done(); _ = ws.Run(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	p := producer.New(rdb, producer.Config{Task: tasks.Options{Limits: local}})
+	// Half straight into asynq, half through the backlog and a feeder, in
+	// two tenants and two lanes: every key of each keeps to its slot.
+	direct := producer.New(rdb, producer.Config{Task: tasks.Options{Limits: local}})
+	t.Cleanup(func() { _ = direct.Close() })
+	bl := backlog.New(rdb, backlog.Config{})
+	p := producer.New(rdb, producer.Config{Task: tasks.Options{Limits: local}, Backlog: bl})
 	t.Cleanup(func() { _ = p.Close() })
+	feeder := bl.NewFeeder(backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: tasks.Options{Limits: local}, Records: statuses},
+		backlog.FeederConfig{MinWindow: 2, Tick: 20 * time.Millisecond})
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = feeder.Run(ctx) }()
 	var reqs []tasks.Request
 	for i := range 6 {
 		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("cl-%d", i), ImageURL: images + "/good.png", TargetWidth: 300, TargetHeight: 200, BatchID: "cl-batch"})
 	}
-	for _, res := range p.EnqueueBatch(context.Background(), reqs) {
+	for _, res := range direct.EnqueueBatch(context.Background(), reqs[:3]) {
+		require.Equal(t, producer.Enqueued, res.Outcome, "%v", res.Err)
+	}
+	reqs[4].Tenant, reqs[5].Priority = "acme", "urgent"
+	for _, res := range p.EnqueueBatch(context.Background(), reqs[3:]) {
 		require.Equal(t, producer.Enqueued, res.Outcome, "%v", res.Err)
 	}
 	require.Eventually(t, func() bool {
 		c, err := p.BatchCounts(context.Background(), "", "cl-batch")
-		return err == nil && c[status.Succeeded] == 6
+		a, aerr := p.BatchCounts(context.Background(), "acme", "cl-batch")
+		return err == nil && aerr == nil && c[status.Succeeded] == 5 && a[status.Succeeded] == 1
 	}, 60*time.Second, 50*time.Millisecond, "all six crops succeed")
+	size, err := bl.Size(context.Background())
+	require.NoError(t, err)
+	assert.Zero(t, size, "the backlog drained")
 	for _, r := range reqs {
 		rec, err := p.Get(context.Background(), r.RequestID)
 		require.NoError(t, err)
