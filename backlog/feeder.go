@@ -66,7 +66,7 @@ func (b *Backlog) NewFeeder(enq Enqueuer, cfg FeederConfig) *Feeder {
 		cfg.Queue = "crops"
 	}
 	if cfg.Lead <= 0 {
-		cfg.Lead = 3 * time.Second
+		cfg.Lead = 2 * time.Second
 	}
 	if cfg.MinWindow <= 0 {
 		cfg.MinWindow = 2

@@ -489,12 +489,33 @@ func runShare(ctx context.Context, env *benchEnv, bin string, o options, weights
 		res.actual = end.Sub(etaAt)
 		res.etaErr = math.Abs(res.eta.Seconds()-res.actual.Seconds()) / res.actual.Seconds()
 	}
-	// Shares of what succeeded between b's arrival and its end.
+	// Shares of the paid calls while both had work: between b's first and
+	// last stored result (a's backlog lasts throughout), so the window the
+	// feeder had already filled with a's work when b arrived is left out.
+	bRecs, err := f.records(ctx, bIDs)
+	if err != nil {
+		return res, err
+	}
+	var from, to time.Time
+	for _, r := range bRecs {
+		if r.State != status.Succeeded {
+			continue
+		}
+		if from.IsZero() || r.UpdatedAt.Before(from) {
+			from = r.UpdatedAt
+		}
+		if r.UpdatedAt.After(to) {
+			to = r.UpdatedAt
+		}
+	}
+	if fifo {
+		from, to = bStart, end // b may not have started: its share is the point
+	}
 	count := func(ids []string) (int, error) {
 		recs, err := f.records(ctx, ids)
 		n := 0
 		for _, r := range recs {
-			if r.State == status.Succeeded && r.UpdatedAt.After(bStart) && !r.UpdatedAt.After(end) {
+			if r.State == status.Succeeded && !r.UpdatedAt.Before(from) && !r.UpdatedAt.After(to) {
 				n++
 			}
 		}
