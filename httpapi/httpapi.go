@@ -530,6 +530,11 @@ func itemResult(res producer.Result, tenant string) ItemResult {
 	}
 	if res.Err != nil {
 		p := problemOf(res.Err)
+		if res.Outcome == producer.Conflict && res.Record.RequestID != "" && !visible(res.Record, tenant) {
+			// Request ids are global: another tenant's id is taken, and that
+			// is all this tenant learns (no field of the other's request).
+			p.Detail, p.Field = fmt.Sprintf("request id %s is already used: choose another (prefixing ids with your tenant avoids clashes)", res.RequestID), "requestId"
+		}
 		p.Type = typeURI(p.Type)
 		item.Error = &p
 	}
@@ -583,7 +588,7 @@ type BatchStatus struct {
 	Counts  map[string]int64 `json:"counts"`
 	// Remaining requests are not yet in a terminal state.
 	Remaining int64 `json:"remaining"`
-	// Priority is the lane of the batch (that of its first request).
+	// Priority is the lowest lane among the batch's requests.
 	Priority string `json:"priority"`
 	// ETASeconds estimates how long until the remaining requests are done,
 	// from the backlog ahead of them in their lane, the tenant's share and

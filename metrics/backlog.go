@@ -17,10 +17,14 @@ type BacklogStat struct {
 // BacklogReader reads the backlog (backlog.Backlog.Stats, converted).
 type BacklogReader func(ctx context.Context) ([]BacklogStat, error)
 
-// TenantLabel bounds the tenant label: tenants it knows (configured weights
-// and API tokens) keep their name, every other tenant counts as "other", so
-// that a producer inventing tenants cannot grow the series without end.
+// TenantLabel bounds the tenant label: tenants it knows (configured weights)
+// keep their name, every other tenant counts as "~other" (no tenant can be
+// named so), so that a producer inventing tenants cannot grow the series
+// without end.
 type TenantLabel func(tenant string) string
+
+// OtherTenants is the label of the tenants a TenantLabel does not know.
+const OtherTenants = "~other"
 
 // KnownTenants is a TenantLabel for a fixed list ("default" always known).
 func KnownTenants(tenants ...string) TenantLabel {
@@ -32,7 +36,7 @@ func KnownTenants(tenants ...string) TenantLabel {
 		if known[t] {
 			return t
 		}
-		return "other"
+		return OtherTenants
 	}
 }
 

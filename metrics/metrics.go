@@ -36,7 +36,7 @@ type Pipeline struct {
 }
 
 // NewPipeline registers the pipeline's metrics on reg; tenants bounds the
-// tenant label (nil: every tenant is "other" but "default").
+// tenant label (nil: every tenant is OtherTenants but "default").
 func NewPipeline(reg prometheus.Registerer, tenants TenantLabel) *Pipeline {
 	f := func(c prometheus.Collector) prometheus.Collector { reg.MustRegister(c); return c }
 	if tenants == nil {

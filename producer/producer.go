@@ -525,7 +525,8 @@ type BatchInfo struct {
 	Total     int64
 	Remaining int64 // not yet in a terminal state
 	Done      bool
-	// Priority is the lane of the batch's requests (that of its first).
+	// Priority is the lowest lane among the batch's requests: the batch is
+	// done when its slowest part is.
 	Priority string
 	// ETA estimates how long until the remaining requests are done (see
 	// backlog.Estimate); -1 when unknown.
@@ -564,9 +565,26 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 				tenant = tasks.DefaultTenant
 			}
 			bi.ETA = backlog.Estimate(stats, p.cfg.Weights, rate, bi.Priority, tenant, bi.Remaining)
+			// What the feeder already moved into asynq runs first; the part
+			// of it that is not this batch's delays it.
+			if inflight, err := p.inflight(ctx); err == nil && bi.ETA >= 0 && rate > 0 {
+				bi.ETA += time.Duration(float64(max(0, inflight-bi.Remaining)) / rate * float64(time.Second))
+			}
 		}
 	}
 	return bi, nil
+}
+
+// inflight counts the crop tasks asynq holds pending or running.
+func (p *Producer) inflight(ctx context.Context) (int64, error) {
+	q := p.cfg.Task.Queue
+	pipe := p.rdb.Pipeline()
+	pending := pipe.LLen(ctx, "asynq:{"+q+"}:pending")
+	active := pipe.LLen(ctx, "asynq:{"+q+"}:active")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, err
+	}
+	return pending.Val() + active.Val(), nil
 }
 
 // Cancel cancels a request that has not started: its record moves to

@@ -346,7 +346,7 @@ func (s *Store) CreateManyAppend(ctx context.Context, recs []Record, appends []A
 			keys := make([]string, 0, 3*len(g.idx)+1)
 			args := make([]any, 0, 3*len(g.idx)+2)
 			keys = append(keys, g.key)
-			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "", recs[g.idx[0]].Priority)
+			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "", lowestLane(recs, g.idx))
 			for _, i := range g.idx {
 				a := app(i)
 				list, set := a.List, a.Set
@@ -443,7 +443,7 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 			if recs[i].BatchID != "" {
 				bk := s.batchKey(recs[i].Tenant, recs[i].BatchID)
 				batches[bk]++
-				if batchPriority[bk] == "" {
+				if laneRank[recs[i].Priority] > laneRank[batchPriority[bk]] {
 					batchPriority[bk] = recs[i].Priority
 				}
 			}
@@ -474,7 +474,10 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 		for id, n := range batches {
 			pipe.HIncrBy(ctx, id, string(Queued), n)
 			if p := batchPriority[id]; p != "" {
-				pipe.HSetNX(ctx, id, "priority", p)
+				// A close race may keep the higher lane: the estimate is then early.
+				if cur, err := s.rdb.HGet(ctx, id, "priority").Result(); err != nil || laneRank[p] > laneRank[cur] {
+					pipe.HSet(ctx, id, "priority", p)
+				}
 			}
 			pipe.PExpire(ctx, id, s.cfg.TTL)
 		}
@@ -489,8 +492,8 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 // …) if absent and, for each it created, appends its entry (ARGV[5], …,
 // when not empty) to its list (KEYS[3], …) and adds ARGV[6] to the set
 // KEYS[4]; it counts those it created in their batch (KEYS[1]) when ARGV[2]
-// is 1, noting the batch's priority (ARGV[3]) once, and returns a 1 or 0
-// per record.
+// is 1, keeping the lowest lane its requests were in (ARGV[3]: the batch is
+// done when its slowest part is), and returns a 1 or 0 per record.
 var createScript = redis.NewScript(`
 local created, n = {}, 0
 for i = 2, #KEYS, 3 do
@@ -508,11 +511,29 @@ for i = 2, #KEYS, 3 do
 end
 if ARGV[2] == '1' and n > 0 then
   redis.call('HINCRBY', KEYS[1], 'queued', n)
-  if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[1], 'priority', ARGV[3]) end
+  if ARGV[3] ~= '' then
+    local rank = {urgent = 1, normal = 2, backfill = 3}
+    local cur = redis.call('HGET', KEYS[1], 'priority')
+    if not cur or (rank[ARGV[3]] or 0) > (rank[cur] or 0) then redis.call('HSET', KEYS[1], 'priority', ARGV[3]) end
+  end
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 return created
 `)
+
+// laneRank orders the priorities, highest first.
+var laneRank = map[string]int{"urgent": 1, "normal": 2, "backfill": 3}
+
+// lowestLane is the lowest priority among recs[idx].
+func lowestLane(recs []Record, idx []int) string {
+	low := ""
+	for _, i := range idx {
+		if p := recs[i].Priority; laneRank[p] > laneRank[low] {
+			low = p
+		}
+	}
+	return low
+}
 
 // batchKey is the counts of a tenant's batch: batch ids are the tenant's
 // own, so two tenants' batches of one name are two batches. The default
@@ -535,7 +556,7 @@ func (s *Store) BatchCounts(ctx context.Context, tenant, batchID string) (map[St
 }
 
 // Batch returns the counts of a tenant's batch, as BatchCounts, and the
-// priority of its first request.
+// lowest priority among its requests.
 func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[State]int64, priority string, err error) {
 	m, err := s.rdb.HGetAll(ctx, s.batchKey(tenant, batchID)).Result()
 	if err != nil {

@@ -262,6 +262,20 @@ func (r Request) Validate(rules Rules) error {
 	return r.validateRest(rules)
 }
 
+// ValidateDefaults checks the priority and tenant a bulk load applies to
+// rows without their own.
+func (r Request) ValidateDefaults() error {
+	if r.Priority != "" {
+		if err := validatePriority(r.Priority); err != nil {
+			return err
+		}
+	}
+	if r.Tenant != "" {
+		return ValidateTenant(r.Tenant)
+	}
+	return nil
+}
+
 // validateRest checks everything but the image and the id.
 func (r Request) validateRest(rules Rules) error {
 	if err := r.checkUTF8(); err != nil {

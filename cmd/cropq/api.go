@@ -15,6 +15,7 @@ import (
 	"github.com/cropq/cropq/httpapi"
 	"github.com/cropq/cropq/metrics"
 	"github.com/cropq/cropq/monitor"
+	"github.com/cropq/cropq/tasks"
 )
 
 func runAPI(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
@@ -60,7 +61,7 @@ Configuration: see 'cropq env'.`)
 	if err != nil {
 		return err
 	}
-	mcfg := monitor.Config{RedisConnOpt: connOpt, ReadOnly: cfg.MonitorReadOnly, PrometheusURL: cfg.PrometheusURL, Authorize: api.Authorized}
+	mcfg := monitor.Config{RedisConnOpt: connOpt, ReadOnly: cfg.MonitorReadOnly, PrometheusURL: cfg.PrometheusURL, Authorize: operator(api)}
 	if !cfg.MonitorAuth {
 		log.Warn("api: the web UI at /monitoring is open to anyone who can reach it (CROPQ_MONITOR_AUTH=false)")
 		mcfg.Authorize = nil
@@ -123,4 +124,14 @@ func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, grac
 		return err
 	}
 	return nil
+}
+
+// operator admits to the web UI the tokens of the default tenant only (bare
+// tokens in CROPQ_API_TOKENS): the UI shows and, unless read-only, changes
+// every tenant's tasks, so a tenant's own token does not open it.
+func operator(api *httpapi.API) func(*http.Request) bool {
+	return func(r *http.Request) bool {
+		tenant, ok := api.Tenant(r)
+		return ok && tenant == tasks.DefaultTenant
+	}
 }

@@ -173,6 +173,25 @@ func TestTenantsShareByWeight(t *testing.T) {
 	for _, rec := range all {
 		assert.Equal(t, 1, rec.PaidCalls, rec.RequestID)
 	}
+
+	// Once acme is done, globex is alone and gets the whole quota
+	// (work-conserving), not its quarter.
+	var acmeDone time.Time
+	var alone []status.Record
+	for _, rec := range all {
+		if rec.Tenant == "acme" {
+			acmeDone = rec.UpdatedAt
+		}
+	}
+	for _, rec := range all {
+		if rec.Tenant == "globex" && rec.UpdatedAt.After(acmeDone.Add(2*time.Second)) {
+			alone = append(alone, rec)
+		}
+	}
+	require.GreaterOrEqual(t, len(alone), 20, "globex had work left alone")
+	rate := float64(len(alone)-1) / alone[len(alone)-1].UpdatedAt.Sub(alone[0].UpdatedAt).Seconds()
+	t.Logf("globex alone: %.1f calls/s (quota 10/s)", rate)
+	assert.Greater(t, rate, 7.0, "a tenant alone gets (nearly) the whole quota, not a quarter of it")
 }
 
 // localLimits accept the test's image server on loopback.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -157,4 +158,43 @@ func TestTenantTokensThroughTheAPI(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "priority")
 	assert.NotContains(t, recorded(), "t-w1")
+}
+
+// Request ids are global: another tenant's id is refused as taken, and
+// nothing of the other's request is revealed, field by field or otherwise.
+// The operators' web UI opens only to the default tenant's tokens. A batch
+// of mixed priorities reports its lowest.
+func TestTenantsLearnNothingOfEachOther(t *testing.T) {
+	f := newFrontDoor(t, "CROPQ_API_TOKENS=acme:tok-acme,globex:tok-globex,tok-ops")
+	body := func(url string, w int) string {
+		return fmt.Sprintf(`{"requestId":"shared-1","imageUrl":%q,"targetWidth":%d,"targetHeight":800,"batchId":"mix"}`, url, w)
+	}
+	code, _, b := apiDo(t, "POST", f.base+"/v1/crops", "tok-acme", body("https://cdn.example.com/a.jpg", 800))
+	require.Equal(t, 202, code, "%s", b)
+	for _, guess := range []string{body("https://cdn.example.com/a.jpg", 800), body("https://cdn.example.com/b.jpg", 800), body("https://cdn.example.com/a.jpg", 300)} {
+		code, _, b := apiDo(t, "POST", f.base+"/v1/crops", "tok-globex", guess)
+		assert.Equal(t, 409, code, "%s", b)
+		var p httpapi.Problem
+		require.NoError(t, json.Unmarshal(b, &p))
+		assert.Equal(t, "requestId", p.Field, "no field of acme's request is named: %s", b)
+		assert.NotContains(t, string(b), "a.jpg")
+	}
+
+	for tok, want := range map[string]int{"tok-acme": 401, "tok-globex": 401, "tok-ops": 200} {
+		req, err := http.NewRequest("GET", f.base+"/monitoring/api/queues", nil)
+		require.NoError(t, err)
+		req.SetBasicAuth("x", tok)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		assert.Equal(t, want, resp.StatusCode, "web UI with %s", tok)
+	}
+
+	code, _, b = apiDo(t, "POST", f.base+"/v1/crops/batch", "tok-acme", `{"batchId":"mix","items":[`+
+		`{"requestId":"mix-u","imageUrl":"https://cdn.example.com/u.jpg","targetWidth":800,"targetHeight":800,"priority":"urgent"},`+
+		`{"requestId":"mix-b","imageUrl":"https://cdn.example.com/b.jpg","targetWidth":800,"targetHeight":800,"priority":"backfill"}]}`)
+	require.Equal(t, 202, code, "%s", b)
+	code, _, b = apiDo(t, "GET", f.base+"/v1/batches/mix", "tok-acme", "")
+	require.Equal(t, 200, code, "%s", b)
+	assert.Contains(t, string(b), `"priority":"backfill"`, "the batch is as late as its lowest lane")
 }

@@ -55,6 +55,11 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 	if err := tasks.ValidateRequestID(target); err != nil {
 		return err
 	}
+	if *tenant != "" {
+		if err := tasks.ValidateTenant(*tenant); err != nil {
+			return err
+		}
+	}
 	cfg, rdb, err := connect(ctx, env)
 	if err != nil {
 		return err
