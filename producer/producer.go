@@ -83,7 +83,7 @@ const (
 	Known    Outcome = "known"    // the id exists with the same parameters: nothing done
 	Conflict Outcome = "conflict" // the id exists with different parameters: nothing done
 	Invalid  Outcome = "invalid"  // refused by validation: nothing done
-	Error    Outcome = "error"    // Redis or S3 failed: nothing left half-done
+	Error    Outcome = "error"    // Redis or S3 failed: nothing left half-done (record, batch count, input)
 )
 
 // Result is the outcome of one request.
@@ -415,7 +415,7 @@ func (p *Producer) enqueueOne(ctx context.Context, it *item) {
 			err = errors.Join(err, p.cfg.Inputs.Delete(cleanup, *input))
 		}
 		if it.create {
-			err = errors.Join(err, p.statuses.Delete(cleanup, it.req.RequestID))
+			err = errors.Join(err, p.statuses.Undo(cleanup, it.rec))
 		}
 		it.res.Outcome, it.res.Err = Error, err
 	}

@@ -189,3 +189,31 @@ func TestCancel(t *testing.T) {
 	_, err = p.Cancel(ctx, "nope")
 	assert.ErrorIs(t, err, status.ErrNotFound)
 }
+
+// failingInputs refuses every claim check, as S3 down would.
+type failingInputs struct{}
+
+func (failingInputs) Put(context.Context, string, []byte) (storage.Input, error) {
+	return storage.Input{}, errors.New("s3 is down")
+}
+func (failingInputs) Delete(context.Context, storage.Input) error { return nil }
+
+// A step that fails after the record was made undoes all it did: the
+// record and its batch count, so that the batch finishes when the same
+// load is run again (with the backlog, record and entry are one step).
+func TestFailedEnqueueUndoesTheBatchCount(t *testing.T) {
+	img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
+	require.NoError(t, err)
+	big := tasks.Request{RequestID: "big-1", ImageBase64: base64.StdEncoding.EncodeToString(img), TargetWidth: 300, TargetHeight: 300, BatchID: "b-undo"}
+	p, rdb := newProducer(t, producer.Config{Inputs: failingInputs{}, ClaimCheckBytes: 1024})
+	res := p.EnqueueBatch(context.Background(), []tasks.Request{big, {RequestID: "small-1", ImageURL: "https://cdn.example.com/a.jpg",
+		TargetWidth: 300, TargetHeight: 300, BatchID: "b-undo"}})
+	assert.Equal(t, producer.Error, res[0].Outcome)
+	assert.Equal(t, producer.Enqueued, res[1].Outcome)
+	counts, err := p.BatchCounts(context.Background(), "", "b-undo")
+	require.NoError(t, err)
+	assert.Equal(t, map[status.State]int64{status.Queued: 1}, counts, "the failed request is not counted")
+	n, err := rdb.Exists(context.Background(), "cropq:status:{big-1}").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "nor recorded")
+}

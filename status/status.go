@@ -574,10 +574,28 @@ func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[S
 	return out, priority, nil
 }
 
-// Delete removes id's record (used to undo a Create whose enqueue failed).
+// Delete removes id's record.
 func (s *Store) Delete(ctx context.Context, id string) error {
 	if err := s.rdb.Del(ctx, s.Key(id)).Err(); err != nil {
 		return fmt.Errorf("status: delete %s: %w", id, err)
+	}
+	return nil
+}
+
+// Undo removes a queued record this caller created, and its count in its
+// batch: the undo of a Create whose next step (the enqueue) failed, so
+// that batch counts always equal the records that exist.
+func (s *Store) Undo(ctx context.Context, rec Record) error {
+	pipe := s.rdb.TxPipeline()
+	if s.cluster {
+		pipe = s.rdb.Pipeline() // other slots: one after the other
+	}
+	pipe.Del(ctx, s.Key(rec.RequestID))
+	if rec.BatchID != "" {
+		pipe.HIncrBy(ctx, s.batchKey(rec.Tenant, rec.BatchID), string(Queued), -1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
 	}
 	return nil
 }
