@@ -247,17 +247,11 @@ func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.Request) []Res
 		}
 		return results(items)
 	}
-	sem := make(chan struct{}, p.cfg.Concurrency)
-	var wg sync.WaitGroup
-	for _, it := range toEnqueue {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			p.enqueueOne(ctx, it)
-		}()
+	idx := make([]int, len(toEnqueue))
+	for i := range idx {
+		idx[i] = i
 	}
-	wg.Wait()
+	p.each(idx, func(_, i int) { p.enqueueOne(ctx, toEnqueue[i]) })
 	return results(items)
 }
 

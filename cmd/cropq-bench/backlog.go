@@ -158,18 +158,7 @@ func benchBacklogMemory(ctx context.Context, env *benchEnv, o options) ([]row, e
 	client := asynq.NewClientFromRedisClient(rdb)
 	defer client.Close()
 	g := o.enqueueGoroutines
-	raw, err := timeEnqueue(ctx, rdb, o.enqueueN, g, func(ctx context.Context, reqs []tasks.Request) error {
-		for _, r := range reqs {
-			task, opts, err := tasks.NewCropTask(tasks.CropPayload{Request: r}, tasks.Options{})
-			if err != nil {
-				return err
-			}
-			if _, err := client.EnqueueContext(ctx, task, opts...); err != nil {
-				return err
-			}
-		}
-		return nil
-	}, asynqPending(rdb))
+	raw, err := timeEnqueue(ctx, rdb, o.enqueueN, g, rawEnqueue(client), asynqPending(rdb))
 	if err != nil {
 		return nil, fmt.Errorf("raw asynq: %w", err)
 	}
