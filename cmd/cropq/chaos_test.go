@@ -230,7 +230,13 @@ func TestChaos(t *testing.T) {
 	fmt.Fprintf(w, "stored / requested\t%d / %d\t=\n", objects, n)
 	fmt.Fprintf(w, "lost (not succeeded)\t%d\t0\n", failed)
 	fmt.Fprintf(w, "duplicate or corrupt objects\t%d\t0\n", max(objects-n, 0)+corrupt)
-	fmt.Fprintf(w, "paid calls per stored image (excl. %d expired re-crops)\t%.3f\t≤ 1.01\n", recrops, paidPerImage)
+	// Each kill -9 can lose the answers of the calls its worker had in
+	// flight (its concurrency, 4): paid, never checkpointed. Over 1,000
+	// requests (make chaos) that is within 1.01; over the 200 of make test
+	// one lost answer is already 0.005, so the bound is the worst case.
+	const kills, inflight = 2, 4
+	limit := max(1.01, 1+float64(kills*inflight)/float64(n))
+	fmt.Fprintf(w, "paid calls per stored image (excl. %d expired re-crops)\t%.3f\t≤ %.3f\n", recrops, paidPerImage, limit)
 	fmt.Fprintf(w, "paid answers never checkpointed (worker killed mid-call)\t%d\t\n", lostAnswers)
 	fmt.Fprintf(w, "API answers by code\t%v\t\n", st.Calls)
 	fmt.Fprintf(w, "max enqueue→stored latency\t%s\t\n", maxLatency.Round(100*time.Millisecond))
@@ -245,5 +251,5 @@ func TestChaos(t *testing.T) {
 	assert.Equal(t, n, objects, "one object per request")
 	assert.Zero(t, corrupt)
 	assert.Zero(t, failed)
-	assert.LessOrEqual(t, paidPerImage, 1.01)
+	assert.LessOrEqual(t, paidPerImage, limit)
 }
