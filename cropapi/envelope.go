@@ -109,8 +109,13 @@ type Result struct {
 	// ImageURL is the short-lived presigned URL of the cropped image.
 	ImageURL string
 	// ExpiresAt is when ImageURL stops working, from its Expires parameter;
-	// zero when the URL does not say.
+	// zero when the URL does not say. It is on the vendor's clock: compare
+	// it with no local clock (see Lifetime).
 	ExpiresAt time.Time
+	// Lifetime is how long ImageURL lives from the answer: ExpiresAt less
+	// the vendor's own time at the answer (its Date header), so that a
+	// worker whose clock is off still knows it. Zero when either is missing.
+	Lifetime time.Duration
 	Width     int
 	Height    int
 	// Usage is what the call was billed.
@@ -171,6 +176,11 @@ func DecodeResponse(status int, header http.Header, body []byte) (Result, error)
 		TraceID:   env.TraceID,
 	}
 	res.ExpiresAt, _ = URLExpiry(res.ImageURL)
+	if header != nil && !res.ExpiresAt.IsZero() {
+		if at, err := http.ParseTime(header.Get("Date")); err == nil && res.ExpiresAt.After(at) {
+			res.Lifetime = res.ExpiresAt.Sub(at)
+		}
+	}
 	return res, nil
 }
 

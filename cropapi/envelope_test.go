@@ -3,6 +3,7 @@ package cropapi
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"testing"
@@ -125,4 +126,20 @@ func FuzzDecodeResponse(f *testing.F) {
 			t.Fatalf("unclassified error %T: %v", err, err)
 		}
 	})
+}
+
+// The URL's lifetime comes from the vendor's clock (its Date header), so a
+// worker whose clock is off still knows how long the URL lives.
+func TestLifetimeFromTheVendorsClock(t *testing.T) {
+	vendorNow := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	exp := vendorNow.Add(5 * time.Minute)
+	body := fmt.Sprintf(`{"success":true,"resCode":200,"requestId":"r","data":{"imageUrl":"https://oss.example.com/x.png?Expires=%d&Signature=s","width":800,"height":800,"usage":1}}`, exp.Unix())
+	h := http.Header{"Date": []string{vendorNow.Format(http.TimeFormat)}}
+	res, err := DecodeResponse(200, h, []byte(body))
+	require.NoError(t, err)
+	assert.Equal(t, exp, res.ExpiresAt.UTC())
+	assert.Equal(t, 5*time.Minute, res.Lifetime)
+	res, err = DecodeResponse(200, nil, []byte(body))
+	require.NoError(t, err)
+	assert.Zero(t, res.Lifetime, "no Date: no lifetime")
 }

@@ -92,3 +92,31 @@ func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.total, prometheus.GaugeValue, float64(total))
 }
+
+// SkewReader measures the local clock against a reference (Redis's TIME):
+// positive when the local clock is ahead.
+type SkewReader func(ctx context.Context) (time.Duration, error)
+
+type skewCollector struct {
+	read SkewReader
+	desc *prometheus.Desc
+}
+
+// RegisterClockSkew exports how far this process's clock is from Redis's.
+func RegisterClockSkew(reg prometheus.Registerer, read SkewReader) {
+	reg.MustRegister(&skewCollector{read: read, desc: prometheus.NewDesc(namespace+"_clock_skew_seconds",
+		"This process's clock less Redis's TIME (positive: ahead).", nil, nil)})
+}
+
+func (c *skewCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *skewCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	d, err := c.read(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, d.Seconds())
+}

@@ -115,22 +115,23 @@ func (r Record) filled() Record {
 
 // Checkpoint is a successful API answer whose result is not yet stored.
 type Checkpoint struct {
-	ResultURL    string    `json:"resultUrl"`
-	ExpiresAt    time.Time `json:"expiresAt,omitzero"`
-	Width        int       `json:"width"`
-	Height       int       `json:"height"`
-	APIRequestID string    `json:"apiRequestId,omitempty"`
-	TraceID      string    `json:"traceId,omitempty"`
+	ResultURL string    `json:"resultUrl"`
+	ExpiresAt time.Time `json:"expiresAt,omitzero"` // on the vendor's clock
+	// Lifetime is how long the URL lived from the answer, by the vendor's
+	// clock (cropapi.Result.Lifetime).
+	Lifetime     time.Duration `json:"lifetimeNs,omitempty"`
+	Width        int           `json:"width"`
+	Height       int           `json:"height"`
+	APIRequestID string        `json:"apiRequestId,omitempty"`
+	TraceID      string        `json:"traceId,omitempty"`
 }
 
-// Usable reports whether the checkpoint's URL can still be downloaded at now,
-// with margin to spare for the copy itself.
-func (c *Checkpoint) Usable(now time.Time, margin time.Duration) bool {
-	if c == nil || c.ResultURL == "" {
-		return false
-	}
-	return c.ExpiresAt.IsZero() || now.Add(margin).Before(c.ExpiresAt)
-}
+// Usable reports whether the checkpoint has a result URL to try. Whether
+// it still lives is the vendor's to say: a worker's clock may be off by
+// more than the URL's life, and a refused download is cheap where a paid
+// call is not, so the download is tried and an expired answer (403) leads
+// to a new crop.
+func (c *Checkpoint) Usable() bool { return c != nil && c.ResultURL != "" }
 
 // Stored is where the result landed.
 type Stored struct {

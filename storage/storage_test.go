@@ -205,15 +205,28 @@ func TestCopyRefusesAndLeavesNothing(t *testing.T) {
 	}
 }
 
-func TestCopyExpiredURLIsNotFetched(t *testing.T) {
+// Expires is on the vendor's clock: whatever this clock says of it, the
+// download is tried, and only the result host's 403 means expired.
+func TestCopyTrustsTheResultHostNotTheClock(t *testing.T) {
 	e := newEnv(t)
-	fetched := false
-	url := serve(t, func(w http.ResponseWriter, r *http.Request) { fetched = true })
-	_, err := e.copier.Copy(context.Background(), url+"/r.png?Expires=1000&Signature=s", storage.Object{RequestID: "x"})
+	img := encode(t, "png", 200, 100)
+	fetched := 0
+	live := serve(t, func(w http.ResponseWriter, _ *http.Request) {
+		fetched++
+		w.Header().Set("Content-Type", "image/png")
+		_, _ = w.Write(img)
+	})
+	// Long past by this clock, still live by the vendor's.
+	st, err := e.copier.Copy(context.Background(), live+"/r.png?Expires=1000&Signature=s", storage.Object{RequestID: "x", Width: 200, Height: 100})
+	require.NoError(t, err)
+	assert.Equal(t, 1, fetched)
+	assert.Equal(t, int64(len(img)), st.Size)
+
+	gone := serve(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusForbidden) })
+	_, err = e.copier.Copy(context.Background(), gone+"/r.png?Expires=99999999999&Signature=s", storage.Object{RequestID: "y"})
 	var se *storage.SourceError
 	require.ErrorAs(t, err, &se)
-	assert.True(t, se.Expired)
-	assert.False(t, fetched)
+	assert.True(t, se.Expired, "the result host's refusal is what expired means")
 	assert.NotContains(t, err.Error(), "Signature", "the signature is not repeated in errors")
 }
 

@@ -63,10 +63,6 @@ type Quota interface {
 
 // HandlerConfig tunes the handler. Zero values take defaults.
 type HandlerConfig struct {
-	// CheckpointMargin is how much life a checkpointed result URL must have
-	// left to be tried rather than paid for again (default 2s: a copy that
-	// finds it expired is cropped again anyway).
-	CheckpointMargin time.Duration
 	// StatusTimeout bounds a status write made after the task's context ended
 	// (default 5s), so that a shutdown still records why an attempt stopped.
 	StatusTimeout time.Duration
@@ -108,9 +104,6 @@ type Handler struct {
 
 // NewHandler returns a handler using the given parts.
 func NewHandler(cropper Cropper, copier Copier, st StatusStore, cfg HandlerConfig) *Handler {
-	if cfg.CheckpointMargin <= 0 {
-		cfg.CheckpointMargin = 2 * time.Second
-	}
 	if cfg.StatusTimeout <= 0 {
 		cfg.StatusTimeout = 5 * time.Second
 	}
@@ -194,7 +187,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	// 2. Crop, unless an earlier attempt already paid for a result that is
 	// still downloadable.
 	cp := rec.Checkpoint
-	reused := cp.Usable(h.cfg.Now(), h.cfg.CheckpointMargin)
+	reused := cp.Usable()
 	if reused {
 		a.log.InfoContext(ctx, "crop: reusing checkpointed result", "api_request_id", cp.APIRequestID, "expires_at", cp.ExpiresAt)
 	} else {
@@ -295,11 +288,18 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 	h.cfg.Metrics.PaidCall(a.payload.EffectiveTenant())
 	a.log.InfoContext(ctx, "crop: API answered", "api_request_id", res.RequestID, "usage", res.Usage,
 		"width", res.Width, "height", res.Height, "took", h.cfg.Now().Sub(start))
-	cp := &status.Checkpoint{ResultURL: res.ImageURL, ExpiresAt: res.ExpiresAt, Width: res.Width, Height: res.Height,
+	cp := &status.Checkpoint{ResultURL: res.ImageURL, ExpiresAt: res.ExpiresAt, Lifetime: res.Lifetime, Width: res.Width, Height: res.Height,
 		APIRequestID: res.RequestID, TraceID: res.TraceID}
+	// How long the paid answer is worth holding on to, on this worker's
+	// clock from the moment it arrived (the vendor's Expires is on the
+	// vendor's clock).
+	expires := time.Time{}
+	if res.Lifetime > 0 {
+		expires = start.Add(res.Lifetime) // start: taken before the call, so a little early
+	}
 	// The checkpoint is what keeps a retry from paying again: hold on to it
 	// through a short Redis outage rather than lose a paid answer.
-	err = h.persist(ctx, cp.ExpiresAt, func() error {
+	err = h.persist(ctx, expires, func() error {
 		_, err := h.status.Transition(ctx, a.payload.RequestID, status.Update{To: status.Cropped, Attempt: a.n,
 			Checkpoint: cp, ClearCheckpoint: discardOld, PaidUsage: res.Usage})
 		return err

@@ -72,6 +72,8 @@ type rowSpec struct {
 	storageWait time.Duration
 	// shutdownTimeout is the worker server's (default 5 s).
 	shutdownTimeout time.Duration
+	// clockSkew sets the worker's clock this far off the real one.
+	clockSkew time.Duration
 }
 
 func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig {
@@ -96,12 +98,13 @@ func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig 
 		_, err := r.s3.DeleteBucket(context.Background(), &s3.DeleteBucketInput{Bucket: aws.String(bucket)})
 		require.NoError(t, err)
 	}
-	copier, err := storage.New(r.s3, storage.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
+	now := func() time.Time { return time.Now().Add(spec.clockSkew) }
+	copier, err := storage.New(r.s3, storage.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true, Now: now})
 	require.NoError(t, err)
 	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s", Limits: local})
 	require.NoError(t, err)
 	r.statuses = status.NewStore(r.rdb, status.Config{})
-	hcfg := worker.HandlerConfig{Limits: local, StorageMaxWait: spec.storageWait, StorageCheckInterval: spec.storageWait / 4}
+	hcfg := worker.HandlerConfig{Limits: local, StorageMaxWait: spec.storageWait, StorageCheckInterval: spec.storageWait / 4, Now: now}
 	r.inputs, err = storage.NewInputs(r.s3, storage.InputsConfig{Bucket: bucket})
 	require.NoError(t, err)
 	hcfg.Inputs = r.inputs
@@ -363,6 +366,32 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		assert.Zero(t, rec.PaidCalls)
 		assert.Equal(t, 1, rec.Attempt, "permanent: not retried")
 		assert.Zero(t, r.emu.Stats().Usage, "nothing paid")
+	})
+
+	t.Run("a worker whose clock runs ahead of the URLs' life pays once and stores", func(t *testing.T) {
+		// Results live 5 minutes; this worker's clock is 10 minutes ahead:
+		// by its clock every URL has expired when it arrives. The vendor's
+		// answer decides, so it downloads, and pays once.
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{ResultTTL: 5 * time.Minute}, clockSkew: 10 * time.Minute})
+		for i := range 3 {
+			r.enqueue(t, fmt.Sprintf("ahead-%d", i), "good.png", 3)
+		}
+		for i := range 3 {
+			rec := r.await(t, fmt.Sprintf("ahead-%d", i), terminal, "finish")
+			assert.Equal(t, status.Succeeded, rec.State, states(rec))
+			assert.Equal(t, 1, rec.PaidCalls)
+			assert.Zero(t, rec.ExpiredRecrops)
+			require.NotNil(t, rec.Stored)
+		}
+		assert.Equal(t, int64(3), r.emu.Stats().Usage, "one paid call per image")
+	})
+
+	t.Run("a worker whose clock runs behind pays once and stores", func(t *testing.T) {
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{ResultTTL: 5 * time.Minute}, clockSkew: -10 * time.Minute})
+		r.enqueue(t, "behind", "good.png", 3)
+		rec := r.await(t, "behind", terminal, "finish")
+		assert.Equal(t, status.Succeeded, rec.State, states(rec))
+		assert.Equal(t, 1, rec.PaidCalls, "a clock behind changes nothing while URLs live")
 	})
 
 	t.Run("a task whose request was canceled stops unpaid and removes its input", func(t *testing.T) {

@@ -64,6 +64,7 @@ func runWorker(ctx context.Context, env Env, args []string, _, stderr io.Writer)
 	}
 	defer rdb.Close()
 	reg := metrics.NewRegistry()
+	warnClockSkew(ctx, rdb, log)
 	srv, ready, err := newWorkerServer(ctx, cfg, rdb, log, reg)
 	if err != nil {
 		return err
@@ -135,6 +136,7 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 			}
 			return out, err
 		}, tenantLabel(cfg))
+		metrics.RegisterClockSkew(reg, func(ctx context.Context) (time.Duration, error) { return clockSkew(ctx, rdb) })
 		metrics.RegisterQueues(reg, asynq.NewInspectorFromRedisClient(rdb))
 	}
 	handlers, err := webhookHandlers(cfg, log)
@@ -173,6 +175,28 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 	feeder := newBacklog(cfg, rdb).NewFeeder(backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task, Records: st},
 		backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights, Rate: fleetRate(cfg, rdb), Logger: log})
 	return &workerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder}, ready, nil
+}
+
+// clockSkew is this process's clock less Redis's TIME, halving the round
+// trip.
+func clockSkew(ctx context.Context, rdb redis.UniversalClient) (time.Duration, error) {
+	before := time.Now()
+	t, err := rdb.Time(ctx).Result()
+	if err != nil {
+		return 0, err
+	}
+	rtt := time.Since(before)
+	return before.Add(rtt / 2).Sub(t), nil
+}
+
+// warnClockSkew logs when this worker's clock is off Redis's by more than
+// a few seconds: result expiry does not trust local clocks, but asynq's
+// recoverer does (its leases last 30 s).
+func warnClockSkew(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger) {
+	d, err := clockSkew(ctx, rdb)
+	if err == nil && (d > 5*time.Second || d < -5*time.Second) {
+		log.Warn("worker: this clock is off Redis's; asynq may hand running tasks to other workers", "skew", d.Round(time.Millisecond).String())
+	}
 }
 
 // tenantLabel bounds the tenant label of metrics to the tenants configured
