@@ -116,8 +116,8 @@ type Result struct {
 	// the vendor's own time at the answer (its Date header), so that a
 	// worker whose clock is off still knows it. Zero when either is missing.
 	Lifetime time.Duration
-	Width     int
-	Height    int
+	Width    int
+	Height   int
 	// Usage is what the call was billed.
 	Usage int
 	// RequestID is the API's requestId, TraceID its _trace_id_.
