@@ -120,3 +120,19 @@ func (c *skewCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, d.Seconds())
 }
+
+// RegisterRedisWritable exports whether Redis takes a write (1) or refuses
+// it (0: OOM at maxmemory with noeviction, or read-only), checked by
+// writable at scrape time: reads alone say nothing of it.
+func RegisterRedisWritable(reg prometheus.Registerer, writable func(ctx context.Context) error) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "redis_writable",
+		Help: "1 when Redis takes a write, 0 when it refuses them (OOM at maxmemory with noeviction, or read-only)."},
+		func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if writable(ctx) != nil {
+				return 0
+			}
+			return 1
+		}))
+}

@@ -75,9 +75,10 @@ Configuration: see 'cropq env'.`)
 	if err != nil {
 		return err
 	}
+	metrics.RegisterRedisWritable(reg, func(ctx context.Context) error { return redisWritable(ctx, cfg, rdb) })
 	ops := metrics.Health{Registry: reg, Ready: func(ctx context.Context) error {
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("redis: %w", err)
+		if err := redisWritable(ctx, cfg, rdb); err != nil {
+			return err
 		}
 		if err := inputs.CheckBucket(ctx); err != nil {
 			return fmt.Errorf("s3 inputs bucket: %w", err)

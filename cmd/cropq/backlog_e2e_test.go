@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -280,4 +282,45 @@ func TestCancelInTheBacklog(t *testing.T) {
 	assert.Equal(t, status.Canceled, rec.State)
 	assert.Zero(t, rec.PaidCalls)
 	assert.Equal(t, int64(1), s.stats().Usage, "only bl-after was paid for")
+}
+
+// A Redis at its memory limit answers reads and refuses writes: the
+// worker's and the API's /readyz say so, and cropq_redis_writable is 0,
+// until the limit is raised.
+func TestReadinessSaysRedisRefusesWrites(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	apiAddr, opsAddr := freeAddr(t), freeAddr(t)
+	s.env = append(s.env, "CROPQ_API_TOKENS="+frontDoorToken, "CROPQ_API_ADDR="+apiAddr)
+	s.start("api", "api")
+	s.awaitHTTP("http://" + apiAddr + "/healthz")
+	s.startWorker("CROPQ_WORKER_ADDR=" + opsAddr)
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0, ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	ready := func(want int) {
+		t.Helper()
+		for _, u := range []string{"http://" + opsAddr + "/readyz", "http://" + apiAddr + "/readyz"} {
+			require.Eventually(t, func() bool { code, _ := get(u); return code == want }, 30*time.Second, 100*time.Millisecond, "%s answers %d", u, want)
+		}
+	}
+	ready(200)
+	ctx := context.Background()
+	require.NoError(t, s.rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
+	require.NoError(t, s.rdb.ConfigSet(ctx, "maxmemory", "1").Err())
+	t.Cleanup(func() { _ = s.rdb.ConfigSet(context.Background(), "maxmemory", "0").Err() })
+	ready(503)
+	_, body := get("http://" + opsAddr + "/readyz")
+	assert.Contains(t, body, "refuses writes")
+	_, m := get("http://" + opsAddr + "/metrics")
+	assert.Contains(t, m, "cropq_redis_writable 0")
+	require.NoError(t, s.rdb.ConfigSet(ctx, "maxmemory", "0").Err())
+	ready(200)
+	_, m = get("http://" + opsAddr + "/metrics")
+	assert.Contains(t, m, "cropq_redis_writable 1")
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -45,6 +48,25 @@ func fleetRate(cfg config, rdb redis.UniversalClient) func(context.Context) (flo
 	return func(ctx context.Context) (float64, error) {
 		st, err := limiter.State(ctx)
 		return st.Effective, err
+	}
+}
+
+// ErrRedisRefusesWrites is a Redis that answers reads but refuses writes:
+// at its maxmemory with the noeviction policy (OOM), or a read-only replica.
+var errRedisRefusesWrites = errors.New("redis refuses writes (OOM or read-only): raise maxmemory or fix the topology; nothing can be queued or recorded")
+
+// redisWritable reports whether Redis takes a write, with a tiny key that
+// expires on its own: reads alone (PING) say nothing of an OOM.
+func redisWritable(ctx context.Context, cfg config, rdb redis.UniversalClient) error {
+	host, _ := os.Hostname()
+	err := rdb.Set(ctx, cfg.Status.Prefix+"writable:"+host, "1", 30*time.Second).Err()
+	switch {
+	case err == nil:
+		return nil
+	case redis.HasErrorPrefix(err, "OOM"), redis.HasErrorPrefix(err, "READONLY"):
+		return fmt.Errorf("%w: %w", errRedisRefusesWrites, err)
+	default:
+		return fmt.Errorf("redis: %w", err)
 	}
 }
 

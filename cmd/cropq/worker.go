@@ -163,9 +163,12 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 	}
 	h := worker.NewHandler(api, copier, st, hcfg)
 	cfg.Server.Logger = log
+	if reg != nil {
+		metrics.RegisterRedisWritable(reg, func(ctx context.Context) error { return redisWritable(ctx, cfg, rdb) })
+	}
 	ready := func(ctx context.Context) error {
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("redis: %w", err)
+		if err := redisWritable(ctx, cfg, rdb); err != nil {
+			return err
 		}
 		if err := copier.CheckBucket(ctx); err != nil {
 			return fmt.Errorf("s3 bucket: %w", err)
