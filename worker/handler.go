@@ -38,6 +38,7 @@ type Copier interface {
 // StatusStore records the status of each request id (package status's Store).
 type StatusStore interface {
 	Transition(ctx context.Context, id string, u status.Update) (status.Record, error)
+	Get(ctx context.Context, id string) (status.Record, error)
 }
 
 // Inputs reads and removes claim-checked source images (storage.Inputs).
@@ -87,8 +88,12 @@ type HandlerConfig struct {
 	// bucket before it is handed back unpaid (default 10s). See storageGate.
 	StorageCheckInterval time.Duration
 	StorageMaxWait       time.Duration
-	Logger               *slog.Logger
-	Now                  func() time.Time
+	// PersistFor bounds how long the checkpoint of a paid answer is retried
+	// in place through a Redis outage (default 30s); past it the answer is
+	// kept in memory (see FlushKept) rather than lost.
+	PersistFor time.Duration
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Handler is the asynq handler of tasks.TypeCrop.
@@ -100,6 +105,7 @@ type Handler struct {
 	log     *slog.Logger
 	gate    *storageGate
 	buckets *bucketChecks
+	kept    *keptAnswers
 }
 
 // NewHandler returns a handler using the given parts.
@@ -119,13 +125,17 @@ func NewHandler(cropper Cropper, copier Copier, st StatusStore, cfg HandlerConfi
 	if cfg.StorageMaxWait <= 0 {
 		cfg.StorageMaxWait = 10 * time.Second
 	}
+	if cfg.PersistFor <= 0 {
+		cfg.PersistFor = 30 * time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Handler{cropper: cropper, copier: copier, status: st, cfg: cfg, log: log,
 		gate:    newStorageGate(copier.CheckBucket, cfg.StorageCheckInterval, cfg.StorageMaxWait, cfg.Now),
-		buckets: &bucketChecks{check: copier.CheckBucketOf, now: cfg.Now, ok: map[string]time.Time{}}}
+		buckets: &bucketChecks{check: copier.CheckBucketOf, now: cfg.Now, ok: map[string]time.Time{}},
+		kept:    &keptAnswers{m: map[string]keptAnswer{}}}
 }
 
 // ProcessTask runs one attempt of a crop:
@@ -187,6 +197,18 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	// 2. Crop, unless an earlier attempt already paid for a result that is
 	// still downloadable.
 	cp := rec.Checkpoint
+	if !cp.Usable() {
+		// A paid answer this worker could not checkpoint (Redis refused
+		// writes) is still good: record it now instead of paying again.
+		if k, ok := h.kept.take(p.RequestID, h.cfg.Now()); ok {
+			if err := h.checkpoint(ctx, a, &k.cp, k.usage, false, k.until); err != nil {
+				h.kept.put(p.RequestID, k)
+				return h.fail(ctx, a, err)
+			}
+			a.log.InfoContext(ctx, "crop: checkpointed a paid answer kept through a Redis outage", "api_request_id", k.cp.APIRequestID)
+			cp = &k.cp
+		}
+	}
 	reused := cp.Usable()
 	if reused {
 		a.log.InfoContext(ctx, "crop: reusing checkpointed result", "api_request_id", cp.APIRequestID, "expires_at", cp.ExpiresAt)
@@ -297,17 +319,75 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 	if res.Lifetime > 0 {
 		expires = start.Add(res.Lifetime) // start: taken before the call, so a little early
 	}
-	// The checkpoint is what keeps a retry from paying again: hold on to it
-	// through a short Redis outage rather than lose a paid answer.
-	err = h.persist(ctx, expires, func() error {
+	if err := h.checkpoint(ctx, a, cp, res.Usage, discardOld, expires); err != nil {
+		var te *status.TransitionError
+		if !errors.Is(err, status.ErrStaleAttempt) && !errors.As(err, &te) {
+			// Redis would not take it: keep the paid answer here, bounded,
+			// until its URL expires; the next attempt on this worker, or
+			// FlushKept once Redis takes writes, records it.
+			until := expires
+			if until.IsZero() {
+				until = h.cfg.Now().Add(time.Hour) // the URL's life is unknown: the download will tell
+			}
+			if h.kept.put(a.payload.RequestID, keptAnswer{cp: *cp, usage: res.Usage, until: until}) {
+				a.log.WarnContext(ctx, "crop: Redis refused the checkpoint; the paid answer is kept in memory", "api_request_id", cp.APIRequestID)
+			}
+		}
+		return nil, err
+	}
+	return cp, nil
+}
+
+// checkpoint records a paid answer, retrying in place through a short Redis
+// outage: it is what keeps a retry from paying again.
+func (h *Handler) checkpoint(ctx context.Context, a attempt, cp *status.Checkpoint, usage int, discardOld bool, expires time.Time) error {
+	err := h.persist(ctx, expires, func() error {
 		_, err := h.status.Transition(ctx, a.payload.RequestID, status.Update{To: status.Cropped, Attempt: a.n,
-			Checkpoint: cp, ClearCheckpoint: discardOld, PaidUsage: res.Usage})
+			Checkpoint: cp, ClearCheckpoint: discardOld, PaidUsage: usage})
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint result: %w", err)
+		return fmt.Errorf("checkpoint result: %w", err)
 	}
-	return cp, nil
+	return nil
+}
+
+// FlushKept records the paid answers kept through a Redis outage on their
+// requests, as soon as Redis takes writes again, so that an attempt on any
+// worker finds them; run it every few seconds. It returns how many it
+// recorded. An answer whose request moved on (finished, or checkpointed
+// again) is dropped; one whose URL expired is dropped as worthless.
+func (h *Handler) FlushKept(ctx context.Context) int {
+	n := 0
+	for id, k := range h.kept.snapshot(h.cfg.Now()) {
+		rec, err := h.status.Get(ctx, id)
+		switch {
+		case errors.Is(err, status.ErrNotFound):
+			h.kept.drop(id, k)
+			continue
+		case err != nil:
+			return n // Redis still away: try again later
+		case rec.State.Terminal() || rec.Checkpoint.Usable():
+			h.kept.drop(id, k)
+			continue
+		}
+		// The record's own state and attempt: the answer is attached, not
+		// a move (running, cropped and retrying each may stay where they are).
+		_, err = h.status.Transition(ctx, id, status.Update{To: rec.State, Attempt: rec.Attempt, ErrorCode: rec.ErrorCode,
+			ErrorMessage: rec.ErrorMessage, Checkpoint: &k.cp, PaidUsage: k.usage})
+		var te *status.TransitionError
+		switch {
+		case err == nil:
+			h.kept.drop(id, k)
+			n++
+			h.log.InfoContext(ctx, "crop: recorded a paid answer kept through a Redis outage", "request_id", id, "api_request_id", k.cp.APIRequestID)
+		case errors.As(err, &te), errors.Is(err, status.ErrStaleAttempt):
+			// The record moved meanwhile; the next look decides.
+		default:
+			return n
+		}
+	}
+	return n
 }
 
 // gated reports whether the storage gate speaks for this request: it checks
@@ -335,15 +415,11 @@ func (h *Handler) storageReady(ctx context.Context, a attempt, force bool) error
 	return err
 }
 
-// persistFor bounds how long a status write that protects a paid result is
-// retried through a Redis outage.
-const persistFor = 30 * time.Second
-
 // persist runs write until it succeeds, fails for a reason retrying cannot
 // change (a stale attempt, a forbidden move), ctx ends, or the window closes:
-// persistFor, and no later than the paid result URL's expiry.
+// PersistFor, and no later than the paid result URL's expiry.
 func (h *Handler) persist(ctx context.Context, expires time.Time, write func() error) error {
-	deadline := h.cfg.Now().Add(persistFor)
+	deadline := h.cfg.Now().Add(h.cfg.PersistFor)
 	if !expires.IsZero() && expires.Before(deadline) {
 		deadline = expires
 	}

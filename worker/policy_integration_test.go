@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"image/png"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,6 +76,26 @@ type rowSpec struct {
 	shutdownTimeout time.Duration
 	// clockSkew sets the worker's clock this far off the real one.
 	clockSkew time.Duration
+	// refuseCheckpoints, while true, makes the status store refuse the
+	// checkpoint writes of paid answers (Redis refusing writes mid-call).
+	refuseCheckpoints *atomic.Bool
+	persistFor        time.Duration
+}
+
+// refusingStore is the real status store, refusing checkpoint writes while
+// told to, as a Redis at its memory limit would.
+type refusingStore struct {
+	*status.Store
+	refuse *atomic.Bool
+}
+
+var errOOM = errors.New("OOM command not allowed when used memory > 'maxmemory'")
+
+func (s refusingStore) Transition(ctx context.Context, id string, u status.Update) (status.Record, error) {
+	if s.refuse.Load() && u.Checkpoint != nil {
+		return status.Record{}, errOOM
+	}
+	return s.Store.Transition(ctx, id, u)
 }
 
 func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig {
@@ -113,7 +135,12 @@ func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig 
 		q.Account = "k"
 		hcfg.Quota = quota.New(r.rdb, q)
 	}
-	r.handler, r.spec = worker.NewHandler(client, copier, r.statuses, hcfg), spec
+	hcfg.PersistFor = spec.persistFor
+	var st worker.StatusStore = r.statuses
+	if spec.refuseCheckpoints != nil {
+		st = refusingStore{Store: r.statuses, refuse: spec.refuseCheckpoints}
+	}
+	r.handler, r.spec = worker.NewHandler(client, copier, st, hcfg), spec
 	r.startServer(t)
 	r.client = asynq.NewClientFromRedisClient(r.rdb)
 	return r
@@ -392,6 +419,41 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		rec := r.await(t, "behind", terminal, "finish")
 		assert.Equal(t, status.Succeeded, rec.State, states(rec))
 		assert.Equal(t, 1, rec.PaidCalls, "a clock behind changes nothing while URLs live")
+	})
+
+	t.Run("a paid answer Redis refused to checkpoint is kept and reused, not paid again", func(t *testing.T) {
+		refuse := &atomic.Bool{}
+		refuse.Store(true)
+		r := newPolicyRig(t, minio, rowSpec{refuseCheckpoints: refuse, persistFor: 300 * time.Millisecond})
+		r.enqueue(t, "kept", "good.png", 5)
+		// The first attempt pays, cannot checkpoint, and fails; it kept the
+		// answer. Redis takes writes again before the retry.
+		r.await(t, "kept", func(rec status.Record) bool { return rec.State == status.Retrying }, "fail its first attempt")
+		refuse.Store(false)
+		rec := r.await(t, "kept", terminal, "finish")
+		assert.Equal(t, status.Succeeded, rec.State, states(rec))
+		assert.Equal(t, 1, rec.PaidCalls, "the kept answer was recorded, not paid again")
+		assert.Equal(t, int64(1), r.emu.Stats().Usage)
+	})
+
+	t.Run("kept answers are recorded as soon as Redis takes writes", func(t *testing.T) {
+		refuse := &atomic.Bool{}
+		refuse.Store(true)
+		// Retries far off: the first attempt fails and nothing runs again
+		// before FlushKept.
+		r := newPolicyRig(t, minio, rowSpec{refuseCheckpoints: refuse, persistFor: 300 * time.Millisecond})
+		r.enqueue(t, "flush", "good.png", 5)
+		r.await(t, "flush", func(rec status.Record) bool { return rec.State == status.Retrying }, "fail its first attempt")
+		r.stop()
+		assert.Zero(t, r.handler.FlushKept(context.Background()), "nothing is recorded while Redis refuses")
+		refuse.Store(false)
+		assert.Equal(t, 1, r.handler.FlushKept(context.Background()))
+		rec, err := r.statuses.Get(context.Background(), "flush")
+		require.NoError(t, err)
+		require.True(t, rec.Checkpoint.Usable(), "any worker's next attempt finds the paid answer")
+		assert.Equal(t, 1, rec.PaidCalls)
+		assert.Equal(t, status.Retrying, rec.State, "attached, not moved")
+		assert.Zero(t, r.handler.FlushKept(context.Background()), "recorded once")
 	})
 
 	t.Run("a task whose request was canceled stops unpaid and removes its input", func(t *testing.T) {

@@ -177,7 +177,7 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 	}
 	feeder := newBacklog(cfg, rdb).NewFeeder(backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task, Records: st},
 		backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights, Rate: fleetRate(cfg, rdb), Logger: log})
-	return &workerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder}, ready, nil
+	return &workerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h}, ready, nil
 }
 
 // clockSkew is this process's clock less Redis's TIME, halving the round
@@ -216,14 +216,30 @@ func tenantLabel(cfg config) metrics.TenantLabel {
 // candidate (one feeder of the fleet holds the lease and feeds).
 type workerProcess struct {
 	*worker.Server
-	feeder *backlog.Feeder
+	feeder  *backlog.Feeder
+	handler *worker.Handler
 }
 
 // Run serves until ctx ends, then drains; the feeder stops with ctx.
 func (w *workerProcess) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); _ = w.feeder.Run(ctx) }()
+	go func() {
+		// Paid answers Redis refused to checkpoint are recorded as soon as
+		// it takes writes again.
+		defer wg.Done()
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				w.handler.FlushKept(ctx)
+			}
+		}
+	}()
 	err := w.Server.Run(ctx)
 	wg.Wait()
 	return err
