@@ -116,9 +116,19 @@ func (b *Backlog) Push(ctx context.Context, entries []Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	// The entries first, then the set: the feeder removes a list from the
+	// set only when it is empty, so a list with entries is always found.
+	// (A Cluster pipeline sends each node's commands on its own: one round
+	// trip could add the member before the entry lands.)
 	pipe := b.rdb.Pipeline()
 	for _, e := range entries {
 		pipe.RPush(ctx, b.ListKey(e.Lane, e.Tenant), Encode(e))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("backlog: push: %w", err)
+	}
+	pipe = b.rdb.Pipeline()
+	for _, e := range entries {
 		pipe.SAdd(ctx, b.ActiveKey(), Member(e.Lane, e.Tenant))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {

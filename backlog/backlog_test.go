@@ -7,11 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 // recorder is an Enqueuer that remembers what it was fed, in order.
@@ -250,4 +253,36 @@ func TestEstimate(t *testing.T) {
 	assert.InDelta(t, 5, sec(Estimate(nil, nil, 20, "normal", "solo", 100)), 0.01)
 	assert.Equal(t, time.Duration(0), Estimate(stats, nil, 20, "normal", "acme", 0))
 	assert.Equal(t, time.Duration(-1), Estimate(stats, nil, 0, "normal", "acme", 10))
+}
+
+// An archived task of an earlier request with the same id (whose record
+// expired long ago) does not swallow a request submitted again: the feeder
+// replaces it. The request's own fed task is left alone.
+func TestAnArchivedTaskDoesNotSwallowANewRequest(t *testing.T) {
+	ctx := context.Background()
+	rdb := newRedis(t)
+	client := asynq.NewClientFromRedisClient(rdb)
+	t.Cleanup(func() { _ = client.Close() })
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	st := status.NewStore(rdb, status.Config{})
+	_, err := client.Enqueue(asynq.NewTask(tasks.TypeCrop, []byte(`{}`)), asynq.TaskID("again-1"), asynq.Queue(tasks.DefaultQueue))
+	require.NoError(t, err)
+	require.NoError(t, insp.ArchiveTask(tasks.DefaultQueue, "again-1"))
+	_, _, err = st.Create(ctx, status.Record{RequestID: "again-1", SourceURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800})
+	require.NoError(t, err)
+
+	e := TaskEnqueuer{Client: client, Records: st, Inspector: insp}
+	require.NoError(t, e.Feed(ctx, "again-1", nil))
+	info, err := insp.GetTaskInfo(tasks.DefaultQueue, "again-1")
+	require.NoError(t, err)
+	assert.Equal(t, asynq.TaskStatePending, info.State, "fed again")
+	p, err := tasks.ParseCropPayload(info.Payload)
+	require.NoError(t, err)
+	assert.Equal(t, "https://cdn.example.com/a.jpg", p.ImageURL, "rebuilt from the record")
+
+	require.NoError(t, e.Feed(ctx, "again-1", nil), "its own task: a repeated feed is harmless")
+	n, err := insp.GetQueueInfo(tasks.DefaultQueue)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n.Pending)
+	assert.Zero(t, n.Archived)
 }

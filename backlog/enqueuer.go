@@ -1,6 +1,7 @@
 package backlog
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,11 @@ type TaskEnqueuer struct {
 	Client  *asynq.Client
 	Options tasks.Options
 	Records Records
+	// Inspector, when set, lets a request whose id an old archived task
+	// still holds be run: asynq keeps archived tasks far longer (90 days)
+	// than records live, so an id submitted again after its record expired
+	// would otherwise be taken for fed and never run.
+	Inspector *asynq.Inspector
 }
 
 // Feed enqueues the task of requestID; one that exists already (a repeated
@@ -47,7 +53,7 @@ func (e TaskEnqueuer) Feed(ctx context.Context, requestID string, payload []byte
 		if err != nil {
 			return &BadEntryError{Err: err}
 		}
-		return e.enqueue(ctx, asynq.NewTask(tasks.TypeCrop, b), tasks.TaskOptions(requestID, e.Options))
+		return e.enqueue(ctx, requestID, asynq.NewTask(tasks.TypeCrop, b), tasks.TaskOptions(requestID, e.Options))
 	}
 	p, err := tasks.ParseCropPayload(payload)
 	if err != nil {
@@ -56,11 +62,33 @@ func (e TaskEnqueuer) Feed(ctx context.Context, requestID string, payload []byte
 	if p.RequestID != requestID {
 		return &BadEntryError{Err: fmt.Errorf("entry of %s holds the payload of %s", requestID, p.RequestID)}
 	}
-	return e.enqueue(ctx, asynq.NewTask(tasks.TypeCrop, payload), tasks.TaskOptions(requestID, e.Options))
+	return e.enqueue(ctx, requestID, asynq.NewTask(tasks.TypeCrop, payload), tasks.TaskOptions(requestID, e.Options))
 }
 
-func (e TaskEnqueuer) enqueue(ctx context.Context, task *asynq.Task, opts []asynq.Option) error {
+func (e TaskEnqueuer) enqueue(ctx context.Context, id string, task *asynq.Task, opts []asynq.Option) error {
 	_, err := e.Client.EnqueueContext(ctx, task, opts...)
+	if !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return err
+	}
+	// The id is taken: by this request's own task (fed before), or by an
+	// archived task of an earlier request of the same id whose record is
+	// gone, which must not swallow this one.
+	if e.Inspector == nil || e.Records == nil {
+		return nil
+	}
+	queue := cmp.Or(e.Options.Queue, tasks.DefaultQueue)
+	info, ierr := e.Inspector.GetTaskInfo(queue, id)
+	if ierr != nil || info.State != asynq.TaskStateArchived {
+		return nil
+	}
+	rec, rerr := e.Records.Get(ctx, id)
+	if rerr != nil || rec.State != status.Queued || rec.Attempt != 0 {
+		return nil // this request's own task, archived after it ran
+	}
+	if err := e.Inspector.DeleteTask(queue, id); err != nil {
+		return fmt.Errorf("remove the archived task holding %s: %w", id, err)
+	}
+	_, err = e.Client.EnqueueContext(ctx, task, opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil
 	}

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -173,14 +174,19 @@ func (f *Feeder) need(ctx context.Context) (int, error) {
 	}
 	target := int(math.Ceil(rate * f.cfg.Lead.Seconds()))
 	target = min(max(target, f.cfg.MinWindow), f.cfg.MaxWindow)
-	// asynq's list keys: cheaper than its inspector, which samples memory.
+	// asynq's keys: cheaper than its inspector, which samples memory. Tasks
+	// handed back (retry set) that are due within the lead count too:
+	// otherwise a burst of hand-backs would pump the backlog into asynq.
+	q := "asynq:{" + f.cfg.Queue + "}:"
+	due := strconv.FormatInt(time.Now().Add(f.cfg.Lead).Unix(), 10)
 	pipe := f.b.rdb.Pipeline()
-	pending := pipe.LLen(ctx, "asynq:{"+f.cfg.Queue+"}:pending")
-	active := pipe.LLen(ctx, "asynq:{"+f.cfg.Queue+"}:active")
+	pending := pipe.LLen(ctx, q+"pending")
+	active := pipe.LLen(ctx, q+"active")
+	retrying := pipe.ZCount(ctx, q+"retry", "-inf", due)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, fmt.Errorf("feeder: window: %w", err)
 	}
-	return target - int(pending.Val()+active.Val()), nil
+	return target - int(pending.Val()+active.Val()+retrying.Val()), nil
 }
 
 // take is how many entries to feed from one list.

@@ -334,9 +334,11 @@ func (p *Producer) admit(ctx context.Context, pending []*item) {
 	}
 	created, err := p.statuses.CreateManyAppend(ctx, recs, appends)
 	if err != nil {
+		// The script may have run (a timeout after it did): its entries
+		// would then refer to the images, so they stay, for the bucket's
+		// lifecycle rule if nothing does.
 		for _, i := range idx {
 			pending[i].res.Outcome, pending[i].res.Err = Error, fmt.Errorf("producer: %w", err)
-			removeInput(i)
 		}
 		return
 	}
@@ -350,7 +352,12 @@ func (p *Producer) admit(ctx context.Context, pending []*item) {
 		case c.Created:
 			it.res.Outcome, it.res.Record = Enqueued, c.Record
 		default:
-			removeInput(i) // a twin from another producer got there first
+			if c.Record.SourceDigest != it.rec.SourceDigest {
+				// Another image under this id: ours is not referred to. With
+				// the same image, the key is the same object, and a twin
+				// that got there first refers to it: it stays.
+				removeInput(i)
+			}
 			it.res.Record = c.Record
 			if field := differs(c.Record, it.rec); field != "" {
 				it.res.Outcome, it.res.Err = Conflict, &ConflictError{RequestID: it.req.RequestID, Field: field}

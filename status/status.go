@@ -450,7 +450,6 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 			}
 			if appends != nil && appends[i].List != "" {
 				apipe.RPush(ctx, appends[i].List, appends[i].Value)
-				apipe.SAdd(ctx, appends[i].Set, appends[i].Member)
 				napp++
 			}
 		default:
@@ -458,7 +457,19 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 		}
 	}
 	if napp > 0 {
-		if _, err := apipe.Exec(ctx); err != nil {
+		_, err := apipe.Exec(ctx)
+		if err == nil {
+			// The set after the lists (each node's commands go on their own):
+			// a member must not be there before its entry.
+			spipe := s.rdb.Pipeline()
+			for i := range out {
+				if out[i].Created && appends[i].List != "" {
+					spipe.SAdd(ctx, appends[i].Set, appends[i].Member)
+				}
+			}
+			_, err = spipe.Exec(ctx)
+		}
+		if err != nil {
 			// Undo the records this call made, so that nothing is half-done.
 			undo := s.rdb.Pipeline()
 			for i := range out {
@@ -585,21 +596,54 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 
 // Undo removes a queued record this caller created, and its count in its
 // batch: the undo of a Create whose next step (the enqueue) failed, so
-// that batch counts always equal the records that exist.
+// that batch counts always equal the records that exist. A record that
+// moved on meanwhile (the enqueue did happen after all, and a worker took
+// it) is left alone.
 func (s *Store) Undo(ctx context.Context, rec Record) error {
-	pipe := s.rdb.TxPipeline()
-	if s.cluster {
-		pipe = s.rdb.Pipeline() // other slots: one after the other
-	}
-	pipe.Del(ctx, s.Key(rec.RequestID))
+	hasBatch := "0"
 	if rec.BatchID != "" {
-		pipe.HIncrBy(ctx, s.batchKey(rec.Tenant, rec.BatchID), string(Queued), -1)
+		hasBatch = "1"
+	}
+	key, bk := s.Key(rec.RequestID), s.batchKey(rec.Tenant, rec.BatchID)
+	if !s.cluster {
+		if err := undoScript.Run(ctx, s.rdb, []string{key, bk}, hasBatch).Err(); err != nil {
+			return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
+		}
+		return nil
+	}
+	// Other slots: a check, then the two writes (a worker slipping in
+	// between is as unlikely as it is harmless: it recreates the record).
+	cur, err := s.Get(ctx, rec.RequestID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
+	case cur.State != Queued || cur.Attempt != 0:
+		return nil
+	}
+	pipe := s.rdb.Pipeline()
+	pipe.Del(ctx, key)
+	if rec.BatchID != "" {
+		pipe.HIncrBy(ctx, bk, string(Queued), -1)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
 	}
 	return nil
 }
+
+// undoScript deletes KEYS[1] only while it is queued and unattempted, and
+// then counts it out of its batch KEYS[2] when ARGV[1] is 1.
+var undoScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local r = cjson.decode(v)
+if r.state ~= 'queued' or (r.attempt or 0) ~= 0 then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[2], 'queued', -1) end
+return 1
+`)
 
 const maxTxRetries = 16
 

@@ -177,9 +177,8 @@ func (e *UploadError) Error() string {
 }
 func (e *UploadError) Unwrap() error { return e.Err }
 
-// BucketError is a destination bucket that does not exist or that these
-// credentials may not use (HTTP 404 or 403): known before anything is paid
-// for, and not fixed by retrying.
+// BucketError is a destination bucket that does not exist (HTTP 404):
+// known before anything is paid for, and not fixed by retrying.
 type BucketError struct {
 	Bucket string
 	Status int
@@ -260,24 +259,43 @@ func defaultHTTPClient(allowed func(*url.URL) error) *http.Client {
 	}
 }
 
-// CheckBucket reports whether the bucket is reachable.
-func (c *Copier) CheckBucket(ctx context.Context) error { return c.CheckBucketOf(ctx, c.cfg.Bucket) }
+// CheckBucket reports whether the configured bucket is reachable (the
+// storage gate and readiness): any failure, 403 included, is an
+// *UploadError.
+func (c *Copier) CheckBucket(ctx context.Context) error {
+	if _, err := c.headBucket(ctx, c.cfg.Bucket); err != nil {
+		return &UploadError{Op: "head bucket", Bucket: c.cfg.Bucket, Err: err}
+	}
+	return nil
+}
 
-// CheckBucketOf reports whether bucket is reachable: a *BucketError when it
-// does not exist or may not be used, an *UploadError when S3 could not tell.
+// CheckBucketOf reports whether a request's own bucket is usable: a
+// *BucketError when it does not exist, an *UploadError when S3 could not
+// tell. A bucket HEAD may not look at (403: HEAD needs s3:ListBucket, which
+// a write-only bucket, often cross-account, does not grant) passes, and its
+// upload decides.
 func (c *Copier) CheckBucketOf(ctx context.Context, bucket string) error {
+	status, err := c.headBucket(ctx, bucket)
+	switch {
+	case err == nil, status == http.StatusForbidden:
+		return nil
+	case status == http.StatusNotFound:
+		return &BucketError{Bucket: bucket, Status: status, Err: err}
+	default:
+		return &UploadError{Op: "head bucket", Bucket: bucket, Err: err}
+	}
+}
+
+// headBucket is a HEAD of bucket, with the HTTP status when S3 answered.
+func (c *Copier) headBucket(ctx context.Context, bucket string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	_, err := c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)})
 	var re *awshttp.ResponseError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &re) && (re.HTTPStatusCode() == http.StatusNotFound || re.HTTPStatusCode() == http.StatusForbidden):
-		return &BucketError{Bucket: bucket, Status: re.HTTPStatusCode(), Err: err}
-	default:
-		return &UploadError{Op: "head bucket", Bucket: bucket, Err: err}
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode(), err
 	}
+	return 0, err
 }
 
 // Copy downloads sourceURL and uploads it as obj. On any error nothing is

@@ -399,13 +399,10 @@ func (a attempt) gated() bool { return a.payload.Bucket == "" }
 // a request's own bucket is checked instead (a missing one fails unpaid).
 func (h *Handler) storageReady(ctx context.Context, a attempt, force bool) error {
 	if !a.gated() {
-		err := h.buckets.allow(ctx, a.payload.Bucket)
-		if errors.As(err, new(*storage.UploadError)) {
-			// S3 could not say: hand the task back unpaid, as the gate does.
-			h.cfg.Metrics.StorageDeferred()
-			return &StorageUnavailableError{Err: err}
-		}
-		return err
+		// A bucket that does not exist fails the request unpaid; one S3
+		// cannot tell about is a storage error like a failed upload: retried,
+		// and counted against MaxRetry (a hand-back would never end).
+		return h.buckets.allow(ctx, a.payload.Bucket)
 	}
 	err := h.gate.allow(ctx, force)
 	if errors.As(err, new(*StorageUnavailableError)) {

@@ -175,7 +175,8 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 		}
 		return nil
 	}
-	feeder := newBacklog(cfg, rdb).NewFeeder(backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task, Records: st},
+	feeder := newBacklog(cfg, rdb).NewFeeder(backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task, Records: st,
+		Inspector: asynq.NewInspectorFromRedisClient(rdb)},
 		backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights, Rate: fleetRate(cfg, rdb), Logger: log})
 	return &workerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h}, ready, nil
 }
