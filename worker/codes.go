@@ -12,7 +12,7 @@ const (
 	CodeQuota              Code = "quota"               // no token of the shared quota in time
 	CodeStorageUnavailable Code = "storage_unavailable" // the bucket was unreachable before paying (storage gate)
 	CodeKeyTemplate        Code = "key_template"        // the key template cannot render a safe key
-	CodeBucket             Code = "bucket"              // a request's own bucket does not exist or may not be used
+	CodeBucket             Code = "bucket"              // a request's own bucket does not exist
 	CodeResultHost         Code = "result_host"         // the result URL is off the allow-list
 	CodeInput              Code = "input"               // a claim-checked image cannot be read
 	CodeResultExpired      Code = "result_expired"      // the paid result URL expired before it was copied

@@ -31,7 +31,7 @@ type Copier interface {
 	// not paid for again while it could not be stored anyway.
 	CheckBucket(ctx context.Context) error
 	// CheckBucketOf does the same for a request's own bucket: a
-	// *storage.BucketError when it does not exist or may not be used.
+	// *storage.BucketError when it does not exist.
 	CheckBucketOf(ctx context.Context, bucket string) error
 }
 
