@@ -575,10 +575,10 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 
 	t.Run("a hand-back on the last attempt ends the request failed, never stuck", func(t *testing.T) {
 		// asynq archives a task whose retries are spent, whatever IsFailure
-		// says, so the record must not be left "retrying". Results live 1 s,
-		// under the 2 s checkpoint margin: the second attempt must pay again,
-		// and the gate stops it.
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{ResultTTL: time.Second}, noBucket: true, storageWait: 200 * time.Millisecond})
+		// says, so the record must not be left "retrying". Results live 1 ms:
+		// every download of them is refused as expired, so the second
+		// attempt must pay again, and the gate (no bucket) stops it.
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{ResultTTL: time.Millisecond}, noBucket: true, storageWait: 200 * time.Millisecond})
 		r.enqueue(t, "last", "good.png", 1)
 		rec := r.await(t, "last", terminal, "end")
 		assert.Equal(t, status.Failed, rec.State, states(rec))
