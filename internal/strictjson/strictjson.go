@@ -268,19 +268,8 @@ func (d *Decoder) UnknownField(known ...string) error {
 // Object first reads the rest of the object, so decoding can go on;
 // otherwise the Decoder stops.
 func (d *Decoder) Object(fn func(name string) error) error {
-	if err := d.begin(); err != nil {
+	if open, err := d.open('{', "an object"); !open {
 		return err
-	}
-	switch k, err := d.peek(); {
-	case err != nil:
-		return err
-	case k == 'n':
-		return d.readNull()
-	case k != '{':
-		return d.mismatch("an object", k)
-	}
-	if _, err := d.dec.ReadToken(); err != nil {
-		return d.fatal(err)
 	}
 	var seen map[string]struct{}
 	for {
@@ -330,19 +319,8 @@ func (d *Decoder) Object(fn func(name string) error) error {
 // decode or skip the element with exactly one value method. Errors from fn
 // are handled as in Object.
 func (d *Decoder) Array(fn func(i int) error) error {
-	if err := d.begin(); err != nil {
+	if open, err := d.open('[', "an array"); !open {
 		return err
-	}
-	switch k, err := d.peek(); {
-	case err != nil:
-		return err
-	case k == 'n':
-		return d.readNull()
-	case k != '[':
-		return d.mismatch("an array", k)
-	}
-	if _, err := d.dec.ReadToken(); err != nil {
-		return d.fatal(err)
 	}
 	for i := 0; ; i++ {
 		k, err := d.peek()
@@ -378,6 +356,26 @@ func (d *Decoder) End() error {
 		return d.stop(d.src.err)
 	}
 	return d.stop(&Error{Kind: Trailing, Reason: "unexpected data after the JSON value"})
+}
+
+// open claims the next value and reads its opening delimiter; open false
+// means the value was null (err nil: read as empty) or not what was wanted.
+func (d *Decoder) open(delim jsontext.Kind, want string) (open bool, err error) {
+	if err := d.begin(); err != nil {
+		return false, err
+	}
+	switch k, err := d.peek(); {
+	case err != nil:
+		return false, err
+	case k == 'n':
+		return false, d.readNull()
+	case k != delim:
+		return false, d.mismatch(want, k)
+	}
+	if _, err := d.dec.ReadToken(); err != nil {
+		return false, d.fatal(err)
+	}
+	return true, nil
 }
 
 // begin claims the current member or element for one value method.
