@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/tasks"
 )
 
 // Entry is one request waiting in the backlog.
@@ -58,8 +60,8 @@ type Backlog struct {
 	cfg Config
 }
 
-// DefaultLanes are the priorities, highest first.
-var DefaultLanes = []string{"urgent", "normal", "backfill"}
+// DefaultLanes are the priorities, highest first (tasks.Priorities).
+var DefaultLanes = tasks.Priorities
 
 // New returns the backlog on rdb, which the caller owns.
 func New(rdb redis.UniversalClient, cfg Config) *Backlog {

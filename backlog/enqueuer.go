@@ -102,15 +102,7 @@ func (e TaskEnqueuer) enqueue(ctx context.Context, id string, task *asynq.Task, 
 // back exactly the request it was given, so a field the record does not
 // keep can never be lost: such requests keep their payload in the entry.
 func RequestOf(rec status.Record) tasks.Request {
-	r := tasks.Request{RequestID: rec.RequestID, ImageURL: rec.SourceURL, TargetWidth: rec.TargetWidth, TargetHeight: rec.TargetHeight,
+	return tasks.Request{RequestID: rec.RequestID, ImageURL: rec.SourceURL, TargetWidth: rec.TargetWidth, TargetHeight: rec.TargetHeight,
 		Bucket: rec.Bucket, KeyTemplate: rec.KeyTemplate, Metadata: rec.Metadata, BatchID: rec.BatchID, CallbackURL: rec.CallbackURL,
-		Priority: rec.Priority, Tenant: rec.Tenant}
-	// Defaults stay implicit, as producers send them.
-	if r.Priority == tasks.PriorityNormal {
-		r.Priority = ""
-	}
-	if r.Tenant == tasks.DefaultTenant {
-		r.Tenant = ""
-	}
-	return r
+		Priority: rec.Priority, Tenant: rec.Tenant}.ImplicitDefaults()
 }

@@ -2,6 +2,7 @@ package backlog
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -72,14 +73,6 @@ func Estimate(stats []Stat, weights map[string]int, rate float64, lane, tenant s
 
 // laneBefore reports whether lane a is served before lane b.
 func laneBefore(a, b string) bool {
-	ia, ib := -1, -1
-	for i, l := range DefaultLanes {
-		if l == a {
-			ia = i
-		}
-		if l == b {
-			ib = i
-		}
-	}
+	ia, ib := slices.Index(DefaultLanes, a), slices.Index(DefaultLanes, b)
 	return ia >= 0 && ib >= 0 && ia < ib
 }

@@ -312,7 +312,7 @@ func (p *Producer) admit(ctx context.Context, pending []*item) {
 		}
 		lane, tenant := it.rec.Priority, it.rec.Tenant
 		entryPayload := body
-		if payload.Input == nil && payload.ImageBase64 == "" && reflect.DeepEqual(backlog.RequestOf(it.rec), implicitDefaults(payload.Request)) {
+		if payload.Input == nil && payload.ImageBase64 == "" && reflect.DeepEqual(backlog.RequestOf(it.rec), payload.Request.ImplicitDefaults()) {
 			entryPayload = nil // the record says it all: the feeder rebuilds the task from it
 		}
 		entry := backlog.Encode(backlog.Entry{Lane: lane, Tenant: tenant, RequestID: it.req.RequestID, Payload: entryPayload, At: it.req.EnqueuedAt})
@@ -377,18 +377,6 @@ func (p *Producer) admit(ctx context.Context, pending []*item) {
 			p.cfg.Logger.WarnContext(ctx, "producer: re-queue known requests", "err", err)
 		}
 	}
-}
-
-// implicitDefaults is r with its default priority and tenant left out, as
-// backlog.RequestOf gives them.
-func implicitDefaults(r tasks.Request) tasks.Request {
-	if r.Priority == tasks.PriorityNormal {
-		r.Priority = ""
-	}
-	if r.Tenant == tasks.DefaultTenant {
-		r.Tenant = ""
-	}
-	return r
 }
 
 // each runs fn(j, i) for each i of idx, Concurrency at a time.
@@ -492,12 +480,13 @@ func results(items []*item) []Result {
 	out := make([]Result, len(items))
 	for i, it := range items {
 		if f := it.first; f != nil {
+			field := tasks.FingerprintDiff(f.rec.Fingerprint, it.rec.Fingerprint)
 			switch {
 			case f.res.Outcome == Error:
 				it.res.Outcome, it.res.Err = Error, f.res.Err
-			case tasks.FingerprintDiff(f.rec.Fingerprint, it.rec.Fingerprint) != "":
+			case field != "":
 				it.res.Outcome, it.res.Record = Conflict, f.res.Record
-				it.res.Err = &ConflictError{RequestID: it.req.RequestID, Field: tasks.FingerprintDiff(f.rec.Fingerprint, it.rec.Fingerprint)}
+				it.res.Err = &ConflictError{RequestID: it.req.RequestID, Field: field}
 			case f.res.Outcome == Conflict:
 				it.res.Outcome, it.res.Record, it.res.Err = Conflict, f.res.Record, f.res.Err
 			default:

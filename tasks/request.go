@@ -87,6 +87,18 @@ func (r Request) EffectiveTenant() string {
 	return r.Tenant
 }
 
+// ImplicitDefaults is r with a default priority or tenant left out, as
+// producers send them (and as the wire format was before they existed).
+func (r Request) ImplicitDefaults() Request {
+	if r.Priority == PriorityNormal {
+		r.Priority = ""
+	}
+	if r.Tenant == DefaultTenant {
+		r.Tenant = ""
+	}
+	return r
+}
+
 // ValidateTenant checks a tenant name: 1–64 characters of a-z 0-9 . _ -,
 // safe in Redis keys (and hash tags), metric labels and configuration lists
 // (no , = or :).
@@ -262,8 +274,8 @@ func (r Request) Validate(rules Rules) error {
 	return r.validateRest(rules)
 }
 
-// ValidateDefaults checks the priority and tenant a bulk load applies to
-// rows without their own.
+// ValidateDefaults checks the priority and tenant (also those a bulk load
+// applies to rows without their own).
 func (r Request) ValidateDefaults() error {
 	if r.Priority != "" {
 		if err := validatePriority(r.Priority); err != nil {
@@ -281,15 +293,8 @@ func (r Request) validateRest(rules Rules) error {
 	if err := r.checkUTF8(); err != nil {
 		return err
 	}
-	if r.Priority != "" {
-		if err := validatePriority(r.Priority); err != nil {
-			return err
-		}
-	}
-	if r.Tenant != "" {
-		if err := ValidateTenant(r.Tenant); err != nil {
-			return err
-		}
+	if err := r.ValidateDefaults(); err != nil {
+		return err
 	}
 	if r.CallbackURL != "" {
 		allow := rules.CallbackAllow
