@@ -174,19 +174,35 @@ func (f *Feeder) need(ctx context.Context) (int, error) {
 	}
 	target := int(math.Ceil(rate * f.cfg.Lead.Seconds()))
 	target = min(max(target, f.cfg.MinWindow), f.cfg.MaxWindow)
-	// asynq's keys: cheaper than its inspector, which samples memory. Tasks
-	// handed back (retry set) that are due within the lead count too:
-	// otherwise a burst of hand-backs would pump the backlog into asynq.
-	q := "asynq:{" + f.cfg.Queue + "}:"
-	due := strconv.FormatInt(time.Now().Add(f.cfg.Lead).Unix(), 10)
-	pipe := f.b.rdb.Pipeline()
-	pending := pipe.LLen(ctx, q+"pending")
-	active := pipe.LLen(ctx, q+"active")
-	retrying := pipe.ZCount(ctx, q+"retry", "-inf", due)
-	if _, err := pipe.Exec(ctx); err != nil {
+	// Tasks handed back that are due within the lead count too: otherwise
+	// a burst of hand-backs would pump the backlog into asynq.
+	held, err := f.b.InAsynq(ctx, f.cfg.Queue, time.Now().Add(f.cfg.Lead))
+	if err != nil {
 		return 0, fmt.Errorf("feeder: window: %w", err)
 	}
-	return target - int(pending.Val()+active.Val()+retrying.Val()), nil
+	return target - int(held), nil
+}
+
+// InAsynq counts the crop tasks asynq holds in queue pending or running,
+// and, when dueBy is set, those handed back (retry set) due by then. It
+// reads asynq's keys: cheaper than its inspector, which samples memory.
+func (b *Backlog) InAsynq(ctx context.Context, queue string, dueBy time.Time) (int64, error) {
+	q := "asynq:{" + queue + "}:"
+	pipe := b.rdb.Pipeline()
+	pending := pipe.LLen(ctx, q+"pending")
+	active := pipe.LLen(ctx, q+"active")
+	var retrying *redis.IntCmd
+	if !dueBy.IsZero() {
+		retrying = pipe.ZCount(ctx, q+"retry", "-inf", strconv.FormatInt(dueBy.Unix(), 10))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, err
+	}
+	n := pending.Val() + active.Val()
+	if retrying != nil {
+		n += retrying.Val()
+	}
+	return n, nil
 }
 
 // take is how many entries to feed from one list.

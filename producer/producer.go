@@ -557,24 +557,12 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 			bi.ETA = backlog.Estimate(stats, p.cfg.Weights, rate, bi.Priority, tenant, bi.Remaining)
 			// What the feeder already moved into asynq runs first; the part
 			// of it that is not this batch's delays it.
-			if inflight, err := p.inflight(ctx); err == nil && bi.ETA >= 0 && rate > 0 {
+			if inflight, err := p.cfg.Backlog.InAsynq(ctx, p.cfg.Task.Queue, time.Time{}); err == nil && bi.ETA >= 0 && rate > 0 {
 				bi.ETA += time.Duration(float64(max(0, inflight-bi.Remaining)) / rate * float64(time.Second))
 			}
 		}
 	}
 	return bi, nil
-}
-
-// inflight counts the crop tasks asynq holds pending or running.
-func (p *Producer) inflight(ctx context.Context) (int64, error) {
-	q := p.cfg.Task.Queue
-	pipe := p.rdb.Pipeline()
-	pending := pipe.LLen(ctx, "asynq:{"+q+"}:pending")
-	active := pipe.LLen(ctx, "asynq:{"+q+"}:active")
-	if _, err := pipe.Exec(ctx); err != nil {
-		return 0, err
-	}
-	return pending.Val() + active.Val(), nil
 }
 
 // Cancel cancels a request that has not started: its record moves to
