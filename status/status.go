@@ -586,14 +586,6 @@ func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[S
 	return out, priority, nil
 }
 
-// Delete removes id's record.
-func (s *Store) Delete(ctx context.Context, id string) error {
-	if err := s.rdb.Del(ctx, s.Key(id)).Err(); err != nil {
-		return fmt.Errorf("status: delete %s: %w", id, err)
-	}
-	return nil
-}
-
 // Undo removes a queued record this caller created, and its count in its
 // batch: the undo of a Create whose next step (the enqueue) failed, so
 // that batch counts always equal the records that exist. A record that
