@@ -9,6 +9,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/cropq/cropq/lease"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
@@ -105,4 +106,60 @@ func RequestOf(rec status.Record) tasks.Request {
 	return tasks.Request{RequestID: rec.RequestID, ImageURL: rec.SourceURL, TargetWidth: rec.TargetWidth, TargetHeight: rec.TargetHeight,
 		Bucket: rec.Bucket, KeyTemplate: rec.KeyTemplate, Metadata: rec.Metadata, BatchID: rec.BatchID, CallbackURL: rec.CallbackURL,
 		Priority: rec.Priority, Tenant: rec.Tenant}.ImplicitDefaults()
+}
+
+// Requeue runs again, as a task of its own, the crop whose worker stopped
+// renewing its lease (package lease): asynq would put the task back only
+// after its own 30 s lease and a once-a-minute recoverer. The new task
+// carries the old one's payload and remaining retries, and takes the
+// request over on its first run unless the old task moved on meanwhile; the
+// old task, when asynq runs it again, finds the request owned and stops.
+// A task that is no longer running (finished, or already put back by
+// asynq) needs nothing.
+func (e TaskEnqueuer) Requeue(ctx context.Context, h lease.Holder) error {
+	if e.Inspector == nil {
+		return errors.New("backlog: requeue needs an asynq inspector")
+	}
+	info, err := e.Inspector.GetTaskInfo(h.Queue, h.TaskID)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read task %s: %w", h.TaskID, err)
+	case info.State != asynq.TaskStateActive:
+		return nil
+	}
+	p, err := tasks.ParseCropPayload(info.Payload)
+	if err != nil {
+		return &BadEntryError{Err: err}
+	}
+	running := info.Retried + 1
+	if p.Rescue != nil {
+		running += p.Rescue.Attempt
+	}
+	if running != h.Attempt {
+		return nil // the lease was an earlier run's; this one is live
+	}
+	p.Rescue = &tasks.Rescue{From: h.TaskID, Attempt: h.Attempt}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return &BadEntryError{Err: err}
+	}
+	opts := []asynq.Option{
+		asynq.TaskID(tasks.RescueTaskID(p.RequestID, h.Attempt)),
+		asynq.Queue(h.Queue),
+		// The attempt that died counts as one.
+		asynq.MaxRetry(max(info.MaxRetry-info.Retried-1, 0)),
+	}
+	if info.Timeout > 0 {
+		opts = append(opts, asynq.Timeout(info.Timeout))
+	}
+	if info.Retention > 0 {
+		opts = append(opts, asynq.Retention(info.Retention))
+	}
+	_, err = e.Client.EnqueueContext(ctx, asynq.NewTask(tasks.TypeCrop, b), opts...)
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue rescue of %s: %w", h.TaskID, err)
+	}
+	return nil
 }

@@ -43,6 +43,11 @@ type FeederConfig struct {
 	Weights map[string]int
 	// Rate returns the fleet's effective API calls per second.
 	Rate func(ctx context.Context) (float64, error)
+	// Rescue, when set, is run by the leader about every RescueEvery
+	// (default 1s): the fleet's one rescuer of crops whose worker stopped
+	// renewing its lease (package lease's Leases.Rescue).
+	Rescue      func(ctx context.Context) error
+	RescueEvery time.Duration
 	// ID names this feeder in the lease (default host, pid and a random part).
 	ID     string
 	Logger *slog.Logger
@@ -59,6 +64,7 @@ type Feeder struct {
 	mu      sync.Mutex
 	deficit map[string]float64 // per lane:tenant, carried between ticks
 	leader  bool
+	rescued time.Time // last rescue run
 }
 
 // NewFeeder returns a feeder of b through enq.
@@ -80,6 +86,9 @@ func (b *Backlog) NewFeeder(enq Enqueuer, cfg FeederConfig) *Feeder {
 	}
 	if cfg.LockTTL <= 0 {
 		cfg.LockTTL = 5 * time.Second
+	}
+	if cfg.RescueEvery <= 0 {
+		cfg.RescueEvery = time.Second
 	}
 	if cfg.ID == "" {
 		host, _ := os.Hostname()
@@ -145,11 +154,24 @@ func (f *Feeder) Step(ctx context.Context) (int, error) {
 	if err != nil || !ok {
 		return 0, err
 	}
+	f.rescue(ctx)
 	need, err := f.need(ctx)
 	if err != nil || need <= 0 {
 		return 0, err
 	}
 	return f.feed(ctx, need)
+}
+
+// rescue runs the rescuer when it is due; its errors are logged, never a
+// reason not to feed.
+func (f *Feeder) rescue(ctx context.Context) {
+	if f.cfg.Rescue == nil || time.Since(f.rescued) < f.cfg.RescueEvery {
+		return
+	}
+	f.rescued = time.Now()
+	if err := f.cfg.Rescue(ctx); err != nil && ctx.Err() == nil {
+		f.log.WarnContext(ctx, "feeder: rescue", "err", err)
+	}
 }
 
 func (f *Feeder) lease(ctx context.Context) (bool, error) {

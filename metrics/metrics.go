@@ -32,6 +32,7 @@ type Pipeline struct {
 	copyDuration  *prometheus.HistogramVec
 	terminal      *prometheus.CounterVec
 	tenantCalls   *prometheus.CounterVec
+	rescued       prometheus.Counter
 	tenantLabel   TenantLabel
 }
 
@@ -62,6 +63,8 @@ func NewPipeline(reg prometheus.Registerer, tenants TenantLabel) *Pipeline {
 			Help: "Bytes of results copied into S3."})).(prometheus.Counter),
 		copyDuration: f(prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "result_copy_duration_seconds",
 			Help: "Duration of result copies into S3, by outcome (ok, error).", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}, []string{"outcome"})).(*prometheus.HistogramVec),
+		rescued: f(prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "rescued_total",
+			Help: "Running crops handed to another worker because theirs stopped renewing its lease (killed, frozen, cut off)."})).(prometheus.Counter),
 		terminal: f(prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "tasks_finished_total",
 			Help: "Crop requests that reached a terminal state, by state (succeeded, failed) and error code (\"\" when none)."}, []string{"state", "code"})).(*prometheus.CounterVec),
 	}
@@ -85,6 +88,15 @@ func (p *Pipeline) PaidCall(tenant string) {
 		return
 	}
 	p.tenantCalls.WithLabelValues(p.tenantLabel(tenant)).Inc()
+}
+
+// Rescued counts crops handed back by the rescuer because their worker
+// stopped renewing its lease.
+func (p *Pipeline) Rescued(n int) {
+	if p == nil || n == 0 {
+		return
+	}
+	p.rescued.Add(float64(n))
 }
 
 // QuotaWait records a wait for a token; deferred when none came in time.

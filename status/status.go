@@ -99,6 +99,11 @@ type Record struct {
 	Stored *Stored `json:"stored,omitempty"`
 
 	History []Transition `json:"history,omitempty"`
+
+	// Task is the asynq task that owns the request once a rescue (package
+	// lease) handed it to a task of its own; empty, the request's own task
+	// owns it. Updates from any other task are refused as stale.
+	Task string `json:"task,omitempty"`
 }
 
 // filled is r with what a lean queued record leaves out: its update time
@@ -166,6 +171,21 @@ type Update struct {
 	ClearCheckpoint bool        // forget the checkpoint (its URL expired)
 	PaidUsage       int         // usage billed by the call that made Checkpoint
 	Stored          *Stored
+
+	// Task is the asynq task making the change; when set, it must own the
+	// request (Record.Task), or take it over through Takeover.
+	Task string
+	// Takeover, on a rescued task's move to Running, takes the request from
+	// the task it rescued, unless that task (or any other) has moved on
+	// past the attempt that was rescued.
+	Takeover *Takeover
+}
+
+// Takeover names what a rescue task replaces: the task whose lease expired
+// and the attempt it was running.
+type Takeover struct {
+	From    string
+	Attempt int
 }
 
 // Errors of Transition and Get.
@@ -748,9 +768,31 @@ func (s *Store) Cancel(ctx context.Context, id string) (Record, error) {
 	return s.Transition(ctx, id, Update{To: Canceled})
 }
 
+// owns refuses, as stale, an update from a task that does not own the
+// request: a frozen or partitioned worker whose crop was rescued must not
+// write over the task that runs it now.
+func owns(rec Record, u Update) error {
+	if u.Task == "" || u.To == Canceled || u.Task == rec.Task {
+		return nil
+	}
+	if t := u.Takeover; t != nil {
+		if u.To == Running && (rec.Task == "" || rec.Task == t.From) && rec.Attempt <= t.Attempt {
+			return nil
+		}
+		return ErrStaleAttempt
+	}
+	if rec.Task != "" {
+		return ErrStaleAttempt // a rescue took the request from this task
+	}
+	return nil
+}
+
 func (s *Store) apply(rec *Record, u Update) error {
 	if u.To == Canceled {
 		u.Attempt = rec.Attempt // a cancel is no attempt of its own
+	}
+	if err := owns(*rec, u); err != nil {
+		return err
 	}
 	if u.Attempt < rec.Attempt {
 		return ErrStaleAttempt
@@ -762,6 +804,9 @@ func (s *Store) apply(rec *Record, u Update) error {
 	rec.State = u.To
 	rec.Attempt = u.Attempt
 	rec.UpdatedAt = now
+	if u.Task != "" && u.Takeover != nil {
+		rec.Task = u.Task
+	}
 	switch u.To {
 	case Retrying, Failed:
 		rec.ErrorCode, rec.ErrorMessage = u.ErrorCode, u.ErrorMessage

@@ -235,3 +235,72 @@ func checkBatchesAndEvents(t *testing.T, st *status.Store, rdb redis.UniversalCl
 	require.NoError(t, err)
 	assert.Empty(t, empty)
 }
+
+// A rescue (package lease) hands a request to a task of its own: from then
+// on only that task writes, and it takes over only if nobody moved on past
+// the attempt it rescued.
+func TestRescueOwnership(t *testing.T) {
+	ctx := context.Background()
+	st, _ := newStore(t, status.Config{Prefix: "t:", TTL: time.Hour})
+	rescue := &status.Takeover{From: "r1", Attempt: 2}
+	steps := []struct {
+		name string
+		u    status.Update
+		want error // nil, ErrStaleAttempt, or a *TransitionError (any)
+	}{
+		{"the request's own task runs", status.Update{To: status.Running, Attempt: 1, Task: "r1"}, nil},
+		{"its next attempt", status.Update{To: status.Running, Attempt: 2, Task: "r1"}, nil},
+		{"a rescue of an older attempt is stale", status.Update{To: status.Running, Attempt: 2, Task: "r1~rescue-1",
+			Takeover: &status.Takeover{From: "r1", Attempt: 1}}, status.ErrStaleAttempt},
+		{"the rescue of attempt 2 takes over", status.Update{To: status.Running, Attempt: 3, Task: "r1~rescue-2", Takeover: rescue}, nil},
+		{"the frozen attempt 2 wakes up: stale", status.Update{To: status.Cropped, Attempt: 2, Task: "r1",
+			Checkpoint: &status.Checkpoint{ResultURL: "http://x/r.png"}}, status.ErrStaleAttempt},
+		{"asynq's late retry of the old task: stale", status.Update{To: status.Running, Attempt: 3, Task: "r1"}, status.ErrStaleAttempt},
+		{"the old task with a higher attempt: still stale", status.Update{To: status.Running, Attempt: 9, Task: "r1"}, status.ErrStaleAttempt},
+		{"the same rescue twice: the rescue task owns it already", status.Update{To: status.Running, Attempt: 3, Task: "r1~rescue-2", Takeover: rescue}, nil},
+		{"the owner moves on", status.Update{To: status.Cropped, Attempt: 3, Task: "r1~rescue-2",
+			Checkpoint: &status.Checkpoint{ResultURL: "http://x/r.png"}, PaidUsage: 1}, nil},
+		{"a second rescue, of the rescue task", status.Update{To: status.Running, Attempt: 4, Task: "r1~rescue-3",
+			Takeover: &status.Takeover{From: "r1~rescue-2", Attempt: 3}}, nil},
+		{"the first rescue task is stale now", status.Update{To: status.Running, Attempt: 4, Task: "r1~rescue-2"}, status.ErrStaleAttempt},
+		{"an update naming no task (a kept answer, a cancel) is not fenced by task", status.Update{To: status.Running, Attempt: 4}, nil},
+		{"the owner finishes", status.Update{To: status.Succeeded, Attempt: 4, Task: "r1~rescue-3", Stored: &status.Stored{Bucket: "b", Key: "k"}}, nil},
+		{"a rescue of a finished request is refused as a move", status.Update{To: status.Running, Attempt: 5, Task: "r1~rescue-4",
+			Takeover: &status.Takeover{From: "r1~rescue-3", Attempt: 4}}, &status.TransitionError{}},
+	}
+	_, _, err := st.Create(ctx, status.Record{RequestID: "r1", Source: "url"})
+	require.NoError(t, err)
+	for _, s := range steps {
+		_, err := st.Transition(ctx, "r1", s.u)
+		switch want := s.want; {
+		case want == nil:
+			require.NoError(t, err, s.name)
+		case errors.As(want, new(*status.TransitionError)):
+			require.ErrorAs(t, err, new(*status.TransitionError), s.name)
+		default:
+			require.ErrorIs(t, err, want, s.name)
+		}
+	}
+	rec, err := st.Get(ctx, "r1")
+	require.NoError(t, err)
+	assert.Equal(t, status.Succeeded, rec.State)
+	assert.Equal(t, "r1~rescue-3", rec.Task)
+	assert.Equal(t, 1, rec.PaidCalls, "the frozen attempt's checkpoint was refused")
+}
+
+// A rescue that comes after the old task already started its next attempt
+// (asynq put it back first) does not take the request from it.
+func TestRescueAfterTheOldTaskMovedOnIsStale(t *testing.T) {
+	ctx := context.Background()
+	st, _ := newStore(t, status.Config{Prefix: "t:", TTL: time.Hour})
+	_, err := st.Transition(ctx, "r2", status.Update{To: status.Running, Attempt: 1, Task: "r2"})
+	require.NoError(t, err)
+	_, err = st.Transition(ctx, "r2", status.Update{To: status.Running, Attempt: 2, Task: "r2"})
+	require.NoError(t, err)
+	_, err = st.Transition(ctx, "r2", status.Update{To: status.Running, Attempt: 2, Task: "r2~rescue-1",
+		Takeover: &status.Takeover{From: "r2", Attempt: 1}})
+	require.ErrorIs(t, err, status.ErrStaleAttempt)
+	rec, err := st.Get(ctx, "r2")
+	require.NoError(t, err)
+	assert.Empty(t, rec.Task)
+}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -44,6 +45,22 @@ type CropPayload struct {
 	Input *InputRef `json:"input,omitempty"`
 	// EnqueuedAt is set by NewCropTask, for end-to-end latency.
 	EnqueuedAt time.Time `json:"enqueuedAt,omitzero"`
+	// Rescue is set on the task that runs a crop again after the worker
+	// running it stopped renewing its lease (package lease).
+	Rescue *Rescue `json:"rescue,omitempty"`
+}
+
+// Rescue names the task and attempt a rescue task replaces. Its attempts
+// are numbered on from Attempt, so the status record's ordering holds.
+type Rescue struct {
+	From    string `json:"from"`
+	Attempt int    `json:"attempt"`
+}
+
+// RescueTaskID is the asynq task id of the rescue of requestID's attempt:
+// unique per attempt, so rescuing the same attempt twice is harmless.
+func RescueTaskID(requestID string, attempt int) string {
+	return requestID + "~rescue-" + strconv.Itoa(attempt)
 }
 
 // InputRef is where a claim-checked image is: the worker reads it, sends it

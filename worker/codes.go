@@ -20,6 +20,7 @@ const (
 	CodeStorageUpload      Code = "storage_upload"      // the result could not be uploaded
 	CodeTimeout            Code = "timeout"             // the attempt ran out of time
 	CodeInterrupted        Code = "interrupted"         // the worker was shutting down
+	CodeLeaseLost          Code = "lease_lost"          // the worker stopped renewing its lease; another task runs the crop
 	CodeInternal           Code = "internal"            // anything else (a status store error, a bug)
 )
 
@@ -50,5 +51,7 @@ var PaidFailures = map[Code]PaymentDecision{
 		"The storage gate stops new paid calls while uploads to the default bucket fail"},
 	CodeTimeout:     {true, "the attempt's deadline can pass during the copy; the next attempt reuses the checkpoint"},
 	CodeInterrupted: {true, "a shutdown can come during the copy; the next worker reuses the checkpoint"},
-	CodeInternal:    {true, "a status store error after the call; the paid answer is kept in the checkpoint (written with retries) and reused"},
+	CodeLeaseLost: {true, "a worker that froze or lost Redis past its lease (package lease) has its crop handed to another task, which reuses the checkpoint; " +
+		"the lease is checked right before paying, so a worker that wakes up does not pay for a crop it no longer owns"},
+	CodeInternal: {true, "a status store error after the call; the paid answer is kept in the checkpoint (written with retries) and reused"},
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/lease"
 	"github.com/cropq/cropq/metrics"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -62,6 +63,12 @@ type Quota interface {
 	Observe(ctx context.Context, rateLimited bool)
 }
 
+// Leases keeps a short lease on each running crop (package lease), so that
+// the crops of a worker that died or froze run again within seconds.
+type Leases interface {
+	Acquire(ctx context.Context, h lease.Holder) (context.Context, *lease.Lease, error)
+}
+
 // HandlerConfig tunes the handler. Zero values take defaults.
 type HandlerConfig struct {
 	// StatusTimeout bounds a status write made after the task's context ended
@@ -92,8 +99,11 @@ type HandlerConfig struct {
 	// in place through a Redis outage (default 30s); past it the answer is
 	// kept in memory (see FlushKept) rather than lost.
 	PersistFor time.Duration
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Leases, when set, holds a lease on each running crop (see Leases);
+	// an attempt whose lease was taken stops, and never pays after that.
+	Leases Leases
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Handler is the asynq handler of tasks.TypeCrop.
@@ -163,11 +173,36 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	taskID, _ := asynq.GetTaskID(ctx)
-	a := attempt{payload: p, n: retried + 1, last: retried >= maxRetry,
-		log: h.log.With("request_id", p.RequestID, "task_id", taskID, "attempt", retried+1)}
+	queue, _ := asynq.GetQueueName(ctx)
+	n := retried + 1
+	var takeover *status.Takeover
+	if r := p.Rescue; r != nil {
+		// A rescue task numbers its attempts on from the one it replaces.
+		n += r.Attempt
+		takeover = &status.Takeover{From: r.From, Attempt: r.Attempt}
+	}
+	a := attempt{payload: p, n: n, last: retried >= maxRetry, task: taskID,
+		log: h.log.With("request_id", p.RequestID, "task_id", taskID, "attempt", n)}
+
+	// 0. Lease: while this worker renews it, the crop is its own; if it
+	// dies or freezes, the fleet's rescuer hands the crop to another task
+	// within seconds (package lease).
+	if h.cfg.Leases != nil {
+		var err error
+		if ctx, a.lease, err = h.cfg.Leases.Acquire(ctx, lease.Holder{Queue: queue, TaskID: taskID, Attempt: n}); err != nil {
+			return h.fail(ctx, a, err)
+		}
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.StatusTimeout)
+			defer cancel()
+			if err := a.lease.Release(rctx); err != nil {
+				a.log.WarnContext(ctx, "crop: release lease", "err", err)
+			}
+		}()
+	}
 
 	// 1. Running.
-	rec, err := h.status.Transition(ctx, p.RequestID, status.Update{To: status.Running, Attempt: a.n})
+	rec, err := h.status.Transition(ctx, p.RequestID, status.Update{To: status.Running, Attempt: a.n, Task: a.task, Takeover: takeover})
 	var te *status.TransitionError
 	switch {
 	case errors.As(err, &te) && te.From == status.Canceled:
@@ -246,7 +281,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var done status.Record
 	err = h.persist(ctx, time.Time{}, func() error {
 		var err error
-		done, err = h.status.Transition(ctx, p.RequestID, status.Update{To: status.Succeeded, Attempt: a.n, Stored: &status.Stored{
+		done, err = h.status.Transition(ctx, p.RequestID, status.Update{To: status.Succeeded, Attempt: a.n, Task: a.task, Stored: &status.Stored{
 			Bucket: stored.Bucket, Key: stored.Key, ETag: stored.ETag, Size: stored.Size, ContentType: stored.ContentType,
 			Width: cp.Width, Height: cp.Height, APIRequestID: cp.APIRequestID,
 		}})
@@ -296,7 +331,22 @@ type attempt struct {
 	payload tasks.CropPayload
 	n       int  // 1-based attempt number
 	last    bool // no retry follows a failure of this attempt
+	task    string
+	lease   *lease.Lease // nil without Leases
 	log     *slog.Logger
+}
+
+// owned is asked right before paying: a worker that froze past its lease
+// (its crop now another task's) must not pay for it.
+func (a attempt) owned(ctx context.Context) error {
+	held, err := a.lease.Held(ctx)
+	switch {
+	case err != nil:
+		return err
+	case !held:
+		return lease.ErrLost
+	}
+	return nil
 }
 
 // crop pays for one API call and checkpoints its answer. With a Quota, the
@@ -342,7 +392,7 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 // outage: it is what keeps a retry from paying again.
 func (h *Handler) checkpoint(ctx context.Context, a attempt, cp *status.Checkpoint, usage int, discardOld bool, expires time.Time) error {
 	err := h.persist(ctx, expires, func() error {
-		_, err := h.status.Transition(ctx, a.payload.RequestID, status.Update{To: status.Cropped, Attempt: a.n,
+		_, err := h.status.Transition(ctx, a.payload.RequestID, status.Update{To: status.Cropped, Attempt: a.n, Task: a.task,
 			Checkpoint: cp, ClearCheckpoint: discardOld, PaidUsage: usage})
 		return err
 	})
@@ -452,6 +502,9 @@ func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error
 		req.ImageBase64 = base64.StdEncoding.EncodeToString(data)
 	}
 	if h.cfg.Quota == nil {
+		if err := a.owned(ctx); err != nil {
+			return cropapi.Result{}, err
+		}
 		return h.cropOnce(ctx, req)
 	}
 	for try := 0; ; try++ {
@@ -459,6 +512,9 @@ func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error
 		err := h.cfg.Quota.Wait(ctx)
 		h.cfg.Metrics.QuotaWait(h.cfg.Now().Sub(start), errors.As(err, new(rateLimited)))
 		if err != nil {
+			return cropapi.Result{}, err
+		}
+		if err := a.owned(ctx); err != nil {
 			return cropapi.Result{}, err
 		}
 		res, err := h.cropOnce(ctx, req)
@@ -509,6 +565,9 @@ func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (s
 // fail records why the attempt stopped and turns err into asynq's outcome,
 // following the retry policy (policy.go).
 func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
+	if errors.Is(context.Cause(ctx), lease.ErrLost) && !errors.Is(err, lease.ErrLost) {
+		err = fmt.Errorf("%w: %w", lease.ErrLost, err)
+	}
 	d := Decide(err)
 	to := status.Retrying
 	// On the last attempt even a hand-back that is not a failure (a rate
@@ -517,7 +576,7 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 	// "retrying" would never move again. Not when this worker is shutting
 	// down, though (the task's context canceled): asynq then puts the task
 	// back itself, and the next run must find the request open.
-	shutdown := errors.Is(ctx.Err(), context.Canceled)
+	shutdown := errors.Is(ctx.Err(), context.Canceled) && !errors.Is(err, lease.ErrLost)
 	if !d.Retry || (a.last && !shutdown) {
 		to = status.Failed
 	}
@@ -525,7 +584,7 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 	// The task's context may be over (shutdown, timeout): still record why.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.StatusTimeout)
 	defer cancel()
-	rec, serr := h.status.Transition(sctx, a.payload.RequestID, status.Update{To: to, Attempt: a.n, ErrorCode: code, ErrorMessage: msg})
+	rec, serr := h.status.Transition(sctx, a.payload.RequestID, status.Update{To: to, Attempt: a.n, Task: a.task, ErrorCode: code, ErrorMessage: msg})
 	if serr != nil && !errors.Is(serr, status.ErrStaleAttempt) {
 		a.log.ErrorContext(ctx, "crop: record failure", "err", serr)
 	}

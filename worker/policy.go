@@ -10,6 +10,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/objectkey"
+	"github.com/cropq/cropq/lease"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 )
@@ -73,6 +74,10 @@ func Decide(err error) Decision {
 		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}
 	case errors.Is(err, status.ErrConflict), errors.Is(err, status.ErrNotFound):
 		return Decision{Class: "status", Retry: true, CountsAsFailure: true}
+	case errors.Is(err, lease.ErrLost):
+		// Another task runs the crop now; this one's retry finds the request
+		// owned and stops quietly (or, if no rescue took it, runs it).
+		return Decision{Class: "lease", Retry: true, Delay: time.Second}
 	case errors.Is(err, context.Canceled):
 		return Decision{Class: "interrupted", Retry: true}
 	default:
@@ -125,6 +130,8 @@ func workerCode(err error) Code {
 		return CodeResultDownload
 	case errors.As(err, &upload):
 		return CodeStorageUpload
+	case errors.Is(err, lease.ErrLost):
+		return CodeLeaseLost
 	case errors.Is(err, context.DeadlineExceeded):
 		return CodeTimeout
 	case errors.Is(err, context.Canceled):

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/httpapi"
+	"github.com/cropq/cropq/lease"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -63,6 +64,10 @@ type config struct {
 	// FeedLead is how many seconds of calls the feeder keeps in asynq
 	// ahead of the workers (CROPQ_FEED_LEAD).
 	FeedLead time.Duration
+	// Lease is how long a running crop's lease lasts unrenewed: a dead or
+	// frozen worker's crops run again elsewhere about this long after it
+	// stopped (CROPQ_LEASE_TTL).
+	Lease lease.Config
 }
 
 // loadConfig reads the environment; every error names its variable.
@@ -163,6 +168,10 @@ func loadConfig(env Env) (config, error) {
 	add(err)
 	c.TenantWeights = weights
 	c.FeedLead = dur("CROPQ_FEED_LEAD")
+	c.Lease = lease.Config{Prefix: c.Status.Prefix, TTL: dur("CROPQ_LEASE_TTL")}
+	if c.Lease.TTL > 0 && c.Lease.TTL < time.Second {
+		errs = append(errs, fmt.Errorf("CROPQ_LEASE_TTL: %s is under 1s: a lease must outlive a few renewals (every fifth of it) over a slow network", c.Lease.TTL))
+	}
 	c.Server = worker.ServerConfig{
 		Concurrency:              num("CROPQ_CONCURRENCY"),
 		Queues:                   map[string]int{c.Task.Queue: 1},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/lease"
 	"github.com/cropq/cropq/metrics"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
@@ -161,6 +162,10 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 			})
 		}
 	}
+	lcfg := cfg.Lease
+	lcfg.Logger = log
+	leases := lease.New(rdb, lcfg)
+	hcfg.Leases = leases
 	h := worker.NewHandler(api, copier, st, hcfg)
 	cfg.Server.Logger = log
 	if reg != nil {
@@ -175,10 +180,21 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 		}
 		return nil
 	}
-	feeder := newBacklog(cfg, rdb).NewFeeder(backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task, Records: st,
-		Inspector: asynq.NewInspectorFromRedisClient(rdb)},
-		backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights, Rate: fleetRate(cfg, rdb), Logger: log})
-	return &workerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h}, ready, nil
+	enq := backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task, Records: st,
+		Inspector: asynq.NewInspectorFromRedisClient(rdb)}
+	// The feeder's leader is also the fleet's rescuer of crops whose worker
+	// stopped renewing their leases.
+	rescue := func(ctx context.Context) error {
+		hs, err := leases.Rescue(ctx, enq, 200)
+		for _, h := range hs {
+			log.WarnContext(ctx, "rescue: a worker stopped renewing its lease; the crop runs again", "task_id", h.TaskID, "attempt", h.Attempt)
+		}
+		hcfg.Metrics.Rescued(len(hs))
+		return err
+	}
+	feeder := newBacklog(cfg, rdb).NewFeeder(enq, backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
+		Rate: fleetRate(cfg, rdb), Rescue: rescue, Logger: log})
+	return &workerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h, leases: leases}, ready, nil
 }
 
 // clockSkew is this process's clock less Redis's TIME, halving the round
@@ -219,13 +235,18 @@ type workerProcess struct {
 	*worker.Server
 	feeder  *backlog.Feeder
 	handler *worker.Handler
+	leases  *lease.Leases
 }
 
 // Run serves until ctx ends, then drains; the feeder stops with ctx.
 func (w *workerProcess) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); _ = w.feeder.Run(ctx) }()
+	// Leases are renewed until the server has drained: crops finishing
+	// during the shutdown are still this worker's.
+	lctx, stopLeases := context.WithCancel(context.WithoutCancel(ctx))
+	go func() { defer wg.Done(); w.leases.Run(lctx) }()
 	go func() {
 		// Paid answers Redis refused to checkpoint are recorded as soon as
 		// it takes writes again.
@@ -242,6 +263,7 @@ func (w *workerProcess) Run(ctx context.Context) error {
 		}
 	}()
 	err := w.Server.Run(ctx)
+	stopLeases()
 	wg.Wait()
 	return err
 }
