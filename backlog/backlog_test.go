@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -285,4 +286,39 @@ func TestAnArchivedTaskDoesNotSwallowANewRequest(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, n.Pending)
 	assert.Zero(t, n.Archived)
+}
+
+// Only the leader rescues, and only once it has led for RescueGrace: after
+// a Redis outage took its lease, live workers get time to renew theirs.
+func TestOnlyASettledLeaderRescues(t *testing.T) {
+	ctx := context.Background()
+	rdb := newRedis(t)
+	b := New(rdb, Config{})
+	var calls [2]atomic.Int32
+	feeder := func(i int, id string) *Feeder {
+		return b.NewFeeder(&recorder{}, FeederConfig{ID: id, LockTTL: time.Minute, RescueEvery: time.Nanosecond, RescueGrace: 300 * time.Millisecond,
+			Rescue: func(context.Context) error { calls[i].Add(1); return nil }})
+	}
+	f1, f2 := feeder(0, "one"), feeder(1, "two")
+	step := func(f *Feeder) {
+		_, err := f.Step(ctx)
+		require.NoError(t, err)
+	}
+	step(f1)
+	step(f2)
+	assert.Zero(t, calls[0].Load(), "a new leader waits out the grace")
+	require.Eventually(t, func() bool { step(f1); step(f2); return calls[0].Load() > 0 }, 5*time.Second, 10*time.Millisecond)
+	assert.Zero(t, calls[1].Load(), "a follower never rescues")
+
+	// The lease is lost (Redis restarted empty, or refused its renewal):
+	// leading again, it waits again.
+	require.NoError(t, rdb.Del(ctx, f1.lockKey()).Err())
+	require.NoError(t, rdb.Set(ctx, f1.lockKey(), "someone-else", time.Minute).Err())
+	step(f1)
+	assert.False(t, f1.Leader())
+	require.NoError(t, rdb.Del(ctx, f1.lockKey()).Err())
+	before := calls[0].Load()
+	step(f1)
+	assert.True(t, f1.Leader())
+	assert.Equal(t, before, calls[0].Load(), "leading anew, the grace starts again")
 }

@@ -48,6 +48,12 @@ type FeederConfig struct {
 	// renewing its lease (package lease's Leases.Rescue).
 	Rescue      func(ctx context.Context) error
 	RescueEvery time.Duration
+	// RescueGrace is how long a feeder must have held its lease before it
+	// rescues (default 5s). A Redis outage (down, or refusing writes) also
+	// takes the lease away (its renewal is a write), so afterwards every
+	// live worker gets this long to renew the leases it could not renew
+	// meanwhile, and only the dead ones' crops move.
+	RescueGrace time.Duration
 	// ID names this feeder in the lease (default host, pid and a random part).
 	ID     string
 	Logger *slog.Logger
@@ -64,6 +70,7 @@ type Feeder struct {
 	mu      sync.Mutex
 	deficit map[string]float64 // per lane:tenant, carried between ticks
 	leader  bool
+	since   time.Time // leading since
 	rescued time.Time // last rescue run
 }
 
@@ -89,6 +96,9 @@ func (b *Backlog) NewFeeder(enq Enqueuer, cfg FeederConfig) *Feeder {
 	}
 	if cfg.RescueEvery <= 0 {
 		cfg.RescueEvery = time.Second
+	}
+	if cfg.RescueGrace <= 0 {
+		cfg.RescueGrace = 5 * time.Second
 	}
 	if cfg.ID == "" {
 		host, _ := os.Hostname()
@@ -149,6 +159,9 @@ func (f *Feeder) Step(ctx context.Context) (int, error) {
 	if !ok && f.leader {
 		f.deficit = map[string]float64{} // a new leader starts afresh
 	}
+	if ok && !f.leader {
+		f.since = time.Now()
+	}
 	f.leader = ok
 	f.mu.Unlock()
 	if err != nil || !ok {
@@ -165,7 +178,10 @@ func (f *Feeder) Step(ctx context.Context) (int, error) {
 // rescue runs the rescuer when it is due; its errors are logged, never a
 // reason not to feed.
 func (f *Feeder) rescue(ctx context.Context) {
-	if f.cfg.Rescue == nil || time.Since(f.rescued) < f.cfg.RescueEvery {
+	f.mu.Lock()
+	since := f.since
+	f.mu.Unlock()
+	if f.cfg.Rescue == nil || time.Since(f.rescued) < f.cfg.RescueEvery || time.Since(since) < f.cfg.RescueGrace {
 		return
 	}
 	f.rescued = time.Now()

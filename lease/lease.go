@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,7 +44,10 @@ type Config struct {
 	TTL time.Duration
 	// Renew is how often a holder renews its leases (default TTL/5), so
 	// that a few slow renewals in a row do not lose a live worker's crops.
-	Renew  time.Duration
+	Renew time.Duration
+	// Owner names this process in its leases, for operators and logs
+	// (default host and pid).
+	Owner  string
 	Logger *slog.Logger
 }
 
@@ -52,22 +56,23 @@ type Holder struct {
 	Queue   string // asynq queue of the task
 	TaskID  string // asynq task id
 	Attempt int    // the attempt's number on the status record
+	Owner   string // the process holding it (Config.Owner; set by Acquire)
 }
 
 func (h Holder) member() string {
-	return h.Queue + "\n" + h.TaskID + "\n" + strconv.Itoa(h.Attempt)
+	return h.Queue + "\n" + h.TaskID + "\n" + strconv.Itoa(h.Attempt) + "\n" + h.Owner
 }
 
 func parseMember(m string) (Holder, error) {
 	parts := strings.Split(m, "\n")
-	if len(parts) != 3 {
+	if len(parts) != 4 {
 		return Holder{}, fmt.Errorf("lease: bad member %q", m)
 	}
 	n, err := strconv.Atoi(parts[2])
 	if err != nil {
 		return Holder{}, fmt.Errorf("lease: bad member %q: %w", m, err)
 	}
-	return Holder{Queue: parts[0], TaskID: parts[1], Attempt: n}, nil
+	return Holder{Queue: parts[0], TaskID: parts[1], Attempt: n, Owner: parts[3]}, nil
 }
 
 // Leases holds the leases of one worker process and renews them.
@@ -91,6 +96,10 @@ func New(rdb redis.UniversalClient, cfg Config) *Leases {
 	if cfg.Renew <= 0 {
 		cfg.Renew = cfg.TTL / 5
 	}
+	if cfg.Owner == "" {
+		host, _ := os.Hostname()
+		cfg.Owner = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -98,8 +107,8 @@ func New(rdb redis.UniversalClient, cfg Config) *Leases {
 	return &Leases{rdb: rdb, cfg: cfg, log: log.With("component", "lease"), held: map[string]context.CancelCauseFunc{}}
 }
 
-// Key is the sorted set of leases: member "queue\ntask\nattempt", score the
-// deadline in Redis milliseconds.
+// Key is the sorted set of leases: member "queue\ntask\nattempt\nowner",
+// score the deadline in Redis milliseconds.
 func (l *Leases) Key() string { return l.cfg.Prefix + "leases" }
 
 // TTL is the leases' lifetime.
@@ -115,6 +124,7 @@ type Lease struct {
 // canceled with cause ErrLost when the lease is taken away. Call Release
 // when the attempt ends, whatever its outcome.
 func (l *Leases) Acquire(ctx context.Context, h Holder) (context.Context, *Lease, error) {
+	h.Owner = l.cfg.Owner
 	m := h.member()
 	if err := acquireScript.Run(ctx, l.rdb, []string{l.Key()}, m, l.cfg.TTL.Milliseconds()).Err(); err != nil {
 		return ctx, nil, fmt.Errorf("lease: acquire: %w", err)
@@ -243,6 +253,22 @@ func (l *Leases) Rescue(ctx context.Context, rq Requeuer, limit int) ([]Holder, 
 		out = append(out, h)
 	}
 	return out, errors.Join(errs...)
+}
+
+// List is every lease, held or expired, with its deadline on Redis's clock.
+func (l *Leases) List(ctx context.Context) (map[Holder]time.Time, error) {
+	zs, err := l.rdb.ZRangeWithScores(ctx, l.Key(), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("lease: list: %w", err)
+	}
+	out := make(map[Holder]time.Time, len(zs))
+	for _, z := range zs {
+		m, _ := z.Member.(string)
+		if h, err := parseMember(m); err == nil {
+			out[h] = time.UnixMilli(int64(z.Score))
+		}
+	}
+	return out, nil
 }
 
 // Count is how many leases exist (held or expired, not yet rescued).

@@ -58,8 +58,8 @@ func TestAnUnrenewedLeaseIsRescuedAndItsHolderStops(t *testing.T) {
 	rdb := newRedis(t)
 	ctx := context.Background()
 	// Renew an hour: the holder is "frozen", it never renews by itself.
-	l := New(rdb, Config{Prefix: "t:", TTL: 200 * time.Millisecond, Renew: time.Hour})
-	h := Holder{Queue: "crops", TaskID: "req-1", Attempt: 3}
+	l := New(rdb, Config{Prefix: "t:", TTL: 200 * time.Millisecond, Renew: time.Hour, Owner: "pod-a"})
+	h := Holder{Queue: "crops", TaskID: "req-1", Attempt: 3, Owner: "pod-a"}
 	actx, ls, err := l.Acquire(ctx, h)
 	require.NoError(t, err)
 	held, err := ls.Held(ctx)
@@ -94,7 +94,7 @@ func TestAnUnrenewedLeaseIsRescuedAndItsHolderStops(t *testing.T) {
 func TestRenewedLeasesOutliveTheirTTL(t *testing.T) {
 	rdb := newRedis(t)
 	ctx := context.Background()
-	l := New(rdb, Config{Prefix: "t:", TTL: 300 * time.Millisecond, Renew: 30 * time.Millisecond})
+	l := New(rdb, Config{Prefix: "t:", TTL: 300 * time.Millisecond, Renew: 30 * time.Millisecond, Owner: "pod-b"})
 	rctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -103,7 +103,7 @@ func TestRenewedLeasesOutliveTheirTTL(t *testing.T) {
 
 	actx, ls, err := l.Acquire(ctx, Holder{Queue: "crops", TaskID: "req-1", Attempt: 1})
 	require.NoError(t, err)
-	first, err := rdb.ZScore(ctx, l.Key(), "crops\nreq-1\n1").Result()
+	first, err := rdb.ZScore(ctx, l.Key(), "crops\nreq-1\n1\npod-b").Result()
 	require.NoError(t, err)
 	// Wait, on Redis's clock, until the first deadline has passed.
 	require.Eventually(t, func() bool {
@@ -130,10 +130,16 @@ func TestRenewedLeasesOutliveTheirTTL(t *testing.T) {
 func TestAFailedHandBackIsTriedAgain(t *testing.T) {
 	rdb := newRedis(t)
 	ctx := context.Background()
-	l := New(rdb, Config{Prefix: "t:", TTL: 100 * time.Millisecond, Renew: time.Hour})
-	h := Holder{Queue: "crops", TaskID: "req-2~rescue-4", Attempt: 5}
-	_, _, err := l.Acquire(ctx, h)
+	l := New(rdb, Config{Prefix: "t:", TTL: 100 * time.Millisecond, Renew: time.Hour, Owner: "pod-c"})
+	h := Holder{Queue: "crops", TaskID: "req-2~rescue-4", Attempt: 5, Owner: "pod-c"}
+	list, err := l.List(ctx)
 	require.NoError(t, err)
+	assert.Empty(t, list)
+	_, _, err = l.Acquire(ctx, h)
+	require.NoError(t, err)
+	list, err = l.List(ctx)
+	require.NoError(t, err)
+	assert.Contains(t, list, h)
 
 	rq := &requeuer{fail: true}
 	require.Eventually(t, func() bool {
@@ -161,12 +167,12 @@ func TestNilLeaseIsAlwaysHeld(t *testing.T) {
 }
 
 func TestMembersRoundTrip(t *testing.T) {
-	for _, h := range []Holder{{"crops", "a", 1}, {"crops:urgent", "b.c:d-e~rescue-12", 13}} {
+	for _, h := range []Holder{{"crops", "a", 1, "pod-1"}, {"crops:urgent", "b.c:d-e~rescue-12", 13, "host-42"}} {
 		got, err := parseMember(h.member())
 		require.NoError(t, err)
 		assert.Equal(t, h, got)
 	}
-	for _, bad := range []string{"", "crops\nid", "crops\nid\nx"} {
+	for _, bad := range []string{"", "crops\nid", "crops\nid\n1", "crops\nid\nx\npod"} {
 		_, err := parseMember(bad)
 		assert.Error(t, err, "%q", bad)
 	}

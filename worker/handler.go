@@ -337,14 +337,22 @@ type attempt struct {
 }
 
 // owned is asked right before paying: a worker that froze past its lease
-// (its crop now another task's) must not pay for it.
-func (a attempt) owned(ctx context.Context) error {
+// (its crop now another task's), or whose task asynq's recoverer ran again
+// elsewhere (its clock far behind the others'), must not pay for it.
+func (h *Handler) owned(ctx context.Context, a attempt) error {
 	held, err := a.lease.Held(ctx)
 	switch {
 	case err != nil:
 		return err
 	case !held:
 		return lease.ErrLost
+	}
+	rec, err := h.status.Get(ctx, a.payload.RequestID)
+	if err != nil {
+		return fmt.Errorf("check ownership: %w", err)
+	}
+	if rec.Attempt > a.n || (rec.Task != "" && rec.Task != a.task) {
+		return status.ErrStaleAttempt
 	}
 	return nil
 }
@@ -502,7 +510,7 @@ func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error
 		req.ImageBase64 = base64.StdEncoding.EncodeToString(data)
 	}
 	if h.cfg.Quota == nil {
-		if err := a.owned(ctx); err != nil {
+		if err := h.owned(ctx, a); err != nil {
 			return cropapi.Result{}, err
 		}
 		return h.cropOnce(ctx, req)
@@ -514,7 +522,7 @@ func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error
 		if err != nil {
 			return cropapi.Result{}, err
 		}
-		if err := a.owned(ctx); err != nil {
+		if err := h.owned(ctx, a); err != nil {
 			return cropapi.Result{}, err
 		}
 		res, err := h.cropOnce(ctx, req)
@@ -567,6 +575,11 @@ func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (s
 func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 	if errors.Is(context.Cause(ctx), lease.ErrLost) && !errors.Is(err, lease.ErrLost) {
 		err = fmt.Errorf("%w: %w", lease.ErrLost, err)
+	}
+	if errors.Is(err, status.ErrStaleAttempt) {
+		// Another attempt owns the request now; it records what happens.
+		a.log.WarnContext(ctx, "crop: a newer attempt owns this request; stopping", "err", err)
+		return nil
 	}
 	d := Decide(err)
 	to := status.Retrying

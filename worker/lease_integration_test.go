@@ -80,7 +80,7 @@ func TestAFrozenWorkersCropIsRescued(t *testing.T) {
 
 	// Worker A: its leases are never renewed (it is frozen) and last 500 ms.
 	frozen := &frozenQuota{entered: make(chan struct{}), thaw: make(chan struct{})}
-	leasesA := lease.New(rdb, lease.Config{TTL: 500 * time.Millisecond})
+	leasesA := lease.New(rdb, lease.Config{TTL: 500 * time.Millisecond, Owner: "worker-a"})
 	const id = "frozen-1"
 	p := tasks.CropPayload{Request: tasks.Request{RequestID: id, ImageURL: images + "/good.png", TargetWidth: 300, TargetHeight: 200}}
 	task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: 3, Limits: local})
@@ -114,7 +114,7 @@ func TestAFrozenWorkersCropIsRescued(t *testing.T) {
 		rescued = append(rescued, hs...)
 		return err == nil && len(rescued) > 0
 	}, 30*time.Second, 50*time.Millisecond)
-	assert.Equal(t, []lease.Holder{{Queue: tasks.DefaultQueue, TaskID: id, Attempt: 1}}, rescued)
+	assert.Equal(t, []lease.Holder{{Queue: tasks.DefaultQueue, TaskID: id, Attempt: 1, Owner: "worker-a"}}, rescued)
 
 	var rec status.Record
 	require.Eventually(t, func() bool {

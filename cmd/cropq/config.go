@@ -68,6 +68,9 @@ type config struct {
 	// frozen worker's crops run again elsewhere about this long after it
 	// stopped (CROPQ_LEASE_TTL).
 	Lease lease.Config
+	// Clock is this process's wall clock: the system's, moved by
+	// CROPQ_CLOCK_OFFSET (fault injection: a worker whose clock is off).
+	Clock func() time.Time
 }
 
 // loadConfig reads the environment; every error names its variable.
@@ -168,6 +171,15 @@ func loadConfig(env Env) (config, error) {
 	add(err)
 	c.TenantWeights = weights
 	c.FeedLead = dur("CROPQ_FEED_LEAD")
+	offset, err := time.ParseDuration(env.Get("CROPQ_CLOCK_OFFSET"))
+	if err != nil {
+		errs = append(errs, envError("CROPQ_CLOCK_OFFSET", env.Get("CROPQ_CLOCK_OFFSET"), "a signed duration such as -10m or 90s"))
+	}
+	c.Clock = time.Now
+	if offset != 0 {
+		c.Clock = func() time.Time { return time.Now().Add(offset) }
+	}
+	c.Status.Now, c.Storage.Now, c.API.Now = c.Clock, c.Clock, c.Clock
 	c.Lease = lease.Config{Prefix: c.Status.Prefix, TTL: dur("CROPQ_LEASE_TTL")}
 	if c.Lease.TTL > 0 && c.Lease.TTL < time.Second {
 		errs = append(errs, fmt.Errorf("CROPQ_LEASE_TTL: %s is under 1s: a lease must outlive a few renewals (every fifth of it) over a slow network", c.Lease.TTL))

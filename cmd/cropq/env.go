@@ -42,6 +42,7 @@ func envVars() []envVar {
 		{"CROPQ_QUOTA_MIN_RATE", "0", "floor of the adapted rate (0: a twentieth of CROPQ_QUOTA_RATE)", false},
 		{"CROPQ_FEED_LEAD", "2s", "seconds of API calls, at the effective rate, the feeder keeps in asynq ahead of the workers: what an urgent request may wait behind", false},
 		{"CROPQ_LEASE_TTL", "10s", "lease of each running crop, renewed every fifth of it: a killed or frozen worker's crops run again on another worker about this long after it stopped (at least 1s)", false},
+		{"CROPQ_CLOCK_OFFSET", "0s", "fault injection: move this process's wall clock (record times, API signatures, expiry bookkeeping) by a signed duration, e.g. 10m or -10m, to try a worker whose clock is off; asynq's own bookkeeping keeps the system clock", false},
 		{"CROPQ_TENANT_WEIGHTS", "", "shares of the quota among tenants with work in the same lane: tenant=weight,… with weights 1–1000, e.g. acme=3,globex=1 (unlisted tenants weigh 1)", false},
 		{"CROPQ_API_BASE_URL", "https://api.aidc-ai.com", "Image Cropping API base URL (cn-api.aidc-ai.com for China accounts; the emulator's URL locally)", false},
 		{"CROPQ_APP_KEY", "", "API app key", false},

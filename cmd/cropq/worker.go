@@ -65,7 +65,7 @@ func runWorker(ctx context.Context, env Env, args []string, _, stderr io.Writer)
 	}
 	defer rdb.Close()
 	reg := metrics.NewRegistry()
-	warnClockSkew(ctx, rdb, log)
+	warnClockSkew(ctx, cfg.Clock, rdb, log)
 	srv, ready, err := newWorkerServer(ctx, cfg, rdb, log, reg)
 	if err != nil {
 		return err
@@ -125,7 +125,7 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 	if err != nil {
 		return nil, nil, err
 	}
-	hcfg := worker.HandlerConfig{Limits: cfg.API.Limits, Logger: log, Inputs: inputs}
+	hcfg := worker.HandlerConfig{Limits: cfg.API.Limits, Logger: log, Inputs: inputs, Now: cfg.Clock}
 	if reg != nil {
 		hcfg.Metrics = metrics.NewPipeline(reg, tenantLabel(cfg))
 		bl := newBacklog(cfg, rdb)
@@ -137,7 +137,7 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 			}
 			return out, err
 		}, tenantLabel(cfg))
-		metrics.RegisterClockSkew(reg, func(ctx context.Context) (time.Duration, error) { return clockSkew(ctx, rdb) })
+		metrics.RegisterClockSkew(reg, func(ctx context.Context) (time.Duration, error) { return clockSkew(ctx, cfg.Clock, rdb) })
 		metrics.RegisterQueues(reg, asynq.NewInspectorFromRedisClient(rdb))
 	}
 	handlers, err := webhookHandlers(cfg, log)
@@ -199,21 +199,21 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 
 // clockSkew is this process's clock less Redis's TIME, halving the round
 // trip.
-func clockSkew(ctx context.Context, rdb redis.UniversalClient) (time.Duration, error) {
-	before := time.Now()
+func clockSkew(ctx context.Context, clock func() time.Time, rdb redis.UniversalClient) (time.Duration, error) {
+	before := clock()
 	t, err := rdb.Time(ctx).Result()
 	if err != nil {
 		return 0, err
 	}
-	rtt := time.Since(before)
+	rtt := clock().Sub(before)
 	return before.Add(rtt / 2).Sub(t), nil
 }
 
 // warnClockSkew logs when this worker's clock is off Redis's by more than
 // a few seconds: result expiry does not trust local clocks, but asynq's
 // recoverer does (its leases last 30 s).
-func warnClockSkew(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger) {
-	d, err := clockSkew(ctx, rdb)
+func warnClockSkew(ctx context.Context, clock func() time.Time, rdb redis.UniversalClient, log *slog.Logger) {
+	d, err := clockSkew(ctx, clock, rdb)
 	if err == nil && (d > 5*time.Second || d < -5*time.Second) {
 		log.Warn("worker: this clock is off Redis's; asynq may hand running tasks to other workers", "skew", d.Round(time.Millisecond).String())
 	}
