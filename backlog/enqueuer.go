@@ -63,7 +63,7 @@ func (e TaskEnqueuer) Feed(ctx context.Context, requestID string, payload []byte
 	if p.RequestID != requestID {
 		return &BadEntryError{Err: fmt.Errorf("entry of %s holds the payload of %s", requestID, p.RequestID)}
 	}
-	return e.enqueue(ctx, requestID, asynq.NewTask(tasks.TypeCrop, payload), tasks.TaskOptions(requestID, e.Options))
+	return e.enqueue(ctx, requestID, asynq.NewTask(tasks.TypeCrop, payload), tasks.TaskOptionsFor(p, e.Options))
 }
 
 func (e TaskEnqueuer) enqueue(ctx context.Context, id string, task *asynq.Task, opts []asynq.Option) error {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -16,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
@@ -216,4 +219,91 @@ func TestFailedEnqueueUndoesTheBatchCount(t *testing.T) {
 	n, err := rdb.Exists(context.Background(), "cropq:status:{big-1}").Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "nor recorded")
+}
+
+// A bulk load against a Redis at its memory limit (maxmemory, noeviction):
+// what Redis refuses is reported as an error and leaves nothing behind, the
+// batch counts equal the records that exist, and the same load run again
+// once the limit is raised completes the batch with exact counts.
+func TestLoadAgainstARedisRefusingWrites(t *testing.T) {
+	img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
+	require.NoError(t, err)
+	for _, path := range []string{"asynq", "backlog"} {
+		t.Run(path, func(t *testing.T) {
+			ctx := context.Background()
+			srv := testenv.Redis(t)
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+			t.Cleanup(func() { _ = rdb.Close() })
+			cfg := producer.Config{}
+			if path == "backlog" {
+				cfg.Backlog = backlog.New(rdb, backlog.Config{})
+			}
+			p := producer.New(rdb, cfg)
+			t.Cleanup(func() { _ = p.Close() })
+
+			var load []tasks.Request
+			for i := range 400 {
+				load = append(load, tasks.Request{RequestID: fmt.Sprintf("oom-%03d", i), ImageBase64: base64.StdEncoding.EncodeToString(img),
+					TargetWidth: 300, TargetHeight: 300, BatchID: "b-oom"})
+			}
+			info, err := rdb.Info(ctx, "memory").Result()
+			require.NoError(t, err)
+			var used int64
+			for _, line := range strings.Split(info, "\r\n") {
+				if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+					used, err = strconv.ParseInt(v, 10, 64)
+					require.NoError(t, err)
+				}
+			}
+			require.Positive(t, used)
+			// Room for about half the load's images.
+			require.NoError(t, rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
+			require.NoError(t, rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(used+int64(len(img))*4/3*200, 10)).Err())
+
+			enqueued, refused := 0, 0
+			for _, r := range p.EnqueueBatch(ctx, load) {
+				n, err := rdb.Exists(ctx, "cropq:status:{"+r.RequestID+"}").Result()
+				require.NoError(t, err)
+				switch r.Outcome {
+				case producer.Enqueued:
+					enqueued++
+					assert.EqualValues(t, 1, n, "%s: enqueued, so recorded", r.RequestID)
+				case producer.Error:
+					refused++
+					assert.Zero(t, n, "%s: refused (%v), so not recorded", r.RequestID, r.Err)
+				default:
+					t.Errorf("%s: %s", r.RequestID, r.Outcome)
+				}
+			}
+			require.Positive(t, refused, "the limit was reached")
+			if path == "asynq" {
+				// One request at a time: those before the limit got in. (The
+				// backlog admits a chunk in one script: all of it or none.)
+				require.Positive(t, enqueued, "the limit left room for some")
+			}
+			counts, err := p.BatchCounts(ctx, "", "b-oom")
+			require.NoError(t, err)
+			assert.Equal(t, int64(enqueued), counts[status.Queued], "counts equal the records")
+			assert.Len(t, counts, min(enqueued, 1), "and nothing else: %v", counts)
+
+			require.NoError(t, rdb.ConfigSet(ctx, "maxmemory", "0").Err())
+			again := 0
+			for _, r := range p.EnqueueBatch(ctx, load) {
+				switch r.Outcome {
+				case producer.Enqueued:
+					again++
+				case producer.Known:
+				default:
+					t.Errorf("%s: %s (%v)", r.RequestID, r.Outcome, r.Err)
+				}
+			}
+			assert.Equal(t, refused, again, "the run again enqueues exactly what was refused")
+			counts, err = p.BatchCounts(ctx, "", "b-oom")
+			require.NoError(t, err)
+			assert.Equal(t, map[status.State]int64{status.Queued: 400}, counts)
+			info2, err := p.Batch(ctx, "", "b-oom")
+			require.NoError(t, err)
+			assert.EqualValues(t, 400, info2.Total)
+		})
+	}
 }
