@@ -26,7 +26,7 @@ help:
 	@echo "make bench-quota - the fleet against a shared API quota (about 5 minutes)"
 	@echo "make bench-enqueue - bulk enqueue: library and HTTP vs raw asynq; Redis memory with and without the claim check"
 	@echo "make bench-backlog - priority lanes, tenant shares, ETA, Redis bytes per queued request (backlog vs one FIFO queue)"
-	@echo "make chaos  - 1,000 requests through worker kills, a Redis restart, a MinIO outage, faults, a rolling restart"
+	@echo "make chaos  - 1,100 requests through worker kills, a frozen worker, clocks off by 10 min, kill -9 of Redis, Redis at maxmemory, a MinIO outage, faults, a rolling restart"
 	@echo "make fuzz-long - longer fuzzing"
 
 tools:
@@ -68,7 +68,7 @@ lint: tools
 vuln: tools
 	govulncheck $(PKGS)
 
-# The full chaos run: 1,000 requests, MinIO away 30 s (a reduced run is part of make test).
+# The full chaos run: 1,000 requests (+100 enqueued during the maxmemory phase), MinIO away 30 s (a reduced run is part of make test).
 chaos: tools
 	CROPQ_CHAOS_N=1000 CROPQ_CHAOS_OUTAGE=30s $(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./cmd/cropq
 

@@ -11,6 +11,7 @@ type Code string
 const (
 	CodeQuota              Code = "quota"               // no token of the shared quota in time
 	CodeStorageUnavailable Code = "storage_unavailable" // the bucket was unreachable before paying (storage gate)
+	CodeStatusUnavailable  Code = "status_unavailable"  // Redis refused the last checkpoint write: nothing paid until it takes one
 	CodeKeyTemplate        Code = "key_template"        // the key template cannot render a safe key
 	CodeBucket             Code = "bucket"              // a request's own bucket does not exist
 	CodeResultHost         Code = "result_host"         // the result URL is off the allow-list
@@ -39,6 +40,7 @@ type PaymentDecision struct {
 var PaidFailures = map[Code]PaymentDecision{
 	CodeQuota:              {false, "raised by the quota before the call; the call is not made"},
 	CodeStorageUnavailable: {false, "raised by the storage gate before the call; the task is handed back unpaid"},
+	CodeStatusUnavailable:  {false, "raised right before the call while Redis refuses checkpoint writes; the task is handed back unpaid"},
 	CodeKeyTemplate:        {false, "rendered at submission (tasks.Request.Validate) and again by the worker before paying; the worker's own CROPQ_KEY_TEMPLATE is rendered at start-up"},
 	CodeInput:              {false, "the claim-checked image is read before the call (it is what the call sends)"},
 	CodeBucket:             {false, "a request's own bucket is checked (HEAD, trusted for a minute) before paying; the default bucket by the storage gate"},

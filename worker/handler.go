@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -116,6 +117,19 @@ type Handler struct {
 	gate    *storageGate
 	buckets *bucketChecks
 	kept    *keptAnswers
+	// refusing is set when Redis refused a checkpoint write, and cleared by
+	// the next checkpoint write that succeeds (FlushKept's included), or
+	// by FlushKept once no kept answer is left: while set, no new call is
+	// paid for in this worker, since its answer could not be recorded.
+	refusing atomic.Bool
+}
+
+// StatusUnavailableError is a crop not paid for because the status store
+// refused the last checkpoint write: its answer could not be recorded.
+type StatusUnavailableError struct{}
+
+func (e *StatusUnavailableError) Error() string {
+	return "status store refuses writes (Redis at its memory limit?), crop not paid for"
 }
 
 // NewHandler returns a handler using the given parts.
@@ -346,6 +360,8 @@ func (h *Handler) owned(ctx context.Context, a attempt) error {
 		return err
 	case !held:
 		return lease.ErrLost
+	case h.refusing.Load():
+		return &StatusUnavailableError{}
 	}
 	rec, err := h.status.Get(ctx, a.payload.RequestID)
 	if err != nil {
@@ -404,6 +420,13 @@ func (h *Handler) checkpoint(ctx context.Context, a attempt, cp *status.Checkpoi
 			Checkpoint: cp, ClearCheckpoint: discardOld, PaidUsage: usage})
 		return err
 	})
+	var te *status.TransitionError
+	switch {
+	case err == nil:
+		h.refusing.Store(false)
+	case !errors.Is(err, status.ErrStaleAttempt) && !errors.As(err, &te):
+		h.refusing.Store(true) // see owned
+	}
 	if err != nil {
 		return fmt.Errorf("checkpoint result: %w", err)
 	}
@@ -437,6 +460,7 @@ func (h *Handler) FlushKept(ctx context.Context) int {
 		switch {
 		case err == nil:
 			h.kept.drop(id, k)
+			h.refusing.Store(false)
 			n++
 			h.log.InfoContext(ctx, "crop: recorded a paid answer kept through a Redis outage", "request_id", id, "api_request_id", k.cp.APIRequestID)
 		case errors.As(err, &te), errors.Is(err, status.ErrStaleAttempt):
@@ -444,6 +468,9 @@ func (h *Handler) FlushKept(ctx context.Context) int {
 		default:
 			return n
 		}
+	}
+	if len(h.kept.snapshot(h.cfg.Now())) == 0 {
+		h.refusing.Store(false) // nothing left to protect: the next checkpoint tells
 	}
 	return n
 }

@@ -61,6 +61,8 @@ func Decide(err error) Decision {
 		return Decision{Class: "rate_limited", Retry: true, Delay: deferred.RateLimitedFor()}
 	case errors.As(err, new(*StorageUnavailableError)):
 		return Decision{Class: "storage_unavailable", Retry: true, Delay: StorageDeferDelay}
+	case errors.As(err, new(*StatusUnavailableError)):
+		return Decision{Class: "status_unavailable", Retry: true, Delay: StorageDeferDelay}
 	case c == cropapi.ClassRateLimited:
 		d, _ := cropapi.RetryAfterOf(err)
 		return Decision{Class: "rate_limited", Retry: true, Delay: d}
@@ -116,6 +118,8 @@ func workerCode(err error) Code {
 		return CodeQuota
 	case errors.As(err, new(*StorageUnavailableError)):
 		return CodeStorageUnavailable
+	case errors.As(err, new(*StatusUnavailableError)):
+		return CodeStatusUnavailable
 	case errors.As(err, &key):
 		return CodeKeyTemplate
 	case errors.As(err, new(*storage.BucketError)):

@@ -80,6 +80,8 @@ type rowSpec struct {
 	// checkpoint writes of paid answers (Redis refusing writes mid-call).
 	refuseCheckpoints *atomic.Bool
 	persistFor        time.Duration
+	// quotaImpl, when set, is the handler's Quota (instead of quota).
+	quotaImpl worker.Quota
 }
 
 // refusingStore is the real status store, refusing checkpoint writes while
@@ -136,6 +138,9 @@ func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig 
 		hcfg.Quota = quota.New(r.rdb, q)
 	}
 	hcfg.PersistFor = spec.persistFor
+	if spec.quotaImpl != nil {
+		hcfg.Quota = spec.quotaImpl
+	}
 	var st worker.StatusStore = r.statuses
 	if spec.refuseCheckpoints != nil {
 		st = refusingStore{Store: r.statuses, refuse: spec.refuseCheckpoints}
@@ -436,6 +441,30 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		assert.Equal(t, int64(1), r.emu.Stats().Usage)
 	})
 
+	t.Run("while Redis refuses checkpoints, nothing more is paid for", func(t *testing.T) {
+		refuse := &atomic.Bool{}
+		refuse.Store(true)
+		q := &oneThenGate{open: make(chan struct{}), waiting: make(chan struct{}, 8)}
+		r := newPolicyRig(t, minio, rowSpec{refuseCheckpoints: refuse, persistFor: 300 * time.Millisecond, quotaImpl: q})
+		// The first pays and cannot checkpoint; the second, already
+		// running and waiting for its token meanwhile, must not pay.
+		r.enqueue(t, "refused-1", "good.png", 5)
+		r.await(t, "refused-1", func(rec status.Record) bool { return rec.State == status.Retrying }, "fail its first attempt")
+		r.enqueue(t, "refused-2", "good.png", 5)
+		<-q.waiting // refused-2 holds its token wait
+		close(q.open)
+		rec := r.await(t, "refused-2", func(rec status.Record) bool { return rec.State == status.Retrying }, "be handed back")
+		assert.Equal(t, "status_unavailable", rec.ErrorCode)
+		assert.Equal(t, int64(1), r.emu.Stats().Usage, "only the first paid")
+		refuse.Store(false)
+		for _, id := range []string{"refused-1", "refused-2"} {
+			rec := r.await(t, id, terminal, "finish")
+			assert.Equal(t, status.Succeeded, rec.State, states(rec))
+			assert.Equal(t, 1, rec.PaidCalls, id)
+		}
+		assert.Equal(t, int64(2), r.emu.Stats().Usage, "one paid call per request")
+	})
+
 	t.Run("kept answers are recorded as soon as Redis takes writes", func(t *testing.T) {
 		refuse := &atomic.Bool{}
 		refuse.Store(true)
@@ -664,3 +693,29 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 	assert.Equal(t, int64(6), events)
 	assert.Equal(t, int64(6), emu.Stats().Usage)
 }
+
+// oneThenGate gives the first token at once, and the next ones once open
+// is closed (saying on waiting each time one waits).
+type oneThenGate struct {
+	first   atomic.Bool
+	open    chan struct{}
+	waiting chan struct{}
+}
+
+func (q *oneThenGate) Wait(ctx context.Context) error {
+	if q.first.CompareAndSwap(false, true) {
+		return nil
+	}
+	select {
+	case q.waiting <- struct{}{}:
+	default:
+	}
+	select {
+	case <-q.open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (q *oneThenGate) Observe(context.Context, bool) {}
