@@ -344,10 +344,11 @@ func (s *Store) CreateManyAppend(ctx context.Context, recs []Record, appends []A
 		pipe := s.rdb.Pipeline()
 		cmds = make([]*redis.Cmd, len(groups))
 		for j, g := range groups {
-			keys := make([]string, 0, 3*len(g.idx)+1)
-			args := make([]any, 0, 3*len(g.idx)+2)
-			keys = append(keys, g.key)
-			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "", lowestLane(recs, g.idx))
+			keys := make([]string, 0, 3*len(g.idx)+3)
+			args := make([]any, 0, 3*len(g.idx)+6)
+			keys = append(keys, g.key, s.indexKey(recs[g.idx[0]].Tenant, g.batchID, Queued), s.BatchesKey())
+			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "", lowestLane(recs, g.idx),
+				now.UnixMilli(), batchMember(recs[g.idx[0]].Tenant, g.batchID), len(s.Key(""))) // the batch index (batchindex.go)
 			for _, i := range g.idx {
 				a := app(i)
 				list, set := a.List, a.Set
@@ -493,6 +494,7 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 			}
 			pipe.PExpire(ctx, id, s.cfg.TTL)
 		}
+		s.indexCreatedCluster(ctx, pipe, recs, out)
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("status: count batch: %w", err)
 		}
@@ -500,19 +502,23 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 	return s.readExisting(ctx, recs, existing, out)
 }
 
-// createScript sets each record (KEYS[2], KEYS[5], … with ARGV[4], ARGV[7],
-// …) if absent and, for each it created, appends its entry (ARGV[5], …,
-// when not empty) to its list (KEYS[3], …) and adds ARGV[6] to the set
-// KEYS[4]; it counts those it created in their batch (KEYS[1]) when ARGV[2]
-// is 1, keeping the lowest lane its requests were in (ARGV[3]: the batch is
-// done when its slowest part is), and returns a 1 or 0 per record.
+// createScript sets each record (KEYS[4], KEYS[7], … with ARGV[7],
+// ARGV[10], …) if absent and, for each it created, appends its entry
+// (ARGV[8], …, when not empty) to its list (KEYS[5], …) and adds ARGV[9] to
+// the set KEYS[6]; it counts those it created in their batch (KEYS[1]) when
+// ARGV[2] is 1, keeping the lowest lane its requests were in (ARGV[3]: the
+// batch is done when its slowest part is), indexes them in the batch's
+// queued set KEYS[2] at ARGV[4] (ids start at ARGV[6]+1 in the record key)
+// and the batch ARGV[5] in the registry KEYS[3], and returns a 1 or 0 per
+// record.
 var createScript = redis.NewScript(`
 local created, n = {}, 0
-for i = 2, #KEYS, 3 do
-  local a = i + 2
+for i = 4, #KEYS, 3 do
+  local a = i + 3
   if redis.call('SET', KEYS[i], ARGV[a], 'NX', 'PX', ARGV[1]) then
     created[#created + 1] = 1
     n = n + 1
+    if ARGV[2] == '1' then redis.call('ZADD', KEYS[2], ARGV[4], string.sub(KEYS[i], ARGV[6] + 0, -2)) end
     if ARGV[a + 1] ~= '' then
       redis.call('RPUSH', KEYS[i + 1], ARGV[a + 1])
       redis.call('SADD', KEYS[i + 2], ARGV[a + 2])
@@ -529,6 +535,8 @@ if ARGV[2] == '1' and n > 0 then
     if not cur or (rank[ARGV[3]] or 0) > (rank[cur] or 0) then redis.call('HSET', KEYS[1], 'priority', ARGV[3]) end
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[5])
 end
 return created
 `)
@@ -598,7 +606,7 @@ func (s *Store) Undo(ctx context.Context, rec Record) error {
 	}
 	key, bk := s.Key(rec.RequestID), s.batchKey(rec.Tenant, rec.BatchID)
 	if !s.cluster {
-		if err := undoScript.Run(ctx, s.rdb, []string{key, bk}, hasBatch).Err(); err != nil {
+		if err := undoScript.Run(ctx, s.rdb, []string{key, bk, s.indexKey(rec.Tenant, rec.BatchID, Queued)}, hasBatch, rec.RequestID).Err(); err != nil {
 			return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
 		}
 		return nil
@@ -618,6 +626,7 @@ func (s *Store) Undo(ctx context.Context, rec Record) error {
 	pipe.Del(ctx, key)
 	if rec.BatchID != "" {
 		pipe.HIncrBy(ctx, bk, string(Queued), -1)
+		pipe.ZRem(ctx, s.indexKey(rec.Tenant, rec.BatchID, Queued), rec.RequestID)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
@@ -626,14 +635,18 @@ func (s *Store) Undo(ctx context.Context, rec Record) error {
 }
 
 // undoScript deletes KEYS[1] only while it is queued and unattempted, and
-// then counts it out of its batch KEYS[2] when ARGV[1] is 1.
+// then counts it out of its batch KEYS[2] and its index KEYS[3] (member
+// ARGV[2]) when ARGV[1] is 1.
 var undoScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local r = cjson.decode(v)
 if r.state ~= 'queued' or (r.attempt or 0) ~= 0 then return 0 end
 redis.call('DEL', KEYS[1])
-if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[2], 'queued', -1) end
+if ARGV[1] == '1' then
+  redis.call('HINCRBY', KEYS[2], 'queued', -1)
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
 return 1
 `)
 
@@ -719,6 +732,9 @@ func (s *Store) sideEffects(ctx context.Context, p redis.Pipeliner, rec Record, 
 		}
 		p.HIncrBy(ctx, bk, string(rec.State), 1)
 		p.PExpire(ctx, bk, s.cfg.TTL)
+		any = true
+	}
+	if s.indexTransition(ctx, p, rec, from, counted) {
 		any = true
 	}
 	if rec.State.Terminal() {
