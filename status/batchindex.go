@@ -1,15 +1,22 @@
 package status
 
 // The batch index lets the web UI list batches and page a batch's requests
-// by state without reading every record: one sorted set per (batch, state)
-// holds the request ids in that state, scored by creation time, beside the
-// batch's counts hash (same hash tag, so the same Cluster slot). A request
-// is in exactly one set; a transition moves it. A registry of batches
-// (one sorted set for the whole deployment, one member per batch) lists
-// them, and failures are counted per code and minute for the overview.
+// by state without reading every record, for little Redis per request:
 //
-// Cost: one sorted-set entry per request of a batch (requests without a
-// batch id are not indexed), measured by `make bench-ui`.
+//   - a list of the batch's request ids, in the order they were created
+//     (about the id's length and 2 bytes each); a record's place in it is
+//     its BatchSeq;
+//   - one bitmap per state, a bit per place, set where the request is in
+//     that state (under a byte per request for all of them);
+//
+// both beside the batch's counts hash (same hash tag, so the same Cluster
+// slot). A transition moves the request's bit from one bitmap to the
+// other. A page reads the bitmaps it needs (N/8 bytes each), finds the
+// places of its requests in Go, then their ids and records. A registry of
+// batches (one sorted set for the deployment, one member per batch) lists
+// them, and failures are counted per code and minute for the overview.
+// Requests without a batch id are not indexed; `make bench-ui` measures
+// the cost.
 
 import (
 	"cmp"
@@ -17,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,7 +37,12 @@ import (
 // what needs a look first, then the results, then what is still moving.
 var GridOrder = []State{Failed, Succeeded, Retrying, Cropped, Running, Queued, Canceled}
 
-// indexKey is the set of a tenant's batch's requests in state st.
+// idsKey is the list of a tenant's batch's request ids.
+func (s *Store) idsKey(tenant, batchID string) string {
+	return s.batchKey(tenant, batchID) + ":ids"
+}
+
+// indexKey is the bitmap of a tenant's batch's requests in state st.
 func (s *Store) indexKey(tenant, batchID string, st State) string {
 	return s.batchKey(tenant, batchID) + ":" + string(st)
 }
@@ -60,23 +73,19 @@ func batchMember(tenant, batchID string) string {
 // adds its paid calls to the batch's; a failure is counted by code.
 func (s *Store) indexTransition(ctx context.Context, p redis.Pipeliner, rec Record, from State, counted bool) bool {
 	any := false
-	if rec.BatchID != "" && from != rec.State {
+	if rec.BatchID != "" && from != rec.State && rec.BatchSeq > 0 {
 		if counted {
-			p.ZRem(ctx, s.indexKey(rec.Tenant, rec.BatchID, from), rec.RequestID)
+			p.SetBit(ctx, s.indexKey(rec.Tenant, rec.BatchID, from), rec.BatchSeq-1, 0)
 		}
 		to := s.indexKey(rec.Tenant, rec.BatchID, rec.State)
-		p.ZAdd(ctx, to, redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: rec.RequestID})
+		p.SetBit(ctx, to, rec.BatchSeq-1, 1)
 		p.PExpire(ctx, to, s.cfg.TTL)
-		if rec.State.Terminal() && rec.PaidCalls > 0 {
-			pk := s.paidKey(rec.Tenant, rec.BatchID)
-			p.IncrBy(ctx, pk, int64(rec.PaidCalls))
-			p.PExpire(ctx, pk, s.cfg.TTL)
-		}
-		if !counted {
-			// A record created by its first attempt (no create step): its
-			// batch may be new.
-			p.ZAddNX(ctx, s.BatchesKey(), redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: batchMember(rec.Tenant, rec.BatchID)})
-		}
+		any = true
+	}
+	if rec.BatchID != "" && from != rec.State && rec.State.Terminal() && rec.PaidCalls > 0 {
+		pk := s.paidKey(rec.Tenant, rec.BatchID)
+		p.IncrBy(ctx, pk, int64(rec.PaidCalls))
+		p.PExpire(ctx, pk, s.cfg.TTL)
 		any = true
 	}
 	if rec.State == Failed && from != Failed {
@@ -89,20 +98,63 @@ func (s *Store) indexTransition(ctx context.Context, p redis.Pipeliner, rec Reco
 	return any
 }
 
-// indexCreatedCluster queues on p the index entries of the records a Cluster
-// create made (the script does it on one primary).
-func (s *Store) indexCreatedCluster(ctx context.Context, p redis.Pipeliner, recs []Record, out []Created) {
+// indexCreatedCluster indexes the records a Cluster create made (the
+// script does it on one primary): their ids are appended to their batch's
+// list, which gives their places; each record then learns its place, and
+// the bitmap of the state it is in by then gets its bit. A crash in
+// between leaves a request out of the grid, never a wrong record.
+func (s *Store) indexCreatedCluster(ctx context.Context, recs []Record, out []Created) error {
+	var idx []int
+	pipe := s.rdb.Pipeline()
+	var pushes []*redis.IntCmd
 	for i, c := range out {
 		if !c.Created || recs[i].BatchID == "" {
 			continue
 		}
-		score := float64(c.Record.CreatedAt.UnixMilli())
-		k := s.indexKey(recs[i].Tenant, recs[i].BatchID, Queued)
-		p.ZAdd(ctx, k, redis.Z{Score: score, Member: recs[i].RequestID})
-		p.PExpire(ctx, k, s.cfg.TTL)
-		p.ZAddNX(ctx, s.BatchesKey(), redis.Z{Score: score, Member: batchMember(recs[i].Tenant, recs[i].BatchID)})
+		idx = append(idx, i)
+		ids := s.idsKey(recs[i].Tenant, recs[i].BatchID)
+		pushes = append(pushes, pipe.RPush(ctx, ids, recs[i].RequestID))
+		pipe.PExpire(ctx, ids, s.cfg.TTL)
+		pipe.ZAddNX(ctx, s.BatchesKey(), redis.Z{Score: float64(c.Record.CreatedAt.UnixMilli()), Member: batchMember(recs[i].Tenant, recs[i].BatchID)})
 	}
+	if len(idx) == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("status: index batch: %w", err)
+	}
+	pipe = s.rdb.Pipeline()
+	places := make([]*redis.Cmd, len(idx))
+	for k, i := range idx {
+		places[k] = placeScript.Eval(ctx, pipe, []string{s.Key(recs[i].RequestID)}, pushes[k].Val())
+	}
+	_, _ = pipe.Exec(ctx) // each reply is read below
+	pipe = s.rdb.Pipeline()
+	for k, i := range idx {
+		st, err := places[k].Text()
+		if err != nil || st == "" {
+			continue // gone, or placed already
+		}
+		bm := s.indexKey(recs[i].Tenant, recs[i].BatchID, State(st))
+		pipe.SetBit(ctx, bm, pushes[k].Val()-1, 1)
+		pipe.PExpire(ctx, bm, s.cfg.TTL)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("status: index batch: %w", err)
+	}
+	return nil
 }
+
+// placeScript writes the place ARGV[1] into the record KEYS[1] unless it
+// has one, and returns the record's state ("" when nothing was done).
+var placeScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then return '' end
+local r = cjson.decode(v)
+if r.batchSeq then return '' end
+redis.call('SET', KEYS[1], string.sub(v, 1, -2) .. ',"batchSeq":' .. ARGV[1] .. '}', 'KEEPTTL')
+return r.state
+`)
 
 // BatchRef names one batch of the registry.
 type BatchRef struct {
@@ -182,9 +234,10 @@ type Page struct {
 }
 
 // BatchPage returns the requests of a tenant's batch in state st (every
-// state, in GridOrder, when st is ""), oldest first within a state,
-// skipping offset and taking at most limit. It costs three round trips and
-// O(log n + limit) work in Redis whatever the batch's size.
+// state, in GridOrder, when st is ""), in the order they were created
+// within a state, skipping offset and taking at most limit. It costs four
+// round trips, the bitmaps it needs (a byte per 8 requests each) and O(n/8)
+// work in Go, whatever the page.
 func (s *Store) BatchPage(ctx context.Context, tenant, batchID string, st State, offset, limit int64) (Page, error) {
 	states := GridOrder
 	if st != "" {
@@ -194,48 +247,102 @@ func (s *Store) BatchPage(ctx context.Context, tenant, batchID string, st State,
 		states = []State{st}
 	}
 	pipe := s.rdb.Pipeline()
-	cards := make([]*redis.IntCmd, len(states))
+	counts := make([]*redis.IntCmd, len(states))
 	for i, x := range states {
-		cards[i] = pipe.ZCard(ctx, s.indexKey(tenant, batchID, x))
+		counts[i] = pipe.BitCount(ctx, s.indexKey(tenant, batchID, x), nil)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return Page{}, fmt.Errorf("status: batch %s page: %w", batchID, err)
 	}
+	type want struct {
+		st         State
+		skip, take int64
+		bits       *redis.StringCmd
+	}
 	var page Page
-	pipe = s.rdb.Pipeline()
-	var ranges []*redis.StringSliceCmd
-	skip, want := offset, limit
+	var wants []*want
+	skip, left := offset, limit
 	for i, x := range states {
-		n := cards[i].Val()
+		n := counts[i].Val()
 		page.Total += n
-		if want <= 0 {
+		if left <= 0 {
 			continue
 		}
 		if skip >= n {
 			skip -= n
 			continue
 		}
-		take := min(want, n-skip)
-		ranges = append(ranges, pipe.ZRange(ctx, s.indexKey(tenant, batchID, x), skip, skip+take-1))
-		want -= take
+		take := min(left, n-skip)
+		wants = append(wants, &want{st: x, skip: skip, take: take})
+		left -= take
 		skip = 0
 	}
-	if len(ranges) == 0 {
+	if len(wants) == 0 {
 		return page, nil
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	pipe = s.rdb.Pipeline()
+	for _, w := range wants {
+		w.bits = pipe.Get(ctx, s.indexKey(tenant, batchID, w.st))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Page{}, fmt.Errorf("status: batch %s page: %w", batchID, err)
 	}
-	var ids []string
-	for _, r := range ranges {
-		ids = append(ids, r.Val()...)
+	var places []int64
+	for _, w := range wants {
+		b, _ := w.bits.Bytes()
+		places = appendSetBits(places, b, w.skip, w.take)
 	}
-	recs, err := s.GetMany(ctx, ids)
+	pipe = s.rdb.Pipeline()
+	ids := make([]*redis.StringCmd, len(places))
+	for i, p := range places {
+		ids[i] = pipe.LIndex(ctx, s.idsKey(tenant, batchID), p)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Page{}, fmt.Errorf("status: batch %s page: %w", batchID, err)
+	}
+	list := make([]string, 0, len(ids))
+	for _, c := range ids {
+		if id, err := c.Result(); err == nil {
+			list = append(list, id)
+		}
+	}
+	recs, err := s.GetMany(ctx, list)
 	if err != nil {
 		return Page{}, err
 	}
 	page.Records = recs
 	return page, nil
+}
+
+// appendSetBits appends to out the places (bit offsets, Redis's order: the
+// most significant bit of byte 0 is place 0) of the set bits of bm after
+// skipping skip of them, take at most.
+func appendSetBits(out []int64, bm []byte, skip, take int64) []int64 {
+	for i, b := range bm {
+		if b == 0 {
+			continue
+		}
+		n := int64(bits.OnesCount8(b))
+		if skip >= n {
+			skip -= n
+			continue
+		}
+		for j := 0; j < 8 && take > 0; j++ {
+			if b&(0x80>>j) == 0 {
+				continue
+			}
+			if skip > 0 {
+				skip--
+				continue
+			}
+			out = append(out, int64(i)*8+int64(j))
+			take--
+		}
+		if take == 0 {
+			break
+		}
+	}
+	return out
 }
 
 // GetMany reads the records of ids in one round trip (a record that does

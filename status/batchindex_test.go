@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
 )
 
@@ -22,10 +24,23 @@ func pageIDs(p status.Page) []string {
 
 // The index follows every record of a batch through its states, pages by
 // state and across states, keeps tenants apart, lists batches, and
-// forgets an undone record.
+// forgets an undone record: on one Redis (in the create script and the
+// transition's transaction) and on a Redis Cluster (after them).
 func TestBatchIndex(t *testing.T) {
+	t.Run("single", func(t *testing.T) {
+		st, _ := newStore(t, status.Config{Prefix: "t:", TTL: time.Hour})
+		testBatchIndex(t, st)
+	})
+	t.Run("cluster", func(t *testing.T) {
+		c := testenv.RedisCluster(t)
+		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+		t.Cleanup(func() { _ = rdb.Close() })
+		testBatchIndex(t, status.NewStore(rdb, status.Config{Prefix: "t:", TTL: time.Hour}))
+	})
+}
+
+func testBatchIndex(t *testing.T, st *status.Store) {
 	ctx := context.Background()
-	st, _ := newStore(t, status.Config{Prefix: "t:", TTL: time.Hour})
 
 	var recs []status.Record
 	for i := range 10 {

@@ -83,6 +83,9 @@ type Record struct {
 	// Fingerprint covers every parameter of the request (tasks.Request's
 	// Fingerprint): the same id with any other parameter is a conflict.
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// BatchSeq is the record's 1-based place in its batch's index
+	// (batchindex.go); 0 when it is in none.
+	BatchSeq int64 `json:"batchSeq,omitempty"`
 
 	ErrorCode    string `json:"errorCode,omitempty"`
 	ErrorMessage string `json:"errorMessage,omitempty"`
@@ -346,7 +349,7 @@ func (s *Store) CreateManyAppend(ctx context.Context, recs []Record, appends []A
 		for j, g := range groups {
 			keys := make([]string, 0, 3*len(g.idx)+3)
 			args := make([]any, 0, 3*len(g.idx)+6)
-			keys = append(keys, g.key, s.indexKey(recs[g.idx[0]].Tenant, g.batchID, Queued), s.BatchesKey())
+			keys = append(keys, g.key, s.idsKey(recs[g.idx[0]].Tenant, g.batchID), s.indexKey(recs[g.idx[0]].Tenant, g.batchID, Queued), s.BatchesKey())
 			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "", lowestLane(recs, g.idx),
 				now.UnixMilli(), batchMember(recs[g.idx[0]].Tenant, g.batchID), len(s.Key(""))) // the batch index (batchindex.go)
 			for _, i := range g.idx {
@@ -494,31 +497,40 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 			}
 			pipe.PExpire(ctx, id, s.cfg.TTL)
 		}
-		s.indexCreatedCluster(ctx, pipe, recs, out)
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("status: count batch: %w", err)
+		}
+		if err := s.indexCreatedCluster(ctx, recs, out); err != nil {
+			return nil, err
 		}
 	}
 	return s.readExisting(ctx, recs, existing, out)
 }
 
-// createScript sets each record (KEYS[4], KEYS[7], … with ARGV[7],
+// createScript sets each record (KEYS[5], KEYS[8], … with ARGV[7],
 // ARGV[10], …) if absent and, for each it created, appends its entry
-// (ARGV[8], …, when not empty) to its list (KEYS[5], …) and adds ARGV[9] to
-// the set KEYS[6]; it counts those it created in their batch (KEYS[1]) when
+// (ARGV[8], …, when not empty) to its list (KEYS[6], …) and adds ARGV[9] to
+// the set KEYS[7]; it counts those it created in their batch (KEYS[1]) when
 // ARGV[2] is 1, keeping the lowest lane its requests were in (ARGV[3]: the
-// batch is done when its slowest part is), indexes them in the batch's
-// queued set KEYS[2] at ARGV[4] (ids start at ARGV[6]+1 in the record key)
-// and the batch ARGV[5] in the registry KEYS[3], and returns a 1 or 0 per
-// record.
+// batch is done when its slowest part is), and returns a 1 or 0 per record.
+// The batch index (batchindex.go): each record created in a batch gets its
+// id (from ARGV[6]+1 in its key) appended to KEYS[2], its place there in
+// its batchSeq field and its bit set in the queued bitmap KEYS[3]; the
+// batch ARGV[5] enters the registry KEYS[4] at ARGV[4].
 var createScript = redis.NewScript(`
 local created, n = {}, 0
-for i = 4, #KEYS, 3 do
-  local a = i + 3
-  if redis.call('SET', KEYS[i], ARGV[a], 'NX', 'PX', ARGV[1]) then
+for i = 5, #KEYS, 3 do
+  local a = i + 2
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    local rec = ARGV[a]
+    if ARGV[2] == '1' then
+      local seq = redis.call('RPUSH', KEYS[2], string.sub(KEYS[i], ARGV[6] + 0, -2))
+      redis.call('SETBIT', KEYS[3], seq - 1, 1)
+      rec = string.sub(rec, 1, -2) .. ',"batchSeq":' .. seq .. '}'
+    end
+    redis.call('SET', KEYS[i], rec, 'PX', ARGV[1])
     created[#created + 1] = 1
     n = n + 1
-    if ARGV[2] == '1' then redis.call('ZADD', KEYS[2], ARGV[4], string.sub(KEYS[i], ARGV[6] + 0, -2)) end
     if ARGV[a + 1] ~= '' then
       redis.call('RPUSH', KEYS[i + 1], ARGV[a + 1])
       redis.call('SADD', KEYS[i + 2], ARGV[a + 2])
@@ -536,7 +548,8 @@ if ARGV[2] == '1' and n > 0 then
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[1])
-  redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[5])
+  redis.call('PEXPIRE', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[5])
 end
 return created
 `)
@@ -606,7 +619,7 @@ func (s *Store) Undo(ctx context.Context, rec Record) error {
 	}
 	key, bk := s.Key(rec.RequestID), s.batchKey(rec.Tenant, rec.BatchID)
 	if !s.cluster {
-		if err := undoScript.Run(ctx, s.rdb, []string{key, bk, s.indexKey(rec.Tenant, rec.BatchID, Queued)}, hasBatch, rec.RequestID).Err(); err != nil {
+		if err := undoScript.Run(ctx, s.rdb, []string{key, bk, s.indexKey(rec.Tenant, rec.BatchID, Queued)}, hasBatch).Err(); err != nil {
 			return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
 		}
 		return nil
@@ -626,7 +639,9 @@ func (s *Store) Undo(ctx context.Context, rec Record) error {
 	pipe.Del(ctx, key)
 	if rec.BatchID != "" {
 		pipe.HIncrBy(ctx, bk, string(Queued), -1)
-		pipe.ZRem(ctx, s.indexKey(rec.Tenant, rec.BatchID, Queued), rec.RequestID)
+		if cur.BatchSeq > 0 {
+			pipe.SetBit(ctx, s.indexKey(rec.Tenant, rec.BatchID, Queued), cur.BatchSeq-1, 0)
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
@@ -635,8 +650,8 @@ func (s *Store) Undo(ctx context.Context, rec Record) error {
 }
 
 // undoScript deletes KEYS[1] only while it is queued and unattempted, and
-// then counts it out of its batch KEYS[2] and its index KEYS[3] (member
-// ARGV[2]) when ARGV[1] is 1.
+// then counts it out of its batch KEYS[2] and its queued bitmap KEYS[3]
+// when ARGV[1] is 1.
 var undoScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
@@ -645,7 +660,7 @@ if r.state ~= 'queued' or (r.attempt or 0) ~= 0 then return 0 end
 redis.call('DEL', KEYS[1])
 if ARGV[1] == '1' then
   redis.call('HINCRBY', KEYS[2], 'queued', -1)
-  redis.call('ZREM', KEYS[3], ARGV[2])
+  if r.batchSeq then redis.call('SETBIT', KEYS[3], r.batchSeq - 1, 0) end
 end
 return 1
 `)

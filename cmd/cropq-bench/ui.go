@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,12 +67,21 @@ func benchUI(ctx context.Context, env *benchEnv, o options, progress io.Writer) 
 	if err != nil {
 		return nil, err
 	}
-	indexBytes, err := rdb.MemoryUsage(ctx, "cropq:batch:{"+big+"}:queued", 0).Result()
-	if err != nil {
-		return nil, fmt.Errorf("memory usage of the index: %w", err)
+	var indexBytes int64
+	for _, k := range []string{"cropq:batch:{" + big + "}:ids", "cropq:batch:{" + big + "}:queued"} {
+		n, err := rdb.MemoryUsage(ctx, k, 0).Result()
+		if err != nil {
+			return nil, fmt.Errorf("memory usage of %s: %w", k, err)
+		}
+		indexBytes += n
+	}
+	// Each record also carries its place: `,"batchSeq":N`.
+	var seqBytes int64
+	for i := 1; i <= o.uiN; i++ {
+		seqBytes += int64(len(`,"batchSeq":`) + len(strconv.Itoa(i)))
 	}
 	perRequest := float64(usedAfter-usedBefore) / float64(o.uiN)
-	perIndex := float64(indexBytes) / float64(o.uiN)
+	perIndex := float64(indexBytes+seqBytes) / float64(o.uiN)
 
 	fmt.Fprintf(progress, "bench-ui: moving %d to succeeded and %d to failed …\n", o.uiDone, o.uiFailed)
 	if err := finish(ctx, st, 0, o.uiDone, o.uiFailed); err != nil {
@@ -130,7 +140,8 @@ func benchUI(ctx context.Context, env *benchEnv, o options, progress io.Writer) 
 		row{"ui", fmt.Sprintf("  … without the index: scan every record, failed, page 1 (%d records), median of 3", o.uiN+1000), ms(scan.median),
 			fmt.Sprintf("%.2f", scan.median.Seconds()/base.median.Seconds()), "", ""},
 		row{"ui", fmt.Sprintf("Redis per queued request in a batch, %d URL requests (record, backlog entry, index)", o.uiN), fmt.Sprintf("%.0f B", perRequest), "1.00", "", ""},
-		row{"ui", "  … of which the batch index (MEMORY USAGE of the queued set / requests)", fmt.Sprintf("%.1f B", perIndex),
+		row{"ui", fmt.Sprintf("  … of which the batch index: id list and queued bitmap (MEMORY USAGE) %.1f B, place in the record %.1f B",
+			float64(indexBytes)/float64(o.uiN), float64(seqBytes)/float64(o.uiN)), fmt.Sprintf("%.1f B", perIndex),
 			fmt.Sprintf("%.2f", perIndex/perRequest), "small", verdict(perIndex/perRequest < 0.25)},
 	)
 	_ = rdb.FlushDB(ctx).Err()
