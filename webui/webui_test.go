@@ -141,6 +141,7 @@ func TestPagesAndWhoSeesThem(t *testing.T) {
 			}
 			if strings.HasPrefix(tc.path, "/ui/") && !strings.HasPrefix(tc.path, "/ui/static/") && code == http.StatusOK {
 				assert.Equal(t, "no-store", h.Get("Cache-Control"))
+				assert.Contains(t, h.Get("Content-Security-Policy"), "default-src 'none'", "no script runs on the page")
 			}
 		})
 	}
