@@ -171,6 +171,7 @@ func (l *Limiter) Wait(ctx context.Context) error {
 			return fmt.Errorf("quota: take token: %w", err)
 		}
 		if res.Allowed > 0 {
+			l.count(ctx, usageCalls)
 			return nil
 		}
 		wait := res.RetryAfter
@@ -211,6 +212,9 @@ func (l *Limiter) effective(ctx context.Context) (float64, error) {
 // Observe feeds a call's outcome back: a rate-limit answer lowers the shared
 // rate (at most once per Cooldown), a success raises it a little.
 func (l *Limiter) Observe(ctx context.Context, rateLimited bool) {
+	if rateLimited {
+		l.count(ctx, usageLimited)
+	}
 	if !l.cfg.Adaptive {
 		return
 	}

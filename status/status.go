@@ -83,6 +83,9 @@ type Record struct {
 	// Fingerprint covers every parameter of the request (tasks.Request's
 	// Fingerprint): the same id with any other parameter is a conflict.
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// BatchSeq is the record's 1-based place in its batch's index
+	// (batchindex.go); 0 when it is in none.
+	BatchSeq int64 `json:"batchSeq,omitempty"`
 
 	ErrorCode    string `json:"errorCode,omitempty"`
 	ErrorMessage string `json:"errorMessage,omitempty"`
@@ -364,10 +367,11 @@ func (s *Store) CreateManyAppend(ctx context.Context, recs []Record, appends []A
 		pipe := s.rdb.Pipeline()
 		cmds = make([]*redis.Cmd, len(groups))
 		for j, g := range groups {
-			keys := make([]string, 0, 3*len(g.idx)+1)
-			args := make([]any, 0, 3*len(g.idx)+2)
-			keys = append(keys, g.key)
-			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "", lowestLane(recs, g.idx))
+			keys := make([]string, 0, 3*len(g.idx)+3)
+			args := make([]any, 0, 3*len(g.idx)+6)
+			keys = append(keys, g.key, s.idsKey(recs[g.idx[0]].Tenant, g.batchID), s.indexKey(recs[g.idx[0]].Tenant, g.batchID, Queued), s.BatchesKey())
+			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "", lowestLane(recs, g.idx),
+				now.UnixMilli(), batchMember(recs[g.idx[0]].Tenant, g.batchID), len(s.Key(""))) // the batch index (batchindex.go)
 			for _, i := range g.idx {
 				a := app(i)
 				list, set := a.List, a.Set
@@ -516,21 +520,35 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("status: count batch: %w", err)
 		}
+		if err := s.indexCreatedCluster(ctx, recs, out); err != nil {
+			return nil, err
+		}
 	}
 	return s.readExisting(ctx, recs, existing, out)
 }
 
-// createScript sets each record (KEYS[2], KEYS[5], … with ARGV[4], ARGV[7],
-// …) if absent and, for each it created, appends its entry (ARGV[5], …,
-// when not empty) to its list (KEYS[3], …) and adds ARGV[6] to the set
-// KEYS[4]; it counts those it created in their batch (KEYS[1]) when ARGV[2]
-// is 1, keeping the lowest lane its requests were in (ARGV[3]: the batch is
-// done when its slowest part is), and returns a 1 or 0 per record.
+// createScript sets each record (KEYS[5], KEYS[8], … with ARGV[7],
+// ARGV[10], …) if absent and, for each it created, appends its entry
+// (ARGV[8], …, when not empty) to its list (KEYS[6], …) and adds ARGV[9] to
+// the set KEYS[7]; it counts those it created in their batch (KEYS[1]) when
+// ARGV[2] is 1, keeping the lowest lane its requests were in (ARGV[3]: the
+// batch is done when its slowest part is), and returns a 1 or 0 per record.
+// The batch index (batchindex.go): each record created in a batch gets its
+// id (from ARGV[6]+1 in its key) appended to KEYS[2], its place there in
+// its batchSeq field and its bit set in the queued bitmap KEYS[3]; the
+// batch ARGV[5] enters the registry KEYS[4] at ARGV[4].
 var createScript = redis.NewScript(`
 local created, n = {}, 0
-for i = 2, #KEYS, 3 do
+for i = 5, #KEYS, 3 do
   local a = i + 2
-  if redis.call('SET', KEYS[i], ARGV[a], 'NX', 'PX', ARGV[1]) then
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    local rec = ARGV[a]
+    if ARGV[2] == '1' then
+      local seq = redis.call('RPUSH', KEYS[2], string.sub(KEYS[i], ARGV[6] + 0, -2))
+      redis.call('SETBIT', KEYS[3], seq - 1, 1)
+      rec = string.sub(rec, 1, -2) .. ',"batchSeq":' .. seq .. '}'
+    end
+    redis.call('SET', KEYS[i], rec, 'PX', ARGV[1])
     created[#created + 1] = 1
     n = n + 1
     if ARGV[a + 1] ~= '' then
@@ -549,6 +567,9 @@ if ARGV[2] == '1' and n > 0 then
     if not cur or (rank[ARGV[3]] or 0) > (rank[cur] or 0) then redis.call('HSET', KEYS[1], 'priority', ARGV[3]) end
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[5])
 end
 return created
 `)
@@ -618,7 +639,7 @@ func (s *Store) Undo(ctx context.Context, rec Record) error {
 	}
 	key, bk := s.Key(rec.RequestID), s.batchKey(rec.Tenant, rec.BatchID)
 	if !s.cluster {
-		if err := undoScript.Run(ctx, s.rdb, []string{key, bk}, hasBatch).Err(); err != nil {
+		if err := undoScript.Run(ctx, s.rdb, []string{key, bk, s.indexKey(rec.Tenant, rec.BatchID, Queued)}, hasBatch).Err(); err != nil {
 			return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
 		}
 		return nil
@@ -638,6 +659,9 @@ func (s *Store) Undo(ctx context.Context, rec Record) error {
 	pipe.Del(ctx, key)
 	if rec.BatchID != "" {
 		pipe.HIncrBy(ctx, bk, string(Queued), -1)
+		if cur.BatchSeq > 0 {
+			pipe.SetBit(ctx, s.indexKey(rec.Tenant, rec.BatchID, Queued), cur.BatchSeq-1, 0)
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
@@ -646,14 +670,18 @@ func (s *Store) Undo(ctx context.Context, rec Record) error {
 }
 
 // undoScript deletes KEYS[1] only while it is queued and unattempted, and
-// then counts it out of its batch KEYS[2] when ARGV[1] is 1.
+// then counts it out of its batch KEYS[2] and its queued bitmap KEYS[3]
+// when ARGV[1] is 1.
 var undoScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local r = cjson.decode(v)
 if r.state ~= 'queued' or (r.attempt or 0) ~= 0 then return 0 end
 redis.call('DEL', KEYS[1])
-if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[2], 'queued', -1) end
+if ARGV[1] == '1' then
+  redis.call('HINCRBY', KEYS[2], 'queued', -1)
+  if r.batchSeq then redis.call('SETBIT', KEYS[3], r.batchSeq - 1, 0) end
+end
 return 1
 `)
 
@@ -739,6 +767,9 @@ func (s *Store) sideEffects(ctx context.Context, p redis.Pipeliner, rec Record, 
 		}
 		p.HIncrBy(ctx, bk, string(rec.State), 1)
 		p.PExpire(ctx, bk, s.cfg.TTL)
+		any = true
+	}
+	if s.indexTransition(ctx, p, rec, from, counted) {
 		any = true
 	}
 	if rec.State.Terminal() {

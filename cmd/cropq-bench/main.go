@@ -3,7 +3,7 @@
 // a table. It is a benchmark, not a test: it never fails on a number, it
 // reports it next to its target.
 //
-//	cropq-bench [pipeline|memory|all]
+//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|ui]
 package main
 
 import (
@@ -50,6 +50,8 @@ type options struct {
 	backlogN           int
 	backlogPods        int
 	backlogConcurrency int
+
+	uiN, uiDone, uiFailed int
 }
 
 func main() {
@@ -82,9 +84,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.backlogN, "backlog-n", 6000, "backlog: requests queued ahead (backfill; tenant a)")
 	fs.IntVar(&o.backlogPods, "backlog-pods", 3, "backlog: worker processes")
 	fs.IntVar(&o.backlogConcurrency, "backlog-concurrency", 20, "backlog: concurrency of each worker process")
+	fs.IntVar(&o.uiN, "ui-n", 100000, "ui: requests in the large batch")
+	fs.IntVar(&o.uiDone, "ui-done", 5000, "ui: of which succeeded")
+	fs.IntVar(&o.uiFailed, "ui-failed", 300, "ui: of which failed")
 	fs.IntVar(&o.memImages, "enqueue-mem-images", 200, "enqueue: 2 MB requests queued to measure Redis memory (scaled to 1,000)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
+		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|ui]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -94,8 +99,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
-	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" {
-		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue or backlog)", which)
+	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "ui" {
+		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog or ui)", which)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -142,6 +147,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r, err := benchBacklog(ctx, env, o, stderr)
 		if err != nil {
 			return fmt.Errorf("backlog: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "ui" {
+		r, err := benchUI(ctx, env, o, stderr)
+		if err != nil {
+			return fmt.Errorf("ui: %w", err)
 		}
 		rows = append(rows, r...)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/cropq/cropq/metrics"
 	"github.com/cropq/cropq/monitor"
 	"github.com/cropq/cropq/tasks"
+	"github.com/cropq/cropq/webui"
 )
 
 func runAPI(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
@@ -76,6 +77,11 @@ Configuration: see 'cropq env'.`)
 		return err
 	}
 	metrics.RegisterRedisWritable(reg, func(ctx context.Context) error { return redisWritable(ctx, cfg, rdb) })
+	page, err := newWebUI(ctx, cfg, rdb, prod, api, reg, log)
+	if err != nil {
+		return err
+	}
+	mux.Handle(webui.Root, page)
 	ops := metrics.Health{Registry: reg, Ready: func(ctx context.Context) error {
 		if err := redisWritable(ctx, cfg, rdb); err != nil {
 			return err
@@ -101,8 +107,9 @@ Configuration: see 'cropq env'.`)
 		MaxHeaderBytes:    64 << 10,
 	}
 	log.Info("api: listening", "addr", ln.Addr().String(), "tokens", len(hcfg.Tokens), "tenants", httpapi.Tenants(hcfg.Tokens), "max_batch", hcfg.MaxBatch,
-		"monitoring", ui.RootPath(), "monitoring_read_only", cfg.MonitorReadOnly)
+		"monitoring", ui.RootPath(), "monitoring_read_only", cfg.MonitorReadOnly, "ui", webui.Root)
 	fmt.Fprintf(stdout, "api listening on http://%s\n", ln.Addr())
+	fmt.Fprintf(stdout, "web UI on http://%s%s (a token of CROPQ_API_TOKENS as the password)\n", ln.Addr(), webui.Root)
 	return serveUntilDone(ctx, srv, ln, 20*time.Second)
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
+	"github.com/cropq/cropq/webui"
 )
 
 // devStack is what 'cropq dev' started; stop undoes it in reverse order.
@@ -159,10 +160,16 @@ Ctrl-C stops everything.`)
 	}
 	defer prod.Close()
 	run := time.Now().Format("150405")
+	batchID := "samples-" + run
+	uiURL, uiToken, err := devWebUI(ctx, stack, cfg, rdb, prod, log)
+	if err != nil {
+		return err
+	}
+	say("web UI    %s%s (user any, password %s)", uiURL, webui.Root, uiToken)
 	var ids []string
 	for i, name := range images {
 		p := tasks.Request{RequestID: fmt.Sprintf("dev-%s-%s", run, strings.TrimSuffix(name, filepath.Ext(name))),
-			TargetWidth: *width, TargetHeight: *height}
+			TargetWidth: *width, TargetHeight: *height, BatchID: batchID}
 		if i == 0 {
 			raw, err := os.ReadFile(filepath.Join(*samples, name))
 			if err != nil {
@@ -193,6 +200,11 @@ Ctrl-C stops everything.`)
 	if failed > 0 {
 		return fmt.Errorf("%d of %d sample crops did not succeed", failed, len(recs))
 	}
+	link, err := devBatchPage(ctx, uiURL, uiToken, batchID, len(ids))
+	if err != nil {
+		return err
+	}
+	say("web UI    batch %s: %s", batchID, link)
 	if *once {
 		return nil
 	}

@@ -423,6 +423,8 @@ func TestDevOnceCropsTheSamples(t *testing.T) {
 	}
 	assert.Equal(t, n, strings.Count(string(out), " succeeded "), "%s", out)
 	assert.Contains(t, string(out), "local stand-in of the Image Cropping API", "the emulator says what it is")
+	assert.Regexp(t, `web UI +http://127\.0\.0\.1:\d+/ui/ \(user any, password dev-[0-9a-f]+\)`, string(out), "make run prints the page's address")
+	assert.Regexp(t, fmt.Sprintf(`web UI +batch samples-\d+: http://\S+/ui/batches/samples-\d+ \(%d crops\)`, n), string(out), "the samples' batch is on the page")
 	assert.NotContains(t, string(out), "WARNING", "redis-server and MinIO are installed by make tools: %s", out)
 }
 

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/httpapi"
+	"github.com/cropq/cropq/metrics"
+	"github.com/cropq/cropq/producer"
+	"github.com/cropq/cropq/quota"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/webui"
+)
+
+// uiLinkTTL is how long the web UI's links to stored crops live.
+const uiLinkTTL = 15 * time.Minute
+
+// newWebUI wires cropq's own page (package webui) for `cropq api`, and
+// registers on reg the fleet-wide figures it shows, so that the page and
+// /metrics read the same sources.
+func newWebUI(ctx context.Context, cfg config, rdb redis.UniversalClient, prod *producer.Producer, api *httpapi.API,
+	reg prometheus.Registerer, log *slog.Logger) (*webui.UI, error) {
+	s3c, err := storage.NewS3Client(ctx, cfg.S3)
+	if err != nil {
+		return nil, err
+	}
+	st := status.NewStore(rdb, cfg.Status)
+	bl := newBacklog(cfg, rdb)
+	ucfg := webui.Config{Records: st, Batches: prod, Links: storage.NewPresigner(s3c, uiLinkTTL), Tenant: api.Tenant,
+		Backlog: bl, Weights: cfg.TenantWeights, Logger: log}
+	if copier, err := storage.New(s3c, cfg.Storage); err == nil {
+		ucfg.Storage = copier.CheckBucket
+	}
+	if cfg.QuotaShared {
+		limiter := quota.New(rdb, cfg.Quota)
+		ucfg.Quota = limiter
+		metrics.RegisterQuota(reg, func(ctx context.Context) (float64, float64, error) {
+			s, err := limiter.State(ctx)
+			return s.Effective, s.Ceiling, err
+		})
+		metrics.RegisterUsage(reg, func(ctx context.Context) (metrics.Usage, error) {
+			u, err := limiter.Usage(ctx)
+			return metrics.Usage{CallsLastHour: u.CallsLastHour, CallsToday: u.CallsToday, LimitedLastHour: u.LimitedLastHour, LimitedToday: u.LimitedToday}, err
+		})
+	}
+	metrics.RegisterFailures(reg, func(ctx context.Context) (map[string]int64, error) {
+		return st.FailuresSince(ctx, time.Now().Add(-time.Hour))
+	})
+	metrics.RegisterBacklog(reg, func(ctx context.Context) ([]metrics.BacklogStat, error) {
+		stats, err := bl.Stats(ctx)
+		out := make([]metrics.BacklogStat, len(stats))
+		for i, s := range stats {
+			out[i] = metrics.BacklogStat{Lane: s.Lane, Tenant: s.Tenant, Len: s.Len, Oldest: s.Oldest}
+		}
+		return out, err
+	}, tenantLabel(cfg))
+	return webui.New(ucfg)
+}
