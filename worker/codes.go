@@ -21,6 +21,7 @@ const (
 	CodeTimeout            Code = "timeout"             // the attempt ran out of time
 	CodeInterrupted        Code = "interrupted"         // the worker was shutting down
 	CodeInternal           Code = "internal"            // anything else (a status store error, a bug)
+	CodeCoalescing         Code = "coalescing"          // a twin with the same crop key is paying; handed back to reuse its result
 )
 
 // PaymentDecision says whether a failure with a code can end a request
@@ -51,4 +52,6 @@ var PaidFailures = map[Code]PaymentDecision{
 	CodeTimeout:     {true, "the attempt's deadline can pass during the copy; the next attempt reuses the checkpoint"},
 	CodeInterrupted: {true, "a shutdown can come during the copy; the next worker reuses the checkpoint"},
 	CodeInternal:    {true, "a status store error after the call; the paid answer is kept in the checkpoint (written with retries) and reused"},
+	CodeCoalescing: {false, "raised before the call, while a twin request with the same crop key holds its lease; " +
+		"the task is handed back unpaid and reuses the twin's result (or pays if the twin failed or died)"},
 }

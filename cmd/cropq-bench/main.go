@@ -233,6 +233,9 @@ func (e *benchEnv) workerEnv(apiURL, bucket string, extra ...string) []string {
 		"AWS_ACCESS_KEY_ID="+e.minio.AccessKey(), "AWS_SECRET_ACCESS_KEY="+e.minio.SecretKey(),
 		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_SHUTDOWN_TIMEOUT=5s",
 		"CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", "CROPQ_ALLOW_PRIVATE_IMAGE_URLS=true",
+		// The other benchmarks crop one sample over and over to measure the
+		// pipeline, not result reuse (the dedup benchmark turns it on).
+		"CROPQ_DEDUP_SCOPE=off",
 	)
 	return append(env, extra...)
 }

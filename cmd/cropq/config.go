@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/dedup"
 	"github.com/cropq/cropq/httpapi"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
@@ -63,6 +64,11 @@ type config struct {
 	// FeedLead is how many seconds of calls the feeder keeps in asynq
 	// ahead of the workers (CROPQ_FEED_LEAD).
 	FeedLead time.Duration
+
+	// Dedup is result reuse and coalescing (CROPQ_DEDUP_*); DedupFetch
+	// keys URL images by their downloaded bytes.
+	Dedup      dedup.Config
+	DedupFetch bool
 }
 
 // loadConfig reads the environment; every error names its variable.
@@ -163,6 +169,14 @@ func loadConfig(env Env) (config, error) {
 	add(err)
 	c.TenantWeights = weights
 	c.FeedLead = dur("CROPQ_FEED_LEAD")
+	scope, err := dedup.ParseScope(env.Get("CROPQ_DEDUP_SCOPE"))
+	if err != nil {
+		add(envError("CROPQ_DEDUP_SCOPE", env.Get("CROPQ_DEDUP_SCOPE"), "tenant, global or off"))
+	}
+	// The API endpoint is part of the key: another vendor region or version
+	// may crop differently.
+	c.Dedup = dedup.Config{Prefix: c.Status.Prefix, TTL: dur("CROPQ_DEDUP_TTL"), Keyer: dedup.Keyer{Scope: scope, Variant: c.API.BaseURL}}
+	c.DedupFetch = boolean("CROPQ_DEDUP_FETCH")
 	c.Server = worker.ServerConfig{
 		Concurrency:              num("CROPQ_CONCURRENCY"),
 		Queues:                   map[string]int{c.Task.Queue: 1},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/dedup"
 	"github.com/cropq/cropq/metrics"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
@@ -160,6 +161,13 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 				return st.Effective, st.Ceiling, err
 			})
 		}
+	}
+	if cfg.Dedup.Scope != dedup.ScopeOff {
+		dcfg := cfg.Dedup
+		if cfg.DedupFetch {
+			dcfg.Fetch = dedup.NewFetcher(dedup.FetchConfig{AllowPrivate: cfg.API.Limits.AllowPrivateHosts})
+		}
+		hcfg.Dedup, hcfg.Reuse = dedup.New(rdb, dcfg), copier
 	}
 	h := worker.NewHandler(api, copier, st, hcfg)
 	cfg.Server.Logger = log
