@@ -13,7 +13,7 @@ TEST_FLAGS   ?= -p 2 -timeout 12m
 # (golang/go#75804, fixed in Go 1.27).
 FUZZTIME     ?= 30000x
 
-.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-quota bench-enqueue bench-backlog chaos clean help
+.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-quota bench-enqueue bench-backlog bench-dedup chaos clean help
 
 all: lint test
 
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-quota - the fleet against a shared API quota (about 5 minutes)"
 	@echo "make bench-enqueue - bulk enqueue: library and HTTP vs raw asynq; Redis memory with and without the claim check"
 	@echo "make bench-backlog - priority lanes, tenant shares, ETA, Redis bytes per queued request (backlog vs one FIFO queue)"
+	@echo "make bench-dedup - result reuse and coalescing: paid calls and throughput over a catalogue with repeats (off vs on vs fetch)"
 	@echo "make chaos  - 1,000 requests through worker kills, a Redis restart, a MinIO outage, faults, a rolling restart"
 	@echo "make fuzz-long - longer fuzzing"
 
@@ -77,6 +78,9 @@ bench-enqueue: tools
 
 bench-backlog: tools
 	$(GO) run ./cmd/cropq-bench backlog
+
+bench-dedup: tools
+	$(GO) run ./cmd/cropq-bench dedup
 
 bench-quota: tools
 	$(GO) run ./cmd/cropq-bench quota

@@ -3,7 +3,7 @@
 // a table. It is a benchmark, not a test: it never fails on a number, it
 // reports it next to its target.
 //
-//	cropq-bench [pipeline|memory|all]
+//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|dedup]
 package main
 
 import (
@@ -50,6 +50,12 @@ type options struct {
 	backlogN           int
 	backlogPods        int
 	backlogConcurrency int
+
+	dedupN           int
+	dedupWaves       int
+	dedupQ           float64
+	dedupPods        int
+	dedupConcurrency int
 }
 
 func main() {
@@ -82,9 +88,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.backlogN, "backlog-n", 6000, "backlog: requests queued ahead (backfill; tenant a)")
 	fs.IntVar(&o.backlogPods, "backlog-pods", 3, "backlog: worker processes")
 	fs.IntVar(&o.backlogConcurrency, "backlog-concurrency", 20, "backlog: concurrency of each worker process")
+	fs.IntVar(&o.dedupN, "dedup-n", 2000, "dedup: requests of the synthetic catalogue")
+	fs.IntVar(&o.dedupWaves, "dedup-waves", 4, "dedup: waves the catalogue arrives in (each once the one before is done)")
+	fs.Float64Var(&o.dedupQ, "dedup-q", 25, "dedup: the emulator's quota Q, calls/s (and CROPQ_QUOTA_RATE)")
+	fs.IntVar(&o.dedupPods, "dedup-pods", 3, "dedup: worker processes")
+	fs.IntVar(&o.dedupConcurrency, "dedup-concurrency", 10, "dedup: concurrency of each worker process")
 	fs.IntVar(&o.memImages, "enqueue-mem-images", 200, "enqueue: 2 MB requests queued to measure Redis memory (scaled to 1,000)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
+		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|dedup]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -94,8 +105,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
-	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" {
-		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue or backlog)", which)
+	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "dedup" {
+		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog or dedup)", which)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -142,6 +153,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r, err := benchBacklog(ctx, env, o, stderr)
 		if err != nil {
 			return fmt.Errorf("backlog: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "dedup" {
+		r, err := benchDedup(ctx, env, o, stderr)
+		if err != nil {
+			return fmt.Errorf("dedup: %w", err)
 		}
 		rows = append(rows, r...)
 	}
