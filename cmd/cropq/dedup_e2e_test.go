@@ -127,10 +127,14 @@ func TestE2EDedupReusesStoredResults(t *testing.T) {
 	assert.Equal(t, int64(5), s.stats().Usage, "a, size, optout, acme, c")
 
 	// Saved calls: the batch's count and cropq status --quota.
-	saved, err := status.NewStore(s.rdb, status.Config{}).BatchSaved(context.Background(), "", "dd")
+	bi, err := prod.Batch(context.Background(), "", "dd")
 	require.NoError(t, err)
-	assert.Equal(t, int64(2), saved)
-	out, err := s.cropq("status", "--quota")
+	assert.Equal(t, int64(2), bi.Saved)
+	assert.Equal(t, int64(6), bi.Counts[status.Succeeded], "saved is no state of its own")
+	out, err := s.cropq("wait", "--batch", "dd")
+	require.NoError(t, err)
+	assert.Contains(t, out, "2 paid calls saved")
+	out, err = s.cropq("status", "--quota")
 	require.NoError(t, err)
 	var q struct {
 		CallsSaved map[string]int64 `json:"callsSaved"`
