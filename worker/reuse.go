@@ -110,9 +110,20 @@ func (h *Handler) reuseOrCoalesce(ctx context.Context, a attempt, rec status.Rec
 			a.log.WarnContext(ctx, "crop: dedup lease unavailable; paying", "err", err)
 			return c, false, nil
 		}
-		if lease != nil || holder == a.payload.RequestID {
-			// Ours, or left by an earlier attempt of this request.
+		if lease != nil {
+			// A holder may have stored its result and let go between the
+			// look above and this lease: look again, now that no one else
+			// can be storing one.
+			if res, found, err := d.Lookup(ctx, key); err == nil && found && res.RequestID != a.payload.RequestID && res.RequestID != gone {
+				lease.Release(ctx)
+				continue
+			}
 			c.lease = lease
+			return c, false, nil
+		}
+		if holder == a.payload.RequestID {
+			// Left by an earlier attempt of this request (its worker died):
+			// pay without it.
 			return c, false, nil
 		}
 		waited = true
@@ -138,10 +149,19 @@ func (h *Handler) reuseOrCoalesce(ctx context.Context, a attempt, rec status.Rec
 // forgotten and the request pays.
 func (h *Handler) reuse(ctx context.Context, a attempt, key string, res dedup.Result, waited bool) (bool, error) {
 	p := a.payload
+	// A copy into a bucket that is failing would fail too: wait for it as a
+	// paid crop would (the storage gate; a request's own bucket is checked),
+	// rather than spend retries.
+	if err := h.storageReady(ctx, a, false); err != nil {
+		return true, h.fail(ctx, a, err)
+	}
 	stored, err := h.cfg.Reuse.CopyStored(ctx,
 		storage.Stored{Bucket: res.Bucket, Key: res.Key, ETag: res.ETag, ContentType: res.ContentType, Size: res.Size},
 		storage.Object{RequestID: p.RequestID, APIRequestID: res.APIRequestID, Width: p.TargetWidth, Height: p.TargetHeight,
 			Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata})
+	if a.gated() {
+		h.gate.observe(ctx, err)
+	}
 	var missing *storage.MissingError
 	if errors.As(err, &missing) {
 		a.log.InfoContext(ctx, "crop: the stored result to reuse is gone; paying", "reused_from", res.RequestID, "err", err)
