@@ -191,7 +191,7 @@ func TestChaos(t *testing.T) {
 	counts, err := batchCounts(ctx)
 	require.NoError(t, err)
 	var maxLatency time.Duration
-	failed, recrops, checkpointed := 0, 0, 0
+	failed, recrops, checkpointed, reused := 0, 0, 0, 0
 	for _, r := range reqs {
 		rec, err := prod.Get(ctx, r.RequestID)
 		require.NoError(t, err)
@@ -205,6 +205,9 @@ func TestChaos(t *testing.T) {
 		maxLatency = max(maxLatency, rec.UpdatedAt.Sub(rec.CreatedAt))
 		recrops += rec.ExpiredRecrops
 		checkpointed += rec.PaidCalls
+		if rec.ReusedFrom != "" {
+			reused++
+		}
 	}
 	objects, corrupt := 0, 0
 	var token *string
@@ -248,6 +251,7 @@ func TestChaos(t *testing.T) {
 	limit := max(1.01, 1+float64(kills*inflight)/float64(len(unique)))
 	fmt.Fprintf(w, "repeats of an earlier crop in the load\t%d of %d (%d unique crop keys)\t\n", repeats, n, len(unique))
 	fmt.Fprintf(w, "paid calls per unique crop key (excl. %d expired re-crops)\t%.3f\t≤ %.3f\n", recrops, paidPerKey, limit)
+	fmt.Fprintf(w, "requests stored from a reused result (unpaid)\t%d\t\n", reused)
 	fmt.Fprintf(w, "paid answers never checkpointed (worker killed mid-call)\t%d\t\n", lostAnswers)
 	fmt.Fprintf(w, "API answers by code\t%v\t\n", st.Calls)
 	fmt.Fprintf(w, "max enqueue→stored latency\t%s\t\n", maxLatency.Round(100*time.Millisecond))
