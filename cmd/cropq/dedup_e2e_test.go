@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -168,8 +169,11 @@ func TestE2EDedupReusesStoredResults(t *testing.T) {
 func TestE2EDedupCoalescesTwinsInFlight(t *testing.T) {
 	s, prod := dedupStack(t, "tenant")
 	s.setFaults(t, `{"latency":1500000000}`) // a slow call: the twins are all in flight during it
-	s.startWorker()
-	s.startWorker()
+	ops := []string{freeAddr(t), freeAddr(t)}
+	for _, addr := range ops {
+		s.startWorker("CROPQ_WORKER_ADDR=" + addr)
+		s.awaitHTTP("http://" + addr + "/healthz")
+	}
 	img := s.images + "/" + firstImage(t)
 	var reqs []tasks.Request
 	for i := range 6 {
@@ -193,6 +197,18 @@ func TestE2EDedupCoalescesTwinsInFlight(t *testing.T) {
 			s.assertReused(t, rec, payer)
 		}
 	}
+	// cropq_api_calls_saved_total: five calls saved across the two
+	// workers, those that waited for the payer counted as coalesced.
+	saved := map[string]float64{}
+	for _, addr := range ops {
+		for k, v := range scrape(t, "http://"+addr+"/metrics") {
+			if strings.HasPrefix(k, "cropq_api_calls_saved_total") {
+				saved[k] += v
+			}
+		}
+	}
+	assert.Equal(t, 5.0, saved["cropq_api_calls_saved_total{reason=coalesced}"]+saved["cropq_api_calls_saved_total{reason=reused}"], "%v", saved)
+	assert.Positive(t, saved["cropq_api_calls_saved_total{reason=coalesced}"], "%v", saved)
 }
 
 // The worker paying for a crop is killed mid-call: its twin waits for the
