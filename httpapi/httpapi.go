@@ -596,6 +596,9 @@ type BatchStatus struct {
 	// is the same as a time.
 	ETASeconds *float64   `json:"etaSeconds,omitempty"`
 	ETA        *time.Time `json:"eta,omitempty"`
+	// Saved counts the requests that reused a stored result of the same
+	// crop instead of paying: paid calls saved.
+	Saved int64 `json:"saved,omitempty"`
 }
 
 // getBatch answers the token's tenant's batch of that id: another tenant's
@@ -617,7 +620,7 @@ func (a *API) getBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := BatchStatus{BatchID: id, Tenant: cmp.Or(tenant, tasks.DefaultTenant), Total: bi.Total, Done: bi.Done,
-		Counts: map[string]int64{}, Remaining: bi.Remaining, Priority: bi.Priority}
+		Counts: map[string]int64{}, Remaining: bi.Remaining, Priority: bi.Priority, Saved: bi.Saved}
 	for st, n := range bi.Counts {
 		out.Counts[string(st)] = n
 	}

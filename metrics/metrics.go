@@ -34,6 +34,7 @@ type Pipeline struct {
 	tenantCalls   *prometheus.CounterVec
 	rescued       prometheus.Counter
 	tenantLabel   TenantLabel
+	callsSaved    *prometheus.CounterVec
 }
 
 // NewPipeline registers the pipeline's metrics on reg; tenants bounds the
@@ -65,6 +66,8 @@ func NewPipeline(reg prometheus.Registerer, tenants TenantLabel) *Pipeline {
 			Help: "Duration of result copies into S3, by outcome (ok, error).", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}, []string{"outcome"})).(*prometheus.HistogramVec),
 		rescued: f(prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "rescued_total",
 			Help: "Running crops handed to another worker because theirs stopped renewing its lease (killed, frozen, cut off)."})).(prometheus.Counter),
+		callsSaved: f(prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "api_calls_saved_total",
+			Help: "Paid API calls not made because the same crop was stored already (reused) or by a twin in flight (coalesced)."}, []string{"reason"})).(*prometheus.CounterVec),
 		terminal: f(prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "tasks_finished_total",
 			Help: "Crop requests that reached a terminal state, by state (succeeded, failed) and error code (\"\" when none)."}, []string{"state", "code"})).(*prometheus.CounterVec),
 	}
@@ -230,4 +233,13 @@ func (h Health) check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	return h.Ready(ctx)
+}
+
+// CallSaved records a paid call not made: the request reused a stored
+// result (reason "reused") or a twin's in flight ("coalesced").
+func (p *Pipeline) CallSaved(reason string) {
+	if p == nil {
+		return
+	}
+	p.callsSaved.WithLabelValues(reason).Inc()
 }

@@ -521,6 +521,9 @@ type BatchInfo struct {
 	// ETA estimates how long until the remaining requests are done (see
 	// backlog.Estimate); -1 when unknown.
 	ETA time.Duration
+	// Saved counts the requests that reused a stored result instead of
+	// paying (package dedup): paid calls saved.
+	Saved int64
 }
 
 // Batch returns a tenant's batch ("" is the default tenant) with its
@@ -533,7 +536,11 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 	if len(counts) == 0 {
 		return BatchInfo{}, status.ErrNotFound
 	}
-	bi := BatchInfo{Counts: counts, Priority: priority, ETA: -1, Done: true}
+	saved, err := p.statuses.BatchSaved(ctx, tenant, batchID)
+	if err != nil {
+		return BatchInfo{}, err
+	}
+	bi := BatchInfo{Counts: counts, Priority: priority, ETA: -1, Done: true, Saved: saved}
 	for st, n := range counts {
 		bi.Total += n
 		if !st.Terminal() {

@@ -107,6 +107,9 @@ type Record struct {
 	// lease) handed it to a task of its own; empty, the request's own task
 	// owns it. Updates from any other task are refused as stale.
 	Task string `json:"task,omitempty"`
+	// ReusedFrom names the request whose stored result this one reused
+	// (package dedup): copied, not paid for.
+	ReusedFrom string `json:"reusedFrom,omitempty"`
 }
 
 // filled is r with what a lean queued record leaves out: its update time
@@ -182,6 +185,9 @@ type Update struct {
 	// the task it rescued, unless that task (or any other) has moved on
 	// past the attempt that was rescued.
 	Takeover *Takeover
+	// ReusedFrom, with Stored, records that the result was reused from
+	// that request's (no paid call).
+	ReusedFrom string
 }
 
 // Takeover names what a rescue task replaces: the task whose lease expired
@@ -617,6 +623,7 @@ func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[S
 	}
 	priority = m["priority"]
 	delete(m, "priority")
+	delete(m, SavedCount) // not a state: see BatchSaved
 	out := make(map[State]int64, len(m))
 	for k, v := range m {
 		var n int64
@@ -625,6 +632,23 @@ func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[S
 		}
 	}
 	return out, priority, nil
+}
+
+// SavedCount is the field of a batch's counts that tallies its requests
+// that reused a stored result instead of paying (package dedup).
+const SavedCount = "saved"
+
+// BatchSaved returns how many of a tenant's batch's requests reused a
+// stored result: paid calls saved.
+func (s *Store) BatchSaved(ctx context.Context, tenant, batchID string) (int64, error) {
+	n, err := s.rdb.HGet(ctx, s.batchKey(tenant, batchID), SavedCount).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("status: batch %s: %w", batchID, err)
+	}
+	return n, nil
 }
 
 // Undo removes a queued record this caller created, and its count in its
@@ -766,6 +790,9 @@ func (s *Store) sideEffects(ctx context.Context, p redis.Pipeliner, rec Record, 
 			p.HIncrBy(ctx, bk, string(from), -1)
 		}
 		p.HIncrBy(ctx, bk, string(rec.State), 1)
+		if rec.State == Succeeded && rec.ReusedFrom != "" {
+			p.HIncrBy(ctx, bk, SavedCount, 1)
+		}
 		p.PExpire(ctx, bk, s.cfg.TTL)
 		any = true
 	}
@@ -860,6 +887,9 @@ func (s *Store) apply(rec *Record, u Update) error {
 		st := *u.Stored
 		rec.Stored = &st
 		rec.Checkpoint = nil // stored: the URL is no longer needed
+	}
+	if u.ReusedFrom != "" {
+		rec.ReusedFrom = u.ReusedFrom
 	}
 	rec.History = append(rec.History, Transition{State: u.To, At: now, Attempt: u.Attempt, ErrorCode: u.ErrorCode, Message: u.ErrorMessage})
 	if n := len(rec.History) - s.cfg.HistoryLimit; n > 0 {

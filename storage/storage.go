@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/objectkey"
@@ -497,4 +498,91 @@ func stripURL(err error) error {
 		return &url.Error{Op: ue.Op, URL: redact(ue.URL), Err: ue.Err}
 	}
 	return err
+}
+
+// MissingError is a stored object that is no longer what was stored: it
+// was deleted, or replaced by other content (its ETag changed).
+type MissingError struct {
+	Bucket, Key string
+	Status      int // HTTP status of the check, 0 when none
+	Reason      string
+}
+
+func (e *MissingError) Error() string {
+	return fmt.Sprintf("storage: s3://%s/%s %s", e.Bucket, e.Key, e.Reason)
+}
+
+// CopyStored copies an object stored for another request to obj's own
+// destination with a server-side copy: nothing is downloaded. It first
+// checks (HEAD) that from is still there with the same ETag, and copies only
+// that version; a *MissingError says it is not (pay for the crop instead).
+// The copy carries obj's own metadata, as Copy would have written it.
+func (c *Copier) CopyStored(ctx context.Context, from Stored, obj Object) (Stored, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	head, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(from.Bucket), Key: aws.String(from.Key)})
+	var re *awshttp.ResponseError
+	switch {
+	case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound:
+		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: http.StatusNotFound, Reason: "was deleted"}
+	case err != nil:
+		return Stored{}, &UploadError{Op: "head", Bucket: from.Bucket, Key: from.Key, Err: err}
+	case from.ETag != "" && strings.Trim(aws.ToString(head.ETag), `"`) != from.ETag:
+		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: http.StatusOK, Reason: "was replaced (its ETag changed)"}
+	}
+	ext, ok := imageExt[from.ContentType]
+	if !ok {
+		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Reason: fmt.Sprintf("has content type %q, not an accepted image type", from.ContentType)}
+	}
+	bucket, tmpl := c.cfg.Bucket, c.cfg.KeyTemplate
+	if obj.Bucket != "" {
+		bucket = obj.Bucket
+	}
+	if obj.KeyTemplate != "" {
+		tmpl = obj.KeyTemplate
+	}
+	key, err := objectkey.Render(tmpl, objectkey.Vars{RequestID: obj.RequestID, Width: obj.Width, Height: obj.Height, Ext: ext, Date: c.cfg.Now()})
+	if err != nil {
+		return Stored{}, err
+	}
+	meta := map[string]string{"request-id": obj.RequestID, "api-request-id": obj.APIRequestID,
+		"width": strconv.Itoa(obj.Width), "height": strconv.Itoa(obj.Height)}
+	for k, v := range obj.Metadata {
+		if _, taken := meta[k]; !taken {
+			meta[k] = v
+		}
+	}
+	in := &s3.CopyObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
+		CopySource:        aws.String(url.PathEscape(from.Bucket) + "/" + escapeKey(from.Key)),
+		MetadataDirective: types.MetadataDirectiveReplace, Metadata: meta, ContentType: aws.String(from.ContentType)}
+	if from.ETag != "" {
+		// Only the version just checked: one replaced in between is not copied.
+		in.CopySourceIfMatch = aws.String(`"` + from.ETag + `"`)
+	}
+	out, err := c.s3.CopyObject(ctx, in)
+	switch {
+	case errors.As(err, &re) && (re.HTTPStatusCode() == http.StatusNotFound || re.HTTPStatusCode() == http.StatusPreconditionFailed):
+		// Gone or replaced since the HEAD (a missing destination bucket
+		// is a 404 too, which the bucket check before paying reports).
+		if berr := c.CheckBucketOf(ctx, bucket); berr != nil {
+			return Stored{}, berr
+		}
+		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: re.HTTPStatusCode(), Reason: "changed during the copy"}
+	case err != nil:
+		return Stored{}, &UploadError{Op: "copy", Bucket: bucket, Key: key, Err: err}
+	}
+	etag := from.ETag
+	if out.CopyObjectResult != nil && out.CopyObjectResult.ETag != nil {
+		etag = strings.Trim(aws.ToString(out.CopyObjectResult.ETag), `"`)
+	}
+	return Stored{Bucket: bucket, Key: key, ETag: etag, ContentType: from.ContentType, Size: from.Size}, nil
+}
+
+// escapeKey escapes an object key for CopySource, keeping its slashes.
+func escapeKey(key string) string {
+	parts := strings.Split(key, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return strings.Join(parts, "/")
 }

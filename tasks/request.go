@@ -51,6 +51,10 @@ type Request struct {
 	// (CROPQ_TENANT_WEIGHTS); empty means "default". Over HTTP it is the
 	// token's tenant.
 	Tenant string `json:"tenant,omitempty" flag:"tenant" help:"tenant: 1–64 of a-z 0-9 . _ - (default \"default\")" default:"default"`
+	// Dedup false opts the request out of result reuse and coalescing
+	// (package dedup): it is paid for even when the same crop was stored
+	// before. Absent (nil) or true follows the fleet's CROPQ_DEDUP_SCOPE.
+	Dedup *bool `json:"dedup,omitempty" flag:"dedup" help:"false: never reuse an earlier result of the same crop, pay for this one (default: the fleet's CROPQ_DEDUP_SCOPE)" default:"true"`
 }
 
 // Priorities, in lane order: a lane is served only while every lane before
@@ -130,7 +134,7 @@ type Field struct {
 	// Default is the value an empty field stands for ("" for none): the
 	// fingerprint counts the field as empty when it holds it.
 	Default string
-	Kind    reflect.Kind // String, Int or Map
+	Kind    reflect.Kind // String, Int, Map or Pointer (a *bool)
 	idx     int
 }
 
@@ -176,6 +180,12 @@ func (r *Request) SetText(name, text string) error {
 			return &cropapi.ValidationError{Field: name, Reason: fmt.Sprintf("must be an integer, got %.40q", text)}
 		}
 		v.SetInt(int64(n))
+	case reflect.Pointer: // *bool
+		b, err := strconv.ParseBool(strings.TrimSpace(text))
+		if err != nil {
+			return &cropapi.ValidationError{Field: name, Reason: fmt.Sprintf("must be true or false, got %.40q", text)}
+		}
+		v.Set(reflect.ValueOf(&b))
 	case reflect.Map:
 		if text == "" {
 			return nil
@@ -454,6 +464,10 @@ func (r Request) Fingerprint(imageDigest string) string {
 					fmt.Fprintf(&b, "%q=%q;", k, m[k])
 				}
 				text = b.String()
+			}
+		case f.Kind == reflect.Pointer: // *bool: nil is empty
+			if b := v.Field(f.idx); !b.IsNil() {
+				text = strconv.FormatBool(b.Elem().Bool())
 			}
 		default:
 			text = fmt.Sprint(v.Field(f.idx).Interface())

@@ -197,33 +197,36 @@ func TestFingerprintNamesEveryField(t *testing.T) {
 			require.NoError(t, changed.SetText(f.Name, "777"))
 		case reflect.Map:
 			require.NoError(t, changed.SetText(f.Name, "k2=v2"))
+		case reflect.Pointer: // *bool
+			require.NoError(t, changed.SetText(f.Name, "false"))
 		default:
 			t.Fatalf("field %s: kind %s has no text form", f.Name, f.Kind)
 		}
 		assert.Equal(t, f.Name, FingerprintDiff(fp, changed.Fingerprint("")), "changing %s", f.Name)
 		assert.Equal(t, f.Name, FingerprintDiff(changed.Fingerprint(""), fp), "changing %s back", f.Name)
 	}
-	// A fingerprint written before a field existed (callbackUrl, priority
-	// and tenant, the last three, here) has no tag for it: the field counts
-	// as empty there.
+	// A fingerprint written before a field existed (callbackUrl, priority,
+	// tenant and dedup, the last four, here) has no tag for it: the field
+	// counts as empty there.
 	noCallback := base
 	noCallback.CallbackURL = ""
 	now := noCallback.Fingerprint("")
-	old := FingerprintTags(now, len(Fields())-1-3)
+	old := FingerprintTags(now, len(Fields())-1-4)
 	assert.Equal(t, "", FingerprintDiff(old, now), "the same request, before and after the field was added")
 	assert.Equal(t, "callbackUrl", FingerprintDiff(old, fp))
 }
 
 // A field holding its default is the same request as the field left out:
-// priority "normal" and tenant "default" keep the fingerprint of a request
+// priority "normal", tenant "default" and dedup true keep the fingerprint of a request
 // without them, and of a record written before the fields existed.
 func TestFingerprintDefaults(t *testing.T) {
 	base := Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 600, BatchID: "b"}
 	fp := base.Fingerprint("")
-	before := FingerprintTags(fp, len(Fields())-1-2) // as written before priority and tenant existed
+	before := FingerprintTags(fp, len(Fields())-1-3) // as written before priority, tenant and dedup existed
 
 	explicit := base
-	explicit.Priority, explicit.Tenant = PriorityNormal, DefaultTenant
+	yes := true
+	explicit.Priority, explicit.Tenant, explicit.Dedup = PriorityNormal, DefaultTenant, &yes
 	assert.Equal(t, fp, explicit.Fingerprint(""), "defaults are the fields left out")
 	assert.Equal(t, "", FingerprintDiff(before, explicit.Fingerprint("")))
 	assert.Equal(t, "", FingerprintDiff(explicit.Fingerprint(""), before))
@@ -243,7 +246,13 @@ func TestFingerprintDefaults(t *testing.T) {
 			defaults[f.Name] = f.Default
 		}
 	}
-	assert.Equal(t, map[string]string{"priority": "normal", "tenant": "default"}, defaults)
+	optOut := base
+	require.NoError(t, optOut.SetText("dedup", "false"))
+	assert.Equal(t, "dedup", FingerprintDiff(fp, optOut.Fingerprint("")))
+	assert.Equal(t, "dedup", FingerprintDiff(before, optOut.Fingerprint("")))
+	assert.Error(t, optOut.SetText("dedup", "maybe"))
+
+	assert.Equal(t, map[string]string{"priority": "normal", "tenant": "default", "dedup": "true"}, defaults)
 }
 
 func TestEffectiveValuesAndValidateTenant(t *testing.T) {

@@ -23,6 +23,7 @@ const (
 	CodeInterrupted        Code = "interrupted"         // the worker was shutting down
 	CodeLeaseLost          Code = "lease_lost"          // the worker stopped renewing its lease; another task runs the crop
 	CodeInternal           Code = "internal"            // anything else (a status store error, a bug)
+	CodeCoalescing         Code = "coalescing"          // a twin with the same crop key is paying; handed back to reuse its result
 )
 
 // PaymentDecision says whether a failure with a code can end a request
@@ -56,4 +57,6 @@ var PaidFailures = map[Code]PaymentDecision{
 	CodeLeaseLost: {true, "a worker that froze or lost Redis past its lease (package lease) has its crop handed to another task, which reuses the checkpoint; " +
 		"the lease is checked right before paying, so a worker that wakes up does not pay for a crop it no longer owns"},
 	CodeInternal: {true, "a status store error after the call; the paid answer is kept in the checkpoint (written with retries) and reused"},
+	CodeCoalescing: {false, "raised before the call, while a twin request with the same crop key holds its lease; " +
+		"the task is handed back unpaid and reuses the twin's result (or pays if the twin failed or died)"},
 }

@@ -105,6 +105,18 @@ type HandlerConfig struct {
 	Leases Leases
 	Logger *slog.Logger
 	Now    func() time.Time
+
+	// Dedup and Reuse, when both set, reuse results stored under the same
+	// crop key and coalesce twins in flight (step 2a, reuse.go).
+	Dedup Dedup
+	Reuse StoredCopier
+	// CoalesceWait is how long an attempt waits in place for a twin that
+	// holds the crop key's lease (default 2s), polling every CoalescePoll
+	// (default 200ms), before it is handed back for CoalesceDelay (default
+	// 1s; asynq's delayed-task check rounds it up).
+	CoalesceWait  time.Duration
+	CoalescePoll  time.Duration
+	CoalesceDelay time.Duration
 }
 
 // Handler is the asynq handler of tasks.TypeCrop.
@@ -152,6 +164,15 @@ func NewHandler(cropper Cropper, copier Copier, st StatusStore, cfg HandlerConfi
 	if cfg.PersistFor <= 0 {
 		cfg.PersistFor = 30 * time.Second
 	}
+	if cfg.CoalesceWait <= 0 {
+		cfg.CoalesceWait = 2 * time.Second
+	}
+	if cfg.CoalescePoll <= 0 {
+		cfg.CoalescePoll = 200 * time.Millisecond
+	}
+	if cfg.CoalesceDelay <= 0 {
+		cfg.CoalesceDelay = time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -165,6 +186,8 @@ func NewHandler(cropper Cropper, copier Copier, st StatusStore, cfg HandlerConfi
 // ProcessTask runs one attempt of a crop:
 //
 //  1. mark the record running (a stale or finished attempt stops here);
+//     2a. reuse a result stored under the same crop key, or wait for a
+//     twin paying for it (reuse.go);
 //  2. reuse an unexpired checkpointed result URL, or call the API and
 //     checkpoint its answer, so that a retry never pays twice (and not
 //     while uploads are failing: see storageGate);
@@ -243,6 +266,15 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return h.fail(ctx, a, err)
 	}
 
+	// 2a. Reuse or coalesce (reuse.go): a result already stored under the
+	// same crop key is copied server-side instead of paid for again, and a
+	// twin in flight is waited for, so that only one of them pays.
+	claim, ended, err := h.reuseOrCoalesce(ctx, a, rec)
+	if ended {
+		return err
+	}
+	defer claim.release(ctx)
+
 	// 2. Crop, unless an earlier attempt already paid for a result that is
 	// still downloadable.
 	cp := rec.Checkpoint
@@ -307,6 +339,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return h.fail(ctx, a, fmt.Errorf("mark succeeded: %w", err))
 	}
 	a.log.InfoContext(ctx, "crop: stored", "bucket", stored.Bucket, "key", stored.Key, "size", stored.Size)
+	h.remember(ctx, a, claim, done)
 	h.removeInput(ctx, a)
 	h.cfg.Metrics.Finished(string(status.Succeeded), "")
 	h.notify(ctx, a, done)

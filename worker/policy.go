@@ -35,6 +35,8 @@ type Decision struct {
 //	              (checked before paying)
 //	api           500, 801, 900, 1001, transport     yes    yes      backoff: 2s doubling, cap 5m
 //	storage       S3 upload, result download         yes    yes      backoff: 1s doubling, cap 1m (checkpoint kept: no new paid call)
+//	coalescing    a twin (same crop key) is paying   yes    no       CoalesceDelay (nothing was paid; the task
+//	              for the same crop (reuse.go)                       waited CoalesceWait in place first)
 //	storage_      bucket unreachable before paying   yes    no       StorageDeferDelay (nothing was paid; the task
 //	unavailable   (storageGate)                                      waited StorageMaxWait in place first)
 //	status        Redis errors writing the record    yes    yes      backoff: 500ms doubling, cap 30s
@@ -56,9 +58,12 @@ func Decide(err error) Decision {
 		input  *storage.InputError
 	)
 	var deferred rateLimited
+	var twin *CoalescingError
 	switch c := cropapi.ClassOf(err); {
 	case errors.As(err, &deferred):
 		return Decision{Class: "rate_limited", Retry: true, Delay: deferred.RateLimitedFor()}
+	case errors.As(err, &twin):
+		return Decision{Class: "coalescing", Retry: true, Delay: twin.RetryIn}
 	case errors.As(err, new(*StorageUnavailableError)):
 		return Decision{Class: "storage_unavailable", Retry: true, Delay: StorageDeferDelay}
 	case errors.As(err, new(*StatusUnavailableError)):
@@ -116,6 +121,8 @@ func workerCode(err error) Code {
 	switch {
 	case errors.As(err, new(rateLimited)):
 		return CodeQuota
+	case errors.As(err, new(*CoalescingError)):
+		return CodeCoalescing
 	case errors.As(err, new(*StorageUnavailableError)):
 		return CodeStorageUnavailable
 	case errors.As(err, new(*StatusUnavailableError)):

@@ -44,6 +44,8 @@ func TestDecide(t *testing.T) {
 		{"source", fmt.Errorf("copy result: %w", &storage.SourceError{StatusCode: 500}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "result_download"},
 		{"status conflict", fmt.Errorf("mark running: %w", status.ErrConflict), Decision{Class: "status", Retry: true, CountsAsFailure: true}, "internal"},
 		{"no quota token", fmt.Errorf("crop: %w", &quota.DeferError{RetryAfter: 4 * time.Second}), Decision{Class: "rate_limited", Retry: true, Delay: 4 * time.Second}, "quota"},
+		{"a twin pays for the same crop", &CoalescingError{Holder: "sku-1", RetryIn: time.Second}, Decision{Class: "coalescing", Retry: true, Delay: time.Second}, "coalescing"},
+		{"reusing a result, the upload fails", fmt.Errorf("reuse the result of sku-1: %w", &storage.UploadError{Op: "copy", Err: errors.New("down")}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "storage_upload"},
 		{"shutdown", fmt.Errorf("crop: %w", context.Canceled), Decision{Class: "interrupted", Retry: true}, "interrupted"},
 		{"timeout", fmt.Errorf("crop: %w", context.DeadlineExceeded), Decision{Class: "unknown", Retry: true, CountsAsFailure: true}, "timeout"},
 	}

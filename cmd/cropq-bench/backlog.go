@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -184,43 +185,76 @@ type fleet struct {
 	images string
 	prod   *producer.Producer
 	stop   func() error
+	s3     *s3.Client // the fleet's bucket, and a client of it
+	bucket string
 }
 
 // startFleet starts pods worker processes with extra environment against a
 // fresh Redis database, an emulator of quota q (latency 200 ± 100 ms) and a
 // producer with the backlog.
 func startFleet(ctx context.Context, env *benchEnv, bin string, o options, weights map[string]int, extra ...string) (*fleet, error) {
+	return launchFleet(ctx, env, bin, fleetSpec{q: o.backlogQ, pods: o.backlogPods, concurrency: o.backlogConcurrency, weights: weights, extra: extra})
+}
+
+// fleetSpec is what a fleet run is made of.
+type fleetSpec struct {
+	q                 float64 // the emulator's quota and CROPQ_QUOTA_RATE
+	pods, concurrency int
+	weights           map[string]int
+	// images serves the source images (default: one sample at every path).
+	images http.Handler
+	// cropCache is the emulator's memo of crops (default 4).
+	cropCache int
+	bucket    string // default bench-backlog-<time>
+	extra     []string
+}
+
+// launchFleet starts spec.pods worker processes (the fleet's environment,
+// then spec.extra) against a fresh Redis database, an emulator of quota
+// spec.q (latency 200 ± 100 ms), an image server and a producer with the
+// backlog.
+func launchFleet(ctx context.Context, env *benchEnv, bin string, spec fleetSpec) (*fleet, error) {
 	rdb := redis.NewClient(&redis.Options{Addr: env.redis.Addr()})
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		return nil, err
 	}
-	img, err := sampleImage("ball-offcentre.jpg")
-	if err != nil {
-		return nil, err
+	if spec.images == nil {
+		img, err := sampleImage("ball-offcentre.jpg")
+		if err != nil {
+			return nil, err
+		}
+		spec.images = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "image/jpeg")
+			_, _ = w.Write(img)
+		})
 	}
-	emu, err := emulator.New(emulator.Config{AppKey: benchKey, AppSecret: benchSecret, Rate: o.backlogQ, CropCache: 4,
+	if spec.cropCache <= 0 {
+		spec.cropCache = 4
+	}
+	emu, err := emulator.New(emulator.Config{AppKey: benchKey, AppSecret: benchSecret, Rate: spec.q, CropCache: spec.cropCache,
 		Faults: emulator.Faults{Latency: 200 * time.Millisecond, LatencyJitter: 100 * time.Millisecond}})
 	if err != nil {
 		return nil, err
 	}
 	api := httptest.NewServer(emu)
-	images := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "image/jpeg")
-		_, _ = w.Write(img)
-	}))
-	bucket := fmt.Sprintf("bench-backlog-%d", time.Now().UnixNano())
-	if _, err := env.newBucket(ctx, bucket); err != nil {
+	images := httptest.NewServer(spec.images)
+	bucket := spec.bucket
+	if bucket == "" {
+		bucket = fmt.Sprintf("bench-backlog-%d", time.Now().UnixNano())
+	}
+	s3c, err := env.newBucket(ctx, bucket)
+	if err != nil {
 		return nil, err
 	}
 	var ws []string
-	for t, w := range weights {
+	for t, w := range spec.weights {
 		ws = append(ws, fmt.Sprintf("%s=%d", t, w))
 	}
-	fleetEnv := env.workerEnv(api.URL, bucket, append([]string{"CROPQ_QUOTA_RATE=" + strconv.FormatFloat(o.backlogQ, 'f', -1, 64),
-		"CROPQ_MAX_RETRY=25", "CROPQ_TENANT_WEIGHTS=" + strings.Join(ws, ",")}, extra...)...)
+	fleetEnv := env.workerEnv(api.URL, bucket, append([]string{"CROPQ_QUOTA_RATE=" + strconv.FormatFloat(spec.q, 'f', -1, 64),
+		"CROPQ_MAX_RETRY=25", "CROPQ_TENANT_WEIGHTS=" + strings.Join(ws, ",")}, spec.extra...)...)
 	var logs bytes.Buffer
 	var procs []*exec.Cmd
-	f := &fleet{rdb: rdb, emu: emu, images: images.URL}
+	f := &fleet{rdb: rdb, emu: emu, images: images.URL, s3: s3c, bucket: bucket}
 	f.stop = func() error {
 		var err error
 		for _, p := range procs {
@@ -236,8 +270,8 @@ func startFleet(ctx context.Context, env *benchEnv, bin string, o options, weigh
 		_ = f.prod.Close()
 		return errors.Join(err, rdb.Close())
 	}
-	for range o.backlogPods {
-		cmd := exec.CommandContext(ctx, bin, "worker", "--concurrency", strconv.Itoa(o.backlogConcurrency))
+	for range spec.pods {
+		cmd := exec.CommandContext(ctx, bin, "worker", "--concurrency", strconv.Itoa(spec.concurrency))
 		cmd.Env = fleetEnv
 		cmd.Stdout, cmd.Stderr = io.Discard, &syncWriter{w: &logs}
 		if err := cmd.Start(); err != nil {
@@ -246,8 +280,8 @@ func startFleet(ctx context.Context, env *benchEnv, bin string, o options, weigh
 		}
 		procs = append(procs, cmd)
 	}
-	q := o.backlogQ
-	f.prod = producer.New(rdb, producer.Config{Backlog: backlog.New(rdb, backlog.Config{}), Weights: weights,
+	q := spec.q
+	f.prod = producer.New(rdb, producer.Config{Backlog: backlog.New(rdb, backlog.Config{}), Weights: spec.weights,
 		Task: tasks.Options{MaxRetry: 25, Retention: time.Hour, Limits: cropapi.Limits{AllowPrivateHosts: true}},
 		Rate: func(context.Context) (float64, error) { return q, nil }})
 	return f, nil

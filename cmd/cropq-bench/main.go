@@ -3,7 +3,7 @@
 // a table. It is a benchmark, not a test: it never fails on a number, it
 // reports it next to its target.
 //
-//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|ui]
+//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|ui|dedup]
 package main
 
 import (
@@ -52,6 +52,11 @@ type options struct {
 	backlogConcurrency int
 
 	uiN, uiDone, uiFailed int
+	dedupN                int
+	dedupWaves            int
+	dedupQ                float64
+	dedupPods             int
+	dedupConcurrency      int
 }
 
 func main() {
@@ -87,9 +92,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.uiN, "ui-n", 100000, "ui: requests in the large batch")
 	fs.IntVar(&o.uiDone, "ui-done", 5000, "ui: of which succeeded")
 	fs.IntVar(&o.uiFailed, "ui-failed", 300, "ui: of which failed")
+	fs.IntVar(&o.dedupN, "dedup-n", 2000, "dedup: requests of the synthetic catalogue")
+	fs.IntVar(&o.dedupWaves, "dedup-waves", 4, "dedup: waves the catalogue arrives in (each once the one before is done)")
+	fs.Float64Var(&o.dedupQ, "dedup-q", 25, "dedup: the emulator's quota Q, calls/s (and CROPQ_QUOTA_RATE)")
+	fs.IntVar(&o.dedupPods, "dedup-pods", 3, "dedup: worker processes")
+	fs.IntVar(&o.dedupConcurrency, "dedup-concurrency", 10, "dedup: concurrency of each worker process")
 	fs.IntVar(&o.memImages, "enqueue-mem-images", 200, "enqueue: 2 MB requests queued to measure Redis memory (scaled to 1,000)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|ui]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
+		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|ui|dedup]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -99,8 +109,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
-	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "ui" {
-		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog or ui)", which)
+	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "ui" && which != "dedup" {
+		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog, ui or dedup)", which)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -154,6 +164,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r, err := benchUI(ctx, env, o, stderr)
 		if err != nil {
 			return fmt.Errorf("ui: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "dedup" {
+		r, err := benchDedup(ctx, env, o, stderr)
+		if err != nil {
+			return fmt.Errorf("dedup: %w", err)
 		}
 		rows = append(rows, r...)
 	}
@@ -245,6 +262,9 @@ func (e *benchEnv) workerEnv(apiURL, bucket string, extra ...string) []string {
 		"AWS_ACCESS_KEY_ID="+e.minio.AccessKey(), "AWS_SECRET_ACCESS_KEY="+e.minio.SecretKey(),
 		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_SHUTDOWN_TIMEOUT=5s",
 		"CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", "CROPQ_ALLOW_PRIVATE_IMAGE_URLS=true",
+		// The other benchmarks crop one sample over and over to measure the
+		// pipeline, not result reuse (the dedup benchmark turns it on).
+		"CROPQ_DEDUP_SCOPE=off",
 	)
 	return append(env, extra...)
 }

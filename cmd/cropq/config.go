@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/dedup"
 	"github.com/cropq/cropq/httpapi"
 	"github.com/cropq/cropq/lease"
 	"github.com/cropq/cropq/quota"
@@ -71,6 +72,11 @@ type config struct {
 	// Clock is this process's wall clock: the system's, moved by
 	// CROPQ_CLOCK_OFFSET (fault injection: a worker whose clock is off).
 	Clock func() time.Time
+
+	// Dedup is result reuse and coalescing (CROPQ_DEDUP_*); DedupFetch
+	// keys URL images by their downloaded bytes.
+	Dedup      dedup.Config
+	DedupFetch bool
 }
 
 // loadConfig reads the environment; every error names its variable.
@@ -184,6 +190,14 @@ func loadConfig(env Env) (config, error) {
 	if c.Lease.TTL > 0 && c.Lease.TTL < time.Second {
 		errs = append(errs, fmt.Errorf("CROPQ_LEASE_TTL: %s is under 1s: a lease must outlive a few renewals (every fifth of it) over a slow network", c.Lease.TTL))
 	}
+	scope, err := dedup.ParseScope(env.Get("CROPQ_DEDUP_SCOPE"))
+	if err != nil {
+		add(envError("CROPQ_DEDUP_SCOPE", env.Get("CROPQ_DEDUP_SCOPE"), "tenant, global or off"))
+	}
+	// The API endpoint is part of the key: another vendor region or version
+	// may crop differently.
+	c.Dedup = dedup.Config{Prefix: c.Status.Prefix, TTL: dur("CROPQ_DEDUP_TTL"), Keyer: dedup.Keyer{Scope: scope, Variant: c.API.BaseURL}}
+	c.DedupFetch = boolean("CROPQ_DEDUP_FETCH")
 	c.Server = worker.ServerConfig{
 		Concurrency:              num("CROPQ_CONCURRENCY"),
 		Queues:                   map[string]int{c.Task.Queue: 1},

@@ -151,6 +151,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"CROPQ_WORKER_ADDR=127.0.0.1:0",                                // several workers per stack
 		"CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", // the local emulator
 		"CROPQ_ALLOW_PRIVATE_IMAGE_URLS=true", // images served by the test
+		// Most tests crop the same sample many times and count paid calls;
+		// the tests of result reuse (dedup_e2e_test.go) turn it on.
+		"CROPQ_DEDUP_SCOPE=off",
 	}
 	rate := "100"
 	if o.emulatorRate > 0 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/dedup"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
@@ -139,7 +140,7 @@ func imageBase64(raw []byte) string {
 func runStatus(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cropq status", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the whole record as JSON")
-	showQuota := fs.Bool("quota", false, "print the fleet's shared API quota (ceiling, effective rate) as JSON instead")
+	showQuota := fs.Bool("quota", false, "print the fleet's shared API quota (ceiling, effective rate) and the paid calls saved by result reuse, as JSON, instead")
 	showBacklog := fs.Bool("backlog", false, "print the backlog per lane and tenant (length, oldest age) instead")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: cropq status REQUEST_ID [--json]\n       cropq status --quota\n       cropq status --backlog [--json]")
@@ -215,9 +216,18 @@ func printQuota(ctx context.Context, env Env, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Calls the fleet did not pay for (result reuse and coalescing) are
+	// quota it kept.
+	saved, err := dedup.New(rdb, cfg.Dedup).Saved(ctx)
+	if err != nil {
+		return err
+	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(st)
+	return enc.Encode(struct {
+		quota.State
+		CallsSaved map[string]int64 `json:"callsSaved"`
+	}{st, saved})
 }
 
 // printBacklog prints what waits in the backlog, lanes in order.

@@ -136,6 +136,7 @@ func TestIdempotencyCoversEveryParameter(t *testing.T) {
 		{"metadata", map[string]any{"metadata": nil}},
 		{"batchId", map[string]any{"batchId": "other-batch"}},
 		{"callbackUrl", map[string]any{"callbackUrl": "https://hooks.example.com/other"}},
+		{"dedup", map[string]any{"dedup": false}},
 	}
 	for _, tc := range cases {
 		code, b := f.post(t, "/v1/crops", body(tc.change))
@@ -145,13 +146,28 @@ func TestIdempotencyCoversEveryParameter(t *testing.T) {
 		assert.Equal(t, tc.field, p.Field, "%v: %s", tc.change, b)
 	}
 
+	// dedup true is the fleet's setting: the same request as none.
+	code, b = f.post(t, "/v1/crops", body(map[string]any{"dedup": true}))
+	assert.Equal(t, http.StatusOK, code, "dedup true: known: %s", b)
+
 	// The CLI and a bulk file reach the same decision.
 	_, err := f.cropq("enqueue", "--request-id", "idem-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "600",
+		"--bucket", "cropq-other", "--key-template", "shop/{requestId}.{ext}", "--metadata", "sku=A-1", "--batch", "idem-batch",
+		"--callback-url", "https://hooks.example.com/cropq", "--dedup=false")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "dedup")
+	optOut := filepath.Join(t.TempDir(), "optout.csv")
+	require.NoError(t, os.WriteFile(optOut, []byte("requestId,imageUrl,targetWidth,targetHeight,bucket,keyTemplate,metadata,batchId,callbackUrl,dedup\n"+
+		`idem-1,https://cdn.example.com/a.jpg,800,600,cropq-other,shop/{requestId}.{ext},"{""sku"":""A-1""}",idem-batch,https://hooks.example.com/cropq,false`+"\n"), 0o644))
+	out, err := f.cropq("enqueue", "--file", optOut, "--no-progress")
+	require.Error(t, err, out)
+	assert.Contains(t, err.Error(), "dedup")
+	_, err = f.cropq("enqueue", "--request-id", "idem-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "600",
 		"--bucket", "cropq-other", "--key-template", "shop/{requestId}.{ext}", "--metadata", "sku=A-9", "--batch", "idem-batch",
 		"--callback-url", "https://hooks.example.com/cropq")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "metadata")
-	out, err := f.cropq("enqueue", "--request-id", "idem-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "600",
+	out, err = f.cropq("enqueue", "--request-id", "idem-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "600",
 		"--bucket", "cropq-other", "--key-template", "shop/{requestId}.{ext}", "--metadata", "sku=A-1", "--batch", "idem-batch",
 		"--callback-url", "https://hooks.example.com/cropq")
 	require.NoError(t, err)

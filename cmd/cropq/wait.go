@@ -155,6 +155,9 @@ func lookBatch(ctx context.Context, prod *producer.Producer, tenant, batch strin
 	}
 	terminal := bi.Total - bi.Remaining
 	line = fmt.Sprintf("batch %s: %d/%d done (%s)", batch, terminal, bi.Total, strings.Join(parts, ", "))
+	if bi.Saved > 0 {
+		line += fmt.Sprintf(", %d paid calls saved", bi.Saved)
+	}
 	if bar != nil {
 		bar.ChangeMax64(bi.Total)
 		eta := "ETA unknown"

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/dedup"
 	"github.com/cropq/cropq/lease"
 	"github.com/cropq/cropq/metrics"
 	"github.com/cropq/cropq/quota"
@@ -166,6 +167,13 @@ func newWorkerServer(ctx context.Context, cfg config, rdb redis.UniversalClient,
 	lcfg.Logger = log
 	leases := lease.New(rdb, lcfg)
 	hcfg.Leases = leases
+	if cfg.Dedup.Scope != dedup.ScopeOff {
+		dcfg := cfg.Dedup
+		if cfg.DedupFetch {
+			dcfg.Fetch = dedup.NewFetcher(dedup.FetchConfig{AllowPrivate: cfg.API.Limits.AllowPrivateHosts})
+		}
+		hcfg.Dedup, hcfg.Reuse = dedup.New(rdb, dcfg), copier
+	}
 	h := worker.NewHandler(api, copier, st, hcfg)
 	cfg.Server.Logger = log
 	if reg != nil {

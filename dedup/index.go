@@ -1,0 +1,258 @@
+package dedup
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Result is a stored object a crop key led to: the result of the request
+// that paid for it.
+type Result struct {
+	RequestID    string // the request that paid
+	Bucket, Key  string
+	ETag         string
+	ContentType  string
+	Size         int64
+	Width        int
+	Height       int
+	APIRequestID string
+	At           time.Time // when it was stored
+}
+
+// sep separates the fields of an index entry: none of them can hold it
+// (request ids, buckets, keys from templates, ETags, content types).
+const sep = "\x1f"
+
+// encode is the compact form of r kept in Redis (a key holds one string).
+func (r Result) encode() string {
+	return strings.Join([]string{r.RequestID, r.Bucket, r.Key, r.ETag, r.ContentType, strconv.FormatInt(r.Size, 10),
+		strconv.Itoa(r.Width), strconv.Itoa(r.Height), r.APIRequestID, strconv.FormatInt(r.At.UnixMilli(), 10)}, sep)
+}
+
+func decode(s string) (Result, error) {
+	f := strings.Split(s, sep)
+	if len(f) != 10 {
+		return Result{}, fmt.Errorf("dedup: index entry has %d fields, want 10", len(f))
+	}
+	size, err1 := strconv.ParseInt(f[5], 10, 64)
+	w, err2 := strconv.Atoi(f[6])
+	h, err3 := strconv.Atoi(f[7])
+	at, err4 := strconv.ParseInt(f[9], 10, 64)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return Result{}, fmt.Errorf("dedup: index entry: %w", err)
+	}
+	return Result{RequestID: f[0], Bucket: f[1], Key: f[2], ETag: f[3], ContentType: f[4], Size: size, Width: w, Height: h,
+		APIRequestID: f[8], At: time.UnixMilli(at)}, nil
+}
+
+// Config configures an Index. Zero values take defaults.
+type Config struct {
+	// Prefix of every key (default "cropq:"): entries live at
+	// Prefix+"dedup:{KEY}", leases at Prefix+"dedup:{KEY}:lease".
+	Prefix string
+	// TTL of an index entry after its result was stored (default 30 days,
+	// CROPQ_DEDUP_TTL).
+	TTL time.Duration
+	// LeaseTTL is how long a lease on a key lives without being renewed
+	// (default 10s): how long twins wait for a worker that died mid-call.
+	// Its holder renews it every third of that while it works.
+	LeaseTTL time.Duration
+	Keyer
+}
+
+// Index maps crop keys to stored results, and hands out leases on keys.
+type Index struct {
+	rdb redis.UniversalClient
+	cfg Config
+}
+
+// New returns an index on rdb.
+func New(rdb redis.UniversalClient, cfg Config) *Index {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "cropq:"
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 30 * 24 * time.Hour
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 10 * time.Second
+	}
+	return &Index{rdb: rdb, cfg: cfg}
+}
+
+// redisTimeout bounds each of the index's Redis calls: the index is an
+// optimisation, never worth a stuck attempt.
+const redisTimeout = 5 * time.Second
+
+// EntryKey is the Redis key of key's index entry (its memory is measured
+// in the tests).
+func (x *Index) EntryKey(key string) string { return x.cfg.Prefix + "dedup:{" + key + "}" }
+
+func (x *Index) leaseKey(key string) string { return x.EntryKey(key) + ":lease" }
+
+func (x *Index) savedKey() string { return x.cfg.Prefix + "dedup:saved" }
+
+// Lookup returns the result stored under key, if any.
+func (x *Index) Lookup(ctx context.Context, key string) (Result, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	s, err := x.rdb.Get(ctx, x.EntryKey(key)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Result{}, false, nil
+	}
+	if err != nil {
+		return Result{}, false, fmt.Errorf("dedup: lookup: %w", err)
+	}
+	r, err := decode(s)
+	if err != nil {
+		return Result{}, false, err
+	}
+	return r, true, nil
+}
+
+// Remember records r under key for the index's TTL.
+func (x *Index) Remember(ctx context.Context, key string, r Result) error {
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	if err := x.rdb.Set(ctx, x.EntryKey(key), r.encode(), x.cfg.TTL).Err(); err != nil {
+		return fmt.Errorf("dedup: remember: %w", err)
+	}
+	return nil
+}
+
+// Forget removes key's entry while it still names requestID's result (its
+// object was deleted): a newer entry is left alone.
+func (x *Index) Forget(ctx context.Context, key, requestID string) error {
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	if err := forgetScript.Run(ctx, x.rdb, []string{x.EntryKey(key)}, requestID+sep).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("dedup: forget: %w", err)
+	}
+	return nil
+}
+
+var forgetScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// CountSaved adds one paid call saved, by reason (reused, coalesced), to
+// the fleet's tally (cropq status --quota).
+func (x *Index) CountSaved(ctx context.Context, reason string) error {
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	if err := x.rdb.HIncrBy(ctx, x.savedKey(), reason, 1).Err(); err != nil {
+		return fmt.Errorf("dedup: count saved: %w", err)
+	}
+	return nil
+}
+
+// Saved returns the fleet's paid calls saved, by reason.
+func (x *Index) Saved(ctx context.Context) (map[string]int64, error) {
+	m, err := x.rdb.HGetAll(ctx, x.savedKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("dedup: saved: %w", err)
+	}
+	out := map[string]int64{}
+	for k, v := range m {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err == nil {
+			out[k] = n
+		}
+	}
+	return out, nil
+}
+
+// Lease is a key held by one request while it pays for the key's result;
+// it is renewed in the background until Release.
+type Lease struct {
+	x     *Index
+	key   string
+	owner string
+	stop  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+}
+
+// Acquire takes the lease on key for owner (a request id). When another
+// holds it, the lease is nil and holder names it.
+func (x *Index) Acquire(ctx context.Context, key, owner string) (l *Lease, holder string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	var nonce [6]byte
+	_, _ = rand.Read(nonce[:])
+	// The nonce tells this attempt from a stale one of the same request.
+	token := owner + "/" + hex.EncodeToString(nonce[:])
+	res, err := acquireScript.Run(ctx, x.rdb, []string{x.leaseKey(key)}, token, x.cfg.LeaseTTL.Milliseconds()).Text()
+	if err != nil {
+		return nil, "", fmt.Errorf("dedup: acquire lease: %w", err)
+	}
+	if res != token {
+		h, _, _ := strings.Cut(res, "/")
+		return nil, h, nil
+	}
+	l = &Lease{x: x, key: key, owner: token, stop: make(chan struct{}), done: make(chan struct{})}
+	go l.renew()
+	return l, "", nil
+}
+
+// acquireScript sets KEYS[1] to ARGV[1] for ARGV[2] ms unless held, and
+// returns its holder.
+var acquireScript = redis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return ARGV[1] end
+return redis.call('GET', KEYS[1]) or ''
+`)
+
+var renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`)
+
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// renew keeps the lease alive until Release; a worker that dies stops
+// renewing, and the lease expires within LeaseTTL.
+func (l *Lease) renew() {
+	defer close(l.done)
+	t := time.NewTicker(l.x.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), l.x.cfg.LeaseTTL/3)
+			// A failed renewal is retried on the next tick; a lease lost
+			// meanwhile costs at most one extra paid call by a twin.
+			_ = renewScript.Run(ctx, l.x.rdb, []string{l.x.leaseKey(l.key)}, l.owner, l.x.cfg.LeaseTTL.Milliseconds()).Err()
+			cancel()
+		}
+	}
+}
+
+// Release stops renewing and gives the key up, so that a twin waiting for
+// it pays (when this request did not store a result) or reuses the result
+// (when it did). Safe to call more than once.
+func (l *Lease) Release(ctx context.Context) {
+	l.once.Do(func() {
+		close(l.stop)
+		<-l.done
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisTimeout)
+		defer cancel()
+		// Left to expire if Redis is away.
+		_ = releaseScript.Run(ctx, l.x.rdb, []string{l.x.leaseKey(l.key)}, l.owner).Err()
+	})
+}

@@ -1,0 +1,217 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cropq/cropq/dedup"
+	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/tasks"
+)
+
+// Dedup finds results already paid for under a request's crop key, and
+// lets one of several twins in flight pay (package dedup's Index).
+type Dedup interface {
+	// Key is the request's crop key, "" when its results are not reused
+	// (scope off, or dedup: false); with an error beside a key, the key is
+	// still usable (a CROPQ_DEDUP_FETCH download failed: the URL's key).
+	Key(ctx context.Context, p tasks.CropPayload) (string, error)
+	Lookup(ctx context.Context, key string) (dedup.Result, bool, error)
+	Remember(ctx context.Context, key string, r dedup.Result) error
+	// Forget drops key's entry while it names requestID's result.
+	Forget(ctx context.Context, key, requestID string) error
+	// Acquire takes the lease on key; nil and the holder when taken.
+	Acquire(ctx context.Context, key, owner string) (*dedup.Lease, string, error)
+	CountSaved(ctx context.Context, reason string) error
+}
+
+// StoredCopier copies an object stored for another request, server-side
+// (package storage's Copier); a *storage.MissingError when it is gone.
+type StoredCopier interface {
+	CopyStored(ctx context.Context, from storage.Stored, obj storage.Object) (storage.Stored, error)
+}
+
+// Reasons of cropq_api_calls_saved_total.
+const (
+	SavedReused    = "reused"    // a result stored earlier
+	SavedCoalesced = "coalesced" // a twin's result, waited for while it was paid
+)
+
+// CoalescingError hands a task back while a twin request (same crop key)
+// holds the key's lease and pays: its next attempt reuses the result, or
+// pays itself if the twin failed or died. Not a failure.
+type CoalescingError struct {
+	Holder  string // the twin's request id
+	RetryIn time.Duration
+}
+
+func (e *CoalescingError) Error() string {
+	return fmt.Sprintf("request %s is paying for the same crop; waiting for its result", e.Holder)
+}
+
+// claim is what step 2a leaves to the rest of the attempt: the crop key,
+// and the lease when this request is the one that pays.
+type claim struct {
+	key   string
+	lease *dedup.Lease
+}
+
+func (c *claim) release(ctx context.Context) {
+	if c != nil && c.lease != nil {
+		c.lease.Release(ctx)
+	}
+}
+
+// reuseOrCoalesce is step 2a of ProcessTask. It reports done when the
+// attempt ended here, with ProcessTask's return value: the request
+// succeeded with a copy of a stored result, or was handed back to wait for
+// a twin in flight. Otherwise the attempt pays, holding the key's lease
+// when it got it. Any failure of the index itself only means paying: it is
+// an optimisation, never a reason to fail.
+func (h *Handler) reuseOrCoalesce(ctx context.Context, a attempt, rec status.Record) (c *claim, done bool, err error) {
+	d := h.cfg.Dedup
+	if d == nil || h.cfg.Reuse == nil {
+		return nil, false, nil
+	}
+	key, err := d.Key(ctx, a.payload)
+	if err != nil {
+		a.log.WarnContext(ctx, "crop: crop key", "err", err)
+	}
+	if key == "" {
+		return nil, false, nil
+	}
+	c = &claim{key: key}
+	if rec.Checkpoint.Usable() {
+		return c, false, nil // already paid for: store it, then index it
+	}
+	// Handed back for a twin before: what it saves is coalesced.
+	waited := slices.ContainsFunc(rec.History, func(t status.Transition) bool { return t.ErrorCode == string(CodeCoalescing) })
+	deadline := h.cfg.Now().Add(h.cfg.CoalesceWait)
+	gone := ""
+	for {
+		res, found, err := d.Lookup(ctx, key)
+		if err != nil {
+			a.log.WarnContext(ctx, "crop: dedup index unreadable; paying", "err", err)
+			return c, false, nil
+		}
+		if found && res.RequestID != a.payload.RequestID && res.RequestID != gone {
+			done, err := h.reuse(ctx, a, key, res, waited)
+			if done {
+				return nil, true, err
+			}
+			gone = res.RequestID
+		}
+		lease, holder, err := d.Acquire(ctx, key, a.payload.RequestID)
+		if err != nil {
+			a.log.WarnContext(ctx, "crop: dedup lease unavailable; paying", "err", err)
+			return c, false, nil
+		}
+		if lease != nil {
+			// A holder may have stored its result and let go between the
+			// look above and this lease: look again, now that no one else
+			// can be storing one.
+			if res, found, err := d.Lookup(ctx, key); err == nil && found && res.RequestID != a.payload.RequestID && res.RequestID != gone {
+				lease.Release(ctx)
+				continue
+			}
+			c.lease = lease
+			return c, false, nil
+		}
+		if holder == a.payload.RequestID {
+			// Left by an earlier attempt of this request (its worker died):
+			// pay without it.
+			return c, false, nil
+		}
+		waited = true
+		if !h.cfg.Now().Before(deadline) {
+			// Not holding a worker slot for the twin's whole call: back in
+			// the queue, unpaid and not a failure.
+			a.log.InfoContext(ctx, "crop: a twin is paying for the same crop; handing back", "twin", holder)
+			return nil, true, h.fail(ctx, a, &CoalescingError{Holder: holder, RetryIn: h.cfg.CoalesceDelay})
+		}
+		t := time.NewTimer(h.cfg.CoalescePoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, true, h.fail(ctx, a, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// reuse copies res's object to this request's destination (server-side)
+// and records the request succeeded without a paid call. It reports done
+// false when the object is gone (deleted by hand, replaced): the entry is
+// forgotten and the request pays.
+func (h *Handler) reuse(ctx context.Context, a attempt, key string, res dedup.Result, waited bool) (bool, error) {
+	p := a.payload
+	// A copy into a bucket that is failing would fail too: wait for it as a
+	// paid crop would (the storage gate; a request's own bucket is checked),
+	// rather than spend retries.
+	if err := h.storageReady(ctx, a, false); err != nil {
+		return true, h.fail(ctx, a, err)
+	}
+	stored, err := h.cfg.Reuse.CopyStored(ctx,
+		storage.Stored{Bucket: res.Bucket, Key: res.Key, ETag: res.ETag, ContentType: res.ContentType, Size: res.Size},
+		storage.Object{RequestID: p.RequestID, APIRequestID: res.APIRequestID, Width: p.TargetWidth, Height: p.TargetHeight,
+			Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata})
+	if a.gated() {
+		h.gate.observe(ctx, err)
+	}
+	var missing *storage.MissingError
+	if errors.As(err, &missing) {
+		a.log.InfoContext(ctx, "crop: the stored result to reuse is gone; paying", "reused_from", res.RequestID, "err", err)
+		if ferr := h.cfg.Dedup.Forget(ctx, key, res.RequestID); ferr != nil {
+			a.log.WarnContext(ctx, "crop: forget a gone result", "err", ferr)
+		}
+		return false, nil
+	}
+	if err != nil {
+		return true, h.fail(ctx, a, fmt.Errorf("reuse the result of %s: %w", res.RequestID, err))
+	}
+	var done status.Record
+	err = h.persist(ctx, time.Time{}, func() error {
+		var err error
+		done, err = h.status.Transition(ctx, p.RequestID, status.Update{To: status.Succeeded, Attempt: a.n, Task: a.task, ReusedFrom: res.RequestID,
+			Stored: &status.Stored{Bucket: stored.Bucket, Key: stored.Key, ETag: stored.ETag, Size: stored.Size, ContentType: stored.ContentType,
+				Width: res.Width, Height: res.Height, APIRequestID: res.APIRequestID}})
+		return err
+	})
+	if err != nil {
+		// The copy is there; the next attempt copies it again, still unpaid.
+		return true, h.fail(ctx, a, fmt.Errorf("mark succeeded: %w", err))
+	}
+	reason := SavedReused
+	if waited {
+		reason = SavedCoalesced
+	}
+	h.cfg.Metrics.CallSaved(reason)
+	if err := h.cfg.Dedup.CountSaved(ctx, reason); err != nil {
+		a.log.WarnContext(ctx, "crop: count a saved call", "err", err)
+	}
+	a.log.InfoContext(ctx, "crop: stored a copy of an earlier result, unpaid", "reused_from", res.RequestID, "reason", reason,
+		"bucket", stored.Bucket, "key", stored.Key)
+	h.removeInput(ctx, a)
+	h.cfg.Metrics.Finished(string(status.Succeeded), "")
+	h.notify(ctx, a, done)
+	return true, nil
+}
+
+// remember indexes the result this attempt paid for and stored, before its
+// lease is released, so that twins waiting for it find it.
+func (h *Handler) remember(ctx context.Context, a attempt, c *claim, rec status.Record) {
+	if c == nil || rec.Stored == nil {
+		return
+	}
+	st := rec.Stored
+	err := h.cfg.Dedup.Remember(ctx, c.key, dedup.Result{RequestID: rec.RequestID, Bucket: st.Bucket, Key: st.Key, ETag: st.ETag,
+		ContentType: st.ContentType, Size: st.Size, Width: st.Width, Height: st.Height, APIRequestID: st.APIRequestID, At: h.cfg.Now()})
+	if err != nil {
+		// Twins pay for their own; nothing is lost.
+		a.log.WarnContext(ctx, "crop: index the stored result", "err", err)
+	}
+}
