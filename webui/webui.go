@@ -85,6 +85,9 @@ type Config struct {
 	// Backlog and Weights show what waits and its ETA at the quota's rate.
 	Backlog Backlog
 	Weights map[string]int
+	// Saved, when set, reads the fleet's paid calls saved by result reuse,
+	// by reason (reused, coalesced; dedup.Index.Saved); nil: reuse is off.
+	Saved func(ctx context.Context) (map[string]int64, error)
 	// Storage checks the default results bucket, as the workers' storage
 	// gate does (Copier.CheckBucket).
 	Storage func(ctx context.Context) error
@@ -224,6 +227,12 @@ type quotaView struct {
 	LimitedPct         float64
 	LastDecrease       time.Time
 	Err                string
+	// Saved are the paid calls saved by result reuse, by reason; nil when
+	// reuse is off.
+	Reuse      bool
+	Saved      map[string]int64
+	SavedTotal int64
+	SavedErr   string
 }
 
 type backlogRow struct {
@@ -276,6 +285,17 @@ func (u *UI) overview(w http.ResponseWriter, r *http.Request) {
 			rate = st.Effective
 			p.Quota.Ceiling, p.Quota.Effective, p.Quota.Adaptive, p.Quota.LastDecrease = st.Ceiling, st.Effective, st.Adaptive, st.LastDecrease
 			p.Quota.Usage, p.Quota.LimitedPct = us, 100*us.LimitedShare()
+		}
+	}
+	if u.cfg.Saved != nil {
+		saved, err := u.cfg.Saved(ctx)
+		if err != nil {
+			p.Quota.SavedErr = err.Error()
+		}
+		p.Quota.Reuse, p.Quota.Saved = true, map[string]int64{}
+		for reason, n := range saved {
+			p.Quota.Saved[reason] = n
+			p.Quota.SavedTotal += n
 		}
 	}
 	if u.cfg.Backlog != nil {

@@ -51,6 +51,7 @@ func newFixture(t *testing.T) fixture {
 	t.Cleanup(func() { _ = prod.Close() })
 	ui, err := webui.New(webui.Config{Records: status.NewStore(rdb, status.Config{}), Batches: prod, Links: links{}, Backlog: bl,
 		Quota: quota.New(rdb, quota.Config{Account: "k", Rate: 5}), Storage: func(context.Context) error { return nil },
+		Saved: func(context.Context) (map[string]int64, error) { return map[string]int64{"reused": 7, "coalesced": 2}, nil },
 		Tenant: func(r *http.Request) (string, bool) {
 			_, pw, ok := r.BasicAuth()
 			t, known := tokens[pw]
@@ -103,7 +104,8 @@ func TestPagesAndWhoSeesThem(t *testing.T) {
 		{"wrong token", "nope", "/ui/batches/feed", http.StatusUnauthorized, nil, nil},
 		{"stylesheet needs no token", "", "/ui/static/style.css", http.StatusOK, []string{"--focus"}, nil},
 		{"tenant overview: its batch, no failures panel", "acme-tok", "/ui/", http.StatusOK,
-			[]string{`data-batch="feed"`, "1 succeeded · <span class=\"k fail\"></span>1 failed · 1 remaining", `id="calls-hour"`},
+			[]string{`data-batch="feed"`, "1 succeeded · <span class=\"k fail\"></span>1 failed · 1 remaining", `id="calls-hour"`,
+				`id="calls-saved" data-value="9">9 <small>(reused 7, coalesced 2)</small>`},
 			[]string{"Failures, last hour", `data-tenant="globex"`}},
 		{"operator overview: every tenant, failures, storage", "op-tok", "/ui/", http.StatusOK,
 			[]string{`data-code="1001"`, "Default results bucket: reachable", `data-tenant="globex"`, `data-tenant="acme"`}, nil},

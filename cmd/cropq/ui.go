@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/dedup"
 	"github.com/cropq/cropq/httpapi"
 	"github.com/cropq/cropq/metrics"
 	"github.com/cropq/cropq/producer"
@@ -33,6 +34,9 @@ func newWebUI(ctx context.Context, cfg config, rdb redis.UniversalClient, prod *
 	bl := newBacklog(cfg, rdb)
 	ucfg := webui.Config{Records: st, Batches: prod, Links: storage.NewPresigner(s3c, uiLinkTTL), Tenant: api.Tenant,
 		Backlog: bl, Weights: cfg.TenantWeights, Logger: log}
+	if cfg.Dedup.Scope != dedup.ScopeOff {
+		ucfg.Saved = dedup.New(rdb, cfg.Dedup).Saved
+	}
 	if copier, err := storage.New(s3c, cfg.Storage); err == nil {
 		ucfg.Storage = copier.CheckBucket
 	}
