@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cropq/cropq/internal/redact"
 )
 
 // DefaultBaseURL is the API's domain for global accounts.
@@ -143,29 +145,15 @@ func (c *Client) Crop(ctx context.Context, req Request) (Result, error) {
 
 	resp, err := c.cfg.HTTPClient.Do(httpReq)
 	if err != nil {
-		return Result{}, &TransportError{Op: "send", Err: redactURL(err)}
+		return Result{}, &TransportError{Op: "send", Err: redact.Error(err)}
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
 	if err != nil {
-		return Result{}, &TransportError{Op: "read body", StatusCode: resp.StatusCode, Err: redactURL(err)}
+		return Result{}, &TransportError{Op: "read body", StatusCode: resp.StatusCode, Err: redact.Error(err)}
 	}
 	if int64(len(raw)) > c.cfg.MaxResponseBytes {
 		return Result{}, &TransportError{Op: "read body", StatusCode: resp.StatusCode, Err: fmt.Errorf("body larger than %d bytes", c.cfg.MaxResponseBytes)}
 	}
 	return DecodeResponse(resp.StatusCode, resp.Header, raw)
-}
-
-// redactURL drops the query (app key, timestamp, signature) from the URL that
-// net/http puts into its errors.
-func redactURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		if u, perr := url.Parse(ue.URL); perr == nil {
-			u.RawQuery = ""
-			return &url.Error{Op: ue.Op, URL: u.String(), Err: ue.Err}
-		}
-		return &url.Error{Op: ue.Op, URL: "(redacted)", Err: ue.Err}
-	}
-	return err
 }

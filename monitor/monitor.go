@@ -7,13 +7,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 
 	"github.com/cropq/cropq/tasks"
 	"github.com/cropq/cropq/webhook"
+
+	"github.com/cropq/cropq/internal/redact"
 )
 
 // Config configures the UI.
@@ -80,29 +81,17 @@ func FormatPayload(taskType string, payload []byte) string {
 		if p.ImageBase64 != "" {
 			p.ImageBase64 = fmt.Sprintf("(%d bytes of base64, not shown)", len(p.ImageBase64))
 		}
-		p.CallbackURL = redactQuery(p.CallbackURL)
+		p.CallbackURL = redact.URL(p.CallbackURL)
 		return marshal(p)
 	case webhook.TypeDeliver:
 		var p webhook.Payload
 		if err := json.Unmarshal(payload, &p); err != nil {
 			return fmt.Sprintf("(undecodable webhook payload, %d bytes)", len(payload))
 		}
-		p.URL = redactQuery(p.URL)
+		p.URL = redact.URL(p.URL)
 		return marshal(p)
 	}
 	return fmt.Sprintf("(%d bytes)", len(payload))
-}
-
-func redactQuery(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || raw == "" {
-		return raw
-	}
-	if u.RawQuery != "" {
-		u.RawQuery = "redacted"
-	}
-	u.User = nil
-	return u.String()
 }
 
 func marshal(v any) string {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/objectkey"
+	"github.com/cropq/cropq/internal/redact"
 )
 
 // S3Config says how to reach S3.
@@ -104,7 +105,7 @@ func (e *HostError) Error() string { return "storage: result URL " + e.URL + " r
 
 // checkResultURL enforces the scheme and the host allow-list.
 func (c Config) checkResultURL(u *url.URL) error {
-	shown := redact(u.String())
+	shown := redact.URL(u.String())
 	switch {
 	case u.Scheme == "https":
 	case u.Scheme == "http" && c.AllowHTTP:
@@ -304,7 +305,7 @@ func (c *Copier) headBucket(ctx context.Context, bucket string) (int, error) {
 func (c *Copier) Copy(ctx context.Context, sourceURL string, obj Object) (Stored, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	shown := redact(sourceURL)
+	shown := redact.URL(sourceURL)
 	u, err := url.Parse(sourceURL)
 	if err != nil {
 		return Stored{}, &HostError{URL: shown, Reason: "not a URL"}
@@ -323,7 +324,7 @@ func (c *Copier) Copy(ctx context.Context, sourceURL string, obj Object) (Stored
 	}
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return Stored{}, &SourceError{URL: shown, Err: stripURL(err)}
+		return Stored{}, &SourceError{URL: shown, Err: redact.Error(err)}
 	}
 	defer resp.Body.Close()
 	switch {
@@ -480,24 +481,6 @@ func contentType(declared string, head []byte) (ctype, ext string, err error) {
 		return "", "", fmt.Errorf("content type %q is not an accepted image type", mt)
 	}
 	return mt, ext, nil
-}
-
-// redact drops the query (a signature) from a URL for messages.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	u.RawQuery, u.User = "", nil
-	return u.String()
-}
-
-func stripURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return &url.Error{Op: ue.Op, URL: redact(ue.URL), Err: ue.Err}
-	}
-	return err
 }
 
 // MissingError is a stored object that is no longer what was stored: it

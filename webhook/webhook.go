@@ -34,6 +34,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/cropq/cropq/internal/redact"
 	"github.com/cropq/cropq/internal/strictjson"
 )
 
@@ -347,7 +348,7 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err := ValidateURL(p.URL); err != nil {
 		return fmt.Errorf("webhook: %w: %w", err, asynq.SkipRetry)
 	}
-	safeURL := redactURL(p.URL)
+	safeURL := redact.URL(p.URL)
 	log := d.log.With("request_id", p.Event.RequestID, "state", p.Event.State, "url", safeURL)
 
 	body, err := json.Marshal(p.Event)
@@ -358,7 +359,7 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("webhook: new request %s: %w: %w", safeURL, redactErr(err, safeURL), asynq.SkipRetry)
+		return fmt.Errorf("webhook: new request %s: %w: %w", safeURL, redact.Error(err), asynq.SkipRetry)
 	}
 	ts := d.now().Unix()
 	req.Header.Set("Content-Type", "application/json")
@@ -369,7 +370,7 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	start := time.Now()
 	resp, err := d.client.Do(req)
 	if err != nil {
-		err = redactErr(err, safeURL)
+		err = redact.Error(err)
 		var be *BlockedError
 		if errors.As(err, &be) {
 			log.Warn("webhook refused: blocked address", "ip", be.IP.String())
@@ -409,29 +410,4 @@ func decodePayload(b []byte) (Payload, error) {
 		return Payload{}, fmt.Errorf("unsupported version %d", p.Version)
 	}
 	return p, nil
-}
-
-// redactURL drops what may carry a receiver's secret: query, fragment and
-// user info.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(invalid url)"
-	}
-	u.User = nil
-	u.RawQuery = ""
-	u.ForceQuery = false
-	u.Fragment = ""
-	u.RawFragment = ""
-	return u.String()
-}
-
-// redactErr replaces the URL net/http puts in its *url.Error, which would
-// otherwise carry the full query into logs and task history.
-func redactErr(err error, safeURL string) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		ue.URL = safeURL
-	}
-	return err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/dedup"
 	"github.com/cropq/cropq/httpapi"
+	"github.com/cropq/cropq/internal/redact"
 	"github.com/cropq/cropq/lease"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
@@ -279,7 +280,7 @@ func openRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("redis at %s: %w", redactURL(url), err)
+		return nil, fmt.Errorf("redis at %s: %w", redact.URL(url), err)
 	}
 	return rdb, nil
 }
@@ -292,7 +293,7 @@ func openRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
 //	redis-sentinel://[:password@]host:port,host:port/db?master=name
 //	redis-cluster://[:password@]host:port,host:port   (add ?tls=true for TLS)
 func newRedisClient(raw string) (redis.UniversalClient, error) {
-	bad := func(why string) error { return envError("CROPQ_REDIS_URL", redactURL(raw), why) }
+	bad := func(why string) error { return envError("CROPQ_REDIS_URL", redact.URL(raw), why) }
 	switch {
 	case strings.HasPrefix(raw, "redis://"), strings.HasPrefix(raw, "rediss://"):
 		opt, err := redis.ParseURL(raw)
@@ -343,7 +344,7 @@ func asynqConnOpt(raw string) (asynq.RedisConnOpt, error) {
 	if strings.HasPrefix(raw, "redis-cluster://") {
 		addrs, pw, useTLS, err := clusterURL(raw)
 		if err != nil {
-			return nil, envError("CROPQ_REDIS_URL", redactURL(raw), "a valid redis-cluster:// URL")
+			return nil, envError("CROPQ_REDIS_URL", redact.URL(raw), "a valid redis-cluster:// URL")
 		}
 		opt := asynq.RedisClusterClientOpt{Addrs: addrs, Password: pw}
 		if useTLS {
@@ -353,23 +354,13 @@ func asynqConnOpt(raw string) (asynq.RedisConnOpt, error) {
 	}
 	opt, err := asynq.ParseRedisURI(raw)
 	if err != nil {
-		return nil, envError("CROPQ_REDIS_URL", redactURL(raw), err.Error())
+		return nil, envError("CROPQ_REDIS_URL", redact.URL(raw), err.Error())
 	}
 	return opt, nil
 }
 
-// redactURL hides a password in a URL for messages.
-func redactURL(s string) string {
-	if i := strings.Index(s, "@"); i > 0 {
-		if j := strings.Index(s, "://"); j > 0 && j < i {
-			return s[:j+3] + "…@" + s[i+1:]
-		}
-	}
-	return s
-}
-
 func logConfig(log *slog.Logger, c config) {
-	log.Info("config", "redis", redactURL(c.RedisURL), "queue", c.Task.Queue, "api_base_url", c.API.BaseURL,
+	log.Info("config", "redis", redact.URL(c.RedisURL), "queue", c.Task.Queue, "api_base_url", c.API.BaseURL,
 		"app_key_set", c.API.AppKey != "", "s3_endpoint", c.S3.Endpoint, "bucket", c.Storage.Bucket,
 		"concurrency", c.Server.Concurrency)
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/cropq/cropq/emulator"
 	"github.com/cropq/cropq/internal/localsvc"
+	"github.com/cropq/cropq/internal/redact"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
@@ -102,7 +103,7 @@ Ctrl-C stops everything.`)
 		return err
 	}
 	stack.onStop(func() { _ = rdb.Close() })
-	say("redis     %s", redactURL(cfg.RedisURL))
+	say("redis     %s", redact.URL(cfg.RedisURL))
 
 	// S3.
 	if !env.IsSet("CROPQ_S3_ENDPOINT") {
