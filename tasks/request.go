@@ -398,22 +398,41 @@ func looksLikeIPv4(s string) bool {
 	return err == nil
 }
 
+// ParseCallbackURL parses a callback URL and checks its shape, the one
+// check every holder of a callback URL shares (the entrances, the worker,
+// package webhook): absolute http or https, a host, no credentials, a valid
+// port, at most MaxCallbackURLLen bytes. Its errors are
+// *cropapi.ValidationError on field callbackUrl, and never repeat the URL,
+// whose query may hold a receiver's token.
+func ParseCallbackURL(raw string) (*url.URL, error) {
+	bad := func(reason string) error { return &cropapi.ValidationError{Field: "callbackUrl", Reason: reason} }
+	if len(raw) > MaxCallbackURLLen {
+		return nil, bad(fmt.Sprintf("must be at most %d bytes, got %d", MaxCallbackURLLen, len(raw)))
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return nil, bad("must be a valid URL")
+	case !u.IsAbs() || (u.Scheme != "http" && u.Scheme != "https"):
+		return nil, bad("must be an absolute http or https URL")
+	case u.Host == "" || u.Hostname() == "":
+		return nil, bad("must be an absolute http or https URL with a host")
+	case u.User != nil:
+		return nil, bad("must not carry credentials (user:password)")
+	case !cropapi.ValidPort(u.Port()):
+		return nil, bad(fmt.Sprintf("port %q must be 1–65535", u.Port()))
+	}
+	return u, nil
+}
+
 // ValidateCallbackURL checks a callback URL: absolute http(s), a host, no
 // credentials, at most MaxCallbackURLLen bytes, and no literal address that
 // is private, loopback, link-local or a metadata service, in any spelling
 // (unless inside allow). A name is checked again when it is dialled.
 func ValidateCallbackURL(raw string, allow []netip.Prefix) error {
-	if len(raw) > MaxCallbackURLLen {
-		return &cropapi.ValidationError{Field: "callbackUrl", Reason: fmt.Sprintf("must be at most %d bytes, got %d", MaxCallbackURLLen, len(raw))}
-	}
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return &cropapi.ValidationError{Field: "callbackUrl", Reason: "must be an absolute http or https URL"}
-	case u.User != nil:
-		return &cropapi.ValidationError{Field: "callbackUrl", Reason: "must not carry credentials"}
-	case !cropapi.ValidPort(u.Port()):
-		return &cropapi.ValidationError{Field: "callbackUrl", Reason: fmt.Sprintf("port %q must be 1–65535", u.Port())}
+	u, err := ParseCallbackURL(raw)
+	if err != nil {
+		return err
 	}
 	h, err := netguard.Canonical(u.Hostname())
 	if err != nil {

@@ -26,7 +26,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,8 +33,10 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/redact"
 	"github.com/cropq/cropq/internal/strictjson"
+	"github.com/cropq/cropq/tasks"
 )
 
 // TypeDeliver is the asynq task type of a webhook delivery.
@@ -49,7 +50,7 @@ const DefaultQueue = "webhooks"
 const PayloadVersion = 1
 
 // MaxURLBytes is the longest callback URL accepted.
-const MaxURLBytes = 2048
+const MaxURLBytes = tasks.MaxCallbackURLLen
 
 // Headers set on every delivery.
 const (
@@ -124,34 +125,19 @@ var (
 	ErrStaleTimestamp = errors.New("webhook: timestamp outside allowed skew")
 )
 
-// ValidateURL accepts an absolute http or https URL with a host, without
-// credentials, at most MaxURLBytes long. The error never repeats the URL,
-// whose query may hold a receiver's token.
+// ValidateURL accepts a callback URL of the shape every entrance accepts
+// (tasks.ParseCallbackURL: absolute http or https, a host, no credentials,
+// at most MaxURLBytes). Its address is checked when it is dialled. The error
+// never repeats the URL, whose query may hold a receiver's token.
 func ValidateURL(raw string) error {
-	const field = "callbackUrl"
 	if raw == "" {
-		return &FieldError{Field: field, Reason: "is required"}
+		return &FieldError{Field: "callbackUrl", Reason: "is required"}
 	}
-	if len(raw) > MaxURLBytes {
-		return &FieldError{Field: field, Reason: fmt.Sprintf("must be at most %d bytes, got %d", MaxURLBytes, len(raw))}
+	_, err := tasks.ParseCallbackURL(raw)
+	if ve := (*cropapi.ValidationError)(nil); errors.As(err, &ve) {
+		return &FieldError{Field: ve.Field, Reason: ve.Reason}
 	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return &FieldError{Field: field, Reason: "must be a valid URL"}
-	}
-	if !u.IsAbs() {
-		return &FieldError{Field: field, Reason: "must be an absolute http or https URL"}
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return &FieldError{Field: field, Reason: "must use http or https"}
-	}
-	if u.Hostname() == "" {
-		return &FieldError{Field: field, Reason: "must have a host"}
-	}
-	if u.User != nil {
-		return &FieldError{Field: field, Reason: "must not contain user:password"}
-	}
-	return nil
+	return err
 }
 
 // NewTask returns the delivery task for ev and its options. Its TaskID is
