@@ -293,6 +293,12 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	reused := cp.Usable()
 	if reused {
 		a.log.InfoContext(ctx, "crop: reusing checkpointed result", "api_request_id", cp.APIRequestID, "expires_at", cp.ExpiresAt)
+		// While uploads are failing, a copy would fail too and spend one of
+		// the request's retries on the bucket's outage: wait for the bucket
+		// like an unpaid crop does (closed, the gate costs an atomic load).
+		if err := h.storageReady(ctx, a, false); err != nil {
+			return h.fail(ctx, a, err)
+		}
 	} else {
 		// A result that cannot be stored is money spent for nothing: while
 		// uploads fail, wait for the bucket. Paying again for an expired

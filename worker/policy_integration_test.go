@@ -602,6 +602,28 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		assert.Equal(t, int64(4), r.emu.Stats().Usage, "one paid call per image")
 	})
 
+	t.Run("a checkpointed crop waits out a bucket outage without spending its retries", func(t *testing.T) {
+		// MaxRetry 2: the failed upload spends one; copies of the checkpoint
+		// tried while the bucket is still away would spend the rest.
+		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{}, noBucket: true, storageWait: 200 * time.Millisecond})
+		r.enqueue(t, "wait-out", "good.png", 2)
+		r.await(t, "wait-out", func(rec status.Record) bool {
+			n := 0
+			for _, h := range rec.History {
+				if h.ErrorCode == "storage_unavailable" {
+					n++
+				}
+			}
+			return n >= 3
+		}, "be handed back three times while the bucket is away")
+		_, err := r.s3.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(r.bucket)})
+		require.NoError(t, err)
+		rec := r.await(t, "wait-out", terminal, "finish")
+		assert.Equal(t, status.Succeeded, rec.State, states(rec))
+		assert.Equal(t, 2, rec.Attempt, "only the failed upload spent a retry")
+		assert.Equal(t, 1, rec.PaidCalls)
+	})
+
 	t.Run("a hand-back on the last attempt ends the request failed, never stuck", func(t *testing.T) {
 		// asynq archives a task whose retries are spent, whatever IsFailure
 		// says, so the record must not be left "retrying". Results live 1 ms:
