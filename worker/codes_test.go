@@ -14,7 +14,7 @@ import (
 )
 
 // Every Code declared in this package has a payment decision, and
-// workerCode returns only declared Codes: a new failure code cannot appear
+// Classify returns only declared Codes (or the API's own): a new failure code cannot appear
 // without someone deciding whether it may cost a paid call.
 func TestEveryCodeHasAPaymentDecision(t *testing.T) {
 	fset := token.NewFileSet()
@@ -40,13 +40,13 @@ func TestEveryCodeHasAPaymentDecision(t *testing.T) {
 					}
 				}
 			case *ast.FuncDecl:
-				if n.Name.Name == "workerCode" {
+				if n.Name.Name == "Classify" {
 					// No string literal may become a code outside the const block.
 					ast.Inspect(n.Body, func(m ast.Node) bool {
 						if ret, ok := m.(*ast.ReturnStmt); ok {
 							for _, r := range ret.Results {
 								_, isLit := r.(*ast.BasicLit)
-								assert.False(t, isLit, "workerCode returns a literal at %s: declare a Code", fset.Position(r.Pos()))
+								assert.False(t, isLit, "Classify returns a literal at %s: declare a Code", fset.Position(r.Pos()))
 							}
 						}
 						return true

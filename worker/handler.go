@@ -647,7 +647,7 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 		a.log.WarnContext(ctx, "crop: a newer attempt owns this request; stopping", "err", err)
 		return nil
 	}
-	d := Decide(err)
+	d, code := Classify(err)
 	to := status.Retrying
 	// On the last attempt even a hand-back that is not a failure (a rate
 	// limit, the storage gate) ends the request: asynq archives a task
@@ -659,7 +659,7 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 	if !d.Retry || (a.last && !shutdown) {
 		to = status.Failed
 	}
-	code, msg := errorCode(err), err.Error()
+	msg := err.Error()
 	// The task's context may be over (shutdown, timeout): still record why.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.StatusTimeout)
 	defer cancel()

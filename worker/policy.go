@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -51,45 +52,8 @@ type Decision struct {
 // retries are spent on any error, whatever IsFailure says), except a
 // shutdown: asynq puts those tasks back itself.
 func Decide(err error) Decision {
-	var (
-		upload *storage.UploadError
-		source *storage.SourceError
-		key    *objectkey.Error
-		input  *storage.InputError
-	)
-	var deferred rateLimited
-	var twin *CoalescingError
-	switch c := cropapi.ClassOf(err); {
-	case errors.As(err, &deferred):
-		return Decision{Class: "rate_limited", Retry: true, Delay: deferred.RateLimitedFor()}
-	case errors.As(err, &twin):
-		return Decision{Class: "coalescing", Retry: true, Delay: twin.RetryIn}
-	case errors.As(err, new(*StorageUnavailableError)):
-		return Decision{Class: "storage_unavailable", Retry: true, Delay: StorageDeferDelay}
-	case errors.As(err, new(*StatusUnavailableError)):
-		return Decision{Class: "status_unavailable", Retry: true, Delay: StorageDeferDelay}
-	case c == cropapi.ClassRateLimited:
-		d, _ := cropapi.RetryAfterOf(err)
-		return Decision{Class: "rate_limited", Retry: true, Delay: d}
-	case c == cropapi.ClassPermanent:
-		return Decision{Class: "permanent", CountsAsFailure: true}
-	case c == cropapi.ClassRetryable:
-		return Decision{Class: "api", Retry: true, CountsAsFailure: true}
-	case errors.As(err, &key), errors.As(err, new(*storage.HostError)), errors.As(err, new(*storage.BucketError)):
-		return Decision{Class: "permanent", CountsAsFailure: true}
-	case errors.As(err, &upload), errors.As(err, &source), errors.As(err, &input):
-		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}
-	case errors.Is(err, status.ErrConflict), errors.Is(err, status.ErrNotFound):
-		return Decision{Class: "status", Retry: true, CountsAsFailure: true}
-	case errors.Is(err, lease.ErrLost):
-		// Another task runs the crop now; this one's retry finds the request
-		// owned and stops quietly (or, if no rescue took it, runs it).
-		return Decision{Class: "lease", Retry: true, Delay: time.Second}
-	case errors.Is(err, context.Canceled):
-		return Decision{Class: "interrupted", Retry: true}
-	default:
-		return Decision{Class: "unknown", Retry: true, CountsAsFailure: true}
-	}
+	d, _ := Classify(err)
+	return d
 }
 
 // StorageDeferDelay is how long a task handed back by the storage gate waits
@@ -103,53 +67,71 @@ type rateLimited interface {
 	RateLimitedFor() time.Duration
 }
 
-// errorCode is the code recorded in the status record: the API's own code
-// for an answer of the API, else one of the worker's Codes.
-func errorCode(err error) string {
-	if c := cropapi.CodeOf(err); c != "" {
-		return c
+// Classify is the one ladder of error types an attempt's error is sorted
+// by: it returns the policy row (Decide) and the code the status record
+// keeps — the API's own code for an answer of the API (cropapi.CodeOf),
+// else one of the worker's Codes.
+func Classify(err error) (Decision, string) {
+	var (
+		deferred rateLimited
+		twin     *CoalescingError
+		source   *storage.SourceError
+	)
+	api := cropapi.CodeOf(err)
+	code := func(c Code) string { return cmp.Or(api, string(c)) }
+	switch class := cropapi.ClassOf(err); {
+	case errors.As(err, &deferred):
+		return Decision{Class: "rate_limited", Retry: true, Delay: deferred.RateLimitedFor()}, code(CodeQuota)
+	case errors.As(err, &twin):
+		return Decision{Class: "coalescing", Retry: true, Delay: twin.RetryIn}, code(CodeCoalescing)
+	case errors.As(err, new(*StorageUnavailableError)):
+		return Decision{Class: "storage_unavailable", Retry: true, Delay: StorageDeferDelay}, code(CodeStorageUnavailable)
+	case errors.As(err, new(*StatusUnavailableError)):
+		return Decision{Class: "status_unavailable", Retry: true, Delay: StorageDeferDelay}, code(CodeStatusUnavailable)
+	case class == cropapi.ClassRateLimited:
+		d, _ := cropapi.RetryAfterOf(err)
+		return Decision{Class: "rate_limited", Retry: true, Delay: d}, api
+	case class == cropapi.ClassPermanent:
+		return Decision{Class: "permanent", CountsAsFailure: true}, api
+	case class == cropapi.ClassRetryable:
+		return Decision{Class: "api", Retry: true, CountsAsFailure: true}, api
+	case errors.As(err, new(*objectkey.Error)):
+		return Decision{Class: "permanent", CountsAsFailure: true}, code(CodeKeyTemplate)
+	case errors.As(err, new(*storage.BucketError)):
+		return Decision{Class: "permanent", CountsAsFailure: true}, code(CodeBucket)
+	case errors.As(err, new(*storage.HostError)):
+		return Decision{Class: "permanent", CountsAsFailure: true}, code(CodeResultHost)
+	case errors.As(err, new(*storage.InputError)):
+		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}, code(CodeInput)
+	case errors.As(err, &source) && source.Expired:
+		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}, code(CodeResultExpired)
+	case errors.As(err, &source):
+		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}, code(CodeResultDownload)
+	case errors.As(err, new(*storage.UploadError)):
+		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}, code(CodeStorageUpload)
+	case errors.Is(err, status.ErrConflict), errors.Is(err, status.ErrNotFound):
+		return Decision{Class: "status", Retry: true, CountsAsFailure: true}, code(contextCode(err, CodeInternal))
+	case errors.Is(err, lease.ErrLost):
+		// Another task runs the crop now; this one's retry finds the request
+		// owned and stops quietly (or, if no rescue took it, runs it).
+		return Decision{Class: "lease", Retry: true, Delay: time.Second}, code(CodeLeaseLost)
+	case errors.Is(err, context.Canceled):
+		return Decision{Class: "interrupted", Retry: true}, code(CodeInterrupted)
+	default:
+		return Decision{Class: "unknown", Retry: true, CountsAsFailure: true}, code(contextCode(err, CodeInternal))
 	}
-	return string(workerCode(err))
 }
 
-func workerCode(err error) Code {
-	var (
-		upload *storage.UploadError
-		source *storage.SourceError
-		key    *objectkey.Error
-	)
+// contextCode names an error that ended with its context (a deadline, a
+// shutdown), else is otherwise.
+func contextCode(err error, otherwise Code) Code {
 	switch {
-	case errors.As(err, new(rateLimited)):
-		return CodeQuota
-	case errors.As(err, new(*CoalescingError)):
-		return CodeCoalescing
-	case errors.As(err, new(*StorageUnavailableError)):
-		return CodeStorageUnavailable
-	case errors.As(err, new(*StatusUnavailableError)):
-		return CodeStatusUnavailable
-	case errors.As(err, &key):
-		return CodeKeyTemplate
-	case errors.As(err, new(*storage.BucketError)):
-		return CodeBucket
-	case errors.As(err, new(*storage.HostError)):
-		return CodeResultHost
-	case errors.As(err, new(*storage.InputError)):
-		return CodeInput
-	case errors.As(err, &source) && source.Expired:
-		return CodeResultExpired
-	case errors.As(err, &source):
-		return CodeResultDownload
-	case errors.As(err, &upload):
-		return CodeStorageUpload
-	case errors.Is(err, lease.ErrLost):
-		return CodeLeaseLost
 	case errors.Is(err, context.DeadlineExceeded):
 		return CodeTimeout
 	case errors.Is(err, context.Canceled):
 		return CodeInterrupted
-	default:
-		return CodeInternal
 	}
+	return otherwise
 }
 
 // notFailureError marks an attempt that should be retried without spending

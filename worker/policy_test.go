@@ -11,6 +11,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/objectkey"
+	"github.com/cropq/cropq/lease"
 	"github.com/cropq/cropq/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -48,11 +49,18 @@ func TestDecide(t *testing.T) {
 		{"reusing a result, the upload fails", fmt.Errorf("reuse the result of sku-1: %w", &storage.UploadError{Op: "copy", Err: errors.New("down")}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "storage_upload"},
 		{"shutdown", fmt.Errorf("crop: %w", context.Canceled), Decision{Class: "interrupted", Retry: true}, "interrupted"},
 		{"timeout", fmt.Errorf("crop: %w", context.DeadlineExceeded), Decision{Class: "unknown", Retry: true, CountsAsFailure: true}, "timeout"},
+		{"a status write timed out", fmt.Errorf("mark running: %w: %w", status.ErrConflict, context.DeadlineExceeded), Decision{Class: "status", Retry: true, CountsAsFailure: true}, "timeout"},
+		{"lease lost", fmt.Errorf("%w: %w", lease.ErrLost, context.Canceled), Decision{Class: "lease", Retry: true, Delay: time.Second}, "lease_lost"},
+		{"bucket unreachable", &StorageUnavailableError{Err: errors.New("down")}, Decision{Class: "storage_unavailable", Retry: true, Delay: StorageDeferDelay}, "storage_unavailable"},
+		{"status refuses checkpoints", &StatusUnavailableError{}, Decision{Class: "status_unavailable", Retry: true, Delay: StorageDeferDelay}, "status_unavailable"},
+		{"a request's own bucket missing", fmt.Errorf("crop: %w", &storage.BucketError{Bucket: "b"}), Decision{Class: "permanent", CountsAsFailure: true}, "bucket"},
+		{"claim-checked input unreadable", fmt.Errorf("crop: %w", &storage.InputError{Bucket: "in", Key: "k", Err: errors.New("gone")}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "input"},
+		{"anything else", errors.New("boom"), Decision{Class: "unknown", Retry: true, CountsAsFailure: true}, "internal"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			assert.Equal(t, tt.want, Decide(tt.err))
-			assert.Equal(t, tt.code, errorCode(tt.err))
+			assert.Equal(t, tt.code, code(tt.err))
 		})
 	}
 }
@@ -87,4 +95,10 @@ func TestBackoff(t *testing.T) {
 
 	assert.False(t, IsFailure(&notFailureError{err: api}))
 	assert.True(t, IsFailure(api))
+}
+
+// code is the status record's code of err (Classify's second half).
+func code(err error) string {
+	_, c := Classify(err)
+	return c
 }

@@ -164,5 +164,5 @@ func TestDecideStorageUnavailable(t *testing.T) {
 	err := &StorageUnavailableError{Err: uploadErr()}
 	d := Decide(err)
 	assert.Equal(t, Decision{Class: "storage_unavailable", Retry: true, Delay: StorageDeferDelay}, d)
-	assert.Equal(t, "storage_unavailable", errorCode(err))
+	assert.Equal(t, "storage_unavailable", code(err))
 }
