@@ -49,7 +49,7 @@ test-unit:
 	$(GO) test -short $(TEST_FLAGS) $(PKGS)
 
 # Each fuzz target for FUZZTIME (a few seconds in CI; `make fuzz-long` for more).
-FUZZ_TARGETS := ./cropapi:FuzzDecodeResponse ./cropapi:FuzzValidate ./tasks:FuzzParseAndValidate ./httpapi:FuzzDecodeRequest ./internal/strictjson:FuzzUnmarshal ./internal/netguard:FuzzCanonical
+FUZZ_TARGETS := ./cropapi:FuzzDecodeResponse ./cropapi:FuzzValidate ./tasks:FuzzParseAndValidate ./internal/httpapi:FuzzDecodeRequest ./internal/strictjson:FuzzUnmarshal ./internal/netguard:FuzzCanonical
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -9,7 +9,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/cropq/cropq/lease"
+	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )

@@ -16,7 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cropq/cropq/internal/testenv"
-	"github.com/cropq/cropq/metrics"
+	"github.com/cropq/cropq/internal/metrics"
 )
 
 // exported lists the metric names cropq's processes export.

@@ -18,7 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cropq/cropq/httpapi"
+	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"

@@ -22,7 +22,7 @@ import (
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/worker"
+	"github.com/cropq/cropq/internal/worker"
 )
 
 const (

@@ -21,7 +21,7 @@ import (
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/webui"
+	"github.com/cropq/cropq/internal/webui"
 )
 
 const uiBenchToken = "bench-operator"

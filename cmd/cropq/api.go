@@ -12,11 +12,11 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/cropq/cropq/httpapi"
-	"github.com/cropq/cropq/metrics"
-	"github.com/cropq/cropq/monitor"
+	"github.com/cropq/cropq/internal/httpapi"
+	"github.com/cropq/cropq/internal/metrics"
+	"github.com/cropq/cropq/internal/monitor"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/webui"
+	"github.com/cropq/cropq/internal/webui"
 )
 
 func runAPI(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {

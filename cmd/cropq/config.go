@@ -16,15 +16,15 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
-	"github.com/cropq/cropq/dedup"
-	"github.com/cropq/cropq/httpapi"
+	"github.com/cropq/cropq/internal/dedup"
+	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/redact"
-	"github.com/cropq/cropq/lease"
-	"github.com/cropq/cropq/quota"
+	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/worker"
+	"github.com/cropq/cropq/internal/worker"
 )
 
 // config is everything the subcommands wire from the environment.

@@ -31,7 +31,7 @@ import (
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/webui"
+	"github.com/cropq/cropq/internal/webui"
 )
 
 // devStack is what 'cropq dev' started; stop undoes it in reverse order.

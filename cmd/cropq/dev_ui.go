@@ -13,10 +13,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cropq/cropq/httpapi"
-	"github.com/cropq/cropq/metrics"
+	"github.com/cropq/cropq/internal/httpapi"
+	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/producer"
-	"github.com/cropq/cropq/webui"
+	"github.com/cropq/cropq/internal/webui"
 )
 
 // devWebUI serves the HTTP API and the web UI for `cropq dev`, behind

@@ -13,7 +13,7 @@ import (
 
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/producer"
-	"github.com/cropq/cropq/quota"
+	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/webhook"

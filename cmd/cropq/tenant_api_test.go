@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/httpapi"
+	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/status"
 )
 

@@ -8,14 +8,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cropq/cropq/dedup"
-	"github.com/cropq/cropq/httpapi"
-	"github.com/cropq/cropq/metrics"
+	"github.com/cropq/cropq/internal/dedup"
+	"github.com/cropq/cropq/internal/httpapi"
+	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/producer"
-	"github.com/cropq/cropq/quota"
+	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
-	"github.com/cropq/cropq/webui"
+	"github.com/cropq/cropq/internal/webui"
 )
 
 // uiLinkTTL is how long the web UI's links to stored crops live.

@@ -18,14 +18,14 @@ import (
 
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
-	"github.com/cropq/cropq/dedup"
-	"github.com/cropq/cropq/lease"
-	"github.com/cropq/cropq/metrics"
-	"github.com/cropq/cropq/quota"
+	"github.com/cropq/cropq/internal/dedup"
+	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/metrics"
+	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/webhook"
-	"github.com/cropq/cropq/worker"
+	"github.com/cropq/cropq/internal/worker"
 )
 
 // parseFlags parses args into fs, printing errors and help to stderr.

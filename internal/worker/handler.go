@@ -14,8 +14,8 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/cropq/cropq/cropapi"
-	"github.com/cropq/cropq/lease"
-	"github.com/cropq/cropq/metrics"
+	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"

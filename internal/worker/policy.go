@@ -11,7 +11,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/objectkey"
-	"github.com/cropq/cropq/lease"
+	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 )

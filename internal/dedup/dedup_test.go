@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/dedup"
+	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/tasks"
 )

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/cropq/cropq/dedup"
+	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"

@@ -22,7 +22,7 @@ import (
 func TestCompletedTasksStaySmall(t *testing.T) {
 	ctx := context.Background()
 	r := newPolicyRig(t, testenv.MinIO(t), rowSpec{})
-	img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
+	img, err := os.ReadFile(filepath.Join("..", "..", "testdata", "images", "mug-square.png"))
 	require.NoError(t, err)
 	for _, p := range []tasks.CropPayload{
 		{Request: tasks.Request{RequestID: "inline-1", ImageBase64: base64.StdEncoding.EncodeToString(img), TargetWidth: 300, TargetHeight: 200}},

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/internal/testenv"
-	"github.com/cropq/cropq/quota"
+	"github.com/cropq/cropq/internal/quota"
 )
 
 // Calls taken by two processes and the rate-limited answers they observe

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cropq/cropq/httpapi"
+	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"

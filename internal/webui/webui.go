@@ -28,7 +28,7 @@ import (
 
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/producer"
-	"github.com/cropq/cropq/quota"
+	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )

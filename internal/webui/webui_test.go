@@ -16,10 +16,10 @@ import (
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
-	"github.com/cropq/cropq/quota"
+	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/webui"
+	"github.com/cropq/cropq/internal/webui"
 )
 
 // links stands in for the presigner (signing is local; storage's own test

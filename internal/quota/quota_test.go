@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/internal/testenv"
-	"github.com/cropq/cropq/quota"
+	"github.com/cropq/cropq/internal/quota"
 )
 
 func newClient(t *testing.T, addr string) *redis.Client {

@@ -32,11 +32,11 @@ import (
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
-	"github.com/cropq/cropq/quota"
+	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/worker"
+	"github.com/cropq/cropq/internal/worker"
 )
 
 // The retry policy, row by row, through the real path: worker ↔ emulator
@@ -172,7 +172,7 @@ func (r *policyRig) startServer(t *testing.T) {
 
 func serveImages(t *testing.T) string {
 	t.Helper()
-	good, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
+	good, err := os.ReadFile(filepath.Join("..", "..", "testdata", "images", "mug-square.png"))
 	require.NoError(t, err)
 	var tiny bytes.Buffer
 	require.NoError(t, png.Encode(&tiny, image.NewGray(image.Rect(0, 0, 60, 60))))
@@ -201,7 +201,7 @@ func (r *policyRig) enqueue(t *testing.T, id, image string, maxRetry int) {
 func (r *policyRig) enqueueClaimChecked(t *testing.T, id string, cancel bool) storage.Input {
 	t.Helper()
 	ctx := context.Background()
-	img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
+	img, err := os.ReadFile(filepath.Join("..", "..", "testdata", "images", "mug-square.png"))
 	require.NoError(t, err)
 	ref, err := r.inputs.Put(ctx, id, img)
 	require.NoError(t, err)
@@ -507,7 +507,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 
 	t.Run("a task queued with both image sources before they were refused still succeeds", func(t *testing.T) {
 		r := newPolicyRig(t, minio, rowSpec{})
-		img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
+		img, err := os.ReadFile(filepath.Join("..", "..", "testdata", "images", "mug-square.png"))
 		require.NoError(t, err)
 		payload, err := json.Marshal(map[string]any{"v": tasks.PayloadVersion, "requestId": "legacy",
 			"imageUrl": r.images + "/tiny.png", "imageBase64": base64.StdEncoding.EncodeToString(img),
