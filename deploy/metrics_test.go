@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
-	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/internal/metrics"
+	"github.com/cropq/cropq/internal/testenv"
 )
 
 // exported lists the metric names cropq's processes export.

@@ -17,11 +17,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/backlog"
+	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/internal/webui"
 )
 
 const uiBenchToken = "bench-operator"

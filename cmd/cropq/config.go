@@ -18,13 +18,13 @@ import (
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/httpapi"
-	"github.com/cropq/cropq/internal/redact"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/redact"
+	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/internal/worker"
 )
 
 // config is everything the subcommands wire from the environment.

@@ -28,10 +28,10 @@ import (
 	"github.com/cropq/cropq/emulator"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/redact"
+	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/internal/webui"
 )
 
 // devStack is what 'cropq dev' started; stop undoes it in reverse order.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/metrics"
-	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/internal/webui"
+	"github.com/cropq/cropq/producer"
 )
 
 // devWebUI serves the HTTP API and the web UI for `cropq dev`, behind

@@ -30,8 +30,8 @@ import (
 
 	"github.com/cropq/cropq/emulator"
 	"github.com/cropq/cropq/internal/localsvc"
-	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 	"github.com/cropq/cropq/webhook"

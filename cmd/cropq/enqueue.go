@@ -17,8 +17,8 @@ import (
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/dedup"
-	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )

@@ -12,8 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/backlog"
-	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/webhook"

@@ -11,11 +11,11 @@ import (
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/metrics"
-	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/webui"
+	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
-	"github.com/cropq/cropq/internal/webui"
 )
 
 // uiLinkTTL is how long the web UI's links to stored crops live.

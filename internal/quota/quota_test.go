@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/testenv"
 )
 
 func newClient(t *testing.T, addr string) *redis.Client {

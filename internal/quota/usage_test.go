@@ -7,8 +7,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/testenv"
 )
 
 // Calls taken by two processes and the rate-limited answers they observe

@@ -27,8 +27,8 @@ import (
 	"time"
 
 	"github.com/cropq/cropq/backlog"
-	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )

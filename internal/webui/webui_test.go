@@ -14,12 +14,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/backlog"
-	"github.com/cropq/cropq/internal/testenv"
-	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/internal/webui"
+	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/internal/webui"
 )
 
 // links stands in for the presigner (signing is local; storage's own test

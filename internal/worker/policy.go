@@ -10,8 +10,8 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/cropq/cropq/cropapi"
-	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 )

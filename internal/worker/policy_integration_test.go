@@ -30,13 +30,13 @@ import (
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/emulator"
 	"github.com/cropq/cropq/internal/localsvc"
-	"github.com/cropq/cropq/internal/testenv"
-	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/internal/worker"
+	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/internal/worker"
 )
 
 // The retry policy, row by row, through the real path: worker ↔ emulator
