@@ -51,7 +51,9 @@ func newFixture(t *testing.T) fixture {
 	t.Cleanup(func() { _ = prod.Close() })
 	ui, err := webui.New(webui.Config{Records: status.NewStore(rdb, status.Config{}), Batches: prod, Links: links{}, Backlog: bl,
 		Quota: quota.New(rdb, quota.Config{Account: "k", Rate: 5}), Storage: func(context.Context) error { return nil },
-		Saved: func(context.Context) (map[string]int64, error) { return map[string]int64{"reused": 7, "coalesced": 2}, nil },
+		Saved: func(context.Context) (map[string]int64, error) {
+			return map[string]int64{"reused": 7, "coalesced": 2}, nil
+		},
 		Tenant: func(r *http.Request) (string, bool) {
 			_, pw, ok := r.BasicAuth()
 			t, known := tokens[pw]
