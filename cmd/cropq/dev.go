@@ -25,7 +25,7 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
-	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -119,7 +119,7 @@ Ctrl-C stops everything.`)
 	if cfg.API.AppKey == "" {
 		cfg.API.AppKey, cfg.API.AppSecret = "dev-app-key", "dev-app-secret"
 	}
-	emu, err := emulator.New(emulator.Config{AppKey: cfg.API.AppKey, AppSecret: cfg.API.AppSecret, Logger: log})
+	emu, err := cropapitest.New(cropapitest.Config{AppKey: cfg.API.AppKey, AppSecret: cfg.API.AppSecret, Logger: log})
 	if err != nil {
 		return err
 	}

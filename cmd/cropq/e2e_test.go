@@ -28,7 +28,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/quota"
@@ -273,12 +273,12 @@ func (s *stack) awaitState(id string, timeout time.Duration, states ...status.St
 	return s.record(id) // read back through the CLI, as an operator would
 }
 
-func (s *stack) stats() emulator.Stats {
+func (s *stack) stats() cropapitest.Stats {
 	s.t.Helper()
 	resp, err := http.Get(s.emuURL + "/_emulator/stats")
 	require.NoError(s.t, err)
 	defer resp.Body.Close()
-	var st emulator.Stats
+	var st cropapitest.Stats
 	require.NoError(s.t, json.NewDecoder(resp.Body).Decode(&st))
 	return st
 }

@@ -10,13 +10,13 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 )
 
 func runEmulator(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cropq emulator", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8090", "listen address HOST:PORT")
-	var cfg emulator.Config
+	var cfg cropapitest.Config
 	fs.Float64Var(&cfg.Rate, "rate", 5, "quota shared by all callers, requests per second (the vendor's default is 5)")
 	fs.IntVar(&cfg.Burst, "burst", 0, "quota burst (default: the rate, rounded up)")
 	fs.BoolVar(&cfg.RateLimit429, "rate-limit-429", false, "answer over-quota calls with HTTP 429 at the gateway instead of resCode 501")
@@ -56,7 +56,7 @@ Counters: GET /_emulator/stats; POST /_emulator/reset; PUT /_emulator/faults (JS
 	}
 	log := newLogger(env, stderr)
 	cfg.Logger = log
-	emu, err := emulator.New(cfg)
+	emu, err := cropapitest.New(cfg)
 	if err != nil {
 		return err
 	}
