@@ -1,4 +1,4 @@
-package main
+package wiring
 
 import (
 	"context"
@@ -26,8 +26,8 @@ import (
 	"github.com/cropq/cropq/worker"
 )
 
-// config is everything the subcommands wire from the environment.
-type config struct {
+// Config is everything the subcommands wire from the environment.
+type Config struct {
 	RedisURL string
 	Status   status.Config
 	Task     tasks.Options
@@ -79,9 +79,9 @@ type config struct {
 	DedupFetch bool
 }
 
-// loadConfig reads the environment; every error names its variable.
-func loadConfig(env Env) (config, error) {
-	var c config
+// LoadConfig reads the environment; every error names its variable.
+func LoadConfig(env Env) (Config, error) {
+	var c Config
 	var errs []error
 	add := func(err error) {
 		if err != nil {
@@ -253,24 +253,24 @@ func splitList(s string) []string {
 	return out
 }
 
-// connect loads the configuration and opens its Redis (which the caller
+// Connect loads the configuration and opens its Redis (which the caller
 // closes): the start of every subcommand that reads or writes the queue.
-func connect(ctx context.Context, env Env) (config, redis.UniversalClient, error) {
-	cfg, err := loadConfig(env)
+func Connect(ctx context.Context, env Env) (Config, redis.UniversalClient, error) {
+	cfg, err := LoadConfig(env)
 	if err != nil {
-		return config{}, nil, err
+		return Config{}, nil, err
 	}
-	rdb, err := openRedis(ctx, cfg.RedisURL)
+	rdb, err := OpenRedis(ctx, cfg.RedisURL)
 	if err != nil {
-		return config{}, nil, err
+		return Config{}, nil, err
 	}
 	return cfg, rdb, nil
 }
 
 const redisPingTimeout = 5 * time.Second
 
-// openRedis connects to c.RedisURL and checks that it answers.
-func openRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
+// OpenRedis connects to c.RedisURL and checks that it answers.
+func OpenRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
 	rdb, err := newRedisClient(url)
 	if err != nil {
 		return nil, err
@@ -279,7 +279,7 @@ func openRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("redis at %s: %w", redactURL(url), err)
+		return nil, fmt.Errorf("redis at %s: %w", RedactURL(url), err)
 	}
 	return rdb, nil
 }
@@ -292,7 +292,7 @@ func openRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
 //	redis-sentinel://[:password@]host:port,host:port/db?master=name
 //	redis-cluster://[:password@]host:port,host:port   (add ?tls=true for TLS)
 func newRedisClient(raw string) (redis.UniversalClient, error) {
-	bad := func(why string) error { return envError("CROPQ_REDIS_URL", redactURL(raw), why) }
+	bad := func(why string) error { return envError("CROPQ_REDIS_URL", RedactURL(raw), why) }
 	switch {
 	case strings.HasPrefix(raw, "redis://"), strings.HasPrefix(raw, "rediss://"):
 		opt, err := redis.ParseURL(raw)
@@ -337,13 +337,13 @@ func clusterURL(raw string) (addrs []string, password string, useTLS bool, err e
 	return strings.Split(u.Host, ","), password, u.Query().Get("tls") == "true", nil
 }
 
-// asynqConnOpt is CROPQ_REDIS_URL for components that open their own
+// AsynqConnOpt is CROPQ_REDIS_URL for components that open their own
 // connection through asynq (the web UI).
-func asynqConnOpt(raw string) (asynq.RedisConnOpt, error) {
+func AsynqConnOpt(raw string) (asynq.RedisConnOpt, error) {
 	if strings.HasPrefix(raw, "redis-cluster://") {
 		addrs, pw, useTLS, err := clusterURL(raw)
 		if err != nil {
-			return nil, envError("CROPQ_REDIS_URL", redactURL(raw), "a valid redis-cluster:// URL")
+			return nil, envError("CROPQ_REDIS_URL", RedactURL(raw), "a valid redis-cluster:// URL")
 		}
 		opt := asynq.RedisClusterClientOpt{Addrs: addrs, Password: pw}
 		if useTLS {
@@ -353,13 +353,13 @@ func asynqConnOpt(raw string) (asynq.RedisConnOpt, error) {
 	}
 	opt, err := asynq.ParseRedisURI(raw)
 	if err != nil {
-		return nil, envError("CROPQ_REDIS_URL", redactURL(raw), err.Error())
+		return nil, envError("CROPQ_REDIS_URL", RedactURL(raw), err.Error())
 	}
 	return opt, nil
 }
 
-// redactURL hides a password in a URL for messages.
-func redactURL(s string) string {
+// RedactURL hides a password in a URL for messages.
+func RedactURL(s string) string {
 	if i := strings.Index(s, "@"); i > 0 {
 		if j := strings.Index(s, "://"); j > 0 && j < i {
 			return s[:j+3] + "…@" + s[i+1:]
@@ -368,8 +368,8 @@ func redactURL(s string) string {
 	return s
 }
 
-func logConfig(log *slog.Logger, c config) {
-	log.Info("config", "redis", redactURL(c.RedisURL), "queue", c.Task.Queue, "api_base_url", c.API.BaseURL,
+func LogConfig(log *slog.Logger, c Config) {
+	log.Info("config", "redis", RedactURL(c.RedisURL), "queue", c.Task.Queue, "api_base_url", c.API.BaseURL,
 		"app_key_set", c.API.AppKey != "", "s3_endpoint", c.S3.Endpoint, "bucket", c.Storage.Bucket,
 		"concurrency", c.Server.Concurrency)
 }

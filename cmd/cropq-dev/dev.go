@@ -25,6 +25,7 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
+	"github.com/cropq/cropq/cmd/internal/wiring"
 	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/status"
@@ -33,7 +34,7 @@ import (
 	"github.com/cropq/cropq/webui"
 )
 
-// devStack is what 'cropq dev' started; stop undoes it in reverse order.
+// devStack is what 'cropq-dev dev' started; stop undoes it in reverse order.
 type devStack struct {
 	stops []func()
 	log   *slog.Logger
@@ -47,15 +48,15 @@ func (d *devStack) stop() {
 	}
 }
 
-func runDev(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cropq dev", flag.ContinueOnError)
+func runDev(ctx context.Context, env wiring.Env, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cropq-dev dev", flag.ContinueOnError)
 	samples := fs.String("samples", filepath.Join("testdata", "images"), "directory of sample images to crop")
 	once := fs.Bool("once", false, "exit after the samples are done instead of serving until Ctrl-C")
 	width := fs.Int("width", 800, "target width of the sample crops")
 	height := fs.Int("height", 800, "target height of the sample crops")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the samples")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: cropq dev [flags]
+		fmt.Fprintln(stderr, `usage: cropq-dev dev [flags]
 
 Runs the whole system on this machine and crops the sample images:
   Redis     CROPQ_REDIS_URL if set, else redis-server from PATH or .tools/bin on a free port,
@@ -66,7 +67,7 @@ Runs the whole system on this machine and crops the sample images:
 Ctrl-C stops everything.`)
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := wiring.ParseFlags(fs, args, stderr); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -84,7 +85,7 @@ Ctrl-C stops everything.`)
 	defer stack.stop()
 	stack.onStop(func() { _ = os.RemoveAll(dir) })
 
-	cfg, err := loadConfig(env)
+	cfg, err := wiring.LoadConfig(env)
 	if err != nil {
 		return err
 	}
@@ -97,12 +98,12 @@ Ctrl-C stops everything.`)
 			return err
 		}
 	}
-	rdb, err := openRedis(ctx, cfg.RedisURL)
+	rdb, err := wiring.OpenRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
 	}
 	stack.onStop(func() { _ = rdb.Close() })
-	say("redis     %s", redactURL(cfg.RedisURL))
+	say("redis     %s", wiring.RedactURL(cfg.RedisURL))
 
 	// S3.
 	if !env.IsSet("CROPQ_S3_ENDPOINT") {
@@ -142,7 +143,7 @@ Ctrl-C stops everything.`)
 	}
 
 	// A worker.
-	srv, _, err := newWorkerServer(ctx, cfg, rdb, log, nil)
+	srv, _, err := wiring.NewWorkerServer(ctx, cfg, rdb, log, nil)
 	if err != nil {
 		return err
 	}
@@ -154,7 +155,7 @@ Ctrl-C stops everything.`)
 	say("worker    concurrency %d, queue %s", cfg.Server.Concurrency, cfg.Task.Queue)
 
 	// Enqueue the samples: the first by base64, the rest by URL.
-	prod, err := newProducer(ctx, cfg, rdb, log)
+	prod, err := wiring.NewProducer(ctx, cfg, rdb, log)
 	if err != nil {
 		return err
 	}
@@ -292,7 +293,7 @@ func serveHTTP(stack *devStack, h http.Handler) (string, error) {
 	return "http://" + ln.Addr().String(), nil
 }
 
-func ensureBucket(ctx context.Context, cfg config) error {
+func ensureBucket(ctx context.Context, cfg wiring.Config) error {
 	client, err := storage.NewS3Client(ctx, cfg.S3)
 	if err != nil {
 		return err
