@@ -210,7 +210,7 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Banner is the line to show wherever the emulator runs.
-const Banner = "LOCAL STAND-IN of the Image Cropping API (cropq emulator), not the real paid API"
+const Banner = "LOCAL STAND-IN of the Image Cropping API (cropq-dev emulator), not the real paid API"
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
