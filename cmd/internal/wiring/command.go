@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 )
 
 // Command is one subcommand of a binary.
@@ -61,14 +60,3 @@ func usage(prog string, cmds []Command, w io.Writer) {
 
 // exitCoder is an error that chooses the process's exit code.
 type exitCoder interface{ ExitCode() int }
-
-// NewLogger builds the process logger: JSON in production, text in dev.
-func NewLogger(env Env, w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	_ = level.UnmarshalText([]byte(env.Get("CROPQ_LOG_LEVEL")))
-	opts := &slog.HandlerOptions{Level: level}
-	if env.Get("CROPQ_LOG_FORMAT") == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
-}
