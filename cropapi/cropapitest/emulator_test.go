@@ -39,7 +39,7 @@ type clock struct {
 func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 func newClock() *clock               { return &clock{t: time.Now()} }
-func imagesDir() string              { return filepath.Join("..", "testdata", "images") }
+func imagesDir() string              { return filepath.Join("..", "..", "testdata", "images") }
 func readImage(t *testing.T, n string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(imagesDir(), n))
