@@ -1,4 +1,6 @@
-# One image for every cropq subcommand (worker, api, emulator, enqueue, …).
+# The production image: the cropq binary, for every subcommand (worker, api,
+# enqueue, status, wait, env). The local stand-ins (the API emulator, `dev`)
+# are not in it: they are cmd/cropq-dev, imaged by Dockerfile.dev.
 # Build: docker build -t cropq:1.0.0 .
 
 FROM golang:1.26.8-bookworm AS build

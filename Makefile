@@ -36,9 +36,10 @@ tools:
 
 build:
 	$(GO) build -o bin/cropq ./cmd/cropq
+	$(GO) build -o bin/cropq-dev ./cmd/cropq-dev
 
 run: tools
-	$(GO) run ./cmd/cropq dev
+	$(GO) run ./cmd/cropq-dev dev
 
 test: tools
 	$(GO) test $(TEST_FLAGS) $(PKGS)

@@ -22,7 +22,7 @@ import (
 
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
-	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -181,7 +181,7 @@ func benchBacklogMemory(ctx context.Context, env *benchEnv, o options) ([]row, e
 // fleet is one run of worker processes against an in-process emulator.
 type fleet struct {
 	rdb    *redis.Client
-	emu    *emulator.Server
+	emu    *cropapitest.Server
 	images string
 	prod   *producer.Producer
 	stop   func() error
@@ -231,8 +231,8 @@ func launchFleet(ctx context.Context, env *benchEnv, bin string, spec fleetSpec)
 	if spec.cropCache <= 0 {
 		spec.cropCache = 4
 	}
-	emu, err := emulator.New(emulator.Config{AppKey: benchKey, AppSecret: benchSecret, Rate: spec.q, CropCache: spec.cropCache,
-		Faults: emulator.Faults{Latency: 200 * time.Millisecond, LatencyJitter: 100 * time.Millisecond}})
+	emu, err := cropapitest.New(cropapitest.Config{AppKey: benchKey, AppSecret: benchSecret, Rate: spec.q, CropCache: spec.cropCache,
+		Faults: cropapitest.Faults{Latency: 200 * time.Millisecond, LatencyJitter: 100 * time.Millisecond}})
 	if err != nil {
 		return nil, err
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
-	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
@@ -105,7 +105,7 @@ func runMemCase(ctx context.Context, env *benchEnv, bin string, c memCase, n int
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		return 0, 0, err
 	}
-	emu, err := emulator.New(emulator.Config{AppKey: benchKey, AppSecret: benchSecret, Rate: 1e9, Burst: 1 << 30,
+	emu, err := cropapitest.New(cropapitest.Config{AppKey: benchKey, AppSecret: benchSecret, Rate: 1e9, Burst: 1 << 30,
 		CropCache: 2, MaxStoredBytes: 4 << 30, MaxFetchBytes: 64 << 20})
 	if err != nil {
 		return 0, 0, err

@@ -18,11 +18,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
-	"github.com/cropq/cropq/emulator"
-	"github.com/cropq/cropq/internal/worker"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
+	"github.com/cropq/cropq/internal/worker"
 )
 
 const (
@@ -181,7 +181,7 @@ func awaitCompleted(ctx context.Context, rdb *redis.Client, queue string, n int)
 // pipelineRig is the cropq worker path with everything it talks to.
 type pipelineRig struct {
 	rdb      *redis.Client
-	emu      *emulator.Server
+	emu      *cropapitest.Server
 	api      *httptest.Server
 	images   *httptest.Server
 	s3       *s3.Client
@@ -196,7 +196,7 @@ func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Clie
 	if err != nil {
 		return nil, err
 	}
-	emu, err := emulator.New(emulator.Config{AppKey: benchKey, AppSecret: benchSecret, Rate: 1e9, Burst: 1 << 30, CropCache: 8, Logger: log})
+	emu, err := cropapitest.New(cropapitest.Config{AppKey: benchKey, AppSecret: benchSecret, Rate: 1e9, Burst: 1 << 30, CropCache: 8, Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
-	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -139,8 +139,8 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 	if err != nil {
 		return res, err
 	}
-	emu, err := emulator.New(emulator.Config{AppKey: benchKey, AppSecret: benchSecret, Rate: o.quotaQ, CropCache: 4,
-		Faults: emulator.Faults{Latency: 200 * time.Millisecond, LatencyJitter: 100 * time.Millisecond}})
+	emu, err := cropapitest.New(cropapitest.Config{AppKey: benchKey, AppSecret: benchSecret, Rate: o.quotaQ, CropCache: 4,
+		Faults: cropapitest.Faults{Latency: 200 * time.Millisecond, LatencyJitter: 100 * time.Millisecond}})
 	if err != nil {
 		return res, err
 	}
@@ -208,7 +208,7 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	var mid emulator.Stats
+	var mid cropapitest.Stats
 	var midAt time.Time
 	deadline := time.After(15 * time.Minute)
 	for done := false; !done; {
@@ -233,7 +233,7 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 	}
 	end, endAt := emu.Stats(), time.Now()
 	res.wall = endAt.Sub(start)
-	sum := func(st emulator.Stats) (calls int64) {
+	sum := func(st cropapitest.Stats) (calls int64) {
 		for _, n := range st.Calls {
 			calls += n
 		}

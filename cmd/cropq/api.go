@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,14 +11,15 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/cropq/cropq/cmd/internal/wiring"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/monitor"
-	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/tasks"
+	"github.com/cropq/cropq/internal/webui"
 )
 
-func runAPI(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
+func runAPI(ctx context.Context, env wiring.Env, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cropq api", flag.ContinueOnError)
 	addr := fs.String("addr", "", "listen address (default CROPQ_API_ADDR)")
 	fs.Usage = func() {
@@ -31,10 +31,10 @@ default); a token submits, reads and cancels for its own tenant only.
 Configuration: see 'cropq env'.`)
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := wiring.ParseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	cfg, rdb, err := connect(ctx, env)
+	cfg, rdb, err := wiring.Connect(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -42,8 +42,8 @@ Configuration: see 'cropq env'.`)
 	if *addr != "" {
 		cfg.HTTPAddr = *addr
 	}
-	log := newLogger(env, stderr)
-	prod, err := newProducer(ctx, cfg, rdb, log)
+	log := wiring.NewLogger(env, stderr)
+	prod, err := wiring.NewProducer(ctx, cfg, rdb, log)
 	if err != nil {
 		return err
 	}
@@ -58,7 +58,7 @@ Configuration: see 'cropq env'.`)
 	mux.Handle("/", api)
 	// The operators' view on the same port: the asynq web UI, readiness and
 	// metrics.
-	connOpt, err := asynqConnOpt(cfg.RedisURL)
+	connOpt, err := wiring.AsynqConnOpt(cfg.RedisURL)
 	if err != nil {
 		return err
 	}
@@ -72,18 +72,18 @@ Configuration: see 'cropq env'.`)
 	mux.Handle(ui.RootPath()+"/", ui)
 	reg := metrics.NewRegistry()
 	metrics.RegisterQueues(reg, asynq.NewInspectorFromRedisClient(rdb))
-	inputs, err := newInputs(ctx, cfg)
+	inputs, err := wiring.NewInputs(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	metrics.RegisterRedisWritable(reg, func(ctx context.Context) error { return redisWritable(ctx, cfg, rdb) })
-	page, err := newWebUI(ctx, cfg, rdb, prod, api, reg, log)
+	metrics.RegisterRedisWritable(reg, func(ctx context.Context) error { return wiring.RedisWritable(ctx, cfg, rdb) })
+	page, err := wiring.NewWebUI(ctx, cfg, rdb, prod, api, reg, log)
 	if err != nil {
 		return err
 	}
 	mux.Handle(webui.Root, page)
 	ops := metrics.Health{Registry: reg, Ready: func(ctx context.Context) error {
-		if err := redisWritable(ctx, cfg, rdb); err != nil {
+		if err := wiring.RedisWritable(ctx, cfg, rdb); err != nil {
 			return err
 		}
 		if err := inputs.CheckBucket(ctx); err != nil {
@@ -110,28 +110,7 @@ Configuration: see 'cropq env'.`)
 		"monitoring", ui.RootPath(), "monitoring_read_only", cfg.MonitorReadOnly, "ui", webui.Root)
 	fmt.Fprintf(stdout, "api listening on http://%s\n", ln.Addr())
 	fmt.Fprintf(stdout, "web UI on http://%s%s (a token of CROPQ_API_TOKENS as the password)\n", ln.Addr(), webui.Root)
-	return serveUntilDone(ctx, srv, ln, 20*time.Second)
-}
-
-// serveUntilDone serves on ln until ctx ends, then shuts srv down, giving
-// requests in flight up to grace.
-func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Duration) error {
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return err
-	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return wiring.ServeUntilDone(ctx, srv, ln, 20*time.Second)
 }
 
 // operator admits to the web UI the tokens of the default tenant only (bare

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +29,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/testenv"
@@ -37,33 +38,45 @@ import (
 	"github.com/cropq/cropq/webhook"
 )
 
-// The end-to-end tests run the cropq binary as real processes (emulator,
+// The end-to-end tests run the cropq binaries as real processes (emulator,
 // worker, enqueue, status) against a real redis-server and MinIO.
 
-var buildOnce struct {
-	sync.Once
-	path string
+// binaries are cmd/cropq and cmd/cropq-dev (the emulator, dev), built once
+// per test binary.
+type binaries struct {
+	once sync.Once
+	dir  string
 	err  error
 }
 
-// cropqBinary builds cmd/cropq once per test binary.
-func cropqBinary(t *testing.T) string {
+var built binaries
+
+func (b *binaries) path(t *testing.T, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "cropq-bin-*")
 		if err != nil {
-			buildOnce.err = err
+			b.err = err
 			return
 		}
-		buildOnce.path = filepath.Join(dir, "cropq")
-		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
-		if err != nil {
-			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		b.dir = dir
+		for _, pkg := range []string{"cropq", "cropq-dev"} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pkg), "../"+pkg).CombinedOutput()
+			if err != nil {
+				b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				return
+			}
 		}
 	})
-	require.NoError(t, buildOnce.err)
-	return buildOnce.path
+	require.NoError(t, b.err)
+	return filepath.Join(b.dir, name)
 }
+
+// cropqBinary is the production binary, cmd/cropq.
+func cropqBinary(t *testing.T) string { return built.path(t, "cropq") }
+
+// cropqDevBinary is cmd/cropq-dev: the emulator and `dev`.
+func cropqDevBinary(t *testing.T) string { return built.path(t, "cropq-dev") }
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -77,7 +90,8 @@ func freeAddr(t *testing.T) string {
 // stack is one isolated system: its own Redis, MinIO, emulator and worker.
 type stack struct {
 	t       *testing.T
-	bin     string
+	bin     string // cmd/cropq
+	devBin  string // cmd/cropq-dev: the emulator
 	env     []string
 	redis   *localsvc.Redis
 	minio   *localsvc.MinIO
@@ -119,7 +133,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if testing.Short() {
 		t.Skip("end-to-end: skipped with -short")
 	}
-	s := &stack{t: t, bin: cropqBinary(t)}
+	s := &stack{t: t, bin: cropqBinary(t), devBin: cropqDevBinary(t)}
 	s.redis = testenv.Redis(t)
 	s.minio = testenv.MinIO(t)
 	s.s3, s.bucket = testenv.MinIOBucket(t, s.minio)
@@ -163,7 +177,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if o.resultTTL > 0 {
 		args = append(args, "--result-ttl", o.resultTTL.String())
 	}
-	s.start("emulator", args...)
+	s.startDev("emulator", args...)
 	s.awaitHTTP(s.emuURL + "/_emulator/stats")
 	return s
 }
@@ -172,8 +186,19 @@ func newStack(t *testing.T, o stackOptions) *stack {
 // at cleanup; its output goes to the test log on failure.
 func (s *stack) start(name string, args ...string) *exec.Cmd {
 	s.t.Helper()
+	return s.startBinary(s.bin, name, args...)
+}
+
+// startDev is start for a cropq-dev process (the emulator).
+func (s *stack) startDev(name string, args ...string) *exec.Cmd {
+	s.t.Helper()
+	return s.startBinary(s.devBin, name, args...)
+}
+
+func (s *stack) startBinary(bin, name string, args ...string) *exec.Cmd {
+	s.t.Helper()
 	var out bytes.Buffer
-	cmd := exec.Command(s.bin, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(s.t, cmd.Start())
@@ -273,12 +298,12 @@ func (s *stack) awaitState(id string, timeout time.Duration, states ...status.St
 	return s.record(id) // read back through the CLI, as an operator would
 }
 
-func (s *stack) stats() emulator.Stats {
+func (s *stack) stats() cropapitest.Stats {
 	s.t.Helper()
 	resp, err := http.Get(s.emuURL + "/_emulator/stats")
 	require.NoError(s.t, err)
 	defer resp.Body.Close()
-	var st emulator.Stats
+	var st cropapitest.Stats
 	require.NoError(s.t, json.NewDecoder(resp.Body).Decode(&st))
 	return st
 }
@@ -391,20 +416,30 @@ func TestE2EExpiredResultIsCroppedAgain(t *testing.T) {
 	assert.Equal(t, image.Config{Width: 500, Height: 500}, s.object(rec.Stored.Key))
 }
 
+// firstImage is the last sample image by name (what cropq-dev crops last).
 func firstImage(t *testing.T) string {
 	t.Helper()
-	names, err := sampleImages(filepath.Join("..", "..", "testdata", "images"))
+	entries, err := os.ReadDir(filepath.Join("..", "..", "testdata", "images"))
 	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		switch strings.ToLower(filepath.Ext(e.Name())) {
+		case ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp":
+			names = append(names, e.Name())
+		}
+	}
+	require.NotEmpty(t, names)
+	sort.Strings(names)
 	return names[len(names)-1]
 }
 
-// `make run` on a fresh machine: cropq dev starts its own Redis and MinIO,
+// `make run` on a fresh machine: cropq-dev dev starts its own Redis and MinIO,
 // the emulator and a worker, and crops every sample.
 func TestDevOnceCropsTheSamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: skipped with -short")
 	}
-	bin := cropqBinary(t)
+	bin := cropqDevBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "dev", "--once", "--width", "400", "--height", "300")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/cropq/cropq/cmd/internal/wiring"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -20,7 +21,7 @@ import (
 
 // runWait follows a request or a batch until it is done, printing each
 // change; the exit code says how it ended.
-func runWait(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
+func runWait(ctx context.Context, env wiring.Env, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cropq wait", flag.ContinueOnError)
 	batch := fs.String("batch", "", "follow a batch instead of one request")
 	tenant := fs.String("tenant", "", "the batch's tenant (default: the default tenant)")
@@ -38,7 +39,7 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		id, args = args[0], args[1:]
 	}
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := wiring.ParseFlags(fs, args, stderr); err != nil {
 		return err
 	}
 	if id == "" && fs.NArg() > 0 {
@@ -46,7 +47,7 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 	}
 	if (id == "") == (*batch == "") {
 		fs.Usage()
-		return errUsage
+		return wiring.ErrUsage
 	}
 	target := id
 	if *batch != "" {
@@ -60,15 +61,15 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 			return err
 		}
 	}
-	cfg, rdb, err := connect(ctx, env)
+	cfg, rdb, err := wiring.Connect(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
 	st := status.NewStore(rdb, cfg.Status)
 	// The producer reads batches with their estimate (backlog, weights, rate).
-	prod := producer.New(rdb, producer.Config{Status: cfg.Status, Backlog: newBacklog(cfg, rdb),
-		Weights: cfg.TenantWeights, Rate: fleetRate(cfg, rdb)})
+	prod := producer.New(rdb, producer.Config{Status: cfg.Status, Backlog: wiring.NewBacklog(cfg, rdb),
+		Weights: cfg.TenantWeights, Rate: wiring.FleetRate(cfg, rdb)})
 	defer prod.Close()
 	var bar *progressbar.ProgressBar
 	if *batch != "" && !*noProgress {

@@ -1,5 +1,5 @@
 // Package localsvc starts real local servers (redis-server, MinIO) as child
-// processes on free loopback ports, for `cropq dev` and the tests. It knows
+// processes on free loopback ports, for `cropq-dev dev` and the tests. It knows
 // nothing of testing; package testenv wraps it for tests.
 package localsvc
 

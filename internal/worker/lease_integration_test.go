@@ -14,13 +14,13 @@ import (
 
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
-	"github.com/cropq/cropq/emulator"
-	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/testenv"
-	"github.com/cropq/cropq/internal/worker"
+	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
+	"github.com/cropq/cropq/internal/worker"
 )
 
 // frozenQuota stands for a worker frozen (SIGSTOP) just before it pays: its
@@ -53,7 +53,7 @@ func TestAFrozenWorkersCropIsRescued(t *testing.T) {
 	srv := testenv.Redis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
-	emu, err := emulator.New(emulator.Config{AppKey: "k", AppSecret: "s"})
+	emu, err := cropapitest.New(cropapitest.Config{AppKey: "k", AppSecret: "s"})
 	require.NoError(t, err)
 	api := httptest.NewServer(emu)
 	t.Cleanup(api.Close)

@@ -28,7 +28,7 @@ import (
 
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
-	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/testenv"
@@ -53,7 +53,7 @@ const (
 
 type policyRig struct {
 	rdb      *redis.Client
-	emu      *emulator.Server
+	emu      *cropapitest.Server
 	statuses *status.Store
 	s3       *s3.Client
 	bucket   string
@@ -66,7 +66,7 @@ type policyRig struct {
 }
 
 type rowSpec struct {
-	emu      emulator.Config
+	emu      cropapitest.Config
 	quota    *quota.Config
 	noBucket bool // the bucket appears later (storage outage)
 	// storageWait, when set, is the storage gate's StorageMaxWait (checks
@@ -108,7 +108,7 @@ func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig 
 	t.Cleanup(func() { _ = r.rdb.Close() })
 
 	spec.emu.AppKey, spec.emu.AppSecret = "k", "s"
-	emu, err := emulator.New(spec.emu)
+	emu, err := cropapitest.New(spec.emu)
 	require.NoError(t, err)
 	r.emu = emu
 	api := httptest.NewServer(emu)
@@ -271,7 +271,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	minio := testenv.MinIO(t)
 
 	t.Run("rate limited without the shared quota: retried, never a failure", func(t *testing.T) {
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Rate: 2, Burst: 1}})
+		r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{Rate: 2, Burst: 1}})
 		for i := range 4 {
 			// MaxRetry 1: a 501 counted as a failure would leave one more
 			// attempt, and a second would end the request failed.
@@ -289,7 +289,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	})
 
 	t.Run("rate limited with the shared quota: no 501 at all", func(t *testing.T) {
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Rate: 2, Burst: 1},
+		r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{Rate: 2, Burst: 1},
 			quota: &quota.Config{Rate: 1.6, Burst: 1, MaxWait: 10 * time.Second}})
 		for i := range 4 {
 			r.enqueue(t, fmt.Sprintf("q-%d", i), "good.png", 1)
@@ -304,7 +304,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	})
 
 	t.Run("no token within the wait bound: handed back with the limiter's delay, not a failure", func(t *testing.T) {
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Rate: 100},
+		r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{Rate: 100},
 			quota: &quota.Config{Rate: 0.5, Burst: 1, MaxWait: 10 * time.Millisecond}})
 		r.enqueue(t, "d-0", "good.png", 1)
 		r.enqueue(t, "d-1", "good.png", 1)
@@ -331,7 +331,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	})
 
 	t.Run("a claim-checked input is removed once its request has failed for good", func(t *testing.T) {
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Faults: emulator.Faults{P1002: 1}}})
+		r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{Faults: cropapitest.Faults{P1002: 1}}})
 		ref := r.enqueueClaimChecked(t, "claim", false)
 
 		rec := r.await(t, "claim", terminal, "fail")
@@ -342,17 +342,17 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	})
 
 	t.Run("a worker shut down during the last attempt leaves the request to the next one", func(t *testing.T) {
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Faults: emulator.Faults{P500: 1}}, shutdownTimeout: 100 * time.Millisecond})
+		r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{Faults: cropapitest.Faults{P500: 1}}, shutdownTimeout: 100 * time.Millisecond})
 		r.enqueue(t, "sd", "good.png", 1)
 		r.await(t, "sd", func(rec status.Record) bool { return rec.State == status.Retrying && rec.ErrorCode == "500" }, "spend its retry on a 500")
-		r.emu.SetFaults(emulator.Faults{Latency: 10 * time.Second}) // the last attempt hangs in the API call
+		r.emu.SetFaults(cropapitest.Faults{Latency: 10 * time.Second}) // the last attempt hangs in the API call
 		r.await(t, "sd", func(rec status.Record) bool { return rec.State == status.Running && rec.Attempt == 2 }, "start its last attempt")
 		r.stop() // SIGTERM: asynq gives up after 100 ms and puts the task back
 
 		// The abandoned handler records why it stopped once its context ends.
 		rec := r.await(t, "sd", func(rec status.Record) bool { return rec.State != status.Running }, "record the interruption")
 		assert.Equal(t, status.Retrying, rec.State, "interrupted, not failed: %s", states(rec))
-		r.emu.SetFaults(emulator.Faults{})
+		r.emu.SetFaults(cropapitest.Faults{})
 		r.startServer(t)
 		rec = r.await(t, "sd", terminal, "finish on the next worker")
 		assert.Equal(t, status.Succeeded, rec.State, states(rec))
@@ -404,7 +404,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		// Results live 5 minutes; this worker's clock is 10 minutes ahead:
 		// by its clock every URL has expired when it arrives. The vendor's
 		// answer decides, so it downloads, and pays once.
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{ResultTTL: 5 * time.Minute}, clockSkew: 10 * time.Minute})
+		r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{ResultTTL: 5 * time.Minute}, clockSkew: 10 * time.Minute})
 		for i := range 3 {
 			r.enqueue(t, fmt.Sprintf("ahead-%d", i), "good.png", 3)
 		}
@@ -419,7 +419,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	})
 
 	t.Run("a worker whose clock runs behind pays once and stores", func(t *testing.T) {
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{ResultTTL: 5 * time.Minute}, clockSkew: -10 * time.Minute})
+		r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{ResultTTL: 5 * time.Minute}, clockSkew: -10 * time.Minute})
 		r.enqueue(t, "behind", "good.png", 3)
 		rec := r.await(t, "behind", terminal, "finish")
 		assert.Equal(t, status.Succeeded, rec.State, states(rec))
@@ -523,7 +523,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	})
 
 	t.Run("500: retried with backoff up to MaxRetry, then failed", func(t *testing.T) {
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Faults: emulator.Faults{P500: 1}}})
+		r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{Faults: cropapitest.Faults{P500: 1}}})
 		r.enqueue(t, "e-500", "good.png", 2)
 		rec := r.await(t, "e-500", terminal, "fail")
 		assert.Equal(t, status.Failed, rec.State)
@@ -544,15 +544,15 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 
 	permanent := []struct {
 		name, image, code string
-		faults            emulator.Faults
+		faults            cropapitest.Faults
 	}{
-		{"1002 risk filter", "good.png", "1002", emulator.Faults{P1002: 1}},
-		{"700 image too small", "tiny.png", "700", emulator.Faults{}},
-		{"1000 sensitive", "good.png?sensitive", "1000", emulator.Faults{}},
+		{"1002 risk filter", "good.png", "1002", cropapitest.Faults{P1002: 1}},
+		{"700 image too small", "tiny.png", "700", cropapitest.Faults{}},
+		{"1000 sensitive", "good.png?sensitive", "1000", cropapitest.Faults{}},
 	}
 	for _, p := range permanent {
 		t.Run(p.name+": failed at once, no retry", func(t *testing.T) {
-			r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{Faults: p.faults}})
+			r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{Faults: p.faults}})
 			r.enqueue(t, "perm", p.image, 5)
 			rec := r.await(t, "perm", terminal, "fail")
 			assert.Equal(t, status.Failed, rec.State)
@@ -564,7 +564,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	}
 
 	t.Run("storage error: retried without a new paid call", func(t *testing.T) {
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{}, noBucket: true})
+		r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{}, noBucket: true})
 		r.enqueue(t, "s3", "good.png", 10)
 		r.await(t, "s3", func(rec status.Record) bool { return rec.Attempt >= 2 && rec.ErrorCode == "storage_upload" },
 			"fail its copy twice")
@@ -577,7 +577,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	})
 
 	t.Run("bucket unreachable: later crops are not paid for, handed back, never a failure", func(t *testing.T) {
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{}, noBucket: true, storageWait: 200 * time.Millisecond})
+		r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{}, noBucket: true, storageWait: 200 * time.Millisecond})
 		r.enqueue(t, "gate-0", "good.png", 10)
 		r.await(t, "gate-0", func(rec status.Record) bool { return rec.ErrorCode == "storage_upload" }, "fail its upload")
 		ids := []string{"gate-1", "gate-2", "gate-3"}
@@ -629,7 +629,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		// says, so the record must not be left "retrying". Results live 1 ms:
 		// every download of them is refused as expired, so the second
 		// attempt must pay again, and the gate (no bucket) stops it.
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{ResultTTL: time.Millisecond}, noBucket: true, storageWait: 200 * time.Millisecond})
+		r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{ResultTTL: time.Millisecond}, noBucket: true, storageWait: 200 * time.Millisecond})
 		r.enqueue(t, "last", "good.png", 1)
 		rec := r.await(t, "last", terminal, "end")
 		assert.Equal(t, status.Failed, rec.State, states(rec))
@@ -656,7 +656,7 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 	minio := testenv.MinIO(t)
 	s3c, bucket := testenv.MinIOBucket(t, minio)
 
-	emu, err := emulator.New(emulator.Config{AppKey: "k", AppSecret: "s", Rate: 100})
+	emu, err := cropapitest.New(cropapitest.Config{AppKey: "k", AppSecret: "s", Rate: 100})
 	require.NoError(t, err)
 	api := httptest.NewServer(emu)
 	t.Cleanup(api.Close)

@@ -1,4 +1,4 @@
-package main
+package wiring
 
 import (
 	"os"
@@ -14,9 +14,9 @@ import (
 
 // The README's configuration table is the code's: `cropq env --markdown`.
 func TestREADMEListsEveryVariable(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	readme, err := os.ReadFile(filepath.Join("..", "..", "..", "README.md"))
 	require.NoError(t, err)
-	assert.True(t, strings.Contains(string(readme), envMarkdown()), "README's configuration table is out of date: regenerate it with: go run ./cmd/cropq env --markdown")
+	assert.True(t, strings.Contains(string(readme), EnvMarkdown()), "README's configuration table is out of date: regenerate it with: go run ./cmd/cropq env --markdown")
 }
 
 func TestEnvRefusesUndocumentedNames(t *testing.T) {
@@ -78,13 +78,13 @@ func TestRedisURLForms(t *testing.T) {
 }
 
 func TestAsynqConnOptForms(t *testing.T) {
-	opt, err := asynqConnOpt("redis-cluster://:pw@10.0.0.1:7000,10.0.0.2:7000?tls=true")
+	opt, err := AsynqConnOpt("redis-cluster://:pw@10.0.0.1:7000,10.0.0.2:7000?tls=true")
 	require.NoError(t, err)
 	cl, ok := opt.(asynq.RedisClusterClientOpt)
 	require.True(t, ok)
 	assert.Len(t, cl.Addrs, 2)
 	assert.NotNil(t, cl.TLSConfig)
-	opt, err = asynqConnOpt("redis-sentinel://:pw@10.0.0.1:26379/1?master=cropq")
+	opt, err = AsynqConnOpt("redis-sentinel://:pw@10.0.0.1:26379/1?master=cropq")
 	require.NoError(t, err)
 	_, ok = opt.(asynq.RedisFailoverClientOpt)
 	assert.True(t, ok)
@@ -94,11 +94,11 @@ func TestSecretsFromFiles(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app-secret")
 	require.NoError(t, os.WriteFile(path, []byte("from-a-file\n"), 0o600))
 	env := MapEnv(map[string]string{"CROPQ_APP_SECRET_FILE": path, "CROPQ_API_TOKENS": "t1,t2"})
-	cfg, err := loadConfig(env)
+	cfg, err := LoadConfig(env)
 	require.NoError(t, err)
 	assert.Equal(t, "from-a-file", cfg.API.AppSecret, "the file wins, without its newline")
 	assert.Equal(t, []string{"t1", "t2"}, cfg.HTTP.Tokens)
 
-	_, err = loadConfig(MapEnv(map[string]string{"CROPQ_WEBHOOK_SECRET_FILE": "/nonexistent/secret"}))
+	_, err = LoadConfig(MapEnv(map[string]string{"CROPQ_WEBHOOK_SECRET_FILE": "/nonexistent/secret"}))
 	assert.ErrorContains(t, err, "CROPQ_WEBHOOK_SECRET_FILE")
 }

@@ -1,4 +1,4 @@
-package main
+package wiring
 
 import (
 	"context"
@@ -19,16 +19,16 @@ import (
 	"github.com/cropq/cropq/webhook"
 )
 
-// newProducer wires the producer library from cfg, with the claim-check
+// NewProducer wires the producer library from cfg, with the claim-check
 // store on the configured S3; log may be nil.
-func newProducer(ctx context.Context, cfg config, rdb redis.UniversalClient, log *slog.Logger) (*producer.Producer, error) {
-	inputs, err := newInputs(ctx, cfg)
+func NewProducer(ctx context.Context, cfg Config, rdb redis.UniversalClient, log *slog.Logger) (*producer.Producer, error) {
+	inputs, err := NewInputs(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	pcfg := producer.Config{Task: cfg.Task, Status: cfg.Status, Inputs: inputs,
-		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log, Backlog: newBacklog(cfg, rdb),
-		Weights: cfg.TenantWeights, Rate: fleetRate(cfg, rdb)}
+		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log, Backlog: NewBacklog(cfg, rdb),
+		Weights: cfg.TenantWeights, Rate: FleetRate(cfg, rdb)}
 	if cfg.WebhookSecret != "" {
 		// As in the worker: callbacks are enqueued only where workers can
 		// sign and deliver them.
@@ -37,10 +37,10 @@ func newProducer(ctx context.Context, cfg config, rdb redis.UniversalClient, log
 	return producer.New(rdb, pcfg), nil
 }
 
-// fleetRate reads the fleet's effective API call rate: the shared
+// FleetRate reads the fleet's effective API call rate: the shared
 // limiter's (adapted to rate-limit answers), or the configured ceiling when
 // the quota is not shared.
-func fleetRate(cfg config, rdb redis.UniversalClient) func(context.Context) (float64, error) {
+func FleetRate(cfg Config, rdb redis.UniversalClient) func(context.Context) (float64, error) {
 	if !cfg.QuotaShared {
 		return func(context.Context) (float64, error) { return cfg.Quota.Rate, nil }
 	}
@@ -55,9 +55,9 @@ func fleetRate(cfg config, rdb redis.UniversalClient) func(context.Context) (flo
 // at its maxmemory with the noeviction policy (OOM), or a read-only replica.
 var errRedisRefusesWrites = errors.New("redis refuses writes (OOM or read-only): raise maxmemory or fix the topology; nothing can be queued or recorded")
 
-// redisWritable reports whether Redis takes a write, with a tiny key that
+// RedisWritable reports whether Redis takes a write, with a tiny key that
 // expires on its own: reads alone (PING) say nothing of an OOM.
-func redisWritable(ctx context.Context, cfg config, rdb redis.UniversalClient) error {
+func RedisWritable(ctx context.Context, cfg Config, rdb redis.UniversalClient) error {
 	host, _ := os.Hostname()
 	err := rdb.Set(ctx, cfg.Status.Prefix+"writable:"+host, "1", 30*time.Second).Err()
 	switch {
@@ -70,12 +70,12 @@ func redisWritable(ctx context.Context, cfg config, rdb redis.UniversalClient) e
 	}
 }
 
-// newBacklog is where accepted requests wait for the feeder.
-func newBacklog(cfg config, rdb redis.UniversalClient) *backlog.Backlog {
+// NewBacklog is where accepted requests wait for the feeder.
+func NewBacklog(cfg Config, rdb redis.UniversalClient) *backlog.Backlog {
 	return backlog.New(rdb, backlog.Config{Prefix: cfg.Status.Prefix})
 }
 
-func newInputs(ctx context.Context, cfg config) (*storage.Inputs, error) {
+func NewInputs(ctx context.Context, cfg Config) (*storage.Inputs, error) {
 	s3c, err := storage.NewS3Client(ctx, cfg.S3)
 	if err != nil {
 		return nil, fmt.Errorf("s3 client: %w", err)
@@ -107,7 +107,7 @@ func (n webhookNotifier) Notify(ctx context.Context, callbackURL string, rec sta
 
 // webhookHandlers returns the worker's extra handler and queue for callback
 // deliveries, or nothing (with a warning) when no secret is configured.
-func webhookHandlers(cfg config, log *slog.Logger) (map[string]asynq.Handler, error) {
+func webhookHandlers(cfg Config, log *slog.Logger) (map[string]asynq.Handler, error) {
 	if cfg.WebhookSecret == "" {
 		log.Warn("worker: CROPQ_WEBHOOK_SECRET is not set: callbackUrl of requests is not called")
 		return nil, nil

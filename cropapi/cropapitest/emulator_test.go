@@ -1,4 +1,4 @@
-package emulator_test
+package cropapitest_test
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/cropapi"
-	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 )
 
 const (
@@ -39,7 +39,7 @@ type clock struct {
 func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 func newClock() *clock               { return &clock{t: time.Now()} }
-func imagesDir() string              { return filepath.Join("..", "testdata", "images") }
+func imagesDir() string              { return filepath.Join("..", "..", "testdata", "images") }
 func readImage(t *testing.T, n string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(imagesDir(), n))
@@ -48,14 +48,14 @@ func readImage(t *testing.T, n string) []byte {
 }
 
 type rig struct {
-	emu    *emulator.Server
+	emu    *cropapitest.Server
 	api    *httptest.Server
 	images *httptest.Server
 	client *cropapi.Client
 	clock  *clock
 }
 
-func newRig(t *testing.T, cfg emulator.Config) *rig {
+func newRig(t *testing.T, cfg cropapitest.Config) *rig {
 	t.Helper()
 	clk := newClock()
 	cfg.AppKey, cfg.AppSecret = appKey, appSecret
@@ -65,7 +65,7 @@ func newRig(t *testing.T, cfg emulator.Config) *rig {
 	if cfg.Seed == 0 {
 		cfg.Seed = 1
 	}
-	emu, err := emulator.New(cfg)
+	emu, err := cropapitest.New(cfg)
 	require.NoError(t, err)
 	api := httptest.NewServer(emu)
 	t.Cleanup(api.Close)
@@ -87,7 +87,7 @@ func download(t *testing.T, url string) (*http.Response, []byte) {
 }
 
 func TestCropToExactSize(t *testing.T) {
-	r := newRig(t, emulator.Config{})
+	r := newRig(t, cropapitest.Config{})
 	cases := []struct {
 		name, file string
 		byBase64   bool
@@ -130,7 +130,7 @@ func TestCropToExactSize(t *testing.T) {
 // The ball sits right of centre (x 800–1100 of 1200). A centre square crop
 // (x 200–1000) would cut a third of it; a content-aware one keeps it whole.
 func TestCropKeepsSalientObject(t *testing.T) {
-	r := newRig(t, emulator.Config{})
+	r := newRig(t, cropapitest.Config{})
 	src, _, err := image.Decode(bytes.NewReader(readImage(t, "ball-offcentre.jpg")))
 	require.NoError(t, err)
 	total := countRed(src, src.Bounds())
@@ -165,23 +165,23 @@ func TestErrorsThroughHTTP(t *testing.T) {
 	small := pngOf(t, 60, 60) // under the 100 px minimum for URL images
 	cases := []struct {
 		name      string
-		cfg       emulator.Config
+		cfg       cropapitest.Config
 		clientCfg func(*cropapi.Config)
 		url       string // relative to the image server unless absolute
 		calls     int    // calls to make; the last is checked
 		wantCode  string
 		wantClass cropapi.Class
 	}{
-		{name: "500 system error", cfg: emulator.Config{Faults: emulator.Faults{P500: 1}}, wantCode: "500", wantClass: cropapi.ClassRetryable},
-		{name: "501 quota", cfg: emulator.Config{Rate: 0.001, Burst: 1}, calls: 2, wantCode: "501", wantClass: cropapi.ClassRateLimited},
-		{name: "429 quota at the gateway", cfg: emulator.Config{Rate: 0.001, Burst: 1, RateLimit429: true}, calls: 2, wantCode: "http_429", wantClass: cropapi.ClassRateLimited},
+		{name: "500 system error", cfg: cropapitest.Config{Faults: cropapitest.Faults{P500: 1}}, wantCode: "500", wantClass: cropapi.ClassRetryable},
+		{name: "501 quota", cfg: cropapitest.Config{Rate: 0.001, Burst: 1}, calls: 2, wantCode: "501", wantClass: cropapi.ClassRateLimited},
+		{name: "429 quota at the gateway", cfg: cropapitest.Config{Rate: 0.001, Burst: 1, RateLimit429: true}, calls: 2, wantCode: "http_429", wantClass: cropapi.ClassRateLimited},
 		{name: "700 image too small", url: "/small.png", wantCode: "700", wantClass: cropapi.ClassPermanent},
-		{name: "801 model failed", cfg: emulator.Config{Faults: emulator.Faults{P801: 1}}, wantCode: "801", wantClass: cropapi.ClassRetryable},
-		{name: "900 injected", cfg: emulator.Config{Faults: emulator.Faults{P900: 1}}, wantCode: "900", wantClass: cropapi.ClassRetryable},
+		{name: "801 model failed", cfg: cropapitest.Config{Faults: cropapitest.Faults{P801: 1}}, wantCode: "801", wantClass: cropapi.ClassRetryable},
+		{name: "900 injected", cfg: cropapitest.Config{Faults: cropapitest.Faults{P900: 1}}, wantCode: "900", wantClass: cropapi.ClassRetryable},
 		{name: "900 source not found", url: "/missing.jpg", wantCode: "900", wantClass: cropapi.ClassRetryable},
 		{name: "1000 sensitive", url: "/sensitive/ball-offcentre.jpg", wantCode: "1000", wantClass: cropapi.ClassPermanent},
-		{name: "1001 content control", cfg: emulator.Config{Faults: emulator.Faults{P1001: 1}}, wantCode: "1001", wantClass: cropapi.ClassRetryable},
-		{name: "1002 risk filter", cfg: emulator.Config{Faults: emulator.Faults{P1002: 1}}, wantCode: "1002", wantClass: cropapi.ClassPermanent},
+		{name: "1001 content control", cfg: cropapitest.Config{Faults: cropapitest.Faults{P1001: 1}}, wantCode: "1001", wantClass: cropapi.ClassRetryable},
+		{name: "1002 risk filter", cfg: cropapitest.Config{Faults: cropapitest.Faults{P1002: 1}}, wantCode: "1002", wantClass: cropapi.ClassPermanent},
 		{name: "wrong secret", clientCfg: func(c *cropapi.Config) { c.AppSecret = "nope" }, wantCode: "IncompleteSignature", wantClass: cropapi.ClassPermanent},
 		{name: "unknown app key", clientCfg: func(c *cropapi.Config) { c.AppKey = "nope" }, wantCode: "InvalidAppKey", wantClass: cropapi.ClassPermanent},
 		{name: "stale timestamp", clientCfg: func(c *cropapi.Config) { c.Now = func() time.Time { return time.Now().Add(-time.Hour) } }, wantCode: "InvalidTimestamp", wantClass: cropapi.ClassPermanent},
@@ -245,7 +245,7 @@ func pngOf(t *testing.T, w, h int) []byte {
 }
 
 func TestResultURLExpiresAndIsSigned(t *testing.T) {
-	r := newRig(t, emulator.Config{ResultTTL: 5 * time.Second})
+	r := newRig(t, cropapitest.Config{ResultTTL: 5 * time.Second})
 	res, err := r.client.Crop(context.Background(), cropapi.Request{ImageURL: r.images.URL + "/mug-square.png", TargetWidth: 400, TargetHeight: 400})
 	require.NoError(t, err)
 	assert.WithinDuration(t, r.clock.Now().Add(5*time.Second), res.ExpiresAt, time.Second)
@@ -270,7 +270,7 @@ func TestResultURLExpiresAndIsSigned(t *testing.T) {
 }
 
 func TestTruncatedDownload(t *testing.T) {
-	r := newRig(t, emulator.Config{Faults: emulator.Faults{PTruncate: 1}})
+	r := newRig(t, cropapitest.Config{Faults: cropapitest.Faults{PTruncate: 1}})
 	res, err := r.client.Crop(context.Background(), cropapi.Request{ImageURL: r.images.URL + "/ball-offcentre.jpg", TargetWidth: 500, TargetHeight: 500})
 	require.NoError(t, err)
 	resp, err := http.Get(res.ImageURL)
@@ -282,24 +282,24 @@ func TestTruncatedDownload(t *testing.T) {
 }
 
 func TestControlEndpoints(t *testing.T) {
-	r := newRig(t, emulator.Config{})
+	r := newRig(t, cropapitest.Config{})
 	_, err := r.client.Crop(context.Background(), cropapi.Request{ImageURL: r.images.URL + "/mug-square.png", TargetWidth: 300, TargetHeight: 300})
 	require.NoError(t, err)
 
-	var st emulator.Stats
+	var st cropapitest.Stats
 	getJSON(t, http.MethodGet, r.api.URL+"/_emulator/stats", nil, &st)
 	assert.Equal(t, int64(1), st.Calls["200"])
 	assert.Equal(t, int64(1), st.Usage)
 	assert.Equal(t, 1, st.StoredResults)
 	assert.Positive(t, st.StoredBytes)
 
-	var f emulator.Faults
+	var f cropapitest.Faults
 	getJSON(t, http.MethodPut, r.api.URL+"/_emulator/faults", strings.NewReader(`{"p500":1}`), &f)
 	assert.InDelta(t, 1.0, f.P500, 0)
 	_, err = r.client.Crop(context.Background(), cropapi.Request{ImageURL: r.images.URL + "/mug-square.png", TargetWidth: 300, TargetHeight: 300})
 	assert.Equal(t, "500", cropapi.CodeOf(err))
 
-	var after emulator.Stats
+	var after cropapitest.Stats
 	getJSON(t, http.MethodPost, r.api.URL+"/_emulator/reset", nil, &after)
 	assert.Empty(t, after.Calls)
 	assert.Zero(t, after.Usage)
@@ -325,7 +325,7 @@ func getJSON(t *testing.T, method, url string, body io.Reader, v any) {
 
 // Results are bounded in memory; the oldest go first.
 func TestResultStoreEvictsOldest(t *testing.T) {
-	r := newRig(t, emulator.Config{MaxStoredBytes: 1})
+	r := newRig(t, cropapitest.Config{MaxStoredBytes: 1})
 	var urls []string
 	for range 2 {
 		res, err := r.client.Crop(context.Background(), cropapi.Request{ImageURL: r.images.URL + "/mug-square.png", TargetWidth: 300, TargetHeight: 300})
@@ -342,7 +342,7 @@ func TestResultStoreEvictsOldest(t *testing.T) {
 
 // The crop memo changes the cost, not the answer, nor the billing.
 func TestCropCacheGivesSameResultAndBills(t *testing.T) {
-	r := newRig(t, emulator.Config{CropCache: 2})
+	r := newRig(t, cropapitest.Config{CropCache: 2})
 	var bodies [][]byte
 	for range 2 {
 		res, err := r.client.Crop(context.Background(), cropapi.Request{ImageURL: r.images.URL + "/mug-square.png", TargetWidth: 300, TargetHeight: 300})

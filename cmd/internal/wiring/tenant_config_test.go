@@ -1,4 +1,4 @@
-package main
+package wiring
 
 import (
 	"strings"
@@ -10,13 +10,13 @@ import (
 
 func TestTenantWeightsConfig(t *testing.T) {
 	base := map[string]string{"CROPQ_REDIS_URL": "redis://127.0.0.1:1/0"}
-	load := func(weights string) (config, error) {
+	load := func(weights string) (Config, error) {
 		env := map[string]string{}
 		for k, v := range base {
 			env[k] = v
 		}
 		env["CROPQ_TENANT_WEIGHTS"] = weights
-		return loadConfig(MapEnv(env))
+		return LoadConfig(MapEnv(env))
 	}
 
 	c, err := load("")
@@ -60,7 +60,7 @@ func TestTenantWeightsConfig(t *testing.T) {
 // there (httpapi.SplitToken), so a bad entry stops `cropq api`, naming the
 // variable.
 func TestTenantTokensConfig(t *testing.T) {
-	c, err := loadConfig(MapEnv(map[string]string{"CROPQ_API_TOKENS": "acme:tok-a, globex:tok-g ,tok-d"}))
+	c, err := LoadConfig(MapEnv(map[string]string{"CROPQ_API_TOKENS": "acme:tok-a, globex:tok-g ,tok-d"}))
 	require.NoError(t, err)
 	assert.Equal(t, []string{"acme:tok-a", "globex:tok-g", "tok-d"}, c.HTTP.Tokens)
 }

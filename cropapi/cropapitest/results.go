@@ -1,4 +1,4 @@
-package emulator
+package cropapitest
 
 import (
 	"container/list"

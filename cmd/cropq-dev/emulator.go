@@ -10,13 +10,14 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/cmd/internal/wiring"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 )
 
-func runEmulator(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cropq emulator", flag.ContinueOnError)
+func runEmulator(ctx context.Context, env wiring.Env, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cropq-dev emulator", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:8090", "listen address HOST:PORT")
-	var cfg emulator.Config
+	var cfg cropapitest.Config
 	fs.Float64Var(&cfg.Rate, "rate", 5, "quota shared by all callers, requests per second (the vendor's default is 5)")
 	fs.IntVar(&cfg.Burst, "burst", 0, "quota burst (default: the rate, rounded up)")
 	fs.BoolVar(&cfg.RateLimit429, "rate-limit-429", false, "answer over-quota calls with HTTP 429 at the gateway instead of resCode 501")
@@ -36,14 +37,14 @@ func runEmulator(ctx context.Context, env Env, args []string, stdout, stderr io.
 	fs.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault dice (0: time-based)")
 	fs.IntVar(&cfg.CropCache, "crop-cache", 0, "memoize this many crops by (image, size); for benchmarks (0: off)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: cropq emulator [--addr HOST:PORT] [flags]
+		fmt.Fprintln(stderr, `usage: cropq-dev emulator [--addr HOST:PORT] [flags]
 
 The LOCAL STAND-IN of the Image Cropping API, for development, tests and benchmarks.
 It accepts the credentials in CROPQ_APP_KEY / CROPQ_APP_SECRET (the ones the client sends).
 Counters: GET /_emulator/stats; POST /_emulator/reset; PUT /_emulator/faults (JSON).`)
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := wiring.ParseFlags(fs, args, stderr); err != nil {
 		return err
 	}
 	appSecret, err := env.Secret("CROPQ_APP_SECRET")
@@ -54,9 +55,9 @@ Counters: GET /_emulator/stats; POST /_emulator/reset; PUT /_emulator/faults (JS
 	if cfg.AppKey == "" || cfg.AppSecret == "" {
 		return errors.New("CROPQ_APP_KEY and CROPQ_APP_SECRET must be set: the emulator accepts only those credentials")
 	}
-	log := newLogger(env, stderr)
+	log := wiring.NewLogger(env, stderr)
 	cfg.Logger = log
-	emu, err := emulator.New(cfg)
+	emu, err := cropapitest.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -68,5 +69,5 @@ Counters: GET /_emulator/stats; POST /_emulator/reset; PUT /_emulator/faults (JS
 	log.Warn("emulator: this is the LOCAL STAND-IN of the Image Cropping API, not the real (paid) API",
 		"addr", ln.Addr().String(), "rate", cfg.Rate, "result_ttl", cfg.ResultTTL)
 	fmt.Fprintf(stdout, "emulator listening on http://%s\n", ln.Addr())
-	return serveUntilDone(ctx, srv, ln, 5*time.Second)
+	return wiring.ServeUntilDone(ctx, srv, ln, 5*time.Second)
 }

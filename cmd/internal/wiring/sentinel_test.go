@@ -1,4 +1,4 @@
-package main
+package wiring
 
 import (
 	"context"
@@ -88,7 +88,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 		assert.Equal(t, int64(1), n, "%s is on the promoted replica", id)
 	}
 
-	opt, err := asynqConnOpt(url)
+	opt, err := AsynqConnOpt(url)
 	require.NoError(t, err)
 	insp := asynq.NewInspector(opt)
 	t.Cleanup(func() { _ = insp.Close() })

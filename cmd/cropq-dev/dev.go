@@ -25,7 +25,8 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
-	"github.com/cropq/cropq/emulator"
+	"github.com/cropq/cropq/cmd/internal/wiring"
+	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/redact"
 	"github.com/cropq/cropq/internal/webui"
@@ -34,7 +35,7 @@ import (
 	"github.com/cropq/cropq/tasks"
 )
 
-// devStack is what 'cropq dev' started; stop undoes it in reverse order.
+// devStack is what 'cropq-dev dev' started; stop undoes it in reverse order.
 type devStack struct {
 	stops []func()
 	log   *slog.Logger
@@ -48,15 +49,15 @@ func (d *devStack) stop() {
 	}
 }
 
-func runDev(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cropq dev", flag.ContinueOnError)
+func runDev(ctx context.Context, env wiring.Env, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cropq-dev dev", flag.ContinueOnError)
 	samples := fs.String("samples", filepath.Join("testdata", "images"), "directory of sample images to crop")
 	once := fs.Bool("once", false, "exit after the samples are done instead of serving until Ctrl-C")
 	width := fs.Int("width", 800, "target width of the sample crops")
 	height := fs.Int("height", 800, "target height of the sample crops")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the samples")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: cropq dev [flags]
+		fmt.Fprintln(stderr, `usage: cropq-dev dev [flags]
 
 Runs the whole system on this machine and crops the sample images:
   Redis     CROPQ_REDIS_URL if set, else redis-server from PATH or .tools/bin on a free port,
@@ -67,7 +68,7 @@ Runs the whole system on this machine and crops the sample images:
 Ctrl-C stops everything.`)
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args, stderr); err != nil {
+	if err := wiring.ParseFlags(fs, args, stderr); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -85,7 +86,7 @@ Ctrl-C stops everything.`)
 	defer stack.stop()
 	stack.onStop(func() { _ = os.RemoveAll(dir) })
 
-	cfg, err := loadConfig(env)
+	cfg, err := wiring.LoadConfig(env)
 	if err != nil {
 		return err
 	}
@@ -98,7 +99,7 @@ Ctrl-C stops everything.`)
 			return err
 		}
 	}
-	rdb, err := openRedis(ctx, cfg.RedisURL)
+	rdb, err := wiring.OpenRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
 	}
@@ -120,7 +121,7 @@ Ctrl-C stops everything.`)
 	if cfg.API.AppKey == "" {
 		cfg.API.AppKey, cfg.API.AppSecret = "dev-app-key", "dev-app-secret"
 	}
-	emu, err := emulator.New(emulator.Config{AppKey: cfg.API.AppKey, AppSecret: cfg.API.AppSecret, Logger: log})
+	emu, err := cropapitest.New(cropapitest.Config{AppKey: cfg.API.AppKey, AppSecret: cfg.API.AppSecret, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -143,7 +144,7 @@ Ctrl-C stops everything.`)
 	}
 
 	// A worker.
-	srv, _, err := newWorkerServer(ctx, cfg, rdb, log, nil)
+	srv, _, err := wiring.NewWorkerServer(ctx, cfg, rdb, log, nil)
 	if err != nil {
 		return err
 	}
@@ -155,7 +156,7 @@ Ctrl-C stops everything.`)
 	say("worker    concurrency %d, queue %s", cfg.Server.Concurrency, cfg.Task.Queue)
 
 	// Enqueue the samples: the first by base64, the rest by URL.
-	prod, err := newProducer(ctx, cfg, rdb, log)
+	prod, err := wiring.NewProducer(ctx, cfg, rdb, log)
 	if err != nil {
 		return err
 	}
@@ -293,7 +294,7 @@ func serveHTTP(stack *devStack, h http.Handler) (string, error) {
 	return "http://" + ln.Addr().String(), nil
 }
 
-func ensureBucket(ctx context.Context, cfg config) error {
+func ensureBucket(ctx context.Context, cfg wiring.Config) error {
 	client, err := storage.NewS3Client(ctx, cfg.S3)
 	if err != nil {
 		return err

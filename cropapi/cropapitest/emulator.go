@@ -1,7 +1,9 @@
-// Package emulator is the local stand-in of the Image Cropping API: a real
-// HTTP server that implements the API's contract so that the dev stack, the
-// tests and the benchmarks run offline, while production points the same
-// client at the real domain. It is never the real, paid API.
+// Package cropapitest is the emulator, the test double of package cropapi:
+// the local stand-in of the Image Cropping API, a real HTTP server that
+// implements the API's contract so that the dev stack (cropq-dev), the tests
+// and the benchmarks run offline, while production points the same client at
+// the real domain. It is never the real, paid API, and never linked into the
+// production binary (cmd/cropq).
 //
 // What it implements:
 //
@@ -16,7 +18,7 @@
 //     OSS-style presigned and refused with 403 once expired or tampered.
 //   - GET /_emulator/stats, POST /_emulator/reset, PUT /_emulator/faults:
 //     counters of what was served and billed, and fault injection at run time.
-package emulator
+package cropapitest
 
 import (
 	"crypto/rand"
@@ -208,7 +210,7 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Banner is the line to show wherever the emulator runs.
-const Banner = "LOCAL STAND-IN of the Image Cropping API (cropq emulator), not the real paid API"
+const Banner = "LOCAL STAND-IN of the Image Cropping API (cropq-dev emulator), not the real paid API"
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 

@@ -1,4 +1,4 @@
-package main
+package wiring
 
 import (
 	"context"
@@ -27,8 +27,8 @@ import (
 	"github.com/cropq/cropq/tasks"
 )
 
-// config is everything the subcommands wire from the environment.
-type config struct {
+// Config is everything the subcommands wire from the environment.
+type Config struct {
 	RedisURL string
 	Status   status.Config
 	Task     tasks.Options
@@ -80,9 +80,9 @@ type config struct {
 	DedupFetch bool
 }
 
-// loadConfig reads the environment; every error names its variable.
-func loadConfig(env Env) (config, error) {
-	var c config
+// LoadConfig reads the environment; every error names its variable.
+func LoadConfig(env Env) (Config, error) {
+	var c Config
 	var errs []error
 	add := func(err error) {
 		if err != nil {
@@ -254,24 +254,24 @@ func splitList(s string) []string {
 	return out
 }
 
-// connect loads the configuration and opens its Redis (which the caller
+// Connect loads the configuration and opens its Redis (which the caller
 // closes): the start of every subcommand that reads or writes the queue.
-func connect(ctx context.Context, env Env) (config, redis.UniversalClient, error) {
-	cfg, err := loadConfig(env)
+func Connect(ctx context.Context, env Env) (Config, redis.UniversalClient, error) {
+	cfg, err := LoadConfig(env)
 	if err != nil {
-		return config{}, nil, err
+		return Config{}, nil, err
 	}
-	rdb, err := openRedis(ctx, cfg.RedisURL)
+	rdb, err := OpenRedis(ctx, cfg.RedisURL)
 	if err != nil {
-		return config{}, nil, err
+		return Config{}, nil, err
 	}
 	return cfg, rdb, nil
 }
 
 const redisPingTimeout = 5 * time.Second
 
-// openRedis connects to c.RedisURL and checks that it answers.
-func openRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
+// OpenRedis connects to c.RedisURL and checks that it answers.
+func OpenRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
 	rdb, err := newRedisClient(url)
 	if err != nil {
 		return nil, err
@@ -338,9 +338,9 @@ func clusterURL(raw string) (addrs []string, password string, useTLS bool, err e
 	return strings.Split(u.Host, ","), password, u.Query().Get("tls") == "true", nil
 }
 
-// asynqConnOpt is CROPQ_REDIS_URL for components that open their own
+// AsynqConnOpt is CROPQ_REDIS_URL for components that open their own
 // connection through asynq (the web UI).
-func asynqConnOpt(raw string) (asynq.RedisConnOpt, error) {
+func AsynqConnOpt(raw string) (asynq.RedisConnOpt, error) {
 	if strings.HasPrefix(raw, "redis-cluster://") {
 		addrs, pw, useTLS, err := clusterURL(raw)
 		if err != nil {
@@ -359,7 +359,7 @@ func asynqConnOpt(raw string) (asynq.RedisConnOpt, error) {
 	return opt, nil
 }
 
-func logConfig(log *slog.Logger, c config) {
+func LogConfig(log *slog.Logger, c Config) {
 	log.Info("config", "redis", redact.URL(c.RedisURL), "queue", c.Task.Queue, "api_base_url", c.API.BaseURL,
 		"app_key_set", c.API.AppKey != "", "s3_endpoint", c.S3.Endpoint, "bucket", c.Storage.Bucket,
 		"concurrency", c.Server.Concurrency)

@@ -13,17 +13,18 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/cmd/internal/wiring"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/metrics"
-	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/producer"
+	"github.com/cropq/cropq/internal/webui"
 )
 
-// devWebUI serves the HTTP API and the web UI for `cropq dev`, behind
+// devWebUI serves the HTTP API and the web UI for `cropq-dev dev`, behind
 // CROPQ_API_TOKENS when set, else behind a token made up for this run
 // (the operators' own: it sees every tenant). It returns the base URL and
 // the token to type in.
-func devWebUI(ctx context.Context, stack *devStack, cfg config, rdb redis.UniversalClient, prod *producer.Producer, log *slog.Logger) (string, string, error) {
+func devWebUI(ctx context.Context, stack *devStack, cfg wiring.Config, rdb redis.UniversalClient, prod *producer.Producer, log *slog.Logger) (string, string, error) {
 	hcfg := cfg.HTTP
 	hcfg.Logger = log
 	token := ""
@@ -39,7 +40,7 @@ func devWebUI(ctx context.Context, stack *devStack, cfg config, rdb redis.Univer
 	if err != nil {
 		return "", "", err
 	}
-	page, err := newWebUI(ctx, cfg, rdb, prod, api, metrics.NewRegistry(), log)
+	page, err := wiring.NewWebUI(ctx, cfg, rdb, prod, api, metrics.NewRegistry(), log)
 	if err != nil {
 		return "", "", err
 	}

@@ -1,4 +1,4 @@
-package main
+package wiring
 
 import (
 	"context"
@@ -21,17 +21,17 @@ import (
 // uiLinkTTL is how long the web UI's links to stored crops live.
 const uiLinkTTL = 15 * time.Minute
 
-// newWebUI wires cropq's own page (package webui) for `cropq api`, and
+// NewWebUI wires cropq's own page (package webui) for `cropq api`, and
 // registers on reg the fleet-wide figures it shows, so that the page and
 // /metrics read the same sources.
-func newWebUI(ctx context.Context, cfg config, rdb redis.UniversalClient, prod *producer.Producer, api *httpapi.API,
+func NewWebUI(ctx context.Context, cfg Config, rdb redis.UniversalClient, prod *producer.Producer, api *httpapi.API,
 	reg prometheus.Registerer, log *slog.Logger) (*webui.UI, error) {
 	s3c, err := storage.NewS3Client(ctx, cfg.S3)
 	if err != nil {
 		return nil, err
 	}
 	st := status.NewStore(rdb, cfg.Status)
-	bl := newBacklog(cfg, rdb)
+	bl := NewBacklog(cfg, rdb)
 	ucfg := webui.Config{Records: st, Batches: prod, Links: storage.NewPresigner(s3c, uiLinkTTL), Tenant: api.Tenant,
 		Backlog: bl, Weights: cfg.TenantWeights, Logger: log}
 	if cfg.Dedup.Scope != dedup.ScopeOff {

@@ -1,0 +1,192 @@
+package wiring
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// EnvVar is one environment variable cropq reads.
+type EnvVar struct {
+	Name, Default, Help string
+	Secret              bool
+}
+
+// EnvVars is every environment variable cropq reads: Env.Get refuses any
+// other name, so this table (printed by 'cropq env' and in the README) is
+// complete by construction.
+func EnvVars() []EnvVar {
+	return []EnvVar{
+		{"CROPQ_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for queues, status and quota: redis://, rediss:// (TLS), redis-sentinel://[:pw@]h:p,h:p/db?master=NAME or redis-cluster://[:pw@]h:p,h:p", false},
+		{"CROPQ_KEY_PREFIX", "cropq:", "prefix of cropq's own Redis keys (asynq's are asynq:{queue}:…)", false},
+		{"CROPQ_STATUS_TTL", "168h", "how long a status record lives after its last update", false},
+		{"CROPQ_QUEUE", "crops", "queue crop tasks go to and workers read", false},
+		{"CROPQ_MAX_RETRY", "10", "failed attempts before a task is archived (rate limits do not count)", false},
+		{"CROPQ_TASK_TIMEOUT", "5m", "time limit of one attempt", false},
+		{"CROPQ_RETENTION", "24h", "how long a finished task is kept (its request id is refused meanwhile)", false},
+		{"CROPQ_CONCURRENCY", "10", "tasks one worker process runs at once", false},
+		{"CROPQ_SHUTDOWN_TIMEOUT", "25s", "grace given to running tasks on SIGTERM", false},
+		{"CROPQ_RETRY_BASE", "2s", "upper bound of the first retry delay (exponential, full jitter)", false},
+		{"CROPQ_RETRY_CAP", "5m", "largest retry delay", false},
+		{"CROPQ_DELAYED_CHECK_INTERVAL", "5s", "how often asynq moves due retries back to pending", false},
+		{"CROPQ_QUOTA_SHARED", "true", "take a token from the fleet-wide limiter in Redis before each API call (false: each worker only backs off on rate-limit answers)", false},
+		{"CROPQ_QUOTA_RATE", "5", "API calls per second for the whole fleet and account: the ceiling (the vendor's default quota is 5)", false},
+		{"CROPQ_QUOTA_BURST", "2", "API calls the limiter lets through at once (2 makes up a token the fleet was a few ms late for)", false},
+		{"CROPQ_QUOTA_MAX_WAIT", "5s", "longest a worker waits in place for a token before handing the task back (not a failure)", false},
+		{"CROPQ_QUOTA_ADAPTIVE", "true", "lower the shared rate on rate-limit answers, raise it back while calls succeed (AIMD)", false},
+		{"CROPQ_QUOTA_MIN_RATE", "0", "floor of the adapted rate (0: a twentieth of CROPQ_QUOTA_RATE)", false},
+		{"CROPQ_FEED_LEAD", "2s", "seconds of API calls, at the effective rate, the feeder keeps in asynq ahead of the workers: what an urgent request may wait behind", false},
+		{"CROPQ_LEASE_TTL", "10s", "lease of each running crop, renewed every fifth of it: a killed or frozen worker's crops run again on another worker about this long after it stopped (at least 1s)", false},
+		{"CROPQ_CLOCK_OFFSET", "0s", "fault injection: move this process's wall clock (record times, API signatures, expiry bookkeeping) by a signed duration, e.g. 10m or -10m, to try a worker whose clock is off; asynq's own bookkeeping keeps the system clock", false},
+		{"CROPQ_TENANT_WEIGHTS", "", "shares of the quota among tenants with work in the same lane: tenant=weight,… with weights 1–1000, e.g. acme=3,globex=1 (unlisted tenants weigh 1)", false},
+		{"CROPQ_DEDUP_SCOPE", "tenant", "reuse the stored result of the same crop (image and size) instead of paying again, and let twins in flight make one call: tenant (within a tenant), global (across tenants) or off", false},
+		{"CROPQ_DEDUP_TTL", "720h", "how long a stored result stays reusable (its index entry in Redis)", false},
+		{"CROPQ_DEDUP_FETCH", "false", "download a URL image before paying and key it by its bytes: catches the same image under different URLs (one download per request)", false},
+		{"CROPQ_API_BASE_URL", "https://api.aidc-ai.com", "Image Cropping API base URL (cn-api.aidc-ai.com for China accounts; the emulator's URL locally)", false},
+		{"CROPQ_APP_KEY", "", "API app key", false},
+		{"CROPQ_APP_SECRET", "", "API app secret (never logged)", true},
+		{"CROPQ_API_TRIAL", "false", "send x-iop-trial: true (draw on the free trial quota)", false},
+		{"CROPQ_ALLOW_PRIVATE_IMAGE_URLS", "false", "accept imageUrl on localhost or private addresses (only with the local emulator)", false},
+		{"CROPQ_API_TIMEOUT", "60s", "time limit of one API call", false},
+		{"CROPQ_S3_ENDPOINT", "", "S3 endpoint; empty = AWS S3 (MinIO: http://host:9000)", false},
+		{"CROPQ_S3_BUCKET", "cropq", "bucket results are copied into", false},
+		{"CROPQ_S3_PATH_STYLE", "auto", "path-style addressing: true, false, or auto (true when CROPQ_S3_ENDPOINT is set)", false},
+		{"CROPQ_KEY_TEMPLATE", "crops/{requestId}/{width}x{height}.{ext}", "S3 key of a result; placeholders {requestId} {width} {height} {ext} {date}", false},
+		{"CROPQ_MAX_RESULT_BYTES", "67108864", "largest result download accepted", false},
+		{"CROPQ_RESULT_HOSTS", "*.aliyuncs.com", "hosts result URLs may be downloaded from (comma-separated, *.suffix allowed; the vendor's OSS domains)", false},
+		{"CROPQ_RESULT_ALLOW_HTTP", "false", "accept http:// result URLs (only for the local emulator)", false},
+		{"CROPQ_MULTIPART_UPLOADS", "1", "results over 5 MiB copied at once per worker process; each costs ~15 MiB of RSS", false},
+		{"CROPQ_INPUTS_BUCKET", "", "bucket of claim-checked source images (empty: CROPQ_S3_BUCKET)", false},
+		{"CROPQ_INPUTS_PREFIX", "inputs/", "key prefix of claim-checked source images (give it a lifecycle rule)", false},
+		{"CROPQ_CLAIM_CHECK_BYTES", "262144", "base64 images longer than this go to S3, not into Redis (0: default)", false},
+		{"CROPQ_ENQUEUE_CONCURRENCY", "16", "enqueues in flight per batch (bulk enqueue, HTTP batch)", false},
+		{"CROPQ_WEBHOOK_SECRET", "", "HMAC key of callback signatures; empty: callbackUrl is not called", true},
+		{"CROPQ_WEBHOOK_ALLOW", "", "comma-separated CIDR prefixes callbacks may reach although private or loopback", false},
+		{"CROPQ_WEBHOOK_TIMEOUT", "10s", "time limit of one callback delivery", false},
+		{"CROPQ_API_ADDR", ":8080", "listen address of cropq api", false},
+		{"CROPQ_API_TOKENS", "", "comma-separated bearer tokens accepted by cropq api (required there): tenant:token gives the token's requests that tenant, a bare token is tenant default; a token belongs to one tenant", true},
+		{"CROPQ_API_MAX_BATCH", "1000", "most items in one POST /v1/crops/batch", false},
+		{"CROPQ_API_MAX_BODY_BYTES", "35651584", "largest body of one crop (POST /v1/crops): a 32 MiB base64 image and 2 MiB more", false},
+		{"CROPQ_API_MAX_BATCH_BODY_BYTES", "67108864", "largest body of a batch (POST /v1/crops/batch)", false},
+		{"CROPQ_API_MAX_INFLIGHT_BYTES", "134217728", "request bodies cropq api handles at once, in bytes (each costs about 3× its size in memory); more wait, then get 503", false},
+		{"CROPQ_WORKER_ADDR", ":9090", "a worker's /healthz, /readyz (false while draining) and /metrics", false},
+		{"CROPQ_MONITOR_READONLY", "true", "asynq web UI at /monitoring in cropq api: no retry/delete/archive actions unless false", false},
+		{"CROPQ_MONITOR_AUTH", "true", "the web UI needs the API's credentials (a token as Basic password or Bearer); false only for local dev", false},
+		{"CROPQ_PROMETHEUS_URL", "", "Prometheus the web UI queries for its metrics charts (empty: charts off)", false},
+		{"AWS_REGION", "us-east-1", "S3 region", false},
+		{"AWS_ACCESS_KEY_ID", "", "S3 access key; empty = the AWS default credentials chain", false},
+		{"AWS_SECRET_ACCESS_KEY", "", "S3 secret key (never logged)", true},
+		{"CROPQ_LOG_FORMAT", "json", "json or text", false},
+		{"CROPQ_LOG_LEVEL", "info", "debug, info, warn or error", false},
+	}
+}
+
+// Env reads configuration from the environment, with the table's defaults.
+type Env struct {
+	lookup func(string) (string, bool)
+}
+
+// OSEnv reads the process environment.
+func OSEnv() Env { return Env{lookup: os.LookupEnv} }
+
+// MapEnv reads m (tests).
+func MapEnv(m map[string]string) Env {
+	return Env{lookup: func(k string) (string, bool) { v, ok := m[k]; return v, ok }}
+}
+
+// Get returns the variable's value, or its default when unset or empty.
+func (e Env) Get(name string) string {
+	for _, v := range EnvVars() {
+		if v.Name != name {
+			continue
+		}
+		if val, ok := e.lookup(name); ok && val != "" {
+			return val
+		}
+		return v.Default
+	}
+	panic("cropq: undocumented environment variable " + name)
+}
+
+// Secret returns a secret variable's value, read from the file named by
+// NAME_FILE when that is set (a mounted Kubernetes or Docker secret), so the
+// secret need not sit in the environment.
+func (e Env) Secret(name string) (string, error) {
+	if path, ok := e.lookup(name + "_FILE"); ok && path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("%s_FILE: %w", name, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return e.Get(name), nil
+}
+
+// IsSet reports whether the variable was given.
+func (e Env) IsSet(name string) bool {
+	_ = e.Get(name) // documented?
+	v, ok := e.lookup(name)
+	return ok && v != ""
+}
+
+// envError names the variable whose value is wrong.
+func envError(name, val, want string) error {
+	return fmt.Errorf("%s=%q: want %s", name, val, want)
+}
+
+func (e Env) Int(name string) (int, error) {
+	s := e.Get(name)
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, envError(name, s, "an integer")
+	}
+	return v, nil
+}
+
+func (e Env) Duration(name string) (time.Duration, error) {
+	s := e.Get(name)
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return 0, envError(name, s, "a duration such as 30s or 5m")
+	}
+	return v, nil
+}
+
+func (e Env) Float(name string) (float64, error) {
+	s := e.Get(name)
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 {
+		return 0, envError(name, s, "a non-negative number")
+	}
+	return v, nil
+}
+
+func (e Env) Bool(name string) (bool, error) {
+	s := e.Get(name)
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, envError(name, s, "true or false")
+	}
+	return v, nil
+}
+
+// EnvMarkdown is the README's configuration table (a test keeps them equal).
+func EnvMarkdown() string {
+	var b strings.Builder
+	b.WriteString("Every secret (marked 🔒) can instead be read from a file: set `NAME_FILE` to its path.\n\n")
+	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
+	for _, v := range EnvVars() {
+		def := "`" + v.Default + "`"
+		if v.Default == "" {
+			def = "(empty)"
+		}
+		lock := ""
+		if v.Secret {
+			lock = " 🔒"
+		}
+		fmt.Fprintf(&b, "| `%s`%s | %s | %s |\n", v.Name, lock, def, strings.ReplaceAll(v.Help, "|", "\\|"))
+	}
+	return b.String()
+}
