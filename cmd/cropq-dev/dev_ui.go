@@ -16,8 +16,8 @@ import (
 	"github.com/cropq/cropq/cmd/internal/wiring"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/metrics"
-	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/internal/webui"
+	"github.com/cropq/cropq/producer"
 )
 
 // devWebUI serves the HTTP API and the web UI for `cropq-dev dev`, behind

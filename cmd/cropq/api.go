@@ -15,8 +15,8 @@ import (
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/monitor"
-	"github.com/cropq/cropq/tasks"
 	"github.com/cropq/cropq/internal/webui"
+	"github.com/cropq/cropq/tasks"
 )
 
 func runAPI(ctx context.Context, env wiring.Env, args []string, stdout, stderr io.Writer) error {

@@ -15,12 +15,12 @@ import (
 	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
-	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/internal/worker"
 )
 
 // frozenQuota stands for a worker frozen (SIGSTOP) just before it pays: its

@@ -605,7 +605,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	t.Run("a checkpointed crop waits out a bucket outage without spending its retries", func(t *testing.T) {
 		// MaxRetry 2: the failed upload spends one; copies of the checkpoint
 		// tried while the bucket is still away would spend the rest.
-		r := newPolicyRig(t, minio, rowSpec{emu: emulator.Config{}, noBucket: true, storageWait: 200 * time.Millisecond})
+		r := newPolicyRig(t, minio, rowSpec{emu: cropapitest.Config{}, noBucket: true, storageWait: 200 * time.Millisecond})
 		r.enqueue(t, "wait-out", "good.png", 2)
 		r.await(t, "wait-out", func(rec status.Record) bool {
 			n := 0

@@ -17,10 +17,10 @@ import (
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/webhook"
-	"github.com/cropq/cropq/internal/worker"
 )
 
 // NewWorkerServer wires the handler's parts from cfg.
