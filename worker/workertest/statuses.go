@@ -73,10 +73,18 @@ func (s *Statuses) store(rec status.Record) (status.Record, bool, error) {
 	return out, true, err
 }
 
+// decode reads a stored record, filling in what a lean queued record
+// leaves out, as the Redis store does.
 func decode(b []byte) (status.Record, error) {
 	var r status.Record
 	if err := json.Unmarshal(b, &r); err != nil {
 		return status.Record{}, fmt.Errorf("status: decode: %w", err)
+	}
+	if r.UpdatedAt.IsZero() {
+		r.UpdatedAt = r.CreatedAt
+	}
+	if len(r.History) == 0 && !r.CreatedAt.IsZero() {
+		r.History = []status.Transition{{State: status.Queued, At: r.CreatedAt}}
 	}
 	return r, nil
 }
@@ -120,9 +128,8 @@ func (s *Statuses) Transition(ctx context.Context, id string, u status.Update) (
 		if u.To != status.Running {
 			return status.Record{}, wrap(status.ErrNotFound)
 		}
-		now := time.Now().UTC()
-		rec = status.Record{RequestID: id, State: status.Queued, CreatedAt: now, UpdatedAt: now,
-			History: []status.Transition{{State: status.Queued, At: now}}}
+		// As the Redis store does: its history starts with this move.
+		rec = status.Record{RequestID: id, State: status.Queued, CreatedAt: time.Now().UTC()}
 	}
 	if err := status.Apply(&rec, u, time.Now(), historyLimit); err != nil {
 		var te *status.TransitionError
