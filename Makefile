@@ -20,6 +20,7 @@ all: lint test
 help:
 	@echo "make run    - run the whole system locally (Redis, S3, API emulator, worker) and crop the samples"
 	@echo "make test   - install test servers if missing, then run every test and short fuzz runs"
+	@echo "make test-unit - the fast tier alone (go test -short): no servers, under a minute"
 	@echo "make lint   - gofmt, go vet, staticcheck"
 	@echo "make vuln   - govulncheck (needs vuln.go.dev)"
 	@echo "make bench  - pipeline and memory benchmark table (ratios against baselines of the same run)"
@@ -46,8 +47,10 @@ test: tools
 	cd deploy && $(GO) test $(TEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory fuzz
 
+# The fast tier alone: no server started, no binary built (README, "Tests").
 test-unit:
 	$(GO) test -short $(TEST_FLAGS) $(PKGS)
+	cd deploy && $(GO) test -short $(TEST_FLAGS) ./...
 
 # Each fuzz target for FUZZTIME (a few seconds in CI; `make fuzz-long` for more).
 FUZZ_TARGETS := ./cropapi:FuzzDecodeResponse ./cropapi:FuzzValidate ./tasks:FuzzParseAndValidate ./internal/httpapi:FuzzDecodeRequest ./internal/strictjson:FuzzUnmarshal ./internal/netguard:FuzzCanonical

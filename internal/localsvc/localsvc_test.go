@@ -12,6 +12,9 @@ import (
 // because the other one answers: CI once ran tests against a MinIO that was
 // not theirs (or not yet initialised) for this reason.
 func TestServerOnTakenPortIsNotReady(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs redis-server and MinIO: skipped with -short")
+	}
 	ctx := context.Background()
 
 	t.Run("redis", func(t *testing.T) {

@@ -1,7 +1,8 @@
 // Package testenv starts the real servers tests need — redis-server and
 // MinIO — on free ports in temporary directories, stopped by t.Cleanup.
 // A missing binary fails the test with the command that installs it; it
-// never skips.
+// never skips, except under -short (go test -short, make test-unit), which
+// runs the fast tier alone: every test that needs a server is skipped.
 package testenv
 
 import (
@@ -17,6 +18,14 @@ import (
 	"github.com/cropq/cropq/internal/localsvc"
 )
 
+// needs skips the test under -short: the fast tier runs no servers.
+func needs(t testing.TB, server string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("needs %s: skipped with -short", server)
+	}
+}
+
 // fail stops the test; a *localsvc.NotInstalledError's message says how to
 // install the missing server.
 func fail(t testing.TB, what string, err error) {
@@ -27,6 +36,7 @@ func fail(t testing.TB, what string, err error) {
 // Redis starts a redis-server with AOF on, for the test's lifetime.
 func Redis(t testing.TB) *localsvc.Redis {
 	t.Helper()
+	needs(t, "redis-server")
 	r, err := localsvc.StartRedis(context.Background(), localsvc.RedisOptions{Dir: t.TempDir(), AppendOnly: true})
 	if err != nil {
 		fail(t, "start redis-server", err)
@@ -39,6 +49,7 @@ func Redis(t testing.TB) *localsvc.Redis {
 // test's lifetime.
 func RedisCluster(t testing.TB) *localsvc.RedisCluster {
 	t.Helper()
+	needs(t, "a Redis Cluster (redis-server)")
 	c, err := localsvc.StartRedisCluster(context.Background(), t.TempDir(), 3)
 	if err != nil {
 		fail(t, "start redis cluster", err)
@@ -50,6 +61,7 @@ func RedisCluster(t testing.TB) *localsvc.RedisCluster {
 // MinIO starts a MinIO server for the test's lifetime.
 func MinIO(t testing.TB) *localsvc.MinIO {
 	t.Helper()
+	needs(t, "MinIO")
 	m, err := localsvc.StartMinIO(context.Background(), localsvc.MinIOOptions{Dir: t.TempDir()})
 	if err != nil {
 		fail(t, "start minio", err)
@@ -96,6 +108,7 @@ func sanitize(s string) string {
 // lifetime.
 func RedisReplica(t testing.TB, primary *localsvc.Redis) *localsvc.Redis {
 	t.Helper()
+	needs(t, "redis-server")
 	r, err := localsvc.StartRedis(context.Background(), localsvc.RedisOptions{Dir: t.TempDir(), ReplicaOf: primary.Addr()})
 	if err != nil {
 		fail(t, "start redis-server replica", err)
@@ -108,6 +121,7 @@ func RedisReplica(t testing.TB, primary *localsvc.Redis) *localsvc.Redis {
 // master, for the test's lifetime.
 func RedisSentinel(t testing.TB, master string, primary *localsvc.Redis) *localsvc.RedisSentinel {
 	t.Helper()
+	needs(t, "Redis Sentinel (redis-server)")
 	s, err := localsvc.StartRedisSentinel(context.Background(), localsvc.SentinelOptions{Dir: t.TempDir(), Master: master, MasterAddr: primary.Addr()})
 	if err != nil {
 		fail(t, "start redis sentinel", err)

@@ -66,8 +66,9 @@ type Quota interface {
 
 // Leases keeps a short lease on each running crop (package lease), so that
 // the crops of a worker that died or froze run again within seconds.
+// RedisLeases adapts package lease's Leases to it.
 type Leases interface {
-	Acquire(ctx context.Context, h lease.Holder) (context.Context, *lease.Lease, error)
+	Acquire(ctx context.Context, h lease.Holder) (context.Context, Lease, error)
 }
 
 // HandlerConfig tunes the handler. Zero values take defaults.
@@ -196,7 +197,29 @@ func NewHandler(cropper Cropper, copier Copier, st StatusStore, cfg HandlerConfi
 //
 // Errors are classified once, in h.fail, into asynq's outcomes.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	p, err := tasks.ParseCropPayload(t.Payload())
+	// asynq hands these over only through the context, with no way to set
+	// them outside a server: read here, so that ProcessRun can be driven
+	// without one (package workertest's tests).
+	var run TaskRun
+	run.Retried, _ = asynq.GetRetryCount(ctx)
+	run.MaxRetry, _ = asynq.GetMaxRetry(ctx)
+	run.TaskID, _ = asynq.GetTaskID(ctx)
+	run.Queue, _ = asynq.GetQueueName(ctx)
+	return h.ProcessRun(ctx, run, t.Payload())
+}
+
+// TaskRun is what asynq tells a handler about one run of a task.
+type TaskRun struct {
+	TaskID   string
+	Queue    string
+	Retried  int // retries so far: 0 on the first run
+	MaxRetry int // the run with Retried == MaxRetry is the last
+}
+
+// ProcessRun is ProcessTask with asynq's facts about the run given rather
+// than read from ctx.
+func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) error {
+	p, err := tasks.ParseCropPayload(payload)
 	if err != nil {
 		// Not ours to fix by retrying; without a trusted id there is no record.
 		h.log.ErrorContext(ctx, "crop: undecodable payload", "err", err)
@@ -207,10 +230,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// rule (base64 wins) rather than fail it now.
 		p.ImageURL = ""
 	}
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	taskID, _ := asynq.GetTaskID(ctx)
-	queue, _ := asynq.GetQueueName(ctx)
+	retried, maxRetry, taskID, queue := run.Retried, run.MaxRetry, run.TaskID, run.Queue
 	n := retried + 1
 	var takeover *status.Takeover
 	if r := p.Rescue; r != nil {
@@ -385,7 +405,7 @@ type attempt struct {
 	n       int  // 1-based attempt number
 	last    bool // no retry follows a failure of this attempt
 	task    string
-	lease   *lease.Lease // nil without Leases
+	lease   Lease // nil without Leases
 	log     *slog.Logger
 }
 
@@ -393,7 +413,10 @@ type attempt struct {
 // (its crop now another task's), or whose task asynq's recoverer ran again
 // elsewhere (its clock far behind the others'), must not pay for it.
 func (h *Handler) owned(ctx context.Context, a attempt) error {
-	held, err := a.lease.Held(ctx)
+	held, err := true, error(nil)
+	if a.lease != nil {
+		held, err = a.lease.Held(ctx)
+	}
 	switch {
 	case err != nil:
 		return err

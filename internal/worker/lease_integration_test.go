@@ -66,7 +66,7 @@ func TestAFrozenWorkersCropIsRescued(t *testing.T) {
 		require.NoError(t, err)
 		client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s", Limits: local})
 		require.NoError(t, err)
-		return worker.NewHandler(client, copier, statuses, worker.HandlerConfig{Limits: local, Leases: leases, Quota: q})
+		return worker.NewHandler(client, copier, statuses, worker.HandlerConfig{Limits: local, Leases: worker.RedisLeases(leases), Quota: q})
 	}
 	run := func(h *worker.Handler) {
 		ws := worker.NewServer(rdb, worker.ServerConfig{Concurrency: 1, DelayedTaskCheckInterval: checkInterval, ShutdownTimeout: 2 * time.Second,

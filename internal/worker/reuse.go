@@ -25,8 +25,31 @@ type Dedup interface {
 	// Forget drops key's entry while it names requestID's result.
 	Forget(ctx context.Context, key, requestID string) error
 	// Acquire takes the lease on key; nil and the holder when taken.
-	Acquire(ctx context.Context, key, owner string) (*dedup.Lease, string, error)
+	Acquire(ctx context.Context, key, owner string) (KeyLease, string, error)
 	CountSaved(ctx context.Context, reason string) error
+}
+
+// KeyLease is a crop key held while its result is paid for (*dedup.Lease).
+type KeyLease interface {
+	Release(ctx context.Context)
+}
+
+// RedisDedup adapts package dedup's Index to Dedup (nil to nil).
+func RedisDedup(x *dedup.Index) Dedup {
+	if x == nil {
+		return nil
+	}
+	return redisDedup{x}
+}
+
+type redisDedup struct{ *dedup.Index }
+
+func (d redisDedup) Acquire(ctx context.Context, key, owner string) (KeyLease, string, error) {
+	l, holder, err := d.Index.Acquire(ctx, key, owner)
+	if l == nil {
+		return nil, holder, err // a nil interface, not a nil *dedup.Lease in one
+	}
+	return l, holder, err
 }
 
 // StoredCopier copies an object stored for another request, server-side
@@ -57,7 +80,7 @@ func (e *CoalescingError) Error() string {
 // and the lease when this request is the one that pays.
 type claim struct {
 	key   string
-	lease *dedup.Lease
+	lease KeyLease
 }
 
 func (c *claim) release(ctx context.Context) {

@@ -84,13 +84,13 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 	lcfg := cfg.Lease
 	lcfg.Logger = log
 	leases := lease.New(rdb, lcfg)
-	hcfg.Leases = leases
+	hcfg.Leases = worker.RedisLeases(leases)
 	if cfg.Dedup.Scope != dedup.ScopeOff {
 		dcfg := cfg.Dedup
 		if cfg.DedupFetch {
 			dcfg.Fetch = dedup.NewFetcher(dedup.FetchConfig{AllowPrivate: cfg.API.Limits.AllowPrivateHosts})
 		}
-		hcfg.Dedup, hcfg.Reuse = dedup.New(rdb, dcfg), copier
+		hcfg.Dedup, hcfg.Reuse = worker.RedisDedup(dedup.New(rdb, dcfg)), copier
 	}
 	h := worker.NewHandler(api, copier, st, hcfg)
 	cfg.Server.Logger = log

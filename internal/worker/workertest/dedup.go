@@ -1,0 +1,132 @@
+package workertest
+
+import (
+	"context"
+	"sync"
+
+	"github.com/cropq/cropq/internal/dedup"
+	"github.com/cropq/cropq/internal/worker"
+	"github.com/cropq/cropq/tasks"
+)
+
+// Dedup is an in-memory result-reuse index (worker.Dedup): crop keys are
+// computed by a real dedup.Keyer; entries and key leases live in maps and
+// never expire.
+type Dedup struct {
+	// Keyer computes crop keys (default: global scope, no fetching).
+	Keyer dedup.Keyer
+
+	mu      sync.Mutex
+	entries map[string]dedup.Result
+	holders map[string]*KeyLease
+	saved   map[string]int
+}
+
+// NewDedup returns an empty index with global scope.
+func NewDedup() *Dedup {
+	return &Dedup{Keyer: dedup.Keyer{Scope: dedup.ScopeGlobal},
+		entries: map[string]dedup.Result{}, holders: map[string]*KeyLease{}, saved: map[string]int{}}
+}
+
+// Key is p's crop key (see dedup.Keyer).
+func (d *Dedup) Key(ctx context.Context, p tasks.CropPayload) (string, error) {
+	return d.Keyer.Key(ctx, p)
+}
+
+// Lookup returns the result stored under key.
+func (d *Dedup) Lookup(_ context.Context, key string) (dedup.Result, bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r, ok := d.entries[key]
+	return r, ok, nil
+}
+
+// Remember stores r under key.
+func (d *Dedup) Remember(_ context.Context, key string, r dedup.Result) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.entries[key] = r
+	return nil
+}
+
+// Forget drops key's entry while it names requestID's result.
+func (d *Dedup) Forget(_ context.Context, key, requestID string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.entries[key].RequestID == requestID {
+		delete(d.entries, key)
+	}
+	return nil
+}
+
+// KeyLease is a crop key held by one request (worker.KeyLease).
+type KeyLease struct {
+	d          *Dedup
+	key, owner string
+}
+
+// Acquire takes key's lease for owner; when another holds it, nil and the
+// holder.
+func (d *Dedup) Acquire(_ context.Context, key, owner string) (worker.KeyLease, string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if h := d.holders[key]; h != nil {
+		return nil, h.owner, nil
+	}
+	l := &KeyLease{d: d, key: key, owner: owner}
+	d.holders[key] = l
+	return l, "", nil
+}
+
+// Hold makes owner (a twin request) hold key's lease, as if it were paying
+// for the key's result on another worker.
+func (d *Dedup) Hold(key, owner string) *KeyLease {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := &KeyLease{d: d, key: key, owner: owner}
+	d.holders[key] = l
+	return l
+}
+
+// Release gives the key up, if this lease still holds it.
+func (l *KeyLease) Release(context.Context) {
+	l.d.mu.Lock()
+	defer l.d.mu.Unlock()
+	if l.d.holders[l.key] == l {
+		delete(l.d.holders, l.key)
+	}
+}
+
+// CountSaved counts a paid call saved for reason.
+func (d *Dedup) CountSaved(_ context.Context, reason string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.saved[reason]++
+	return nil
+}
+
+// Saved is how many calls were saved for reason (worker.SavedReused,
+// worker.SavedCoalesced).
+func (d *Dedup) Saved(reason string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.saved[reason]
+}
+
+// Entry is the result indexed under key.
+func (d *Dedup) Entry(key string) (dedup.Result, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r, ok := d.entries[key]
+	return r, ok
+}
+
+// Holder is the request holding key's lease, "" when none.
+func (d *Dedup) Holder(key string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if h := d.holders[key]; h != nil {
+		return h.owner
+	}
+	return ""
+}
