@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cropq/cropq/internal/redact"
+
+	"github.com/cropq/cropq/cropapi/internal/wire"
 )
 
 // DefaultBaseURL is the API's domain for global accounts.
@@ -125,14 +127,14 @@ func (c *Client) Crop(ctx context.Context, req Request) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 
-	ts := Timestamp(c.cfg.Now())
+	ts := wire.Timestamp(c.cfg.Now())
 	q := url.Values{}
-	q.Set("partner_id", PartnerID)
-	q.Set("sign_method", SignMethod)
-	q.Set("sign_ver", SignVer)
+	q.Set("partner_id", wire.PartnerID)
+	q.Set("sign_method", wire.SignMethod)
+	q.Set("sign_ver", wire.SignVer)
 	q.Set("app_key", c.cfg.AppKey)
 	q.Set("timestamp", ts)
-	q.Set("sign", Sign(c.cfg.AppSecret, ts))
+	q.Set("sign", wire.Sign(c.cfg.AppSecret, ts))
 	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint+"?"+q.Encode(), bytes.NewReader(payload))
 	if err != nil {
 		return Result{}, fmt.Errorf("cropapi: build request: %w", err)

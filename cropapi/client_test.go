@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/cropapi/internal/wire"
 )
 
 const (
@@ -64,7 +66,7 @@ func TestCropWireFormat(t *testing.T) {
 	assert.Equal(t, "/rest/ai/image/cropping", got.path)
 	assert.Equal(t, map[string]string{
 		"partner_id": "aidge", "sign_method": "sha256", "sign_ver": "v2", "app_key": testKey,
-		"timestamp": "1719233941145", "sign": Sign(testSecret, "1719233941145"),
+		"timestamp": "1719233941145", "sign": wire.Sign(testSecret, "1719233941145"),
 	}, got.query)
 	assert.Equal(t, "true", got.trial)
 	assert.Equal(t, "application/json", got.ctype)

@@ -1,7 +1,6 @@
 package cropapi
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,100 +8,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cropq/cropq/cropapi/internal/wire"
 )
-
-// Envelope is the API's response body: the gateway layer (code, type,
-// message, request_id, possibly wrapped in error_response) and the business
-// layer (success, resCode, resMessage, requestId, data). Servers (the
-// emulator) encode it; clients decode it.
-type Envelope struct {
-	// Gateway layer.
-	GatewayCode      FlexString    `json:"code"`
-	Type             string        `json:"type,omitempty"`
-	Message          string        `json:"message,omitempty"`
-	GatewayRequestID string        `json:"request_id,omitempty"`
-	ErrorResponse    *GatewayReply `json:"error_response,omitempty"`
-
-	// Business layer.
-	Success    *bool         `json:"success,omitempty"`
-	ResCode    *FlexInt      `json:"resCode,omitempty"`
-	ResMessage string        `json:"resMessage,omitempty"`
-	RequestID  string        `json:"requestId,omitempty"`
-	Data       *EnvelopeData `json:"data,omitempty"`
-	TraceID    string        `json:"_trace_id_,omitempty"`
-}
-
-// GatewayReply is the gateway's error, as some gateways wrap it.
-type GatewayReply struct {
-	Code      FlexString `json:"code"`
-	Type      string     `json:"type,omitempty"`
-	Message   string     `json:"message,omitempty"`
-	Msg       string     `json:"msg,omitempty"`
-	RequestID string     `json:"request_id,omitempty"`
-}
-
-// EnvelopeData is the business payload of a successful crop.
-type EnvelopeData struct {
-	ImageURL string  `json:"imageUrl"`
-	Usage    FlexInt `json:"usage"`
-	Width    FlexInt `json:"width"`
-	Height   FlexInt `json:"height"`
-	Class    string  `json:"class,omitempty"`
-}
-
-// FlexString decodes a JSON string or number (gateways differ) as a string.
-type FlexString string
-
-func (s *FlexString) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if len(b) > 0 && b[0] == '"' {
-		var v string
-		if err := json.Unmarshal(b, &v); err != nil {
-			return err
-		}
-		*s = FlexString(v)
-		return nil
-	}
-	if bytes.Equal(b, []byte("null")) {
-		*s = ""
-		return nil
-	}
-	var n json.Number
-	if err := json.Unmarshal(b, &n); err != nil {
-		return fmt.Errorf("code: want string or number")
-	}
-	*s = FlexString(n.String())
-	return nil
-}
-
-// FlexInt decodes a JSON number or a numeric string (the vendor's samples send
-// numbers as strings) as an int.
-type FlexInt int
-
-func (n *FlexInt) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if bytes.Equal(b, []byte("null")) {
-		*n = 0
-		return nil
-	}
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		b = []byte(strings.TrimSpace(s))
-	}
-	v, err := strconv.ParseInt(string(b), 10, 0)
-	if err != nil {
-		f, ferr := strconv.ParseFloat(string(b), 64)
-		if ferr != nil || f != float64(int64(f)) {
-			return fmt.Errorf("want an integer, got %.20q", b)
-		}
-		v = int64(f)
-	}
-	*n = FlexInt(v)
-	return nil
-}
 
 // Result is a successful crop.
 type Result struct {
@@ -130,7 +38,7 @@ const maxErrBody = 256
 // DecodeResponse turns an HTTP answer into a Result or one of this package's
 // errors, in the order the protocol page gives: transport, gateway, business.
 func DecodeResponse(status int, header http.Header, body []byte) (Result, error) {
-	var env Envelope
+	var env wire.Envelope
 	jsonErr := json.Unmarshal(body, &env)
 
 	if status < 200 || status > 299 {
@@ -186,7 +94,7 @@ func DecodeResponse(status int, header http.Header, body []byte) (Result, error)
 
 // gatewayError returns the gateway's refusal in env, or nil when the gateway
 // let the call through (code absent or "0").
-func gatewayError(env *Envelope) *GatewayError {
+func gatewayError(env *wire.Envelope) *GatewayError {
 	if r := env.ErrorResponse; r != nil && r.Code != "" && r.Code != "0" {
 		msg := r.Message
 		if msg == "" {

@@ -15,14 +15,15 @@ import (
 	"time"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/cropapi/internal/wire"
 )
 
 // wireRequest is the body of a crop call; numbers may come as strings.
 type wireRequest struct {
-	ImageURL     string          `json:"imageUrl"`
-	ImageBase64  string          `json:"imageBase64"`
-	TargetWidth  cropapi.FlexInt `json:"targetWidth"`
-	TargetHeight cropapi.FlexInt `json:"targetHeight"`
+	ImageURL     string       `json:"imageUrl"`
+	ImageBase64  string       `json:"imageBase64"`
+	TargetWidth  wire.FlexInt `json:"targetWidth"`
+	TargetHeight wire.FlexInt `json:"targetHeight"`
 }
 
 // handleCrop answers one API call, in the order the real service does:
@@ -32,14 +33,14 @@ func (s *Server) handleCrop(w http.ResponseWriter, r *http.Request) {
 	gwID := newID(12)
 	if outcome, msg := s.checkGateway(q); outcome != "" {
 		s.count(outcome, 0)
-		writeJSON(w, http.StatusOK, cropapi.Envelope{GatewayCode: cropapi.FlexString(outcome), Type: cropapi.GatewayTypeISV, Message: msg, GatewayRequestID: gwID})
+		writeJSON(w, http.StatusOK, wire.Envelope{GatewayCode: wire.FlexString(outcome), Type: cropapi.GatewayTypeISV, Message: msg, GatewayRequestID: gwID})
 		return
 	}
 	if !s.limiter.Allow() {
 		if s.cfg.RateLimit429 {
 			s.count("http_429", 0)
 			w.Header().Set("Retry-After", "1")
-			writeJSON(w, http.StatusTooManyRequests, cropapi.Envelope{GatewayCode: "ApiCallLimit", Type: cropapi.GatewayTypeISV, Message: "The request has exceeded the call limit", GatewayRequestID: gwID})
+			writeJSON(w, http.StatusTooManyRequests, wire.Envelope{GatewayCode: "ApiCallLimit", Type: cropapi.GatewayTypeISV, Message: "The request has exceeded the call limit", GatewayRequestID: gwID})
 			return
 		}
 		s.business(w, gwID, cropapi.CodeRateLimited, "rate limit exceed")
@@ -110,10 +111,10 @@ func (s *Server) handleCrop(w http.ResponseWriter, r *http.Request) {
 
 	rid := newID(15)
 	ok := true
-	res := cropapi.FlexInt(cropapi.CodeSuccess)
+	res := wire.FlexInt(cropapi.CodeSuccess)
 	s.count(strconv.Itoa(cropapi.CodeSuccess), 1)
-	writeJSON(w, http.StatusOK, cropapi.Envelope{
-		Data: &cropapi.EnvelopeData{ImageURL: url, Usage: 1, Width: cropapi.FlexInt(req.TargetWidth), Height: cropapi.FlexInt(req.TargetHeight),
+	writeJSON(w, http.StatusOK, wire.Envelope{
+		Data: &wire.EnvelopeData{ImageURL: url, Usage: 1, Width: wire.FlexInt(req.TargetWidth), Height: wire.FlexInt(req.TargetHeight),
 			Class: "com.aidc.service.api.client.image.dto.ImageGenResponse"},
 		RequestID: rid, Success: &ok, ResCode: &res, ResMessage: "success",
 		GatewayCode: "0", GatewayRequestID: gwID, TraceID: rid,
@@ -132,8 +133,8 @@ func (s *Server) checkGateway(q map[string][]string) (code, message string) {
 		return "InvalidAppKey", "The app key is invalid or does not exist"
 	}
 	ts, sign := get("timestamp"), get("sign")
-	if sign == "" || ts == "" || get("sign_method") != cropapi.SignMethod || get("sign_ver") != cropapi.SignVer ||
-		!cropapi.VerifySignature(s.cfg.AppSecret, ts, sign) {
+	if sign == "" || ts == "" || get("sign_method") != wire.SignMethod || get("sign_ver") != wire.SignVer ||
+		!wire.VerifySignature(s.cfg.AppSecret, ts, sign) {
 		return "IncompleteSignature", "The request signature does not conform to platform standards"
 	}
 	ms, err := strconv.ParseInt(ts, 10, 64)
@@ -150,9 +151,9 @@ func (s *Server) checkGateway(q map[string][]string) (code, message string) {
 func (s *Server) business(w http.ResponseWriter, gwID string, code int, msg string) {
 	s.count(strconv.Itoa(code), 0)
 	ok := false
-	rc := cropapi.FlexInt(code)
+	rc := wire.FlexInt(code)
 	rid := newID(15)
-	writeJSON(w, http.StatusOK, cropapi.Envelope{Success: &ok, ResCode: &rc, ResMessage: msg, RequestID: rid,
+	writeJSON(w, http.StatusOK, wire.Envelope{Success: &ok, ResCode: &rc, ResMessage: msg, RequestID: rid,
 		GatewayCode: "0", GatewayRequestID: gwID, TraceID: rid})
 }
 
@@ -164,14 +165,14 @@ func (s *Server) readRequest(r *http.Request) (cropapi.Request, error) {
 		wr.ImageURL, wr.ImageBase64 = q.Get("imageUrl"), q.Get("imageBase64")
 		for _, f := range []struct {
 			name string
-			dst  *cropapi.FlexInt
+			dst  *wire.FlexInt
 		}{{"targetWidth", &wr.TargetWidth}, {"targetHeight", &wr.TargetHeight}} {
 			if v := q.Get(f.name); v != "" {
 				n, err := strconv.Atoi(v)
 				if err != nil {
 					return cropapi.Request{}, fmt.Errorf("%s must be an integer", f.name)
 				}
-				*f.dst = cropapi.FlexInt(n)
+				*f.dst = wire.FlexInt(n)
 			}
 		}
 	} else {

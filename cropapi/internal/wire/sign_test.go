@@ -1,4 +1,4 @@
-package cropapi
+package wire
 
 import (
 	"crypto/hmac"
