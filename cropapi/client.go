@@ -54,6 +54,12 @@ type Client struct {
 	endpoint string
 }
 
+// NewClient's errors for a Config without credentials.
+var (
+	ErrNoAppKey    = errors.New("cropapi: Config.AppKey is required")
+	ErrNoAppSecret = errors.New("cropapi: Config.AppSecret is required")
+)
+
 // NewClient checks cfg and returns a client.
 func NewClient(cfg Config) (*Client, error) {
 	if cfg.BaseURL == "" {
@@ -64,10 +70,10 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("cropapi: base URL %q must be an absolute http(s) URL", cfg.BaseURL)
 	}
 	if cfg.AppKey == "" {
-		return nil, errors.New("cropapi: app key is required (CROPQ_APP_KEY)")
+		return nil, ErrNoAppKey
 	}
 	if cfg.AppSecret == "" {
-		return nil, errors.New("cropapi: app secret is required (CROPQ_APP_SECRET)")
+		return nil, ErrNoAppSecret
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 60 * time.Second

@@ -206,10 +206,13 @@ type Copier struct {
 
 const minPartSize = 5 << 20
 
+// ErrNoBucket is New's error for a Config without a bucket.
+var ErrNoBucket = errors.New("storage: Config.Bucket is required")
+
 // New returns a Copier writing through client.
 func New(client *s3.Client, cfg Config) (*Copier, error) {
 	if cfg.Bucket == "" {
-		return nil, errors.New("storage: bucket is required (CROPQ_S3_BUCKET)")
+		return nil, ErrNoBucket
 	}
 	if cfg.KeyTemplate == "" {
 		cfg.KeyTemplate = objectkey.DefaultTemplate

@@ -38,7 +38,7 @@ func devWebUI(ctx context.Context, stack *devStack, cfg wiring.Config, rdb redis
 	}
 	api, err := httpapi.New(prod, hcfg)
 	if err != nil {
-		return "", "", err
+		return "", "", wiring.EnvContext(err)
 	}
 	page, err := wiring.NewWebUI(ctx, cfg, rdb, prod, api, metrics.NewRegistry(), log)
 	if err != nil {

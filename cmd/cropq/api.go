@@ -52,7 +52,7 @@ Configuration: see 'cropq env'.`)
 	hcfg.Logger = log
 	api, err := httpapi.New(prod, hcfg)
 	if err != nil {
-		return err
+		return wiring.EnvContext(err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", api)

@@ -152,10 +152,15 @@ func Tenants(entries []string) []string {
 // base64 image the API takes (cropapi.DefaultLimits) and 2 MiB for the rest.
 const DefaultMaxBodyBytes = 34 << 20
 
+// TokensError is New's error for Config.Tokens that cannot be used.
+type TokensError struct{ Reason string }
+
+func (e *TokensError) Error() string { return "httpapi: Config.Tokens: " + e.Reason }
+
 // New returns the API on p.
 func New(p Producer, cfg Config) (*API, error) {
 	if len(cfg.Tokens) == 0 {
-		return nil, errors.New("httpapi: at least one bearer token is required (CROPQ_API_TOKENS)")
+		return nil, &TokensError{Reason: "at least one bearer token is required"}
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 1000
@@ -184,7 +189,7 @@ func New(p Producer, cfg Config) (*API, error) {
 	for i, entry := range cfg.Tokens {
 		tenant, tok := SplitToken(entry)
 		if tok == "" {
-			return nil, fmt.Errorf("httpapi: entry %d of the bearer tokens (CROPQ_API_TOKENS) has an empty token", i+1)
+			return nil, &TokensError{Reason: fmt.Sprintf("entry %d has an empty token", i+1)}
 		}
 		tt := tenantToken{digest: sha256.Sum256([]byte(tok)), tenant: tenant}
 		dup := false
@@ -193,7 +198,7 @@ func New(p Producer, cfg Config) (*API, error) {
 				continue
 			}
 			if have.tenant != tenant {
-				return nil, fmt.Errorf("httpapi: entry %d of the bearer tokens (CROPQ_API_TOKENS) gives tenant %s a token of tenant %s: a token belongs to one tenant", i+1, tenant, have.tenant)
+				return nil, &TokensError{Reason: fmt.Sprintf("entry %d gives tenant %s a token of tenant %s: a token belongs to one tenant", i+1, tenant, have.tenant)}
 			}
 			dup = true
 		}

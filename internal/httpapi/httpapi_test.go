@@ -126,7 +126,7 @@ func TestAuth(t *testing.T) {
 	resp, _ := call(t, s, "GET", "/healthz", nil, "")
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	_, err := httpapi.New(nil, httpapi.Config{})
-	assert.ErrorContains(t, err, "CROPQ_API_TOKENS")
+	assert.ErrorContains(t, err, "Config.Tokens")
 }
 
 func TestCreateGetCancel(t *testing.T) {

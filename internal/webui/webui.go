@@ -151,7 +151,7 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		tenant, ok := u.cfg.Tenant(r)
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Basic realm="cropq", charset="UTF-8"`)
-			http.Error(w, "a token of CROPQ_API_TOKENS is needed (as the password of Basic credentials, or a Bearer token)", http.StatusUnauthorized)
+			http.Error(w, "an API token is needed (as the password of Basic credentials, or a Bearer token)", http.StatusUnauthorized)
 			return
 		}
 		r = r.WithContext(context.WithValue(r.Context(), viewerKey{}, viewer{tenant: cmp.Or(tenant, tasks.DefaultTenant)}))

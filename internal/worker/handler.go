@@ -590,7 +590,7 @@ func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error
 	req := a.payload.CropRequest()
 	if in := a.payload.Input; in != nil {
 		if h.cfg.Inputs == nil {
-			return cropapi.Result{}, &storage.InputError{Bucket: in.Bucket, Key: in.Key, Err: errors.New("this worker has no input store configured (CROPQ_INPUTS_BUCKET)")}
+			return cropapi.Result{}, &storage.InputError{Bucket: in.Bucket, Key: in.Key, Err: errors.New("this worker has no store of claim-checked images configured (HandlerConfig.Inputs)")}
 		}
 		data, err := h.cfg.Inputs.Get(ctx, inputRef(in))
 		if err != nil {

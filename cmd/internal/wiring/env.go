@@ -1,11 +1,16 @@
 package wiring
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/httpapi"
+	"github.com/cropq/cropq/storage"
 )
 
 // EnvVar is one environment variable cropq reads.
@@ -189,4 +194,26 @@ func EnvMarkdown() string {
 		fmt.Fprintf(&b, "| `%s`%s | %s | %s |\n", v.Name, lock, def, strings.ReplaceAll(v.Help, "|", "\\|"))
 	}
 	return b.String()
+}
+
+// EnvContext names the environment variable behind a library's
+// configuration error: the libraries name their Config fields, only cmd
+// knows where those come from.
+func EnvContext(err error) error {
+	for _, m := range []struct {
+		target error
+		name   string
+	}{
+		{cropapi.ErrNoAppKey, "CROPQ_APP_KEY"},
+		{cropapi.ErrNoAppSecret, "CROPQ_APP_SECRET"},
+		{storage.ErrNoBucket, "CROPQ_S3_BUCKET"},
+	} {
+		if errors.Is(err, m.target) {
+			return fmt.Errorf("%s: %w", m.name, err)
+		}
+	}
+	if errors.As(err, new(*httpapi.TokensError)) {
+		return fmt.Errorf("CROPQ_API_TOKENS: %w", err)
+	}
+	return err
 }

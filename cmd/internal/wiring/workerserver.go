@@ -29,7 +29,7 @@ import (
 func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg *prometheus.Registry) (*WorkerProcess, func(context.Context) error, error) {
 	api, err := cropapi.NewClient(cfg.API)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, EnvContext(err)
 	}
 	s3c, err := storage.NewS3Client(ctx, cfg.S3)
 	if err != nil {
@@ -37,7 +37,7 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 	}
 	copier, err := storage.New(s3c, cfg.Storage)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, EnvContext(err)
 	}
 	st := status.NewStore(rdb, cfg.Status)
 	inputs, err := storage.NewInputs(s3c, cfg.Inputs)
