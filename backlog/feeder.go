@@ -23,6 +23,9 @@ type Enqueuer interface {
 	Feed(ctx context.Context, requestID string, payload []byte) error
 }
 
+// DefaultLead is FeederConfig.Lead's default.
+const DefaultLead = 2 * time.Second
+
 // FeederConfig configures a Feeder. Zero values take defaults.
 type FeederConfig struct {
 	// Queue is the asynq queue the feeder fills (default "crops").
@@ -80,7 +83,7 @@ func (b *Backlog) NewFeeder(enq Enqueuer, cfg FeederConfig) *Feeder {
 		cfg.Queue = "crops"
 	}
 	if cfg.Lead <= 0 {
-		cfg.Lead = 2 * time.Second
+		cfg.Lead = DefaultLead
 	}
 	if cfg.MinWindow <= 0 {
 		cfg.MinWindow = 2

@@ -54,6 +54,9 @@ type Client struct {
 	endpoint string
 }
 
+// DefaultTimeout bounds one API call (Config.Timeout's default).
+const DefaultTimeout = 60 * time.Second
+
 // NewClient's errors for a Config without credentials.
 var (
 	ErrNoAppKey    = errors.New("cropapi: Config.AppKey is required")
@@ -76,7 +79,7 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, ErrNoAppSecret
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 60 * time.Second
+		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = 1 << 20

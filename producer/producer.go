@@ -44,6 +44,10 @@ type Notifier interface {
 	Notify(ctx context.Context, callbackURL string, rec status.Record) error
 }
 
+// DefaultClaimCheckBytes is Config.ClaimCheckBytes's default: larger
+// images go to the input store, not Redis.
+const DefaultClaimCheckBytes = 256 << 10
+
 // Config configures a Producer. Zero values take defaults.
 type Config struct {
 	// Task are the asynq options of every crop task (queue, retries, …);
@@ -123,7 +127,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 		cfg.Task.Queue = tasks.DefaultQueue
 	}
 	if cfg.ClaimCheckBytes <= 0 {
-		cfg.ClaimCheckBytes = 256 << 10
+		cfg.ClaimCheckBytes = DefaultClaimCheckBytes
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 16

@@ -196,6 +196,14 @@ func (e *TransitionError) Error() string {
 	return fmt.Sprintf("status: request %s cannot move from %s to %s", e.RequestID, e.From, e.To)
 }
 
+// Defaults of Config. DefaultPrefix is every cropq key's prefix: the other
+// packages that keep keys (backlog, quota, lease, dedup) are given the same
+// prefix by their callers.
+const (
+	DefaultPrefix = "cropq:"
+	DefaultTTL    = 7 * 24 * time.Hour
+)
+
 // Config configures a Store.
 type Config struct {
 	// Prefix of every key (default "cropq:"); the record of id lives at
@@ -223,10 +231,10 @@ type Store struct {
 // NewStore returns a store on rdb.
 func NewStore(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.Prefix == "" {
-		cfg.Prefix = "cropq:"
+		cfg.Prefix = DefaultPrefix
 	}
 	if cfg.TTL <= 0 {
-		cfg.TTL = 7 * 24 * time.Hour
+		cfg.TTL = DefaultTTL
 	}
 	if cfg.HistoryLimit <= 0 {
 		cfg.HistoryLimit = 32

@@ -14,6 +14,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
+// DefaultInputsPrefix is where claim-checked images go in their bucket.
+const DefaultInputsPrefix = "inputs/"
+
 // InputsConfig configures Inputs.
 type InputsConfig struct {
 	Bucket  string        // required
@@ -53,7 +56,7 @@ func NewInputs(client *s3.Client, cfg InputsConfig) (*Inputs, error) {
 		return nil, errors.New("storage: inputs bucket is required")
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = "inputs/"
+		cfg.Prefix = DefaultInputsPrefix
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = time.Minute

@@ -61,6 +61,9 @@ func NewS3Client(ctx context.Context, c S3Config) (*s3.Client, error) {
 	}), nil
 }
 
+// DefaultMaxDownloadBytes bounds a result download (Config.MaxDownloadBytes).
+const DefaultMaxDownloadBytes = 64 << 20
+
 // Config configures a Copier. Zero values take defaults.
 type Config struct {
 	Bucket      string // required
@@ -221,7 +224,7 @@ func New(client *s3.Client, cfg Config) (*Copier, error) {
 		return nil, err
 	}
 	if cfg.MaxDownloadBytes <= 0 {
-		cfg.MaxDownloadBytes = 64 << 20
+		cfg.MaxDownloadBytes = DefaultMaxDownloadBytes
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Minute

@@ -124,6 +124,13 @@ func (p CropPayload) validateInput(limits cropapi.Limits) error {
 	return limits.ValidateTargets(p.TargetWidth, p.TargetHeight)
 }
 
+// Defaults of Options (and of the CROPQ_ variables that set them).
+const (
+	DefaultMaxRetry  = 10
+	DefaultTimeout   = 5 * time.Minute
+	DefaultRetention = 24 * time.Hour
+)
+
 // Options are the asynq options of a crop task. Zero values take defaults.
 type Options struct {
 	Queue     string        // default DefaultQueue
@@ -182,13 +189,13 @@ func TaskOptions(requestID string, o Options) []asynq.Option {
 		o.Queue = DefaultQueue
 	}
 	if o.MaxRetry <= 0 {
-		o.MaxRetry = 10
+		o.MaxRetry = DefaultMaxRetry
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 5 * time.Minute
+		o.Timeout = DefaultTimeout
 	}
 	if o.Retention <= 0 {
-		o.Retention = 24 * time.Hour
+		o.Retention = DefaultRetention
 	}
 	opts := []asynq.Option{
 		asynq.TaskID(requestID),

@@ -75,13 +75,16 @@ type Index struct {
 	cfg Config
 }
 
+// DefaultTTL is how long an index entry lives (Config.TTL's default).
+const DefaultTTL = 30 * 24 * time.Hour
+
 // New returns an index on rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Index {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "cropq:"
 	}
 	if cfg.TTL <= 0 {
-		cfg.TTL = 30 * 24 * time.Hour
+		cfg.TTL = DefaultTTL
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 10 * time.Second

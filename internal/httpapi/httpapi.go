@@ -152,6 +152,13 @@ func Tenants(entries []string) []string {
 // base64 image the API takes (cropapi.DefaultLimits) and 2 MiB for the rest.
 const DefaultMaxBodyBytes = 34 << 20
 
+// More defaults of Config.
+const (
+	DefaultMaxBatch          = 1000
+	DefaultMaxBatchBodyBytes = 64 << 20
+	DefaultMaxInflightBytes  = 128 << 20
+)
+
 // TokensError is New's error for Config.Tokens that cannot be used.
 type TokensError struct{ Reason string }
 
@@ -163,16 +170,16 @@ func New(p Producer, cfg Config) (*API, error) {
 		return nil, &TokensError{Reason: "at least one bearer token is required"}
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 1000
+		cfg.MaxBatch = DefaultMaxBatch
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if cfg.MaxBatchBodyBytes <= 0 {
-		cfg.MaxBatchBodyBytes = 64 << 20
+		cfg.MaxBatchBodyBytes = DefaultMaxBatchBodyBytes
 	}
 	if cfg.MaxInflightBytes <= 0 {
-		cfg.MaxInflightBytes = 128 << 20
+		cfg.MaxInflightBytes = DefaultMaxInflightBytes
 	}
 	if cfg.InflightWait <= 0 {
 		cfg.InflightWait = 5 * time.Second

@@ -35,6 +35,9 @@ import (
 // away: the crop was handed to another task.
 var ErrLost = errors.New("lease: lost (the crop was handed to another worker)")
 
+// DefaultTTL is Config.TTL's default.
+const DefaultTTL = 10 * time.Second
+
 // Config configures Leases. Zero values take defaults.
 type Config struct {
 	// Prefix of the Redis key (default "cropq:").
@@ -91,7 +94,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Leases {
 		cfg.Prefix = "cropq:"
 	}
 	if cfg.TTL <= 0 {
-		cfg.TTL = 10 * time.Second
+		cfg.TTL = DefaultTTL
 	}
 	if cfg.Renew <= 0 {
 		cfg.Renew = cfg.TTL / 5

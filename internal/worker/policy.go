@@ -151,6 +151,12 @@ func IsFailure(err error) bool {
 	return !errors.As(err, &nf)
 }
 
+// Defaults of Backoff.
+const (
+	DefaultRetryBase = 2 * time.Second
+	DefaultRetryCap  = 5 * time.Minute
+)
+
 // Backoff is the delay policy for retries: exponential with full jitter,
 // capped per class, and a server's or the limiter's delay honoured.
 type Backoff struct {
@@ -183,10 +189,10 @@ func (b Backoff) curve(class string) Curve {
 
 func (b Backoff) withDefaults() Backoff {
 	if b.Base <= 0 {
-		b.Base = 2 * time.Second
+		b.Base = DefaultRetryBase
 	}
 	if b.Cap <= 0 {
-		b.Cap = 5 * time.Minute
+		b.Cap = DefaultRetryCap
 	}
 	if b.RateLimitDelay <= 0 {
 		b.RateLimitDelay = time.Second

@@ -13,6 +13,12 @@ import (
 	"github.com/cropq/cropq/tasks"
 )
 
+// Defaults of ServerConfig.
+const (
+	DefaultConcurrency     = 10
+	DefaultShutdownTimeout = 25 * time.Second
+)
+
 // ServerConfig configures the asynq server. Zero values take defaults.
 type ServerConfig struct {
 	// Concurrency is the number of tasks processed at once (default 10):
@@ -45,13 +51,13 @@ type Server struct {
 // NewServer returns a server for h on rdb, which the caller owns and closes.
 func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h *Handler) *Server {
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 10
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if len(cfg.Queues) == 0 {
 		cfg.Queues = map[string]int{tasks.DefaultQueue: 1}
 	}
 	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = 25 * time.Second
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	log := cfg.Logger
 	if log == nil {

@@ -8,9 +8,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/httpapi"
+	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/objectkey"
+	"github.com/cropq/cropq/internal/worker"
+	"github.com/cropq/cropq/producer"
+	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/tasks"
+	"github.com/cropq/cropq/webhook"
 )
 
 // EnvVar is one environment variable cropq reads.
@@ -25,16 +34,16 @@ type EnvVar struct {
 func EnvVars() []EnvVar {
 	return []EnvVar{
 		{"CROPQ_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for queues, status and quota: redis://, rediss:// (TLS), redis-sentinel://[:pw@]h:p,h:p/db?master=NAME or redis-cluster://[:pw@]h:p,h:p", false},
-		{"CROPQ_KEY_PREFIX", "cropq:", "prefix of cropq's own Redis keys (asynq's are asynq:{queue}:…)", false},
-		{"CROPQ_STATUS_TTL", "168h", "how long a status record lives after its last update", false},
-		{"CROPQ_QUEUE", "crops", "queue crop tasks go to and workers read", false},
-		{"CROPQ_MAX_RETRY", "10", "failed attempts before a task is archived (rate limits do not count)", false},
-		{"CROPQ_TASK_TIMEOUT", "5m", "time limit of one attempt", false},
-		{"CROPQ_RETENTION", "24h", "how long a finished task is kept (its request id is refused meanwhile)", false},
-		{"CROPQ_CONCURRENCY", "10", "tasks one worker process runs at once", false},
-		{"CROPQ_SHUTDOWN_TIMEOUT", "25s", "grace given to running tasks on SIGTERM", false},
-		{"CROPQ_RETRY_BASE", "2s", "upper bound of the first retry delay (exponential, full jitter)", false},
-		{"CROPQ_RETRY_CAP", "5m", "largest retry delay", false},
+		{"CROPQ_KEY_PREFIX", status.DefaultPrefix, "prefix of cropq's own Redis keys (asynq's are asynq:{queue}:…)", false},
+		{"CROPQ_STATUS_TTL", shortDur(status.DefaultTTL), "how long a status record lives after its last update", false},
+		{"CROPQ_QUEUE", tasks.DefaultQueue, "queue crop tasks go to and workers read", false},
+		{"CROPQ_MAX_RETRY", strconv.Itoa(tasks.DefaultMaxRetry), "failed attempts before a task is archived (rate limits do not count)", false},
+		{"CROPQ_TASK_TIMEOUT", shortDur(tasks.DefaultTimeout), "time limit of one attempt", false},
+		{"CROPQ_RETENTION", shortDur(tasks.DefaultRetention), "how long a finished task is kept (its request id is refused meanwhile)", false},
+		{"CROPQ_CONCURRENCY", strconv.Itoa(worker.DefaultConcurrency), "tasks one worker process runs at once", false},
+		{"CROPQ_SHUTDOWN_TIMEOUT", shortDur(worker.DefaultShutdownTimeout), "grace given to running tasks on SIGTERM", false},
+		{"CROPQ_RETRY_BASE", shortDur(worker.DefaultRetryBase), "upper bound of the first retry delay (exponential, full jitter)", false},
+		{"CROPQ_RETRY_CAP", shortDur(worker.DefaultRetryCap), "largest retry delay", false},
 		{"CROPQ_DELAYED_CHECK_INTERVAL", "5s", "how often asynq moves due retries back to pending", false},
 		{"CROPQ_QUOTA_SHARED", "true", "take a token from the fleet-wide limiter in Redis before each API call (false: each worker only backs off on rate-limit answers)", false},
 		{"CROPQ_QUOTA_RATE", "5", "API calls per second for the whole fleet and account: the ceiling (the vendor's default quota is 5)", false},
@@ -42,40 +51,40 @@ func EnvVars() []EnvVar {
 		{"CROPQ_QUOTA_MAX_WAIT", "5s", "longest a worker waits in place for a token before handing the task back (not a failure)", false},
 		{"CROPQ_QUOTA_ADAPTIVE", "true", "lower the shared rate on rate-limit answers, raise it back while calls succeed (AIMD)", false},
 		{"CROPQ_QUOTA_MIN_RATE", "0", "floor of the adapted rate (0: a twentieth of CROPQ_QUOTA_RATE)", false},
-		{"CROPQ_FEED_LEAD", "2s", "seconds of API calls, at the effective rate, the feeder keeps in asynq ahead of the workers: what an urgent request may wait behind", false},
-		{"CROPQ_LEASE_TTL", "10s", "lease of each running crop, renewed every fifth of it: a killed or frozen worker's crops run again on another worker about this long after it stopped (at least 1s)", false},
+		{"CROPQ_FEED_LEAD", shortDur(backlog.DefaultLead), "seconds of API calls, at the effective rate, the feeder keeps in asynq ahead of the workers: what an urgent request may wait behind", false},
+		{"CROPQ_LEASE_TTL", shortDur(lease.DefaultTTL), "lease of each running crop, renewed every fifth of it: a killed or frozen worker's crops run again on another worker about this long after it stopped (at least 1s)", false},
 		{"CROPQ_CLOCK_OFFSET", "0s", "fault injection: move this process's wall clock (record times, API signatures, expiry bookkeeping) by a signed duration, e.g. 10m or -10m, to try a worker whose clock is off; asynq's own bookkeeping keeps the system clock", false},
 		{"CROPQ_TENANT_WEIGHTS", "", "shares of the quota among tenants with work in the same lane: tenant=weight,… with weights 1–1000, e.g. acme=3,globex=1 (unlisted tenants weigh 1)", false},
 		{"CROPQ_DEDUP_SCOPE", "tenant", "reuse the stored result of the same crop (image and size) instead of paying again, and let twins in flight make one call: tenant (within a tenant), global (across tenants) or off", false},
-		{"CROPQ_DEDUP_TTL", "720h", "how long a stored result stays reusable (its index entry in Redis)", false},
+		{"CROPQ_DEDUP_TTL", shortDur(dedup.DefaultTTL), "how long a stored result stays reusable (its index entry in Redis)", false},
 		{"CROPQ_DEDUP_FETCH", "false", "download a URL image before paying and key it by its bytes: catches the same image under different URLs (one download per request)", false},
-		{"CROPQ_API_BASE_URL", "https://api.aidc-ai.com", "Image Cropping API base URL (cn-api.aidc-ai.com for China accounts; the emulator's URL locally)", false},
+		{"CROPQ_API_BASE_URL", cropapi.DefaultBaseURL, "Image Cropping API base URL (cn-api.aidc-ai.com for China accounts; the emulator's URL locally)", false},
 		{"CROPQ_APP_KEY", "", "API app key", false},
 		{"CROPQ_APP_SECRET", "", "API app secret (never logged)", true},
 		{"CROPQ_API_TRIAL", "false", "send x-iop-trial: true (draw on the free trial quota)", false},
 		{"CROPQ_ALLOW_PRIVATE_IMAGE_URLS", "false", "accept imageUrl on localhost or private addresses (only with the local emulator)", false},
-		{"CROPQ_API_TIMEOUT", "60s", "time limit of one API call", false},
+		{"CROPQ_API_TIMEOUT", shortDur(cropapi.DefaultTimeout), "time limit of one API call", false},
 		{"CROPQ_S3_ENDPOINT", "", "S3 endpoint; empty = AWS S3 (MinIO: http://host:9000)", false},
 		{"CROPQ_S3_BUCKET", "cropq", "bucket results are copied into", false},
 		{"CROPQ_S3_PATH_STYLE", "auto", "path-style addressing: true, false, or auto (true when CROPQ_S3_ENDPOINT is set)", false},
-		{"CROPQ_KEY_TEMPLATE", "crops/{requestId}/{width}x{height}.{ext}", "S3 key of a result; placeholders {requestId} {width} {height} {ext} {date}", false},
-		{"CROPQ_MAX_RESULT_BYTES", "67108864", "largest result download accepted", false},
+		{"CROPQ_KEY_TEMPLATE", objectkey.DefaultTemplate, "S3 key of a result; placeholders {requestId} {width} {height} {ext} {date}", false},
+		{"CROPQ_MAX_RESULT_BYTES", strconv.Itoa(storage.DefaultMaxDownloadBytes), "largest result download accepted", false},
 		{"CROPQ_RESULT_HOSTS", "*.aliyuncs.com", "hosts result URLs may be downloaded from (comma-separated, *.suffix allowed; the vendor's OSS domains)", false},
 		{"CROPQ_RESULT_ALLOW_HTTP", "false", "accept http:// result URLs (only for the local emulator)", false},
 		{"CROPQ_MULTIPART_UPLOADS", "1", "results over 5 MiB copied at once per worker process; each costs ~15 MiB of RSS", false},
 		{"CROPQ_INPUTS_BUCKET", "", "bucket of claim-checked source images (empty: CROPQ_S3_BUCKET)", false},
-		{"CROPQ_INPUTS_PREFIX", "inputs/", "key prefix of claim-checked source images (give it a lifecycle rule)", false},
-		{"CROPQ_CLAIM_CHECK_BYTES", "262144", "base64 images longer than this go to S3, not into Redis (0: default)", false},
+		{"CROPQ_INPUTS_PREFIX", storage.DefaultInputsPrefix, "key prefix of claim-checked source images (give it a lifecycle rule)", false},
+		{"CROPQ_CLAIM_CHECK_BYTES", strconv.Itoa(producer.DefaultClaimCheckBytes), "base64 images longer than this go to S3, not into Redis (0: default)", false},
 		{"CROPQ_ENQUEUE_CONCURRENCY", "16", "enqueues in flight per batch (bulk enqueue, HTTP batch)", false},
 		{"CROPQ_WEBHOOK_SECRET", "", "HMAC key of callback signatures; empty: callbackUrl is not called", true},
 		{"CROPQ_WEBHOOK_ALLOW", "", "comma-separated CIDR prefixes callbacks may reach although private or loopback", false},
-		{"CROPQ_WEBHOOK_TIMEOUT", "10s", "time limit of one callback delivery", false},
+		{"CROPQ_WEBHOOK_TIMEOUT", shortDur(webhook.DefaultDeliveryTimeout), "time limit of one callback delivery", false},
 		{"CROPQ_API_ADDR", ":8080", "listen address of cropq api", false},
 		{"CROPQ_API_TOKENS", "", "comma-separated bearer tokens accepted by cropq api (required there): tenant:token gives the token's requests that tenant, a bare token is tenant default; a token belongs to one tenant", true},
-		{"CROPQ_API_MAX_BATCH", "1000", "most items in one POST /v1/crops/batch", false},
-		{"CROPQ_API_MAX_BODY_BYTES", "35651584", "largest body of one crop (POST /v1/crops): a 32 MiB base64 image and 2 MiB more", false},
-		{"CROPQ_API_MAX_BATCH_BODY_BYTES", "67108864", "largest body of a batch (POST /v1/crops/batch)", false},
-		{"CROPQ_API_MAX_INFLIGHT_BYTES", "134217728", "request bodies cropq api handles at once, in bytes (each costs about 3× its size in memory); more wait, then get 503", false},
+		{"CROPQ_API_MAX_BATCH", strconv.Itoa(httpapi.DefaultMaxBatch), "most items in one POST /v1/crops/batch", false},
+		{"CROPQ_API_MAX_BODY_BYTES", strconv.Itoa(httpapi.DefaultMaxBodyBytes), "largest body of one crop (POST /v1/crops): a 32 MiB base64 image and 2 MiB more", false},
+		{"CROPQ_API_MAX_BATCH_BODY_BYTES", strconv.Itoa(httpapi.DefaultMaxBatchBodyBytes), "largest body of a batch (POST /v1/crops/batch)", false},
+		{"CROPQ_API_MAX_INFLIGHT_BYTES", strconv.Itoa(httpapi.DefaultMaxInflightBytes), "request bodies cropq api handles at once, in bytes (each costs about 3× its size in memory); more wait, then get 503", false},
 		{"CROPQ_WORKER_ADDR", ":9090", "a worker's /healthz, /readyz (false while draining) and /metrics", false},
 		{"CROPQ_MONITOR_READONLY", "true", "asynq web UI at /monitoring in cropq api: no retry/delete/archive actions unless false", false},
 		{"CROPQ_MONITOR_AUTH", "true", "the web UI needs the API's credentials (a token as Basic password or Bearer); false only for local dev", false},
@@ -216,4 +225,16 @@ func EnvContext(err error) error {
 		return fmt.Errorf("CROPQ_API_TOKENS: %w", err)
 	}
 	return err
+}
+
+// shortDur writes a default duration the way people type it: 168h, 5m, 25s.
+func shortDur(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
