@@ -161,9 +161,9 @@ func TestCropBodyCap(t *testing.T) {
 
 func TestNewClientConfig(t *testing.T) {
 	_, err := NewClient(Config{AppSecret: "s"})
-	assert.ErrorContains(t, err, "app key is required")
+	assert.ErrorIs(t, err, ErrNoAppKey)
 	_, err = NewClient(Config{AppKey: "k"})
-	assert.ErrorContains(t, err, "app secret is required")
+	assert.ErrorIs(t, err, ErrNoAppSecret)
 	_, err = NewClient(Config{AppKey: "k", AppSecret: "s", BaseURL: "api.example.com"})
 	assert.ErrorContains(t, err, "absolute http(s) URL")
 	c, err := NewClient(Config{AppKey: "k", AppSecret: "s"})

@@ -362,23 +362,9 @@ func (c *Copier) Copy(ctx context.Context, sourceURL string, obj Object) (Stored
 		}
 	}
 
-	bucket, tmpl := c.cfg.Bucket, c.cfg.KeyTemplate
-	if obj.Bucket != "" {
-		bucket = obj.Bucket
-	}
-	if obj.KeyTemplate != "" {
-		tmpl = obj.KeyTemplate
-	}
-	key, err := objectkey.Render(tmpl, objectkey.Vars{RequestID: obj.RequestID, Width: obj.Width, Height: obj.Height, Ext: ext, Date: c.cfg.Now()})
+	bucket, key, meta, err := c.destination(obj, ext)
 	if err != nil {
 		return Stored{}, err
-	}
-	meta := map[string]string{"request-id": obj.RequestID, "api-request-id": obj.APIRequestID,
-		"width": strconv.Itoa(obj.Width), "height": strconv.Itoa(obj.Height)}
-	for k, v := range obj.Metadata {
-		if _, taken := meta[k]; !taken {
-			meta[k] = v
-		}
 	}
 	body := &countingReader{r: br, want: size, max: c.cfg.MaxDownloadBytes}
 	out := Stored{Bucket: bucket, Key: key, ContentType: ctype}
@@ -523,23 +509,9 @@ func (c *Copier) CopyStored(ctx context.Context, from Stored, obj Object) (Store
 	if !ok {
 		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Reason: fmt.Sprintf("has content type %q, not an accepted image type", from.ContentType)}
 	}
-	bucket, tmpl := c.cfg.Bucket, c.cfg.KeyTemplate
-	if obj.Bucket != "" {
-		bucket = obj.Bucket
-	}
-	if obj.KeyTemplate != "" {
-		tmpl = obj.KeyTemplate
-	}
-	key, err := objectkey.Render(tmpl, objectkey.Vars{RequestID: obj.RequestID, Width: obj.Width, Height: obj.Height, Ext: ext, Date: c.cfg.Now()})
+	bucket, key, meta, err := c.destination(obj, ext)
 	if err != nil {
 		return Stored{}, err
-	}
-	meta := map[string]string{"request-id": obj.RequestID, "api-request-id": obj.APIRequestID,
-		"width": strconv.Itoa(obj.Width), "height": strconv.Itoa(obj.Height)}
-	for k, v := range obj.Metadata {
-		if _, taken := meta[k]; !taken {
-			meta[k] = v
-		}
 	}
 	in := &s3.CopyObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
 		CopySource:        aws.String(url.PathEscape(from.Bucket) + "/" + escapeKey(from.Key)),
@@ -574,4 +546,29 @@ func escapeKey(key string) string {
 		parts[i] = url.PathEscape(p)
 	}
 	return strings.Join(parts, "/")
+}
+
+// destination is where obj goes, and the metadata it carries: the
+// request's own bucket and key template, else the copier's; cropq's own
+// metadata keys win over the request's.
+func (c *Copier) destination(obj Object, ext string) (bucket, key string, meta map[string]string, err error) {
+	bucket, tmpl := c.cfg.Bucket, c.cfg.KeyTemplate
+	if obj.Bucket != "" {
+		bucket = obj.Bucket
+	}
+	if obj.KeyTemplate != "" {
+		tmpl = obj.KeyTemplate
+	}
+	key, err = objectkey.Render(tmpl, objectkey.Vars{RequestID: obj.RequestID, Width: obj.Width, Height: obj.Height, Ext: ext, Date: c.cfg.Now()})
+	if err != nil {
+		return "", "", nil, err
+	}
+	meta = map[string]string{"request-id": obj.RequestID, "api-request-id": obj.APIRequestID,
+		"width": strconv.Itoa(obj.Width), "height": strconv.Itoa(obj.Height)}
+	for k, v := range obj.Metadata {
+		if _, taken := meta[k]; !taken {
+			meta[k] = v
+		}
+	}
+	return bucket, key, meta, nil
 }

@@ -259,7 +259,7 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 	}
 
 	// 1. Running.
-	rec, err := h.status.Transition(ctx, p.RequestID, status.Update{To: status.Running, Attempt: a.n, Task: a.task, Takeover: takeover})
+	rec, err := h.status.Transition(ctx, p.RequestID, a.by().Start(takeover))
 	var te *status.TransitionError
 	switch {
 	case errors.As(err, &te) && te.From == status.Canceled:
@@ -353,10 +353,10 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 	var done status.Record
 	err = h.persist(ctx, time.Time{}, func() error {
 		var err error
-		done, err = h.status.Transition(ctx, p.RequestID, status.Update{To: status.Succeeded, Attempt: a.n, Task: a.task, Stored: &status.Stored{
+		done, err = h.status.Transition(ctx, p.RequestID, a.by().Succeed(status.Stored{
 			Bucket: stored.Bucket, Key: stored.Key, ETag: stored.ETag, Size: stored.Size, ContentType: stored.ContentType,
 			Width: cp.Width, Height: cp.Height, APIRequestID: cp.APIRequestID,
-		}})
+		}))
 		return err
 	})
 	if err != nil {
@@ -408,6 +408,9 @@ type attempt struct {
 	lease   Lease // nil without Leases
 	log     *slog.Logger
 }
+
+// by names this attempt on the status record.
+func (a attempt) by() status.By { return status.By{Attempt: a.n, Task: a.task} }
 
 // owned is asked right before paying: a worker that froze past its lease
 // (its crop now another task's), or whose task asynq's recoverer ran again
@@ -478,8 +481,7 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 // outage: it is what keeps a retry from paying again.
 func (h *Handler) checkpoint(ctx context.Context, a attempt, cp *status.Checkpoint, usage int, discardOld bool, expires time.Time) error {
 	err := h.persist(ctx, expires, func() error {
-		_, err := h.status.Transition(ctx, a.payload.RequestID, status.Update{To: status.Cropped, Attempt: a.n, Task: a.task,
-			Checkpoint: cp, ClearCheckpoint: discardOld, PaidUsage: usage})
+		_, err := h.status.Transition(ctx, a.payload.RequestID, a.by().Checkpoint(cp, usage, discardOld))
 		return err
 	})
 	var te *status.TransitionError
@@ -516,8 +518,7 @@ func (h *Handler) FlushKept(ctx context.Context) int {
 		}
 		// The record's own state and attempt: the answer is attached, not
 		// a move (running, cropped and retrying each may stay where they are).
-		_, err = h.status.Transition(ctx, id, status.Update{To: rec.State, Attempt: rec.Attempt, ErrorCode: rec.ErrorCode,
-			ErrorMessage: rec.ErrorMessage, Checkpoint: &k.cp, PaidUsage: k.usage})
+		_, err = h.status.Transition(ctx, id, status.Attach(rec, &k.cp, k.usage))
 		var te *status.TransitionError
 		switch {
 		case err == nil:
@@ -671,7 +672,6 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 		return nil
 	}
 	d, code := Classify(err)
-	to := status.Retrying
 	// On the last attempt even a hand-back that is not a failure (a rate
 	// limit, the storage gate) ends the request: asynq archives a task
 	// whose retries are spent whatever IsFailure says, so a record left
@@ -679,26 +679,24 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 	// down, though (the task's context canceled): asynq then puts the task
 	// back itself, and the next run must find the request open.
 	shutdown := errors.Is(ctx.Err(), context.Canceled) && !errors.Is(err, lease.ErrLost)
-	if !d.Retry || (a.last && !shutdown) {
-		to = status.Failed
-	}
+	final := !d.Retry || (a.last && !shutdown)
 	msg := err.Error()
 	// The task's context may be over (shutdown, timeout): still record why.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.StatusTimeout)
 	defer cancel()
-	rec, serr := h.status.Transition(sctx, a.payload.RequestID, status.Update{To: to, Attempt: a.n, Task: a.task, ErrorCode: code, ErrorMessage: msg})
+	rec, serr := h.status.Transition(sctx, a.payload.RequestID, a.by().Fail(final, code, msg))
 	if serr != nil && !errors.Is(serr, status.ErrStaleAttempt) {
 		a.log.ErrorContext(ctx, "crop: record failure", "err", serr)
 	}
 	if serr == nil {
-		if to == status.Failed {
+		if final {
 			h.cfg.Metrics.Finished(string(status.Failed), code)
 			h.removeInput(sctx, a)
 		}
 		h.notify(sctx, a, rec)
 	}
-	a.log.WarnContext(ctx, "crop: attempt failed", "class", d.Class, "error_code", code, "err", err, "state", to)
-	if to == status.Failed {
+	a.log.WarnContext(ctx, "crop: attempt failed", "class", d.Class, "error_code", code, "err", err, "final", final)
+	if final {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	if !d.CountsAsFailure {

@@ -199,9 +199,8 @@ func (h *Handler) reuse(ctx context.Context, a attempt, key string, res dedup.Re
 	var done status.Record
 	err = h.persist(ctx, time.Time{}, func() error {
 		var err error
-		done, err = h.status.Transition(ctx, p.RequestID, status.Update{To: status.Succeeded, Attempt: a.n, Task: a.task, ReusedFrom: res.RequestID,
-			Stored: &status.Stored{Bucket: stored.Bucket, Key: stored.Key, ETag: stored.ETag, Size: stored.Size, ContentType: stored.ContentType,
-				Width: res.Width, Height: res.Height, APIRequestID: res.APIRequestID}})
+		done, err = h.status.Transition(ctx, p.RequestID, a.by().Reuse(status.Stored{Bucket: stored.Bucket, Key: stored.Key, ETag: stored.ETag, Size: stored.Size, ContentType: stored.ContentType,
+			Width: res.Width, Height: res.Height, APIRequestID: res.APIRequestID}, res.RequestID))
 		return err
 	})
 	if err != nil {
