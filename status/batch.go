@@ -1,0 +1,63 @@
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// batchKey is the counts of a tenant's batch: batch ids are the tenant's
+// own, so two tenants' batches of one name are two batches. The default
+// tenant's keep the key they had before tenants existed.
+func (s *Store) batchKey(tenant, batchID string) string {
+	if tenant == "" || tenant == "default" {
+		return s.cfg.Prefix + "batch:{" + batchID + "}"
+	}
+	return s.cfg.Prefix + "batch:{" + tenant + "/" + batchID + "}"
+}
+
+// BatchCounts returns how many records of the tenant's batchID are in each
+// state (an empty map for an unknown batch).
+func (s *Store) BatchCounts(ctx context.Context, tenant, batchID string) (map[State]int64, error) {
+	counts, _, err := s.Batch(ctx, tenant, batchID)
+	return counts, err
+}
+
+// Batch returns the counts of a tenant's batch, as BatchCounts, and the
+// lowest priority among its requests.
+func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[State]int64, priority string, err error) {
+	m, err := s.rdb.HGetAll(ctx, s.batchKey(tenant, batchID)).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("status: batch %s: %w", batchID, err)
+	}
+	priority = m["priority"]
+	delete(m, "priority")
+	delete(m, SavedCount) // not a state: see BatchSaved
+	out := make(map[State]int64, len(m))
+	for k, v := range m {
+		var n int64
+		if _, err := fmt.Sscan(v, &n); err == nil && n != 0 {
+			out[State(k)] = n
+		}
+	}
+	return out, priority, nil
+}
+
+// SavedCount is the field of a batch's counts that tallies its requests
+// that reused a stored result instead of paying (package dedup).
+const SavedCount = "saved"
+
+// BatchSaved returns how many of a tenant's batch's requests reused a
+// stored result: paid calls saved.
+func (s *Store) BatchSaved(ctx context.Context, tenant, batchID string) (int64, error) {
+	n, err := s.rdb.HGet(ctx, s.batchKey(tenant, batchID), SavedCount).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("status: batch %s: %w", batchID, err)
+	}
+	return n, nil
+}

@@ -1,0 +1,181 @@
+package status
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// State is where a request is in its life.
+type State string
+
+const (
+	Queued    State = "queued"    // accepted and enqueued
+	Running   State = "running"   // a worker holds it
+	Retrying  State = "retrying"  // an attempt failed; another will come
+	Cropped   State = "cropped"   // the API answered; the result URL is checkpointed
+	Succeeded State = "succeeded" // the result is in S3
+	Failed    State = "failed"    // given up; ErrorCode says why
+	Canceled  State = "canceled"  // canceled before it started
+)
+
+// Terminal reports whether no transition leaves s.
+func (s State) Terminal() bool { return s == Succeeded || s == Failed || s == Canceled }
+
+// Record is the status of one request id.
+type Record struct {
+	RequestID string    `json:"requestId"`
+	State     State     `json:"state"`
+	Attempt   int       `json:"attempt"` // 1-based; 0 while queued
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt,omitzero"` // stored only once it differs from CreatedAt
+
+	// What was asked, so a repeated id can be told apart from a new request.
+	TargetWidth  int    `json:"targetWidth,omitempty"`
+	TargetHeight int    `json:"targetHeight,omitempty"`
+	Source       string `json:"source,omitempty"` // "url" or "base64"
+	SourceURL    string `json:"sourceUrl,omitempty"`
+	SourceDigest string `json:"sourceDigest,omitempty"` // sha256 of a base64 image's bytes
+	CallbackURL  string `json:"callbackUrl,omitempty"`
+	BatchID      string `json:"batchId,omitempty"`
+	Bucket       string `json:"bucket,omitempty"`
+	KeyTemplate  string `json:"keyTemplate,omitempty"`
+	// Metadata is stored with the result object.
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// Tenant and Priority place the request in the backlog's lanes and
+	// shares (their defaults filled in).
+	Tenant   string `json:"tenant,omitempty"`
+	Priority string `json:"priority,omitempty"`
+	// Fingerprint covers every parameter of the request (tasks.Request's
+	// Fingerprint): the same id with any other parameter is a conflict.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// BatchSeq is the record's 1-based place in its batch's index
+	// (batchindex.go); 0 when it is in none.
+	BatchSeq int64 `json:"batchSeq,omitempty"`
+
+	ErrorCode    string `json:"errorCode,omitempty"`
+	ErrorMessage string `json:"errorMessage,omitempty"`
+
+	// Checkpoint of the paid API call: reused by later attempts until it expires.
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	// PaidCalls and Usage add up every successful API call for this id.
+	PaidCalls int `json:"paidCalls"`
+	Usage     int `json:"usage"`
+	// ExpiredRecrops counts paid calls made because an earlier result URL
+	// expired before it could be copied (an S3 outage longer than its life).
+	ExpiredRecrops int `json:"expiredRecrops,omitempty"`
+
+	Stored *Stored `json:"stored,omitempty"`
+
+	History []Transition `json:"history,omitempty"`
+
+	// Task is the asynq task that owns the request once a rescue (package
+	// lease) handed it to a task of its own; empty, the request's own task
+	// owns it. Updates from any other task are refused as stale.
+	Task string `json:"task,omitempty"`
+	// ReusedFrom names the request whose stored result this one reused
+	// (package dedup): copied, not paid for.
+	ReusedFrom string `json:"reusedFrom,omitempty"`
+}
+
+// filled is r with what a lean queued record leaves out: its update time
+// and the first entry of its history are its creation.
+func (r Record) filled() Record {
+	if r.UpdatedAt.IsZero() {
+		r.UpdatedAt = r.CreatedAt
+	}
+	if len(r.History) == 0 && !r.CreatedAt.IsZero() {
+		r.History = []Transition{{State: Queued, At: r.CreatedAt}}
+	}
+	return r
+}
+
+// Checkpoint is a successful API answer whose result is not yet stored.
+type Checkpoint struct {
+	ResultURL string    `json:"resultUrl"`
+	ExpiresAt time.Time `json:"expiresAt,omitzero"` // on the vendor's clock
+	// Lifetime is how long the URL lived from the answer, by the vendor's
+	// clock (cropapi.Result.Lifetime).
+	Lifetime     time.Duration `json:"lifetimeNs,omitempty"`
+	Width        int           `json:"width"`
+	Height       int           `json:"height"`
+	APIRequestID string        `json:"apiRequestId,omitempty"`
+	TraceID      string        `json:"traceId,omitempty"`
+}
+
+// Usable reports whether the checkpoint has a result URL to try. Whether
+// it still lives is the vendor's to say: a worker's clock may be off by
+// more than the URL's life, and a refused download is cheap where a paid
+// call is not, so the download is tried and an expired answer (403) leads
+// to a new crop.
+func (c *Checkpoint) Usable() bool { return c != nil && c.ResultURL != "" }
+
+// Stored is where the result landed.
+type Stored struct {
+	Bucket       string `json:"bucket"`
+	Key          string `json:"key"`
+	ETag         string `json:"etag,omitempty"`
+	Size         int64  `json:"size"`
+	ContentType  string `json:"contentType,omitempty"`
+	Width        int    `json:"width,omitempty"`
+	Height       int    `json:"height,omitempty"`
+	APIRequestID string `json:"apiRequestId,omitempty"`
+}
+
+// Transition is one entry of a record's history.
+type Transition struct {
+	State     State     `json:"state"`
+	At        time.Time `json:"at"`
+	Attempt   int       `json:"attempt,omitempty"`
+	ErrorCode string    `json:"errorCode,omitempty"`
+	Message   string    `json:"message,omitempty"`
+}
+
+// Update is one transition request.
+type Update struct {
+	To      State
+	Attempt int // the attempt making the change; older than the record's → ErrStaleAttempt
+
+	ErrorCode    string
+	ErrorMessage string
+
+	Checkpoint      *Checkpoint // set the checkpoint (a paid call succeeded)
+	ClearCheckpoint bool        // forget the checkpoint (its URL expired)
+	PaidUsage       int         // usage billed by the call that made Checkpoint
+	Stored          *Stored
+
+	// Task is the asynq task making the change; when set, it must own the
+	// request (Record.Task), or take it over through Takeover.
+	Task string
+	// Takeover, on a rescued task's move to Running, takes the request from
+	// the task it rescued, unless that task (or any other) has moved on
+	// past the attempt that was rescued.
+	Takeover *Takeover
+	// ReusedFrom, with Stored, records that the result was reused from
+	// that request's (no paid call).
+	ReusedFrom string
+}
+
+// Takeover names what a rescue task replaces: the task whose lease expired
+// and the attempt it was running.
+type Takeover struct {
+	From    string
+	Attempt int
+}
+
+// Errors of Transition and Get.
+var (
+	ErrNotFound     = errors.New("status: no record for this request id")
+	ErrStaleAttempt = errors.New("status: update from an older attempt")
+	ErrConflict     = errors.New("status: record changed concurrently too often")
+)
+
+// TransitionError is a move the state machine does not allow.
+type TransitionError struct {
+	RequestID string
+	From, To  State
+}
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("status: request %s cannot move from %s to %s", e.RequestID, e.From, e.To)
+}
