@@ -27,7 +27,7 @@ func TestREADMEPackageTablesMatchTheTree(t *testing.T) {
 	}
 	// A row's first cell names one or more paths: | `a`, `b` (note) | … |
 	named := map[string]bool{}
-	cell := regexp.MustCompile("(?m)^\\| ([^|]+) \\|")
+	cell := regexp.MustCompile(`(?m)^\| ([^|]+) \|`)
 	path := regexp.MustCompile("`([a-z0-9/_-]+)`")
 	for _, row := range cell.FindAllStringSubmatch(section, -1) {
 		for _, p := range path.FindAllStringSubmatch(row[1], -1) {
