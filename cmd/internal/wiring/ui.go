@@ -43,10 +43,7 @@ func NewWebUI(ctx context.Context, cfg Config, rdb redis.UniversalClient, prod *
 	if cfg.QuotaShared {
 		limiter := quota.New(rdb, cfg.Quota)
 		ucfg.Quota = limiter
-		metrics.RegisterQuota(reg, func(ctx context.Context) (float64, float64, error) {
-			s, err := limiter.State(ctx)
-			return s.Effective, s.Ceiling, err
-		})
+		registerQuota(reg, limiter)
 		metrics.RegisterUsage(reg, func(ctx context.Context) (metrics.Usage, error) {
 			u, err := limiter.Usage(ctx)
 			return metrics.Usage{CallsLastHour: u.CallsLastHour, CallsToday: u.CallsToday, LimitedLastHour: u.LimitedLastHour, LimitedToday: u.LimitedToday}, err
@@ -55,13 +52,6 @@ func NewWebUI(ctx context.Context, cfg Config, rdb redis.UniversalClient, prod *
 	metrics.RegisterFailures(reg, func(ctx context.Context) (map[string]int64, error) {
 		return st.FailuresSince(ctx, time.Now().Add(-time.Hour))
 	})
-	metrics.RegisterBacklog(reg, func(ctx context.Context) ([]metrics.BacklogStat, error) {
-		stats, err := bl.Stats(ctx)
-		out := make([]metrics.BacklogStat, len(stats))
-		for i, s := range stats {
-			out[i] = metrics.BacklogStat{Lane: s.Lane, Tenant: s.Tenant, Len: s.Len, Oldest: s.Oldest}
-		}
-		return out, err
-	}, tenantLabel(cfg))
+	registerBacklog(reg, cfg, bl)
 	return webui.New(ucfg)
 }

@@ -47,15 +47,7 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 	hcfg := worker.HandlerConfig{Limits: cfg.API.Limits, Logger: log, Inputs: inputs, Now: cfg.Clock}
 	if reg != nil {
 		hcfg.Metrics = metrics.NewPipeline(reg, tenantLabel(cfg))
-		bl := NewBacklog(cfg, rdb)
-		metrics.RegisterBacklog(reg, func(ctx context.Context) ([]metrics.BacklogStat, error) {
-			stats, err := bl.Stats(ctx)
-			out := make([]metrics.BacklogStat, len(stats))
-			for i, st := range stats {
-				out[i] = metrics.BacklogStat{Lane: st.Lane, Tenant: st.Tenant, Len: st.Len, Oldest: st.Oldest}
-			}
-			return out, err
-		}, tenantLabel(cfg))
+		registerBacklog(reg, cfg, NewBacklog(cfg, rdb))
 		metrics.RegisterClockSkew(reg, func(ctx context.Context) (time.Duration, error) { return clockSkew(ctx, cfg.Clock, rdb) })
 		metrics.RegisterQueues(reg, asynq.NewInspectorFromRedisClient(rdb))
 	}
@@ -75,10 +67,7 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 		limiter := quota.New(rdb, qcfg)
 		hcfg.Quota = limiter
 		if reg != nil {
-			metrics.RegisterQuota(reg, func(ctx context.Context) (float64, float64, error) {
-				st, err := limiter.State(ctx)
-				return st.Effective, st.Ceiling, err
-			})
+			registerQuota(reg, limiter)
 		}
 	}
 	lcfg := cfg.Lease
