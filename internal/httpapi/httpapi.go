@@ -554,15 +554,18 @@ func itemResult(res producer.Result, tenant string) ItemResult {
 }
 
 func (a *API) getCrop(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("requestId")
-	if err := tasks.ValidateRequestID(id); err != nil {
-		writeProblem(w, problemOf(err))
+	rec, ok := a.crop(w, r)
+	if ok {
+		writeJSON(w, http.StatusOK, rec)
+	}
+}
+
+func (a *API) cancelCrop(w http.ResponseWriter, r *http.Request) {
+	rec, ok := a.crop(w, r)
+	if !ok {
 		return
 	}
-	rec, err := a.p.Get(r.Context(), id)
-	if err == nil && !visible(rec, tenantOf(r)) {
-		err = status.ErrNotFound // another tenant's: as if unknown
-	}
+	rec, err := a.p.Cancel(r.Context(), rec.RequestID)
 	if err != nil {
 		writeProblem(w, a.storeProblem(r, err))
 		return
@@ -570,25 +573,24 @@ func (a *API) getCrop(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, rec)
 }
 
-func (a *API) cancelCrop(w http.ResponseWriter, r *http.Request) {
+// crop reads the record of the path's request id, or answers the problem
+// and reports false. Another tenant's request is answered as unknown (and
+// so left alone).
+func (a *API) crop(w http.ResponseWriter, r *http.Request) (status.Record, bool) {
 	id := r.PathValue("requestId")
 	if err := tasks.ValidateRequestID(id); err != nil {
 		writeProblem(w, problemOf(err))
-		return
+		return status.Record{}, false
 	}
-	// Another tenant's request is answered as unknown, and left alone.
 	rec, err := a.p.Get(r.Context(), id)
 	if err == nil && !visible(rec, tenantOf(r)) {
 		err = status.ErrNotFound
 	}
-	if err == nil {
-		rec, err = a.p.Cancel(r.Context(), id)
-	}
 	if err != nil {
 		writeProblem(w, a.storeProblem(r, err))
-		return
+		return status.Record{}, false
 	}
-	writeJSON(w, http.StatusOK, rec)
+	return rec, true
 }
 
 // BatchStatus is where a batch stands.
