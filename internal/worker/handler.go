@@ -459,8 +459,7 @@ func (h *Handler) crop(ctx context.Context, a attempt, discardOld bool) (*status
 		expires = start.Add(res.Lifetime) // start: taken before the call, so a little early
 	}
 	if err := h.checkpoint(ctx, a, cp, res.Usage, discardOld, expires); err != nil {
-		var te *status.TransitionError
-		if !errors.Is(err, status.ErrStaleAttempt) && !errors.As(err, &te) {
+		if refused(err) {
 			// Redis would not take it: keep the paid answer here, bounded,
 			// until its URL expires; the next attempt on this worker, or
 			// FlushKept once Redis takes writes, records it.
@@ -484,17 +483,23 @@ func (h *Handler) checkpoint(ctx context.Context, a attempt, cp *status.Checkpoi
 		_, err := h.status.Transition(ctx, a.payload.RequestID, a.by().Checkpoint(cp, usage, discardOld))
 		return err
 	})
-	var te *status.TransitionError
 	switch {
 	case err == nil:
 		h.refusing.Store(false)
-	case !errors.Is(err, status.ErrStaleAttempt) && !errors.As(err, &te):
+	case refused(err):
 		h.refusing.Store(true) // see owned
 	}
 	if err != nil {
 		return fmt.Errorf("checkpoint result: %w", err)
 	}
 	return nil
+}
+
+// refused reports a status write the store would not take (Redis away or
+// at its memory limit), as opposed to one it refused to make (a stale
+// attempt, a move the state machine forbids), which no retry changes.
+func refused(err error) bool {
+	return err != nil && !errors.Is(err, status.ErrStaleAttempt) && !errors.As(err, new(*status.TransitionError))
 }
 
 // FlushKept records the paid answers kept through a Redis outage on their
@@ -519,18 +524,16 @@ func (h *Handler) FlushKept(ctx context.Context) int {
 		// The record's own state and attempt: the answer is attached, not
 		// a move (running, cropped and retrying each may stay where they are).
 		_, err = h.status.Transition(ctx, id, status.Attach(rec, &k.cp, k.usage))
-		var te *status.TransitionError
 		switch {
 		case err == nil:
 			h.kept.drop(id, k)
 			h.refusing.Store(false)
 			n++
 			h.log.InfoContext(ctx, "crop: recorded a paid answer kept through a Redis outage", "request_id", id, "api_request_id", k.cp.APIRequestID)
-		case errors.As(err, &te), errors.Is(err, status.ErrStaleAttempt):
-			// The record moved meanwhile; the next look decides.
-		default:
-			return n
+		case refused(err):
+			return n // Redis still refuses: try again later
 		}
+		// Otherwise the record moved meanwhile; the next look decides.
 	}
 	if len(h.kept.snapshot(h.cfg.Now())) == 0 {
 		h.refusing.Store(false) // nothing left to protect: the next checkpoint tells
