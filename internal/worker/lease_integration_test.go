@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,26 +24,42 @@ import (
 	"github.com/cropq/cropq/tasks"
 )
 
-// frozenQuota stands for a worker frozen (SIGSTOP) just before it pays: its
-// attempt holds the crop, and neither it nor its lease renewal moves until
-// the test thaws it.
-type frozenQuota struct {
-	entered chan struct{}
-	thaw    chan struct{}
+// gatedQuota gives its first free tokens at once; each later Wait says so
+// on waiting and blocks until the gate opens. With none free it stands for
+// a worker frozen (SIGSTOP) just before it pays: its attempt holds the crop,
+// and neither it nor its lease renewal moves until the test opens the gate.
+type gatedQuota struct {
+	free    atomic.Int32
+	waiting chan struct{}
+	open    chan struct{}
 	once    sync.Once
 }
 
-func (q *frozenQuota) Wait(ctx context.Context) error {
-	q.once.Do(func() { close(q.entered) })
+func newGatedQuota(free int32) *gatedQuota {
+	q := &gatedQuota{waiting: make(chan struct{}, 8), open: make(chan struct{})}
+	q.free.Store(free)
+	return q
+}
+
+func (q *gatedQuota) Wait(ctx context.Context) error {
+	if q.free.Add(-1) >= 0 {
+		return nil
+	}
 	select {
-	case <-q.thaw:
+	case q.waiting <- struct{}{}:
+	default:
+	}
+	select {
+	case <-q.open:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-func (q *frozenQuota) Observe(context.Context, bool) {}
+func (q *gatedQuota) openGate() { q.once.Do(func() { close(q.open) }) }
+
+func (q *gatedQuota) Observe(context.Context, bool) {}
 
 // A worker freezes holding a crop: its lease runs out, the rescuer hands
 // the crop to a new task, another worker stores it, and the frozen worker,
@@ -79,7 +96,7 @@ func TestAFrozenWorkersCropIsRescued(t *testing.T) {
 	}
 
 	// Worker A: its leases are never renewed (it is frozen) and last 500 ms.
-	frozen := &frozenQuota{entered: make(chan struct{}), thaw: make(chan struct{})}
+	frozen := newGatedQuota(0)
 	leasesA := lease.New(rdb, lease.Config{TTL: 500 * time.Millisecond, Owner: "worker-a"})
 	const id = "frozen-1"
 	p := tasks.CropPayload{Request: tasks.Request{RequestID: id, ImageURL: images + "/good.png", TargetWidth: 300, TargetHeight: 200}}
@@ -93,7 +110,7 @@ func TestAFrozenWorkersCropIsRescued(t *testing.T) {
 	require.NoError(t, err)
 	run(newHandler(leasesA, frozen))
 	select {
-	case <-frozen.entered:
+	case <-frozen.waiting:
 	case <-time.After(30 * time.Second):
 		t.Fatal("worker A never took the crop")
 	}
@@ -126,7 +143,7 @@ func TestAFrozenWorkersCropIsRescued(t *testing.T) {
 	assert.Equal(t, 1, rec.PaidCalls)
 
 	// Thaw A: it must not pay for a crop it no longer owns.
-	close(frozen.thaw)
+	frozen.openGate()
 	// asynq's late retry of A's task finds the request owned and completes
 	// quietly (it runs within the test: the hand-back is not a failure and
 	// waits about a second).

@@ -444,7 +444,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	t.Run("while Redis refuses checkpoints, nothing more is paid for", func(t *testing.T) {
 		refuse := &atomic.Bool{}
 		refuse.Store(true)
-		q := &oneThenGate{open: make(chan struct{}), waiting: make(chan struct{}, 8)}
+		q := newGatedQuota(1)
 		r := newPolicyRig(t, minio, rowSpec{refuseCheckpoints: refuse, persistFor: 300 * time.Millisecond, quotaImpl: q})
 		// The first pays and cannot checkpoint; the second, already
 		// running and waiting for its token meanwhile, must not pay.
@@ -452,7 +452,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		r.await(t, "refused-1", func(rec status.Record) bool { return rec.State == status.Retrying }, "fail its first attempt")
 		r.enqueue(t, "refused-2", "good.png", 5)
 		<-q.waiting // refused-2 holds its token wait
-		close(q.open)
+		q.openGate()
 		rec := r.await(t, "refused-2", func(rec status.Record) bool { return rec.State == status.Retrying }, "be handed back")
 		assert.Equal(t, "status_unavailable", rec.ErrorCode)
 		assert.Equal(t, int64(1), r.emu.Stats().Usage, "only the first paid")
@@ -715,29 +715,3 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 	assert.Equal(t, int64(6), events)
 	assert.Equal(t, int64(6), emu.Stats().Usage)
 }
-
-// oneThenGate gives the first token at once, and the next ones once open
-// is closed (saying on waiting each time one waits).
-type oneThenGate struct {
-	first   atomic.Bool
-	open    chan struct{}
-	waiting chan struct{}
-}
-
-func (q *oneThenGate) Wait(ctx context.Context) error {
-	if q.first.CompareAndSwap(false, true) {
-		return nil
-	}
-	select {
-	case q.waiting <- struct{}{}:
-	default:
-	}
-	select {
-	case <-q.open:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (q *oneThenGate) Observe(context.Context, bool) {}
