@@ -292,9 +292,8 @@ func (u *UI) overview(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			p.Quota.SavedErr = err.Error()
 		}
-		p.Quota.Reuse, p.Quota.Saved = true, map[string]int64{}
-		for reason, n := range saved {
-			p.Quota.Saved[reason] = n
+		p.Quota.Reuse, p.Quota.Saved = true, saved
+		for _, n := range saved {
 			p.Quota.SavedTotal += n
 		}
 	}
