@@ -12,6 +12,8 @@ import (
 // because the other one answers: CI once ran tests against a MinIO that was
 // not theirs (or not yet initialised) for this reason.
 func TestServerOnTakenPortIsNotReady(t *testing.T) {
+	// Only the fast tier (-short) skips; without it (make test, CI) a
+	// missing server fails below with the command that installs it.
 	if testing.Short() {
 		t.Skip("needs redis-server and MinIO: skipped with -short")
 	}

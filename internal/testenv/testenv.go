@@ -18,7 +18,9 @@ import (
 	"github.com/cropq/cropq/internal/localsvc"
 )
 
-// needs skips the test under -short: the fast tier runs no servers.
+// needs skips the test under -short, and only then: the fast tier runs no
+// servers. Without -short (make test, CI) a missing server fails the test
+// with the command that installs it (see fail).
 func needs(t testing.TB, server string) {
 	t.Helper()
 	if testing.Short() {
