@@ -29,7 +29,7 @@ help:
 	@echo "make bench-backlog - priority lanes, tenant shares, ETA, Redis bytes per queued request (backlog vs one FIFO queue)"
 	@echo "make bench-ui - the web UI's batch grid: server time of a 200-result page in a 100,000-request batch, the index's Redis bytes"
 	@echo "make bench-dedup - result reuse and coalescing: paid calls and throughput over a catalogue with repeats (off vs on vs fetch)"
-	@echo "make chaos  - 1,100 requests through worker kills, a frozen worker, clocks off by 10 min, kill -9 of Redis, Redis at maxmemory, a MinIO outage, faults, a rolling restart"
+	@echo "make chaos  - about 1,230 requests through worker kills, a frozen worker, clocks off by 10 min, kill -9 of Redis, Redis at maxmemory, a MinIO outage, faults, a rolling restart"
 	@echo "make fuzz-long - longer fuzzing"
 
 tools:
