@@ -144,12 +144,23 @@ func asError(t *testing.T, err error) *Error {
 }
 
 // noGoNames checks that a message speaks JSON, not Go.
-func noGoNames(t *testing.T, err error) {
+// noGoNames checks that a message shows nothing of the Go side. Its Reason
+// is the library's own words and must hold none; its Field echoes the
+// client's names, so it may hold one only where the input did (a field
+// named "request{" is the client's, not a Go type's).
+func noGoNames(t *testing.T, err error, input ...[]byte) {
 	t.Helper()
-	msg := err.Error()
+	reason, field := err.Error(), ""
+	var e *Error
+	if errors.As(err, &e) {
+		reason, field = e.Reason, e.Field
+	}
 	for _, bad := range []string{"Go ", "json:", "jsontext", "strictjson", "struct", "int64", "float64", "map[", "request{", "unmarshal"} {
-		if strings.Contains(msg, bad) {
-			t.Errorf("message %q names %q", msg, bad)
+		if strings.Contains(reason, bad) {
+			t.Errorf("message %q names %q", err.Error(), bad)
+		}
+		if strings.Contains(field, bad) && (len(input) == 0 || !bytes.Contains(input[0], []byte(bad))) {
+			t.Errorf("message %q names %q, which the input does not", err.Error(), bad)
 		}
 	}
 }
@@ -515,7 +526,7 @@ func FuzzUnmarshal(f *testing.F) {
 			if !errors.As(err, &e) {
 				t.Fatalf("stream: error %v (%T) is not a *Error", err, err)
 			}
-			noGoNames(t, err)
+			noGoNames(t, err, b)
 		}
 
 		var v request
@@ -525,7 +536,7 @@ func FuzzUnmarshal(f *testing.F) {
 			if !errors.As(err, &e) {
 				t.Fatalf("error %v (%T) is not a *Error", err, err)
 			}
-			noGoNames(t, err)
+			noGoNames(t, err, b)
 			// Decode agrees with Unmarshal.
 			if err2 := Decode(bytes.NewReader(b), new(request)); err2 == nil || err2.Error() != err.Error() {
 				t.Fatalf("Decode: %v, Unmarshal: %v", err2, err)
