@@ -25,8 +25,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
@@ -61,11 +61,12 @@ type Config struct {
 	ClaimCheckBytes int
 	// Concurrency bounds the enqueues of one batch in flight (default 16).
 	Concurrency int
-	// Backlog, when set, is where accepted requests wait: each is recorded
-	// and appended to its (lane, tenant) list in one step, and the fleet's
-	// feeder moves it into asynq by priority and tenant share (package
-	// backlog). Without it, requests are enqueued into asynq at once, FIFO.
-	Backlog *backlog.Backlog
+	// Backlog, when true, makes accepted requests wait in the fleet's
+	// backlog: each is recorded and appended to its
+	// (priority lane, tenant) list in one step, under Status.Prefix, and the
+	// fleet's feeder moves it into asynq by priority and tenant share.
+	// Without it, requests are enqueued into asynq at once, FIFO.
+	Backlog bool
 	// Weights and Rate let Batch estimate when a batch will be done: the
 	// tenants' weights (CROPQ_TENANT_WEIGHTS) and the fleet's effective
 	// rate in calls per second. Without Rate there is no estimate.
@@ -119,6 +120,7 @@ type Producer struct {
 	client   *asynq.Client
 	insp     *asynq.Inspector
 	statuses *status.Store
+	backlog  *backlog.Backlog // nil without Config.Backlog
 }
 
 // New returns a producer on rdb, which the caller owns.
@@ -135,13 +137,17 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Producer{
+	p := &Producer{
 		rdb:      rdb,
 		cfg:      cfg,
 		client:   asynq.NewClientFromRedisClient(rdb),
 		insp:     asynq.NewInspectorFromRedisClient(rdb),
 		statuses: status.NewStore(rdb, cfg.Status),
 	}
+	if cfg.Backlog {
+		p.backlog = backlog.New(rdb, backlog.Config{Prefix: cfg.Status.Prefix})
+	}
+	return p
 }
 
 // Close releases the asynq client (not the Redis client).
@@ -207,7 +213,7 @@ func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.Request) []Res
 		return results(items)
 	}
 
-	if p.cfg.Backlog != nil {
+	if p.backlog != nil {
 		p.admit(ctx, pending)
 		return results(items)
 	}
@@ -299,7 +305,7 @@ func (p *Producer) admit(ctx context.Context, pending []*item) {
 	var appends []status.Append
 	var bodies [][]byte
 	var idx []int
-	b := p.cfg.Backlog
+	b := p.backlog
 	for i, it := range pending {
 		if it.res.Outcome == Error {
 			continue
@@ -558,9 +564,9 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 	switch {
 	case bi.Done:
 		bi.ETA = 0
-	case p.cfg.Rate != nil && p.cfg.Backlog != nil:
+	case p.cfg.Rate != nil && p.backlog != nil:
 		rate, rerr := p.cfg.Rate(ctx)
-		stats, serr := p.cfg.Backlog.Stats(ctx)
+		stats, serr := p.backlog.Stats(ctx)
 		if rerr == nil && serr == nil {
 			if tenant == "" {
 				tenant = tasks.DefaultTenant
@@ -568,7 +574,7 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 			bi.ETA = backlog.Estimate(stats, p.cfg.Weights, rate, bi.Priority, tenant, bi.Remaining)
 			// What the feeder already moved into asynq runs first; the part
 			// of it that is not this batch's delays it.
-			if inflight, err := p.cfg.Backlog.InAsynq(ctx, p.cfg.Task.Queue, time.Time{}); err == nil && bi.ETA >= 0 && rate > 0 {
+			if inflight, err := p.backlog.InAsynq(ctx, p.cfg.Task.Queue, time.Time{}); err == nil && bi.ETA >= 0 && rate > 0 {
 				bi.ETA += time.Duration(float64(max(0, inflight-bi.Remaining)) / rate * float64(time.Second))
 			}
 		}

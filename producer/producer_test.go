@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
@@ -236,7 +235,7 @@ func TestLoadAgainstARedisRefusingWrites(t *testing.T) {
 			t.Cleanup(func() { _ = rdb.Close() })
 			cfg := producer.Config{}
 			if path == "backlog" {
-				cfg.Backlog = backlog.New(rdb, backlog.Config{})
+				cfg.Backlog = true
 			}
 			p := producer.New(rdb, cfg)
 			t.Cleanup(func() { _ = p.Close() })

@@ -20,9 +20,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -141,7 +141,7 @@ func benchBacklogMemory(ctx context.Context, env *benchEnv, o options) ([]row, e
 	defer rdb.Close()
 	direct := producer.New(rdb, producer.Config{Concurrency: 1})
 	defer direct.Close()
-	withBacklog := producer.New(rdb, producer.Config{Concurrency: 1, Backlog: backlog.New(rdb, backlog.Config{})})
+	withBacklog := producer.New(rdb, producer.Config{Concurrency: 1, Backlog: true})
 	defer withBacklog.Close()
 	via := func(p *producer.Producer) func(context.Context, []tasks.Request) error {
 		return func(ctx context.Context, reqs []tasks.Request) error { return checkResults(p.EnqueueBatch(ctx, reqs)) }
@@ -281,7 +281,7 @@ func launchFleet(ctx context.Context, env *benchEnv, bin string, spec fleetSpec)
 		procs = append(procs, cmd)
 	}
 	q := spec.q
-	f.prod = producer.New(rdb, producer.Config{Backlog: backlog.New(rdb, backlog.Config{}), Weights: spec.weights,
+	f.prod = producer.New(rdb, producer.Config{Backlog: true, Weights: spec.weights,
 		Task: tasks.Options{MaxRetry: 25, Retention: time.Hour, Limits: cropapi.Limits{AllowPrivateHosts: true}},
 		Rate: func(context.Context) (float64, error) { return q, nil }})
 	return f, nil

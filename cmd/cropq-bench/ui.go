@@ -16,7 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cropq/cropq/backlog"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -42,7 +42,7 @@ func benchUI(ctx context.Context, env *benchEnv, o options, progress io.Writer) 
 		return nil, err
 	}
 	bl := backlog.New(rdb, backlog.Config{})
-	prod := producer.New(rdb, producer.Config{Concurrency: 1, Backlog: bl, Rate: func(context.Context) (float64, error) { return 20, nil }})
+	prod := producer.New(rdb, producer.Config{Concurrency: 1, Backlog: true, Rate: func(context.Context) (float64, error) { return 20, nil }})
 	defer prod.Close()
 	st := status.NewStore(rdb, status.Config{})
 	ui, err := webui.New(webui.Config{Records: st, Batches: prod, Links: storage.NewPresigner(s3c, 15*time.Minute), Backlog: bl,

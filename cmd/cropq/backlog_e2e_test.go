@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -110,7 +110,7 @@ func TestUrgentJumpsTheBacklogThroughEveryEntrance(t *testing.T) {
 	require.NoError(t, err, out)
 	out, err = s.cropq("enqueue", "--request-id", "u-cli", "--url", img, "--width", "300", "--height", "300", "--priority", "urgent")
 	require.NoError(t, err, out)
-	prod := producer.New(s.rdb, producer.Config{Backlog: newTestBacklog(s), Task: tasks.Options{Limits: localLimits}})
+	prod := producer.New(s.rdb, producer.Config{Backlog: true, Task: tasks.Options{Limits: localLimits}})
 	t.Cleanup(func() { _ = prod.Close() })
 	res := prod.Enqueue(context.Background(), tasks.Request{RequestID: "u-lib", ImageURL: img, TargetWidth: 300, TargetHeight: 300, Priority: "urgent"})
 	require.NoError(t, res.Err)

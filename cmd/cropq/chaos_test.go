@@ -68,7 +68,7 @@ func TestChaos(t *testing.T) {
 	s.startWorker("CROPQ_CLOCK_OFFSET=10m")
 	s.startWorker("CROPQ_CLOCK_OFFSET=-10m")
 	s.startWorker()
-	prod := producer.New(s.rdb, producer.Config{Backlog: newTestBacklog(s), Task: tasks.Options{MaxRetry: 25, Limits: cropapi.Limits{AllowPrivateHosts: true}}})
+	prod := producer.New(s.rdb, producer.Config{Backlog: true, Task: tasks.Options{MaxRetry: 25, Limits: cropapi.Limits{AllowPrivateHosts: true}}})
 	t.Cleanup(func() { _ = prod.Close() })
 	start := time.Now()
 	var reqs []tasks.Request

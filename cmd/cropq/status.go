@@ -10,8 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cmd/internal/wiring"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/status"

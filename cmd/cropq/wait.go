@@ -68,7 +68,7 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 	defer rdb.Close()
 	st := status.NewStore(rdb, cfg.Status)
 	// The producer reads batches with their estimate (backlog, weights, rate).
-	prod := producer.New(rdb, producer.Config{Status: cfg.Status, Backlog: wiring.NewBacklog(cfg, rdb),
+	prod := producer.New(rdb, producer.Config{Status: cfg.Status, Backlog: true,
 		Weights: cfg.TenantWeights, Rate: wiring.FleetRate(cfg, rdb)})
 	defer prod.Close()
 	var bar *progressbar.ProgressBar

@@ -26,7 +26,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cropq/cropq/backlog"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/backlog"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/internal/webui"
@@ -47,7 +47,7 @@ func newFixture(t *testing.T) fixture {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	bl := backlog.New(rdb, backlog.Config{})
-	prod := producer.New(rdb, producer.Config{Backlog: bl, Rate: func(context.Context) (float64, error) { return 5, nil }})
+	prod := producer.New(rdb, producer.Config{Backlog: true, Rate: func(context.Context) (float64, error) { return 5, nil }})
 	t.Cleanup(func() { _ = prod.Close() })
 	ui, err := webui.New(webui.Config{Records: status.NewStore(rdb, status.Config{}), Batches: prod, Links: links{}, Backlog: bl,
 		Quota: quota.New(rdb, quota.Config{Account: "k", Rate: 5}), Storage: func(context.Context) error { return nil },

@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/internal/worker"

@@ -26,9 +26,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/testenv"
@@ -679,7 +679,7 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 	direct := producer.New(rdb, producer.Config{Task: tasks.Options{Limits: local}})
 	t.Cleanup(func() { _ = direct.Close() })
 	bl := backlog.New(rdb, backlog.Config{})
-	p := producer.New(rdb, producer.Config{Task: tasks.Options{Limits: local}, Backlog: bl})
+	p := producer.New(rdb, producer.Config{Task: tasks.Options{Limits: local}, Backlog: true})
 	t.Cleanup(func() { _ = p.Close() })
 	feeder := bl.NewFeeder(backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: tasks.Options{Limits: local}, Records: statuses},
 		backlog.FeederConfig{MinWindow: 2, Tick: 20 * time.Millisecond})

@@ -7,8 +7,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/lease"

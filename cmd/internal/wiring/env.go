@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/lease"

@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cropq/cropq/backlog"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/quota"
 )

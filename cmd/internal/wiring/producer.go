@@ -11,7 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cropq/cropq/backlog"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -27,7 +27,7 @@ func NewProducer(ctx context.Context, cfg Config, rdb redis.UniversalClient, log
 		return nil, err
 	}
 	pcfg := producer.Config{Task: cfg.Task, Status: cfg.Status, Inputs: inputs,
-		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log, Backlog: NewBacklog(cfg, rdb),
+		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log, Backlog: true,
 		Weights: cfg.TenantWeights, Rate: FleetRate(cfg, rdb)}
 	if cfg.WebhookSecret != "" {
 		// As in the worker: callbacks are enqueued only where workers can

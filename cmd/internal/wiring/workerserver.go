@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cropq/cropq/backlog"
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/metrics"
