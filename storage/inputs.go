@@ -39,7 +39,8 @@ type Input struct {
 	SHA256      string // hex
 }
 
-// InputError is a stored input that is missing or not what was stored.
+// InputError is a claim-checked image that could not be stored, or a stored
+// one that is missing or not what was stored.
 type InputError struct {
 	Bucket, Key string
 	Err         error
@@ -76,7 +77,7 @@ func (in *Inputs) Put(ctx context.Context, requestID string, data []byte) (Input
 	_, err := in.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(ref.Bucket), Key: aws.String(ref.Key),
 		Body: bytes.NewReader(data), ContentLength: aws.Int64(ref.Size), ContentType: aws.String("application/octet-stream")})
 	if err != nil {
-		return Input{}, &UploadError{Op: "put input", Bucket: ref.Bucket, Key: ref.Key, Err: err}
+		return Input{}, &InputError{Bucket: ref.Bucket, Key: ref.Key, Err: fmt.Errorf("put: %w", err)}
 	}
 	return ref, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -220,7 +221,7 @@ func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Clie
 		p.close()
 		return nil, fmt.Errorf("create bucket: %w", err)
 	}
-	copier, err := storage.New(p.s3, storage.Config{Bucket: p.bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
+	copier, err := results.New(p.s3, results.Config{Bucket: p.bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 	if err != nil {
 		p.close()
 		return nil, err

@@ -17,10 +17,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
-	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
 )
 
@@ -45,7 +45,7 @@ func benchUI(ctx context.Context, env *benchEnv, o options, progress io.Writer) 
 	prod := producer.New(rdb, producer.Config{Concurrency: 1, Backlog: true, Rate: func(context.Context) (float64, error) { return 20, nil }})
 	defer prod.Close()
 	st := status.NewStore(rdb, status.Config{})
-	ui, err := webui.New(webui.Config{Records: st, Batches: prod, Links: storage.NewPresigner(s3c, 15*time.Minute), Backlog: bl,
+	ui, err := webui.New(webui.Config{Records: st, Batches: prod, Links: results.NewPresigner(s3c, 15*time.Minute), Backlog: bl,
 		Tenant: func(r *http.Request) (string, bool) {
 			_, pw, ok := r.BasicAuth()
 			return tasks.DefaultTenant, ok && pw == uiBenchToken

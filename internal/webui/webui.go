@@ -67,7 +67,7 @@ type Backlog interface {
 	Stats(ctx context.Context) ([]backlog.Stat, error)
 }
 
-// Links makes short-lived links to stored objects (storage.Presigner).
+// Links makes short-lived links to stored objects (results.Presigner).
 type Links interface {
 	GetURL(ctx context.Context, bucket, key, filename string) (string, error)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/metrics"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
@@ -28,12 +29,12 @@ type Cropper interface {
 
 // Copier copies a result URL into object storage (package storage's Copier).
 type Copier interface {
-	Copy(ctx context.Context, sourceURL string, obj storage.Object) (storage.Stored, error)
+	Copy(ctx context.Context, sourceURL string, obj results.Object) (results.Stored, error)
 	// CheckBucket reports whether the destination is reachable: a result is
 	// not paid for again while it could not be stored anyway.
 	CheckBucket(ctx context.Context) error
 	// CheckBucketOf does the same for a request's own bucket: a
-	// *storage.BucketError when it does not exist.
+	// *results.BucketError when it does not exist.
 	CheckBucketOf(ctx context.Context, bucket string) error
 }
 
@@ -334,7 +335,7 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 	// 3. Copy into S3. An expired URL from an earlier attempt is cropped again,
 	// once, within this attempt.
 	stored, err := h.copy(ctx, a, cp)
-	var se *storage.SourceError
+	var se *results.SourceError
 	if reused && errors.As(err, &se) && se.Expired {
 		a.log.InfoContext(ctx, "crop: checkpointed result expired; cropping again", "api_request_id", cp.APIRequestID)
 		if err := h.storageReady(ctx, a, true); err != nil {
@@ -645,10 +646,10 @@ func (h *Handler) cropOnce(ctx context.Context, req cropapi.Request) (cropapi.Re
 	return res, err
 }
 
-func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (storage.Stored, error) {
+func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (results.Stored, error) {
 	p := a.payload
 	start := h.cfg.Now()
-	stored, err := h.copier.Copy(ctx, cp.ResultURL, storage.Object{
+	stored, err := h.copier.Copy(ctx, cp.ResultURL, results.Object{
 		RequestID: p.RequestID, APIRequestID: cp.APIRequestID,
 		Width: p.TargetWidth, Height: p.TargetHeight,
 		Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata,
@@ -658,7 +659,7 @@ func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (s
 		h.gate.observe(ctx, err)
 	}
 	if err != nil {
-		return storage.Stored{}, fmt.Errorf("copy result: %w", err)
+		return results.Stored{}, fmt.Errorf("copy result: %w", err)
 	}
 	return stored, nil
 }

@@ -17,10 +17,10 @@ import (
 	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/status"
-	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
 )
 
@@ -79,7 +79,7 @@ func TestAFrozenWorkersCropIsRescued(t *testing.T) {
 	statuses := status.NewStore(rdb, status.Config{})
 
 	newHandler := func(leases *lease.Leases, q worker.Quota) *worker.Handler {
-		copier, err := storage.New(s3c, storage.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
+		copier, err := results.New(s3c, results.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 		require.NoError(t, err)
 		client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s", Limits: local})
 		require.NoError(t, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/objectkey"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 )
@@ -75,7 +76,7 @@ func Classify(err error) (Decision, string) {
 	var (
 		deferred rateLimited
 		twin     *CoalescingError
-		source   *storage.SourceError
+		source   *results.SourceError
 	)
 	api := cropapi.CodeOf(err)
 	code := func(c Code) string { return cmp.Or(api, string(c)) }
@@ -97,9 +98,9 @@ func Classify(err error) (Decision, string) {
 		return Decision{Class: "api", Retry: true, CountsAsFailure: true}, api
 	case errors.As(err, new(*objectkey.Error)):
 		return Decision{Class: "permanent", CountsAsFailure: true}, code(CodeKeyTemplate)
-	case errors.As(err, new(*storage.BucketError)):
+	case errors.As(err, new(*results.BucketError)):
 		return Decision{Class: "permanent", CountsAsFailure: true}, code(CodeBucket)
-	case errors.As(err, new(*storage.HostError)):
+	case errors.As(err, new(*results.HostError)):
 		return Decision{Class: "permanent", CountsAsFailure: true}, code(CodeResultHost)
 	case errors.As(err, new(*storage.InputError)):
 		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}, code(CodeInput)
@@ -107,7 +108,7 @@ func Classify(err error) (Decision, string) {
 		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}, code(CodeResultExpired)
 	case errors.As(err, &source):
 		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}, code(CodeResultDownload)
-	case errors.As(err, new(*storage.UploadError)):
+	case errors.As(err, new(*results.UploadError)):
 		return Decision{Class: "storage", Retry: true, CountsAsFailure: true}, code(CodeStorageUpload)
 	case errors.Is(err, status.ErrConflict), errors.Is(err, status.ErrNotFound):
 		return Decision{Class: "status", Retry: true, CountsAsFailure: true}, code(contextCode(err, CodeInternal))

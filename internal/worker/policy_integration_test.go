@@ -31,6 +31,7 @@ import (
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/producer"
@@ -123,7 +124,7 @@ func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig 
 		require.NoError(t, err)
 	}
 	now := func() time.Time { return time.Now().Add(spec.clockSkew) }
-	copier, err := storage.New(r.s3, storage.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true, Now: now})
+	copier, err := results.New(r.s3, results.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true, Now: now})
 	require.NoError(t, err)
 	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s", Limits: local})
 	require.NoError(t, err)
@@ -663,7 +664,7 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 	images := serveImages(t)
 	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s", Limits: local})
 	require.NoError(t, err)
-	copier, err := storage.New(s3c, storage.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
+	copier, err := results.New(s3c, results.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 	require.NoError(t, err)
 	statuses := status.NewStore(rdb, status.Config{})
 	h := worker.NewHandler(client, copier, statuses, worker.HandlerConfig{Limits: local, Quota: quota.New(rdb, quota.Config{Account: "k", Rate: 50, Adaptive: true})})

@@ -13,6 +13,7 @@ import (
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 )
@@ -39,21 +40,21 @@ func TestDecide(t *testing.T) {
 		{"validation", &cropapi.ValidationError{Field: "targetWidth", Reason: "x"}, Decision{Class: "permanent", CountsAsFailure: true}, "validation"},
 		{"bad signature", wrap(&cropapi.GatewayError{GatewayCode: "IncompleteSignature", Type: "ISV"}), Decision{Class: "permanent", CountsAsFailure: true}, "IncompleteSignature"},
 		{"key template", &objectkey.Error{Template: "/x"}, Decision{Class: "permanent", CountsAsFailure: true}, "key_template"},
-		{"result off the allow-list", fmt.Errorf("copy result: %w", &storage.HostError{URL: "http://evil", Reason: "x"}), Decision{Class: "permanent", CountsAsFailure: true}, "result_host"},
-		{"upload", fmt.Errorf("copy result: %w", &storage.UploadError{Op: "put", Err: errors.New("down")}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "storage_upload"},
-		{"expired source", fmt.Errorf("copy result: %w", &storage.SourceError{Expired: true}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "result_expired"},
-		{"source", fmt.Errorf("copy result: %w", &storage.SourceError{StatusCode: 500}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "result_download"},
+		{"result off the allow-list", fmt.Errorf("copy result: %w", &results.HostError{URL: "http://evil", Reason: "x"}), Decision{Class: "permanent", CountsAsFailure: true}, "result_host"},
+		{"upload", fmt.Errorf("copy result: %w", &results.UploadError{Op: "put", Err: errors.New("down")}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "storage_upload"},
+		{"expired source", fmt.Errorf("copy result: %w", &results.SourceError{Expired: true}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "result_expired"},
+		{"source", fmt.Errorf("copy result: %w", &results.SourceError{StatusCode: 500}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "result_download"},
 		{"status conflict", fmt.Errorf("mark running: %w", status.ErrConflict), Decision{Class: "status", Retry: true, CountsAsFailure: true}, "internal"},
 		{"no quota token", fmt.Errorf("crop: %w", &quota.DeferError{RetryAfter: 4 * time.Second}), Decision{Class: "rate_limited", Retry: true, Delay: 4 * time.Second}, "quota"},
 		{"a twin pays for the same crop", &CoalescingError{Holder: "sku-1", RetryIn: time.Second}, Decision{Class: "coalescing", Retry: true, Delay: time.Second}, "coalescing"},
-		{"reusing a result, the upload fails", fmt.Errorf("reuse the result of sku-1: %w", &storage.UploadError{Op: "copy", Err: errors.New("down")}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "storage_upload"},
+		{"reusing a result, the upload fails", fmt.Errorf("reuse the result of sku-1: %w", &results.UploadError{Op: "copy", Err: errors.New("down")}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "storage_upload"},
 		{"shutdown", fmt.Errorf("crop: %w", context.Canceled), Decision{Class: "interrupted", Retry: true}, "interrupted"},
 		{"timeout", fmt.Errorf("crop: %w", context.DeadlineExceeded), Decision{Class: "unknown", Retry: true, CountsAsFailure: true}, "timeout"},
 		{"a status write timed out", fmt.Errorf("mark running: %w: %w", status.ErrConflict, context.DeadlineExceeded), Decision{Class: "status", Retry: true, CountsAsFailure: true}, "timeout"},
 		{"lease lost", fmt.Errorf("%w: %w", lease.ErrLost, context.Canceled), Decision{Class: "lease", Retry: true, Delay: time.Second}, "lease_lost"},
 		{"bucket unreachable", &StorageUnavailableError{Err: errors.New("down")}, Decision{Class: "storage_unavailable", Retry: true, Delay: StorageDeferDelay}, "storage_unavailable"},
 		{"status refuses checkpoints", &StatusUnavailableError{}, Decision{Class: "status_unavailable", Retry: true, Delay: StorageDeferDelay}, "status_unavailable"},
-		{"a request's own bucket missing", fmt.Errorf("crop: %w", &storage.BucketError{Bucket: "b"}), Decision{Class: "permanent", CountsAsFailure: true}, "bucket"},
+		{"a request's own bucket missing", fmt.Errorf("crop: %w", &results.BucketError{Bucket: "b"}), Decision{Class: "permanent", CountsAsFailure: true}, "bucket"},
 		{"claim-checked input unreadable", fmt.Errorf("crop: %w", &storage.InputError{Bucket: "in", Key: "k", Err: errors.New("gone")}), Decision{Class: "storage", Retry: true, CountsAsFailure: true}, "input"},
 		{"anything else", errors.New("boom"), Decision{Class: "unknown", Retry: true, CountsAsFailure: true}, "internal"},
 	}
@@ -82,7 +83,7 @@ func TestBackoff(t *testing.T) {
 
 	// Per-class curves: storage starts lower and caps lower than api.
 	b = Backoff{Base: 2 * time.Second, Cap: 5 * time.Minute}
-	upload := &storage.UploadError{Op: "put", Err: errors.New("down")}
+	upload := &results.UploadError{Op: "put", Err: errors.New("down")}
 	for n := 0; n < 12; n++ {
 		upper := min(time.Second<<n, time.Minute)
 		for i := 0; i < 100; i++ {

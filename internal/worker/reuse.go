@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/cropq/cropq/internal/dedup"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/status"
-	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
 )
 
@@ -53,9 +53,9 @@ func (d redisDedup) Acquire(ctx context.Context, key, owner string) (KeyLease, s
 }
 
 // StoredCopier copies an object stored for another request, server-side
-// (package storage's Copier); a *storage.MissingError when it is gone.
+// (package storage's Copier); a *results.MissingError when it is gone.
 type StoredCopier interface {
-	CopyStored(ctx context.Context, from storage.Stored, obj storage.Object) (storage.Stored, error)
+	CopyStored(ctx context.Context, from results.Stored, obj results.Object) (results.Stored, error)
 }
 
 // Reasons of cropq_api_calls_saved_total.
@@ -179,13 +179,13 @@ func (h *Handler) reuse(ctx context.Context, a attempt, key string, res dedup.Re
 		return true, h.fail(ctx, a, err)
 	}
 	stored, err := h.cfg.Reuse.CopyStored(ctx,
-		storage.Stored{Bucket: res.Bucket, Key: res.Key, ETag: res.ETag, ContentType: res.ContentType, Size: res.Size},
-		storage.Object{RequestID: p.RequestID, APIRequestID: res.APIRequestID, Width: p.TargetWidth, Height: p.TargetHeight,
+		results.Stored{Bucket: res.Bucket, Key: res.Key, ETag: res.ETag, ContentType: res.ContentType, Size: res.Size},
+		results.Object{RequestID: p.RequestID, APIRequestID: res.APIRequestID, Width: p.TargetWidth, Height: p.TargetHeight,
 			Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata})
 	if a.gated() {
 		h.gate.observe(ctx, err)
 	}
-	var missing *storage.MissingError
+	var missing *results.MissingError
 	if errors.As(err, &missing) {
 		a.log.InfoContext(ctx, "crop: the stored result to reuse is gone; paying", "reused_from", res.RequestID, "err", err)
 		if ferr := h.cfg.Dedup.Forget(ctx, key, res.RequestID); ferr != nil {

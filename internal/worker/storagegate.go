@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/internal/results"
 )
 
 // StorageUnavailableError says a crop was not paid for because the bucket
@@ -110,7 +110,7 @@ func (g *storageGate) try(ctx context.Context, force bool) (time.Time, error) {
 // stored object closes it. Download errors and interruptions say nothing
 // about the bucket.
 func (g *storageGate) observe(ctx context.Context, err error) {
-	var upload *storage.UploadError
+	var upload *results.UploadError
 	switch {
 	case err == nil:
 		g.open.Store(false)

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/internal/results"
 )
 
 // checker is a bucket check whose answer the test sets, counting calls.
@@ -32,7 +32,7 @@ func (c *checker) set(err error) { c.err.Store(&err) }
 
 var errDown = errors.New("connection refused")
 
-func uploadErr() error { return &storage.UploadError{Op: "put", Bucket: "b", Key: "k", Err: errDown} }
+func uploadErr() error { return &results.UploadError{Op: "put", Bucket: "b", Key: "k", Err: errDown} }
 
 func TestStorageGate(t *testing.T) {
 	ctx := context.Background()
@@ -75,10 +75,10 @@ func TestStorageGate(t *testing.T) {
 	t.Run("download errors and interrupted uploads say nothing of the bucket", func(t *testing.T) {
 		c := &checker{}
 		g := newGate(c, time.Hour, 0)
-		g.observe(ctx, &storage.SourceError{URL: "https://x/y", Expired: true})
+		g.observe(ctx, &results.SourceError{URL: "https://x/y", Expired: true})
 		cancelled, cancel := context.WithCancel(ctx)
 		cancel()
-		g.observe(cancelled, &storage.UploadError{Op: "put", Err: context.Canceled})
+		g.observe(cancelled, &results.UploadError{Op: "put", Err: context.Canceled})
 		require.NoError(t, g.allow(ctx, false))
 		assert.Zero(t, c.calls.Load())
 	})

@@ -21,6 +21,7 @@ import (
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/redact"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -34,7 +35,7 @@ type Config struct {
 	Task     tasks.Options
 	API      cropapi.Config
 	S3       storage.S3Config
-	Storage  storage.Config
+	Storage  results.Config
 	Server   worker.ServerConfig
 	// Quota is the fleet-wide limiter; QuotaShared false leaves each worker
 	// to back off on rate-limit answers alone.
@@ -135,7 +136,7 @@ func LoadConfig(env Env) (Config, error) {
 		AccessKeyID:     env.Get("AWS_ACCESS_KEY_ID"),
 		SecretAccessKey: secret("AWS_SECRET_ACCESS_KEY"),
 	}
-	c.Storage = storage.Config{
+	c.Storage = results.Config{
 		Bucket:                 env.Get("CROPQ_S3_BUCKET"),
 		KeyTemplate:            env.Get("CROPQ_KEY_TEMPLATE"),
 		MaxDownloadBytes:       int64(num("CROPQ_MAX_RESULT_BYTES")),

@@ -13,6 +13,7 @@ import (
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/objectkey"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -46,7 +47,7 @@ func TestUnsetVariablesGiveThePackagesDefaults(t *testing.T) {
 		{"CROPQ_API_BASE_URL", cfg.API.BaseURL, cropapi.DefaultBaseURL},
 		{"CROPQ_API_TIMEOUT", cfg.API.Timeout, cropapi.DefaultTimeout},
 		{"CROPQ_KEY_TEMPLATE", cfg.Storage.KeyTemplate, objectkey.DefaultTemplate},
-		{"CROPQ_MAX_RESULT_BYTES", cfg.Storage.MaxDownloadBytes, int64(storage.DefaultMaxDownloadBytes)},
+		{"CROPQ_MAX_RESULT_BYTES", cfg.Storage.MaxDownloadBytes, int64(results.DefaultMaxDownloadBytes)},
 		{"CROPQ_INPUTS_PREFIX", cfg.Inputs.Prefix, storage.DefaultInputsPrefix},
 		{"CROPQ_CLAIM_CHECK_BYTES", cfg.ClaimCheckBytes, producer.DefaultClaimCheckBytes},
 		{"CROPQ_WEBHOOK_TIMEOUT", cfg.WebhookTimeout, webhook.DefaultDeliveryTimeout},

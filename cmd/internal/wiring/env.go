@@ -14,6 +14,7 @@ import (
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/objectkey"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -68,7 +69,7 @@ func EnvVars() []EnvVar {
 		{"CROPQ_S3_BUCKET", "cropq", "bucket results are copied into", false},
 		{"CROPQ_S3_PATH_STYLE", "auto", "path-style addressing: true, false, or auto (true when CROPQ_S3_ENDPOINT is set)", false},
 		{"CROPQ_KEY_TEMPLATE", objectkey.DefaultTemplate, "S3 key of a result; placeholders {requestId} {width} {height} {ext} {date}", false},
-		{"CROPQ_MAX_RESULT_BYTES", strconv.Itoa(storage.DefaultMaxDownloadBytes), "largest result download accepted", false},
+		{"CROPQ_MAX_RESULT_BYTES", strconv.Itoa(results.DefaultMaxDownloadBytes), "largest result download accepted", false},
 		{"CROPQ_RESULT_HOSTS", "*.aliyuncs.com", "hosts result URLs may be downloaded from (comma-separated, *.suffix allowed; the vendor's OSS domains)", false},
 		{"CROPQ_RESULT_ALLOW_HTTP", "false", "accept http:// result URLs (only for the local emulator)", false},
 		{"CROPQ_MULTIPART_UPLOADS", "1", "results over 5 MiB copied at once per worker process; each costs ~15 MiB of RSS", false},
@@ -215,7 +216,7 @@ func EnvContext(err error) error {
 	}{
 		{cropapi.ErrNoAppKey, "CROPQ_APP_KEY"},
 		{cropapi.ErrNoAppSecret, "CROPQ_APP_SECRET"},
-		{storage.ErrNoBucket, "CROPQ_S3_BUCKET"},
+		{results.ErrNoBucket, "CROPQ_S3_BUCKET"},
 	} {
 		if errors.Is(err, m.target) {
 			return fmt.Errorf("%s: %w", m.name, err)

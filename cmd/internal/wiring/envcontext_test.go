@@ -9,7 +9,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/httpapi"
-	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/internal/results"
 )
 
 // The libraries name their Config fields; cmd adds the variable behind
@@ -17,7 +17,7 @@ import (
 func TestEnvContextNamesTheVariable(t *testing.T) {
 	_, keyErr := cropapi.NewClient(cropapi.Config{AppSecret: "s"})
 	_, secretErr := cropapi.NewClient(cropapi.Config{AppKey: "k"})
-	_, bucketErr := storage.New(nil, storage.Config{})
+	_, bucketErr := results.New(nil, results.Config{})
 	_, tokensErr := httpapi.New(nil, httpapi.Config{Tokens: []string{"a:x", "b:x"}})
 	for _, tc := range []struct {
 		err        error

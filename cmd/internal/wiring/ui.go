@@ -12,6 +12,7 @@ import (
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -32,12 +33,12 @@ func NewWebUI(ctx context.Context, cfg Config, rdb redis.UniversalClient, prod *
 	}
 	st := status.NewStore(rdb, cfg.Status)
 	bl := NewBacklog(cfg, rdb)
-	ucfg := webui.Config{Records: st, Batches: prod, Links: storage.NewPresigner(s3c, uiLinkTTL), Tenant: api.Tenant,
+	ucfg := webui.Config{Records: st, Batches: prod, Links: results.NewPresigner(s3c, uiLinkTTL), Tenant: api.Tenant,
 		Backlog: bl, Weights: cfg.TenantWeights, Logger: log}
 	if cfg.Dedup.Scope != dedup.ScopeOff {
 		ucfg.Saved = dedup.New(rdb, cfg.Dedup).Saved
 	}
-	if copier, err := storage.New(s3c, cfg.Storage); err == nil {
+	if copier, err := results.New(s3c, cfg.Storage); err == nil {
 		ucfg.Storage = copier.CheckBucket
 	}
 	if cfg.QuotaShared {

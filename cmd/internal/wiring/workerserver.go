@@ -17,6 +17,7 @@ import (
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -35,7 +36,7 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 	if err != nil {
 		return nil, nil, fmt.Errorf("s3 client: %w", err)
 	}
-	copier, err := storage.New(s3c, cfg.Storage)
+	copier, err := results.New(s3c, cfg.Storage)
 	if err != nil {
 		return nil, nil, EnvContext(err)
 	}

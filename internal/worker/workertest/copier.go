@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/cropq/cropq/internal/objectkey"
-	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/internal/results"
 )
 
 // Copier is in-memory object storage behind the result host (worker.Copier
@@ -22,7 +22,7 @@ type Copier struct {
 	KeyTemplate string
 
 	mu      sync.Mutex
-	objects map[string]storage.Stored // by bucket + "/" + key
+	objects map[string]results.Stored // by bucket + "/" + key
 	buckets map[string]bool           // requests' own buckets that exist
 	expired map[string]bool           // result URLs the host refuses (403)
 	down    error                     // the default bucket's failure, nil when up
@@ -35,7 +35,7 @@ type Copier struct {
 // NewCopier returns storage with an empty default bucket "results".
 func NewCopier() *Copier {
 	return &Copier{Bucket: "results", KeyTemplate: objectkey.DefaultTemplate,
-		objects: map[string]storage.Stored{}, buckets: map[string]bool{}, expired: map[string]bool{}}
+		objects: map[string]results.Stored{}, buckets: map[string]bool{}, expired: map[string]bool{}}
 }
 
 // AddBucket makes a request's own bucket exist.
@@ -62,15 +62,15 @@ func (c *Copier) SetDown(err error) {
 }
 
 // Copy stores the result at sourceURL as obj.
-func (c *Copier) Copy(ctx context.Context, sourceURL string, obj storage.Object) (storage.Stored, error) {
+func (c *Copier) Copy(ctx context.Context, sourceURL string, obj results.Object) (results.Stored, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.copies++
 	if err := ctx.Err(); err != nil {
-		return storage.Stored{}, &storage.SourceError{URL: sourceURL, Err: err}
+		return results.Stored{}, &results.SourceError{URL: sourceURL, Err: err}
 	}
 	if c.expired[sourceURL] {
-		return storage.Stored{}, &storage.SourceError{URL: sourceURL, StatusCode: 403, Expired: true, Err: errors.New("403 Forbidden: Request has expired")}
+		return results.Stored{}, &results.SourceError{URL: sourceURL, StatusCode: 403, Expired: true, Err: errors.New("403 Forbidden: Request has expired")}
 	}
 	body := sha256.Sum256([]byte(sourceURL))
 	st, err := c.put(obj, hex.EncodeToString(body[:16]), int64(len(sourceURL)))
@@ -81,16 +81,16 @@ func (c *Copier) Copy(ctx context.Context, sourceURL string, obj storage.Object)
 }
 
 // CopyStored copies an object stored earlier, server-side; a
-// *storage.MissingError when it is gone.
-func (c *Copier) CopyStored(ctx context.Context, from storage.Stored, obj storage.Object) (storage.Stored, error) {
+// *results.MissingError when it is gone.
+func (c *Copier) CopyStored(ctx context.Context, from results.Stored, obj results.Object) (results.Stored, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := ctx.Err(); err != nil {
-		return storage.Stored{}, err
+		return results.Stored{}, err
 	}
 	src, ok := c.objects[from.Bucket+"/"+from.Key]
 	if !ok || src.ETag != from.ETag {
-		return storage.Stored{}, &storage.MissingError{Bucket: from.Bucket, Key: from.Key, Status: 404, Reason: "is gone"}
+		return results.Stored{}, &results.MissingError{Bucket: from.Bucket, Key: from.Key, Status: 404, Reason: "is gone"}
 	}
 	st, err := c.put(obj, src.ETag, src.Size)
 	if err == nil {
@@ -100,7 +100,7 @@ func (c *Copier) CopyStored(ctx context.Context, from storage.Stored, obj storag
 }
 
 // put writes an object where obj says; c.mu held.
-func (c *Copier) put(obj storage.Object, etag string, size int64) (storage.Stored, error) {
+func (c *Copier) put(obj results.Object, etag string, size int64) (results.Stored, error) {
 	bucket, tmpl := c.Bucket, c.KeyTemplate
 	if obj.Bucket != "" {
 		bucket = obj.Bucket
@@ -110,12 +110,12 @@ func (c *Copier) put(obj storage.Object, etag string, size int64) (storage.Store
 	}
 	key, err := objectkey.Render(tmpl, objectkey.Vars{RequestID: obj.RequestID, Width: obj.Width, Height: obj.Height, Ext: "png", Date: time.Now()})
 	if err != nil {
-		return storage.Stored{}, err
+		return results.Stored{}, err
 	}
 	if err := c.reachable(bucket); err != nil {
-		return storage.Stored{}, &storage.UploadError{Op: "upload", Bucket: bucket, Key: key, Err: err}
+		return results.Stored{}, &results.UploadError{Op: "upload", Bucket: bucket, Key: key, Err: err}
 	}
-	st := storage.Stored{Bucket: bucket, Key: key, ETag: etag, ContentType: "image/png", Size: size}
+	st := results.Stored{Bucket: bucket, Key: key, ETag: etag, ContentType: "image/png", Size: size}
 	c.objects[bucket+"/"+key] = st
 	return st, nil
 }
@@ -137,25 +137,25 @@ func (c *Copier) CheckBucket(ctx context.Context) error {
 	defer c.mu.Unlock()
 	c.checks++
 	if err := c.reachable(c.Bucket); err != nil {
-		return &storage.UploadError{Op: "head bucket", Bucket: c.Bucket, Err: err}
+		return &results.UploadError{Op: "head bucket", Bucket: c.Bucket, Err: err}
 	}
 	return ctx.Err()
 }
 
-// CheckBucketOf checks a request's own bucket: a *storage.BucketError when
+// CheckBucketOf checks a request's own bucket: a *results.BucketError when
 // it does not exist.
 func (c *Copier) CheckBucketOf(ctx context.Context, bucket string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.checks++
 	if err := c.reachable(bucket); err != nil {
-		return &storage.BucketError{Bucket: bucket, Status: 404, Err: err}
+		return &results.BucketError{Bucket: bucket, Status: 404, Err: err}
 	}
 	return ctx.Err()
 }
 
 // Object returns the object at bucket/key.
-func (c *Copier) Object(bucket, key string) (storage.Stored, bool) {
+func (c *Copier) Object(bucket, key string) (results.Stored, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, ok := c.objects[bucket+"/"+key]

@@ -1,4 +1,4 @@
-package storage_test
+package results_test
 
 import (
 	"bytes"
@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/testenv"
-	"github.com/cropq/cropq/storage"
 )
 
 // A presigned link reads the object from a private bucket; the same URL
@@ -29,7 +29,7 @@ func TestPresignedGet(t *testing.T) {
 	_, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String("crops/a b.png"), Body: bytes.NewReader(body)})
 	require.NoError(t, err)
 
-	p := storage.NewPresigner(client, time.Minute)
+	p := results.NewPresigner(client, time.Minute)
 	link, err := p.GetURL(ctx, bucket, "crops/a b.png", "")
 	require.NoError(t, err)
 	get := func(u string) (int, []byte, http.Header) {

@@ -1,8 +1,8 @@
-// Package storage copies a cropping result from its short-lived URL into S3
+// Package results copies a cropping result from its short-lived URL into S3
 // (or MinIO), streaming: the download feeds the upload, multipart above a
 // threshold through the SDK's transfer manager, with the type, size and
 // image header checked on the way and nothing left behind on failure.
-package storage
+package results
 
 import (
 	"bufio"
@@ -20,8 +20,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -30,36 +28,6 @@ import (
 	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/internal/redact"
 )
-
-// S3Config says how to reach S3.
-type S3Config struct {
-	Endpoint        string // "" = AWS S3; MinIO: http://host:9000
-	Region          string // default us-east-1
-	UsePathStyle    bool   // MinIO needs it
-	AccessKeyID     string // "" = the AWS default credentials chain
-	SecretAccessKey string
-}
-
-// NewS3Client builds an S3 client from c.
-func NewS3Client(ctx context.Context, c S3Config) (*s3.Client, error) {
-	if c.Region == "" {
-		c.Region = "us-east-1"
-	}
-	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(c.Region)}
-	if c.AccessKeyID != "" {
-		opts = append(opts, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, "")))
-	}
-	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("storage: aws config: %w", err)
-	}
-	return s3.NewFromConfig(cfg, func(o *s3.Options) {
-		if c.Endpoint != "" {
-			o.BaseEndpoint = aws.String(c.Endpoint)
-		}
-		o.UsePathStyle = c.UsePathStyle
-	}), nil
-}
 
 // DefaultMaxDownloadBytes bounds a result download (Config.MaxDownloadBytes).
 const DefaultMaxDownloadBytes = 64 << 20

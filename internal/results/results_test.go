@@ -1,4 +1,4 @@
-package storage_test
+package results_test
 
 import (
 	"bytes"
@@ -21,8 +21,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/image/bmp"
 
+	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/testenv"
-	"github.com/cropq/cropq/storage"
 )
 
 func encode(t testing.TB, format string, w, h int) []byte {
@@ -44,20 +44,20 @@ func encode(t testing.TB, format string, w, h int) []byte {
 }
 
 type env struct {
-	copier *storage.Copier
+	copier *results.Copier
 	s3     *s3.Client
 	bucket string
 }
 
-func newEnv(t *testing.T, mutate ...func(*storage.Config)) env {
+func newEnv(t *testing.T, mutate ...func(*results.Config)) env {
 	t.Helper()
 	m := testenv.MinIO(t)
 	client, bucket := testenv.MinIOBucket(t, m)
-	cfg := storage.Config{Bucket: bucket, Timeout: 30 * time.Second, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true}
+	cfg := results.Config{Bucket: bucket, Timeout: 30 * time.Second, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true}
 	for _, f := range mutate {
 		f(&cfg)
 	}
-	c, err := storage.New(client, cfg)
+	c, err := results.New(client, cfg)
 	require.NoError(t, err)
 	return env{copier: c, s3: client, bucket: bucket}
 }
@@ -105,23 +105,23 @@ func TestCopy(t *testing.T) {
 	tests := []struct {
 		name    string
 		handler http.HandlerFunc
-		obj     storage.Object
+		obj     results.Object
 		key     string
 		ctype   string
 		size    int
 	}{
-		{"small png", bytesHandler("image/png", small), storage.Object{RequestID: "r-small", APIRequestID: "api-1", Width: 300, Height: 200}, "crops/r-small/300x200.png", "image/png", len(small)},
-		{"no content type is sniffed", bytesHandler("", small), storage.Object{RequestID: "r-sniff", Width: 300, Height: 200}, "crops/r-sniff/300x200.png", "image/png", len(small)},
-		{"octet-stream is sniffed", bytesHandler("application/octet-stream", small), storage.Object{RequestID: "r-octet"}, "crops/r-octet/0x0.png", "image/png", len(small)},
-		{"large goes multipart", bytesHandler("image/bmp", large), storage.Object{RequestID: "r-large", Width: 2600, Height: 1000}, "crops/r-large/2600x1000.bmp", "image/bmp", len(large)},
+		{"small png", bytesHandler("image/png", small), results.Object{RequestID: "r-small", APIRequestID: "api-1", Width: 300, Height: 200}, "crops/r-small/300x200.png", "image/png", len(small)},
+		{"no content type is sniffed", bytesHandler("", small), results.Object{RequestID: "r-sniff", Width: 300, Height: 200}, "crops/r-sniff/300x200.png", "image/png", len(small)},
+		{"octet-stream is sniffed", bytesHandler("application/octet-stream", small), results.Object{RequestID: "r-octet"}, "crops/r-octet/0x0.png", "image/png", len(small)},
+		{"large goes multipart", bytesHandler("image/bmp", large), results.Object{RequestID: "r-large", Width: 2600, Height: 1000}, "crops/r-large/2600x1000.bmp", "image/bmp", len(large)},
 		{"chunked (unknown length)", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "image/png")
 			for i := 0; i < len(small); i += 1000 {
 				_, _ = w.Write(small[i:min(i+1000, len(small))])
 				w.(http.Flusher).Flush()
 			}
-		}, storage.Object{RequestID: "r-chunked", Width: 300, Height: 200}, "crops/r-chunked/300x200.png", "image/png", len(small)},
-		{"hostile request id stays in its prefix", bytesHandler("image/png", small), storage.Object{RequestID: "../../etc/passwd"}, "crops/..%2F..%2Fetc%2Fpasswd/0x0.png", "image/png", len(small)},
+		}, results.Object{RequestID: "r-chunked", Width: 300, Height: 200}, "crops/r-chunked/300x200.png", "image/png", len(small)},
+		{"hostile request id stays in its prefix", bytesHandler("image/png", small), results.Object{RequestID: "../../etc/passwd"}, "crops/..%2F..%2Fetc%2Fpasswd/0x0.png", "image/png", len(small)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,10 +145,10 @@ func TestCopy(t *testing.T) {
 }
 
 func TestCopyMetadata(t *testing.T) {
-	e := newEnv(t, func(c *storage.Config) { c.KeyTemplate = "out/{date}/{requestId}.{ext}" })
+	e := newEnv(t, func(c *results.Config) { c.KeyTemplate = "out/{date}/{requestId}.{ext}" })
 	small := encode(t, "png", 120, 100)
 	st, err := e.copier.Copy(context.Background(), serve(t, bytesHandler("image/png", small)),
-		storage.Object{RequestID: "m1", APIRequestID: "api-9", Width: 120, Height: 100, Metadata: map[string]string{"sku": "A-1"}})
+		results.Object{RequestID: "m1", APIRequestID: "api-9", Width: 120, Height: 100, Metadata: map[string]string{"sku": "A-1"}})
 	require.NoError(t, err)
 	assert.Regexp(t, `^out/\d{4}-\d{2}-\d{2}/m1\.png$`, st.Key)
 	head, err := e.s3.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(st.Key)})
@@ -174,28 +174,28 @@ func TestCopyRefusesAndLeavesNothing(t *testing.T) {
 	tests := []struct {
 		name    string
 		handler http.HandlerFunc
-		obj     storage.Object
+		obj     results.Object
 		expired bool
 		status  int
 		errText string
 	}{
-		{"html", bytesHandler("text/html", []byte("<html>nope</html>")), storage.Object{RequestID: "x"}, false, 200, "not an accepted image type"},
-		{"403 means expired", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusForbidden) }, storage.Object{RequestID: "x"}, true, 403, "expired"},
-		{"404", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotFound) }, storage.Object{RequestID: "x"}, false, 404, "HTTP 404"},
-		{"truncated small", truncate(small), storage.Object{RequestID: "x"}, false, 200, "truncated"},
-		{"truncated large", truncate(large), storage.Object{RequestID: "x"}, false, 200, "truncated"},
-		{"wrong size", bytesHandler("image/png", small), storage.Object{RequestID: "x", Width: 800, Height: 800}, false, 200, "is 300×200, want 800×800"},
-		{"oversize", bytesHandler("image/bmp", large), storage.Object{RequestID: "x"}, false, 200, "exceeds"},
+		{"html", bytesHandler("text/html", []byte("<html>nope</html>")), results.Object{RequestID: "x"}, false, 200, "not an accepted image type"},
+		{"403 means expired", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusForbidden) }, results.Object{RequestID: "x"}, true, 403, "expired"},
+		{"404", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotFound) }, results.Object{RequestID: "x"}, false, 404, "HTTP 404"},
+		{"truncated small", truncate(small), results.Object{RequestID: "x"}, false, 200, "truncated"},
+		{"truncated large", truncate(large), results.Object{RequestID: "x"}, false, 200, "truncated"},
+		{"wrong size", bytesHandler("image/png", small), results.Object{RequestID: "x", Width: 800, Height: 800}, false, 200, "is 300×200, want 800×800"},
+		{"oversize", bytesHandler("image/bmp", large), results.Object{RequestID: "x"}, false, 200, "exceeds"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, func(c *storage.Config) {
+			e := newEnv(t, func(c *results.Config) {
 				if tt.name == "oversize" {
 					c.MaxDownloadBytes = 1 << 20
 				}
 			})
 			_, err := e.copier.Copy(context.Background(), serve(t, tt.handler)+"/r.png", tt.obj)
-			var se *storage.SourceError
+			var se *results.SourceError
 			require.ErrorAs(t, err, &se)
 			assert.Equal(t, tt.expired, se.Expired)
 			assert.Equal(t, tt.status, se.StatusCode)
@@ -217,14 +217,14 @@ func TestCopyTrustsTheResultHostNotTheClock(t *testing.T) {
 		_, _ = w.Write(img)
 	})
 	// Long past by this clock, still live by the vendor's.
-	st, err := e.copier.Copy(context.Background(), live+"/r.png?Expires=1000&Signature=s", storage.Object{RequestID: "x", Width: 200, Height: 100})
+	st, err := e.copier.Copy(context.Background(), live+"/r.png?Expires=1000&Signature=s", results.Object{RequestID: "x", Width: 200, Height: 100})
 	require.NoError(t, err)
 	assert.Equal(t, 1, fetched)
 	assert.Equal(t, int64(len(img)), st.Size)
 
 	gone := serve(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusForbidden) })
-	_, err = e.copier.Copy(context.Background(), gone+"/r.png?Expires=99999999999&Signature=s", storage.Object{RequestID: "y"})
-	var se *storage.SourceError
+	_, err = e.copier.Copy(context.Background(), gone+"/r.png?Expires=99999999999&Signature=s", results.Object{RequestID: "y"})
+	var se *results.SourceError
 	require.ErrorAs(t, err, &se)
 	assert.True(t, se.Expired, "the result host's refusal is what expired means")
 	assert.NotContains(t, err.Error(), "Signature", "the signature is not repeated in errors")
@@ -233,12 +233,12 @@ func TestCopyTrustsTheResultHostNotTheClock(t *testing.T) {
 func TestUploadErrorWhenS3IsDown(t *testing.T) {
 	m := testenv.MinIO(t)
 	client, bucket := testenv.MinIOBucket(t, m)
-	c, err := storage.New(client, storage.Config{Bucket: bucket, Timeout: 10 * time.Second, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
+	c, err := results.New(client, results.Config{Bucket: bucket, Timeout: 10 * time.Second, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 	require.NoError(t, err)
 	require.NoError(t, m.Stop(context.Background()))
 
-	_, err = c.Copy(context.Background(), serve(t, bytesHandler("image/png", encode(t, "png", 120, 100))), storage.Object{RequestID: "down"})
-	var ue *storage.UploadError
+	_, err = c.Copy(context.Background(), serve(t, bytesHandler("image/png", encode(t, "png", 120, 100))), results.Object{RequestID: "down"})
+	var ue *results.UploadError
 	require.ErrorAs(t, err, &ue)
 	assert.Error(t, c.CheckBucket(context.Background()))
 	require.NoError(t, m.Start(context.Background()))
@@ -266,28 +266,28 @@ func TestResultHostAllowList(t *testing.T) {
 
 	cases := []struct {
 		name   string
-		cfg    storage.Config
+		cfg    results.Config
 		path   string
 		reason string // "" = stored
 	}{
-		{"allowed host over http in dev", storage.Config{ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true}, "/r.png", ""},
-		{"http refused by default", storage.Config{ResultHosts: []string{"127.0.0.1"}}, "/r.png", "only https"},
-		{"host not allowed", storage.Config{ResultHosts: []string{"*.aliyuncs.com"}, AllowHTTP: true}, "/r.png", "not in the allowed result hosts"},
-		{"default is the vendor's domains", storage.Config{AllowHTTP: true}, "/r.png", `"127.0.0.1" is not in the allowed result hosts [*.aliyuncs.com]`},
-		{"redirect off the list", storage.Config{ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true}, "/away", "localhost"},
+		{"allowed host over http in dev", results.Config{ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true}, "/r.png", ""},
+		{"http refused by default", results.Config{ResultHosts: []string{"127.0.0.1"}}, "/r.png", "only https"},
+		{"host not allowed", results.Config{ResultHosts: []string{"*.aliyuncs.com"}, AllowHTTP: true}, "/r.png", "not in the allowed result hosts"},
+		{"default is the vendor's domains", results.Config{AllowHTTP: true}, "/r.png", `"127.0.0.1" is not in the allowed result hosts [*.aliyuncs.com]`},
+		{"redirect off the list", results.Config{ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true}, "/away", "localhost"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
 			cfg.Bucket, cfg.Timeout = bucket, 10*time.Second
-			c, err := storage.New(client, cfg)
+			c, err := results.New(client, cfg)
 			require.NoError(t, err)
-			_, err = c.Copy(context.Background(), srv.URL+tc.path+"?Signature=secret", storage.Object{RequestID: "h-" + strings.ReplaceAll(tc.name, " ", "-")})
+			_, err = c.Copy(context.Background(), srv.URL+tc.path+"?Signature=secret", results.Object{RequestID: "h-" + strings.ReplaceAll(tc.name, " ", "-")})
 			if tc.reason == "" {
 				require.NoError(t, err)
 				return
 			}
-			var he *storage.HostError
+			var he *results.HostError
 			require.ErrorAs(t, err, &he)
 			assert.Contains(t, err.Error(), tc.reason)
 			assert.NotContains(t, err.Error(), "secret", "the query is never shown")

@@ -1,4 +1,4 @@
-package storage_test
+package results_test
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/internal/results"
 )
 
 // CopyStored: a server-side copy of another request's result, to this
@@ -22,10 +22,10 @@ func TestCopyStored(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	small := encode(t, "png", 300, 200)
-	from, err := e.copier.Copy(ctx, serve(t, bytesHandler("image/png", small)), storage.Object{RequestID: "first", APIRequestID: "api-1", Width: 300, Height: 200})
+	from, err := e.copier.Copy(ctx, serve(t, bytesHandler("image/png", small)), results.Object{RequestID: "first", APIRequestID: "api-1", Width: 300, Height: 200})
 	require.NoError(t, err)
 
-	got, err := e.copier.CopyStored(ctx, from, storage.Object{RequestID: "second", APIRequestID: "api-1", Width: 300, Height: 200,
+	got, err := e.copier.CopyStored(ctx, from, results.Object{RequestID: "second", APIRequestID: "api-1", Width: 300, Height: 200,
 		Metadata: map[string]string{"sku": "B-2"}})
 	require.NoError(t, err)
 	assert.Equal(t, "crops/second/300x200.png", got.Key)
@@ -44,20 +44,20 @@ func TestCopyStored(t *testing.T) {
 	other := encode(t, "png", 310, 200)
 	_, err = e.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(from.Key), Body: bytes.NewReader(other)})
 	require.NoError(t, err)
-	_, err = e.copier.CopyStored(ctx, from, storage.Object{RequestID: "third", Width: 300, Height: 200})
-	var missing *storage.MissingError
+	_, err = e.copier.CopyStored(ctx, from, results.Object{RequestID: "third", Width: 300, Height: 200})
+	var missing *results.MissingError
 	require.True(t, errors.As(err, &missing), "%v", err)
 	assert.Contains(t, err.Error(), "replaced")
 
 	// Deleted: not copied.
 	_, err = e.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(from.Key)})
 	require.NoError(t, err)
-	_, err = e.copier.CopyStored(ctx, from, storage.Object{RequestID: "third", Width: 300, Height: 200})
+	_, err = e.copier.CopyStored(ctx, from, results.Object{RequestID: "third", Width: 300, Height: 200})
 	require.True(t, errors.As(err, &missing), "%v", err)
 	assert.Contains(t, err.Error(), "deleted")
 	assert.NotContains(t, e.keys(t), "crops/third/300x200.png")
 
 	// A request's own bucket that does not exist fails as it would before paying.
-	_, err = e.copier.CopyStored(ctx, got, storage.Object{RequestID: "fourth", Width: 300, Height: 200, Bucket: "no-such-bucket-cropq"})
-	assert.True(t, errors.As(err, new(*storage.BucketError)), "%v", err)
+	_, err = e.copier.CopyStored(ctx, got, results.Object{RequestID: "fourth", Width: 300, Height: 200, Bucket: "no-such-bucket-cropq"})
+	assert.True(t, errors.As(err, new(*results.BucketError)), "%v", err)
 }
