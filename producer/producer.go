@@ -27,6 +27,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
@@ -119,7 +120,7 @@ type Producer struct {
 	cfg      Config
 	client   *asynq.Client
 	insp     *asynq.Inspector
-	statuses *status.Store
+	statuses *records.Store
 	backlog  *backlog.Backlog // nil without Config.Backlog
 }
 
@@ -142,7 +143,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 		cfg:      cfg,
 		client:   asynq.NewClientFromRedisClient(rdb),
 		insp:     asynq.NewInspectorFromRedisClient(rdb),
-		statuses: status.NewStore(rdb, cfg.Status),
+		statuses: records.NewStore(rdb, cfg.Status),
 	}
 	if cfg.Backlog {
 		p.backlog = backlog.New(rdb, backlog.Config{Prefix: cfg.Status.Prefix})
@@ -302,7 +303,7 @@ func (p *Producer) admit(ctx context.Context, pending []*item) {
 		})
 	}
 	var recs []status.Record
-	var appends []status.Append
+	var appends []records.Append
 	var bodies [][]byte
 	var idx []int
 	b := p.backlog
@@ -328,7 +329,7 @@ func (p *Producer) admit(ctx context.Context, pending []*item) {
 		entry := backlog.Encode(backlog.Entry{Lane: lane, Tenant: tenant, RequestID: it.req.RequestID, Payload: entryPayload, At: it.req.EnqueuedAt})
 		recs = append(recs, it.rec)
 		bodies = append(bodies, body)
-		appends = append(appends, status.Append{List: b.ListKey(lane, tenant), Value: entry, Set: b.ActiveKey(), Member: backlog.Member(lane, tenant)})
+		appends = append(appends, records.Append{List: b.ListKey(lane, tenant), Value: entry, Set: b.ActiveKey(), Member: backlog.Member(lane, tenant)})
 		idx = append(idx, i)
 	}
 	removeInput := func(i int) {
@@ -528,8 +529,9 @@ type BatchInfo struct {
 	// Priority is the lowest lane among the batch's requests: the batch is
 	// done when its slowest part is.
 	Priority string
-	// ETA estimates how long until the remaining requests are done (see
-	// backlog.Estimate); -1 when unknown.
+	// ETA estimates how long until the remaining requests are done, from
+	// what waits ahead of them in their lane, the tenants' shares and the
+	// fleet's effective rate; -1 when unknown.
 	ETA time.Duration
 	// Saved counts the requests that reused a stored result instead of
 	// paying (package dedup): paid calls saved.

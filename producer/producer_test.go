@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -120,7 +121,7 @@ func TestLostTaskIsRepaired(t *testing.T) {
 	p, rdb := newProducer(t, producer.Config{})
 	ctx := context.Background()
 	r := req("lost")
-	_, _, err := status.NewStore(rdb, status.Config{}).Create(ctx, status.Record{RequestID: "lost", TargetWidth: 800, TargetHeight: 800, Source: "url", SourceURL: r.ImageURL})
+	_, _, err := records.NewStore(rdb, status.Config{}).Create(ctx, status.Record{RequestID: "lost", TargetWidth: 800, TargetHeight: 800, Source: "url", SourceURL: r.ImageURL})
 	require.NoError(t, err)
 
 	res := p.Enqueue(ctx, r)

@@ -1,3 +1,18 @@
+// Package status is what cropq records of every crop request id, and how a
+// pipeline reads it: the Record (state, attempts, the paid API answer while
+// it is being copied, where the result was stored, a bounded history), the
+// states it moves through, and the errors a read or a cancel returns.
+//
+// A pipeline gets records through package producer (Producer.Get, Batch,
+// Cancel), and hears of every terminal state on the Redis stream at
+// Config.EventsKey, with a consumer group of its own. Records are written
+// only by cropq: the states move as follows, and never out of a terminal
+// one (Succeeded, Failed, Canceled):
+//
+//	queued   → running, failed, canceled
+//	running  → running (a new attempt), cropped, retrying, succeeded, failed
+//	retrying → running, retrying, failed
+//	cropped  → running, cropped, retrying, succeeded, failed
 package status
 
 import (
@@ -78,18 +93,6 @@ type Record struct {
 	ReusedFrom string `json:"reusedFrom,omitempty"`
 }
 
-// filled is r with what a lean queued record leaves out: its update time
-// and the first entry of its history are its creation.
-func (r Record) filled() Record {
-	if r.UpdatedAt.IsZero() {
-		r.UpdatedAt = r.CreatedAt
-	}
-	if len(r.History) == 0 && !r.CreatedAt.IsZero() {
-		r.History = []Transition{{State: Queued, At: r.CreatedAt}}
-	}
-	return r
-}
-
 // Checkpoint is a successful API answer whose result is not yet stored.
 type Checkpoint struct {
 	ResultURL string    `json:"resultUrl"`
@@ -131,43 +134,10 @@ type Transition struct {
 	Message   string    `json:"message,omitempty"`
 }
 
-// Update is one transition request.
-type Update struct {
-	To      State
-	Attempt int // the attempt making the change; older than the record's → ErrStaleAttempt
-
-	ErrorCode    string
-	ErrorMessage string
-
-	Checkpoint      *Checkpoint // set the checkpoint (a paid call succeeded)
-	ClearCheckpoint bool        // forget the checkpoint (its URL expired)
-	PaidUsage       int         // usage billed by the call that made Checkpoint
-	Stored          *Stored
-
-	// Task is the asynq task making the change; when set, it must own the
-	// request (Record.Task), or take it over through Takeover.
-	Task string
-	// Takeover, on a rescued task's move to Running, takes the request from
-	// the task it rescued, unless that task (or any other) has moved on
-	// past the attempt that was rescued.
-	Takeover *Takeover
-	// ReusedFrom, with Stored, records that the result was reused from
-	// that request's (no paid call).
-	ReusedFrom string
-}
-
-// Takeover names what a rescue task replaces: the task whose lease expired
-// and the attempt it was running.
-type Takeover struct {
-	From    string
-	Attempt int
-}
-
-// Errors of Transition and Get.
+// Errors of a read or a cancel.
 var (
-	ErrNotFound     = errors.New("status: no record for this request id")
-	ErrStaleAttempt = errors.New("status: update from an older attempt")
-	ErrConflict     = errors.New("status: record changed concurrently too often")
+	ErrNotFound = errors.New("status: no record for this request id")
+	ErrConflict = errors.New("status: record changed concurrently too often")
 )
 
 // TransitionError is a move the state machine does not allow.

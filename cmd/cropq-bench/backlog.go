@@ -23,6 +23,7 @@ import (
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -307,7 +308,7 @@ func (f *fleet) submit(ctx context.Context, prefix string, n int, tenant, priori
 
 // records reads the records of ids.
 func (f *fleet) records(ctx context.Context, ids []string) ([]status.Record, error) {
-	st := status.NewStore(f.rdb, status.Config{})
+	st := records.NewStore(f.rdb, status.Config{})
 	out := make([]status.Record, 0, len(ids))
 	for _, id := range ids {
 		rec, err := st.Get(ctx, id)

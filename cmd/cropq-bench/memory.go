@@ -25,6 +25,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
@@ -123,7 +124,7 @@ func runMemCase(ctx context.Context, env *benchEnv, bin string, c memCase, n int
 		return 0, 0, err
 	}
 
-	statuses := status.NewStore(rdb, status.Config{})
+	statuses := records.NewStore(rdb, status.Config{})
 	client := asynq.NewClientFromRedisClient(rdb)
 	for i := range n {
 		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("mem-%s-%03d", c.name, i), ImageURL: images.URL + "/src", TargetWidth: c.w, TargetHeight: c.h}}

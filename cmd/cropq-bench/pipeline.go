@@ -19,6 +19,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/status"
@@ -188,7 +189,7 @@ type pipelineRig struct {
 	s3       *s3.Client
 	bucket   string
 	handler  *worker.Handler
-	statuses *status.Store
+	statuses *records.Store
 	log      *slog.Logger
 }
 
@@ -226,7 +227,7 @@ func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Clie
 		p.close()
 		return nil, err
 	}
-	p.statuses = status.NewStore(rdb, status.Config{})
+	p.statuses = records.NewStore(rdb, status.Config{})
 	p.handler = worker.NewHandler(api, copier, p.statuses, worker.HandlerConfig{Logger: log, Limits: cropapi.Limits{AllowPrivateHosts: true}})
 	return p, nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/localsvc"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
@@ -187,7 +188,7 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 		procs = append(procs, cmd)
 	}
 
-	statuses := status.NewStore(rdb, status.Config{})
+	statuses := records.NewStore(rdb, status.Config{})
 	client := asynq.NewClientFromRedisClient(rdb)
 	start := time.Now()
 	for i := range o.quotaN {

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/producer"
@@ -44,7 +45,7 @@ func benchUI(ctx context.Context, env *benchEnv, o options, progress io.Writer) 
 	bl := backlog.New(rdb, backlog.Config{})
 	prod := producer.New(rdb, producer.Config{Concurrency: 1, Backlog: true, Rate: func(context.Context) (float64, error) { return 20, nil }})
 	defer prod.Close()
-	st := status.NewStore(rdb, status.Config{})
+	st := records.NewStore(rdb, status.Config{})
 	ui, err := webui.New(webui.Config{Records: st, Batches: prod, Links: results.NewPresigner(s3c, 15*time.Minute), Backlog: bl,
 		Tenant: func(r *http.Request) (string, bool) {
 			_, pw, ok := r.BasicAuth()
@@ -189,7 +190,7 @@ func fillBatch(ctx context.Context, prod *producer.Producer, batch string, first
 // finish moves requests first… through the transitions a worker makes:
 // done of them to succeeded (with a stored object), then failed more to
 // failed.
-func finish(ctx context.Context, st *status.Store, first, done, failed int) error {
+func finish(ctx context.Context, st *records.Store, first, done, failed int) error {
 	jobs := make(chan int)
 	errc := make(chan error, 8)
 	var wg sync.WaitGroup
@@ -199,13 +200,13 @@ func finish(ctx context.Context, st *status.Store, first, done, failed int) erro
 			defer wg.Done()
 			for i := range jobs {
 				id := typicalRequest(i).RequestID
-				steps := []status.Update{{To: status.Running, Attempt: 1}}
+				steps := []records.Update{{To: status.Running, Attempt: 1}}
 				if i < first+done {
 					steps = append(steps,
-						status.Update{To: status.Cropped, Attempt: 1, PaidUsage: 1, Checkpoint: &status.Checkpoint{ResultURL: "https://oss.example.com/r", Width: 800, Height: 800, APIRequestID: "req-" + id}},
-						status.Update{To: status.Succeeded, Attempt: 1, Stored: &status.Stored{Bucket: "bench-ui", Key: "crops/" + id + "/800x800.jpg", Size: 81234, ContentType: "image/jpeg", Width: 800, Height: 800}})
+						records.Update{To: status.Cropped, Attempt: 1, PaidUsage: 1, Checkpoint: &status.Checkpoint{ResultURL: "https://oss.example.com/r", Width: 800, Height: 800, APIRequestID: "req-" + id}},
+						records.Update{To: status.Succeeded, Attempt: 1, Stored: &status.Stored{Bucket: "bench-ui", Key: "crops/" + id + "/800x800.jpg", Size: 81234, ContentType: "image/jpeg", Width: 800, Height: 800}})
 				} else {
-					steps = append(steps, status.Update{To: status.Failed, Attempt: 1, ErrorCode: "1001", ErrorMessage: "image could not be decoded"})
+					steps = append(steps, records.Update{To: status.Failed, Attempt: 1, ErrorCode: "1001", ErrorMessage: "image could not be decoded"})
 				}
 				for _, u := range steps {
 					if _, err := st.Transition(ctx, id, u); err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/cropq/cropq/cmd/internal/wiring"
 	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/localsvc"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/redact"
 	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/status"
@@ -188,7 +189,7 @@ Ctrl-C stops everything.`)
 	}
 	say("enqueued  %d sample crops at %dx%d", len(ids), *width, *height)
 
-	recs, err := awaitTerminal(ctx, status.NewStore(rdb, cfg.Status), ids, *timeout)
+	recs, err := awaitTerminal(ctx, records.NewStore(rdb, cfg.Status), ids, *timeout)
 	printRecords(stdout, recs)
 	if err != nil {
 		return err
@@ -311,7 +312,7 @@ func ensureBucket(ctx context.Context, cfg wiring.Config) error {
 }
 
 // awaitTerminal polls the records until all are terminal or timeout.
-func awaitTerminal(ctx context.Context, st *status.Store, ids []string, timeout time.Duration) ([]status.Record, error) {
+func awaitTerminal(ctx context.Context, st *records.Store, ids []string, timeout time.Duration) ([]status.Record, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(200 * time.Millisecond)

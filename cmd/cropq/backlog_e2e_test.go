@@ -18,6 +18,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -27,7 +28,7 @@ import (
 // ordered by when they did.
 func (s *stack) finished(t *testing.T, ids []string) []status.Record {
 	t.Helper()
-	st := status.NewStore(s.rdb, status.Config{})
+	st := records.NewStore(s.rdb, status.Config{})
 	var out []status.Record
 	for _, id := range ids {
 		rec, err := st.Get(context.Background(), id)
@@ -43,7 +44,7 @@ func (s *stack) finished(t *testing.T, ids []string) []status.Record {
 // awaitAll waits until every id is terminal.
 func (s *stack) awaitAll(t *testing.T, ids []string, timeout time.Duration) {
 	t.Helper()
-	st := status.NewStore(s.rdb, status.Config{})
+	st := records.NewStore(s.rdb, status.Config{})
 	require.Eventually(t, func() bool {
 		for _, id := range ids {
 			rec, err := st.Get(context.Background(), id)
@@ -85,7 +86,7 @@ func TestUrgentJumpsTheBacklogThroughEveryEntrance(t *testing.T) {
 	out, err := s.cropq("enqueue", "--file", path, "--no-progress")
 	require.NoError(t, err, out)
 	s.startWorker()
-	st := status.NewStore(s.rdb, status.Config{})
+	st := records.NewStore(s.rdb, status.Config{})
 	require.Eventually(t, func() bool { return len(s.finished(t, backfill)) >= 8 }, 60*time.Second, 100*time.Millisecond,
 		"the backfill is under way")
 

@@ -32,6 +32,7 @@ import (
 	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -282,7 +283,7 @@ func (s *stack) record(id string) status.Record {
 // awaitState waits until id's record is in one of states.
 func (s *stack) awaitState(id string, timeout time.Duration, states ...status.State) status.Record {
 	s.t.Helper()
-	st := status.NewStore(s.rdb, status.Config{})
+	st := records.NewStore(s.rdb, status.Config{})
 	require.Eventually(s.t, func() bool {
 		r, err := st.Get(context.Background(), id)
 		if err != nil {

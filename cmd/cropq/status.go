@@ -14,6 +14,7 @@ import (
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
@@ -53,7 +54,7 @@ func runStatus(ctx context.Context, env wiring.Env, args []string, stdout, stder
 		return err
 	}
 	defer rdb.Close()
-	rec, err := status.NewStore(rdb, cfg.Status).Get(ctx, id)
+	rec, err := records.NewStore(rdb, cfg.Status).Get(ctx, id)
 	if errors.Is(err, status.ErrNotFound) {
 		return exitError{code: 3, err: fmt.Errorf("request %s: not found", id)}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/cropq/cropq/cmd/internal/wiring"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -66,7 +67,7 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 		return err
 	}
 	defer rdb.Close()
-	st := status.NewStore(rdb, cfg.Status)
+	st := records.NewStore(rdb, cfg.Status)
 	// The producer reads batches with their estimate (backlog, weights, rate).
 	prod := producer.New(rdb, producer.Config{Status: cfg.Status, Backlog: true,
 		Weights: cfg.TenantWeights, Rate: wiring.FleetRate(cfg, rdb)})
@@ -127,7 +128,7 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 
 // look returns a request's progress line, whether it is over, and whether
 // it succeeded.
-func look(ctx context.Context, st *status.Store, id string) (line string, done, ok bool, err error) {
+func look(ctx context.Context, st *records.Store, id string) (line string, done, ok bool, err error) {
 	rec, err := st.Get(ctx, id)
 	if err != nil {
 		return "", false, false, err

@@ -63,9 +63,9 @@ func run(ctx context.Context, redisURL string, images []string, w, h int, timeou
 	// The events stream holds every terminal transition; a consumer group
 	// created at "$" sees those that happen from now on, and survives this
 	// process (a restarted pipeline reads on where it stopped).
-	statuses := status.NewStore(rdb, status.Config{})
+	events := status.Config{}.EventsKey()
 	const group = "example-pipeline"
-	if err := rdb.XGroupCreateMkStream(ctx, statuses.EventsKey(), group, "$").Err(); err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+	if err := rdb.XGroupCreateMkStream(ctx, events, group, "$").Err(); err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return fmt.Errorf("create consumer group: %w", err)
 	}
 
@@ -89,7 +89,7 @@ func run(ctx context.Context, redisURL string, images []string, w, h int, timeou
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for len(pending) > 0 {
-		streams, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "example", Streams: []string{statuses.EventsKey(), ">"},
+		streams, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "example", Streams: []string{events, ">"},
 			Count: 100, Block: 2 * time.Second}).Result()
 		if errors.Is(err, redis.Nil) {
 			continue
@@ -104,7 +104,7 @@ func run(ctx context.Context, redisURL string, images []string, w, h int, timeou
 				fmt.Printf("%-28s %s %v %v %v\n", id, m.Values["state"], m.Values["bucket"], m.Values["key"], m.Values["errorCode"])
 			}
 			// Acknowledge everything read: other pipelines use their own groups.
-			rdb.XAck(ctx, statuses.EventsKey(), group, m.ID)
+			rdb.XAck(ctx, events, group, m.ID)
 		}
 	}
 	counts, err := p.BatchCounts(ctx, "", batch)

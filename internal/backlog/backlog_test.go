@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -265,7 +266,7 @@ func TestAnArchivedTaskDoesNotSwallowANewRequest(t *testing.T) {
 	client := asynq.NewClientFromRedisClient(rdb)
 	t.Cleanup(func() { _ = client.Close() })
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	st := status.NewStore(rdb, status.Config{})
+	st := records.NewStore(rdb, status.Config{})
 	_, err := client.Enqueue(asynq.NewTask(tasks.TypeCrop, []byte(`{}`)), asynq.TaskID("again-1"), asynq.Queue(tasks.DefaultQueue))
 	require.NoError(t, err)
 	require.NoError(t, insp.ArchiveTask(tasks.DefaultQueue, "again-1"))

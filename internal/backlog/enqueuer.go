@@ -14,7 +14,7 @@ import (
 	"github.com/cropq/cropq/tasks"
 )
 
-// Records reads status records (status.Store).
+// Records reads status records (records.Store).
 type Records interface {
 	Get(ctx context.Context, id string) (status.Record, error)
 }

@@ -16,7 +16,7 @@ type Usage struct {
 type UsageReader func(ctx context.Context) (Usage, error)
 
 // FailuresReader reads the failures of the last hour by error code
-// (status.Store.FailuresSince).
+// (records.Store.FailuresSince).
 type FailuresReader func(ctx context.Context) (map[string]int64, error)
 
 type usageCollector struct {

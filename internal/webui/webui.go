@@ -28,6 +28,7 @@ import (
 
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -42,11 +43,11 @@ const Root = "/ui/"
 // PageSize is the results of one page of a batch's grid.
 const PageSize = 200
 
-// Records reads status records and the batch index (status.Store).
+// Records reads status records and the batch index (records.Store).
 type Records interface {
 	Get(ctx context.Context, id string) (status.Record, error)
-	Batches(ctx context.Context, tenant string, limit int) ([]status.BatchRef, error)
-	BatchPage(ctx context.Context, tenant, batchID string, st status.State, offset, limit int64) (status.Page, error)
+	Batches(ctx context.Context, tenant string, limit int) ([]records.BatchRef, error)
+	BatchPage(ctx context.Context, tenant, batchID string, st status.State, offset, limit int64) (records.Page, error)
 	BatchPaidCalls(ctx context.Context, tenant, batchID string) (int64, error)
 	FailuresSince(ctx context.Context, since time.Time) (map[string]int64, error)
 }
@@ -454,8 +455,8 @@ func (u *UI) batch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := status.State(q.Get("state"))
-	if st != "" && !slices.Contains(status.GridOrder, st) {
-		u.fail(w, r, http.StatusBadRequest, fmt.Sprintf("invalid state %q: one of %v", st, status.GridOrder), nil)
+	if st != "" && !slices.Contains(records.GridOrder, st) {
+		u.fail(w, r, http.StatusBadRequest, fmt.Sprintf("invalid state %q: one of %v", st, records.GridOrder), nil)
 		return
 	}
 	pg := 1
@@ -485,7 +486,7 @@ func (u *UI) batch(w http.ResponseWriter, r *http.Request) {
 	p := batchPage{page: u.base(r, "Batch "+id), Tenant: tenant, BatchID: id, Info: bi, Bar: progressOf(bi), Paid: paid, State: st,
 		PageNo: pg, Total: res.Total}
 	p.Filters = append(p.Filters, filter{Label: "all", N: bi.Total, Link: batchLink(tenant, id, "", 1), Current: st == ""})
-	for _, s := range status.GridOrder {
+	for _, s := range records.GridOrder {
 		if n := bi.Counts[s]; n > 0 || s == st {
 			p.Filters = append(p.Filters, filter{State: s, Label: string(s), N: n, Link: batchLink(tenant, id, s, 1), Current: s == st})
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/producer"
@@ -38,7 +39,7 @@ var tokens = map[string]string{"acme-tok": "acme", "globex-tok": "globex", "op-t
 
 type fixture struct {
 	ui *webui.UI
-	st *status.Store
+	st *records.Store
 }
 
 func newFixture(t *testing.T) fixture {
@@ -49,7 +50,7 @@ func newFixture(t *testing.T) fixture {
 	bl := backlog.New(rdb, backlog.Config{})
 	prod := producer.New(rdb, producer.Config{Backlog: true, Rate: func(context.Context) (float64, error) { return 5, nil }})
 	t.Cleanup(func() { _ = prod.Close() })
-	ui, err := webui.New(webui.Config{Records: status.NewStore(rdb, status.Config{}), Batches: prod, Links: links{}, Backlog: bl,
+	ui, err := webui.New(webui.Config{Records: records.NewStore(rdb, status.Config{}), Batches: prod, Links: links{}, Backlog: bl,
 		Quota: quota.New(rdb, quota.Config{Account: "k", Rate: 5}), Storage: func(context.Context) error { return nil },
 		Saved: func(context.Context) (map[string]int64, error) {
 			return map[string]int64{"reused": 7, "coalesced": 2}, nil
@@ -70,14 +71,14 @@ func newFixture(t *testing.T) fixture {
 	for _, res := range prod.EnqueueBatch(context.Background(), reqs) {
 		require.Equal(t, producer.Enqueued, res.Outcome, "%v", res.Err)
 	}
-	st := status.NewStore(rdb, status.Config{})
+	st := records.NewStore(rdb, status.Config{})
 	ctx := context.Background()
-	for _, u := range []status.Update{{To: status.Running, Attempt: 1}, {To: status.Cropped, Attempt: 1, Checkpoint: &status.Checkpoint{ResultURL: "https://r", APIRequestID: "api-1"}},
+	for _, u := range []records.Update{{To: status.Running, Attempt: 1}, {To: status.Cropped, Attempt: 1, Checkpoint: &status.Checkpoint{ResultURL: "https://r", APIRequestID: "api-1"}},
 		{To: status.Succeeded, Attempt: 1, Stored: &status.Stored{Bucket: "crops", Key: "acme/a-0.jpg", Size: 2048, APIRequestID: "api-1"}}} {
 		_, err := st.Transition(ctx, "a-0", u)
 		require.NoError(t, err)
 	}
-	for _, u := range []status.Update{{To: status.Running, Attempt: 1}, {To: status.Failed, Attempt: 1, ErrorCode: "1001", ErrorMessage: "cannot decode <img>"}} {
+	for _, u := range []records.Update{{To: status.Running, Attempt: 1}, {To: status.Failed, Attempt: 1, ErrorCode: "1001", ErrorMessage: "cannot decode <img>"}} {
 		_, err := st.Transition(ctx, "a-1", u)
 		require.NoError(t, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/metrics"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -38,9 +39,9 @@ type Copier interface {
 	CheckBucketOf(ctx context.Context, bucket string) error
 }
 
-// StatusStore records the status of each request id (package status's Store).
+// StatusStore records the status of each request id (package records' Store).
 type StatusStore interface {
-	Transition(ctx context.Context, id string, u status.Update) (status.Record, error)
+	Transition(ctx context.Context, id string, u records.Update) (status.Record, error)
 	Get(ctx context.Context, id string) (status.Record, error)
 }
 
@@ -233,11 +234,11 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 	}
 	retried, maxRetry, taskID, queue := run.Retried, run.MaxRetry, run.TaskID, run.Queue
 	n := retried + 1
-	var takeover *status.Takeover
+	var takeover *records.Takeover
 	if r := p.Rescue; r != nil {
 		// A rescue task numbers its attempts on from the one it replaces.
 		n += r.Attempt
-		takeover = &status.Takeover{From: r.From, Attempt: r.Attempt}
+		takeover = &records.Takeover{From: r.From, Attempt: r.Attempt}
 	}
 	a := attempt{payload: p, n: n, last: retried >= maxRetry, task: taskID,
 		log: h.log.With("request_id", p.RequestID, "task_id", taskID, "attempt", n)}
@@ -274,7 +275,7 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 	case errors.As(err, &te) && te.From.Terminal():
 		a.log.InfoContext(ctx, "crop: already finished, nothing to do", "state", te.From)
 		return nil
-	case errors.Is(err, status.ErrStaleAttempt):
+	case errors.Is(err, records.ErrStaleAttempt):
 		a.log.WarnContext(ctx, "crop: a newer attempt owns this request; stopping")
 		return nil
 	case err != nil:
@@ -411,7 +412,7 @@ type attempt struct {
 }
 
 // by names this attempt on the status record.
-func (a attempt) by() status.By { return status.By{Attempt: a.n, Task: a.task} }
+func (a attempt) by() records.By { return records.By{Attempt: a.n, Task: a.task} }
 
 // owned is asked right before paying: a worker that froze past its lease
 // (its crop now another task's), or whose task asynq's recoverer ran again
@@ -434,7 +435,7 @@ func (h *Handler) owned(ctx context.Context, a attempt) error {
 		return fmt.Errorf("check ownership: %w", err)
 	}
 	if rec.Attempt > a.n || (rec.Task != "" && rec.Task != a.task) {
-		return status.ErrStaleAttempt
+		return records.ErrStaleAttempt
 	}
 	return nil
 }
@@ -500,7 +501,7 @@ func (h *Handler) checkpoint(ctx context.Context, a attempt, cp *status.Checkpoi
 // at its memory limit), as opposed to one it refused to make (a stale
 // attempt, a move the state machine forbids), which no retry changes.
 func refused(err error) bool {
-	return err != nil && !errors.Is(err, status.ErrStaleAttempt) && !errors.As(err, new(*status.TransitionError))
+	return err != nil && !errors.Is(err, records.ErrStaleAttempt) && !errors.As(err, new(*status.TransitionError))
 }
 
 // FlushKept records the paid answers kept through a Redis outage on their
@@ -524,7 +525,7 @@ func (h *Handler) FlushKept(ctx context.Context) int {
 		}
 		// The record's own state and attempt: the answer is attached, not
 		// a move (running, cropped and retrying each may stay where they are).
-		_, err = h.status.Transition(ctx, id, status.Attach(rec, &k.cp, k.usage))
+		_, err = h.status.Transition(ctx, id, records.Attach(rec, &k.cp, k.usage))
 		switch {
 		case err == nil:
 			h.kept.drop(id, k)
@@ -576,7 +577,7 @@ func (h *Handler) persist(ctx context.Context, expires time.Time, write func() e
 	for {
 		err := write()
 		var te *status.TransitionError
-		if err == nil || errors.Is(err, status.ErrStaleAttempt) || errors.As(err, &te) || errors.Is(err, status.ErrNotFound) ||
+		if err == nil || errors.Is(err, records.ErrStaleAttempt) || errors.As(err, &te) || errors.Is(err, status.ErrNotFound) ||
 			!h.cfg.Now().Add(delay).Before(deadline) {
 			return err
 		}
@@ -670,7 +671,7 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 	if errors.Is(context.Cause(ctx), lease.ErrLost) && !errors.Is(err, lease.ErrLost) {
 		err = fmt.Errorf("%w: %w", lease.ErrLost, err)
 	}
-	if errors.Is(err, status.ErrStaleAttempt) {
+	if errors.Is(err, records.ErrStaleAttempt) {
 		// Another attempt owns the request now; it records what happens.
 		a.log.WarnContext(ctx, "crop: a newer attempt owns this request; stopping", "err", err)
 		return nil
@@ -689,7 +690,7 @@ func (h *Handler) fail(ctx context.Context, a attempt, err error) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.StatusTimeout)
 	defer cancel()
 	rec, serr := h.status.Transition(sctx, a.payload.RequestID, a.by().Fail(final, code, msg))
-	if serr != nil && !errors.Is(serr, status.ErrStaleAttempt) {
+	if serr != nil && !errors.Is(serr, records.ErrStaleAttempt) {
 		a.log.ErrorContext(ctx, "crop: record failure", "err", serr)
 	}
 	if serr == nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/internal/worker/workertest"
 	"github.com/cropq/cropq/status"
@@ -334,8 +335,8 @@ func TestHandlerDecisions(t *testing.T) {
 				r.queued(request(id))
 				// The rescue task took the request over and is cropping it.
 				rescue := worker.TaskRun{TaskID: tasks.RescueTaskID(id, 1), Queue: tasks.DefaultQueue, MaxRetry: maxRetry}
-				_, err := r.f.Statuses.Transition(context.Background(), id, status.Update{To: status.Running, Attempt: 2,
-					Task: rescue.TaskID, Takeover: &status.Takeover{From: id, Attempt: 1}})
+				_, err := r.f.Statuses.Transition(context.Background(), id, records.Update{To: status.Running, Attempt: 2,
+					Task: rescue.TaskID, Takeover: &records.Takeover{From: id, Attempt: 1}})
 				require.NoError(t, err)
 			},
 			want: want{outcome: done, state: status.Running},
@@ -351,7 +352,7 @@ func TestHandlerDecisions(t *testing.T) {
 				// The worker froze after marking the crop running; the
 				// rescuer took its lease meanwhile, and it woke before its
 				// renewal could tell it.
-				r.f.Statuses.Refuse = func(_ string, u status.Update) error {
+				r.f.Statuses.Refuse = func(_ string, u records.Update) error {
 					if u.To == status.Running {
 						require.Equal(t, 1, r.f.Leases.Take(id))
 					}
@@ -368,7 +369,7 @@ func TestHandlerDecisions(t *testing.T) {
 			name: "lease lost and the renewal noticed: the attempt's context ends, no payment",
 			stage: func(t *testing.T, r *rig) {
 				r.queued(request(id))
-				r.f.Statuses.Refuse = func(_ string, u status.Update) error {
+				r.f.Statuses.Refuse = func(_ string, u records.Update) error {
 					if u.To == status.Running {
 						r.f.Leases.Take(id)
 						require.Equal(t, 1, r.f.Leases.Renew())
@@ -518,7 +519,7 @@ func runCases(t *testing.T, tests []handlerCase) {
 	}
 }
 
-func moves(us []status.Update) []status.State {
+func moves(us []records.Update) []status.State {
 	out := make([]status.State, len(us))
 	for i, u := range us {
 		out[i] = u.To

@@ -17,6 +17,7 @@ import (
 	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/internal/worker"
@@ -76,7 +77,7 @@ func TestAFrozenWorkersCropIsRescued(t *testing.T) {
 	t.Cleanup(api.Close)
 	images := serveImages(t)
 	s3c, bucket := testenv.MinIOBucket(t, testenv.MinIO(t))
-	statuses := status.NewStore(rdb, status.Config{})
+	statuses := records.NewStore(rdb, status.Config{})
 
 	newHandler := func(leases *lease.Leases, q worker.Quota) *worker.Handler {
 		copier, err := results.New(s3c, results.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})

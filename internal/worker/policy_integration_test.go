@@ -31,6 +31,7 @@ import (
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/internal/worker"
@@ -55,7 +56,7 @@ const (
 type policyRig struct {
 	rdb      *redis.Client
 	emu      *cropapitest.Server
-	statuses *status.Store
+	statuses *records.Store
 	s3       *s3.Client
 	bucket   string
 	images   string
@@ -88,13 +89,13 @@ type rowSpec struct {
 // refusingStore is the real status store, refusing checkpoint writes while
 // told to, as a Redis at its memory limit would.
 type refusingStore struct {
-	*status.Store
+	*records.Store
 	refuse *atomic.Bool
 }
 
 var errOOM = errors.New("OOM command not allowed when used memory > 'maxmemory'")
 
-func (s refusingStore) Transition(ctx context.Context, id string, u status.Update) (status.Record, error) {
+func (s refusingStore) Transition(ctx context.Context, id string, u records.Update) (status.Record, error) {
 	if s.refuse.Load() && u.Checkpoint != nil {
 		return status.Record{}, errOOM
 	}
@@ -128,7 +129,7 @@ func newPolicyRig(t *testing.T, minio *localsvc.MinIO, spec rowSpec) *policyRig 
 	require.NoError(t, err)
 	client, err := cropapi.NewClient(cropapi.Config{BaseURL: api.URL, AppKey: "k", AppSecret: "s", Limits: local})
 	require.NoError(t, err)
-	r.statuses = status.NewStore(r.rdb, status.Config{})
+	r.statuses = records.NewStore(r.rdb, status.Config{})
 	hcfg := worker.HandlerConfig{Limits: local, StorageMaxWait: spec.storageWait, StorageCheckInterval: spec.storageWait / 4, Now: now}
 	r.inputs, err = storage.NewInputs(r.s3, storage.InputsConfig{Bucket: bucket})
 	require.NoError(t, err)
@@ -666,7 +667,7 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 	require.NoError(t, err)
 	copier, err := results.New(s3c, results.Config{Bucket: bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 	require.NoError(t, err)
-	statuses := status.NewStore(rdb, status.Config{})
+	statuses := records.NewStore(rdb, status.Config{})
 	h := worker.NewHandler(client, copier, statuses, worker.HandlerConfig{Limits: local, Quota: quota.New(rdb, quota.Config{Account: "k", Rate: 50, Adaptive: true})})
 	ws := worker.NewServer(rdb, worker.ServerConfig{Concurrency: 4, DelayedTaskCheckInterval: checkInterval, ShutdownTimeout: 5 * time.Second}, h)
 	ctx, cancel := context.WithCancel(context.Background())

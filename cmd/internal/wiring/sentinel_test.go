@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -83,7 +84,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 		rec, err := prod.Get(ctx, id)
 		require.NoError(t, err, id)
 		assert.Equal(t, status.Queued, rec.State, id)
-		n, err := replicaDirect.Exists(ctx, status.NewStore(replicaDirect, status.Config{}).Key(id)).Result()
+		n, err := replicaDirect.Exists(ctx, records.NewStore(replicaDirect, status.Config{}).Key(id)).Result()
 		require.NoError(t, err)
 		assert.Equal(t, int64(1), n, "%s is on the promoted replica", id)
 	}

@@ -12,10 +12,10 @@ import (
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/producer"
-	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 )
 
@@ -31,7 +31,7 @@ func NewWebUI(ctx context.Context, cfg Config, rdb redis.UniversalClient, prod *
 	if err != nil {
 		return nil, err
 	}
-	st := status.NewStore(rdb, cfg.Status)
+	st := records.NewStore(rdb, cfg.Status)
 	bl := NewBacklog(cfg, rdb)
 	ucfg := webui.Config{Records: st, Batches: prod, Links: results.NewPresigner(s3c, uiLinkTTL), Tenant: api.Tenant,
 		Backlog: bl, Weights: cfg.TenantWeights, Logger: log}

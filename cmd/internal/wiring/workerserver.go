@@ -17,9 +17,9 @@ import (
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
-	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/webhook"
 )
@@ -40,7 +40,7 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 	if err != nil {
 		return nil, nil, EnvContext(err)
 	}
-	st := status.NewStore(rdb, cfg.Status)
+	st := records.NewStore(rdb, cfg.Status)
 	inputs, err := storage.NewInputs(s3c, cfg.Inputs)
 	if err != nil {
 		return nil, nil, err

@@ -8,11 +8,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/status"
 )
 
 // Statuses is an in-memory status store (worker.StatusStore). Its
-// transitions follow status.Apply, the rules the Redis store applies in its
+// transitions follow records.Apply, the rules the Redis store applies in its
 // transaction, and its records go through JSON as they do in Redis; batch
 // counts and the events stream are not kept.
 type Statuses struct {
@@ -20,23 +21,23 @@ type Statuses struct {
 	// write, unchanged, as a Redis refusing writes would (maxmemory, an
 	// outage). It may also act on the world (take a lease) to stage what
 	// happens during a write.
-	Refuse func(id string, u status.Update) error
+	Refuse func(id string, u records.Update) error
 
 	mu      sync.Mutex
 	recs    map[string][]byte
-	updates map[string][]status.Update
+	updates map[string][]records.Update
 }
 
 // NewStatuses returns an empty store.
 func NewStatuses() *Statuses {
-	return &Statuses{recs: map[string][]byte{}, updates: map[string][]status.Update{}}
+	return &Statuses{recs: map[string][]byte{}, updates: map[string][]records.Update{}}
 }
 
 // historyLimit is status.Config's default.
 const historyLimit = 32
 
 // Create writes rec as a new queued record unless id has one, as
-// status.Store.Create does.
+// records.Store.Create does.
 func (s *Statuses) Create(ctx context.Context, rec status.Record) (status.Record, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return status.Record{}, false, err
@@ -103,10 +104,10 @@ func (s *Statuses) Get(ctx context.Context, id string) (status.Record, error) {
 	return decode(b)
 }
 
-// Transition applies u to id's record as status.Store.Transition does: a
+// Transition applies u to id's record as records.Store.Transition does: a
 // missing record is created by a move to running; a refused move returns
 // the record as it stands with the *status.TransitionError.
-func (s *Statuses) Transition(ctx context.Context, id string, u status.Update) (status.Record, error) {
+func (s *Statuses) Transition(ctx context.Context, id string, u records.Update) (status.Record, error) {
 	wrap := func(err error) error { return fmt.Errorf("status: %s → %s: %w", id, u.To, err) }
 	if err := ctx.Err(); err != nil {
 		return status.Record{}, wrap(err)
@@ -131,7 +132,7 @@ func (s *Statuses) Transition(ctx context.Context, id string, u status.Update) (
 		// As the Redis store does: its history starts with this move.
 		rec = status.Record{RequestID: id, State: status.Queued, CreatedAt: time.Now().UTC()}
 	}
-	if err := status.Apply(&rec, u, time.Now(), historyLimit); err != nil {
+	if err := records.Apply(&rec, u, time.Now(), historyLimit); err != nil {
 		var te *status.TransitionError
 		if errors.As(err, &te) {
 			return rec, wrap(err)
@@ -148,21 +149,21 @@ func (s *Statuses) Transition(ctx context.Context, id string, u status.Update) (
 
 // Cancel moves a request that has not started to canceled.
 func (s *Statuses) Cancel(ctx context.Context, id string) (status.Record, error) {
-	return s.Transition(ctx, id, status.Update{To: status.Canceled})
+	return s.Transition(ctx, id, records.Update{To: status.Canceled})
 }
 
 // Updates are the writes made to id's record, in order (refused ones left
 // out).
-func (s *Statuses) Updates(id string) []status.Update {
+func (s *Statuses) Updates(id string) []records.Update {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]status.Update(nil), s.updates[id]...)
+	return append([]records.Update(nil), s.updates[id]...)
 }
 
 // RefuseWrites is a Refuse that refuses every write whose target state is
 // in states (all writes when none is given) with err.
-func RefuseWrites(err error, states ...status.State) func(string, status.Update) error {
-	return func(_ string, u status.Update) error {
+func RefuseWrites(err error, states ...status.State) func(string, records.Update) error {
+	return func(_ string, u records.Update) error {
 		if len(states) == 0 {
 			return err
 		}

@@ -1,16 +1,17 @@
-package status
+package records
 
 import (
 	"time"
 
+	"github.com/cropq/cropq/status"
 	"github.com/redis/go-redis/v9"
 )
 
 // EventsKey is the Redis stream terminal transitions are appended to.
-func (s *Store) EventsKey() string { return s.cfg.Prefix + "events" }
+func (s *Store) EventsKey() string { return s.cfg.EventsKey() }
 
 // eventArgs is the stream entry of a terminal transition.
-func (s *Store) eventArgs(rec Record) *redis.XAddArgs {
+func (s *Store) eventArgs(rec status.Record) *redis.XAddArgs {
 	ev := map[string]any{"requestId": rec.RequestID, "state": string(rec.State), "at": rec.UpdatedAt.Format(time.RFC3339Nano)}
 	if rec.BatchID != "" {
 		ev["batchId"] = rec.BatchID

@@ -1,4 +1,4 @@
-package status_test
+package records_test
 
 import (
 	"context"
@@ -10,11 +10,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
 )
 
-func pageIDs(p status.Page) []string {
+func pageIDs(p records.Page) []string {
 	var ids []string
 	for _, r := range p.Records {
 		ids = append(ids, r.RequestID)
@@ -35,11 +36,11 @@ func TestBatchIndex(t *testing.T) {
 		c := testenv.RedisCluster(t)
 		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
 		t.Cleanup(func() { _ = rdb.Close() })
-		testBatchIndex(t, status.NewStore(rdb, status.Config{Prefix: "t:", TTL: time.Hour}))
+		testBatchIndex(t, records.NewStore(rdb, status.Config{Prefix: "t:", TTL: time.Hour}))
 	})
 }
 
-func testBatchIndex(t *testing.T, st *status.Store) {
+func testBatchIndex(t *testing.T, st *records.Store) {
 	ctx := context.Background()
 
 	var recs []status.Record
@@ -53,15 +54,15 @@ func testBatchIndex(t *testing.T, st *status.Store) {
 	// b-00..b-02 succeed, b-03 fails, b-04 runs; the rest wait.
 	for i := range 5 {
 		id := fmt.Sprintf("b-%02d", i)
-		_, err := st.Transition(ctx, id, status.Update{To: status.Running, Attempt: 1})
+		_, err := st.Transition(ctx, id, records.Update{To: status.Running, Attempt: 1})
 		require.NoError(t, err)
 		switch {
 		case i < 3:
-			_, err = st.Transition(ctx, id, status.Update{To: status.Cropped, Attempt: 1, Checkpoint: &status.Checkpoint{ResultURL: "http://x"}})
+			_, err = st.Transition(ctx, id, records.Update{To: status.Cropped, Attempt: 1, Checkpoint: &status.Checkpoint{ResultURL: "http://x"}})
 			require.NoError(t, err)
-			_, err = st.Transition(ctx, id, status.Update{To: status.Succeeded, Attempt: 1, Stored: &status.Stored{Bucket: "b", Key: id}})
+			_, err = st.Transition(ctx, id, records.Update{To: status.Succeeded, Attempt: 1, Stored: &status.Stored{Bucket: "b", Key: id}})
 		case i == 3:
-			_, err = st.Transition(ctx, id, status.Update{To: status.Failed, Attempt: 1, ErrorCode: "700", ErrorMessage: "too small"})
+			_, err = st.Transition(ctx, id, records.Update{To: status.Failed, Attempt: 1, ErrorCode: "700", ErrorMessage: "too small"})
 		}
 		require.NoError(t, err)
 	}
@@ -108,7 +109,7 @@ func testBatchIndex(t *testing.T, st *status.Store) {
 	refs, err = st.Batches(ctx, "acme", 10)
 	require.NoError(t, err)
 	require.Len(t, refs, 1)
-	assert.Equal(t, status.BatchRef{Tenant: "acme", BatchID: "feed", CreatedAt: refs[0].CreatedAt}, refs[0])
+	assert.Equal(t, records.BatchRef{Tenant: "acme", BatchID: "feed", CreatedAt: refs[0].CreatedAt}, refs[0])
 
 	fails, err := st.FailuresSince(ctx, time.Now().Add(-time.Hour))
 	require.NoError(t, err)

@@ -1,17 +1,21 @@
-package status
+package records
 
-import "time"
+import (
+	"time"
+
+	"github.com/cropq/cropq/status"
+)
 
 // allowed lists the transitions; a new attempt may start from any
 // non-terminal state (a crash can leave a record anywhere).
-var allowed = map[State][]State{
-	Queued:   {Running, Failed, Canceled},
-	Running:  {Running, Cropped, Retrying, Succeeded, Failed},
-	Retrying: {Running, Retrying, Failed},
-	Cropped:  {Running, Cropped, Retrying, Succeeded, Failed},
+var allowed = map[status.State][]status.State{
+	status.Queued:   {status.Running, status.Failed, status.Canceled},
+	status.Running:  {status.Running, status.Cropped, status.Retrying, status.Succeeded, status.Failed},
+	status.Retrying: {status.Running, status.Retrying, status.Failed},
+	status.Cropped:  {status.Running, status.Cropped, status.Retrying, status.Succeeded, status.Failed},
 }
 
-func canMove(from, to State) bool {
+func canMove(from, to status.State) bool {
 	for _, s := range allowed[from] {
 		if s == to {
 			return true
@@ -23,12 +27,12 @@ func canMove(from, to State) bool {
 // owns refuses, as stale, an update from a task that does not own the
 // request: a frozen or partitioned worker whose crop was rescued must not
 // write over the task that runs it now.
-func owns(rec Record, u Update) error {
-	if u.Task == "" || u.To == Canceled || u.Task == rec.Task {
+func owns(rec status.Record, u Update) error {
+	if u.Task == "" || u.To == status.Canceled || u.Task == rec.Task {
 		return nil
 	}
 	if t := u.Takeover; t != nil {
-		if u.To == Running && (rec.Task == "" || rec.Task == t.From) && rec.Attempt <= t.Attempt {
+		if u.To == status.Running && (rec.Task == "" || rec.Task == t.From) && rec.Attempt <= t.Attempt {
 			return nil
 		}
 		return ErrStaleAttempt
@@ -45,8 +49,8 @@ func owns(rec Record, u Update) error {
 // it is 0). A refusal (ErrStaleAttempt, *TransitionError) leaves rec
 // unchanged. It is pure, so that in-memory stores (package
 // worker/workertest) follow the same rules as the Redis one.
-func Apply(rec *Record, u Update, now time.Time, historyLimit int) error {
-	if u.To == Canceled {
+func Apply(rec *status.Record, u Update, now time.Time, historyLimit int) error {
+	if u.To == status.Canceled {
 		u.Attempt = rec.Attempt // a cancel is no attempt of its own
 	}
 	if err := owns(*rec, u); err != nil {
@@ -56,7 +60,7 @@ func Apply(rec *Record, u Update, now time.Time, historyLimit int) error {
 		return ErrStaleAttempt
 	}
 	if !canMove(rec.State, u.To) {
-		return &TransitionError{RequestID: rec.RequestID, From: rec.State, To: u.To}
+		return &status.TransitionError{RequestID: rec.RequestID, From: rec.State, To: u.To}
 	}
 	now = now.UTC()
 	rec.State = u.To
@@ -66,9 +70,9 @@ func Apply(rec *Record, u Update, now time.Time, historyLimit int) error {
 		rec.Task = u.Task
 	}
 	switch u.To {
-	case Retrying, Failed:
+	case status.Retrying, status.Failed:
 		rec.ErrorCode, rec.ErrorMessage = u.ErrorCode, u.ErrorMessage
-	case Succeeded:
+	case status.Succeeded:
 		rec.ErrorCode, rec.ErrorMessage = "", ""
 	}
 	if u.ClearCheckpoint {
@@ -91,7 +95,7 @@ func Apply(rec *Record, u Update, now time.Time, historyLimit int) error {
 	if u.ReusedFrom != "" {
 		rec.ReusedFrom = u.ReusedFrom
 	}
-	rec.History = append(rec.History, Transition{State: u.To, At: now, Attempt: u.Attempt, ErrorCode: u.ErrorCode, Message: u.ErrorMessage})
+	rec.History = append(rec.History, status.Transition{State: u.To, At: now, Attempt: u.Attempt, ErrorCode: u.ErrorCode, Message: u.ErrorMessage})
 	if n := len(rec.History) - historyLimit; historyLimit > 0 && n > 0 {
 		rec.History = append(rec.History[:0:0], rec.History[n:]...)
 	}

@@ -1,4 +1,4 @@
-package status
+package records
 
 import (
 	"context"
@@ -7,29 +7,30 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cropq/cropq/status"
 	"github.com/redis/go-redis/v9"
 )
 
 // Create writes rec as a new "queued" record unless one exists already; it
 // returns the record that is there after the call and whether it was created.
-func (s *Store) Create(ctx context.Context, rec Record) (Record, bool, error) {
-	res, err := s.CreateMany(ctx, []Record{rec})
+func (s *Store) Create(ctx context.Context, rec status.Record) (status.Record, bool, error) {
+	res, err := s.CreateMany(ctx, []status.Record{rec})
 	if err != nil {
-		return Record{}, false, err
+		return status.Record{}, false, err
 	}
 	return res[0].Record, res[0].Created, res[0].Err
 }
 
 // Created is the outcome of one record of CreateMany.
 type Created struct {
-	Record  Record // the new record, or the one that was there
+	Record  status.Record // the new record, or the one that was there
 	Created bool
 	Err     error
 }
 
 // CreateMany creates records as Create does, in two pipelined round trips
 // whatever their number: one to create, one to read those that existed.
-func (s *Store) CreateMany(ctx context.Context, recs []Record) ([]Created, error) {
+func (s *Store) CreateMany(ctx context.Context, recs []status.Record) ([]Created, error) {
 	return s.CreateManyAppend(ctx, recs, nil)
 }
 
@@ -49,7 +50,7 @@ type Append struct {
 // Redis Cluster the appends follow the records (a crash in between leaves a
 // queued record without its entry; submitting the request again repairs
 // it).
-func (s *Store) CreateManyAppend(ctx context.Context, recs []Record, appends []Append) ([]Created, error) {
+func (s *Store) CreateManyAppend(ctx context.Context, recs []status.Record, appends []Append) ([]Created, error) {
 	now := s.cfg.Now().UTC()
 	out := make([]Created, len(recs))
 	encoded := make([][]byte, len(recs))
@@ -57,14 +58,14 @@ func (s *Store) CreateManyAppend(ctx context.Context, recs []Record, appends []A
 		// A queued record is stored lean (a backlog of millions waits in
 		// Redis): its update time and first history entry are its creation,
 		// filled in again when it is read.
-		rec.State = Queued
+		rec.State = status.Queued
 		rec.CreatedAt, rec.UpdatedAt, rec.History = now, time.Time{}, nil
 		b, err := json.Marshal(rec)
 		if err != nil {
 			out[i].Err = fmt.Errorf("status: encode %s: %w", rec.RequestID, err)
 			continue
 		}
-		out[i].Record, encoded[i] = rec.filled(), b
+		out[i].Record, encoded[i] = filled(rec), b
 	}
 	if s.cluster {
 		return s.createManyCluster(ctx, recs, encoded, appends, out)
@@ -103,7 +104,7 @@ func (s *Store) CreateManyAppend(ctx context.Context, recs []Record, appends []A
 		for j, g := range groups {
 			keys := make([]string, 0, 3*len(g.idx)+3)
 			args := make([]any, 0, 3*len(g.idx)+6)
-			keys = append(keys, g.key, s.idsKey(recs[g.idx[0]].Tenant, g.batchID), s.indexKey(recs[g.idx[0]].Tenant, g.batchID, Queued), s.BatchesKey())
+			keys = append(keys, g.key, s.idsKey(recs[g.idx[0]].Tenant, g.batchID), s.indexKey(recs[g.idx[0]].Tenant, g.batchID, status.Queued), s.BatchesKey())
 			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "", lowestLane(recs, g.idx),
 				now.UnixMilli(), batchMember(recs[g.idx[0]].Tenant, g.batchID), len(s.Key(""))) // the batch index (batchindex.go)
 			for _, i := range g.idx {
@@ -149,7 +150,7 @@ func (s *Store) CreateManyAppend(ctx context.Context, recs []Record, appends []A
 }
 
 // readExisting fills out with the records that were already there.
-func (s *Store) readExisting(ctx context.Context, recs []Record, existing []int, out []Created) ([]Created, error) {
+func (s *Store) readExisting(ctx context.Context, recs []status.Record, existing []int, out []Created) ([]Created, error) {
 	if len(existing) == 0 {
 		return out, nil
 	}
@@ -166,19 +167,19 @@ func (s *Store) readExisting(ctx context.Context, recs []Record, existing []int,
 			out[i].Err = fmt.Errorf("status: read existing %s: %w", recs[i].RequestID, err)
 			continue
 		}
-		var r Record
+		var r status.Record
 		if err := json.Unmarshal(b, &r); err != nil {
 			out[i].Err = fmt.Errorf("status: decode %s: %w", recs[i].RequestID, err)
 			continue
 		}
-		out[i].Record = r.filled()
+		out[i].Record = filled(r)
 	}
 	return out, nil
 }
 
 // createManyCluster creates records on a Redis Cluster: SET NX per record
 // (the client sends each to its slot's node), then the batch counts.
-func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded [][]byte, appends []Append, out []Created) ([]Created, error) {
+func (s *Store) createManyCluster(ctx context.Context, recs []status.Record, encoded [][]byte, appends []Append, out []Created) ([]Created, error) {
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.BoolCmd, len(recs))
 	for i, rec := range recs {
@@ -242,7 +243,7 @@ func (s *Store) createManyCluster(ctx context.Context, recs []Record, encoded []
 	if len(batches) > 0 {
 		pipe := s.rdb.Pipeline()
 		for id, n := range batches {
-			pipe.HIncrBy(ctx, id, string(Queued), n)
+			pipe.HIncrBy(ctx, id, string(status.Queued), n)
 			if p := batchPriority[id]; p != "" {
 				// A close race may keep the higher lane: the estimate is then early.
 				if cur, err := s.rdb.HGet(ctx, id, "priority").Result(); err != nil || laneRank[p] > laneRank[cur] {
@@ -312,7 +313,7 @@ return created
 var laneRank = map[string]int{"urgent": 1, "normal": 2, "backfill": 3}
 
 // lowestLane is the lowest priority among recs[idx].
-func lowestLane(recs []Record, idx []int) string {
+func lowestLane(recs []status.Record, idx []int) string {
 	low := ""
 	for _, i := range idx {
 		if p := recs[i].Priority; laneRank[p] > laneRank[low] {
@@ -327,14 +328,14 @@ func lowestLane(recs []Record, idx []int) string {
 // that batch counts always equal the records that exist. A record that
 // moved on meanwhile (the enqueue did happen after all, and a worker took
 // it) is left alone.
-func (s *Store) Undo(ctx context.Context, rec Record) error {
+func (s *Store) Undo(ctx context.Context, rec status.Record) error {
 	hasBatch := "0"
 	if rec.BatchID != "" {
 		hasBatch = "1"
 	}
 	key, bk := s.Key(rec.RequestID), s.batchKey(rec.Tenant, rec.BatchID)
 	if !s.cluster {
-		if err := undoScript.Run(ctx, s.rdb, []string{key, bk, s.indexKey(rec.Tenant, rec.BatchID, Queued)}, hasBatch).Err(); err != nil {
+		if err := undoScript.Run(ctx, s.rdb, []string{key, bk, s.indexKey(rec.Tenant, rec.BatchID, status.Queued)}, hasBatch).Err(); err != nil {
 			return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
 		}
 		return nil
@@ -343,19 +344,19 @@ func (s *Store) Undo(ctx context.Context, rec Record) error {
 	// between is as unlikely as it is harmless: it recreates the record).
 	cur, err := s.Get(ctx, rec.RequestID)
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, status.ErrNotFound):
 		return nil
 	case err != nil:
 		return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
-	case cur.State != Queued || cur.Attempt != 0:
+	case cur.State != status.Queued || cur.Attempt != 0:
 		return nil
 	}
 	pipe := s.rdb.Pipeline()
 	pipe.Del(ctx, key)
 	if rec.BatchID != "" {
-		pipe.HIncrBy(ctx, bk, string(Queued), -1)
+		pipe.HIncrBy(ctx, bk, string(status.Queued), -1)
 		if cur.BatchSeq > 0 {
-			pipe.SetBit(ctx, s.indexKey(rec.Tenant, rec.BatchID, Queued), cur.BatchSeq-1, 0)
+			pipe.SetBit(ctx, s.indexKey(rec.Tenant, rec.BatchID, status.Queued), cur.BatchSeq-1, 0)
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {

@@ -1,4 +1,4 @@
-package status
+package records
 
 // The batch index lets the web UI list batches and page a batch's requests
 // by state without reading every record, for little Redis per request:
@@ -30,12 +30,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cropq/cropq/status"
 	"github.com/redis/go-redis/v9"
 )
 
 // GridOrder is the order of a batch's requests when no state is chosen:
 // what needs a look first, then the results, then what is still moving.
-var GridOrder = []State{Failed, Succeeded, Retrying, Cropped, Running, Queued, Canceled}
+var GridOrder = []status.State{status.Failed, status.Succeeded, status.Retrying, status.Cropped, status.Running, status.Queued, status.Canceled}
 
 // idsKey is the list of a tenant's batch's request ids.
 func (s *Store) idsKey(tenant, batchID string) string {
@@ -43,7 +44,7 @@ func (s *Store) idsKey(tenant, batchID string) string {
 }
 
 // indexKey is the bitmap of a tenant's batch's requests in state st.
-func (s *Store) indexKey(tenant, batchID string, st State) string {
+func (s *Store) indexKey(tenant, batchID string, st status.State) string {
 	return s.batchKey(tenant, batchID) + ":" + string(st)
 }
 
@@ -71,7 +72,7 @@ func batchMember(tenant, batchID string) string {
 // indexTransition queues on p what a transition changes in the index: the
 // request moves from its old state's set to its new one; a terminal request
 // adds its paid calls to the batch's; a failure is counted by code.
-func (s *Store) indexTransition(ctx context.Context, p redis.Pipeliner, rec Record, from State, counted bool) bool {
+func (s *Store) indexTransition(ctx context.Context, p redis.Pipeliner, rec status.Record, from status.State, counted bool) bool {
 	any := false
 	if rec.BatchID != "" && from != rec.State && rec.BatchSeq > 0 {
 		if counted {
@@ -88,7 +89,7 @@ func (s *Store) indexTransition(ctx context.Context, p redis.Pipeliner, rec Reco
 		p.PExpire(ctx, pk, s.cfg.TTL)
 		any = true
 	}
-	if rec.State == Failed && from != Failed {
+	if rec.State == status.Failed && from != status.Failed {
 		at := rec.UpdatedAt
 		fk := s.failuresKey(at)
 		p.HIncrBy(ctx, fk, at.UTC().Format("04")+":"+cmp.Or(rec.ErrorCode, "unknown"), 1)
@@ -103,7 +104,7 @@ func (s *Store) indexTransition(ctx context.Context, p redis.Pipeliner, rec Reco
 // list, which gives their places; each record then learns its place, and
 // the bitmap of the state it is in by then gets its bit. A crash in
 // between leaves a request out of the grid, never a wrong record.
-func (s *Store) indexCreatedCluster(ctx context.Context, recs []Record, out []Created) error {
+func (s *Store) indexCreatedCluster(ctx context.Context, recs []status.Record, out []Created) error {
 	var idx []int
 	pipe := s.rdb.Pipeline()
 	var pushes []*redis.IntCmd
@@ -135,7 +136,7 @@ func (s *Store) indexCreatedCluster(ctx context.Context, recs []Record, out []Cr
 		if err != nil || st == "" {
 			continue // gone, or placed already
 		}
-		bm := s.indexKey(recs[i].Tenant, recs[i].BatchID, State(st))
+		bm := s.indexKey(recs[i].Tenant, recs[i].BatchID, status.State(st))
 		pipe.SetBit(ctx, bm, pushes[k].Val()-1, 1)
 		pipe.PExpire(ctx, bm, s.cfg.TTL)
 	}
@@ -229,8 +230,8 @@ func (s *Store) BatchPaidCalls(ctx context.Context, tenant, batchID string) (int
 
 // Page is one page of a batch's requests.
 type Page struct {
-	Records []Record // in order; a request whose record expired is left out
-	Total   int64    // requests in the chosen state (or in the batch)
+	Records []status.Record // in order; a request whose record expired is left out
+	Total   int64           // requests in the chosen state (or in the batch)
 }
 
 // BatchPage returns the requests of a tenant's batch in state st (every
@@ -238,13 +239,13 @@ type Page struct {
 // within a state, skipping offset and taking at most limit. It costs four
 // round trips, the bitmaps it needs (a byte per 8 requests each) and O(n/8)
 // work in Go, whatever the page.
-func (s *Store) BatchPage(ctx context.Context, tenant, batchID string, st State, offset, limit int64) (Page, error) {
+func (s *Store) BatchPage(ctx context.Context, tenant, batchID string, st status.State, offset, limit int64) (Page, error) {
 	states := GridOrder
 	if st != "" {
 		if !slices.Contains(GridOrder, st) {
 			return Page{}, fmt.Errorf("status: unknown state %q", st)
 		}
-		states = []State{st}
+		states = []status.State{st}
 	}
 	pipe := s.rdb.Pipeline()
 	counts := make([]*redis.IntCmd, len(states))
@@ -255,7 +256,7 @@ func (s *Store) BatchPage(ctx context.Context, tenant, batchID string, st State,
 		return Page{}, fmt.Errorf("status: batch %s page: %w", batchID, err)
 	}
 	type want struct {
-		st         State
+		st         status.State
 		skip, take int64
 		bits       *redis.StringCmd
 	}
@@ -347,7 +348,7 @@ func appendSetBits(out []int64, bm []byte, skip, take int64) []int64 {
 
 // GetMany reads the records of ids in one round trip (a record that does
 // not exist is left out).
-func (s *Store) GetMany(ctx context.Context, ids []string) ([]Record, error) {
+func (s *Store) GetMany(ctx context.Context, ids []string) ([]status.Record, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -359,17 +360,17 @@ func (s *Store) GetMany(ctx context.Context, ids []string) ([]Record, error) {
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("status: get many: %w", err)
 	}
-	out := make([]Record, 0, len(ids))
+	out := make([]status.Record, 0, len(ids))
 	for i, g := range gets {
 		b, err := g.Bytes()
 		if err != nil {
 			continue
 		}
-		var r Record
+		var r status.Record
 		if err := json.Unmarshal(b, &r); err != nil {
 			return nil, fmt.Errorf("status: decode %s: %w", ids[i], err)
 		}
-		out = append(out, r.filled())
+		out = append(out, filled(r))
 	}
 	return out, nil
 }

@@ -1,6 +1,8 @@
-// Package status keeps one record per crop request id in Redis: its state,
-// attempts, the API's checkpoint (result URL and expiry) and where the result
-// was stored, with a bounded history of transitions.
+// Package records keeps the status record of every crop request id in Redis
+// (status.Record): its state, attempts, the API's checkpoint (result URL and
+// expiry) and where the result was stored, with a bounded history of
+// transitions. It is cropq's write side; package status is what pipelines
+// read.
 //
 // Transitions are atomic (optimistic WATCH/MULTI on the record's key) and
 // ordered: an update from an attempt older than the record's is refused with
@@ -10,7 +12,7 @@
 // nothing. On a Redis Cluster those keys live in other slots, so they are
 // written right after the record's transaction: a crash in between can miss
 // one count or event, never a record.
-package status
+package records
 
 import (
 	"context"
@@ -19,48 +21,24 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cropq/cropq/status"
 	"github.com/redis/go-redis/v9"
 )
-
-// Defaults of Config. DefaultPrefix is every cropq key's prefix: the other
-// packages that keep keys (backlog, quota, lease, dedup) are given the same
-// prefix by their callers.
-const (
-	DefaultPrefix = "cropq:"
-	DefaultTTL    = 7 * 24 * time.Hour
-)
-
-// Config configures a Store.
-type Config struct {
-	// Prefix of every key (default "cropq:"); the record of id lives at
-	// Prefix+"status:{"+id+"}", hash-tagged so that it can share a Cluster
-	// slot with keys derived from the same id.
-	Prefix string
-	// TTL of a record after its last update (default 7 days).
-	TTL time.Duration
-	// HistoryLimit bounds the history kept per record (default 32).
-	HistoryLimit int
-	// EventsMaxLen bounds the events stream (Prefix+"events"), approximately
-	// (default 100,000 entries).
-	EventsMaxLen int64
-	// Now is the clock (default time.Now).
-	Now func() time.Time
-}
 
 // Store reads and writes status records.
 type Store struct {
 	rdb     redis.UniversalClient
-	cfg     Config
+	cfg     status.Config
 	cluster bool // keys of several slots cannot share a transaction
 }
 
 // NewStore returns a store on rdb.
-func NewStore(rdb redis.UniversalClient, cfg Config) *Store {
+func NewStore(rdb redis.UniversalClient, cfg status.Config) *Store {
 	if cfg.Prefix == "" {
-		cfg.Prefix = DefaultPrefix
+		cfg.Prefix = status.DefaultPrefix
 	}
 	if cfg.TTL <= 0 {
-		cfg.TTL = DefaultTTL
+		cfg.TTL = status.DefaultTTL
 	}
 	if cfg.HistoryLimit <= 0 {
 		cfg.HistoryLimit = 32
@@ -83,19 +61,19 @@ func (s *Store) Cluster() bool { return s.cluster }
 func (s *Store) Key(id string) string { return s.cfg.Prefix + "status:{" + id + "}" }
 
 // Get reads id's record in one round trip.
-func (s *Store) Get(ctx context.Context, id string) (Record, error) {
+func (s *Store) Get(ctx context.Context, id string) (status.Record, error) {
 	b, err := s.rdb.Get(ctx, s.Key(id)).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return Record{}, ErrNotFound
+		return status.Record{}, status.ErrNotFound
 	}
 	if err != nil {
-		return Record{}, fmt.Errorf("status: get %s: %w", id, err)
+		return status.Record{}, fmt.Errorf("status: get %s: %w", id, err)
 	}
-	var r Record
+	var r status.Record
 	if err := json.Unmarshal(b, &r); err != nil {
-		return Record{}, fmt.Errorf("status: decode %s: %w", id, err)
+		return status.Record{}, fmt.Errorf("status: decode %s: %w", id, err)
 	}
-	return r.filled(), nil
+	return filled(r), nil
 }
 
 const maxTxRetries = 16
@@ -104,30 +82,30 @@ const maxTxRetries = 16
 // A missing record is created when u starts an attempt (To == Running), so a
 // task enqueued without a record still gets one. When the move is refused
 // with a *TransitionError, the record as it stands is returned with it.
-func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, error) {
+func (s *Store) Transition(ctx context.Context, id string, u Update) (status.Record, error) {
 	key := s.Key(id)
-	var out Record
+	var out status.Record
 	txf := func(tx *redis.Tx) error {
-		var rec Record
+		var rec status.Record
 		b, err := tx.Get(ctx, key).Bytes()
 		switch {
 		case errors.Is(err, redis.Nil):
-			if u.To != Running {
-				return ErrNotFound
+			if u.To != status.Running {
+				return status.ErrNotFound
 			}
 			now := s.cfg.Now().UTC()
-			rec = Record{RequestID: id, State: Queued, CreatedAt: now}
+			rec = status.Record{RequestID: id, State: status.Queued, CreatedAt: now}
 		case err != nil:
 			return err
 		default:
 			if err := json.Unmarshal(b, &rec); err != nil {
 				return fmt.Errorf("decode: %w", err)
 			}
-			rec = rec.filled()
+			rec = filled(rec)
 		}
 		from := rec.State
 		if err := Apply(&rec, u, s.cfg.Now(), s.cfg.HistoryLimit); err != nil {
-			if errors.As(err, new(*TransitionError)) {
+			if errors.As(err, new(*status.TransitionError)) {
 				out = rec // apply refuses before it changes anything
 			}
 			return err
@@ -166,12 +144,12 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (Record, er
 		}
 		return out, nil
 	}
-	return Record{}, fmt.Errorf("status: %s → %s: %w", id, u.To, ErrConflict)
+	return status.Record{}, fmt.Errorf("status: %s → %s: %w", id, u.To, status.ErrConflict)
 }
 
 // sideEffects queues the batch counts and the event of a transition on p,
 // and reports whether it queued anything.
-func (s *Store) sideEffects(ctx context.Context, p redis.Pipeliner, rec Record, from State, counted bool) bool {
+func (s *Store) sideEffects(ctx context.Context, p redis.Pipeliner, rec status.Record, from status.State, counted bool) bool {
 	any := false
 	if rec.BatchID != "" && from != rec.State {
 		bk := s.batchKey(rec.Tenant, rec.BatchID)
@@ -179,7 +157,7 @@ func (s *Store) sideEffects(ctx context.Context, p redis.Pipeliner, rec Record, 
 			p.HIncrBy(ctx, bk, string(from), -1)
 		}
 		p.HIncrBy(ctx, bk, string(rec.State), 1)
-		if rec.State == Succeeded && rec.ReusedFrom != "" {
+		if rec.State == status.Succeeded && rec.ReusedFrom != "" {
 			p.HIncrBy(ctx, bk, SavedCount, 1)
 		}
 		p.PExpire(ctx, bk, s.cfg.TTL)
@@ -196,6 +174,18 @@ func (s *Store) sideEffects(ctx context.Context, p redis.Pipeliner, rec Record, 
 }
 
 // Cancel moves a request that has not started to canceled.
-func (s *Store) Cancel(ctx context.Context, id string) (Record, error) {
-	return s.Transition(ctx, id, Update{To: Canceled})
+func (s *Store) Cancel(ctx context.Context, id string) (status.Record, error) {
+	return s.Transition(ctx, id, Update{To: status.Canceled})
+}
+
+// filled is r with what a lean queued record leaves out: its update time
+// and the first entry of its history are its creation.
+func filled(r status.Record) status.Record {
+	if r.UpdatedAt.IsZero() {
+		r.UpdatedAt = r.CreatedAt
+	}
+	if len(r.History) == 0 && !r.CreatedAt.IsZero() {
+		r.History = []status.Transition{{State: status.Queued, At: r.CreatedAt}}
+	}
+	return r
 }

@@ -1,10 +1,11 @@
-package status
+package records
 
 import (
 	"context"
 	"errors"
 	"fmt"
 
+	"github.com/cropq/cropq/status"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -20,14 +21,14 @@ func (s *Store) batchKey(tenant, batchID string) string {
 
 // BatchCounts returns how many records of the tenant's batchID are in each
 // state (an empty map for an unknown batch).
-func (s *Store) BatchCounts(ctx context.Context, tenant, batchID string) (map[State]int64, error) {
+func (s *Store) BatchCounts(ctx context.Context, tenant, batchID string) (map[status.State]int64, error) {
 	counts, _, err := s.Batch(ctx, tenant, batchID)
 	return counts, err
 }
 
 // Batch returns the counts of a tenant's batch, as BatchCounts, and the
 // lowest priority among its requests.
-func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[State]int64, priority string, err error) {
+func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[status.State]int64, priority string, err error) {
 	m, err := s.rdb.HGetAll(ctx, s.batchKey(tenant, batchID)).Result()
 	if err != nil {
 		return nil, "", fmt.Errorf("status: batch %s: %w", batchID, err)
@@ -35,11 +36,11 @@ func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[S
 	priority = m["priority"]
 	delete(m, "priority")
 	delete(m, SavedCount) // not a state: see BatchSaved
-	out := make(map[State]int64, len(m))
+	out := make(map[status.State]int64, len(m))
 	for k, v := range m {
 		var n int64
 		if _, err := fmt.Sscan(v, &n); err == nil && n != 0 {
-			out[State(k)] = n
+			out[status.State(k)] = n
 		}
 	}
 	return out, priority, nil

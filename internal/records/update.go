@@ -1,0 +1,89 @@
+package records
+
+import (
+	"errors"
+
+	"github.com/cropq/cropq/status"
+)
+
+// By names who makes a change: an attempt of a task. Its methods build the
+// Update of each transition a worker makes, so that no call site assembles
+// the optional fields of an Update by hand.
+type By struct {
+	Attempt int    // 1-based attempt number on the record
+	Task    string // asynq task id; "" is not fenced by task (see Update.Task)
+}
+
+// Start moves the request to running. A rescue task passes the attempt it
+// takes over (nil otherwise).
+func (b By) Start(takeover *Takeover) Update {
+	return Update{To: status.Running, Attempt: b.Attempt, Task: b.Task, Takeover: takeover}
+}
+
+// Checkpoint records a paid answer, billed usage; replacesExpired says it
+// replaces a checkpoint whose URL expired (counted as an expired re-crop).
+func (b By) Checkpoint(cp *status.Checkpoint, usage int, replacesExpired bool) Update {
+	return Update{To: status.Cropped, Attempt: b.Attempt, Task: b.Task, Checkpoint: cp, PaidUsage: usage, ClearCheckpoint: replacesExpired}
+}
+
+// Succeed records where the result landed.
+func (b By) Succeed(st status.Stored) Update {
+	return Update{To: status.Succeeded, Attempt: b.Attempt, Task: b.Task, Stored: &st}
+}
+
+// Reuse records a result copied from request from's stored one, unpaid.
+func (b By) Reuse(st status.Stored, from string) Update {
+	return Update{To: status.Succeeded, Attempt: b.Attempt, Task: b.Task, Stored: &st, ReusedFrom: from}
+}
+
+// Fail records why the attempt stopped: failed when final, else retrying.
+func (b By) Fail(final bool, code, message string) Update {
+	to := status.Retrying
+	if final {
+		to = status.Failed
+	}
+	return Update{To: to, Attempt: b.Attempt, Task: b.Task, ErrorCode: code, ErrorMessage: message}
+}
+
+// Attach attaches a paid answer to rec without moving it: its state,
+// attempt and error stay (a worker recording an answer Redis refused
+// earlier, whichever attempt owns the request now).
+func Attach(rec status.Record, cp *status.Checkpoint, usage int) Update {
+	return Update{To: rec.State, Attempt: rec.Attempt, ErrorCode: rec.ErrorCode, ErrorMessage: rec.ErrorMessage, Checkpoint: cp, PaidUsage: usage}
+}
+
+// Update is one transition request.
+type Update struct {
+	To      status.State
+	Attempt int // the attempt making the change; older than the record's → ErrStaleAttempt
+
+	ErrorCode    string
+	ErrorMessage string
+
+	Checkpoint      *status.Checkpoint // set the checkpoint (a paid call succeeded)
+	ClearCheckpoint bool               // forget the checkpoint (its URL expired)
+	PaidUsage       int                // usage billed by the call that made Checkpoint
+	Stored          *status.Stored
+
+	// Task is the asynq task making the change; when set, it must own the
+	// request (Record.Task), or take it over through Takeover.
+	Task string
+	// Takeover, on a rescued task's move to Running, takes the request from
+	// the task it rescued, unless that task (or any other) has moved on
+	// past the attempt that was rescued.
+	Takeover *Takeover
+	// ReusedFrom, with Stored, records that the result was reused from
+	// that request's (no paid call).
+	ReusedFrom string
+}
+
+// ErrStaleAttempt refuses an update from an attempt older than the record's,
+// or from a task that no longer owns the request.
+var ErrStaleAttempt = errors.New("status: update from an older attempt")
+
+// Takeover names what a rescue task replaces: the task whose lease expired
+// and the attempt it was running.
+type Takeover struct {
+	From    string
+	Attempt int
+}

@@ -1,0 +1,37 @@
+package status
+
+import "time"
+
+// Defaults of Config. DefaultPrefix is the prefix of every key cropq keeps
+// in Redis (CROPQ_KEY_PREFIX), not only the records'.
+const (
+	DefaultPrefix = "cropq:"
+	DefaultTTL    = 7 * 24 * time.Hour
+)
+
+// Config says where records live and how long they are kept. A producer
+// (producer.Config.Status) and the fleet's workers must agree on it.
+type Config struct {
+	// Prefix of every key (default "cropq:"); the record of id lives at
+	// Prefix+"status:{"+id+"}", hash-tagged so that it can share a Cluster
+	// slot with keys derived from the same id.
+	Prefix string
+	// TTL of a record after its last update (default 7 days).
+	TTL time.Duration
+	// HistoryLimit bounds the history kept per record (default 32).
+	HistoryLimit int
+	// EventsMaxLen bounds the events stream (Prefix+"events"), approximately
+	// (default 100,000 entries).
+	EventsMaxLen int64
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// EventsKey is the Redis stream every terminal transition is appended to:
+// a pipeline reads its crops' outcomes there (XREADGROUP), without polling.
+func (c Config) EventsKey() string {
+	if c.Prefix == "" {
+		return DefaultPrefix + "events"
+	}
+	return c.Prefix + "events"
+}
