@@ -12,8 +12,8 @@ import (
 	"github.com/hibiken/asynqmon"
 
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/webhook"
 
+	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/redact"
 )
 
@@ -83,8 +83,8 @@ func FormatPayload(taskType string, payload []byte) string {
 		}
 		p.CallbackURL = redact.URL(p.CallbackURL)
 		return marshal(p)
-	case webhook.TypeDeliver:
-		var p webhook.Payload
+	case delivery.TypeDeliver:
+		var p delivery.Payload
 		if err := json.Unmarshal(payload, &p); err != nil {
 			return fmt.Sprintf("(undecodable webhook payload, %d bytes)", len(payload))
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/dedup"
+	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/objectkey"
@@ -19,7 +20,6 @@ import (
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/webhook"
 )
 
 // Defaults live once, in the packages: an unset variable gives exactly the
@@ -50,7 +50,7 @@ func TestUnsetVariablesGiveThePackagesDefaults(t *testing.T) {
 		{"CROPQ_MAX_RESULT_BYTES", cfg.Storage.MaxDownloadBytes, int64(results.DefaultMaxDownloadBytes)},
 		{"CROPQ_INPUTS_PREFIX", cfg.Inputs.Prefix, storage.DefaultInputsPrefix},
 		{"CROPQ_CLAIM_CHECK_BYTES", cfg.ClaimCheckBytes, producer.DefaultClaimCheckBytes},
-		{"CROPQ_WEBHOOK_TIMEOUT", cfg.WebhookTimeout, webhook.DefaultDeliveryTimeout},
+		{"CROPQ_WEBHOOK_TIMEOUT", cfg.WebhookTimeout, delivery.DefaultDeliveryTimeout},
 		{"CROPQ_API_MAX_BATCH", cfg.HTTP.MaxBatch, httpapi.DefaultMaxBatch},
 		{"CROPQ_API_MAX_BODY_BYTES", cfg.HTTP.MaxBodyBytes, int64(httpapi.DefaultMaxBodyBytes)},
 		{"CROPQ_API_MAX_BATCH_BODY_BYTES", cfg.HTTP.MaxBatchBodyBytes, int64(httpapi.DefaultMaxBatchBodyBytes)},

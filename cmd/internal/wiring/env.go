@@ -11,6 +11,7 @@ import (
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/dedup"
+	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/objectkey"
@@ -20,7 +21,6 @@ import (
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
-	"github.com/cropq/cropq/webhook"
 )
 
 // EnvVar is one environment variable cropq reads.
@@ -79,7 +79,7 @@ func EnvVars() []EnvVar {
 		{"CROPQ_ENQUEUE_CONCURRENCY", "16", "enqueues in flight per batch (bulk enqueue, HTTP batch)", false},
 		{"CROPQ_WEBHOOK_SECRET", "", "HMAC key of callback signatures; empty: callbackUrl is not called", true},
 		{"CROPQ_WEBHOOK_ALLOW", "", "comma-separated CIDR prefixes callbacks may reach although private or loopback", false},
-		{"CROPQ_WEBHOOK_TIMEOUT", shortDur(webhook.DefaultDeliveryTimeout), "time limit of one callback delivery", false},
+		{"CROPQ_WEBHOOK_TIMEOUT", shortDur(delivery.DefaultDeliveryTimeout), "time limit of one callback delivery", false},
 		{"CROPQ_API_ADDR", ":8080", "listen address of cropq api", false},
 		{"CROPQ_API_TOKENS", "", "comma-separated bearer tokens accepted by cropq api (required there): tenant:token gives the token's requests that tenant, a bare token is tenant default; a token belongs to one tenant", true},
 		{"CROPQ_API_MAX_BATCH", strconv.Itoa(httpapi.DefaultMaxBatch), "most items in one POST /v1/crops/batch", false},

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -95,7 +96,7 @@ func (n webhookNotifier) Notify(ctx context.Context, callbackURL string, rec sta
 	if rec.Stored != nil {
 		ev.Bucket, ev.Key = rec.Stored.Bucket, rec.Stored.Key
 	}
-	task, opts, err := webhook.NewTask(callbackURL, ev, webhook.Options{})
+	task, opts, err := delivery.NewTask(callbackURL, ev, delivery.Options{})
 	if err != nil {
 		return err
 	}
@@ -112,10 +113,10 @@ func webhookHandlers(cfg Config, log *slog.Logger) (map[string]asynq.Handler, er
 		log.Warn("worker: CROPQ_WEBHOOK_SECRET is not set: callbackUrl of requests is not called")
 		return nil, nil
 	}
-	d, err := webhook.NewDeliverer(webhook.Config{Secret: []byte(cfg.WebhookSecret), Allow: cfg.WebhookAllow,
+	d, err := delivery.NewDeliverer(delivery.Config{Secret: []byte(cfg.WebhookSecret), Allow: cfg.WebhookAllow,
 		Timeout: cfg.WebhookTimeout, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	return map[string]asynq.Handler{webhook.TypeDeliver: d}, nil
+	return map[string]asynq.Handler{delivery.TypeDeliver: d}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/dedup"
+	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/quota"
@@ -21,7 +22,6 @@ import (
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/storage"
-	"github.com/cropq/cropq/webhook"
 )
 
 // NewWorkerServer wires the handler's parts from cfg.
@@ -60,7 +60,7 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 		hcfg.Notifier = webhookNotifier{client: asynq.NewClientFromRedisClient(rdb)}
 		cfg.Server.Handlers = handlers
 		// Crops first; callbacks are small and wait little.
-		cfg.Server.Queues = map[string]int{cfg.Task.Queue: 4, webhook.DefaultQueue: 1}
+		cfg.Server.Queues = map[string]int{cfg.Task.Queue: 4, delivery.DefaultQueue: 1}
 	}
 	if cfg.QuotaShared {
 		qcfg := cfg.Quota
