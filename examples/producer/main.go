@@ -69,7 +69,9 @@ func run(ctx context.Context, redisURL string, images []string, w, h int, timeou
 		return fmt.Errorf("create consumer group: %w", err)
 	}
 
-	p := producer.New(rdb, producer.Config{Task: tasks.Options{Limits: cropapi.Limits{AllowPrivateHosts: local}}})
+	// Backlog: the requests wait in the fleet's priority lanes and tenant
+	// shares, and the workers' feeder moves them into asynq.
+	p := producer.New(rdb, producer.Config{Backlog: true, Task: tasks.Options{Limits: cropapi.Limits{AllowPrivateHosts: local}}})
 	defer p.Close()
 	batch := fmt.Sprintf("example-%d", time.Now().Unix())
 	var reqs []tasks.Request
