@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -300,5 +299,3 @@ func TestNewTaskRefusesInvalid(t *testing.T) {
 		})
 	}
 }
-
-func strconvI(n int64) string { return strconv.FormatInt(n, 10) }
