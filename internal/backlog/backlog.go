@@ -30,6 +30,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
 
@@ -66,7 +67,7 @@ var DefaultLanes = tasks.Priorities
 // New returns the backlog on rdb, which the caller owns.
 func New(rdb redis.UniversalClient, cfg Config) *Backlog {
 	if cfg.Prefix == "" {
-		cfg.Prefix = "cropq:"
+		cfg.Prefix = status.DefaultPrefix
 	}
 	if len(cfg.Lanes) == 0 {
 		cfg.Lanes = DefaultLanes

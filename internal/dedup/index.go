@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/status"
 )
 
 // Result is a stored object a crop key led to: the result of the request
@@ -81,7 +83,7 @@ const DefaultTTL = 30 * 24 * time.Hour
 // New returns an index on rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Index {
 	if cfg.Prefix == "" {
-		cfg.Prefix = "cropq:"
+		cfg.Prefix = status.DefaultPrefix
 	}
 	if cfg.TTL <= 0 {
 		cfg.TTL = DefaultTTL

@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/status"
 )
 
 // ErrLost is the cause of an attempt's context when its lease was taken
@@ -91,7 +93,7 @@ type Leases struct {
 // New returns the leases of one process on rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Leases {
 	if cfg.Prefix == "" {
-		cfg.Prefix = "cropq:"
+		cfg.Prefix = status.DefaultPrefix
 	}
 	if cfg.TTL <= 0 {
 		cfg.TTL = DefaultTTL

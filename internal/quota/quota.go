@@ -20,6 +20,8 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/status"
 )
 
 // Config configures a Limiter. Zero values take defaults.
@@ -59,7 +61,7 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.Prefix == "" {
-		c.Prefix = "cropq:"
+		c.Prefix = status.DefaultPrefix
 	}
 	if c.Rate <= 0 {
 		c.Rate = 5
