@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cropq/cropq/webhook"
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/webhook"
 )
 
 var (

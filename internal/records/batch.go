@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cropq/cropq/status"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/status"
 )
 
 // batchKey is the counts of a tenant's batch: batch ids are the tenant's

@@ -30,8 +30,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cropq/cropq/status"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/status"
 )
 
 // GridOrder is the order of a batch's requests when no state is chosen:

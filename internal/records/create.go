@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cropq/cropq/status"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/status"
 )
 
 // Create writes rec as a new "queued" record unless one exists already; it

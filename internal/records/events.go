@@ -3,8 +3,9 @@ package records
 import (
 	"time"
 
-	"github.com/cropq/cropq/status"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/status"
 )
 
 // EventsKey is the Redis stream terminal transitions are appended to.

@@ -21,8 +21,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cropq/cropq/status"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/status"
 )
 
 // Store reads and writes status records.

@@ -3,8 +3,9 @@ package records
 import (
 	"testing"
 
-	"github.com/cropq/cropq/status"
 	"github.com/stretchr/testify/assert"
+
+	"github.com/cropq/cropq/status"
 )
 
 // Each transition a worker makes has its constructor; the Update it builds
