@@ -70,41 +70,25 @@ func batchMember(tenant, batchID string) string {
 	return tenant + "/" + batchID
 }
 
-// indexTransition queues on p what a transition changes in the index: the
-// request moves from its old state's set to its new one; a terminal request
-// adds its paid calls to the batch's; a failure is counted by code.
-func (s *Store) indexTransition(ctx context.Context, p redis.Pipeliner, rec status.Record, from status.State, counted bool) bool {
-	any := false
-	if rec.BatchID != "" && from != rec.State && rec.BatchSeq > 0 {
-		if counted {
-			p.SetBit(ctx, s.indexKey(rec.Tenant, rec.BatchID, from), rec.BatchSeq-1, 0)
-		}
-		to := s.indexKey(rec.Tenant, rec.BatchID, rec.State)
-		p.SetBit(ctx, to, rec.BatchSeq-1, 1)
-		p.PExpire(ctx, to, s.cfg.TTL)
-		any = true
+// countFailure queues on p the count of a failure by code and minute, when
+// rec just failed.
+func (s *Store) countFailure(ctx context.Context, p redis.Pipeliner, rec status.Record, from status.State) bool {
+	if rec.State != status.Failed || from == status.Failed {
+		return false
 	}
-	if rec.BatchID != "" && from != rec.State && rec.State.Terminal() && rec.PaidCalls > 0 {
-		pk := s.paidKey(rec.Tenant, rec.BatchID)
-		p.IncrBy(ctx, pk, int64(rec.PaidCalls))
-		p.PExpire(ctx, pk, s.cfg.TTL)
-		any = true
-	}
-	if rec.State == status.Failed && from != status.Failed {
-		at := rec.UpdatedAt
-		fk := s.failuresKey(at)
-		p.HIncrBy(ctx, fk, at.UTC().Format("04")+":"+cmp.Or(rec.ErrorCode, "unknown"), 1)
-		p.Expire(ctx, fk, 2*time.Hour)
-		any = true
-	}
-	return any
+	at := rec.UpdatedAt
+	fk := s.failuresKey(at)
+	p.HIncrBy(ctx, fk, at.UTC().Format("04")+":"+cmp.Or(rec.ErrorCode, "unknown"), 1)
+	p.Expire(ctx, fk, 2*time.Hour)
+	return true
 }
 
 // indexCreatedCluster indexes the records a Cluster create made (the
 // script does it on one primary): their ids are appended to their batch's
 // list, which gives their places; each record then learns its place, and
 // the bitmap of the state it is in by then gets its bit. A crash in
-// between leaves a request out of the grid, never a wrong record.
+// between leaves a request out of the grid, never a wrong record. The
+// caller settles the batches' TTL afterwards.
 func (s *Store) indexCreatedCluster(ctx context.Context, recs []status.Record, out []Created) error {
 	var idx []int
 	pipe := s.rdb.Pipeline()
@@ -116,7 +100,6 @@ func (s *Store) indexCreatedCluster(ctx context.Context, recs []status.Record, o
 		idx = append(idx, i)
 		ids := s.idsKey(recs[i].Tenant, recs[i].BatchID)
 		pushes = append(pushes, pipe.RPush(ctx, ids, recs[i].RequestID))
-		pipe.PExpire(ctx, ids, s.cfg.TTL)
 		pipe.ZAddNX(ctx, s.BatchesKey(), redis.Z{Score: float64(c.Record.CreatedAt.UnixMilli()), Member: batchMember(recs[i].Tenant, recs[i].BatchID)})
 	}
 	if len(idx) == 0 {
@@ -139,7 +122,6 @@ func (s *Store) indexCreatedCluster(ctx context.Context, recs []status.Record, o
 		}
 		bm := s.indexKey(recs[i].Tenant, recs[i].BatchID, status.State(st))
 		pipe.SetBit(ctx, bm, pushes[k].Val()-1, 1)
-		pipe.PExpire(ctx, bm, s.cfg.TTL)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("status: index batch: %w", err)

@@ -103,9 +103,10 @@ func (s *Store) CreateManyAppend(ctx context.Context, recs []status.Record, appe
 		pipe := s.rdb.Pipeline()
 		cmds = make([]*redis.Cmd, len(groups))
 		for j, g := range groups {
-			keys := make([]string, 0, 3*len(g.idx)+3)
+			keys := make([]string, 0, 3*len(g.idx)+nBatchKeys+1)
 			args := make([]any, 0, 3*len(g.idx)+6)
-			keys = append(keys, g.key, s.idsKey(recs[g.idx[0]].Tenant, g.batchID), s.indexKey(recs[g.idx[0]].Tenant, g.batchID, status.Queued), s.BatchesKey())
+			keys = append(keys, s.batchKeys(recs[g.idx[0]].Tenant, g.batchID)...)
+			keys = append(keys, s.BatchesKey())
 			args = append(args, s.cfg.TTL.Milliseconds(), g.batchID != "", lowestLane(recs, g.idx),
 				now.UnixMilli(), batchMember(recs[g.idx[0]].Tenant, g.batchID), len(s.Key(""))) // the batch index (batchindex.go)
 			for _, i := range g.idx {
@@ -185,7 +186,7 @@ func (s *Store) createManyCluster(ctx context.Context, recs []status.Record, enc
 	cmds := make([]*redis.BoolCmd, len(recs))
 	for i, rec := range recs {
 		if encoded[i] != nil {
-			cmds[i] = pipe.SetNX(ctx, s.Key(rec.RequestID), encoded[i], s.cfg.TTL)
+			cmds[i] = pipe.SetNX(ctx, s.Key(rec.RequestID), encoded[i], 0) // waiting: no TTL
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -193,6 +194,7 @@ func (s *Store) createManyCluster(ctx context.Context, recs []status.Record, enc
 	}
 	batches := map[string]int64{}
 	batchPriority := map[string]string{}
+	settles := map[string][2]string{} // batch key → tenant, batch id
 	var existing []int
 	apipe := s.rdb.Pipeline()
 	napp := 0
@@ -204,6 +206,7 @@ func (s *Store) createManyCluster(ctx context.Context, recs []status.Record, enc
 			if recs[i].BatchID != "" {
 				bk := s.batchKey(recs[i].Tenant, recs[i].BatchID)
 				batches[bk]++
+				settles[bk] = [2]string{recs[i].Tenant, recs[i].BatchID}
 				if laneRank[recs[i].Priority] > laneRank[batchPriority[bk]] {
 					batchPriority[bk] = recs[i].Priority
 				}
@@ -251,7 +254,6 @@ func (s *Store) createManyCluster(ctx context.Context, recs []status.Record, enc
 					pipe.HSet(ctx, id, "priority", p)
 				}
 			}
-			pipe.PExpire(ctx, id, s.cfg.TTL)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("status: count batch: %w", err)
@@ -259,32 +261,39 @@ func (s *Store) createManyCluster(ctx context.Context, recs []status.Record, enc
 		if err := s.indexCreatedCluster(ctx, recs, out); err != nil {
 			return nil, err
 		}
+		for _, b := range settles {
+			if err := s.settle(ctx, b[0], b[1]); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return s.readExisting(ctx, recs, existing, out)
 }
 
-// createScript sets each record (KEYS[5], KEYS[8], … with ARGV[7],
-// ARGV[10], …) if absent and, for each it created, appends its entry
-// (ARGV[8], …, when not empty) to its list (KEYS[6], …) and adds ARGV[9] to
-// the set KEYS[7]; it counts those it created in their batch (KEYS[1]) when
+// createScript sets each record (KEYS[12], KEYS[15], … with ARGV[7],
+// ARGV[10], …) if absent, without a TTL (a waiting request never expires),
+// and, for each it created, appends its entry (ARGV[8], …, when not empty)
+// to its list (KEYS[13], …) and adds ARGV[9] to the set KEYS[14]; it
+// counts those it created in their batch (KEYS[1..10], batchKeys) when
 // ARGV[2] is 1, keeping the lowest lane its requests were in (ARGV[3]: the
 // batch is done when its slowest part is), and returns a 1 or 0 per record.
 // The batch index (batchindex.go): each record created in a batch gets its
 // id (from ARGV[6]+1 in its key) appended to KEYS[2], its place there in
-// its batchSeq field and its bit set in the queued bitmap KEYS[3]; the
-// batch ARGV[5] enters the registry KEYS[4] at ARGV[4].
-var createScript = redis.NewScript(`
+// its batchSeq field and its bit set in the queued bitmap KEYS[4]; the
+// batch ARGV[5] enters the registry KEYS[11] at ARGV[4]. A batch that
+// gets requests keeps no TTL (settle; ARGV[1] is the TTL).
+var createScript = redis.NewScript(settleLua + `
 local created, n = {}, 0
-for i = 5, #KEYS, 3 do
-  local a = i + 2
+for i = 12, #KEYS, 3 do
+  local a = i - 5
   if redis.call('EXISTS', KEYS[i]) == 0 then
     local rec = ARGV[a]
     if ARGV[2] == '1' then
       local seq = redis.call('RPUSH', KEYS[2], string.sub(KEYS[i], ARGV[6] + 0, -2))
-      redis.call('SETBIT', KEYS[3], seq - 1, 1)
+      redis.call('SETBIT', KEYS[4], seq - 1, 1)
       rec = string.sub(rec, 1, -2) .. ',"batchSeq":' .. seq .. '}'
     end
-    redis.call('SET', KEYS[i], rec, 'PX', ARGV[1])
+    redis.call('SET', KEYS[i], rec)
     created[#created + 1] = 1
     n = n + 1
     if ARGV[a + 1] ~= '' then
@@ -302,10 +311,8 @@ if ARGV[2] == '1' and n > 0 then
     local cur = redis.call('HGET', KEYS[1], 'priority')
     if not cur or (rank[ARGV[3]] or 0) > (rank[cur] or 0) then redis.call('HSET', KEYS[1], 'priority', ARGV[3]) end
   end
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], ARGV[1])
-  redis.call('PEXPIRE', KEYS[3], ARGV[1])
-  redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[5])
+  settle(1, ARGV[1])
+  redis.call('ZADD', KEYS[11], 'NX', ARGV[4], ARGV[5])
 end
 return created
 `)
@@ -336,7 +343,8 @@ func (s *Store) Undo(ctx context.Context, rec status.Record) error {
 	}
 	key, bk := s.Key(rec.RequestID), s.batchKey(rec.Tenant, rec.BatchID)
 	if !s.cluster {
-		if err := undoScript.Run(ctx, s.rdb, []string{key, bk, s.indexKey(rec.Tenant, rec.BatchID, status.Queued)}, hasBatch).Err(); err != nil {
+		keys := append([]string{key}, s.batchKeys(rec.Tenant, rec.BatchID)...)
+		if err := undoScript.Run(ctx, s.rdb, keys, hasBatch, s.cfg.TTL.Milliseconds()).Err(); err != nil {
 			return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
 		}
 		return nil
@@ -363,13 +371,17 @@ func (s *Store) Undo(ctx context.Context, rec status.Record) error {
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("status: undo %s: %w", rec.RequestID, err)
 	}
+	if rec.BatchID != "" {
+		return s.settle(ctx, rec.Tenant, rec.BatchID)
+	}
 	return nil
 }
 
 // undoScript deletes KEYS[1] only while it is queued and unattempted, and
-// then counts it out of its batch KEYS[2] and its queued bitmap KEYS[3]
-// when ARGV[1] is 1.
-var undoScript = redis.NewScript(`
+// then counts it out of its batch (KEYS[2..11], batchKeys: the counts, and
+// the queued bitmap KEYS[5]) when ARGV[1] is 1, settling the batch's TTL
+// (ARGV[2] ms) as a request that finished would.
+var undoScript = redis.NewScript(settleLua + `
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local r = cjson.decode(v)
@@ -377,7 +389,8 @@ if r.state ~= 'queued' or (r.attempt or 0) ~= 0 then return 0 end
 redis.call('DEL', KEYS[1])
 if ARGV[1] == '1' then
   redis.call('HINCRBY', KEYS[2], 'queued', -1)
-  if r.batchSeq then redis.call('SETBIT', KEYS[3], r.batchSeq - 1, 0) end
+  if r.batchSeq then redis.call('SETBIT', KEYS[5], r.batchSeq - 1, 0) end
+  settle(2, ARGV[2])
 end
 return 1
 `)

@@ -12,6 +12,10 @@
 // nothing. On a Redis Cluster those keys live in other slots, so they are
 // written right after the record's transaction: a crash in between can miss
 // one count or event, never a record.
+//
+// Nothing expires while it waits: a record gets its TTL when its request
+// reaches a terminal state, a batch's keys when its last request does
+// (expiry.go).
 package records
 
 import (
@@ -80,22 +84,27 @@ func (s *Store) Get(ctx context.Context, id string) (status.Record, error) {
 const maxTxRetries = 16
 
 // Transition applies u to id's record atomically and returns the new record.
-// A missing record is created when u starts an attempt (To == Running), so a
-// task enqueued without a record still gets one. When the move is refused
+// A missing record is written again when u starts an attempt (To ==
+// Running) or, with a Seed, fails the request: so a task whose record Redis
+// lost still gets one, from what its payload carries (see Update.Seed),
+// and its batch counts it again (moveScript). When the move is refused
 // with a *TransitionError, the record as it stands is returned with it.
+//
+// The record is written without a TTL while its request waits, and with
+// Config.TTL once it is terminal; see expiry.go.
 func (s *Store) Transition(ctx context.Context, id string, u Update) (status.Record, error) {
 	key := s.Key(id)
 	var out status.Record
 	txf := func(tx *redis.Tx) error {
 		var rec status.Record
 		b, err := tx.Get(ctx, key).Bytes()
+		lost := false
 		switch {
 		case errors.Is(err, redis.Nil):
-			if u.To != status.Running {
+			if u.To != status.Running && (u.To != status.Failed || u.Seed == nil) {
 				return status.ErrNotFound
 			}
-			now := s.cfg.Now().UTC()
-			rec = status.Record{RequestID: id, State: status.Queued, CreatedAt: now}
+			rec, lost = again(id, u.Seed, s.cfg.Now()), true
 		case err != nil:
 			return err
 		default:
@@ -115,22 +124,31 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (status.Rec
 		if err != nil {
 			return fmt.Errorf("encode: %w", err)
 		}
-		counted := b != nil // a record created here was never counted as queued
+		var place *redis.Cmd
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Set(ctx, key, nb, s.cfg.TTL)
+			p.Set(ctx, key, nb, time.Duration(s.recordTTL(rec.State))*time.Millisecond)
 			if !s.cluster {
-				s.sideEffects(ctx, p, rec, from, counted)
+				place, _ = s.sideEffects(ctx, p, rec, from, lost)
 			}
 			return nil
 		})
 		if err == nil && s.cluster {
 			p := s.rdb.Pipeline()
-			if s.sideEffects(ctx, p, rec, from, counted) {
+			var queued bool
+			if place, queued = s.sideEffects(ctx, p, rec, from, lost); queued {
 				_, err = p.Exec(ctx)
 			}
 		}
 		if err != nil {
 			return err
+		}
+		if seq := placeOf(place); lost && seq > 0 {
+			// The batch index gave the record its place: write it down (a
+			// crash before leaves it out of the grid, never a wrong record).
+			if err := s.placed(ctx, id, seq); err != nil {
+				return err
+			}
+			rec.BatchSeq = seq
 		}
 		out = rec
 		return nil
@@ -148,30 +166,55 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (status.Rec
 	return status.Record{}, fmt.Errorf("status: %s → %s: %w", id, u.To, status.ErrConflict)
 }
 
-// sideEffects queues the batch counts and the event of a transition on p,
-// and reports whether it queued anything.
-func (s *Store) sideEffects(ctx context.Context, p redis.Pipeliner, rec status.Record, from status.State, counted bool) bool {
-	any := false
-	if rec.BatchID != "" && from != rec.State {
-		bk := s.batchKey(rec.Tenant, rec.BatchID)
-		if counted {
-			p.HIncrBy(ctx, bk, string(from), -1)
-		}
-		p.HIncrBy(ctx, bk, string(rec.State), 1)
-		if rec.State == status.Succeeded && rec.ReusedFrom != "" {
-			p.HIncrBy(ctx, bk, SavedCount, 1)
-		}
-		p.PExpire(ctx, bk, s.cfg.TTL)
-		any = true
+// again is the queued record written again for id, whose record is gone:
+// seed's request (nil: the id alone), accepted at seed's CreatedAt (now
+// when unknown).
+func again(id string, seed *status.Record, now time.Time) status.Record {
+	rec := status.Record{}
+	if seed != nil {
+		rec = *seed
 	}
-	if s.indexTransition(ctx, p, rec, from, counted) {
-		any = true
+	rec.RequestID, rec.State, rec.Attempt, rec.BatchSeq = id, status.Queued, 0, 0
+	rec.UpdatedAt, rec.History, rec.Checkpoint, rec.Stored, rec.Task = time.Time{}, nil, nil, nil, ""
+	rec.ErrorCode, rec.ErrorMessage, rec.PaidCalls, rec.Usage, rec.ExpiredRecrops, rec.ReusedFrom = "", "", 0, 0, 0, ""
+	if rec.CreatedAt.IsZero() {
+		rec.CreatedAt = now
+	}
+	rec.CreatedAt = rec.CreatedAt.UTC()
+	return rec // its history starts with the move that writes it again
+}
+
+// placeOf is the place moveScript replied, 0 when it did not run.
+func placeOf(c *redis.Cmd) int64 {
+	if c == nil {
+		return 0
+	}
+	n, _ := c.Int64()
+	return n
+}
+
+// sideEffects queues the batch counts and the event of a transition on p,
+// and reports whether it queued anything; place is the batch script's
+// reply (the record's place in its batch), nil when there is none. lost is
+// a record written again (see Transition).
+func (s *Store) sideEffects(ctx context.Context, p redis.Pipeliner, rec status.Record, from status.State, lost bool) (place *redis.Cmd, queued bool) {
+	if rec.BatchID != "" && (from != rec.State || lost) {
+		place = s.batchMove(ctx, p, rec, from, lost)
+		if lost {
+			// Its batch may be gone with it: list it again (NX: a batch
+			// keeps its first creation time).
+			p.ZAddNX(ctx, s.BatchesKey(), redis.Z{Score: float64(rec.CreatedAt.UnixMilli()), Member: batchMember(rec.Tenant, rec.BatchID)})
+		}
+		queued = true
+	}
+	if s.countFailure(ctx, p, rec, from) {
+		queued = true
 	}
 	if rec.State.Terminal() {
 		p.XAdd(ctx, s.eventArgs(rec))
-		any = true
+		queued = true
 	}
-	return any
+	return place, queued
 }
 
 // Cancel moves a request that has not started to canceled.

@@ -12,12 +12,15 @@ import (
 type By struct {
 	Attempt int    // 1-based attempt number on the record
 	Task    string // asynq task id; "" is not fenced by task (see Update.Task)
+	// Seed is the request as the task describes it (Update.Seed): its
+	// record is written again from it if Redis lost it.
+	Seed *status.Record
 }
 
 // Start moves the request to running. A rescue task passes the attempt it
 // takes over (nil otherwise).
 func (b By) Start(takeover *Takeover) Update {
-	return Update{To: status.Running, Attempt: b.Attempt, Task: b.Task, Takeover: takeover}
+	return Update{To: status.Running, Attempt: b.Attempt, Task: b.Task, Takeover: takeover, Seed: b.Seed}
 }
 
 // Checkpoint records a paid answer, billed usage; replacesExpired says it
@@ -42,7 +45,7 @@ func (b By) Fail(final bool, code, message string) Update {
 	if final {
 		to = status.Failed
 	}
-	return Update{To: to, Attempt: b.Attempt, Task: b.Task, ErrorCode: code, ErrorMessage: message}
+	return Update{To: to, Attempt: b.Attempt, Task: b.Task, ErrorCode: code, ErrorMessage: message, Seed: b.Seed}
 }
 
 // Attach attaches a paid answer to rec without moving it: its state,
@@ -75,6 +78,12 @@ type Update struct {
 	// ReusedFrom, with Stored, records that the result was reused from
 	// that request's (no paid call).
 	ReusedFrom string
+	// Seed, on a move to running or failed, is the request whose record
+	// is written again (queued, accepted at its CreatedAt, then moved) if
+	// Redis lost it: what a task's payload or a backlog entry carries
+	// (id, batch, tenant, parameters), so that the record and its batch's
+	// counts tell the truth. Ignored while the record exists.
+	Seed *status.Record
 }
 
 // ErrStaleAttempt refuses an update from an attempt older than the record's,
