@@ -101,10 +101,9 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (status.Rec
 		lost := false
 		switch {
 		case errors.Is(err, redis.Nil):
-			if u.To != status.Running && (u.To != status.Failed || u.Seed == nil) {
+			if rec, lost = Again(id, u, s.cfg.Now()); !lost {
 				return status.ErrNotFound
 			}
-			rec, lost = again(id, u.Seed, s.cfg.Now()), true
 		case err != nil:
 			return err
 		default:
@@ -166,13 +165,18 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (status.Rec
 	return status.Record{}, fmt.Errorf("status: %s → %s: %w", id, u.To, status.ErrConflict)
 }
 
-// again is the queued record written again for id, whose record is gone:
-// seed's request (nil: the id alone), accepted at seed's CreatedAt (now
-// when unknown).
-func again(id string, seed *status.Record, now time.Time) status.Record {
+// Again is the queued record Transition writes again for id, whose record
+// is gone, before it applies u, and whether u may write it: a move to
+// running (with u.Seed's request, or the id alone), or a failure with a
+// seed. It is accepted at the seed's CreatedAt (now when unknown), and
+// pure, so that in-memory stores (package worker/workertest) do the same.
+func Again(id string, u Update, now time.Time) (status.Record, bool) {
+	if u.To != status.Running && (u.To != status.Failed || u.Seed == nil) {
+		return status.Record{}, false
+	}
 	rec := status.Record{}
-	if seed != nil {
-		rec = *seed
+	if u.Seed != nil {
+		rec = *u.Seed
 	}
 	rec.RequestID, rec.State, rec.Attempt, rec.BatchSeq = id, status.Queued, 0, 0
 	rec.UpdatedAt, rec.History, rec.Checkpoint, rec.Stored, rec.Task = time.Time{}, nil, nil, nil, ""
@@ -181,7 +185,7 @@ func again(id string, seed *status.Record, now time.Time) status.Record {
 		rec.CreatedAt = now
 	}
 	rec.CreatedAt = rec.CreatedAt.UTC()
-	return rec // its history starts with the move that writes it again
+	return rec, true // its history starts with the move that writes it again
 }
 
 // placeOf is the place moveScript replied, 0 when it did not run.

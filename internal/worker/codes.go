@@ -24,6 +24,10 @@ const (
 	CodeLeaseLost          Code = "lease_lost"          // the worker stopped renewing its lease; another task runs the crop
 	CodeInternal           Code = "internal"            // anything else (a status store error, a bug)
 	CodeCoalescing         Code = "coalescing"          // a twin with the same crop key is paying; handed back to reuse its result
+	// The feeder's: a backlog entry that can never be fed ends its request
+	// failed, counted in its batch, rather than dropped.
+	CodeRecordLost Code = "record_lost" // the waiting request's record was gone (Redis lost it) and its entry holds only its id
+	CodeBadEntry   Code = "bad_entry"   // the backlog entry cannot be read (a payload this version does not know, or not its request's)
 )
 
 // PaymentDecision says whether a failure with a code can end a request
@@ -59,4 +63,6 @@ var PaidFailures = map[Code]PaymentDecision{
 	CodeInternal: {true, "a status store error after the call; the paid answer is kept in the checkpoint (written with retries) and reused"},
 	CodeCoalescing: {false, "raised before the call, while a twin request with the same crop key holds its lease; " +
 		"the task is handed back unpaid and reuses the twin's result (or pays if the twin failed or died)"},
+	CodeRecordLost: {false, "raised by the feeder instead of feeding the request: no task is enqueued, no call is made"},
+	CodeBadEntry:   {false, "raised by the feeder instead of feeding the request: no task is enqueued, no call is made"},
 }

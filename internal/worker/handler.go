@@ -240,7 +240,8 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 		n += r.Attempt
 		takeover = &records.Takeover{From: r.From, Attempt: r.Attempt}
 	}
-	a := attempt{payload: p, n: n, last: retried >= maxRetry, task: taskID,
+	seed := RecordOf(p)
+	a := attempt{payload: p, n: n, last: retried >= maxRetry, task: taskID, seed: &seed,
 		log: h.log.With("request_id", p.RequestID, "task_id", taskID, "attempt", n)}
 
 	// 0. Lease: while this worker renews it, the crop is its own; if it
@@ -280,6 +281,11 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 		return nil
 	case err != nil:
 		return h.fail(ctx, a, fmt.Errorf("mark running: %w", err))
+	}
+	if len(rec.History) == 1 && rec.History[0].State == status.Running {
+		// Written again from the payload (records.Again): a record's
+		// history starts with queued otherwise.
+		a.log.WarnContext(ctx, "crop: the request had no record (Redis lost it?); written again from its task", "batch_id", p.BatchID)
 	}
 	// Checked again before paying: a task queued by an older producer may
 	// carry what the entrances now refuse (a key template that cannot
@@ -409,10 +415,13 @@ type attempt struct {
 	task    string
 	lease   Lease // nil without Leases
 	log     *slog.Logger
+	// seed is the request's record as its payload describes it: a start or
+	// a failure writes it again if Redis lost the record (records.Again).
+	seed *status.Record
 }
 
 // by names this attempt on the status record.
-func (a attempt) by() records.By { return records.By{Attempt: a.n, Task: a.task} }
+func (a attempt) by() records.By { return records.By{Attempt: a.n, Task: a.task, Seed: a.seed} }
 
 // owned is asked right before paying: a worker that froze past its lease
 // (its crop now another task's), or whose task asynq's recoverer ran again

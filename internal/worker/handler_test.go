@@ -168,6 +168,24 @@ func TestHandlerDecisions(t *testing.T) {
 			},
 		},
 		{
+			name: "a task whose record Redis lost runs, its record written again from the payload",
+			payload: func(p *tasks.CropPayload) {
+				p.BatchID, p.Tenant, p.EnqueuedAt = "cat", "acme", time.Now().Add(-time.Hour).UTC()
+			},
+			want: want{outcome: done, state: status.Succeeded, paidCalls: 1, apiCalls: 1, stored: true, notified: 1},
+			check: func(t *testing.T, r *rig, rec status.Record) {
+				p := request(id)
+				p.BatchID, p.Tenant = "cat", "acme"
+				seed := worker.RecordOf(p)
+				assert.Equal(t, "cat", rec.BatchID, "counted in its batch again")
+				assert.Equal(t, "acme", rec.Tenant)
+				assert.Equal(t, imageURL, rec.SourceURL)
+				assert.NotEmpty(t, rec.Fingerprint)
+				assert.Equal(t, seed.Fingerprint, rec.Fingerprint, "the same id submitted again is still known")
+				assert.Less(t, rec.CreatedAt, time.Now().Add(-time.Minute), "accepted when its task was")
+			},
+		},
+		{
 			name: "a checkpoint from an earlier attempt is copied, not paid again",
 			stage: func(t *testing.T, r *rig) {
 				r.paidEarlier()

@@ -105,7 +105,7 @@ func (s *Statuses) Get(ctx context.Context, id string) (status.Record, error) {
 }
 
 // Transition applies u to id's record as records.Store.Transition does: a
-// missing record is created by a move to running; a refused move returns
+// missing record is written again (records.Again); a refused move returns
 // the record as it stands with the *status.TransitionError.
 func (s *Statuses) Transition(ctx context.Context, id string, u records.Update) (status.Record, error) {
 	wrap := func(err error) error { return fmt.Errorf("status: %s → %s: %w", id, u.To, err) }
@@ -126,11 +126,12 @@ func (s *Statuses) Transition(ctx context.Context, id string, u records.Update) 
 			return status.Record{}, wrap(err)
 		}
 	} else {
-		if u.To != status.Running {
+		// As the Redis store does: written again from u.Seed, its history
+		// starting with this move.
+		var ok bool
+		if rec, ok = records.Again(id, u, time.Now()); !ok {
 			return status.Record{}, wrap(status.ErrNotFound)
 		}
-		// As the Redis store does: its history starts with this move.
-		rec = status.Record{RequestID: id, State: status.Queued, CreatedAt: time.Now().UTC()}
 	}
 	if err := records.Apply(&rec, u, time.Now(), historyLimit); err != nil {
 		var te *status.TransitionError
