@@ -19,12 +19,25 @@ import (
 	"github.com/cropq/cropq/tasks"
 )
 
-// recorder is an Enqueuer that remembers what it was fed, in order.
+// recorder is an Enqueuer that remembers what it was fed, in order, and
+// the entries it was told to drop.
 type recorder struct {
-	mu   sync.Mutex
-	fed  []string
-	hook func(id string)
-	fail map[string]error
+	mu       sync.Mutex
+	fed      []string
+	dropped  []Entry
+	hook     func(id string)
+	fail     map[string]error
+	dropFail error
+}
+
+func (r *recorder) Drop(_ context.Context, e Entry, _ *BadEntryError) error {
+	if r.dropFail != nil {
+		return r.dropFail
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dropped = append(r.dropped, e)
+	return nil
 }
 
 func (r *recorder) Feed(_ context.Context, id string, _ []byte) error {
@@ -226,12 +239,106 @@ func TestAFailedFeedKeepsTheEntry(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "normal-acme-0002", id)
 
-	// An entry that can never be fed is dropped, not retried forever.
+	// An entry that can never be fed ends its request (Drop), not retried
+	// forever; while Drop cannot record that, the entry stays.
 	r.fail = map[string]error{"normal-acme-0002": &BadEntryError{Err: fmt.Errorf("unknown version")}}
+	r.dropFail = fmt.Errorf("redis down")
+	n, err = f.Step(ctx)
+	require.Error(t, err)
+	assert.Zero(t, n)
+	assert.Empty(t, r.dropped)
+	r.dropFail = nil
 	n, err = f.Step(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 3, n)
 	assert.NotContains(t, r.ids(), "normal-acme-0002")
+	require.Len(t, r.dropped, 1)
+	assert.Equal(t, Entry{Lane: "normal", Tenant: "acme", RequestID: "normal-acme-0002", Payload: []byte(`{"requestId":"normal-acme-0002"}`),
+		At: r.dropped[0].At}, r.dropped[0], "the entry as it was pushed, with its list's lane and tenant")
+	assert.False(t, r.dropped[0].At.IsZero())
+}
+
+// An entry without even a request id has no request to fail: it is set
+// aside, and the entries behind it go on.
+func TestAnUnreadableEntryIsSetAside(t *testing.T) {
+	ctx := context.Background()
+	b := New(newRedis(t), Config{})
+	require.NoError(t, b.rdb.RPush(ctx, b.ListKey("normal", "acme"), "garbage").Err())
+	require.NoError(t, b.rdb.SAdd(ctx, b.ActiveKey(), Member("normal", "acme")).Err())
+	push(t, b, "normal", "acme", 2)
+	r := &recorder{}
+	n, err := window(b, r, 5, nil).Step(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 3, n)
+	assert.Equal(t, []string{"normal-acme-0000", "normal-acme-0001"}, r.ids())
+	kept, err := b.rdb.LRange(ctx, b.UnreadableKey(), 0, -1).Result()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"garbage"}, kept)
+}
+
+// The TaskEnqueuer fails the request of an entry that can never be fed,
+// with a code, counted in its batch; a record Redis lost is written again
+// from what the entry carries.
+func TestAnEntryThatCannotBeFedFailsItsRequest(t *testing.T) {
+	ctx := context.Background()
+	rdb := newRedis(t)
+	client := asynq.NewClientFromRedisClient(rdb)
+	t.Cleanup(func() { _ = client.Close() })
+	st := records.NewStore(rdb, status.Config{})
+	b := New(rdb, Config{})
+	e := TaskEnqueuer{Client: client, Records: st}
+	accepted := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
+	_, err := st.CreateMany(ctx, []status.Record{
+		{RequestID: "garbled", BatchID: "cat", Tenant: "acme", Priority: "backfill"},
+		{RequestID: "lost-id-only", BatchID: "cat", Tenant: "acme", Priority: "backfill"},
+		{RequestID: "lost-v9", BatchID: "cat", Tenant: "acme", Priority: "backfill"},
+		{RequestID: "waits", BatchID: "cat", Tenant: "acme", Priority: "backfill"},
+	})
+	require.NoError(t, err)
+	require.NoError(t, rdb.Del(ctx, st.Key("lost-id-only"), st.Key("lost-v9")).Err())
+	v9 := `{"v":9,"requestId":"lost-v9","imageUrl":"https://cdn.example.com/a.jpg","targetWidth":800,"targetHeight":600,"batchId":"cat","tenant":"acme","priority":"backfill"}`
+	require.NoError(t, b.Push(ctx, []Entry{
+		{Lane: "backfill", Tenant: "acme", RequestID: "garbled", Payload: []byte(`{"v":1,"requestId":`), At: accepted},
+		{Lane: "backfill", Tenant: "acme", RequestID: "lost-id-only", At: accepted},
+		{Lane: "backfill", Tenant: "acme", RequestID: "lost-v9", Payload: []byte(v9), At: accepted},
+	}))
+	f := window(b, e, 10, nil)
+	n, err := f.Step(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 3, n)
+	size, err := b.Size(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, size)
+
+	for _, c := range []struct {
+		id, code, url string
+		batch         string
+	}{
+		{id: "garbled", code: "bad_entry", batch: "cat"},
+		{id: "lost-id-only", code: "record_lost"},
+		{id: "lost-v9", code: "bad_entry", url: "https://cdn.example.com/a.jpg", batch: "cat"},
+	} {
+		rec, err := st.Get(ctx, c.id)
+		require.NoError(t, err, c.id)
+		assert.Equal(t, status.Failed, rec.State, c.id)
+		assert.Equal(t, c.code, rec.ErrorCode, c.id)
+		assert.NotEmpty(t, rec.ErrorMessage, c.id)
+		assert.Equal(t, "acme", rec.Tenant, c.id)
+		assert.Equal(t, "backfill", rec.Priority, c.id)
+		assert.Equal(t, c.url, rec.SourceURL, c.id)
+		assert.Equal(t, c.batch, rec.BatchID, c.id)
+		if c.id != "garbled" {
+			assert.Equal(t, accepted, rec.CreatedAt, "%s: accepted when its entry was", c.id)
+		}
+	}
+	counts, err := st.BatchCounts(ctx, "acme", "cat")
+	require.NoError(t, err)
+	// lost-id-only's entry does not name its batch: the batch still counts
+	// it queued (with "waits").
+	assert.Equal(t, map[status.State]int64{status.Queued: 2, status.Failed: 2}, counts)
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	_, err = insp.GetQueueInfo(tasks.DefaultQueue)
+	assert.Error(t, err, "nothing was fed into asynq")
 }
 
 func TestEstimate(t *testing.T) {

@@ -10,13 +10,16 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
 
-// Records reads status records (records.Store).
+// Records reads status records, and fails the requests of entries that
+// can never be fed (records.Store).
 type Records interface {
 	Get(ctx context.Context, id string) (status.Record, error)
+	FailWaiting(ctx context.Context, seed status.Record, code, message string) (status.Record, error)
 }
 
 // TaskEnqueuer feeds crop tasks into asynq with the producers' task
@@ -42,7 +45,9 @@ func (e TaskEnqueuer) Feed(ctx context.Context, requestID string, payload []byte
 		rec, err := e.Records.Get(ctx, requestID)
 		switch {
 		case errors.Is(err, status.ErrNotFound):
-			return &BadEntryError{Err: fmt.Errorf("request %s has no record (expired?)", requestID)}
+			// Waiting records do not expire: Redis lost it (or an earlier
+			// version let it expire), and with it the request's parameters.
+			return &BadEntryError{Lost: true, Err: fmt.Errorf("request %s has no record, and its backlog entry holds only its id", requestID)}
 		case err != nil:
 			return err
 		case rec.State != status.Queued:
@@ -64,6 +69,32 @@ func (e TaskEnqueuer) Feed(ctx context.Context, requestID string, payload []byte
 		return &BadEntryError{Err: fmt.Errorf("entry of %s holds the payload of %s", requestID, p.RequestID)}
 	}
 	return e.enqueue(ctx, requestID, asynq.NewTask(tasks.TypeCrop, payload), tasks.TaskOptionsFor(p, e.Options))
+}
+
+// Drop ends, failed, the request of an entry that can never be fed (the
+// cause Feed returned): with code record_lost when its record is gone,
+// bad_entry otherwise. Its record says so, and its batch counts it, the
+// record being written again, from what the entry carries, if Redis lost
+// it: the id, the tenant and lane of its list, when it was accepted, and
+// the request itself when the payload can still be read (an id-only
+// entry does not name its batch, which then keeps counting it as queued).
+func (e TaskEnqueuer) Drop(ctx context.Context, en Entry, cause *BadEntryError) error {
+	seed := status.Record{RequestID: en.RequestID, Tenant: en.Tenant, Priority: en.Lane}
+	var p tasks.CropPayload
+	if len(en.Payload) > 0 && json.Unmarshal(en.Payload, &p) == nil && p.RequestID == en.RequestID {
+		seed = worker.RecordOf(p) // loosely read: what this version cannot run may still name its batch
+	}
+	if seed.CreatedAt.IsZero() {
+		seed.CreatedAt = en.At
+	}
+	code := worker.CodeBadEntry
+	if cause.Lost {
+		code = worker.CodeRecordLost
+	}
+	if _, err := e.Records.FailWaiting(ctx, seed, string(code), cause.Error()); err != nil {
+		return fmt.Errorf("fail %s: %w", en.RequestID, err)
+	}
+	return nil
 }
 
 func (e TaskEnqueuer) enqueue(ctx context.Context, id string, task *asynq.Task, opts []asynq.Option) error {

@@ -21,6 +21,10 @@ import (
 // already is not an error: a repeated feed must be harmless.
 type Enqueuer interface {
 	Feed(ctx context.Context, requestID string, payload []byte) error
+	// Drop ends, as failed with a code, the request of an entry that can
+	// never be fed (Feed returned cause), so that its record and its
+	// batch tell of it: the entry leaves its list only once Drop did.
+	Drop(ctx context.Context, e Entry, cause *BadEntryError) error
 }
 
 // DefaultLead is FeederConfig.Lead's default.
@@ -368,25 +372,36 @@ func (f *Feeder) feedList(ctx context.Context, t take) (int, error) {
 	var done []any // the head of each entry fed: "millis id\n"
 	var ferr error
 	for _, raw := range raws {
-		_, id, payload, err := decode(raw)
+		at, id, payload, err := decode(raw)
 		var bad *BadEntryError
 		if err == nil {
 			err = f.enq.Feed(ctx, id, []byte(payload))
 		}
 		switch {
 		case err == nil:
-			done = append(done, raw[:len(raw)-len(payload)])
-		case errors.As(err, &bad), id == "":
-			// Not ours to fix by retrying: drop it, loudly, rather than
-			// block the list.
-			f.log.ErrorContext(ctx, "feeder: dropping an entry that cannot be fed", "list", key, "request_id", id, "err", err)
-			done = append(done, raw[:len(raw)-len(payload)])
+		case id == "":
+			// No request to fail: kept aside, rather than block the list.
+			if uerr := f.unreadable(ctx, raw); uerr != nil {
+				ferr = fmt.Errorf("feeder: set aside an unreadable entry of %s: %w", key, uerr)
+				break
+			}
+			f.log.ErrorContext(ctx, "feeder: an entry without a request id is set aside", "list", key, "kept_at", f.b.UnreadableKey(), "err", err)
+		case errors.As(err, &bad):
+			// Never fed: the request ends failed with a code (Drop), not
+			// retried forever, nor dropped silently.
+			e := Entry{Lane: t.lane, Tenant: t.tenant, RequestID: id, Payload: []byte(payload), At: at}
+			if derr := f.enq.Drop(ctx, e, bad); derr != nil {
+				ferr = fmt.Errorf("feeder: fail the request of an entry that cannot be fed, %s: %w", id, errors.Join(err, derr))
+				break
+			}
+			f.log.WarnContext(ctx, "feeder: an entry that cannot be fed failed its request", "list", key, "request_id", id, "err", err)
 		default:
 			ferr = fmt.Errorf("feeder: enqueue %s: %w", id, err)
 		}
 		if ferr != nil {
 			break
 		}
+		done = append(done, raw[:len(raw)-len(payload)])
 	}
 	if len(done) == 0 {
 		return 0, ferr
@@ -397,6 +412,21 @@ func (f *Feeder) feedList(ctx context.Context, t take) (int, error) {
 	}
 	f.retire(ctx, Member(t.lane, t.tenant))
 	return n, ferr
+}
+
+// UnreadableKey is the list where the feeder sets aside entries it cannot
+// even read a request id from (the last maxUnreadable of them), for an
+// operator to look at: there is no request to fail.
+func (b *Backlog) UnreadableKey() string { return b.cfg.Prefix + "backlog:unreadable" }
+
+const maxUnreadable = 1000
+
+func (f *Feeder) unreadable(ctx context.Context, raw string) error {
+	pipe := f.b.rdb.Pipeline()
+	pipe.RPush(ctx, f.b.UnreadableKey(), raw)
+	pipe.LTrim(ctx, f.b.UnreadableKey(), -maxUnreadable, -1)
+	_, err := pipe.Exec(ctx)
+	return err
 }
 
 // retire drops an empty list from the active set; a producer that pushed
@@ -417,8 +447,12 @@ func (f *Feeder) retire(ctx context.Context, member string) {
 }
 
 // BadEntryError is an entry that can never be fed (a payload this version
-// cannot read): the feeder drops it.
-type BadEntryError struct{ Err error }
+// cannot read; Lost: an id-only entry whose record is gone): the feeder
+// fails its request (Enqueuer.Drop) and removes it.
+type BadEntryError struct {
+	Lost bool
+	Err  error
+}
 
 func (e *BadEntryError) Error() string { return "backlog: bad entry: " + e.Err.Error() }
 func (e *BadEntryError) Unwrap() error { return e.Err }

@@ -221,6 +221,31 @@ func (s *Store) sideEffects(ctx context.Context, p redis.Pipeliner, rec status.R
 	return place, queued
 }
 
+// FailWaiting ends, failed with code, the request seed names while it
+// waits to be fed (queued), or writes its record again, failed, when
+// Redis lost it (from seed: Update.Seed): what the feeder does with a
+// backlog entry that can never be fed, so that the request is answered by
+// its record and counted in its batch rather than lost. A request that
+// moved on meanwhile (its task runs, or it finished) is left as it is.
+func (s *Store) FailWaiting(ctx context.Context, seed status.Record, code, message string) (status.Record, error) {
+	for i := 0; i < maxTxRetries; i++ {
+		rec, err := s.Get(ctx, seed.RequestID)
+		switch {
+		case errors.Is(err, status.ErrNotFound):
+		case err != nil:
+			return status.Record{}, err
+		case rec.State != status.Queued:
+			return rec, nil
+		}
+		out, err := s.Transition(ctx, seed.RequestID, Update{To: status.Failed, Attempt: rec.Attempt, ErrorCode: code, ErrorMessage: message, Seed: &seed})
+		if errors.Is(err, ErrStaleAttempt) || errors.As(err, new(*status.TransitionError)) {
+			continue // it moved meanwhile: look again
+		}
+		return out, err
+	}
+	return status.Record{}, fmt.Errorf("status: fail %s: %w", seed.RequestID, status.ErrConflict)
+}
+
 // Cancel moves a request that has not started to canceled.
 func (s *Store) Cancel(ctx context.Context, id string) (status.Record, error) {
 	return s.Transition(ctx, id, Update{To: status.Canceled})
