@@ -16,7 +16,10 @@ type Config struct {
 	// Prefix+"status:{"+id+"}", hash-tagged so that it can share a Cluster
 	// slot with keys derived from the same id.
 	Prefix string
-	// TTL of a record after its last update (default 7 days).
+	// TTL of a record from its terminal state (succeeded, failed,
+	// canceled), and of a batch's keys from when its last request reached
+	// one (default 7 days). A waiting request's record and batch never
+	// expire.
 	TTL time.Duration
 	// HistoryLimit bounds the history kept per record (default 32).
 	HistoryLimit int

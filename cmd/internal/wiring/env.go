@@ -36,7 +36,7 @@ func EnvVars() []EnvVar {
 	return []EnvVar{
 		{"CROPQ_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for queues, status and quota: redis://, rediss:// (TLS), redis-sentinel://[:pw@]h:p,h:p/db?master=NAME or redis-cluster://[:pw@]h:p,h:p", false},
 		{"CROPQ_KEY_PREFIX", status.DefaultPrefix, "prefix of cropq's own Redis keys (asynq's are asynq:{queue}:…)", false},
-		{"CROPQ_STATUS_TTL", shortDur(status.DefaultTTL), "how long a status record lives after its last update", false},
+		{"CROPQ_STATUS_TTL", shortDur(status.DefaultTTL), "how long a status record lives once its request finished (succeeded, failed, canceled), and a batch's counts once its last request did; nothing expires while it waits", false},
 		{"CROPQ_QUEUE", tasks.DefaultQueue, "queue crop tasks go to and workers read", false},
 		{"CROPQ_MAX_RETRY", strconv.Itoa(tasks.DefaultMaxRetry), "failed attempts before a task is archived (rate limits do not count)", false},
 		{"CROPQ_TASK_TIMEOUT", shortDur(tasks.DefaultTimeout), "time limit of one attempt", false},
