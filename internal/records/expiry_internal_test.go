@@ -221,3 +221,34 @@ func TestALostRecordIsWrittenAgainAndCounted(t *testing.T) {
 		})
 	}
 }
+
+// FailWaiting fails a queued request, writes a lost one again failed, and
+// leaves one that moved on (its task runs, or it finished) as it is.
+func TestFailWaiting(t *testing.T) {
+	ctx := context.Background()
+	st, _ := expiryStores(t)["single"](t)
+	_, err := st.CreateMany(ctx, []status.Record{{RequestID: "q", BatchID: "b"}, {RequestID: "r", BatchID: "b"}, {RequestID: "c", BatchID: "b"}})
+	require.NoError(t, err)
+	_, err = st.Transition(ctx, "r", Update{To: status.Running, Attempt: 1})
+	require.NoError(t, err)
+	_, err = st.Cancel(ctx, "c")
+	require.NoError(t, err)
+	for _, c := range []struct {
+		id   string
+		want status.State
+		code string
+	}{
+		{"q", status.Failed, "bad_entry"},
+		{"r", status.Running, ""},
+		{"c", status.Canceled, ""},
+		{"gone", status.Failed, "bad_entry"},
+	} {
+		rec, err := st.FailWaiting(ctx, status.Record{RequestID: c.id, BatchID: "b"}, "bad_entry", "unreadable")
+		require.NoError(t, err, c.id)
+		assert.Equal(t, c.want, rec.State, c.id)
+		assert.Equal(t, c.code, rec.ErrorCode, c.id)
+	}
+	counts, err := st.BatchCounts(ctx, "", "b")
+	require.NoError(t, err)
+	assert.Equal(t, map[status.State]int64{status.Failed: 2, status.Running: 1, status.Canceled: 1}, counts)
+}
