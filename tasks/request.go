@@ -29,28 +29,33 @@ import (
 // Adding a field is one edit here: its json name is also its CSV column, its
 // flag tag its CLI flag ("-": none), and it joins the request's fingerprint,
 // so a request id re-submitted with another value of it is a conflict.
+//
+// Absent has one spelling in JSON, leaving the field out: null is refused
+// for every field, and "" for those tagged strictjson:"nonempty" (where the
+// OpenAPI schema has an enum or a minLength). requestId "" is refused by
+// Validate as missing. In CSV and flags an empty value is an absent one.
 type Request struct {
 	RequestID string `json:"requestId" flag:"request-id" help:"request id (required; 1–128 of A-Z a-z 0-9 . _ : -)"`
 	// The image, by URL or base64: exactly one.
-	ImageURL     string `json:"imageUrl,omitempty" flag:"url" help:"source image URL"`
-	ImageBase64  string `json:"imageBase64,omitempty" flag:"-"`
+	ImageURL     string `json:"imageUrl,omitempty" strictjson:"nonempty" flag:"url" help:"source image URL"`
+	ImageBase64  string `json:"imageBase64,omitempty" strictjson:"nonempty" flag:"-"`
 	TargetWidth  int    `json:"targetWidth" flag:"width" help:"target width in pixels (100–5000)"`
 	TargetHeight int    `json:"targetHeight" flag:"height" help:"target height in pixels (100–5000)"`
 	// Destination; empty means the worker's configured bucket and template.
-	Bucket      string `json:"bucket,omitempty" flag:"bucket" help:"destination bucket (default CROPQ_S3_BUCKET)"`
+	Bucket      string `json:"bucket,omitempty" strictjson:"nonempty" flag:"bucket" help:"destination bucket (default CROPQ_S3_BUCKET)"`
 	KeyTemplate string `json:"keyTemplate,omitempty" flag:"key-template" help:"S3 key of the result; placeholders {requestId} {width} {height} {ext} {date} (default CROPQ_KEY_TEMPLATE)"`
 	// Metadata is stored with the object (S3 user metadata).
 	Metadata map[string]string `json:"metadata,omitempty" flag:"metadata" help:"S3 user metadata of the result, key=value (repeatable)"`
-	BatchID  string            `json:"batchId,omitempty" flag:"batch" help:"batch id (for cropq wait --batch and GET /v1/batches/ID)"`
+	BatchID  string            `json:"batchId,omitempty" strictjson:"nonempty" flag:"batch" help:"batch id (for cropq wait --batch and GET /v1/batches/ID)"`
 	// CallbackURL, when set, is POSTed the request's terminal state.
 	CallbackURL string `json:"callbackUrl,omitempty" flag:"callback-url" help:"URL POSTed the terminal state (needs CROPQ_WEBHOOK_SECRET on the workers)"`
 	// Priority is the request's lane: urgent before normal before backfill
 	// (strictly); empty means normal.
-	Priority string `json:"priority,omitempty" flag:"priority" help:"urgent, normal (default) or backfill" default:"normal"`
+	Priority string `json:"priority,omitempty" strictjson:"nonempty" flag:"priority" help:"urgent, normal (default) or backfill" default:"normal"`
 	// Tenant shares the account's quota with the other tenants by weight
 	// (CROPQ_TENANT_WEIGHTS); empty means "default". Over HTTP it is the
 	// token's tenant.
-	Tenant string `json:"tenant,omitempty" flag:"tenant" help:"tenant: 1–64 of a-z 0-9 . _ - (default \"default\")" default:"default"`
+	Tenant string `json:"tenant,omitempty" strictjson:"nonempty" flag:"tenant" help:"tenant: 1–64 of a-z 0-9 . _ - (default \"default\")" default:"default"`
 	// Dedup false opts the request out of result reuse and coalescing
 	// (package dedup): it is paid for even when the same crop was stored
 	// before. Absent (nil) or true follows the fleet's CROPQ_DEDUP_SCOPE.
@@ -135,7 +140,9 @@ type Field struct {
 	// fingerprint counts the field as empty when it holds it.
 	Default string
 	Kind    reflect.Kind // String, Int, Map or Pointer (a *bool)
-	idx     int
+	// NonEmpty: "" is refused, not taken as absent (JSON; the CLI's flags).
+	NonEmpty bool
+	idx      int
 }
 
 var requestFields = func() []Field {
@@ -148,7 +155,8 @@ var requestFields = func() []Field {
 		if flag == "-" {
 			flag = ""
 		}
-		out[i] = Field{Name: name, Flag: flag, Help: f.Tag.Get("help"), Default: f.Tag.Get("default"), Kind: f.Type.Kind(), idx: i}
+		out[i] = Field{Name: name, Flag: flag, Help: f.Tag.Get("help"), Default: f.Tag.Get("default"), Kind: f.Type.Kind(),
+			NonEmpty: f.Tag.Get("strictjson") == "nonempty", idx: i}
 	}
 	return out
 }()

@@ -126,6 +126,15 @@ func TestBadInputEverywhere(t *testing.T) {
 		{"second JSON value", crop("x-second", "") + ` {"requestId":"x-third"}`, "", 400, true},
 		{"invalid UTF-8", crop("x-utf8", ",\"metadata\":{\"k\":\"a\xffb\"}"), "", 400, true},
 		{"metadata not strings", crop("x-mdtype", `,"metadata":{"k":1}`), "metadata.k", 400, true},
+
+		// Absent has one spelling, leaving the member out (issue 21).
+		{"null priority", crop("x-nullprio", `,"priority":null`), "priority", 400, true},
+		{"empty priority", crop("x-emptyprio", `,"priority":""`), "priority", 400, true},
+		{"null tenant", crop("x-nullten", `,"tenant":null`), "tenant", 400, true},
+		{"empty tenant", crop("x-emptyten", `,"tenant":""`), "tenant", 400, true},
+		{"null dedup", crop("x-nulldedup", `,"dedup":null`), "dedup", 400, true},
+		{"empty bucket", crop("x-emptybk", `,"bucket":""`), "bucket", 400, true},
+		{"null metadata", crop("x-nullmd", `,"metadata":null`), "metadata", 400, true},
 	}
 	dir := t.TempDir()
 	for i, tc := range cases {
