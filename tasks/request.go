@@ -268,6 +268,19 @@ type Rules struct {
 	// AnyCallbackAddress skips the callback address check: the worker's,
 	// whose deliveries are guarded when they dial.
 	AnyCallbackAddress bool
+	// Destinations, when set, says where a tenant may write (nil: anywhere).
+	Destinations Destinations
+}
+
+// Destinations draws the walls between tenants in S3 (cropq's own are set
+// by CROPQ_TENANT_BUCKETS): which buckets a tenant may name, and where no key
+// template may reach.
+type Destinations interface {
+	// Check reports whether tenant may have its result written to key (as
+	// rendered from the request's template; "" for the worker's own) in
+	// bucket ("" for the default), as a *cropapi.ValidationError naming
+	// bucket or keyTemplate when it may not.
+	Check(tenant, bucket, key string) error
 }
 
 // Validate checks r as every entrance does: the API's rules, so that no paid
@@ -323,24 +336,34 @@ func (r Request) validateRest(rules Rules) error {
 			return err
 		}
 	}
-	if r.Bucket != "" && (len(r.Bucket) > MaxBucketLen || !bucketPattern.MatchString(r.Bucket) || strings.Contains(r.Bucket, "..") || looksLikeIPv4(r.Bucket)) {
-		return &cropapi.ValidationError{Field: "bucket", Reason: "must be a valid S3 bucket name (3–63 lower-case letters, digits, . and -; no \"..\", not an IP address)"}
+	if r.Bucket != "" {
+		if err := ValidateBucket(r.Bucket); err != nil {
+			return err
+		}
 	}
 	if len(r.KeyTemplate) > MaxKeyTemplateLen {
 		return &cropapi.ValidationError{Field: "keyTemplate", Reason: fmt.Sprintf("must be at most %d characters, got %d", MaxKeyTemplateLen, len(r.KeyTemplate))}
 	}
+	var key string
 	if r.KeyTemplate != "" {
 		// Render it now, as the worker will after the crop: a template that
 		// cannot make a safe key must not cost a paid call. Placeholder values
 		// are escaped, and the longest extension a result can have stands
 		// for every format.
-		if _, err := objectkey.Render(r.KeyTemplate, objectkey.Vars{RequestID: r.RequestID, Width: r.TargetWidth, Height: r.TargetHeight,
-			Ext: longestExt, Date: time.Now()}); err != nil {
+		k, err := objectkey.Render(r.KeyTemplate, objectkey.Vars{RequestID: r.RequestID, Width: r.TargetWidth, Height: r.TargetHeight,
+			Ext: longestExt, Date: time.Now()})
+		if err != nil {
 			var ke *objectkey.Error
 			if errors.As(err, &ke) {
 				return &cropapi.ValidationError{Field: "keyTemplate", Reason: ke.Reason}
 			}
 			return &cropapi.ValidationError{Field: "keyTemplate", Reason: "cannot render a key"}
+		}
+		key = k
+	}
+	if rules.Destinations != nil {
+		if err := rules.Destinations.Check(r.Tenant, r.Bucket, key); err != nil {
+			return err
 		}
 	}
 	if r.BatchID != "" {
@@ -366,6 +389,14 @@ func (r Request) validateRest(rules Rules) error {
 	}
 	if total > MaxMetadataBytes {
 		return &cropapi.ValidationError{Field: "metadata", Reason: fmt.Sprintf("keys and values must add up to at most %d bytes, got %d (S3 keeps 2 KiB of metadata per object, and cropq's own takes the rest)", MaxMetadataBytes, total)}
+	}
+	return nil
+}
+
+// ValidateBucket checks a bucket name as S3 names buckets.
+func ValidateBucket(b string) error {
+	if len(b) > MaxBucketLen || !bucketPattern.MatchString(b) || strings.Contains(b, "..") || looksLikeIPv4(b) {
+		return &cropapi.ValidationError{Field: "bucket", Reason: "must be a valid S3 bucket name (3–63 lower-case letters, digits, . and -; no \"..\", not an IP address)"}
 	}
 	return nil
 }

@@ -181,7 +181,7 @@ func (h *Handler) reuse(ctx context.Context, a attempt, key string, res dedup.Re
 	stored, err := h.cfg.Reuse.CopyStored(ctx,
 		results.Stored{Bucket: res.Bucket, Key: res.Key, ETag: res.ETag, ContentType: res.ContentType, Size: res.Size},
 		results.Object{RequestID: p.RequestID, APIRequestID: res.APIRequestID, Width: p.TargetWidth, Height: p.TargetHeight,
-			Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata})
+			Tenant: p.Tenant, Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata})
 	if a.gated() {
 		h.gate.observe(ctx, err)
 	}

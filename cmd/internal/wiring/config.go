@@ -1,6 +1,7 @@
 package wiring
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -19,6 +20,8 @@ import (
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/namespace"
+	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/redact"
 	"github.com/cropq/cropq/internal/results"
@@ -148,6 +151,21 @@ func LoadConfig(env Env) (Config, error) {
 	if c.Inputs.Bucket == "" {
 		c.Inputs.Bucket = c.Storage.Bucket
 	}
+	buckets, err := parseTenantBuckets(env.Get("CROPQ_TENANT_BUCKETS"))
+	add(err)
+	// The walls between tenants in S3: checked at every entrance and again by
+	// the worker before paying, and applied to every key it writes.
+	c.Storage.Walls = namespace.Walls{DefaultBucket: c.Storage.Bucket, TenantBuckets: buckets,
+		Inputs: namespace.Place{Bucket: c.Inputs.Bucket, Prefix: cmp.Or(c.Inputs.Prefix, storage.DefaultInputsPrefix)}}
+	if err := c.Storage.Walls.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("CROPQ_TENANT_BUCKETS: %w", err))
+	}
+	if key, err := objectkey.Render(c.Storage.KeyTemplate, objectkey.Vars{RequestID: "r", Width: 1, Height: 1, Ext: "png"}); err == nil {
+		if _, _, err := c.Storage.Walls.Place(tasks.DefaultTenant, "", key); err != nil {
+			errs = append(errs, fmt.Errorf("CROPQ_KEY_TEMPLATE: %w", err))
+		}
+	}
+	c.Task.Destinations = c.Storage.Walls
 	c.ClaimCheckBytes = num("CROPQ_CLAIM_CHECK_BYTES")
 	c.EnqueueWorkers = num("CROPQ_ENQUEUE_CONCURRENCY")
 	c.WebhookSecret = secret("CROPQ_WEBHOOK_SECRET")
@@ -211,6 +229,37 @@ func LoadConfig(env Env) (Config, error) {
 		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
+}
+
+// parseTenantBuckets reads CROPQ_TENANT_BUCKETS: tenant=bucket|bucket
+// entries, comma-separated, each tenant once.
+func parseTenantBuckets(s string) (map[string][]string, error) {
+	const name = "CROPQ_TENANT_BUCKETS"
+	out := map[string][]string{}
+	for _, entry := range splitList(s) {
+		tenant, list, ok := strings.Cut(entry, "=")
+		tenant = strings.TrimSpace(tenant)
+		if !ok {
+			return nil, envError(name, entry, "tenant=bucket|bucket entries, comma-separated, such as acme=acme-crops|acme-media,globex=globex-crops")
+		}
+		if err := tasks.ValidateTenant(tenant); err != nil {
+			return nil, envError(name, entry, fmt.Sprintf("a tenant of 1–%d characters of a-z 0-9 . _ - before =", tasks.MaxTenantLen))
+		}
+		if _, dup := out[tenant]; dup {
+			return nil, envError(name, entry, "each tenant once")
+		}
+		for _, b := range strings.Split(list, "|") {
+			b = strings.TrimSpace(b)
+			if err := tasks.ValidateBucket(b); err != nil {
+				return nil, envError(name, entry, "valid S3 bucket names after =, separated by |")
+			}
+			out[tenant] = append(out[tenant], b)
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
 }
 
 // MaxTenantWeight bounds a weight of CROPQ_TENANT_WEIGHTS.

@@ -73,6 +73,7 @@ func EnvVars() []EnvVar {
 		{"CROPQ_RESULT_HOSTS", "*.aliyuncs.com", "hosts result URLs may be downloaded from (comma-separated, *.suffix allowed; the vendor's OSS domains)", false},
 		{"CROPQ_RESULT_ALLOW_HTTP", "false", "accept http:// result URLs (only for the local emulator)", false},
 		{"CROPQ_MULTIPART_UPLOADS", "1", "results over 5 MiB copied at once per worker process; each costs ~15 MiB of RSS", false},
+		{"CROPQ_TENANT_BUCKETS", "", "buckets each tenant may name besides the default one: tenant=bucket|bucket,… such as acme=acme-crops|acme-media (a bucket belongs to one tenant; in the default bucket a tenant writes under tenants/TENANT/ only)", false},
 		{"CROPQ_INPUTS_BUCKET", "", "bucket of claim-checked source images (empty: CROPQ_S3_BUCKET)", false},
 		{"CROPQ_INPUTS_PREFIX", storage.DefaultInputsPrefix, "key prefix of claim-checked source images (give it a lifecycle rule)", false},
 		{"CROPQ_CLAIM_CHECK_BYTES", strconv.Itoa(producer.DefaultClaimCheckBytes), "base64 images longer than this go to S3, not into Redis (0: default)", false},
