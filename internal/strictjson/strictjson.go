@@ -267,10 +267,11 @@ func emptyMember(raw []byte, t reflect.Type) string {
 			names = append(names, cmp.Or(name, f.Name))
 		}
 	}
-	if len(names) == 0 {
+	if len(names) == 0 || !bytes.Contains(raw, []byte(`""`)) {
 		return ""
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	// A *bytes.Buffer is parsed in place: a 32 MiB image is not copied.
+	dec := jsontext.NewDecoder(bytes.NewBuffer(raw))
 	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
 		return ""
 	}
