@@ -70,6 +70,10 @@ type Config struct {
 	// FeedLead is how many seconds of calls the feeder keeps in asynq
 	// ahead of the workers (CROPQ_FEED_LEAD).
 	FeedLead time.Duration
+	// UrgentShare is the part of the effective rate each tenant's urgent
+	// requests may take, weighted (CROPQ_URGENT_SHARE, in (0, 1]; 1: no
+	// budget).
+	UrgentShare float64
 	// Lease is how long a running crop's lease lasts unrenewed: a dead or
 	// frozen worker's crops run again elsewhere about this long after it
 	// stopped (CROPQ_LEASE_TTL).
@@ -197,6 +201,8 @@ func LoadConfig(env Env) (Config, error) {
 	add(err)
 	c.TenantWeights = weights
 	c.FeedLead = dur("CROPQ_FEED_LEAD")
+	c.UrgentShare, err = parseUrgentShare(env.Get("CROPQ_URGENT_SHARE"))
+	add(err)
 	offset, err := time.ParseDuration(env.Get("CROPQ_CLOCK_OFFSET"))
 	if err != nil {
 		errs = append(errs, envError("CROPQ_CLOCK_OFFSET", env.Get("CROPQ_CLOCK_OFFSET"), "a signed duration such as -10m or 90s"))
@@ -260,6 +266,15 @@ func parseTenantBuckets(s string) (map[string][]string, error) {
 		return nil, nil
 	}
 	return out, nil
+}
+
+// parseUrgentShare reads CROPQ_URGENT_SHARE: a fraction in (0, 1].
+func parseUrgentShare(s string) (float64, error) {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || !(v > 0 && v <= 1) {
+		return 0, envError("CROPQ_URGENT_SHARE", s, "a number in (0, 1]: the part of the quota each tenant's urgent requests may take (1: no limit)")
+	}
+	return v, nil
 }
 
 // MaxTenantWeight bounds a weight of CROPQ_TENANT_WEIGHTS.

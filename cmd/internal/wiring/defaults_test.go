@@ -42,6 +42,7 @@ func TestUnsetVariablesGiveThePackagesDefaults(t *testing.T) {
 		{"CROPQ_RETRY_BASE", cfg.Server.Backoff.Base, worker.DefaultRetryBase},
 		{"CROPQ_RETRY_CAP", cfg.Server.Backoff.Cap, worker.DefaultRetryCap},
 		{"CROPQ_FEED_LEAD", cfg.FeedLead, backlog.DefaultLead},
+		{"CROPQ_URGENT_SHARE", cfg.UrgentShare, backlog.DefaultUrgentShare},
 		{"CROPQ_LEASE_TTL", cfg.Lease.TTL, lease.DefaultTTL},
 		{"CROPQ_DEDUP_TTL", cfg.Dedup.TTL, dedup.DefaultTTL},
 		{"CROPQ_API_BASE_URL", cfg.API.BaseURL, cropapi.DefaultBaseURL},

@@ -64,3 +64,21 @@ func TestTenantTokensConfig(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"acme:tok-a", "globex:tok-g", "tok-d"}, c.HTTP.Tokens)
 }
+
+func TestUrgentShareConfig(t *testing.T) {
+	load := func(v string) (Config, error) {
+		return LoadConfig(MapEnv(map[string]string{"CROPQ_REDIS_URL": "redis://127.0.0.1:1/0", "CROPQ_URGENT_SHARE": v}))
+	}
+	for v, want := range map[string]float64{"": 0.25, "0.5": 0.5, " 0.1 ": 0.1, "1": 1} {
+		c, err := load(v)
+		require.NoError(t, err, v)
+		assert.Equal(t, want, c.UrgentShare, v)
+	}
+	for _, v := range []string{"0", "-0.25", "1.01", "25%", "x", "NaN", "Inf"} {
+		_, err := load(v)
+		if assert.Error(t, err, v) {
+			assert.Contains(t, err.Error(), "CROPQ_URGENT_SHARE", v)
+			assert.Contains(t, err.Error(), "(0, 1]", v)
+		}
+	}
+}
