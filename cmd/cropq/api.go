@@ -5,8 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -26,15 +29,24 @@ func runAPI(ctx context.Context, env wiring.Env, args []string, stdout, stderr i
 		fmt.Fprintln(stderr, `usage: cropq api [--addr HOST:PORT]
 
 Serves the HTTP API for producers (OpenAPI document at /openapi.json).
-Bearer tokens: CROPQ_API_TOKENS, entries tenant:token (a bare token is tenant
-default); a token submits, reads and cancels for its own tenant only.
+Bearer tokens: CROPQ_API_TOKENS, entries tenant:token (a bare token, without
+':', is tenant default: the operators'); a token submits, reads and cancels
+for its own tenant only.
 Configuration: see 'cropq env'.`)
 		fs.PrintDefaults()
 	}
 	if err := wiring.ParseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	cfg, rdb, err := wiring.Connect(ctx, env)
+	cfg, err := wiring.LoadConfig(env)
+	if err != nil {
+		return err
+	}
+	// A malformed token entry stops the API before it connects anywhere.
+	if _, err := httpapi.ParseTokens(cfg.HTTP.Tokens); err != nil {
+		return wiring.EnvContext(err)
+	}
+	rdb, err := wiring.OpenRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
 	}
@@ -106,11 +118,22 @@ Configuration: see 'cropq env'.`)
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
-	log.Info("api: listening", "addr", ln.Addr().String(), "tokens", len(hcfg.Tokens), "tenants", httpapi.Tenants(hcfg.Tokens), "max_batch", hcfg.MaxBatch,
+	log.Info("api: listening", "addr", ln.Addr().String(), "tokens_per_tenant", tokenCounts(api), "max_batch", hcfg.MaxBatch,
 		"monitoring", ui.RootPath(), "monitoring_read_only", cfg.MonitorReadOnly, "ui", webui.Root)
 	fmt.Fprintf(stdout, "api listening on http://%s\n", ln.Addr())
 	fmt.Fprintf(stdout, "web UI on http://%s%s (a token of CROPQ_API_TOKENS as the password)\n", ln.Addr(), webui.Root)
 	return wiring.ServeUntilDone(ctx, srv, ln, 20*time.Second)
+}
+
+// tokenCounts is what start-up says of the tokens: each tenant and how
+// many tokens it has ("acme=2 default=1"), never a token.
+func tokenCounts(api *httpapi.API) string {
+	counts := api.Tenants()
+	var parts []string
+	for _, t := range slices.Sorted(maps.Keys(counts)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", t, counts[t]))
+	}
+	return strings.Join(parts, " ")
 }
 
 // operator admits to the web UI the tokens of the default tenant only (bare
