@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,6 +15,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/internal/dedup"
+	"github.com/cropq/cropq/webhook"
 )
 
 // A malformed CROPQ_API_TOKENS entry stops a real `cropq api` at start-up,
@@ -142,4 +146,95 @@ func TestAPIMetricsAreTheOperatorsOnly(t *testing.T) {
 		assert.NotContains(t, logs, tok)
 	}
 	assert.True(t, strings.Contains(logs, "metrics_addr="+metricsAddr), "%s", logs)
+}
+
+// In CROPQ_DEDUP_SCOPE=global, globex reusing acme's stored result learns
+// that it was reused, not whose: its record (through the API, the CLI and
+// the crops page), its callback and its batch name no acme request, only a
+// reference an operator resolves with `cropq status --resolve-ref`. A reuse
+// within one tenant still names the request.
+func TestCrossTenantReuseNamesNoRequest(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	const (
+		tokA     = "acme-token-0123456789"
+		tokG     = "globex-token-0123456789"
+		secret   = "whsec-walls-0123"
+		acmeID   = "acme-private-sku-77"
+		acmeTwin = "acme-sku-78"
+		globexID = "globex-sku-1"
+	)
+	hooks := make(chan []byte, 4)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := webhook.Verify([]byte(secret), r.Header, body, time.Minute, time.Now()); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		hooks <- body
+	}))
+	t.Cleanup(receiver.Close)
+	apiAddr := freeAddr(t)
+	base := "http://" + apiAddr
+	s.env = append(s.env, "CROPQ_DEDUP_SCOPE=global", "CROPQ_API_TOKENS=acme:"+tokA+",globex:"+tokG, "CROPQ_API_ADDR="+apiAddr,
+		"CROPQ_WEBHOOK_SECRET="+secret, "CROPQ_WEBHOOK_ALLOW=127.0.0.0/8")
+	s.start("api", "api")
+	s.awaitHTTP(base + "/healthz")
+	s.startWorker()
+	crop := func(id, extra string) string {
+		return fmt.Sprintf(`{"requestId":%q,"imageUrl":%q,"targetWidth":300,"targetHeight":300%s}`, id, s.images+"/"+firstImage(t), extra)
+	}
+	const wait = 60 * time.Second
+
+	code, _, b := apiDo(t, http.MethodPost, base+"/v1/crops", tokA, crop(acmeID, ""))
+	require.Equal(t, http.StatusAccepted, code, "%s", b)
+	paid := s.stored(t, acmeID, wait)
+	require.Equal(t, 1, paid.PaidCalls)
+
+	code, _, b = apiDo(t, http.MethodPost, base+"/v1/crops", tokG, crop(globexID, `,"batchId":"g-batch","callbackUrl":"`+receiver.URL+`/hook"`))
+	require.Equal(t, http.StatusAccepted, code, "%s", b)
+	reused := s.stored(t, globexID, wait)
+	assert.Zero(t, reused.PaidCalls, "reused across tenants")
+	assert.True(t, dedup.IsRef(reused.ReusedFrom), "reusedFrom %q", reused.ReusedFrom)
+
+	// Everything globex can read of its request.
+	var seen strings.Builder
+	code, _, b = apiDo(t, http.MethodGet, base+"/v1/crops/"+globexID, tokG, "")
+	require.Equal(t, http.StatusOK, code)
+	assert.Contains(t, string(b), `"reusedFrom":"`+reused.ReusedFrom+`"`, "it says it was reused")
+	seen.Write(b)
+	code, _, b = apiDo(t, http.MethodGet, base+"/v1/batches/g-batch", tokG, "")
+	require.Equal(t, http.StatusOK, code)
+	assert.Contains(t, string(b), `"saved":1`)
+	seen.Write(b)
+	for _, path := range []string{"/ui/crops/" + globexID, "/ui/batches/g-batch", "/ui/"} {
+		req, err := http.NewRequest(http.MethodGet, base+path, nil)
+		require.NoError(t, err)
+		req.SetBasicAuth("globex", tokG)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, path)
+		seen.Write(page)
+	}
+	select {
+	case hook := <-hooks:
+		assert.Contains(t, string(hook), globexID)
+		seen.Write(hook)
+	case <-time.After(wait):
+		t.Fatal("no callback within 60s")
+	}
+	assert.NotContains(t, seen.String(), acmeID, "nothing globex reads names acme's request")
+
+	// An operator resolves the reference.
+	out, err := s.cropq("status", "--resolve-ref", reused.ReusedFrom)
+	require.NoError(t, err)
+	assert.Equal(t, acmeID+"\n", out)
+
+	// Within acme, a reuse names the request, as before.
+	code, _, b = apiDo(t, http.MethodPost, base+"/v1/crops", tokA, crop(acmeTwin, ""))
+	require.Equal(t, http.StatusAccepted, code, "%s", b)
+	own := s.stored(t, acmeTwin, wait)
+	assert.Zero(t, own.PaidCalls)
+	assert.Equal(t, acmeID, own.ReusedFrom)
 }
