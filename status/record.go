@@ -94,7 +94,9 @@ type Record struct {
 	// owns it. Updates from any other task are refused as stale.
 	Task string `json:"task,omitempty"`
 	// ReusedFrom names the request whose stored result this one reused
-	// (package dedup): copied, not paid for.
+	// (package dedup): copied, not paid for. When that request is another
+	// tenant's (CROPQ_DEDUP_SCOPE=global), an opaque reference stands in
+	// for it ("ref/" and 20 hex digits; `cropq status --resolve-ref`).
 	ReusedFrom string `json:"reusedFrom,omitempty"`
 }
 

@@ -47,7 +47,7 @@ func TestBadInputEverywhere(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	apiAddr := freeAddr(t)
 	// These entrances run as in production: private image URLs refused.
-	s.env = append(s.env, "CROPQ_API_TOKENS=bad-token", "CROPQ_API_ADDR="+apiAddr, "CROPQ_API_MAX_BODY_BYTES=65536",
+	s.env = append(s.env, "CROPQ_API_TOKENS=bad-token-0123456789", "CROPQ_API_ADDR="+apiAddr, "CROPQ_API_MAX_BODY_BYTES=65536",
 		"CROPQ_ALLOW_PRIVATE_IMAGE_URLS=false")
 	s.start("api", "api")
 	base := "http://" + apiAddr
@@ -140,7 +140,7 @@ func TestBadInputEverywhere(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			// HTTP API.
-			code, ctype, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token", tc.body)
+			code, ctype, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token-0123456789", tc.body)
 			assert.Equal(t, tc.status, code, "HTTP: %s", b)
 			assert.Equal(t, "application/problem+json", ctype)
 			var pr httpapi.Problem
@@ -181,7 +181,7 @@ func TestBadInputEverywhere(t *testing.T) {
 	// A request id used again with other parameters: refused everywhere.
 	require.Equal(t, producer.Enqueued, prod.Enqueue(context.Background(), tasks.Request{RequestID: "dup-1",
 		ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800}).Outcome)
-	code, _, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token", strings.Replace(crop("dup-1", ""), `"targetWidth":800`, `"targetWidth":400`, 1))
+	code, _, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token-0123456789", strings.Replace(crop("dup-1", ""), `"targetWidth":800`, `"targetWidth":400`, 1))
 	assert.Equal(t, http.StatusConflict, code)
 	assert.Contains(t, string(b), "targetWidth")
 	_, err := s.cropq("enqueue", "--request-id", "dup-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "640")

@@ -63,6 +63,9 @@ type Config struct {
 	HTTP httpapi.Config
 	// HTTPAddr is where `cropq api` listens.
 	HTTPAddr string
+	// APIMetricsAddr, when set, serves `cropq api`'s /metrics (and
+	// /readyz, /healthz) without a token, for the cluster's scraper.
+	APIMetricsAddr string
 
 	// TenantWeights are the tenants' shares of the quota within a lane
 	// (CROPQ_TENANT_WEIGHTS); a tenant not listed weighs 1. Nil when unset.
@@ -186,6 +189,7 @@ func LoadConfig(env Env) (Config, error) {
 	// except where deliveries may go.
 	c.Task.CallbackAllow = c.WebhookAllow
 	c.HTTPAddr = env.Get("CROPQ_API_ADDR")
+	c.APIMetricsAddr = env.Get("CROPQ_API_METRICS_ADDR")
 	c.WorkerAddr = env.Get("CROPQ_WORKER_ADDR")
 	c.MonitorReadOnly = boolean("CROPQ_MONITOR_READONLY")
 	c.MonitorAuth = boolean("CROPQ_MONITOR_AUTH")

@@ -56,6 +56,7 @@ func TestUnsetVariablesGiveThePackagesDefaults(t *testing.T) {
 		{"CROPQ_API_MAX_BODY_BYTES", cfg.HTTP.MaxBodyBytes, int64(httpapi.DefaultMaxBodyBytes)},
 		{"CROPQ_API_MAX_BATCH_BODY_BYTES", cfg.HTTP.MaxBatchBodyBytes, int64(httpapi.DefaultMaxBatchBodyBytes)},
 		{"CROPQ_API_MAX_INFLIGHT_BYTES", cfg.HTTP.MaxInflightBytes, int64(httpapi.DefaultMaxInflightBytes)},
+		{"CROPQ_API_METRICS_ADDR", cfg.APIMetricsAddr, ""}, // off: /metrics only with an operator's token
 	} {
 		assert.Equal(t, tc.want, tc.got, tc.name)
 	}
