@@ -244,32 +244,18 @@ func LoadConfig(env Env) (Config, error) {
 // parseTenantBuckets reads CROPQ_TENANT_BUCKETS: tenant=bucket|bucket
 // entries, comma-separated, each tenant once.
 func parseTenantBuckets(s string) (map[string][]string, error) {
-	const name = "CROPQ_TENANT_BUCKETS"
-	out := map[string][]string{}
-	for _, entry := range splitList(s) {
-		tenant, list, ok := strings.Cut(entry, "=")
-		tenant = strings.TrimSpace(tenant)
-		if !ok {
-			return nil, envError(name, entry, "tenant=bucket|bucket entries, comma-separated, such as acme=acme-crops|acme-media,globex=globex-crops")
-		}
-		if err := tasks.ValidateTenant(tenant); err != nil {
-			return nil, envError(name, entry, fmt.Sprintf("a tenant of 1–%d characters of a-z 0-9 . _ - before =", tasks.MaxTenantLen))
-		}
-		if _, dup := out[tenant]; dup {
-			return nil, envError(name, entry, "each tenant once")
-		}
-		for _, b := range strings.Split(list, "|") {
-			b = strings.TrimSpace(b)
-			if err := tasks.ValidateBucket(b); err != nil {
-				return nil, envError(name, entry, "valid S3 bucket names after =, separated by |")
+	return parseTenantMap("CROPQ_TENANT_BUCKETS", s, "tenant=bucket|bucket entries, comma-separated, such as acme=acme-crops|acme-media,globex=globex-crops",
+		func(list string) ([]string, string) {
+			var out []string
+			for _, b := range strings.Split(list, "|") {
+				b = strings.TrimSpace(b)
+				if tasks.ValidateBucket(b) != nil {
+					return nil, "valid S3 bucket names after =, separated by |"
+				}
+				out = append(out, b)
 			}
-			out[tenant] = append(out[tenant], b)
-		}
-	}
-	if len(out) == 0 {
-		return nil, nil
-	}
-	return out, nil
+			return out, ""
+		})
 }
 
 // parseUrgentShare reads CROPQ_URGENT_SHARE: a fraction in (0, 1].
@@ -287,28 +273,42 @@ const MaxTenantWeight = 1000
 // parseTenantWeights reads CROPQ_TENANT_WEIGHTS: tenant=weight entries,
 // comma-separated, each tenant once.
 func parseTenantWeights(s string) (map[string]int, error) {
-	const name = "CROPQ_TENANT_WEIGHTS"
-	var out map[string]int
+	return parseTenantMap("CROPQ_TENANT_WEIGHTS", s, "tenant=weight entries, comma-separated, such as acme=3,globex=1",
+		func(w string) (int, string) {
+			weight, err := strconv.Atoi(strings.TrimSpace(w))
+			if err != nil || weight < 1 || weight > MaxTenantWeight {
+				return 0, fmt.Sprintf("a weight that is an integer from 1 to %d after =", MaxTenantWeight)
+			}
+			return weight, ""
+		})
+}
+
+// parseTenantMap reads the variable name's tenant=value entries (form says
+// how they look): comma-separated, a valid tenant before each =, each
+// tenant once, each value read by parse (which gives a reason when it
+// cannot). Nil when there are none.
+func parseTenantMap[V any](name, s, form string, parse func(string) (V, string)) (map[string]V, error) {
+	var out map[string]V
 	for _, entry := range splitList(s) {
-		tenant, w, ok := strings.Cut(entry, "=")
+		tenant, value, ok := strings.Cut(entry, "=")
 		tenant = strings.TrimSpace(tenant)
 		if !ok {
-			return nil, envError(name, entry, "tenant=weight entries, comma-separated, such as acme=3,globex=1")
+			return nil, envError(name, entry, form)
 		}
 		if err := tasks.ValidateTenant(tenant); err != nil {
 			return nil, envError(name, entry, fmt.Sprintf("a tenant of 1–%d characters of a-z 0-9 . _ - before =", tasks.MaxTenantLen))
 		}
-		weight, err := strconv.Atoi(strings.TrimSpace(w))
-		if err != nil || weight < 1 || weight > MaxTenantWeight {
-			return nil, envError(name, entry, fmt.Sprintf("a weight that is an integer from 1 to %d after =", MaxTenantWeight))
+		v, reason := parse(value)
+		if reason != "" {
+			return nil, envError(name, entry, reason)
 		}
 		if _, dup := out[tenant]; dup {
 			return nil, envError(name, entry, "each tenant once")
 		}
 		if out == nil {
-			out = map[string]int{}
+			out = map[string]V{}
 		}
-		out[tenant] = weight
+		out[tenant] = v
 	}
 	return out, nil
 }
