@@ -3,8 +3,10 @@ package deploy_test
 import (
 	"bytes"
 	"context"
+	"net"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +77,7 @@ type rendered struct {
 	statefulSets []appsv1.StatefulSet
 	configMaps   []corev1.ConfigMap
 	secrets      []corev1.Secret
+	services     []corev1.Service
 	scaled       []scaledObject
 	kinds        map[string]int
 }
@@ -110,7 +113,9 @@ func render(t *testing.T, dir string) rendered {
 			strict(&s)
 			out.secrets = append(out.secrets, s)
 		case "Service":
-			strict(&corev1.Service{})
+			var svc corev1.Service
+			strict(&svc)
+			out.services = append(out.services, svc)
 		case "Namespace":
 			strict(&corev1.Namespace{})
 		case "PodDisruptionBudget":
@@ -185,6 +190,8 @@ func TestKustomizeOverlays(t *testing.T) {
 				}
 			}
 
+			checkAPIMetricsPort(t, r, cfg)
+
 			// The worker outlives its own shutdown timeout.
 			var worker *appsv1.Deployment
 			for i := range r.deployments {
@@ -212,6 +219,39 @@ func TestKustomizeOverlays(t *testing.T) {
 			assert.Contains(t, trig.Metadata["query"], "cropq_backlog_requests_total", "scaled on the backlog, not on asynq's fed window")
 			assert.Less(t, *so.Spec.MinReplicaCount, *so.Spec.MaxReplicaCount)
 		})
+	}
+}
+
+// checkAPIMetricsPort: Prometheus scrapes the API on CROPQ_API_METRICS_ADDR
+// (its /metrics without a token), not on the API's port, where /metrics
+// needs an operator's token; no Service exposes the metrics port.
+func checkAPIMetricsPort(t *testing.T, r rendered, cfg map[string]string) {
+	t.Helper()
+	_, port, err := net.SplitHostPort(cfg["CROPQ_API_METRICS_ADDR"])
+	require.NoError(t, err, "the ConfigMap sets CROPQ_API_METRICS_ADDR")
+	_, apiPort, err := net.SplitHostPort(cfg["CROPQ_API_ADDR"])
+	require.NoError(t, err)
+	assert.NotEqual(t, apiPort, port)
+	var api *appsv1.Deployment
+	for i := range r.deployments {
+		if r.deployments[i].Name == "cropq-api" {
+			api = &r.deployments[i]
+		}
+	}
+	require.NotNil(t, api)
+	assert.Equal(t, port, api.Spec.Template.Annotations["prometheus.io/port"], "scraped on the metrics port")
+	var named string
+	for _, p := range api.Spec.Template.Spec.Containers[0].Ports {
+		if strconv.Itoa(int(p.ContainerPort)) == port {
+			named = p.Name
+		}
+	}
+	require.NotEmpty(t, named, "the API container declares its metrics port")
+	for _, svc := range r.services {
+		for _, p := range svc.Spec.Ports {
+			assert.NotEqual(t, named, p.TargetPort.String(), "Service %s exposes the metrics port", svc.Name)
+			assert.NotEqual(t, port, p.TargetPort.String(), "Service %s exposes the metrics port", svc.Name)
+		}
 	}
 }
 
@@ -258,6 +298,37 @@ func TestComposeFile(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []string{"observability"}, svc["prometheus"].Profiles)
+
+	// Prometheus scrapes the API where /metrics needs no token, a port
+	// not published to the host.
+	metricsAddr := svc["api"].Environment["CROPQ_API_METRICS_ADDR"]
+	require.NotNil(t, metricsAddr, "the api sets CROPQ_API_METRICS_ADDR")
+	_, port, err := net.SplitHostPort(*metricsAddr)
+	require.NoError(t, err)
+	for _, p := range svc["api"].Ports {
+		assert.NotEqual(t, port, p.Target, "the metrics port is not published")
+		assert.NotEqual(t, port, p.Published, "the metrics port is not published")
+	}
+	b, err := filesys.MakeFsOnDisk().ReadFile(filepath.Join("prometheus", "prometheus.yml"))
+	require.NoError(t, err)
+	var prom struct {
+		ScrapeConfigs []struct {
+			JobName       string `json:"job_name"`
+			StaticConfigs []struct {
+				Targets []string `json:"targets"`
+			} `json:"static_configs"`
+		} `json:"scrape_configs"`
+	}
+	require.NoError(t, yaml.Unmarshal(b, &prom))
+	var apiTargets []string
+	for _, sc := range prom.ScrapeConfigs {
+		if sc.JobName == "cropq-api" {
+			for _, st := range sc.StaticConfigs {
+				apiTargets = append(apiTargets, st.Targets...)
+			}
+		}
+	}
+	assert.Equal(t, []string{"api:" + port}, apiTargets)
 	grace := svc["worker"].StopGracePeriod
 	require.NotNil(t, grace)
 	shutdown, err := time.ParseDuration(*svc["worker"].Environment["CROPQ_SHUTDOWN_TIMEOUT"])

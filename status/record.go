@@ -61,6 +61,11 @@ type Record struct {
 	// shares (their defaults filled in).
 	Tenant   string `json:"tenant,omitempty"`
 	Priority string `json:"priority,omitempty"`
+	// ServedAs is the lane the request was fed to the workers in when it
+	// is not its Priority: "normal" for an urgent request beyond its
+	// tenant's urgent share of the quota (CROPQ_URGENT_SHARE). Empty when
+	// served in its own lane, or not fed yet.
+	ServedAs string `json:"servedAs,omitempty"`
 	// Fingerprint covers every parameter of the request (tasks.Request's
 	// Fingerprint): the same id with any other parameter is a conflict.
 	Fingerprint string `json:"fingerprint,omitempty"`
@@ -89,7 +94,9 @@ type Record struct {
 	// owns it. Updates from any other task are refused as stale.
 	Task string `json:"task,omitempty"`
 	// ReusedFrom names the request whose stored result this one reused
-	// (package dedup): copied, not paid for.
+	// (package dedup): copied, not paid for. When that request is another
+	// tenant's (CROPQ_DEDUP_SCOPE=global), an opaque reference stands in
+	// for it ("ref/" and 20 hex digits; `cropq status --resolve-ref`).
 	ReusedFrom string `json:"reusedFrom,omitempty"`
 }
 

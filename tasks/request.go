@@ -29,28 +29,33 @@ import (
 // Adding a field is one edit here: its json name is also its CSV column, its
 // flag tag its CLI flag ("-": none), and it joins the request's fingerprint,
 // so a request id re-submitted with another value of it is a conflict.
+//
+// Absent has one spelling in JSON, leaving the field out: null is refused
+// for every field, and "" for those tagged strictjson:"nonempty" (where the
+// OpenAPI schema has an enum or a minLength). requestId "" is refused by
+// Validate as missing. In CSV and flags an empty value is an absent one.
 type Request struct {
 	RequestID string `json:"requestId" flag:"request-id" help:"request id (required; 1–128 of A-Z a-z 0-9 . _ : -)"`
 	// The image, by URL or base64: exactly one.
-	ImageURL     string `json:"imageUrl,omitempty" flag:"url" help:"source image URL"`
-	ImageBase64  string `json:"imageBase64,omitempty" flag:"-"`
+	ImageURL     string `json:"imageUrl,omitempty" strictjson:"nonempty" flag:"url" help:"source image URL"`
+	ImageBase64  string `json:"imageBase64,omitempty" strictjson:"nonempty" flag:"-"`
 	TargetWidth  int    `json:"targetWidth" flag:"width" help:"target width in pixels (100–5000)"`
 	TargetHeight int    `json:"targetHeight" flag:"height" help:"target height in pixels (100–5000)"`
 	// Destination; empty means the worker's configured bucket and template.
-	Bucket      string `json:"bucket,omitempty" flag:"bucket" help:"destination bucket (default CROPQ_S3_BUCKET)"`
+	Bucket      string `json:"bucket,omitempty" strictjson:"nonempty" flag:"bucket" help:"destination bucket (default CROPQ_S3_BUCKET)"`
 	KeyTemplate string `json:"keyTemplate,omitempty" flag:"key-template" help:"S3 key of the result; placeholders {requestId} {width} {height} {ext} {date} (default CROPQ_KEY_TEMPLATE)"`
 	// Metadata is stored with the object (S3 user metadata).
 	Metadata map[string]string `json:"metadata,omitempty" flag:"metadata" help:"S3 user metadata of the result, key=value (repeatable)"`
-	BatchID  string            `json:"batchId,omitempty" flag:"batch" help:"batch id (for cropq wait --batch and GET /v1/batches/ID)"`
+	BatchID  string            `json:"batchId,omitempty" strictjson:"nonempty" flag:"batch" help:"batch id (for cropq wait --batch and GET /v1/batches/ID)"`
 	// CallbackURL, when set, is POSTed the request's terminal state.
 	CallbackURL string `json:"callbackUrl,omitempty" flag:"callback-url" help:"URL POSTed the terminal state (needs CROPQ_WEBHOOK_SECRET on the workers)"`
 	// Priority is the request's lane: urgent before normal before backfill
 	// (strictly); empty means normal.
-	Priority string `json:"priority,omitempty" flag:"priority" help:"urgent, normal (default) or backfill" default:"normal"`
+	Priority string `json:"priority,omitempty" strictjson:"nonempty" flag:"priority" help:"urgent, normal (default) or backfill" default:"normal"`
 	// Tenant shares the account's quota with the other tenants by weight
 	// (CROPQ_TENANT_WEIGHTS); empty means "default". Over HTTP it is the
 	// token's tenant.
-	Tenant string `json:"tenant,omitempty" flag:"tenant" help:"tenant: 1–64 of a-z 0-9 . _ - (default \"default\")" default:"default"`
+	Tenant string `json:"tenant,omitempty" strictjson:"nonempty" flag:"tenant" help:"tenant: 1–64 of a-z 0-9 . _ - (default \"default\")" default:"default"`
 	// Dedup false opts the request out of result reuse and coalescing
 	// (package dedup): it is paid for even when the same crop was stored
 	// before. Absent (nil) or true follows the fleet's CROPQ_DEDUP_SCOPE.
@@ -135,7 +140,9 @@ type Field struct {
 	// fingerprint counts the field as empty when it holds it.
 	Default string
 	Kind    reflect.Kind // String, Int, Map or Pointer (a *bool)
-	idx     int
+	// NonEmpty: "" is refused, not taken as absent (JSON; the CLI's flags).
+	NonEmpty bool
+	idx      int
 }
 
 var requestFields = func() []Field {
@@ -148,7 +155,8 @@ var requestFields = func() []Field {
 		if flag == "-" {
 			flag = ""
 		}
-		out[i] = Field{Name: name, Flag: flag, Help: f.Tag.Get("help"), Default: f.Tag.Get("default"), Kind: f.Type.Kind(), idx: i}
+		out[i] = Field{Name: name, Flag: flag, Help: f.Tag.Get("help"), Default: f.Tag.Get("default"), Kind: f.Type.Kind(),
+			NonEmpty: f.Tag.Get("strictjson") == "nonempty", idx: i}
 	}
 	return out
 }()
@@ -260,6 +268,19 @@ type Rules struct {
 	// AnyCallbackAddress skips the callback address check: the worker's,
 	// whose deliveries are guarded when they dial.
 	AnyCallbackAddress bool
+	// Destinations, when set, says where a tenant may write (nil: anywhere).
+	Destinations Destinations
+}
+
+// Destinations draws the walls between tenants in S3 (cropq's own are set
+// by CROPQ_TENANT_BUCKETS): which buckets a tenant may name, and where no key
+// template may reach.
+type Destinations interface {
+	// Check reports whether tenant may have its result written to key (as
+	// rendered from the request's template; "" for the worker's own) in
+	// bucket ("" for the default), as a *cropapi.ValidationError naming
+	// bucket or keyTemplate when it may not.
+	Check(tenant, bucket, key string) error
 }
 
 // Validate checks r as every entrance does: the API's rules, so that no paid
@@ -315,24 +336,34 @@ func (r Request) validateRest(rules Rules) error {
 			return err
 		}
 	}
-	if r.Bucket != "" && (len(r.Bucket) > MaxBucketLen || !bucketPattern.MatchString(r.Bucket) || strings.Contains(r.Bucket, "..") || looksLikeIPv4(r.Bucket)) {
-		return &cropapi.ValidationError{Field: "bucket", Reason: "must be a valid S3 bucket name (3–63 lower-case letters, digits, . and -; no \"..\", not an IP address)"}
+	if r.Bucket != "" {
+		if err := ValidateBucket(r.Bucket); err != nil {
+			return err
+		}
 	}
 	if len(r.KeyTemplate) > MaxKeyTemplateLen {
 		return &cropapi.ValidationError{Field: "keyTemplate", Reason: fmt.Sprintf("must be at most %d characters, got %d", MaxKeyTemplateLen, len(r.KeyTemplate))}
 	}
+	var key string
 	if r.KeyTemplate != "" {
 		// Render it now, as the worker will after the crop: a template that
 		// cannot make a safe key must not cost a paid call. Placeholder values
 		// are escaped, and the longest extension a result can have stands
 		// for every format.
-		if _, err := objectkey.Render(r.KeyTemplate, objectkey.Vars{RequestID: r.RequestID, Width: r.TargetWidth, Height: r.TargetHeight,
-			Ext: longestExt, Date: time.Now()}); err != nil {
+		k, err := objectkey.Render(r.KeyTemplate, objectkey.Vars{RequestID: r.RequestID, Width: r.TargetWidth, Height: r.TargetHeight,
+			Ext: longestExt, Date: time.Now()})
+		if err != nil {
 			var ke *objectkey.Error
 			if errors.As(err, &ke) {
 				return &cropapi.ValidationError{Field: "keyTemplate", Reason: ke.Reason}
 			}
 			return &cropapi.ValidationError{Field: "keyTemplate", Reason: "cannot render a key"}
+		}
+		key = k
+	}
+	if rules.Destinations != nil {
+		if err := rules.Destinations.Check(r.Tenant, r.Bucket, key); err != nil {
+			return err
 		}
 	}
 	if r.BatchID != "" {
@@ -358,6 +389,14 @@ func (r Request) validateRest(rules Rules) error {
 	}
 	if total > MaxMetadataBytes {
 		return &cropapi.ValidationError{Field: "metadata", Reason: fmt.Sprintf("keys and values must add up to at most %d bytes, got %d (S3 keeps 2 KiB of metadata per object, and cropq's own takes the rest)", MaxMetadataBytes, total)}
+	}
+	return nil
+}
+
+// ValidateBucket checks a bucket name as S3 names buckets.
+func ValidateBucket(b string) error {
+	if len(b) > MaxBucketLen || !bucketPattern.MatchString(b) || strings.Contains(b, "..") || looksLikeIPv4(b) {
+		return &cropapi.ValidationError{Field: "bucket", Reason: "must be a valid S3 bucket name (3–63 lower-case letters, digits, . and -; no \"..\", not an IP address)"}
 	}
 	return nil
 }

@@ -142,10 +142,14 @@ type Options struct {
 	Limits cropapi.Limits
 	// CallbackAllow: see Rules.CallbackAllow.
 	CallbackAllow []netip.Prefix
+	// Destinations: see Rules.Destinations.
+	Destinations Destinations
 }
 
 // Rules are the validation rules of o.
-func (o Options) Rules() Rules { return Rules{Limits: o.Limits, CallbackAllow: o.CallbackAllow} }
+func (o Options) Rules() Rules {
+	return Rules{Limits: o.Limits, CallbackAllow: o.CallbackAllow, Destinations: o.Destinations}
+}
 
 // NewCropTask validates p and returns the task and its options. The task id
 // is the request id, so a second enqueue of the same id is refused by asynq

@@ -64,6 +64,10 @@ func benchBacklog(ctx context.Context, env *benchEnv, o options, progress io.Wri
 	if err != nil {
 		return nil, fmt.Errorf("shares, fifo: %w", err)
 	}
+	flood, err := benchBacklogFlood(ctx, env, o, progress)
+	if err != nil {
+		return nil, err
+	}
 	say("5. Redis per queued request, enqueue throughput")
 	mem, err := benchBacklogMemory(ctx, env, o)
 	if err != nil {
@@ -87,7 +91,7 @@ func benchBacklog(ctx context.Context, env *benchEnv, o options, progress io.Wri
 		{"backlog", "4. ETA error at 25 % done, b's batch (equal weights)", fmt.Sprintf("%.1f %% (%s said, %s took)", 100*equal.etaErr, secs(equal.eta), secs(equal.actual)), "", "≤ 15 %", verdict(equal.etaErr <= 0.15)},
 		{"backlog", "   … (a=3, b=1)", fmt.Sprintf("%.1f %% (%s said, %s took)", 100*weighted.etaErr, secs(weighted.eta), secs(weighted.actual)), "", "≤ 15 %", verdict(weighted.etaErr <= 0.15)},
 	}
-	return append(rows, mem...), nil
+	return slices.Concat(rows, mem, flood), nil
 }
 
 // typicalRequest is a catalogue request as the issue sizes it: an id and a
@@ -556,4 +560,147 @@ func runShare(ctx context.Context, env *benchEnv, bin string, o options, weights
 	res.shareA = float64(nA) / float64(max(nA+nB, 1))
 	res.shareB = float64(nB) / float64(max(nA+nB, 1))
 	return res, nil
+}
+
+// floodRun is scenario 6: tenant b's normal requests, alone or under
+// tenant a's flood of urgent ones.
+type floodRun struct {
+	took    time.Duration // b's submission to its last stored result
+	aBefore int           // a's results stored before b's last
+	demoted int           // a's records served as normal
+}
+
+// Scenario 6's load, as issue 21 measured it.
+const (
+	floodA = 500 // a's urgent requests
+	floodB = 50  // b's normal requests
+)
+
+// runFlood starts a fleet with CROPQ_URGENT_SHARE=share, warms it with one
+// request, then queues b's floodB normal requests: alone (flood false), in
+// one call behind a's floodA urgent ones (ahead 0: the feeder sees both at
+// once), or ahead after a's flood (the fed window already full of a's
+// work).
+func runFlood(ctx context.Context, env *benchEnv, bin string, o options, share string, flood bool, ahead time.Duration) (res floodRun, err error) {
+	f, err := startFleet(ctx, env, bin, o, nil, "CROPQ_URGENT_SHARE="+share)
+	if err != nil {
+		return res, err
+	}
+	defer func() { err = errors.Join(err, f.stop()) }()
+	warm, err := f.submit(ctx, "warm", 1, "tenant-b", tasks.PriorityNormal, "")
+	if err != nil {
+		return res, err
+	}
+	if err := f.await(ctx, warm, 2*time.Minute, nil); err != nil {
+		return res, fmt.Errorf("warm-up: %w", err)
+	}
+	reqs := func(prefix, tenant, priority string, n int) ([]tasks.Request, []string) {
+		var rs []tasks.Request
+		var ids []string
+		for i := range n {
+			id := fmt.Sprintf("%s-%05d", prefix, i)
+			ids = append(ids, id)
+			rs = append(rs, tasks.Request{RequestID: id, ImageURL: f.images + "/" + id + ".jpg", TargetWidth: 800, TargetHeight: 800, Tenant: tenant, Priority: priority})
+		}
+		return rs, ids
+	}
+	aReqs, aIDs := reqs("fa", "tenant-a", tasks.PriorityUrgent, floodA)
+	bReqs, bIDs := reqs("fb", "tenant-b", tasks.PriorityNormal, floodB)
+	var batch []tasks.Request
+	switch {
+	case flood && ahead > 0:
+		if err := checkResults(f.prod.EnqueueBatch(ctx, aReqs)); err != nil {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(ahead):
+		}
+	case flood:
+		batch = aReqs
+	default:
+		aIDs = nil
+	}
+	start := time.Now()
+	if err := checkResults(f.prod.EnqueueBatch(ctx, append(batch, bReqs...))); err != nil {
+		return res, err
+	}
+	if err := f.await(ctx, bIDs, 5*time.Minute, nil); err != nil {
+		return res, fmt.Errorf("tenant b: %w", err)
+	}
+	bRecs, err := f.records(ctx, bIDs)
+	if err != nil {
+		return res, err
+	}
+	var last time.Time
+	for _, r := range bRecs {
+		if r.UpdatedAt.After(last) {
+			last = r.UpdatedAt
+		}
+	}
+	res.took = last.Sub(start)
+	aRecs, err := f.records(ctx, aIDs)
+	if err != nil {
+		return res, err
+	}
+	for _, r := range aRecs {
+		if r.State == status.Succeeded && !r.UpdatedAt.After(last) {
+			res.aBefore++
+		}
+		if r.ServedAs != "" {
+			res.demoted++
+		}
+	}
+	return res, nil
+}
+
+// benchBacklogFlood is the backlog benchmark's sixth part (alone:
+// cropq-bench backlog-flood, about 2 minutes): how much tenant a's flood of
+// urgent requests delays tenant b's normal ones, against b alone, without
+// the urgent budget (as before it) and with it.
+func benchBacklogFlood(ctx context.Context, env *benchEnv, o options, progress io.Writer) ([]row, error) {
+	bin, err := buildCropq(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	say := func(s string) { fmt.Fprintln(progress, "cropq-bench: backlog: 6. "+s+"…") }
+	share := strconv.FormatFloat(backlog.DefaultUrgentShare, 'g', -1, 64)
+	say("b alone")
+	alone, err := runFlood(ctx, env, bin, o, share, false, 0)
+	if err != nil {
+		return nil, fmt.Errorf("flood, alone: %w", err)
+	}
+	say("a's urgent flood, no budget")
+	free, err := runFlood(ctx, env, bin, o, "1", true, 0)
+	if err != nil {
+		return nil, fmt.Errorf("flood, no budget: %w", err)
+	}
+	say("a's urgent flood, budget")
+	budget, err := runFlood(ctx, env, bin, o, share, true, 0)
+	if err != nil {
+		return nil, fmt.Errorf("flood, budget: %w", err)
+	}
+	const ahead = 5 * time.Second
+	say("a's urgent flood 5 s ahead, budget")
+	late, err := runFlood(ctx, env, bin, o, share, true, ahead)
+	if err != nil {
+		return nil, fmt.Errorf("flood ahead, budget: %w", err)
+	}
+	secs := func(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
+	ratio := func(r floodRun) float64 { return r.took.Seconds() / alone.took.Seconds() }
+	value := func(r floodRun) string {
+		return fmt.Sprintf("%s (a: %d stored first, %d as normal)", secs(r.took), r.aBefore, r.demoted)
+	}
+	// A flood already under way has filled the fed window (lead × Q) with
+	// a's work, which b waits behind as behind any tenant's backlog.
+	lead := backlog.DefaultLead
+	lateLimit := 2*alone.took + lead
+	return []row{
+		{"backlog", fmt.Sprintf("6. tenant b's %d normal, enqueue→last stored, alone (baseline)", floodB), secs(alone.took), "1.00", "", ""},
+		{"backlog", fmt.Sprintf("   … queued behind a's %d urgent, no urgent budget (CROPQ_URGENT_SHARE=1, as before)", floodA), value(free), fmt.Sprintf("%.2f", ratio(free)), "", ""},
+		{"backlog", fmt.Sprintf("   … queued behind a's %d urgent, urgent budget %s", floodA, share), value(budget), fmt.Sprintf("%.2f", ratio(budget)), "≤ 2.00", verdict(ratio(budget) <= 2)},
+		{"backlog", fmt.Sprintf("   … a's flood %s ahead, urgent budget %s", ahead, share), value(late), fmt.Sprintf("%.2f", ratio(late)),
+			"≤ 2 × alone + lead (" + secs(lateLimit) + ")", verdict(late.took <= lateLimit)},
+	}, nil
 }

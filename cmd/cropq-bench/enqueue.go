@@ -24,6 +24,10 @@ import (
 	"github.com/cropq/cropq/tasks"
 )
 
+// enqueueBenchToken is the in-process API's token (httpapi.MinTokenLength
+// characters or more, as every token).
+const enqueueBenchToken = "bench-enqueue-token"
+
 // benchEnqueue compares bulk enqueue through the library and through the
 // HTTP batch endpoint with raw asynq Enqueue, from the same number of
 // goroutines, in this run; then measures the Redis memory that queued
@@ -55,7 +59,7 @@ func benchEnqueue(ctx context.Context, env *benchEnv, o options) ([]row, error) 
 
 	p2 := producer.New(rdb, producer.Config{Concurrency: 1})
 	defer p2.Close()
-	api, err := httpapi.New(p2, httpapi.Config{Tokens: []string{"bench"}, MaxBatch: o.enqueueChunk})
+	api, err := httpapi.New(p2, httpapi.Config{Tokens: []string{enqueueBenchToken}, MaxBatch: o.enqueueChunk})
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +192,7 @@ func postBatch(ctx context.Context, hc *http.Client, base string, reqs []tasks.R
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer bench")
+	req.Header.Set("Authorization", "Bearer "+enqueueBenchToken)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -3,7 +3,7 @@
 // a table. It is a benchmark, not a test: it never fails on a number, it
 // reports it next to its target.
 //
-//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|ui|dedup]
+//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup]
 package main
 
 import (
@@ -99,7 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.dedupConcurrency, "dedup-concurrency", 10, "dedup: concurrency of each worker process")
 	fs.IntVar(&o.memImages, "enqueue-mem-images", 200, "enqueue: 2 MB requests queued to measure Redis memory (scaled to 1,000)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|ui|dedup]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes.")
+		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes; backlog-flood is part 6 of backlog alone.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -109,8 +109,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
-	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "ui" && which != "dedup" {
-		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog, ui or dedup)", which)
+	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "backlog-flood" && which != "ui" && which != "dedup" {
+		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog, backlog-flood, ui or dedup)", which)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -155,6 +155,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if which == "backlog" {
 		r, err := benchBacklog(ctx, env, o, stderr)
+		if err != nil {
+			return fmt.Errorf("backlog: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "backlog-flood" {
+		r, err := benchBacklogFlood(ctx, env, o, stderr)
 		if err != nil {
 			return fmt.Errorf("backlog: %w", err)
 		}

@@ -25,7 +25,7 @@ import (
 	"github.com/cropq/cropq/tasks"
 )
 
-const uiBenchToken = "bench-operator"
+const uiBenchToken = "bench-operator-token"
 
 // benchUI is `make bench-ui`: the server time of a batch's grid page (200
 // results) in a batch of o.uiN requests, against the same page of a

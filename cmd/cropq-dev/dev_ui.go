@@ -31,10 +31,14 @@ func devWebUI(ctx context.Context, stack *devStack, cfg wiring.Config, rdb redis
 	if len(hcfg.Tokens) == 0 {
 		b := make([]byte, 12)
 		_, _ = rand.Read(b)
-		token = "dev-" + hex.EncodeToString(b)
+		token = "dev-" + hex.EncodeToString(b) // 28 characters: above httpapi.MinTokenLength
 		hcfg.Tokens = []string{token}
 	} else {
-		_, token = httpapi.SplitToken(hcfg.Tokens[0])
+		tokens, err := httpapi.ParseTokens(hcfg.Tokens)
+		if err != nil {
+			return "", "", wiring.EnvContext(err)
+		}
+		token = tokens[0].Token
 	}
 	api, err := httpapi.New(prod, hcfg)
 	if err != nil {

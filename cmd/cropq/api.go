@@ -5,8 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -26,15 +29,25 @@ func runAPI(ctx context.Context, env wiring.Env, args []string, stdout, stderr i
 		fmt.Fprintln(stderr, `usage: cropq api [--addr HOST:PORT]
 
 Serves the HTTP API for producers (OpenAPI document at /openapi.json).
-Bearer tokens: CROPQ_API_TOKENS, entries tenant:token (a bare token is tenant
-default); a token submits, reads and cancels for its own tenant only.
+Bearer tokens: CROPQ_API_TOKENS, entries tenant:token (a bare token, without
+':', is tenant default: the operators'); a token submits, reads and cancels
+for its own tenant only. /metrics needs an operator's token, or is served
+without one on CROPQ_API_METRICS_ADDR (for the cluster's scraper).
 Configuration: see 'cropq env'.`)
 		fs.PrintDefaults()
 	}
 	if err := wiring.ParseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	cfg, rdb, err := wiring.Connect(ctx, env)
+	cfg, err := wiring.LoadConfig(env)
+	if err != nil {
+		return err
+	}
+	// A malformed token entry stops the API before it connects anywhere.
+	if _, err := httpapi.ParseTokens(cfg.HTTP.Tokens); err != nil {
+		return wiring.EnvContext(err)
+	}
+	rdb, err := wiring.OpenRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
 	}
@@ -91,8 +104,18 @@ Configuration: see 'cropq env'.`)
 		}
 		return nil
 	}}.Handler()
+	// Probes need no token, and readiness names no tenant's data; the
+	// metrics do (each tenant's backlog), so on this port, which tenants
+	// reach, only an operator reads them.
 	mux.Handle("GET /readyz", ops)
-	mux.Handle("GET /metrics", ops)
+	mux.Handle("GET /metrics", operatorOnly(api, ops))
+	if cfg.APIMetricsAddr != "" {
+		stop, err := serveOps(cfg.APIMetricsAddr, ops, log)
+		if err != nil {
+			return fmt.Errorf("CROPQ_API_METRICS_ADDR: %w", err)
+		}
+		defer stop()
+	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -106,11 +129,39 @@ Configuration: see 'cropq env'.`)
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
-	log.Info("api: listening", "addr", ln.Addr().String(), "tokens", len(hcfg.Tokens), "tenants", httpapi.Tenants(hcfg.Tokens), "max_batch", hcfg.MaxBatch,
-		"monitoring", ui.RootPath(), "monitoring_read_only", cfg.MonitorReadOnly, "ui", webui.Root)
+	log.Info("api: listening", "addr", ln.Addr().String(), "tokens_per_tenant", tokenCounts(api), "max_batch", hcfg.MaxBatch,
+		"monitoring", ui.RootPath(), "monitoring_read_only", cfg.MonitorReadOnly, "ui", webui.Root, "metrics_addr", cfg.APIMetricsAddr)
 	fmt.Fprintf(stdout, "api listening on http://%s\n", ln.Addr())
 	fmt.Fprintf(stdout, "web UI on http://%s%s (a token of CROPQ_API_TOKENS as the password)\n", ln.Addr(), webui.Root)
 	return wiring.ServeUntilDone(ctx, srv, ln, 20*time.Second)
+}
+
+// tokenCounts is what start-up says of the tokens: each tenant and how
+// many tokens it has ("acme=2 default=1"), never a token.
+func tokenCounts(api *httpapi.API) string {
+	counts := api.Tenants()
+	var parts []string
+	for _, t := range slices.Sorted(maps.Keys(counts)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", t, counts[t]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// operatorOnly serves h to an operator's token (see operator): none is
+// 401, a tenant's 403.
+func operatorOnly(api *httpapi.API, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tenant, ok := api.Tenant(r)
+		switch {
+		case !ok:
+			w.Header().Set("WWW-Authenticate", `Bearer realm="cropq"`)
+			http.Error(w, "an operator's bearer token is required", http.StatusUnauthorized)
+		case tenant != tasks.DefaultTenant:
+			http.Error(w, "an operator's token is required: a tenant's token does not read the metrics", http.StatusForbidden)
+		default:
+			h.ServeHTTP(w, r)
+		}
+	})
 }
 
 // operator admits to the web UI the tokens of the default tenant only (bare

@@ -208,7 +208,7 @@ func TestBatchReportsItsETA(t *testing.T) {
 	s := newStack(t, stackOptions{emulatorRate: 10})
 	apiAddr := freeAddr(t)
 	s.env = append(s.env, "CROPQ_QUOTA_RATE=8", "CROPQ_QUOTA_BURST=1", "CROPQ_FEED_LEAD=1s",
-		"CROPQ_API_TOKENS=acme:tok-a", "CROPQ_API_ADDR="+apiAddr)
+		"CROPQ_API_TOKENS=acme:tok-a-0123456789", "CROPQ_API_ADDR="+apiAddr)
 	s.start("api", "api")
 	base := "http://" + apiAddr
 	s.awaitHTTP(base + "/healthz")
@@ -216,7 +216,7 @@ func TestBatchReportsItsETA(t *testing.T) {
 	for i := range 48 {
 		items = append(items, fmt.Sprintf(`{"requestId":"eta-%02d","imageUrl":%q,"targetWidth":300,"targetHeight":300}`, i, s.images+"/"+firstImage(t)))
 	}
-	code, _, b := apiDo(t, "POST", base+"/v1/crops/batch", "tok-a", `{"batchId":"eta-batch","items":[`+strings.Join(items, ",")+`]}`)
+	code, _, b := apiDo(t, "POST", base+"/v1/crops/batch", "tok-a-0123456789", `{"batchId":"eta-batch","items":[`+strings.Join(items, ",")+`]}`)
 	require.Equal(t, 202, code, "%s", b)
 
 	type batchStatus struct {
@@ -226,7 +226,7 @@ func TestBatchReportsItsETA(t *testing.T) {
 		ETASeconds       *float64
 	}
 	get := func() batchStatus {
-		code, _, b := apiDo(t, "GET", base+"/v1/batches/eta-batch", "tok-a", "")
+		code, _, b := apiDo(t, "GET", base+"/v1/batches/eta-batch", "tok-a-0123456789", "")
 		require.Equal(t, 200, code, "%s", b)
 		var bs batchStatus
 		require.NoError(t, json.Unmarshal(b, &bs))

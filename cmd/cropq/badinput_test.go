@@ -47,7 +47,7 @@ func TestBadInputEverywhere(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	apiAddr := freeAddr(t)
 	// These entrances run as in production: private image URLs refused.
-	s.env = append(s.env, "CROPQ_API_TOKENS=bad-token", "CROPQ_API_ADDR="+apiAddr, "CROPQ_API_MAX_BODY_BYTES=65536",
+	s.env = append(s.env, "CROPQ_API_TOKENS=bad-token-0123456789", "CROPQ_API_ADDR="+apiAddr, "CROPQ_API_MAX_BODY_BYTES=65536",
 		"CROPQ_ALLOW_PRIVATE_IMAGE_URLS=false")
 	s.start("api", "api")
 	base := "http://" + apiAddr
@@ -126,12 +126,21 @@ func TestBadInputEverywhere(t *testing.T) {
 		{"second JSON value", crop("x-second", "") + ` {"requestId":"x-third"}`, "", 400, true},
 		{"invalid UTF-8", crop("x-utf8", ",\"metadata\":{\"k\":\"a\xffb\"}"), "", 400, true},
 		{"metadata not strings", crop("x-mdtype", `,"metadata":{"k":1}`), "metadata.k", 400, true},
+
+		// Absent has one spelling, leaving the member out (issue 21).
+		{"null priority", crop("x-nullprio", `,"priority":null`), "priority", 400, true},
+		{"empty priority", crop("x-emptyprio", `,"priority":""`), "priority", 400, true},
+		{"null tenant", crop("x-nullten", `,"tenant":null`), "tenant", 400, true},
+		{"empty tenant", crop("x-emptyten", `,"tenant":""`), "tenant", 400, true},
+		{"null dedup", crop("x-nulldedup", `,"dedup":null`), "dedup", 400, true},
+		{"empty bucket", crop("x-emptybk", `,"bucket":""`), "bucket", 400, true},
+		{"null metadata", crop("x-nullmd", `,"metadata":null`), "metadata", 400, true},
 	}
 	dir := t.TempDir()
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			// HTTP API.
-			code, ctype, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token", tc.body)
+			code, ctype, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token-0123456789", tc.body)
 			assert.Equal(t, tc.status, code, "HTTP: %s", b)
 			assert.Equal(t, "application/problem+json", ctype)
 			var pr httpapi.Problem
@@ -172,7 +181,7 @@ func TestBadInputEverywhere(t *testing.T) {
 	// A request id used again with other parameters: refused everywhere.
 	require.Equal(t, producer.Enqueued, prod.Enqueue(context.Background(), tasks.Request{RequestID: "dup-1",
 		ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800}).Outcome)
-	code, _, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token", strings.Replace(crop("dup-1", ""), `"targetWidth":800`, `"targetWidth":400`, 1))
+	code, _, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token-0123456789", strings.Replace(crop("dup-1", ""), `"targetWidth":800`, `"targetWidth":400`, 1))
 	assert.Equal(t, http.StatusConflict, code)
 	assert.Contains(t, string(b), "targetWidth")
 	_, err := s.cropq("enqueue", "--request-id", "dup-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "640")

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -161,7 +162,15 @@ func TestE2EDedupReusesStoredResults(t *testing.T) {
 	first := s.stored(t, "dd-globex", wait)
 	assert.Equal(t, 1, first.PaidCalls)
 	submit(t, prod, g2)
-	s.assertReused(t, s.stored(t, "dd-acme-2", wait), first)
+	rec = s.stored(t, "dd-acme-2", wait)
+	// globex's request is not named to acme: a reference, which an
+	// operator resolves.
+	assert.True(t, dedup.IsRef(rec.ReusedFrom), "reusedFrom %q", rec.ReusedFrom)
+	out, err = s.cropq("status", "--resolve-ref", rec.ReusedFrom)
+	require.NoError(t, err)
+	assert.Equal(t, "dd-globex\n", out)
+	rec.ReusedFrom = first.RequestID
+	s.assertReused(t, rec, first)
 	assert.Equal(t, int64(6), s.stats().Usage)
 }
 

@@ -568,12 +568,12 @@ func TestE2EAPIClaimCheckAndCallback(t *testing.T) {
 	t.Cleanup(receiver.Close)
 	apiAddr := freeAddr(t)
 	s.env = append(s.env, "CROPQ_WEBHOOK_SECRET="+secret, "CROPQ_WEBHOOK_ALLOW=127.0.0.0/8",
-		"CROPQ_CLAIM_CHECK_BYTES=1024", "CROPQ_API_TOKENS=tok-e2e", "CROPQ_API_ADDR="+apiAddr)
+		"CROPQ_CLAIM_CHECK_BYTES=1024", "CROPQ_API_TOKENS=tok-e2e-0123456789", "CROPQ_API_ADDR="+apiAddr)
 	s.start("api", "api")
 	s.awaitHTTP("http://" + apiAddr + "/healthz")
 	call := func(method, path string, body []byte) int {
 		t.Helper()
-		code, _, _ := apiDo(t, method, "http://"+apiAddr+path, "tok-e2e", string(body))
+		code, _, _ := apiDo(t, method, "http://"+apiAddr+path, "tok-e2e-0123456789", string(body))
 		return code
 	}
 	img, err := os.ReadFile(filepath.Join("..", "..", "testdata", "images", firstImage(t)))

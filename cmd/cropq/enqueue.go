@@ -36,6 +36,9 @@ func runEnqueue(ctx context.Context, env wiring.Env, args []string, stdout, stde
 			case f.Kind != reflect.Map && given[f.Flag] > 1:
 				// Like a JSON member given twice: refused, not last-wins.
 				err = &cropapi.ValidationError{Field: f.Name, Reason: fmt.Sprintf("--%s is given more than once", f.Flag)}
+			case f.NonEmpty && v == "":
+				// As in JSON: absent is spelt by leaving the flag out.
+				err = &cropapi.ValidationError{Field: f.Name, Reason: fmt.Sprintf("--%s must not be empty (leave the flag out instead)", f.Flag)}
 			case f.Kind == reflect.Map && dup:
 				err = &cropapi.ValidationError{Field: f.Name, Reason: fmt.Sprintf("--%s names key %q twice", f.Flag, key)}
 			default:

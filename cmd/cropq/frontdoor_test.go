@@ -28,7 +28,7 @@ type frontDoor struct {
 	base string
 }
 
-const frontDoorToken = "door-token"
+const frontDoorToken = "door-token-0123456789"
 
 func newFrontDoor(t *testing.T, env ...string) frontDoor {
 	t.Helper()

@@ -136,7 +136,7 @@ func TestE2EWebUIInBrowser(t *testing.T) {
 	require.NoError(t, err)
 	s := newStack(t, stackOptions{})
 	apiAddr := freeAddr(t)
-	s.env = append(s.env, "CROPQ_API_TOKENS=ui-token", "CROPQ_API_ADDR="+apiAddr)
+	s.env = append(s.env, "CROPQ_API_TOKENS=ui-token-0123456789", "CROPQ_API_ADDR="+apiAddr)
 	s.start("api", "api")
 	base := "http://" + apiAddr
 	s.awaitHTTP(base + "/healthz")
@@ -163,7 +163,7 @@ func TestE2EWebUIInBrowser(t *testing.T) {
 	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	req, err := http.NewRequest(http.MethodDelete, base+"/monitoring/api/queues/crops/pending_tasks/ui-pending-1", nil)
 	require.NoError(t, err)
-	req.SetBasicAuth("operator", "ui-token")
+	req.SetBasicAuth("operator", "ui-token-0123456789")
 	resp, err = http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -179,7 +179,7 @@ func TestE2EWebUIInBrowser(t *testing.T) {
 	ctx, cancel := chromedp.NewContext(allocCtx)
 	t.Cleanup(cancel)
 
-	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("operator:ui-token"))
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("operator:ui-token-0123456789"))
 	withAuth := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 		if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
 			return err
@@ -224,7 +224,7 @@ func TestE2EWebUIInBrowser(t *testing.T) {
 func TestE2ESecretsNeverLeak(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	const (
-		token   = "tok-SECRET-7f3a"
+		token   = "tok-SECRET-7f3a-91d2"
 		webhook = "whsec-SECRET-91bc"
 	)
 	apiAddr, opsAddr := freeAddr(t), freeAddr(t)

@@ -24,8 +24,9 @@ func runStatus(ctx context.Context, env wiring.Env, args []string, stdout, stder
 	asJSON := fs.Bool("json", false, "print the whole record as JSON")
 	showQuota := fs.Bool("quota", false, "print the fleet's shared API quota (ceiling, effective rate) and the paid calls saved by result reuse, as JSON, instead")
 	showBacklog := fs.Bool("backlog", false, "print the backlog per lane and tenant (length, oldest age) instead")
+	resolveRef := fs.String("resolve-ref", "", "print the request id a reusedFrom reference (ref/…) stands for: the request, of another tenant, whose result was reused")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq status REQUEST_ID [--json]\n       cropq status --quota\n       cropq status --backlog [--json]")
+		fmt.Fprintln(stderr, "usage: cropq status REQUEST_ID [--json]\n       cropq status --quota\n       cropq status --backlog [--json]\n       cropq status --resolve-ref REF")
 		fs.PrintDefaults()
 	}
 	// Accept the id before or after the flags.
@@ -44,6 +45,9 @@ func runStatus(ctx context.Context, env wiring.Env, args []string, stdout, stder
 	}
 	if *showBacklog {
 		return printBacklog(ctx, env, stdout, *asJSON)
+	}
+	if *resolveRef != "" {
+		return printResolved(ctx, env, stdout, *resolveRef)
 	}
 	if err := tasks.ValidateRequestID(id); err != nil {
 		fs.Usage()
@@ -74,6 +78,28 @@ func runStatus(ctx context.Context, env wiring.Env, args []string, stdout, stder
 		fmt.Fprintf(stdout, "\t%s: %s", rec.ErrorCode, rec.ErrorMessage)
 	}
 	fmt.Fprintln(stdout)
+	return nil
+}
+
+// printResolved prints the request a reusedFrom reference stands for (see
+// dedup.Index.Conceal); exit code 3 when it is unknown or has expired.
+func printResolved(ctx context.Context, env wiring.Env, stdout io.Writer, ref string) error {
+	if !dedup.IsRef(ref) {
+		return fmt.Errorf("--resolve-ref: %q is not a reference (ref/ and 20 hex digits)", ref)
+	}
+	cfg, rdb, err := wiring.Connect(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	id, found, err := dedup.New(rdb, cfg.Dedup).Resolve(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return exitError{code: 3, err: fmt.Errorf("reference %s: not found (unknown, or older than CROPQ_DEDUP_TTL)", ref)}
+	}
+	fmt.Fprintln(stdout, id)
 	return nil
 }
 

@@ -22,7 +22,7 @@ import (
 // (404, as for an id never submitted), and priority and tenant reach the
 // record through every entrance (HTTP, CLI flags, CSV and JSONL files).
 func TestTenantTokensThroughTheAPI(t *testing.T) {
-	const tokA, tokG, tokD = "tok-a", "tok-g", "tok-d"
+	const tokA, tokG, tokD = "tok-a-0123456789", "tok-g-0123456789", "tok-d-0123456789"
 	f := newFrontDoor(t, "CROPQ_API_TOKENS=acme:"+tokA+",globex:"+tokG+","+tokD)
 	do := func(method, path, tok, body string) (int, []byte) {
 		t.Helper()
@@ -165,14 +165,14 @@ func TestTenantTokensThroughTheAPI(t *testing.T) {
 // The operators' web UI opens only to the default tenant's tokens. A batch
 // of mixed priorities reports its lowest.
 func TestTenantsLearnNothingOfEachOther(t *testing.T) {
-	f := newFrontDoor(t, "CROPQ_API_TOKENS=acme:tok-acme,globex:tok-globex,tok-ops")
+	f := newFrontDoor(t, "CROPQ_API_TOKENS=acme:tok-acme-0123456789,globex:tok-globex-0123456789,tok-ops-0123456789")
 	body := func(url string, w int) string {
 		return fmt.Sprintf(`{"requestId":"shared-1","imageUrl":%q,"targetWidth":%d,"targetHeight":800,"batchId":"mix"}`, url, w)
 	}
-	code, _, b := apiDo(t, "POST", f.base+"/v1/crops", "tok-acme", body("https://cdn.example.com/a.jpg", 800))
+	code, _, b := apiDo(t, "POST", f.base+"/v1/crops", "tok-acme-0123456789", body("https://cdn.example.com/a.jpg", 800))
 	require.Equal(t, 202, code, "%s", b)
 	for _, guess := range []string{body("https://cdn.example.com/a.jpg", 800), body("https://cdn.example.com/b.jpg", 800), body("https://cdn.example.com/a.jpg", 300)} {
-		code, _, b := apiDo(t, "POST", f.base+"/v1/crops", "tok-globex", guess)
+		code, _, b := apiDo(t, "POST", f.base+"/v1/crops", "tok-globex-0123456789", guess)
 		assert.Equal(t, 409, code, "%s", b)
 		var p httpapi.Problem
 		require.NoError(t, json.Unmarshal(b, &p))
@@ -180,7 +180,7 @@ func TestTenantsLearnNothingOfEachOther(t *testing.T) {
 		assert.NotContains(t, string(b), "a.jpg")
 	}
 
-	for tok, want := range map[string]int{"tok-acme": 401, "tok-globex": 401, "tok-ops": 200} {
+	for tok, want := range map[string]int{"tok-acme-0123456789": 401, "tok-globex-0123456789": 401, "tok-ops-0123456789": 200} {
 		req, err := http.NewRequest("GET", f.base+"/monitoring/api/queues", nil)
 		require.NoError(t, err)
 		req.SetBasicAuth("x", tok)
@@ -190,11 +190,11 @@ func TestTenantsLearnNothingOfEachOther(t *testing.T) {
 		assert.Equal(t, want, resp.StatusCode, "web UI with %s", tok)
 	}
 
-	code, _, b = apiDo(t, "POST", f.base+"/v1/crops/batch", "tok-acme", `{"batchId":"mix","items":[`+
+	code, _, b = apiDo(t, "POST", f.base+"/v1/crops/batch", "tok-acme-0123456789", `{"batchId":"mix","items":[`+
 		`{"requestId":"mix-u","imageUrl":"https://cdn.example.com/u.jpg","targetWidth":800,"targetHeight":800,"priority":"urgent"},`+
 		`{"requestId":"mix-b","imageUrl":"https://cdn.example.com/b.jpg","targetWidth":800,"targetHeight":800,"priority":"backfill"}]}`)
 	require.Equal(t, 202, code, "%s", b)
-	code, _, b = apiDo(t, "GET", f.base+"/v1/batches/mix", "tok-acme", "")
+	code, _, b = apiDo(t, "GET", f.base+"/v1/batches/mix", "tok-acme-0123456789", "")
 	require.Equal(t, 200, code, "%s", b)
 	assert.Contains(t, string(b), `"priority":"backfill"`, "the batch is as late as its lowest lane")
 }

@@ -56,8 +56,9 @@ func TestE2ECropsPageInBrowser(t *testing.T) {
 	chromium, err := localsvc.FindBinary("chromium")
 	require.NoError(t, err)
 	s := newStack(t, stackOptions{})
-	apiAddr := freeAddr(t)
-	s.env = append(s.env, "CROPQ_API_TOKENS=acme:acme-tok,globex:globex-tok,op-tok", "CROPQ_API_ADDR="+apiAddr,
+	apiAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	s.env = append(s.env, "CROPQ_API_TOKENS=acme:acme-tok-0123456789,globex:globex-tok-0123456789,op-tok-0123456789", "CROPQ_API_ADDR="+apiAddr,
+		"CROPQ_API_METRICS_ADDR="+metricsAddr,
 		"CROPQ_TENANT_WEIGHTS=acme=2,globex=1")
 	s.start("api", "api")
 	base := "http://" + apiAddr
@@ -74,7 +75,7 @@ func TestE2ECropsPageInBrowser(t *testing.T) {
 		return fmt.Sprintf(`{"requestId":%q,"imageUrl":%q,"targetWidth":%d,"targetHeight":%d}`, id, img, w, h)
 	}
 	batch := func(items ...string) {
-		code, _, body := apiDo(t, http.MethodPost, base+"/v1/crops/batch", "acme-tok", `{"batchId":"look-1","items":[`+strings.Join(items, ",")+`]}`)
+		code, _, body := apiDo(t, http.MethodPost, base+"/v1/crops/batch", "acme-tok-0123456789", `{"batchId":"look-1","items":[`+strings.Join(items, ",")+`]}`)
 		require.Equal(t, http.StatusAccepted, code, string(body))
 	}
 	batch(item("look-ball", s.images+"/ball-offcentre.jpg", 800, 600),
@@ -108,7 +109,7 @@ func TestE2ECropsPageInBrowser(t *testing.T) {
 		})
 	}
 	// The first call starts the browser and must not carry a timeout.
-	require.NoError(t, chromedp.Do(ctx, as("acme-tok")))
+	require.NoError(t, chromedp.Do(ctx, as("acme-tok-0123456789")))
 	tctx, cancelSteps := context.WithTimeout(ctx, 60*time.Second)
 	t.Cleanup(cancelSteps)
 	dir := filepath.Join("..", "..", "artifacts")
@@ -203,8 +204,8 @@ func TestE2ECropsPageInBrowser(t *testing.T) {
 	shoot("ui-request.png")
 
 	// The overview, as the operators see it: its numbers are /metrics'.
-	require.NoError(t, chromedp.Do(tctx, as("op-tok"), chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#batches"))))
-	m := scrape(t, base+"/metrics")
+	require.NoError(t, chromedp.Do(tctx, as("op-tok-0123456789"), chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#batches"))))
+	m := scrape(t, "http://"+metricsAddr+"/metrics")
 	num := func(sel string) float64 {
 		f, err := strconv.ParseFloat(attr(sel, "data-value"), 64)
 		require.NoError(t, err, sel)
@@ -224,7 +225,7 @@ func TestE2ECropsPageInBrowser(t *testing.T) {
 	shoot("ui-overview.png")
 
 	// Another tenant's token sees neither the batch nor its requests.
-	require.NoError(t, chromedp.Do(tctx, as("globex-tok")))
+	require.NoError(t, chromedp.Do(tctx, as("globex-tok-0123456789")))
 	for _, path := range []string{"/ui/batches/look-1", "/ui/batches/look-1?tenant=acme", "/ui/crops/look-ball"} {
 		resp, err := chromedp.RunResponse(tctx, chromedp.Navigate(base+path))
 		require.NoError(t, err, path)

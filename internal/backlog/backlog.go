@@ -12,7 +12,9 @@
 // about the effective rate × Lead. It drains lanes strictly (urgent, then
 // normal, then backfill) and, within a lane, gives each tenant with work a
 // share of the window in proportion to its weight (deficit round-robin;
-// work-conserving: a tenant alone gets it all).
+// work-conserving: a tenant alone gets it all). Each tenant's urgent work
+// is strict only within its urgent budget; beyond it, it is served as the
+// tenant's normal work (budget.go).
 //
 // Nothing is lost or fed twice by a crash: an entry is removed from the head
 // of its list only after its task was enqueued, by a script that checks the

@@ -27,8 +27,17 @@ type Enqueuer interface {
 	Drop(ctx context.Context, e Entry, cause *BadEntryError) error
 }
 
+// Demoter records that a request is fed in a lower lane than its own
+// (records.Store.ServedAs, and a metric), before it is fed.
+type Demoter interface {
+	Demote(ctx context.Context, tenant, requestID, lane string) error
+}
+
 // DefaultLead is FeederConfig.Lead's default.
 const DefaultLead = 2 * time.Second
+
+// DefaultUrgentShare is FeederConfig.UrgentShare's default.
+const DefaultUrgentShare = 0.25
 
 // FeederConfig configures a Feeder. Zero values take defaults.
 type FeederConfig struct {
@@ -48,6 +57,16 @@ type FeederConfig struct {
 	LockTTL time.Duration
 	// Weights are the tenants' shares within a lane; unlisted tenants weigh 1.
 	Weights map[string]int
+	// UrgentShare is the part of the effective rate each tenant's urgent
+	// work may take while another tenant has urgent or normal work
+	// (default DefaultUrgentShare), scaled by the tenant's weight over the
+	// mean weight of the tenants with work. Beyond it, the tenant's urgent
+	// entries are fed in the normal lane as its normal work, and what it
+	// takes in the urgent lane counts against its share of the normal
+	// lane. 1 or more turns the budget off. See budget.go.
+	UrgentShare float64
+	// Demoter, when set, is told of each request fed below its lane.
+	Demoter Demoter
 	// Rate returns the fleet's effective API calls per second.
 	Rate func(ctx context.Context) (float64, error)
 	// Rescue, when set, is run by the leader about every RescueEvery
@@ -61,6 +80,8 @@ type FeederConfig struct {
 	// live worker gets this long to renew the leases it could not renew
 	// meanwhile, and only the dead ones' crops move.
 	RescueGrace time.Duration
+	// Now is the clock of the urgent allowances (default time.Now).
+	Now func() time.Time
 	// ID names this feeder in the lease (default host, pid and a random part).
 	ID     string
 	Logger *slog.Logger
@@ -76,6 +97,7 @@ type Feeder struct {
 
 	mu      sync.Mutex
 	deficit map[string]float64 // per lane:tenant, carried between ticks
+	urgent  *buckets           // each tenant's urgent allowance
 	leader  bool
 	since   time.Time // leading since
 	rescued time.Time // last rescue run
@@ -104,6 +126,12 @@ func (b *Backlog) NewFeeder(enq Enqueuer, cfg FeederConfig) *Feeder {
 	if cfg.RescueEvery <= 0 {
 		cfg.RescueEvery = time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.UrgentShare <= 0 {
+		cfg.UrgentShare = DefaultUrgentShare
+	}
 	if cfg.RescueGrace <= 0 {
 		cfg.RescueGrace = 5 * time.Second
 	}
@@ -117,7 +145,7 @@ func (b *Backlog) NewFeeder(enq Enqueuer, cfg FeederConfig) *Feeder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Feeder{b: b, enq: enq, cfg: cfg, log: log.With("component", "feeder"), deficit: map[string]float64{}}
+	return &Feeder{b: b, enq: enq, cfg: cfg, log: log.With("component", "feeder"), deficit: map[string]float64{}, urgent: newBuckets()}
 }
 
 // Weight is tenant's weight.
@@ -164,7 +192,8 @@ func (f *Feeder) Step(ctx context.Context) (int, error) {
 	ok, err := f.lease(ctx)
 	f.mu.Lock()
 	if !ok && f.leader {
-		f.deficit = map[string]float64{} // a new leader starts afresh
+		// A new leader starts afresh (see budget.go for the allowances).
+		f.deficit, f.urgent = map[string]float64{}, newBuckets()
 	}
 	if ok && !f.leader {
 		f.since = time.Now()
@@ -175,11 +204,11 @@ func (f *Feeder) Step(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	f.rescue(ctx)
-	need, err := f.need(ctx)
+	need, rate, err := f.need(ctx)
 	if err != nil || need <= 0 {
 		return 0, err
 	}
-	return f.feed(ctx, need)
+	return f.feed(ctx, need, rate)
 }
 
 // rescue runs the rescuer when it is due; its errors are logged, never a
@@ -207,13 +236,13 @@ func (f *Feeder) lease(ctx context.Context) (bool, error) {
 }
 
 // need is how many requests the window lacks: its target, the effective
-// rate × Lead, less what asynq holds pending or running.
-func (f *Feeder) need(ctx context.Context) (int, error) {
+// rate × Lead, less what asynq holds pending or running; and that rate.
+func (f *Feeder) need(ctx context.Context) (int, float64, error) {
 	rate := 0.0
 	if f.cfg.Rate != nil {
 		r, err := f.cfg.Rate(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("feeder: rate: %w", err)
+			return 0, 0, fmt.Errorf("feeder: rate: %w", err)
 		}
 		rate = r
 	}
@@ -223,9 +252,9 @@ func (f *Feeder) need(ctx context.Context) (int, error) {
 	// a burst of hand-backs would pump the backlog into asynq.
 	held, err := f.b.InAsynq(ctx, f.cfg.Queue, time.Now().Add(f.cfg.Lead))
 	if err != nil {
-		return 0, fmt.Errorf("feeder: window: %w", err)
+		return 0, 0, fmt.Errorf("feeder: window: %w", err)
 	}
-	return target - int(held), nil
+	return target - int(held), rate, nil
 }
 
 // InAsynq counts the crop tasks asynq holds in queue pending or running,
@@ -250,14 +279,17 @@ func (b *Backlog) InAsynq(ctx context.Context, queue string, dueBy time.Time) (i
 	return n, nil
 }
 
-// take is how many entries to feed from one list.
+// take is how many entries to feed from one list; as, when set, is the
+// lower lane they are served in (urgent entries beyond their tenant's
+// allowance).
 type take struct {
 	lane, tenant string
 	n            int
+	as           string
 }
 
 // feed moves up to need entries, lanes strictly, tenants by weight.
-func (f *Feeder) feed(ctx context.Context, need int) (int, error) {
+func (f *Feeder) feed(ctx context.Context, need int, rate float64) (int, error) {
 	members, err := f.b.rdb.SMembers(ctx, f.b.ActiveKey()).Result()
 	if err != nil {
 		return 0, fmt.Errorf("feeder: active lists: %w", err)
@@ -281,7 +313,7 @@ func (f *Feeder) feed(ctx context.Context, need int) (int, error) {
 		}
 	}
 	fed := 0
-	for _, t := range f.plan(avail, need) {
+	for _, t := range f.plan(avail, need, rate, f.cfg.Now()) {
 		n, err := f.feedList(ctx, t)
 		fed += n
 		if err != nil {
@@ -294,71 +326,147 @@ func (f *Feeder) feed(ctx context.Context, need int) (int, error) {
 // plan shares need among the lists with entries: the first lane with work
 // first, and within a lane by weighted deficit round-robin, carrying each
 // tenant's unspent fraction to the next tick. A lane that runs dry passes
-// what is left to the next one.
-func (f *Feeder) plan(avail map[string]int, need int) []take {
+// what is left to the next one. With the urgent budget (budget.go), a
+// tenant's first-lane entries beyond its allowance join the second lane as
+// its own work there, ahead of its own entries of that lane, and what it
+// took in the first lane is charged against its share of the second.
+func (f *Feeder) plan(avail map[string]int, need int, rate float64, now time.Time) []take {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	lanes := f.b.cfg.Lanes
+	byLane := map[string][]string{}
+	for m, n := range avail {
+		if l, t, ok := splitMember(m); ok && n > 0 {
+			byLane[l] = append(byLane[l], t)
+		}
+	}
+	allowance, demote := f.budget(lanes, byLane, rate, now)
 	var out []take
-	for _, lane := range f.b.cfg.Lanes {
-		if need <= 0 {
+	var first map[string]int // what each tenant took in the first lane
+	over := map[string]int{} // its first-lane entries beyond its allowance
+	for i, lane := range lanes {
+		// The second lane is visited for its charges even with no calls
+		// left to share: the urgent lane may have taken them all.
+		if need <= 0 && (i != 1 || !demote) {
 			break
 		}
-		var tenants []string
-		for m := range avail {
-			if l, t, _ := splitMember(m); l == lane {
-				tenants = append(tenants, t)
+		tenants := byLane[lane]
+		caps := map[string]int{}
+		for _, t := range tenants {
+			caps[t] = avail[Member(lane, t)]
+		}
+		var charge map[string]int
+		switch {
+		case i == 0 && demote:
+			for _, t := range tenants {
+				if a := allowance[t]; caps[t] > a {
+					over[t], caps[t] = caps[t]-a, a
+				}
 			}
+		case i == 1 && demote:
+			for t, n := range over {
+				if caps[t] == 0 {
+					tenants = append(tenants, t)
+				}
+				caps[t] += n
+			}
+			charge = first
 		}
 		slices.Sort(tenants)
-		got := map[string]int{}
-		for need > 0 {
-			var open []string
-			sum := 0
-			for _, t := range tenants {
-				if avail[Member(lane, t)] > got[t] {
-					open = append(open, t)
-					sum += f.Weight(t)
-				}
+		got := f.share(lane, tenants, caps, charge, need)
+		for _, t := range tenants {
+			n := got[t]
+			if n == 0 {
+				continue
 			}
-			if len(open) == 0 {
-				break
+			need -= n
+			if i == 1 && over[t] > 0 {
+				// The tenant's urgent entries first, in their order.
+				d := min(n, over[t])
+				out = append(out, take{lanes[0], t, d, lane})
+				n -= d
 			}
-			round, progress := need, false
-			for _, t := range open {
-				m := Member(lane, t)
-				f.deficit[m] += float64(round) * float64(f.Weight(t)) / float64(sum)
-				k := min(int(f.deficit[m]), avail[m]-got[t], need)
-				if k > 0 {
-					got[t] += k
-					f.deficit[m] -= float64(k)
-					need -= k
-					progress = true
-				}
-			}
-			if !progress {
-				// Shares under one entry each: the largest deficit goes first.
-				best := open[0]
-				for _, t := range open {
-					if f.deficit[Member(lane, t)] > f.deficit[Member(lane, best)] {
-						best = t
-					}
-				}
-				got[best]++
-				f.deficit[Member(lane, best)]--
-				need--
+			if n > 0 {
+				out = append(out, take{lane: lane, tenant: t, n: n})
 			}
 		}
-		for _, t := range tenants {
-			m := Member(lane, t)
-			if got[t] > 0 {
-				out = append(out, take{lane, t, got[t]})
-			}
-			if got[t] >= avail[m] {
-				delete(f.deficit, m) // an emptied tenant keeps no credit (DRR)
+		if i == 0 {
+			first = got
+			if allowance != nil {
+				f.urgent.spend(got)
 			}
 		}
 	}
 	return out
+}
+
+// share deals need among tenants (sorted) of one lane, each up to caps[t],
+// by weighted deficit round-robin: each tenant with entries left adds
+// round × weight ÷ Σ weights to its deficit and takes the whole part;
+// fractions carry to the next round and tick; a tenant that reached its
+// cap loses its credit; when every share is under one entry, the largest
+// deficit goes. charge[t] was taken by t in a higher lane this tick and
+// counts as taken here: it is credited to the tenants with entries by
+// weight and owed by t, whether or not this lane gets calls this tick.
+func (f *Feeder) share(lane string, tenants []string, caps, charge map[string]int, need int) map[string]int {
+	got := map[string]int{}
+	if len(charge) > 0 {
+		extra, sum := 0, 0
+		for _, t := range tenants {
+			if caps[t] > 0 {
+				extra += charge[t]
+				sum += f.Weight(t)
+			}
+		}
+		for _, t := range tenants {
+			if caps[t] > 0 && extra > 0 {
+				f.deficit[Member(lane, t)] += float64(extra)*float64(f.Weight(t))/float64(sum) - float64(charge[t])
+			}
+		}
+	}
+	for need > 0 {
+		var open []string
+		sum := 0
+		for _, t := range tenants {
+			if caps[t] > got[t] {
+				open = append(open, t)
+				sum += f.Weight(t)
+			}
+		}
+		if len(open) == 0 {
+			break
+		}
+		round, progress := need, false
+		for _, t := range open {
+			m := Member(lane, t)
+			f.deficit[m] += float64(round) * float64(f.Weight(t)) / float64(sum)
+			k := min(int(f.deficit[m]), caps[t]-got[t], need)
+			if k > 0 {
+				got[t] += k
+				f.deficit[m] -= float64(k)
+				need -= k
+				progress = true
+			}
+		}
+		if !progress {
+			// Shares under one entry each: the largest deficit goes first.
+			best := open[0]
+			for _, t := range open {
+				if f.deficit[Member(lane, t)] > f.deficit[Member(lane, best)] {
+					best = t
+				}
+			}
+			got[best]++
+			f.deficit[Member(lane, best)]--
+			need--
+		}
+	}
+	for _, t := range tenants {
+		if got[t] >= caps[t] {
+			delete(f.deficit, Member(lane, t)) // emptied (or capped): no credit kept (DRR)
+		}
+	}
+	return got
 }
 
 // feedList enqueues the first t.n entries of a list, then removes those it
@@ -374,6 +482,11 @@ func (f *Feeder) feedList(ctx context.Context, t take) (int, error) {
 	for _, raw := range raws {
 		at, id, payload, err := decode(raw)
 		var bad *BadEntryError
+		if err == nil && t.as != "" && f.cfg.Demoter != nil {
+			// Recorded before the task exists, so that no worker's
+			// transition races it.
+			err = f.cfg.Demoter.Demote(ctx, t.tenant, id, t.as)
+		}
 		if err == nil {
 			err = f.enq.Feed(ctx, id, []byte(payload))
 		}

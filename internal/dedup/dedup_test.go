@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,7 +163,7 @@ func TestIndexRemembersForgetsAndExpires(t *testing.T) {
 	ctx := context.Background()
 	x, rdb := newIndex(t, dedup.Config{TTL: time.Hour})
 	res := dedup.Result{RequestID: "sku-1", Bucket: "b", Key: "crops/sku-1/800x600.png", ETag: "0123abcd", ContentType: "image/png",
-		Size: 12345, Width: 800, Height: 600, APIRequestID: "api-1", At: time.UnixMilli(1_700_000_000_123)}
+		Size: 12345, Width: 800, Height: 600, APIRequestID: "api-1", At: time.UnixMilli(1_700_000_000_123), Tenant: "acme"}
 	_, found, err := x.Lookup(ctx, "k")
 	require.NoError(t, err)
 	assert.False(t, found)
@@ -194,6 +195,66 @@ func TestIndexRemembersForgetsAndExpires(t *testing.T) {
 	saved, err := x.Saved(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]int64{"reused": 2, "coalesced": 1}, saved)
+}
+
+// An entry names its payer's tenant; one written before it did (ten
+// fields) still reads, its tenant unknown: foreign to every tenant unless
+// keys are each tenant's own.
+func TestIndexKnowsWhoseResultItIs(t *testing.T) {
+	ctx := context.Background()
+	x, rdb := newIndex(t, dedup.Config{Keyer: dedup.Keyer{Scope: dedup.ScopeGlobal}})
+	require.NoError(t, x.Remember(ctx, "new", dedup.Result{RequestID: "a-1", Bucket: "b", Key: "k", At: time.UnixMilli(1), Tenant: "acme"}))
+	got, found, err := x.Lookup(ctx, "new")
+	require.NoError(t, err)
+	require.True(t, found)
+	assert.Equal(t, "acme", got.Tenant)
+	assert.False(t, x.Foreign(got, "acme"))
+	assert.True(t, x.Foreign(got, "globex"))
+	assert.True(t, x.Foreign(got, "default"))
+
+	old := strings.Join([]string{"g-1", "b", "crops/g-1/800x600.png", "etag", "image/png", "10", "800", "600", "api-9", "1700000000000"}, "\x1f")
+	require.NoError(t, rdb.Set(ctx, x.EntryKey("old"), old, 0).Err())
+	got, found, err = x.Lookup(ctx, "old")
+	require.NoError(t, err)
+	require.True(t, found)
+	assert.Equal(t, dedup.Result{RequestID: "g-1", Bucket: "b", Key: "crops/g-1/800x600.png", ETag: "etag", ContentType: "image/png",
+		Size: 10, Width: 800, Height: 600, APIRequestID: "api-9", At: time.UnixMilli(1_700_000_000_000)}, got)
+	assert.True(t, x.Foreign(got, "default"), "global scope: an unknown tenant is foreign")
+	assert.False(t, dedup.Keyer{Scope: dedup.ScopeTenant}.Foreign(got, "acme"), "tenant scope: the key was the tenant's own")
+}
+
+// A reference stands for a request without telling anything of it; the
+// index resolves it again (for an operator) until its TTL.
+func TestConcealAndResolve(t *testing.T) {
+	ctx := context.Background()
+	x, rdb := newIndex(t, dedup.Config{TTL: time.Hour})
+	ref, err := x.Conceal(ctx, "acme-secret-sku-1")
+	require.NoError(t, err)
+	assert.Regexp(t, `^ref/[0-9a-f]{20}$`, ref)
+	assert.NotContains(t, ref, "acme")
+	assert.True(t, dedup.IsRef(ref))
+	assert.NoError(t, tasks.ValidateRequestID(strings.TrimPrefix(ref, "ref/")))
+	assert.Error(t, tasks.ValidateRequestID(ref), "never taken for a request id")
+	again, err := x.Conceal(ctx, "acme-secret-sku-1")
+	require.NoError(t, err)
+	assert.NotEqual(t, ref, again, "two references to one request cannot be matched")
+
+	id, found, err := x.Resolve(ctx, ref)
+	require.NoError(t, err)
+	assert.True(t, found)
+	assert.Equal(t, "acme-secret-sku-1", id)
+	keys, err := rdb.Keys(ctx, "*"+ref+"*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 1)
+	ttl, err := rdb.PTTL(ctx, keys[0]).Result()
+	require.NoError(t, err)
+	assert.InDelta(t, time.Hour.Seconds(), ttl.Seconds(), 5)
+
+	for _, unknown := range []string{"ref/00000000000000000000", "sku-1", "ref/xyz", ""} {
+		_, found, err := x.Resolve(ctx, unknown)
+		require.NoError(t, err)
+		assert.False(t, found, unknown)
+	}
 }
 
 func TestLeaseIsOneHoldersAndExpiresWithoutRenewal(t *testing.T) {
@@ -249,7 +310,7 @@ func TestIndexBytesPerEntry(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, x.Remember(ctx, key, dedup.Result{RequestID: p.RequestID, Bucket: "product-crops",
 			Key: "crops/" + p.RequestID + "/800x600.jpg", ETag: "9b2cf535f27731c974343645a3985328", ContentType: "image/jpeg",
-			Size: 183_422, Width: 800, Height: 600, APIRequestID: "0bb0a3c217331245b7e5d9ea1", At: time.Now()}))
+			Size: 183_422, Width: 800, Height: 600, APIRequestID: "0bb0a3c217331245b7e5d9ea1", At: time.Now(), Tenant: "default"}))
 		used, err := rdb.MemoryUsage(ctx, x.EntryKey(key)).Result()
 		require.NoError(t, err)
 		total += used

@@ -28,6 +28,9 @@ type Result struct {
 	Height       int
 	APIRequestID string
 	At           time.Time // when it was stored
+	// Tenant is the paying request's tenant (its effective one: "default"
+	// for none); "" in entries written before tenants were recorded.
+	Tenant string
 }
 
 // sep separates the fields of an index entry: none of them can hold it
@@ -35,15 +38,19 @@ type Result struct {
 const sep = "\x1f"
 
 // encode is the compact form of r kept in Redis (a key holds one string).
+// The tenant came last, so entries written before it decode too.
 func (r Result) encode() string {
 	return strings.Join([]string{r.RequestID, r.Bucket, r.Key, r.ETag, r.ContentType, strconv.FormatInt(r.Size, 10),
-		strconv.Itoa(r.Width), strconv.Itoa(r.Height), r.APIRequestID, strconv.FormatInt(r.At.UnixMilli(), 10)}, sep)
+		strconv.Itoa(r.Width), strconv.Itoa(r.Height), r.APIRequestID, strconv.FormatInt(r.At.UnixMilli(), 10), r.Tenant}, sep)
 }
 
 func decode(s string) (Result, error) {
 	f := strings.Split(s, sep)
-	if len(f) != 10 {
-		return Result{}, fmt.Errorf("dedup: index entry has %d fields, want 10", len(f))
+	if len(f) == 10 {
+		f = append(f, "") // written before the tenant was: unknown
+	}
+	if len(f) != 11 {
+		return Result{}, fmt.Errorf("dedup: index entry has %d fields, want 11", len(f))
 	}
 	size, err1 := strconv.ParseInt(f[5], 10, 64)
 	w, err2 := strconv.Atoi(f[6])
@@ -53,7 +60,61 @@ func decode(s string) (Result, error) {
 		return Result{}, fmt.Errorf("dedup: index entry: %w", err)
 	}
 	return Result{RequestID: f[0], Bucket: f[1], Key: f[2], ETag: f[3], ContentType: f[4], Size: size, Width: w, Height: h,
-		APIRequestID: f[8], At: time.UnixMilli(at)}, nil
+		APIRequestID: f[8], At: time.UnixMilli(at), Tenant: f[10]}, nil
+}
+
+// Foreign reports whether r was paid for by another tenant than tenant's
+// request (see Keyer.Foreign).
+func (x *Index) Foreign(r Result, tenant string) bool { return x.cfg.Keyer.Foreign(r, tenant) }
+
+// refPrefix starts a reference to a request (see Conceal): '/' is in no
+// request id, so a reference is never taken for one.
+const refPrefix = "ref/"
+
+func (x *Index) refKey(ref string) string { return x.cfg.Prefix + "dedup:" + ref }
+
+// Conceal returns an opaque reference to requestID, the request that paid
+// for a result another tenant reuses: "ref/" and 20 random hex digits,
+// which tell nothing of the request (not even which of several it is).
+// Resolve names the request again, for the index's TTL.
+func (x *Index) Conceal(ctx context.Context, requestID string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	ref := refPrefix + hex.EncodeToString(b[:])
+	if err := x.rdb.Set(ctx, x.refKey(ref), requestID, x.cfg.TTL).Err(); err != nil {
+		return "", fmt.Errorf("dedup: conceal: %w", err)
+	}
+	return ref, nil
+}
+
+// Resolve returns the request a reference of Conceal stands for; found
+// false when ref is none, or has expired.
+func (x *Index) Resolve(ctx context.Context, ref string) (requestID string, found bool, err error) {
+	if !IsRef(ref) {
+		return "", false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	id, err := x.rdb.Get(ctx, x.refKey(ref)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("dedup: resolve: %w", err)
+	}
+	return id, true, nil
+}
+
+// IsRef reports whether s has the form of a reference of Conceal.
+func IsRef(s string) bool {
+	h, ok := strings.CutPrefix(s, refPrefix)
+	if !ok || len(h) != 20 {
+		return false
+	}
+	_, err := hex.DecodeString(h)
+	return err == nil
 }
 
 // Config configures an Index. Zero values take defaults.

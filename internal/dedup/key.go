@@ -156,6 +156,17 @@ type Keyer struct {
 	Fetch *Fetcher
 }
 
+// Foreign reports whether r was paid for by another tenant than tenant (an
+// effective tenant: "default" for none), whose request must then not be
+// named to tenant's. An entry that does not record its tenant is foreign
+// unless the scope is tenant, where keys are each tenant's own.
+func (k Keyer) Foreign(r Result, tenant string) bool {
+	if r.Tenant == "" {
+		return k.Scope != ScopeTenant
+	}
+	return r.Tenant != tenant
+}
+
 // Key is p's crop key, "" when results are not reused for it (scope off,
 // or the request opted out). With a Fetcher, a URL image is downloaded and
 // keyed by its bytes; a download that fails falls back to the URL's key,

@@ -59,6 +59,9 @@ func (m *memProducer) count() int {
 	return len(m.stored)
 }
 
+// fuzzToken is the fuzzed API's one token.
+const fuzzToken = "fuzz-token-0123456789"
+
 // FuzzDecodeRequest sends arbitrary bodies to both creating routes: the
 // API never panics nor answers 5xx, every error is a problem object with a
 // problem type URI, and a refused body leaves nothing behind (a refused
@@ -81,7 +84,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte, batch bool) {
 		m := &memProducer{stored: map[string]tasks.Request{}}
-		api, err := httpapi.New(m, httpapi.Config{Tokens: []string{"t"}, MaxBatch: 50, MaxBodyBytes: 1 << 16, MaxBatchBodyBytes: 1 << 16})
+		api, err := httpapi.New(m, httpapi.Config{Tokens: []string{fuzzToken}, MaxBatch: 50, MaxBodyBytes: 1 << 16, MaxBatchBodyBytes: 1 << 16})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +93,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			path = "/v1/crops/batch"
 		}
 		req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer t")
+		req.Header.Set("Authorization", "Bearer "+fuzzToken)
 		req.Header.Set("Content-Type", "application/json")
 		rec := httptest.NewRecorder()
 		api.ServeHTTP(rec, req)

@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sync/semaphore"
 
@@ -49,9 +50,8 @@ type Producer interface {
 // Config configures the API. Zero values take defaults.
 type Config struct {
 	// Tokens are the accepted bearer tokens, each "tenant:token" or a bare
-	// token (tenant "default"); at least one is required. An entry is split
-	// at its first ':' only when what comes before is a valid tenant name
-	// (see SplitToken).
+	// token (tenant "default", the operators'); at least one is required.
+	// See ParseTokens for the rules.
 	Tokens []string
 	// MaxBatch bounds the items of one batch request (default 1,000).
 	MaxBatch int
@@ -125,27 +125,61 @@ type tenantToken struct {
 	tenant string
 }
 
-// SplitToken reads one entry of Config.Tokens: "tenant:token" when what
-// comes before the first ':' is a valid tenant name (tasks.ValidateTenant),
-// else the whole entry is a token of tenant "default".
-func SplitToken(entry string) (tenant, token string) {
-	if t, tok, ok := strings.Cut(entry, ":"); ok && tasks.ValidateTenant(t) == nil {
-		return t, tok
-	}
-	return tasks.DefaultTenant, entry
+// MinTokenLength is the shortest token Config.Tokens accepts, in
+// characters: a token is all that stands between the network and a
+// tenant's data (a default tenant's token: every tenant's).
+const MinTokenLength = 16
+
+// Token is one entry of Config.Tokens, read.
+type Token struct {
+	Tenant string
+	Token  string
 }
 
-// Tenants lists the tenants of the token entries, sorted, each once.
-func Tenants(entries []string) []string {
-	var out []string
-	for _, e := range entries {
-		t, _ := SplitToken(e)
-		if !slices.Contains(out, t) {
-			out = append(out, t)
-		}
+// ParseTokens reads the entries of Config.Tokens. The rule that tells a
+// bare token from a tenant's: an entry with a ':' is "tenant:token", and
+// what comes before its first ':' must be a valid tenant name
+// (tasks.ValidateTenant); an entry without ':' is a bare token, of tenant
+// "default" (whose tokens are the operators'). So a bare token never holds
+// a ':', and a mistyped tenant ("ACME:…", "ac~me:…") is refused instead of
+// making its token an operator's. Every token has MinTokenLength
+// characters or more, and belongs to one tenant; an entry given twice
+// counts once. Errors are *TokensError naming the entry's position (from
+// 1), never quoting it: it holds a secret.
+func ParseTokens(entries []string) ([]Token, error) {
+	if len(entries) == 0 {
+		return nil, &TokensError{Reason: "at least one bearer token is required"}
 	}
-	slices.Sort(out)
-	return out
+	var out []Token
+	owner := map[string]string{} // token → tenant
+	for i, entry := range entries {
+		bad := func(format string, a ...any) error {
+			return &TokensError{Entry: i + 1, Reason: fmt.Sprintf(format, a...)}
+		}
+		tenant, tok, hasTenant := strings.Cut(entry, ":")
+		if !hasTenant {
+			tenant, tok = tasks.DefaultTenant, entry
+		} else if tasks.ValidateTenant(tenant) != nil {
+			// Not quoted: what comes before the ':' may be part of a token.
+			return nil, bad("what comes before the first ':' is not a tenant name (1–%d characters of a-z 0-9 . _ -); an entry is tenant:token, or a bare token (tenant %s) without ':'",
+				tasks.MaxTenantLen, tasks.DefaultTenant)
+		}
+		switch n := utf8.RuneCountInString(tok); {
+		case n == 0:
+			return nil, bad("token is empty")
+		case n < MinTokenLength:
+			return nil, bad("token must be at least %d characters, got %d", MinTokenLength, n)
+		}
+		if have, ok := owner[tok]; ok {
+			if have != tenant {
+				return nil, bad("gives tenant %s a token of tenant %s: a token belongs to one tenant", tenant, have)
+			}
+			continue
+		}
+		owner[tok] = tenant
+		out = append(out, Token{Tenant: tenant, Token: tok})
+	}
+	return out, nil
 }
 
 // DefaultMaxBodyBytes is the default body limit of one crop: the largest
@@ -159,15 +193,25 @@ const (
 	DefaultMaxInflightBytes  = 128 << 20
 )
 
-// TokensError is New's error for Config.Tokens that cannot be used.
-type TokensError struct{ Reason string }
+// TokensError is the error of ParseTokens (and New) for Config.Tokens that
+// cannot be used.
+type TokensError struct {
+	Entry  int // the entry at fault, from 1; 0 when none is
+	Reason string
+}
 
-func (e *TokensError) Error() string { return "httpapi: Config.Tokens: " + e.Reason }
+func (e *TokensError) Error() string {
+	if e.Entry == 0 {
+		return "httpapi: Config.Tokens: " + e.Reason
+	}
+	return fmt.Sprintf("httpapi: Config.Tokens: entry %d: %s", e.Entry, e.Reason)
+}
 
 // New returns the API on p.
 func New(p Producer, cfg Config) (*API, error) {
-	if len(cfg.Tokens) == 0 {
-		return nil, &TokensError{Reason: "at least one bearer token is required"}
+	tokens, err := ParseTokens(cfg.Tokens)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
@@ -192,26 +236,8 @@ func New(p Producer, cfg Config) (*API, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &API{p: p, cfg: cfg, log: log, mux: http.NewServeMux(), inflight: semaphore.NewWeighted(cfg.MaxInflightBytes)}
-	// Errors never quote a token: they are secrets.
-	for i, entry := range cfg.Tokens {
-		tenant, tok := SplitToken(entry)
-		if tok == "" {
-			return nil, &TokensError{Reason: fmt.Sprintf("entry %d has an empty token", i+1)}
-		}
-		tt := tenantToken{digest: sha256.Sum256([]byte(tok)), tenant: tenant}
-		dup := false
-		for _, have := range a.tokens {
-			if have.digest != tt.digest {
-				continue
-			}
-			if have.tenant != tenant {
-				return nil, &TokensError{Reason: fmt.Sprintf("entry %d gives tenant %s a token of tenant %s: a token belongs to one tenant", i+1, tenant, have.tenant)}
-			}
-			dup = true
-		}
-		if !dup {
-			a.tokens = append(a.tokens, tt)
-		}
+	for _, t := range tokens {
+		a.tokens = append(a.tokens, tenantToken{digest: sha256.Sum256([]byte(t.Token)), tenant: t.Tenant})
 	}
 	for _, r := range routes() {
 		h := r.handle
@@ -239,6 +265,16 @@ func New(p Producer, cfg Config) (*API, error) {
 }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// Tenants counts the accepted tokens of each tenant (what start-up logs:
+// never the tokens).
+func (a *API) Tenants() map[string]int {
+	out := map[string]int{}
+	for _, t := range a.tokens {
+		out[t.tenant]++
+	}
+	return out
+}
 
 // Authorized reports whether r carries an accepted token: as a Bearer
 // token, or as the password of Basic credentials (what a browser can send,

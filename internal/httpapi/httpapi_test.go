@@ -21,7 +21,7 @@ import (
 	"github.com/cropq/cropq/status"
 )
 
-const token = "test-token-1"
+const token = "test-token-1-0123456789"
 
 func newServer(t *testing.T, cfg httpapi.Config) *httptest.Server {
 	t.Helper()
@@ -30,7 +30,7 @@ func newServer(t *testing.T, cfg httpapi.Config) *httptest.Server {
 	t.Cleanup(func() { _ = rdb.Close() })
 	p := producer.New(rdb, producer.Config{})
 	t.Cleanup(func() { _ = p.Close() })
-	cfg.Tokens = []string{"other-token", token}
+	cfg.Tokens = []string{"other-token-0123456789", token}
 	api, err := httpapi.New(p, cfg)
 	require.NoError(t, err)
 	s := httptest.NewServer(api)
@@ -119,7 +119,7 @@ func TestAuth(t *testing.T) {
 		assert.Contains(t, resp.Header.Get("WWW-Authenticate"), "Bearer")
 		decodeProblem(t, resp, body)
 	}
-	for _, tok := range []string{token, "other-token"} {
+	for _, tok := range []string{token, "other-token-0123456789"} {
 		resp, _ := call(t, s, "GET", "/v1/crops/x-1", nil, tok)
 		assert.Equal(t, http.StatusNotFound, resp.StatusCode, "authorized, unknown id")
 	}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -125,9 +126,9 @@ func (m *tenantProducer) state(id string) status.State {
 }
 
 const (
-	tokAcme    = "tok-a"
-	tokGlobex  = "tok-g"
-	tokDefault = "tok-d"
+	tokAcme    = "tok-acme-0123456789"
+	tokGlobex  = "tok-globex-0123456789"
+	tokDefault = "tok-default-0123456789"
 )
 
 func newTenantServer(t *testing.T) (*httptest.Server, *tenantProducer) {
@@ -140,38 +141,70 @@ func newTenantServer(t *testing.T) (*httptest.Server, *tenantProducer) {
 	return s, m
 }
 
-func TestSplitToken(t *testing.T) {
-	for entry, want := range map[string][2]string{
-		"acme:tok-a":         {"acme", "tok-a"},
-		"tok-d":              {"default", "tok-d"},
-		"acme:tok:with:more": {"acme", "tok:with:more"},
-		"ACME:tok":           {"default", "ACME:tok"}, // not a tenant name: a bare token
-		":tok":               {"default", ":tok"},
-		"acme:":              {"acme", ""},
-		"a.b_c-d:x":          {"a.b_c-d", "x"},
-	} {
-		tenant, tok := httpapi.SplitToken(entry)
-		assert.Equal(t, want, [2]string{tenant, tok}, entry)
-	}
-	assert.Equal(t, []string{"acme", "default", "globex"}, httpapi.Tenants([]string{"globex:1", "acme:2", "3", "acme:4", "X:5"}))
+func TestParseTokens(t *testing.T) {
+	got, err := httpapi.ParseTokens([]string{"acme:" + tokAcme, tokDefault, "globex:tok:with:more:colons", "a.b_c-d:" + tokGlobex, "acme:" + tokAcme})
+	require.NoError(t, err)
+	assert.Equal(t, []httpapi.Token{{Tenant: "acme", Token: tokAcme}, {Tenant: "default", Token: tokDefault},
+		{Tenant: "globex", Token: "tok:with:more:colons"}, {Tenant: "a.b_c-d", Token: tokGlobex}}, got,
+		"a bare token is the default tenant's; a token's own ':' stay in it; an entry given twice counts once")
+	// Characters, not bytes: 16 runes of 2 bytes each are enough, 15 are not.
+	_, err = httpapi.ParseTokens([]string{strings.Repeat("é", httpapi.MinTokenLength)})
+	assert.NoError(t, err)
+	_, err = httpapi.ParseTokens(nil)
+	assert.ErrorContains(t, err, "at least one bearer token is required")
 }
 
-func TestTenantTokensConfig(t *testing.T) {
-	m := newTenantProducer()
-	_, err := httpapi.New(m, httpapi.Config{Tokens: []string{"acme:"}})
-	assert.ErrorContains(t, err, "empty token")
-	_, err = httpapi.New(m, httpapi.Config{Tokens: []string{"acme:secret-1", "globex:secret-1"}})
-	assert.ErrorContains(t, err, "a token belongs to one tenant")
-	assert.NotContains(t, err.Error(), "secret-1", "errors never quote a token")
-	_, err = httpapi.New(m, httpapi.Config{Tokens: []string{"secret-1", "acme:secret-1"}})
-	assert.ErrorContains(t, err, "a token belongs to one tenant")
-	_, err = httpapi.New(m, httpapi.Config{Tokens: []string{"acme:secret-1", "acme:secret-1"}})
-	assert.NoError(t, err, "the same entry twice")
+// Each malformed entry stops the API, naming its position (from 1) and
+// never quoting it: a mistyped tenant is never taken for a bare token (an
+// operator's).
+func TestMalformedTokenEntries(t *testing.T) {
+	const secret = "s3cr3t-0123456789-SECRET"
+	short := strings.Repeat("x", httpapi.MinTokenLength-1)
+	ok := "globex:" + tokGlobex
+	for _, tc := range []struct {
+		name, entry, want string
+	}{
+		{"upper-case tenant", "ACME:" + secret, "not a tenant name"},
+		{"tenant with ~", "ac~me:" + secret, "not a tenant name"},
+		{"tenant with a space", "glo bex:" + secret, "not a tenant name"},
+		{"non-ASCII tenant", "acmé:" + secret, "not a tenant name"},
+		{"tenant too long", strings.Repeat("a", 65) + ":" + secret, "not a tenant name"},
+		{"empty tenant", ":" + secret, "not a tenant name"},
+		{"bare token with a colon", "Secret:" + secret, "not a tenant name"},
+		{"empty token", "acme:", "token is empty"},
+		{"short token", "acme:" + short, fmt.Sprintf("token must be at least %d characters, got %d", httpapi.MinTokenLength, httpapi.MinTokenLength-1)},
+		{"short bare token", short, fmt.Sprintf("token must be at least %d characters", httpapi.MinTokenLength)},
+		{"token shared by two tenants", "acme:" + tokGlobex, "gives tenant acme a token of tenant globex: a token belongs to one tenant"},
+		{"tenant token reused bare", tokGlobex, "gives tenant default a token of tenant globex"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, entries := range [][]string{{ok, tokDefault, tc.entry}, {ok, ok, tc.entry}} {
+				_, err := httpapi.New(newTenantProducer(), httpapi.Config{Tokens: entries})
+				require.Error(t, err)
+				var te *httpapi.TokensError
+				require.ErrorAs(t, err, &te)
+				assert.Equal(t, 3, te.Entry)
+				assert.Contains(t, err.Error(), "entry 3: ")
+				assert.Contains(t, err.Error(), tc.want)
+				for _, part := range []string{secret, short, tokGlobex, tokDefault} {
+					assert.NotContains(t, err.Error(), part, "errors never quote a token")
+				}
+				if strings.Contains(tc.entry, ":") {
+					before, _, _ := strings.Cut(tc.entry, ":")
+					if before != "" && before != "acme" {
+						assert.NotContains(t, err.Error(), before, "nor what may be part of one")
+					}
+				}
+			}
+		})
+	}
+}
 
-	// A bare token with a colon but no tenant name before it keeps working.
-	api, err := httpapi.New(m, httpapi.Config{Tokens: []string{"Secret:With:Colons", "acme:tok-a"}})
+func TestTenantTokens(t *testing.T) {
+	api, err := httpapi.New(newTenantProducer(), httpapi.Config{Tokens: []string{tokDefault, "acme:" + tokAcme, "acme:" + tokAcme + "-2"}})
 	require.NoError(t, err)
-	for tok, want := range map[string]string{"Secret:With:Colons": "default", "tok-a": "acme", "With:Colons": "", "acme:tok-a": ""} {
+	assert.Equal(t, map[string]int{"acme": 2, "default": 1}, api.Tenants())
+	for tok, want := range map[string]string{tokDefault: "default", tokAcme: "acme", tokAcme + "-2": "acme", "acme:" + tokAcme: "", "nope": ""} {
 		r := httptest.NewRequest("GET", "/v1/crops/x", nil)
 		r.Header.Set("Authorization", "Bearer "+tok)
 		tenant, ok := api.Tenant(r)
@@ -181,7 +214,7 @@ func TestTenantTokensConfig(t *testing.T) {
 	}
 	// Basic credentials (the web UI) carry a tenant token too.
 	r := httptest.NewRequest("GET", "/monitoring/", nil)
-	r.SetBasicAuth("anyone", "tok-a")
+	r.SetBasicAuth("anyone", tokAcme)
 	tenant, ok := api.Tenant(r)
 	assert.True(t, ok)
 	assert.Equal(t, "acme", tenant)

@@ -35,6 +35,7 @@ type Pipeline struct {
 	rescued       prometheus.Counter
 	tenantLabel   TenantLabel
 	callsSaved    *prometheus.CounterVec
+	urgentDemoted *prometheus.CounterVec
 }
 
 // NewPipeline registers the pipeline's metrics on reg; tenants bounds the
@@ -68,6 +69,9 @@ func NewPipeline(reg prometheus.Registerer, tenants TenantLabel) *Pipeline {
 			Help: "Running crops handed to another worker because theirs stopped renewing its lease (killed, frozen, cut off)."})).(prometheus.Counter),
 		callsSaved: f(prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "api_calls_saved_total",
 			Help: "Paid API calls not made because the same crop was stored already (reused) or by a twin in flight (coalesced)."}, []string{"reason"})).(*prometheus.CounterVec),
+		urgentDemoted: f(prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "urgent_demoted_total",
+			Help: "Urgent requests fed as normal because their tenant was beyond its urgent share of the quota (CROPQ_URGENT_SHARE), by tenant."},
+			[]string{"tenant"})).(*prometheus.CounterVec),
 		terminal: f(prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "tasks_finished_total",
 			Help: "Crop requests that reached a terminal state, by state (succeeded, failed) and error code (\"\" when none)."}, []string{"state", "code"})).(*prometheus.CounterVec),
 	}
@@ -91,6 +95,14 @@ func (p *Pipeline) PaidCall(tenant string) {
 		return
 	}
 	p.tenantCalls.WithLabelValues(p.tenantLabel(tenant)).Inc()
+}
+
+// UrgentDemoted counts an urgent request of tenant fed as normal.
+func (p *Pipeline) UrgentDemoted(tenant string) {
+	if p == nil {
+		return
+	}
+	p.urgentDemoted.WithLabelValues(p.tenantLabel(tenant)).Inc()
 }
 
 // Rescued counts crops handed back by the rescuer because their worker

@@ -305,3 +305,55 @@ func TestRescueAfterTheOldTaskMovedOnIsStale(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, rec.Task)
 }
+
+// A queued record is marked with the lane it is served in; the mark stays
+// through the worker's transitions and is never written on a record that
+// has moved on.
+func TestServedAs(t *testing.T) {
+	ctx := context.Background()
+	st, rdb := newStore(t, status.Config{Prefix: "t:", TTL: time.Hour})
+	_, _, err := st.Create(ctx, status.Record{RequestID: "r1", TargetWidth: 800, TargetHeight: 600, Source: "url",
+		Tenant: "acme", Priority: "urgent", Metadata: map[string]string{"sku": "12345678901234567890"}, BatchSeq: 9007199254740993})
+	require.NoError(t, err)
+	before, err := rdb.Get(ctx, st.Key("r1")).Result()
+	require.NoError(t, err)
+
+	ok, err := st.ServedAs(ctx, "r1", "normal")
+	require.NoError(t, err)
+	assert.True(t, ok)
+	after, err := rdb.Get(ctx, st.Key("r1")).Result()
+	require.NoError(t, err)
+	assert.Equal(t, before[:len(before)-1]+`,"servedAs":"normal"}`, after, "the rest of the record is untouched (numbers too)")
+	ttl, err := rdb.TTL(ctx, st.Key("r1")).Result()
+	require.NoError(t, err)
+	assert.Greater(t, ttl, 59*time.Minute, "the expiry stays")
+	rec, err := st.Get(ctx, "r1")
+	require.NoError(t, err)
+	assert.Equal(t, "normal", rec.ServedAs)
+	assert.Equal(t, int64(9007199254740993), rec.BatchSeq)
+
+	ok, err = st.ServedAs(ctx, "r1", "backfill")
+	require.NoError(t, err)
+	assert.False(t, ok, "marked once")
+
+	rec, err = st.Transition(ctx, "r1", records.Update{To: status.Running, Attempt: 1})
+	require.NoError(t, err)
+	assert.Equal(t, "normal", rec.ServedAs, "kept through transitions")
+
+	_, _, err = st.Create(ctx, status.Record{RequestID: "r2", TargetWidth: 1, TargetHeight: 1})
+	require.NoError(t, err)
+	_, err = st.Transition(ctx, "r2", records.Update{To: status.Running, Attempt: 1})
+	require.NoError(t, err)
+	_, _, err = st.Create(ctx, status.Record{RequestID: "r3", TargetWidth: 1, TargetHeight: 1})
+	require.NoError(t, err)
+	_, err = st.Cancel(ctx, "r3")
+	require.NoError(t, err)
+	for _, id := range []string{"r2", "r3", "missing"} {
+		ok, err := st.ServedAs(ctx, id, "normal")
+		require.NoError(t, err)
+		assert.False(t, ok, id)
+	}
+	rec, err = st.Get(ctx, "r2")
+	require.NoError(t, err)
+	assert.Empty(t, rec.ServedAs, "a running record is not marked")
+}

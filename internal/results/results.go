@@ -7,6 +7,7 @@ package results
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,8 +24,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/namespace"
 	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/internal/redact"
 )
@@ -60,6 +63,9 @@ type Config struct {
 	// at most 3 redirects, each re-checked against ResultHosts).
 	HTTPClient *http.Client
 	Now        func() time.Time
+	// Walls put each tenant's results in its own namespace (package
+	// namespace); their DefaultBucket defaults to Bucket.
+	Walls namespace.Walls
 }
 
 // DefaultResultHosts are the vendor's result domains (Alibaba Cloud OSS).
@@ -99,6 +105,8 @@ type Object struct {
 	APIRequestID string
 	// Width and Height, when set, must match the image header of the result.
 	Width, Height int
+	// Tenant's namespace holds the object (namespace.Walls).
+	Tenant string
 	// Bucket and KeyTemplate override the configured ones for this object.
 	Bucket      string
 	KeyTemplate string
@@ -211,6 +219,9 @@ func New(client *s3.Client, cfg Config) (*Copier, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Walls.DefaultBucket == "" {
+		cfg.Walls.DefaultBucket = cfg.Bucket
 	}
 	//lint:ignore SA1019 see Copier.uploader
 	up := manager.NewUploader(client, func(u *manager.Uploader) {
@@ -350,10 +361,15 @@ func (c *Copier) Copy(ctx context.Context, sourceURL string, obj Object) (Stored
 		if err := body.finish(); err != nil {
 			return Stored{}, &SourceError{URL: shown, StatusCode: resp.StatusCode, Err: err}
 		}
-		put, err := c.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
-			Body: bytes.NewReader(buf), ContentLength: aws.Int64(size), ContentType: aws.String(ctype), Metadata: meta})
+		cond, err := c.claim(ctx, bucket, key, obj.RequestID)
 		if err != nil {
-			return Stored{}, &UploadError{Op: "put", Bucket: bucket, Key: key, Err: err}
+			return Stored{}, err
+		}
+		put, err := c.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
+			Body: bytes.NewReader(buf), ContentLength: aws.Int64(size), ContentType: aws.String(ctype), Metadata: meta,
+			IfNoneMatch: cond.noneMatch, IfMatch: cond.match})
+		if err != nil {
+			return c.lostRace(ctx, out, obj.RequestID, &UploadError{Op: "put", Bucket: bucket, Key: key, Err: err})
 		}
 		out.ETag, out.Size = strings.Trim(aws.ToString(put.ETag), `"`), size
 		return out, nil
@@ -367,15 +383,20 @@ func (c *Copier) Copy(ctx context.Context, sourceURL string, obj Object) (Stored
 	case <-ctx.Done():
 		return Stored{}, &UploadError{Op: "wait for a multipart slot", Bucket: bucket, Key: key, Err: ctx.Err()}
 	}
+	cond, err := c.claim(ctx, bucket, key, obj.RequestID)
+	if err != nil {
+		return Stored{}, err
+	}
 	//lint:ignore SA1019 see Copier.uploader
 	up, err := c.uploader.Upload(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
-		Body: body, ContentType: aws.String(ctype), Metadata: meta})
+		Body: body, ContentType: aws.String(ctype), Metadata: meta, IfNoneMatch: cond.noneMatch, IfMatch: cond.match},
+		cond.onComplete)
 	if body.err != nil {
 		// The source failed mid-way; the manager aborted the upload.
 		return Stored{}, &SourceError{URL: shown, StatusCode: resp.StatusCode, Err: body.err}
 	}
 	if err != nil {
-		return Stored{}, &UploadError{Op: "upload", Bucket: bucket, Key: key, Err: err}
+		return c.lostRace(ctx, out, obj.RequestID, &UploadError{Op: "upload", Bucket: bucket, Key: key, Err: err})
 	}
 	out.ETag, out.Size = strings.Trim(aws.ToString(up.ETag), `"`), body.n
 	return out, nil
@@ -481,15 +502,24 @@ func (c *Copier) CopyStored(ctx context.Context, from Stored, obj Object) (Store
 	if err != nil {
 		return Stored{}, err
 	}
+	cond, err := c.claim(ctx, bucket, key, obj.RequestID)
+	if err != nil {
+		return Stored{}, err
+	}
 	in := &s3.CopyObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
 		CopySource:        aws.String(url.PathEscape(from.Bucket) + "/" + escapeKey(from.Key)),
-		MetadataDirective: types.MetadataDirectiveReplace, Metadata: meta, ContentType: aws.String(from.ContentType)}
+		MetadataDirective: types.MetadataDirectiveReplace, Metadata: meta, ContentType: aws.String(from.ContentType),
+		IfNoneMatch: cond.noneMatch, IfMatch: cond.match}
 	if from.ETag != "" {
 		// Only the version just checked: one replaced in between is not copied.
 		in.CopySourceIfMatch = aws.String(`"` + from.ETag + `"`)
 	}
 	out, err := c.s3.CopyObject(ctx, in)
 	switch {
+	case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusPreconditionFailed && c.destinationChanged(ctx, bucket, key, cond):
+		// The destination's condition failed, not the source's.
+		return c.lostRace(ctx, Stored{Bucket: bucket, Key: key, ContentType: from.ContentType}, obj.RequestID,
+			&UploadError{Op: "copy", Bucket: bucket, Key: key, Err: err})
 	case errors.As(err, &re) && (re.HTTPStatusCode() == http.StatusNotFound || re.HTTPStatusCode() == http.StatusPreconditionFailed):
 		// Gone or replaced since the HEAD (a missing destination bucket
 		// is a 404 too, which the bucket check before paying reports).
@@ -505,6 +535,122 @@ func (c *Copier) CopyStored(ctx context.Context, from Stored, obj Object) (Store
 		etag = strings.Trim(aws.ToString(out.CopyObjectResult.ETag), `"`)
 	}
 	return Stored{Bucket: bucket, Key: key, ETag: etag, ContentType: from.ContentType, Size: from.Size}, nil
+}
+
+// CheckKey tells before paying what the write would find: a *KeyTakenError
+// when another request's object is at a key obj's result would be written
+// to (for any format the result may have), a *namespace.Error when the
+// tenant may not write there. Only templates without {requestId} can
+// render another request's key, so only those are looked at (a HEAD per
+// format the template's keys differ by).
+func (c *Copier) CheckKey(ctx context.Context, obj Object) error {
+	tmpl := cmp.Or(obj.KeyTemplate, c.cfg.KeyTemplate)
+	if strings.Contains(tmpl, "{requestId}") {
+		_, _, _, err := c.destination(obj, "png") // the walls only
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	seen := map[string]bool{}
+	for _, ext := range []string{"png", "jpg", "gif", "webp", "bmp"} {
+		bucket, key, _, err := c.destination(obj, ext)
+		if err != nil {
+			return err
+		}
+		if seen[bucket+"/"+key] {
+			continue
+		}
+		seen[bucket+"/"+key] = true
+		if _, err := c.claim(ctx, bucket, key, obj.RequestID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// KeyTakenError is a destination that holds another request's object:
+// cropq never writes over it (the request fails, code key_taken). Which
+// request owns it is not said: it may be another tenant's default-bucket
+// object reached through an operator's template.
+type KeyTakenError struct{ Bucket, Key string }
+
+func (e *KeyTakenError) Error() string {
+	return fmt.Sprintf("storage: s3://%s/%s holds another request's result: cropq does not write over it (choose a key template with {requestId}, or delete the object)", e.Bucket, e.Key)
+}
+
+// condition is how a write may go: only where nothing is (If-None-Match: *)
+// or over this request's own earlier write, as it was seen (If-Match).
+type condition struct {
+	noneMatch, match *string
+}
+
+// onComplete puts the condition on the multipart upload's completion (the
+// transfer manager passes it to PutObject only, for one-part uploads).
+//
+//lint:ignore SA1019 see Copier.uploader
+func (cond condition) onComplete(u *manager.Uploader) {
+	u.ClientOptions = append(u.ClientOptions, func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
+			return st.Initialize.Add(middleware.InitializeMiddlewareFunc("cropqConditionalComplete",
+				func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+					if c, ok := in.Parameters.(*s3.CompleteMultipartUploadInput); ok {
+						c.IfNoneMatch, c.IfMatch = cond.noneMatch, cond.match
+					}
+					return next.HandleInitialize(ctx, in)
+				}), middleware.Before)
+		})
+	})
+}
+
+// claim looks at the destination before writing: nothing there, or this
+// request's own earlier write (a retry after a write whose record update
+// was lost) may be written; another request's object is a *KeyTakenError.
+// The returned condition makes the write fail if that changes meanwhile.
+func (c *Copier) claim(ctx context.Context, bucket, key, requestID string) (condition, error) {
+	head, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	var re *awshttp.ResponseError
+	switch {
+	case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound:
+		return condition{noneMatch: aws.String("*")}, nil
+	case err != nil:
+		return condition{}, &UploadError{Op: "head", Bucket: bucket, Key: key, Err: err}
+	case head.Metadata["request-id"] != requestID:
+		return condition{}, &KeyTakenError{Bucket: bucket, Key: key}
+	}
+	return condition{match: head.ETag}, nil
+}
+
+// destinationChanged reports whether the destination is no longer as claim
+// saw it (a CopyObject's 412 may be the source's condition or this one).
+func (c *Copier) destinationChanged(ctx context.Context, bucket, key string, cond condition) bool {
+	head, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		return cond.noneMatch == nil // gone, where something was
+	}
+	return cond.noneMatch != nil || aws.ToString(head.ETag) != aws.ToString(cond.match)
+}
+
+// lostRace answers a write refused by its condition (412): another writer
+// took the key between claim and write. Another attempt of this same
+// request (a rescue running beside a frozen worker) wrote the same crop: its
+// object is this request's result. Anyone else's is a *KeyTakenError.
+func (c *Copier) lostRace(ctx context.Context, out Stored, requestID string, err *UploadError) (Stored, error) {
+	var re *awshttp.ResponseError
+	if !errors.As(err, &re) || re.HTTPStatusCode() != http.StatusPreconditionFailed {
+		return Stored{}, err
+	}
+	head, herr := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(out.Bucket), Key: aws.String(out.Key)})
+	switch {
+	case herr != nil:
+		return Stored{}, err
+	case head.Metadata["request-id"] != requestID:
+		return Stored{}, &KeyTakenError{Bucket: out.Bucket, Key: out.Key}
+	}
+	out.ETag, out.Size = strings.Trim(aws.ToString(head.ETag), `"`), aws.ToInt64(head.ContentLength)
+	if ct := aws.ToString(head.ContentType); ct != "" {
+		out.ContentType = ct
+	}
+	return out, nil
 }
 
 // escapeKey escapes an object key for CopySource, keeping its slashes.
@@ -529,6 +675,10 @@ func (c *Copier) destination(obj Object, ext string) (bucket, key string, meta m
 	}
 	key, err = objectkey.Render(tmpl, objectkey.Vars{RequestID: obj.RequestID, Width: obj.Width, Height: obj.Height, Ext: ext, Date: c.cfg.Now()})
 	if err != nil {
+		return "", "", nil, err
+	}
+	// Whatever the template renders, it lands inside the tenant's walls.
+	if bucket, key, err = c.cfg.Walls.Place(obj.Tenant, bucket, key); err != nil {
 		return "", "", nil, err
 	}
 	meta = map[string]string{"request-id": obj.RequestID, "api-request-id": obj.APIRequestID,

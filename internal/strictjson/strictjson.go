@@ -17,9 +17,13 @@
 //
 // Decisions, so that every entry point behaves the same:
 //
-//   - null is accepted anywhere and leaves the zero value, like an absent
-//     member; required fields are the caller's validation, not the decoder's.
-//     Object and Array treat null as an empty object or array.
+//   - null is never a value: a member that is null is refused (Type, "got
+//     null"), so that "absent" has one spelling, leaving the member out. No
+//     member of anything cropq is sent is nullable (the OpenAPI document
+//     says so). Required fields are the caller's validation.
+//   - A string field tagged `strictjson:"nonempty"` refuses "" (Type, "must
+//     not be empty"): where the schema has an enum or a minLength, "" is not
+//     another spelling of absent either.
 //   - An integer field takes only an integer literal in range: 1.5, 1e3 and
 //     800.0 are refused, although 1e3 and 800.0 are whole, because a sender
 //     writing them is computing with floats and would be silently truncated
@@ -41,11 +45,13 @@ package strictjson
 
 import (
 	"bytes"
+	"cmp"
 	"encoding"
 	"errors"
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -178,7 +184,20 @@ var valueOptions = json.JoinOptions(
 	jsontext.AllowInvalidUTF8(false),
 	json.RejectUnknownMembers(true),
 	json.MatchCaseInsensitiveNames(false),
+	json.WithUnmarshalers(json.UnmarshalFromFunc(refuseNull)),
 )
+
+// errNull is refuseNull's error, turned into a Type error by valueError.
+var errNull = errors.New("null")
+
+// refuseNull is called for every value: null is refused, anything else is
+// decoded as usual.
+func refuseNull(dec *jsontext.Decoder, _ any) error {
+	if dec.PeekKind() == 'n' {
+		return errNull
+	}
+	return json.SkipFunc
+}
 
 // NewDecoder returns a Decoder reading from r.
 func NewDecoder(r io.Reader) *Decoder {
@@ -225,7 +244,52 @@ func (d *Decoder) Value(v any) error {
 	if err := json.Unmarshal(raw, v, valueOptions); err != nil {
 		return d.valueError(raw, err)
 	}
+	if name := emptyMember(raw, reflect.TypeOf(v).Elem()); name != "" {
+		return &Error{Kind: Type, Field: formatPath(append(d.pathCopy(), segment{name: name, index: -1})),
+			Reason: "must not be empty (leave the field out instead)"}
+	}
 	return nil
+}
+
+// emptyMember names the first member of raw, an object decoded into a
+// struct of type t, that is "" although its field is tagged
+// `strictjson:"nonempty"`; "" when there is none. Only the value's own
+// members are looked at: that is where entrances put such fields.
+func emptyMember(raw []byte, t reflect.Type) string {
+	if t.Kind() != reflect.Struct {
+		return ""
+	}
+	var names []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Tag.Get("strictjson") == "nonempty" {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			names = append(names, cmp.Or(name, f.Name))
+		}
+	}
+	if len(names) == 0 || !bytes.Contains(raw, []byte(`""`)) {
+		return ""
+	}
+	// A *bytes.Buffer is parsed in place: a 32 MiB image is not copied.
+	dec := jsontext.NewDecoder(bytes.NewBuffer(raw))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return ""
+	}
+	for dec.PeekKind() == '"' {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return ""
+		}
+		name := tok.String()
+		val, err := dec.ReadValue()
+		if err != nil {
+			return ""
+		}
+		if string(val) == `""` && slices.Contains(names, name) {
+			return name
+		}
+	}
+	return ""
 }
 
 // Skip reads past the next value, still refusing duplicate names and
@@ -359,7 +423,7 @@ func (d *Decoder) End() error {
 }
 
 // open claims the next value and reads its opening delimiter; open false
-// means the value was null (err nil: read as empty) or not what was wanted.
+// means the value was not what was wanted (null included).
 func (d *Decoder) open(delim jsontext.Kind, want string) (open bool, err error) {
 	if err := d.begin(); err != nil {
 		return false, err
@@ -367,8 +431,6 @@ func (d *Decoder) open(delim jsontext.Kind, want string) (open bool, err error) 
 	switch k, err := d.peek(); {
 	case err != nil:
 		return false, err
-	case k == 'n':
-		return false, d.readNull()
 	case k != delim:
 		return false, d.mismatch(want, k)
 	}
@@ -439,13 +501,6 @@ func (d *Decoder) peek() (jsontext.Kind, error) {
 		err = errors.New("unexpected token")
 	}
 	return 0, d.fatal(err)
-}
-
-func (d *Decoder) readNull() error {
-	if _, err := d.dec.ReadValue(); err != nil {
-		return d.fatal(err)
-	}
-	return nil
 }
 
 // mismatch reads past a value of the wrong kind and reports it.
@@ -535,6 +590,8 @@ func (d *Decoder) valueError(raw []byte, err error) error {
 			e.Kind = UnknownField
 			name := sem.JSONPointer.LastToken()
 			e.Reason = unknownReason(name, fieldNames(sem.GoType, name))
+		case errors.Is(sem.Err, errNull):
+			e.Reason = "must not be null (leave the field out instead)"
 		case errors.As(sem.Err, &inner):
 			// A type's UnmarshalJSON that itself used strictjson.
 			e.Kind, e.Reason = inner.Kind, inner.Reason

@@ -18,6 +18,7 @@ type item struct {
 	RequestID   string            `json:"requestId"`
 	TargetWidth int               `json:"targetWidth"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
+	Priority    string            `json:"priority,omitempty" strictjson:"nonempty"`
 }
 
 type request struct {
@@ -29,6 +30,7 @@ type request struct {
 	Done        *bool             `json:"done,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
 	Items       []item            `json:"items,omitempty"`
+	Priority    string            `json:"priority,omitempty" strictjson:"nonempty"`
 }
 
 func TestUnmarshal(t *testing.T) {
@@ -44,8 +46,16 @@ func TestUnmarshal(t *testing.T) {
 		{name: "ok", in: ` {"requestId":"r1","targetWidth":800,"metadata":{"a":"b"},"items":[{"requestId":"i1"}]} `,
 			want: request{RequestID: "r1", TargetWidth: 800, Metadata: map[string]string{"a": "b"}, Items: []item{{RequestID: "i1"}}}},
 		{name: "omitted optional fields", in: `{"requestId":"r1","done":true}`, want: request{RequestID: "r1", Done: &yes}},
-		{name: "null leaves zero", in: `{"requestId":null,"targetWidth":null,"metadata":null,"done":null}`, want: request{}},
-		{name: "top-level null", in: `null`, want: request{}},
+		{name: "null string", in: `{"requestId":null}`, kind: Type, field: "requestId", reason: "requestId: must not be null (leave the field out instead)"},
+		{name: "null int", in: `{"targetWidth":null}`, kind: Type, field: "targetWidth"},
+		{name: "null map", in: `{"metadata":null}`, kind: Type, field: "metadata"},
+		{name: "null bool pointer", in: `{"done":null}`, kind: Type, field: "done"},
+		{name: "null in item", in: `{"items":[{"requestId":null}]}`, kind: Type, field: "items[0].requestId"},
+		{name: "null map value", in: `{"metadata":{"a":null}}`, kind: Type, field: "metadata.a"},
+		{name: "top-level null", in: `null`, kind: Type, field: ""},
+		{name: "empty nonempty field", in: `{"priority":""}`, kind: Type, field: "priority", reason: "priority: must not be empty (leave the field out instead)"},
+		{name: "empty plain field", in: `{"requestId":""}`, want: request{}},
+		{name: "nonempty field set", in: `{"priority":"urgent"}`, want: request{Priority: "urgent"}},
 		{name: "negative int", in: `{"targetWidth":-5}`, want: request{TargetWidth: -5}},
 		{name: "int64 bounds", in: `{"targetWidth":-9223372036854775808}`, want: request{TargetWidth: -9223372036854775808}},
 		{name: "escaped name", in: `{"request\u0049d":"r1"}`, want: request{RequestID: "r1"}},
@@ -369,10 +379,20 @@ func TestStreamObjectFaults(t *testing.T) {
 	}
 }
 
-func TestStreamNullIsEmpty(t *testing.T) {
-	id, items, itemErrs, err := decodeBatch(strings.NewReader(`{"batchId":null,"items":null}`))
-	if err != nil || id != "" || len(items) != 0 || len(itemErrs) != 0 {
-		t.Fatalf("got %q %v %v %v", id, items, itemErrs, err)
+func TestStreamNullIsRefused(t *testing.T) {
+	for in, field := range map[string]string{
+		`{"batchId":null,"items":[]}`: "batchId",
+		`{"items":null}`:              "items",
+	} {
+		_, _, _, err := decodeBatch(strings.NewReader(in))
+		e := asError(t, err)
+		if e.Kind != Type || e.Field != field {
+			t.Errorf("%s: got %v (%s), want a Type error on %s", in, err, e.Kind, field)
+		}
+	}
+	_, _, itemErrs, err := decodeBatch(strings.NewReader(`{"items":[{"priority":""},{"requestId":"ok"}]}`))
+	if err != nil || itemErrs[0] == nil || itemErrs[1] != nil {
+		t.Fatalf("an empty nonempty field refuses its item alone: got %v %v", itemErrs, err)
 	}
 }
 

@@ -82,6 +82,10 @@ func newFixture(t *testing.T) fixture {
 		_, err := st.Transition(ctx, "a-1", u)
 		require.NoError(t, err)
 	}
+	// a-2 waits, urgent beyond acme's share: the feeder marked it.
+	ok, err := st.ServedAs(ctx, "a-2", "normal")
+	require.NoError(t, err)
+	require.True(t, ok)
 	return fixture{ui: ui, st: st}
 }
 
@@ -127,6 +131,8 @@ func TestPagesAndWhoSeesThem(t *testing.T) {
 		{"bad page", "acme-tok", "/ui/batches/feed?page=0", http.StatusBadRequest, []string{"invalid page"}, nil},
 		{"request page", "acme-tok", "/ui/crops/a-0", http.StatusOK,
 			[]string{"acme/a-0.jpg", "2.0 KiB (2048 bytes)", "api-1", "response-content-disposition=attachment", `<ol class="timeline" id="history" reversed>`}, nil},
+		{"a request served below its lane says so", "acme-tok", "/ui/crops/a-2", http.StatusOK, []string{"served as normal"}, nil},
+		{"a request served in its lane", "acme-tok", "/ui/crops/a-1", http.StatusOK, nil, []string{"served as"}},
 		{"another tenant's request", "globex-tok", "/ui/crops/a-0", http.StatusNotFound, nil, []string{"acme/a-0.jpg"}},
 		{"operator sees any request", "op-tok", "/ui/crops/g-1", http.StatusOK, []string{"g-1"}, nil},
 		{"unknown request", "acme-tok", "/ui/crops/zzz", http.StatusNotFound, nil, nil},

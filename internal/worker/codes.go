@@ -13,7 +13,8 @@ const (
 	CodeStorageUnavailable Code = "storage_unavailable" // the bucket was unreachable before paying (storage gate)
 	CodeStatusUnavailable  Code = "status_unavailable"  // Redis refused the last checkpoint write: nothing paid until it takes one
 	CodeKeyTemplate        Code = "key_template"        // the key template cannot render a safe key
-	CodeBucket             Code = "bucket"              // a request's own bucket does not exist
+	CodeBucket             Code = "bucket"              // a request's own bucket does not exist, or is not its tenant's
+	CodeKeyTaken           Code = "key_taken"           // the key holds another request's object: never written over
 	CodeResultHost         Code = "result_host"         // the result URL is off the allow-list
 	CodeInput              Code = "input"               // a claim-checked image cannot be read
 	CodeResultExpired      Code = "result_expired"      // the paid result URL expired before it was copied
@@ -48,7 +49,10 @@ var PaidFailures = map[Code]PaymentDecision{
 	CodeStatusUnavailable:  {false, "raised right before the call while Redis refuses checkpoint writes; the task is handed back unpaid"},
 	CodeKeyTemplate:        {false, "rendered at submission (tasks.Request.Validate) and again by the worker before paying; the worker's own CROPQ_KEY_TEMPLATE is rendered at start-up"},
 	CodeInput:              {false, "the claim-checked image is read before the call (it is what the call sends)"},
-	CodeBucket:             {false, "a request's own bucket is checked (HEAD, trusted for a minute) before paying; the default bucket by the storage gate"},
+	CodeBucket: {false, "a request's own bucket is checked (HEAD, trusted for a minute) before paying, the default bucket by the storage gate; " +
+		"a bucket outside the tenant's walls (CROPQ_TENANT_BUCKETS) is refused at submission and again before paying"},
+	CodeKeyTaken: {true, "the key of each format the result may have is looked at (HEAD) before paying when the template lacks {requestId}; " +
+		"only another request writing the same key between that look and the write (conditional, If-None-Match) ends here after paying"},
 	CodeResultHost: {true, "the result URL is chosen by the vendor in its answer; it cannot be known before the call. " +
 		"A misconfigured CROPQ_RESULT_HOSTS fails every request this way: the alert on failures by code catches it"},
 	CodeResultExpired: {true, "the URL's life is granted by the vendor in its answer; the checkpoint lets later attempts reuse a live URL, " +

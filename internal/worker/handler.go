@@ -37,6 +37,10 @@ type Copier interface {
 	// CheckBucketOf does the same for a request's own bucket: a
 	// *results.BucketError when it does not exist.
 	CheckBucketOf(ctx context.Context, bucket string) error
+	// CheckKey reports, before paying, a destination the result could not
+	// be written to: another request's object (*results.KeyTakenError) or
+	// outside the tenant's walls (*namespace.Error).
+	CheckKey(ctx context.Context, obj results.Object) error
 }
 
 // StatusStore records the status of each request id (package records' Store).
@@ -80,6 +84,9 @@ type HandlerConfig struct {
 	StatusTimeout time.Duration
 	// Limits are the API's input rules, checked again before paying.
 	Limits cropapi.Limits
+	// Destinations are the tenants' walls in S3, checked again before
+	// paying (nil: anywhere).
+	Destinations tasks.Destinations
 	// Inputs reads claim-checked images; a task carrying one fails without it.
 	Inputs Inputs
 	// Notifier, when set, is told of terminal states of requests that have a
@@ -290,7 +297,7 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 	// Checked again before paying: a task queued by an older producer may
 	// carry what the entrances now refuse (a key template that cannot
 	// render); it fails here, unpaid.
-	if err := p.Validate(tasks.Rules{Limits: h.cfg.Limits, AnyCallbackAddress: true}); err != nil {
+	if err := p.Validate(tasks.Rules{Limits: h.cfg.Limits, AnyCallbackAddress: true, Destinations: h.cfg.Destinations}); err != nil {
 		return h.fail(ctx, a, err)
 	}
 
@@ -333,6 +340,10 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 		// result always checks it first.
 		if err := h.storageReady(ctx, a, cp != nil); err != nil {
 			return h.fail(ctx, a, err)
+		}
+		// Nor is a result whose key holds another request's object.
+		if err := h.copier.CheckKey(ctx, a.object(nil)); err != nil {
+			return h.fail(ctx, a, fmt.Errorf("check destination: %w", err))
 		}
 		if cp, err = h.crop(ctx, a, cp != nil); err != nil {
 			return h.fail(ctx, a, err)
@@ -656,14 +667,21 @@ func (h *Handler) cropOnce(ctx context.Context, req cropapi.Request) (cropapi.Re
 	return res, err
 }
 
-func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (results.Stored, error) {
+// object is where a's result goes, in its tenant's namespace; cp (nil
+// before paying) gives the vendor's request id.
+func (a attempt) object(cp *status.Checkpoint) results.Object {
 	p := a.payload
+	o := results.Object{RequestID: p.RequestID, Width: p.TargetWidth, Height: p.TargetHeight,
+		Tenant: p.Tenant, Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata}
+	if cp != nil {
+		o.APIRequestID = cp.APIRequestID
+	}
+	return o
+}
+
+func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (results.Stored, error) {
 	start := h.cfg.Now()
-	stored, err := h.copier.Copy(ctx, cp.ResultURL, results.Object{
-		RequestID: p.RequestID, APIRequestID: cp.APIRequestID,
-		Width: p.TargetWidth, Height: p.TargetHeight,
-		Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata,
-	})
+	stored, err := h.copier.Copy(ctx, cp.ResultURL, a.object(cp))
 	h.cfg.Metrics.Copy(stored.Size, h.cfg.Now().Sub(start), err)
 	if a.gated() {
 		h.gate.observe(ctx, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -645,6 +646,69 @@ func TestHandlerReuse(t *testing.T) {
 			check: func(t *testing.T, r *rig, rec status.Record) {
 				assert.Equal(t, twin.RequestID, rec.ReusedFrom)
 				assert.Equal(t, 1, r.f.Dedup.Saved(worker.SavedCoalesced))
+			},
+		},
+		{
+			name:    "another tenant's result is reused without naming its request: an opaque reference, which resolves",
+			payload: func(p *tasks.CropPayload) { p.Tenant = "acme" },
+			stage: func(t *testing.T, r *rig) {
+				g := request(twin.RequestID)
+				g.Tenant = "globex"
+				require.NoError(t, r.process(first(g.RequestID), g))
+				entry, ok := r.f.Dedup.Entry(key(t, r))
+				require.True(t, ok)
+				require.Equal(t, "globex", entry.Tenant, "the index knows whose result it is")
+			},
+			want: want{outcome: done, state: status.Succeeded, apiCalls: 1, stored: true, notified: 1},
+			check: func(t *testing.T, r *rig, rec status.Record) {
+				assert.Regexp(t, `^ref/[0-9a-f]{20}$`, rec.ReusedFrom)
+				src, ok := r.f.Dedup.Resolve(rec.ReusedFrom)
+				assert.True(t, ok)
+				assert.Equal(t, twin.RequestID, src, "an operator resolves it")
+				b, err := json.Marshal(rec)
+				require.NoError(t, err)
+				assert.NotContains(t, string(b), twin.RequestID, "nothing in the record names globex's request")
+				assert.Equal(t, 1, r.f.Dedup.Saved(worker.SavedReused))
+			},
+		},
+		{
+			name: "an entry written before entries named their tenant is foreign in global scope",
+			stage: func(t *testing.T, r *rig) {
+				twinStores(t, r)
+				entry, _ := r.f.Dedup.Entry(key(t, r))
+				entry.Tenant = ""
+				require.NoError(t, r.f.Dedup.Remember(context.Background(), key(t, r), entry))
+			},
+			want: want{outcome: done, state: status.Succeeded, apiCalls: 1, stored: true, notified: 1},
+			check: func(t *testing.T, r *rig, rec status.Record) {
+				assert.True(t, strings.HasPrefix(rec.ReusedFrom, "ref/"), rec.ReusedFrom)
+			},
+		},
+		{
+			name:    "another tenant's twin is paying: handed back, its request not named",
+			payload: func(p *tasks.CropPayload) { p.Tenant = "acme" },
+			stage: func(t *testing.T, r *rig) {
+				_, _, err := r.f.Statuses.Create(context.Background(), status.Record{RequestID: twin.RequestID, Tenant: "globex"})
+				require.NoError(t, err)
+				r.f.Dedup.Hold(key(t, r), twin.RequestID)
+			},
+			want: want{outcome: handBack, state: status.Retrying, code: string(worker.CodeCoalescing)},
+			check: func(t *testing.T, r *rig, rec status.Record) {
+				assert.NotContains(t, rec.ErrorMessage, twin.RequestID)
+				for _, tr := range rec.History {
+					assert.NotContains(t, tr.Message, twin.RequestID)
+				}
+			},
+		},
+		{
+			name: "the same tenant's twin is paying: named",
+			stage: func(t *testing.T, r *rig) {
+				r.queued(twin)
+				r.f.Dedup.Hold(key(t, r), twin.RequestID)
+			},
+			want: want{outcome: handBack, state: status.Retrying, code: string(worker.CodeCoalescing)},
+			check: func(t *testing.T, r *rig, rec status.Record) {
+				assert.Contains(t, rec.ErrorMessage, twin.RequestID)
 			},
 		},
 		{

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/namespace"
 	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/status"
@@ -34,6 +35,8 @@ type Decision struct {
 //	              a key template that cannot render,
 //	              a result URL off the allow-list,
 //	              a request's own bucket missing
+//	              or not its tenant's, a key that
+//	              holds another request's object
 //	              (checked before paying)
 //	api           500, 801, 900, 1001, transport     yes    yes      backoff: 2s doubling, cap 5m
 //	storage       S3 upload, result download         yes    yes      backoff: 1s doubling, cap 1m (checkpoint kept: no new paid call)
@@ -77,6 +80,7 @@ func Classify(err error) (Decision, string) {
 		deferred rateLimited
 		twin     *CoalescingError
 		source   *results.SourceError
+		wall     *namespace.Error
 	)
 	api := cropapi.CodeOf(err)
 	code := func(c Code) string { return cmp.Or(api, string(c)) }
@@ -100,6 +104,12 @@ func Classify(err error) (Decision, string) {
 		return Decision{Class: "permanent", CountsAsFailure: true}, code(CodeKeyTemplate)
 	case errors.As(err, new(*results.BucketError)):
 		return Decision{Class: "permanent", CountsAsFailure: true}, code(CodeBucket)
+	case errors.As(err, new(*results.KeyTakenError)):
+		return Decision{Class: "permanent", CountsAsFailure: true}, code(CodeKeyTaken)
+	case errors.As(err, &wall) && wall.Field == "bucket":
+		return Decision{Class: "permanent", CountsAsFailure: true}, code(CodeBucket)
+	case errors.As(err, &wall):
+		return Decision{Class: "permanent", CountsAsFailure: true}, code(CodeKeyTemplate)
 	case errors.As(err, new(*results.HostError)):
 		return Decision{Class: "permanent", CountsAsFailure: true}, code(CodeResultHost)
 	case errors.As(err, new(*storage.InputError)):

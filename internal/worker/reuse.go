@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,12 @@ type Dedup interface {
 	// Acquire takes the lease on key; nil and the holder when taken.
 	Acquire(ctx context.Context, key, owner string) (KeyLease, string, error)
 	CountSaved(ctx context.Context, reason string) error
+	// Foreign reports whether r was paid for by another tenant than
+	// tenant (dedup.Keyer.Foreign): its request is then not named.
+	Foreign(r dedup.Result, tenant string) bool
+	// Conceal returns an opaque reference to requestID that operators
+	// resolve (dedup.Index.Conceal).
+	Conceal(ctx context.Context, requestID string) (string, error)
 }
 
 // KeyLease is a crop key held while its result is paid for (*dedup.Lease).
@@ -68,13 +75,30 @@ const (
 // holds the key's lease and pays: its next attempt reuses the result, or
 // pays itself if the twin failed or died. Not a failure.
 type CoalescingError struct {
-	Holder  string // the twin's request id
+	Holder string // the twin's request id
+	// Foreign: the twin is (or may be) another tenant's, whose request id
+	// the message, which goes into the record, does not name.
+	Foreign bool
 	RetryIn time.Duration
 }
 
 func (e *CoalescingError) Error() string {
+	if e.Foreign {
+		return "another request is paying for the same crop; waiting for its result"
+	}
 	return fmt.Sprintf("request %s is paying for the same crop; waiting for its result", e.Holder)
 }
+
+// concealedError is err told without what it says of another tenant's
+// request (its id, its object's key) in its message, which goes into the
+// record; errors.As still finds what err wraps.
+type concealedError struct {
+	msg string
+	err error
+}
+
+func (e *concealedError) Error() string { return e.msg }
+func (e *concealedError) Unwrap() error { return e.err }
 
 // claim is what step 2a leaves to the rest of the attempt: the crop key,
 // and the lease when this request is the one that pays.
@@ -154,7 +178,8 @@ func (h *Handler) reuseOrCoalesce(ctx context.Context, a attempt, rec status.Rec
 			// Not holding a worker slot for the twin's whole call: back in
 			// the queue, unpaid and not a failure.
 			a.log.InfoContext(ctx, "crop: a twin is paying for the same crop; handing back", "twin", holder)
-			return nil, true, h.fail(ctx, a, &CoalescingError{Holder: holder, RetryIn: h.cfg.CoalesceDelay})
+			return nil, true, h.fail(ctx, a, &CoalescingError{Holder: holder, Foreign: h.foreignTwin(ctx, holder, a.payload.EffectiveTenant()),
+				RetryIn: h.cfg.CoalesceDelay})
 		}
 		t := time.NewTimer(h.cfg.CoalescePoll)
 		select {
@@ -164,6 +189,16 @@ func (h *Handler) reuseOrCoalesce(ctx context.Context, a attempt, rec status.Rec
 		case <-t.C:
 		}
 	}
+}
+
+// foreignTwin reports whether the request holding a crop key's lease is
+// (or may be: its record unreadable) another tenant's.
+func (h *Handler) foreignTwin(ctx context.Context, holder, tenant string) bool {
+	rec, err := h.status.Get(ctx, holder)
+	if err != nil {
+		return true
+	}
+	return h.cfg.Dedup.Foreign(dedup.Result{Tenant: cmp.Or(rec.Tenant, tasks.DefaultTenant)}, tenant)
 }
 
 // reuse copies res's object to this request's destination (server-side)
@@ -181,7 +216,7 @@ func (h *Handler) reuse(ctx context.Context, a attempt, key string, res dedup.Re
 	stored, err := h.cfg.Reuse.CopyStored(ctx,
 		results.Stored{Bucket: res.Bucket, Key: res.Key, ETag: res.ETag, ContentType: res.ContentType, Size: res.Size},
 		results.Object{RequestID: p.RequestID, APIRequestID: res.APIRequestID, Width: p.TargetWidth, Height: p.TargetHeight,
-			Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata})
+			Tenant: p.Tenant, Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata})
 	if a.gated() {
 		h.gate.observe(ctx, err)
 	}
@@ -193,14 +228,29 @@ func (h *Handler) reuse(ctx context.Context, a attempt, key string, res dedup.Re
 		}
 		return false, nil
 	}
+	// Another tenant's request is named to operators only (the logs, and a
+	// reference they resolve), never in this request's record.
+	foreign := h.cfg.Dedup.Foreign(res, p.EffectiveTenant())
 	if err != nil {
-		return true, h.fail(ctx, a, fmt.Errorf("reuse the result of %s: %w", res.RequestID, err))
+		err = fmt.Errorf("reuse the result of %s: %w", res.RequestID, err)
+		if foreign {
+			a.log.WarnContext(ctx, "crop: copy another tenant's stored result", "reused_from", res.RequestID, "err", err)
+			err = &concealedError{msg: "reuse a stored result of another request: the copy failed", err: err}
+		}
+		return true, h.fail(ctx, a, err)
+	}
+	from := res.RequestID
+	if foreign {
+		if from, err = h.cfg.Dedup.Conceal(ctx, res.RequestID); err != nil {
+			// The copy is there; the next attempt copies it again, unpaid.
+			return true, h.fail(ctx, a, err)
+		}
 	}
 	var done status.Record
 	err = h.persist(ctx, time.Time{}, func() error {
 		var err error
 		done, err = h.status.Transition(ctx, p.RequestID, a.by().Reuse(status.Stored{Bucket: stored.Bucket, Key: stored.Key, ETag: stored.ETag, Size: stored.Size, ContentType: stored.ContentType,
-			Width: res.Width, Height: res.Height, APIRequestID: res.APIRequestID}, res.RequestID))
+			Width: res.Width, Height: res.Height, APIRequestID: res.APIRequestID}, from))
 		return err
 	})
 	if err != nil {
@@ -215,7 +265,7 @@ func (h *Handler) reuse(ctx context.Context, a attempt, key string, res dedup.Re
 	if err := h.cfg.Dedup.CountSaved(ctx, reason); err != nil {
 		a.log.WarnContext(ctx, "crop: count a saved call", "err", err)
 	}
-	a.log.InfoContext(ctx, "crop: stored a copy of an earlier result, unpaid", "reused_from", res.RequestID, "reason", reason,
+	a.log.InfoContext(ctx, "crop: stored a copy of an earlier result, unpaid", "reused_from", res.RequestID, "reused_ref", from, "reason", reason,
 		"bucket", stored.Bucket, "key", stored.Key)
 	h.removeInput(ctx, a)
 	h.cfg.Metrics.Finished(string(status.Succeeded), "")
@@ -231,7 +281,8 @@ func (h *Handler) remember(ctx context.Context, a attempt, c *claim, rec status.
 	}
 	st := rec.Stored
 	err := h.cfg.Dedup.Remember(ctx, c.key, dedup.Result{RequestID: rec.RequestID, Bucket: st.Bucket, Key: st.Key, ETag: st.ETag,
-		ContentType: st.ContentType, Size: st.Size, Width: st.Width, Height: st.Height, APIRequestID: st.APIRequestID, At: h.cfg.Now()})
+		ContentType: st.ContentType, Size: st.Size, Width: st.Width, Height: st.Height, APIRequestID: st.APIRequestID, At: h.cfg.Now(),
+		Tenant: a.payload.EffectiveTenant()})
 	if err != nil {
 		// Twins pay for their own; nothing is lost.
 		a.log.WarnContext(ctx, "crop: index the stored result", "err", err)

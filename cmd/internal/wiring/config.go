@@ -1,6 +1,7 @@
 package wiring
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -19,6 +20,8 @@ import (
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/namespace"
+	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/redact"
 	"github.com/cropq/cropq/internal/results"
@@ -60,6 +63,9 @@ type Config struct {
 	HTTP httpapi.Config
 	// HTTPAddr is where `cropq api` listens.
 	HTTPAddr string
+	// APIMetricsAddr, when set, serves `cropq api`'s /metrics (and
+	// /readyz, /healthz) without a token, for the cluster's scraper.
+	APIMetricsAddr string
 
 	// TenantWeights are the tenants' shares of the quota within a lane
 	// (CROPQ_TENANT_WEIGHTS); a tenant not listed weighs 1. Nil when unset.
@@ -67,6 +73,10 @@ type Config struct {
 	// FeedLead is how many seconds of calls the feeder keeps in asynq
 	// ahead of the workers (CROPQ_FEED_LEAD).
 	FeedLead time.Duration
+	// UrgentShare is the part of the effective rate each tenant's urgent
+	// requests may take, weighted (CROPQ_URGENT_SHARE, in (0, 1]; 1: no
+	// budget).
+	UrgentShare float64
 	// Lease is how long a running crop's lease lasts unrenewed: a dead or
 	// frozen worker's crops run again elsewhere about this long after it
 	// stopped (CROPQ_LEASE_TTL).
@@ -148,6 +158,21 @@ func LoadConfig(env Env) (Config, error) {
 	if c.Inputs.Bucket == "" {
 		c.Inputs.Bucket = c.Storage.Bucket
 	}
+	buckets, err := parseTenantBuckets(env.Get("CROPQ_TENANT_BUCKETS"))
+	add(err)
+	// The walls between tenants in S3: checked at every entrance and again by
+	// the worker before paying, and applied to every key it writes.
+	c.Storage.Walls = namespace.Walls{DefaultBucket: c.Storage.Bucket, TenantBuckets: buckets,
+		Inputs: namespace.Place{Bucket: c.Inputs.Bucket, Prefix: cmp.Or(c.Inputs.Prefix, storage.DefaultInputsPrefix)}}
+	if err := c.Storage.Walls.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("CROPQ_TENANT_BUCKETS: %w", err))
+	}
+	if key, err := objectkey.Render(c.Storage.KeyTemplate, objectkey.Vars{RequestID: "r", Width: 1, Height: 1, Ext: "png"}); err == nil {
+		if _, _, err := c.Storage.Walls.Place(tasks.DefaultTenant, "", key); err != nil {
+			errs = append(errs, fmt.Errorf("CROPQ_KEY_TEMPLATE: %w", err))
+		}
+	}
+	c.Task.Destinations = c.Storage.Walls
 	c.ClaimCheckBytes = num("CROPQ_CLAIM_CHECK_BYTES")
 	c.EnqueueWorkers = num("CROPQ_ENQUEUE_CONCURRENCY")
 	c.WebhookSecret = secret("CROPQ_WEBHOOK_SECRET")
@@ -164,6 +189,7 @@ func LoadConfig(env Env) (Config, error) {
 	// except where deliveries may go.
 	c.Task.CallbackAllow = c.WebhookAllow
 	c.HTTPAddr = env.Get("CROPQ_API_ADDR")
+	c.APIMetricsAddr = env.Get("CROPQ_API_METRICS_ADDR")
 	c.WorkerAddr = env.Get("CROPQ_WORKER_ADDR")
 	c.MonitorReadOnly = boolean("CROPQ_MONITOR_READONLY")
 	c.MonitorAuth = boolean("CROPQ_MONITOR_AUTH")
@@ -179,6 +205,8 @@ func LoadConfig(env Env) (Config, error) {
 	add(err)
 	c.TenantWeights = weights
 	c.FeedLead = dur("CROPQ_FEED_LEAD")
+	c.UrgentShare, err = parseUrgentShare(env.Get("CROPQ_URGENT_SHARE"))
+	add(err)
 	offset, err := time.ParseDuration(env.Get("CROPQ_CLOCK_OFFSET"))
 	if err != nil {
 		errs = append(errs, envError("CROPQ_CLOCK_OFFSET", env.Get("CROPQ_CLOCK_OFFSET"), "a signed duration such as -10m or 90s"))
@@ -213,34 +241,74 @@ func LoadConfig(env Env) (Config, error) {
 	return c, errors.Join(errs...)
 }
 
+// parseTenantBuckets reads CROPQ_TENANT_BUCKETS: tenant=bucket|bucket
+// entries, comma-separated, each tenant once.
+func parseTenantBuckets(s string) (map[string][]string, error) {
+	return parseTenantMap("CROPQ_TENANT_BUCKETS", s, "tenant=bucket|bucket entries, comma-separated, such as acme=acme-crops|acme-media,globex=globex-crops",
+		func(list string) ([]string, string) {
+			var out []string
+			for _, b := range strings.Split(list, "|") {
+				b = strings.TrimSpace(b)
+				if tasks.ValidateBucket(b) != nil {
+					return nil, "valid S3 bucket names after =, separated by |"
+				}
+				out = append(out, b)
+			}
+			return out, ""
+		})
+}
+
+// parseUrgentShare reads CROPQ_URGENT_SHARE: a fraction in (0, 1].
+func parseUrgentShare(s string) (float64, error) {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || !(v > 0 && v <= 1) {
+		return 0, envError("CROPQ_URGENT_SHARE", s, "a number in (0, 1]: the part of the quota each tenant's urgent requests may take (1: no limit)")
+	}
+	return v, nil
+}
+
 // MaxTenantWeight bounds a weight of CROPQ_TENANT_WEIGHTS.
 const MaxTenantWeight = 1000
 
 // parseTenantWeights reads CROPQ_TENANT_WEIGHTS: tenant=weight entries,
 // comma-separated, each tenant once.
 func parseTenantWeights(s string) (map[string]int, error) {
-	const name = "CROPQ_TENANT_WEIGHTS"
-	var out map[string]int
+	return parseTenantMap("CROPQ_TENANT_WEIGHTS", s, "tenant=weight entries, comma-separated, such as acme=3,globex=1",
+		func(w string) (int, string) {
+			weight, err := strconv.Atoi(strings.TrimSpace(w))
+			if err != nil || weight < 1 || weight > MaxTenantWeight {
+				return 0, fmt.Sprintf("a weight that is an integer from 1 to %d after =", MaxTenantWeight)
+			}
+			return weight, ""
+		})
+}
+
+// parseTenantMap reads the variable name's tenant=value entries (form says
+// how they look): comma-separated, a valid tenant before each =, each
+// tenant once, each value read by parse (which gives a reason when it
+// cannot). Nil when there are none.
+func parseTenantMap[V any](name, s, form string, parse func(string) (V, string)) (map[string]V, error) {
+	var out map[string]V
 	for _, entry := range splitList(s) {
-		tenant, w, ok := strings.Cut(entry, "=")
+		tenant, value, ok := strings.Cut(entry, "=")
 		tenant = strings.TrimSpace(tenant)
 		if !ok {
-			return nil, envError(name, entry, "tenant=weight entries, comma-separated, such as acme=3,globex=1")
+			return nil, envError(name, entry, form)
 		}
 		if err := tasks.ValidateTenant(tenant); err != nil {
 			return nil, envError(name, entry, fmt.Sprintf("a tenant of 1–%d characters of a-z 0-9 . _ - before =", tasks.MaxTenantLen))
 		}
-		weight, err := strconv.Atoi(strings.TrimSpace(w))
-		if err != nil || weight < 1 || weight > MaxTenantWeight {
-			return nil, envError(name, entry, fmt.Sprintf("a weight that is an integer from 1 to %d after =", MaxTenantWeight))
+		v, reason := parse(value)
+		if reason != "" {
+			return nil, envError(name, entry, reason)
 		}
 		if _, dup := out[tenant]; dup {
 			return nil, envError(name, entry, "each tenant once")
 		}
 		if out == nil {
-			out = map[string]int{}
+			out = map[string]V{}
 		}
-		out[tenant] = weight
+		out[tenant] = v
 	}
 	return out, nil
 }

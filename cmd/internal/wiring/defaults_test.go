@@ -42,6 +42,7 @@ func TestUnsetVariablesGiveThePackagesDefaults(t *testing.T) {
 		{"CROPQ_RETRY_BASE", cfg.Server.Backoff.Base, worker.DefaultRetryBase},
 		{"CROPQ_RETRY_CAP", cfg.Server.Backoff.Cap, worker.DefaultRetryCap},
 		{"CROPQ_FEED_LEAD", cfg.FeedLead, backlog.DefaultLead},
+		{"CROPQ_URGENT_SHARE", cfg.UrgentShare, backlog.DefaultUrgentShare},
 		{"CROPQ_LEASE_TTL", cfg.Lease.TTL, lease.DefaultTTL},
 		{"CROPQ_DEDUP_TTL", cfg.Dedup.TTL, dedup.DefaultTTL},
 		{"CROPQ_API_BASE_URL", cfg.API.BaseURL, cropapi.DefaultBaseURL},
@@ -55,6 +56,7 @@ func TestUnsetVariablesGiveThePackagesDefaults(t *testing.T) {
 		{"CROPQ_API_MAX_BODY_BYTES", cfg.HTTP.MaxBodyBytes, int64(httpapi.DefaultMaxBodyBytes)},
 		{"CROPQ_API_MAX_BATCH_BODY_BYTES", cfg.HTTP.MaxBatchBodyBytes, int64(httpapi.DefaultMaxBatchBodyBytes)},
 		{"CROPQ_API_MAX_INFLIGHT_BYTES", cfg.HTTP.MaxInflightBytes, int64(httpapi.DefaultMaxInflightBytes)},
+		{"CROPQ_API_METRICS_ADDR", cfg.APIMetricsAddr, ""}, // off: /metrics only with an operator's token
 	} {
 		assert.Equal(t, tc.want, tc.got, tc.name)
 	}

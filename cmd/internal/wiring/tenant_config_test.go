@@ -6,6 +6,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/internal/httpapi"
 )
 
 func TestTenantWeightsConfig(t *testing.T) {
@@ -56,11 +58,34 @@ func TestTenantWeightsConfig(t *testing.T) {
 	}
 }
 
-// CROPQ_API_TOKENS entries reach the API as given; their tenants are read
-// there (httpapi.SplitToken), so a bad entry stops `cropq api`, naming the
-// variable.
+// CROPQ_API_TOKENS entries reach the API as given; they are read there
+// (httpapi.ParseTokens), so a bad entry stops `cropq api`, naming the
+// variable and the entry's position.
 func TestTenantTokensConfig(t *testing.T) {
 	c, err := LoadConfig(MapEnv(map[string]string{"CROPQ_API_TOKENS": "acme:tok-a, globex:tok-g ,tok-d"}))
 	require.NoError(t, err)
 	assert.Equal(t, []string{"acme:tok-a", "globex:tok-g", "tok-d"}, c.HTTP.Tokens)
+
+	_, err = httpapi.New(nil, c.HTTP)
+	err = EnvContext(err)
+	assert.ErrorContains(t, err, "CROPQ_API_TOKENS: httpapi: Config.Tokens: entry 1: token must be at least")
+	assert.NotContains(t, err.Error(), "tok-a")
+}
+
+func TestUrgentShareConfig(t *testing.T) {
+	load := func(v string) (Config, error) {
+		return LoadConfig(MapEnv(map[string]string{"CROPQ_REDIS_URL": "redis://127.0.0.1:1/0", "CROPQ_URGENT_SHARE": v}))
+	}
+	for v, want := range map[string]float64{"": 0.25, "0.5": 0.5, " 0.1 ": 0.1, "1": 1} {
+		c, err := load(v)
+		require.NoError(t, err, v)
+		assert.Equal(t, want, c.UrgentShare, v)
+	}
+	for _, v := range []string{"0", "-0.25", "1.01", "25%", "x", "NaN", "Inf"} {
+		_, err := load(v)
+		if assert.Error(t, err, v) {
+			assert.Contains(t, err.Error(), "CROPQ_URGENT_SHARE", v)
+			assert.Contains(t, err.Error(), "(0, 1]", v)
+		}
+	}
 }

@@ -45,7 +45,7 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 	if err != nil {
 		return nil, nil, err
 	}
-	hcfg := worker.HandlerConfig{Limits: cfg.API.Limits, Logger: log, Inputs: inputs, Now: cfg.Clock}
+	hcfg := worker.HandlerConfig{Limits: cfg.API.Limits, Destinations: cfg.Storage.Walls, Logger: log, Inputs: inputs, Now: cfg.Clock}
 	if reg != nil {
 		hcfg.Metrics = metrics.NewPipeline(reg, tenantLabel(cfg))
 		registerBacklog(reg, cfg, NewBacklog(cfg, rdb))
@@ -109,8 +109,24 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 		return err
 	}
 	feeder := NewBacklog(cfg, rdb).NewFeeder(enq, backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
+		UrgentShare: cfg.UrgentShare, Demoter: urgentDemoter{records: st, metrics: hcfg.Metrics},
 		Rate: FleetRate(cfg, rdb), Rescue: rescue, Logger: log})
 	return &WorkerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h, leases: leases}, ready, nil
+}
+
+// urgentDemoter marks the record of an urgent request the feeder serves
+// as normal (beyond its tenant's urgent share), and counts it.
+type urgentDemoter struct {
+	records *records.Store
+	metrics *metrics.Pipeline
+}
+
+func (d urgentDemoter) Demote(ctx context.Context, tenant, requestID, lane string) error {
+	ok, err := d.records.ServedAs(ctx, requestID, lane)
+	if ok {
+		d.metrics.UrgentDemoted(tenant)
+	}
+	return err
 }
 
 // clockSkew is this process's clock less Redis's TIME, halving the round

@@ -23,6 +23,7 @@ type Copier struct {
 
 	mu      sync.Mutex
 	objects map[string]results.Stored // by bucket + "/" + key
+	owners  map[string]string         // request id of each object, by bucket + "/" + key
 	buckets map[string]bool           // requests' own buckets that exist
 	expired map[string]bool           // result URLs the host refuses (403)
 	down    error                     // the default bucket's failure, nil when up
@@ -35,7 +36,7 @@ type Copier struct {
 // NewCopier returns storage with an empty default bucket "results".
 func NewCopier() *Copier {
 	return &Copier{Bucket: "results", KeyTemplate: objectkey.DefaultTemplate,
-		objects: map[string]results.Stored{}, buckets: map[string]bool{}, expired: map[string]bool{}}
+		objects: map[string]results.Stored{}, owners: map[string]string{}, buckets: map[string]bool{}, expired: map[string]bool{}}
 }
 
 // AddBucket makes a request's own bucket exist.
@@ -99,8 +100,42 @@ func (c *Copier) CopyStored(ctx context.Context, from results.Stored, obj result
 	return st, err
 }
 
-// put writes an object where obj says; c.mu held.
+// CheckKey refuses, as the real Copier does before paying, a key that holds
+// another request's object (*results.KeyTakenError).
+func (c *Copier) CheckKey(ctx context.Context, obj results.Object) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bucket, key, err := c.place(obj)
+	if err != nil {
+		return err
+	}
+	if owner, ok := c.owners[bucket+"/"+key]; ok && owner != obj.RequestID {
+		return &results.KeyTakenError{Bucket: bucket, Key: key}
+	}
+	return ctx.Err()
+}
+
+// put writes an object where obj says, never over another request's;
+// c.mu held.
 func (c *Copier) put(obj results.Object, etag string, size int64) (results.Stored, error) {
+	bucket, key, err := c.place(obj)
+	if err != nil {
+		return results.Stored{}, err
+	}
+	if err := c.reachable(bucket); err != nil {
+		return results.Stored{}, &results.UploadError{Op: "upload", Bucket: bucket, Key: key, Err: err}
+	}
+	if owner, ok := c.owners[bucket+"/"+key]; ok && owner != obj.RequestID {
+		return results.Stored{}, &results.KeyTakenError{Bucket: bucket, Key: key}
+	}
+	st := results.Stored{Bucket: bucket, Key: key, ETag: etag, ContentType: "image/png", Size: size}
+	c.objects[bucket+"/"+key] = st
+	c.owners[bucket+"/"+key] = obj.RequestID
+	return st, nil
+}
+
+// place renders obj's key (every result here is a PNG).
+func (c *Copier) place(obj results.Object) (bucket, key string, err error) {
 	bucket, tmpl := c.Bucket, c.KeyTemplate
 	if obj.Bucket != "" {
 		bucket = obj.Bucket
@@ -108,16 +143,8 @@ func (c *Copier) put(obj results.Object, etag string, size int64) (results.Store
 	if obj.KeyTemplate != "" {
 		tmpl = obj.KeyTemplate
 	}
-	key, err := objectkey.Render(tmpl, objectkey.Vars{RequestID: obj.RequestID, Width: obj.Width, Height: obj.Height, Ext: "png", Date: time.Now()})
-	if err != nil {
-		return results.Stored{}, err
-	}
-	if err := c.reachable(bucket); err != nil {
-		return results.Stored{}, &results.UploadError{Op: "upload", Bucket: bucket, Key: key, Err: err}
-	}
-	st := results.Stored{Bucket: bucket, Key: key, ETag: etag, ContentType: "image/png", Size: size}
-	c.objects[bucket+"/"+key] = st
-	return st, nil
+	key, err = objectkey.Render(tmpl, objectkey.Vars{RequestID: obj.RequestID, Width: obj.Width, Height: obj.Height, Ext: "png", Date: time.Now()})
+	return bucket, key, err
 }
 
 // reachable is the bucket's state; c.mu held.
@@ -167,6 +194,7 @@ func (c *Copier) Delete(bucket, key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.objects, bucket+"/"+key)
+	delete(c.owners, bucket+"/"+key)
 }
 
 // Objects is how many objects are stored.

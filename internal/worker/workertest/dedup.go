@@ -2,6 +2,7 @@ package workertest
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/cropq/cropq/internal/dedup"
@@ -20,12 +21,13 @@ type Dedup struct {
 	entries map[string]dedup.Result
 	holders map[string]*KeyLease
 	saved   map[string]int
+	refs    map[string]string // reference → request id
 }
 
 // NewDedup returns an empty index with global scope.
 func NewDedup() *Dedup {
 	return &Dedup{Keyer: dedup.Keyer{Scope: dedup.ScopeGlobal},
-		entries: map[string]dedup.Result{}, holders: map[string]*KeyLease{}, saved: map[string]int{}}
+		entries: map[string]dedup.Result{}, holders: map[string]*KeyLease{}, saved: map[string]int{}, refs: map[string]string{}}
 }
 
 // Key is p's crop key (see dedup.Keyer).
@@ -129,4 +131,25 @@ func (d *Dedup) Holder(key string) string {
 		return h.owner
 	}
 	return ""
+}
+
+// Foreign reports whether r is another tenant's (see dedup.Keyer.Foreign).
+func (d *Dedup) Foreign(r dedup.Result, tenant string) bool { return d.Keyer.Foreign(r, tenant) }
+
+// Conceal returns a new reference to requestID, in dedup.Index.Conceal's
+// form ("ref/" and 20 hex digits).
+func (d *Dedup) Conceal(_ context.Context, requestID string) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ref := fmt.Sprintf("ref/%020x", len(d.refs)+1)
+	d.refs[ref] = requestID
+	return ref, nil
+}
+
+// Resolve is the request a reference of Conceal stands for.
+func (d *Dedup) Resolve(ref string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	id, ok := d.refs[ref]
+	return id, ok
 }
