@@ -69,6 +69,9 @@ type Record struct {
 	// Fingerprint covers every parameter of the request (tasks.Request's
 	// Fingerprint): the same id with any other parameter is a conflict.
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// Line is the request's 1-based line in its batch's manifest (package
+	// manifest); 0 for a request that was not read from one.
+	Line int64 `json:"line,omitempty"`
 	// BatchSeq is the record's 1-based place in its batch's index
 	// (batchindex.go); 0 when it is in none.
 	BatchSeq int64 `json:"batchSeq,omitempty"`
