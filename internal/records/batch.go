@@ -37,6 +37,8 @@ func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[s
 	priority = m["priority"]
 	delete(m, "priority")
 	delete(m, SavedCount) // not a state: see BatchSaved
+	delete(m, ReadingField)
+	delete(m, ReportField)
 	out := make(map[status.State]int64, len(m))
 	for k, v := range m {
 		var n int64
