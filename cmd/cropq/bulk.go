@@ -1,23 +1,16 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/cropq/cropq/cropapi"
-	"github.com/cropq/cropq/internal/strictjson"
+	"github.com/cropq/cropq/internal/requestfile"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/tasks"
 )
@@ -31,15 +24,6 @@ type bulkOptions struct {
 	progress bool
 }
 
-// row is one request of a bulk file, or why it could not be read.
-type row struct {
-	line int
-	req  tasks.Request
-	err  error
-	// fatal: the file itself cannot be read on; the load stops here.
-	fatal bool
-}
-
 // maxShownErrors bounds the per-row errors printed; the summary counts all.
 const maxShownErrors = 50
 
@@ -51,16 +35,17 @@ func bulkEnqueue(ctx context.Context, prod *producer.Producer, path string, o bu
 		return fmt.Errorf("--file: %w", err)
 	}
 	defer f.Close()
-	var next func() (row, bool)
-	switch strings.ToLower(filepath.Ext(path)) {
-	case ".jsonl", ".ndjson":
-		next = jsonlRows(f)
-	case ".csv":
-		if next, err = csvRows(f); err != nil {
+	var next func() (requestfile.Row, bool)
+	format, err := requestfile.FormatOf(filepath.Ext(path))
+	switch {
+	case err != nil:
+		return fmt.Errorf("--file %s: want a .jsonl or .csv file", path)
+	case format == requestfile.JSONL:
+		next = requestfile.JSONLRows(f)
+	default:
+		if next, err = requestfile.CSVRows(f); err != nil {
 			return fmt.Errorf("--file %s: %w", path, err)
 		}
-	default:
-		return fmt.Errorf("--file %s: want a .jsonl or .csv file", path)
 	}
 	if o.chunk <= 0 {
 		o.chunk = 500
@@ -78,7 +63,7 @@ func bulkEnqueue(ctx context.Context, prod *producer.Producer, path string, o bu
 	}
 	counts := map[string]int{}
 	shown := 0
-	report := func(line int, id string, err error) {
+	report := func(line int64, id string, err error) {
 		if shown < maxShownErrors {
 			fmt.Fprintf(stderr, "line %d (%s): %v\n", line, id, err)
 		} else if shown == maxShownErrors {
@@ -87,19 +72,19 @@ func bulkEnqueue(ctx context.Context, prod *producer.Producer, path string, o bu
 		shown++
 	}
 	start := time.Now()
-	var chunk []row
+	var chunk []requestfile.Row
 	flush := func() {
 		if len(chunk) == 0 {
 			return
 		}
 		reqs := make([]tasks.Request, len(chunk))
 		for i, r := range chunk {
-			reqs[i] = r.req
+			reqs[i] = r.Req
 		}
 		for i, res := range prod.EnqueueBatch(ctx, reqs) {
 			counts[string(res.Outcome)]++
 			if res.Err != nil {
-				report(chunk[i].line, res.RequestID, res.Err)
+				report(chunk[i].Line, res.RequestID, res.Err)
 			}
 		}
 		chunk = chunk[:0]
@@ -119,23 +104,23 @@ func bulkEnqueue(ctx context.Context, prod *producer.Producer, path string, o bu
 			break
 		}
 		rows++
-		if r.fatal {
+		if r.Fatal {
 			flush()
-			return fmt.Errorf("--file %s, line %d: %w (the rows before it were loaded; fix the file and run the same command again)", path, r.line, r.err)
+			return fmt.Errorf("--file %s, line %d: %w (the rows before it were loaded; fix the file and run the same command again)", path, r.Line, r.Err)
 		}
-		if r.err != nil {
+		if r.Err != nil {
 			counts[string(producer.Invalid)]++
-			report(r.line, r.req.RequestID, r.err)
+			report(r.Line, r.Req.RequestID, r.Err)
 			continue
 		}
-		if r.req.BatchID == "" {
-			r.req.BatchID = o.batchID
+		if r.Req.BatchID == "" {
+			r.Req.BatchID = o.batchID
 		}
-		if r.req.Priority == "" {
-			r.req.Priority = o.priority
+		if r.Req.Priority == "" {
+			r.Req.Priority = o.priority
 		}
-		if r.req.Tenant == "" {
-			r.req.Tenant = o.tenant
+		if r.Req.Tenant == "" {
+			r.Req.Tenant = o.tenant
 		}
 		chunk = append(chunk, r)
 		if len(chunk) >= o.chunk {
@@ -155,110 +140,3 @@ func bulkEnqueue(ctx context.Context, prod *producer.Producer, path string, o bu
 	return nil
 }
 
-// jsonlRows reads one JSON crop request per line (the HTTP API's body,
-// decoded as strictly).
-func jsonlRows(r io.Reader) func() (row, bool) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 64<<20) // a line may hold a base64 image
-	line := 0
-	return func() (row, bool) {
-		for sc.Scan() {
-			line++
-			text := bytes.TrimSpace(sc.Bytes())
-			if len(text) == 0 {
-				continue
-			}
-			var c tasks.Request
-			if err := strictjson.Unmarshal(text, &c); err != nil {
-				return row{line: line, req: tasks.Request{RequestID: c.RequestID}, err: requestError(err)}, true
-			}
-			return row{line: line, req: c}, true
-		}
-		if err := sc.Err(); err != nil {
-			return row{line: line + 1, err: fmt.Errorf("read: %w", err), fatal: true}, true
-		}
-		return row{}, false
-	}
-}
-
-// requestError turns a strict decoding error into a validation error
-// naming the field, as the HTTP API reports it.
-func requestError(err error) error {
-	var je *strictjson.Error
-	if errors.As(err, &je) && je.Field != "" {
-		return &cropapi.ValidationError{Field: je.Field, Reason: je.Reason}
-	}
-	if je != nil {
-		return fmt.Errorf("not a crop request: %s", je.Reason)
-	}
-	return fmt.Errorf("not a crop request: %w", err)
-}
-
-// csvColumns are the accepted CSV header names: the request model's fields.
-func csvColumns() []string {
-	var out []string
-	for _, f := range tasks.Fields() {
-		out = append(out, f.Name)
-	}
-	return out
-}
-
-// csvRows reads a CSV file whose header names the columns (csvColumns);
-// a metadata cell is a JSON object of strings.
-func csvRows(r io.Reader) (func() (row, bool), error) {
-	cr := csv.NewReader(r)
-	cr.ReuseRecord = true
-	header, err := cr.Read()
-	if err != nil {
-		return nil, fmt.Errorf("read header: %w", err)
-	}
-	cols := csvColumns()
-	col := map[string]int{}
-	for i, h := range header {
-		h = strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
-		if !slices.Contains(cols, h) {
-			return nil, fmt.Errorf("unknown column %q (columns: %s)", h, strings.Join(cols, ", "))
-		}
-		if _, dup := col[h]; dup {
-			return nil, fmt.Errorf("column %q appears twice", h)
-		}
-		col[h] = i
-	}
-	for _, need := range []string{"requestId", "targetWidth", "targetHeight"} {
-		if _, ok := col[need]; !ok {
-			return nil, fmt.Errorf("missing column %q", need)
-		}
-	}
-	line := 1
-	return func() (row, bool) {
-		rec, err := cr.Read()
-		line++
-		if errors.Is(err, io.EOF) {
-			return row{}, false
-		}
-		var perr *csv.ParseError
-		switch {
-		case errors.As(err, &perr):
-			return row{line: line, err: fmt.Errorf("csv: %w", err)}, true
-		case err != nil:
-			return row{line: line, err: fmt.Errorf("read: %w", err), fatal: true}, true
-		}
-		var p tasks.Request
-		for _, name := range cols {
-			i, ok := col[name]
-			if !ok || i >= len(rec) {
-				continue
-			}
-			// Cells are taken as they are, like JSON strings (numbers may
-			// be padded), so a request reads the same from CSV and JSON.
-			cell := rec[i]
-			if cell == "" && name != "targetWidth" && name != "targetHeight" {
-				continue
-			}
-			if err := p.SetText(name, cell); err != nil {
-				return row{line: line, req: p, err: err}, true
-			}
-		}
-		return row{line: line, req: p}, true
-	}, nil
-}
