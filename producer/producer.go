@@ -326,7 +326,7 @@ func (p *Producer) admit(ctx context.Context, pending []*item) {
 		if payload.Input == nil && payload.ImageBase64 == "" && reflect.DeepEqual(backlog.RequestOf(it.rec), payload.Request.ImplicitDefaults()) {
 			entryPayload = nil // the record says it all: the feeder rebuilds the task from it
 		}
-		entry := backlog.Encode(backlog.Entry{Lane: lane, Tenant: tenant, RequestID: it.req.RequestID, Payload: entryPayload, At: it.req.EnqueuedAt})
+		entry := backlog.Encode(backlog.Entry{Lane: lane, Tenant: tenant, RequestID: it.req.RequestID, Payload: entryPayload, BatchID: it.rec.BatchID, At: it.req.EnqueuedAt})
 		recs = append(recs, it.rec)
 		bodies = append(bodies, body)
 		appends = append(appends, records.Append{List: b.ListKey(lane, tenant), Value: entry, Set: b.ActiveKey(), Member: backlog.Member(lane, tenant)})

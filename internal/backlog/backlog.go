@@ -41,8 +41,13 @@ type Entry struct {
 	Lane      string
 	Tenant    string
 	RequestID string
-	// Payload is the task payload the feeder enqueues.
+	// Payload is the task payload the feeder enqueues; empty for an id-only
+	// entry, whose task is rebuilt from the request's record.
 	Payload []byte
+	// BatchID is the batch of an id-only entry's request, kept in the entry
+	// so that its batch still counts it if Redis loses the record (see
+	// TaskEnqueuer.Drop); ignored when Payload is set, which names it.
+	BatchID string
 	// At is when the request was accepted (for the oldest age).
 	At time.Time
 }
@@ -97,10 +102,28 @@ func splitMember(m string) (lane, tenant string, ok bool) {
 }
 
 // Encode is e as stored: "millis id\n" then the payload, so that the head's
-// request id and age are read without decoding the payload.
+// request id and age are read without decoding the payload. An id-only
+// entry of a batch stores "#" and the batch id in place of the payload (a
+// payload is a JSON object: it never starts with "#").
 func Encode(e Entry) []byte {
 	head := strconv.FormatInt(e.At.UnixMilli(), 10) + " " + e.RequestID + "\n"
+	if len(e.Payload) == 0 && e.BatchID != "" {
+		return append([]byte(head), "#"+e.BatchID...)
+	}
 	return append([]byte(head), e.Payload...)
+}
+
+// idOnly reports whether payload, as stored, is an id-only entry's, and
+// the batch it names (empty for none, or an entry written before entries
+// named it).
+func idOnly(payload []byte) (batchID string, ok bool) {
+	if len(payload) == 0 {
+		return "", true
+	}
+	if payload[0] == '#' {
+		return string(payload[1:]), true
+	}
+	return "", false
 }
 
 // decode splits a stored entry.

@@ -301,7 +301,7 @@ func TestAnEntryThatCannotBeFedFailsItsRequest(t *testing.T) {
 	v9 := `{"v":9,"requestId":"lost-v9","imageUrl":"https://cdn.example.com/a.jpg","targetWidth":800,"targetHeight":600,"batchId":"cat","tenant":"acme","priority":"backfill"}`
 	require.NoError(t, b.Push(ctx, []Entry{
 		{Lane: "backfill", Tenant: "acme", RequestID: "garbled", Payload: []byte(`{"v":1,"requestId":`), At: accepted},
-		{Lane: "backfill", Tenant: "acme", RequestID: "lost-id-only", At: accepted},
+		{Lane: "backfill", Tenant: "acme", RequestID: "lost-id-only", BatchID: "cat", At: accepted},
 		{Lane: "backfill", Tenant: "acme", RequestID: "lost-v9", Payload: []byte(v9), At: accepted},
 	}))
 	f := window(b, e, 10, nil)
@@ -317,7 +317,7 @@ func TestAnEntryThatCannotBeFedFailsItsRequest(t *testing.T) {
 		batch         string
 	}{
 		{id: "garbled", code: "bad_entry", batch: "cat"},
-		{id: "lost-id-only", code: "record_lost"},
+		{id: "lost-id-only", code: "record_lost", batch: "cat"},
 		{id: "lost-v9", code: "bad_entry", url: "https://cdn.example.com/a.jpg", batch: "cat"},
 	} {
 		rec, err := st.Get(ctx, c.id)
@@ -335,9 +335,9 @@ func TestAnEntryThatCannotBeFedFailsItsRequest(t *testing.T) {
 	}
 	counts, err := st.BatchCounts(ctx, "acme", "cat")
 	require.NoError(t, err)
-	// lost-id-only's entry does not name its batch: the batch still counts
-	// it queued (with "waits").
-	assert.Equal(t, map[status.State]int64{status.Queued: 2, status.Failed: 2}, counts)
+	// lost-id-only's entry names its batch: the batch counts it failed, and
+	// only "waits" as queued.
+	assert.Equal(t, map[status.State]int64{status.Queued: 1, status.Failed: 3}, counts)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	_, err = insp.GetQueueInfo(tasks.DefaultQueue)
 	assert.Error(t, err, "nothing was fed into asynq")

@@ -41,7 +41,7 @@ type TaskEnqueuer struct {
 // feed) is not an error, and neither is a request that was canceled (or
 // otherwise finished) while it waited: there is nothing to run.
 func (e TaskEnqueuer) Feed(ctx context.Context, requestID string, payload []byte) error {
-	if len(payload) == 0 {
+	if _, ok := idOnly(payload); ok {
 		rec, err := e.Records.Get(ctx, requestID)
 		switch {
 		case errors.Is(err, status.ErrNotFound):
@@ -76,12 +76,15 @@ func (e TaskEnqueuer) Feed(ctx context.Context, requestID string, payload []byte
 // bad_entry otherwise. Its record says so, and its batch counts it, the
 // record being written again, from what the entry carries, if Redis lost
 // it: the id, the tenant and lane of its list, when it was accepted, and
-// the request itself when the payload can still be read (an id-only
-// entry does not name its batch, which then keeps counting it as queued).
+// the request itself when the payload can still be read, or, for an
+// id-only entry, its batch (an entry written before entries named their
+// batch leaves it counting the request as queued).
 func (e TaskEnqueuer) Drop(ctx context.Context, en Entry, cause *BadEntryError) error {
 	seed := status.Record{RequestID: en.RequestID, Tenant: en.Tenant, Priority: en.Lane}
 	var p tasks.CropPayload
-	if len(en.Payload) > 0 && json.Unmarshal(en.Payload, &p) == nil && p.RequestID == en.RequestID {
+	if batch, ok := idOnly(en.Payload); ok {
+		seed.BatchID = batch
+	} else if json.Unmarshal(en.Payload, &p) == nil && p.RequestID == en.RequestID {
 		seed = worker.RecordOf(p) // loosely read: what this version cannot run may still name its batch
 	}
 	if seed.CreatedAt.IsZero() {

@@ -48,11 +48,12 @@ func (s *Store) batchKeys(tenant, batchID string) []string {
 // settleLua is a Lua function the batch scripts share: settle(base, ttl)
 // sums the waiting counts of the batch whose keys (batchKeys) start at
 // KEYS[base], and removes the TTL of every one of its keys while a
-// request waits, or sets it to ttl ms once none does. It returns the
-// number waiting.
+// request waits, or sets it to ttl ms once none does. A manifest that
+// still has lines to read (ReadingField, "1") counts as one waiting. It
+// returns the number waiting.
 const settleLua = `
 local function settle(base, ttl)
-  local c = redis.call('HMGET', KEYS[base], 'queued', 'running', 'retrying', 'cropped')
+  local c = redis.call('HMGET', KEYS[base], 'queued', 'running', 'retrying', 'cropped', 'reading')
   local waiting = 0
   for _, v in ipairs(c) do waiting = waiting + (tonumber(v) or 0) end
   for i = base, base + 9 do
