@@ -76,6 +76,11 @@ type Config struct {
 	// Notifier, when set, is told of requests canceled through Cancel that
 	// have a callback URL; the worker reports every other terminal state.
 	Notifier Notifier
+	// Manifests heads manifest objects for RegisterManifest (without it,
+	// manifests are refused); ReadWalls, when set, says which buckets and
+	// prefixes a tenant may name as a manifest or report destination.
+	Manifests ManifestObjects
+	ReadWalls ReadWalls
 	// Logger receives what the producer cannot return as an error, such as
 	// a claim-checked input it failed to remove (default: discarded).
 	Logger *slog.Logger
@@ -173,6 +178,16 @@ type item struct {
 // status records, then the new ones are enqueued Concurrency at a time.
 // Results are in the order of reqs.
 func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.Request) []Result {
+	return p.enqueueBatch(ctx, reqs, nil)
+}
+
+// EnqueueLines is EnqueueBatch for the lines of a manifest batch: each
+// record names its line (lines[i], 1-based) in the manifest.
+func (p *Producer) EnqueueLines(ctx context.Context, reqs []tasks.Request, lines []int64) []Result {
+	return p.enqueueBatch(ctx, reqs, lines)
+}
+
+func (p *Producer) enqueueBatch(ctx context.Context, reqs []tasks.Request, lines []int64) []Result {
 	items := make([]*item, len(reqs))
 	var pending []*item
 	now := time.Now().UTC()
@@ -201,6 +216,9 @@ func (p *Producer) EnqueueBatch(ctx context.Context, reqs []tasks.Request) []Res
 			Source: it.req.Source(), SourceURL: req.ImageURL, SourceDigest: digest, BatchID: req.BatchID, CallbackURL: req.CallbackURL,
 			Bucket: req.Bucket, KeyTemplate: req.KeyTemplate, Metadata: req.Metadata, Fingerprint: req.Fingerprint(digest),
 			Tenant: req.EffectiveTenant(), Priority: req.EffectivePriority()}
+		if lines != nil {
+			it.rec.Line = lines[i]
+		}
 		// The same id twice in one call: the first goes through, the others
 		// follow its outcome (one record, one task, whatever the timing).
 		if first := byID[req.RequestID]; first != nil {
@@ -536,6 +554,10 @@ type BatchInfo struct {
 	// Saved counts the requests that reused a stored result instead of
 	// paying (package dedup): paid calls saved.
 	Saved int64
+	// Manifest is how far the manifest of a manifest batch was read (nil
+	// for a batch of requests); Total is then its lines once counted, and
+	// Remaining includes an estimate of the lines left to read.
+	Manifest *ManifestInfo
 }
 
 // Batch returns a tenant's batch ("" is the default tenant) with its
@@ -545,7 +567,11 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 	if err != nil {
 		return BatchInfo{}, err
 	}
-	if len(counts) == 0 {
+	m, isManifest, err := p.statuses.Manifest(ctx, tenant, batchID)
+	if err != nil {
+		return BatchInfo{}, err
+	}
+	if len(counts) == 0 && !isManifest {
 		return BatchInfo{}, status.ErrNotFound
 	}
 	saved, err := p.statuses.BatchSaved(ctx, tenant, batchID)
@@ -559,6 +585,9 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 			bi.Remaining += n
 			bi.Done = false
 		}
+	}
+	if isManifest {
+		manifestInfo(&bi, m)
 	}
 	if bi.Priority == "" {
 		bi.Priority = tasks.PriorityNormal

@@ -139,3 +139,27 @@ func sortedTenants(m map[string][]string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// CheckPlace reports whether tenant may name key of bucket as a manifest
+// to read or a prefix to write a report under: a tenant other than the
+// default one only in its own buckets or under tenants/{tenant}/ of the
+// default bucket, the default tenant anywhere but in a tenant's bucket.
+// Its error is a *cropapi.ValidationError naming field.
+func (w Walls) CheckPlace(tenant, bucket, key, field string) error {
+	if tenant == "" {
+		tenant = tasks.DefaultTenant
+	}
+	own := TenantsPrefix + tenant + "/"
+	switch {
+	case tenant == tasks.DefaultTenant:
+		if owner := w.owner(bucket); owner != "" {
+			return &cropapi.ValidationError{Field: field, Reason: fmt.Sprintf("bucket %s belongs to tenant %s (CROPQ_TENANT_BUCKETS)", bucket, owner)}
+		}
+	case slices.Contains(w.TenantBuckets[tenant], bucket):
+	case bucket == w.DefaultBucket && strings.HasPrefix(key, own) && !strings.Contains(key, "/../"):
+	default:
+		return &cropapi.ValidationError{Field: field, Reason: fmt.Sprintf("tenant %s may name only its own buckets (%s) or s3://%s/%s…",
+			tenant, strings.Join(w.TenantBuckets[tenant], ", "), w.DefaultBucket, own)}
+	}
+	return nil
+}

@@ -39,6 +39,8 @@ func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[s
 	delete(m, SavedCount) // not a state: see BatchSaved
 	delete(m, ReadingField)
 	delete(m, ReportField)
+	delete(m, ManifestField)
+	delete(m, refusedField)
 	out := make(map[status.State]int64, len(m))
 	for k, v := range m {
 		var n int64
