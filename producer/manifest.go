@@ -67,9 +67,6 @@ func (e *BatchExistsError) Error() string {
 // *cropapi.ValidationError naming the field, a taken batch id a
 // *BatchExistsError.
 func (p *Producer) RegisterManifest(ctx context.Context, tenant string, req ManifestRequest) (BatchInfo, error) {
-	if p.cfg.Manifests == nil {
-		return BatchInfo{}, errors.New("producer: manifests are not configured (Config.Manifests)")
-	}
 	if tenant == "" {
 		tenant = tasks.DefaultTenant
 	}
@@ -111,6 +108,9 @@ func (p *Producer) RegisterManifest(ctx context.Context, tenant string, req Mani
 		if err := p.cfg.ReadWalls.CheckPlace(tenant, bucket, key, "manifest"); err != nil {
 			return BatchInfo{}, err
 		}
+	}
+	if p.cfg.Manifests == nil {
+		return BatchInfo{}, errors.New("producer: manifests are not configured (Config.Manifests)")
 	}
 	obj, err := p.cfg.Manifests.Head(ctx, bucket, key)
 	switch {

@@ -33,6 +33,12 @@ type Demoter interface {
 	Demote(ctx context.Context, tenant, requestID, lane string) error
 }
 
+// Refiller tops the backlog up from elsewhere (package manifest's reader):
+// the leader runs it each step, before it feeds.
+type Refiller interface {
+	Refill(ctx context.Context) error
+}
+
 // DefaultLead is FeederConfig.Lead's default.
 const DefaultLead = 2 * time.Second
 
@@ -80,6 +86,9 @@ type FeederConfig struct {
 	// live worker gets this long to renew the leases it could not renew
 	// meanwhile, and only the dead ones' crops move.
 	RescueGrace time.Duration
+	// Refiller, when set, is run by the leader each step (its errors are
+	// logged): one process of the fleet reads the manifests.
+	Refiller Refiller
 	// Now is the clock of the urgent allowances (default time.Now).
 	Now func() time.Time
 	// ID names this feeder in the lease (default host, pid and a random part).
@@ -204,6 +213,11 @@ func (f *Feeder) Step(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	f.rescue(ctx)
+	if f.cfg.Refiller != nil {
+		if err := f.cfg.Refiller.Refill(ctx); err != nil && ctx.Err() == nil {
+			f.log.WarnContext(ctx, "feeder: refill", "err", err)
+		}
+	}
 	need, rate, err := f.need(ctx)
 	if err != nil || need <= 0 {
 		return 0, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -131,4 +132,9 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatalf("%d stored, %d answered enqueued", n, enqueued)
 		}
 	})
+}
+
+// RegisterManifest: the fuzzed routes register no manifests.
+func (m *memProducer) RegisterManifest(context.Context, string, producer.ManifestRequest) (producer.BatchInfo, error) {
+	return producer.BatchInfo{}, errors.New("memProducer: no manifests")
 }

@@ -45,6 +45,8 @@ type Producer interface {
 	// own): counts, priority and estimate; status.ErrNotFound when unknown.
 	Batch(ctx context.Context, tenant, batchID string) (producer.BatchInfo, error)
 	Cancel(ctx context.Context, requestID string) (status.Record, error)
+	// RegisterManifest registers a tenant's manifest batch.
+	RegisterManifest(ctx context.Context, tenant string, req producer.ManifestRequest) (producer.BatchInfo, error)
 }
 
 // Config configures the API. Zero values take defaults.
@@ -91,6 +93,7 @@ func routes() []route {
 		{"POST", "/v1/crops/batch", true, (*API).createBatch},
 		{"GET", "/v1/crops/{requestId}", true, (*API).getCrop},
 		{"DELETE", "/v1/crops/{requestId}", true, (*API).cancelCrop},
+		{"POST", "/v1/batches", true, (*API).createManifestBatch},
 		{"GET", "/v1/batches/{batchId}", true, (*API).getBatch},
 		{"GET", "/openapi.json", false, (*API).openAPI},
 		{"GET", "/healthz", false, (*API).healthz},
@@ -649,6 +652,60 @@ type BatchStatus struct {
 	// Saved counts the requests that reused a stored result of the same
 	// crop instead of paying: paid calls saved.
 	Saved int64 `json:"saved,omitempty"`
+	// Manifest is how far a manifest batch's manifest was read.
+	Manifest *ManifestStatus `json:"manifest,omitempty"`
+}
+
+// ManifestStatus is how far a batch's manifest was read.
+type ManifestStatus struct {
+	URL  string `json:"url"`
+	ETag string `json:"etag"`
+	Size int64  `json:"size"`
+	// State is reading, done or stopped (then Code and Message say why).
+	State   string `json:"state"`
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Lines are the request lines read; TotalLines their number once the
+	// manifest was read to its end.
+	Lines      int64 `json:"lines"`
+	TotalLines int64 `json:"totalLines,omitempty"`
+	BytesRead  int64 `json:"bytesRead"`
+}
+
+// createManifestBatch registers a batch fed from a manifest in S3.
+func (a *API) createManifestBatch(w http.ResponseWriter, r *http.Request) {
+	release, ok := a.admit(w, r, 64<<10)
+	if !ok {
+		return
+	}
+	defer release()
+	var req producer.ManifestRequest
+	if err := strictjson.Decode(http.MaxBytesReader(w, r.Body, 64<<10), &req); err != nil {
+		writeProblem(w, decodeProblem(err))
+		return
+	}
+	if req.Manifest == "" {
+		problem(w, http.StatusBadRequest, "invalid-request", "manifest: is required (s3://BUCKET/KEY)", "manifest")
+		return
+	}
+	tenant := tenantOf(r)
+	bi, err := a.p.RegisterManifest(r.Context(), tenant, req)
+	var exists *producer.BatchExistsError
+	switch {
+	case errors.As(err, &exists):
+		problem(w, http.StatusConflict, "conflict", fmt.Sprintf("batch %s exists already with other requests or another manifest: choose another batchId", exists.BatchID), "batchId")
+		return
+	case err != nil:
+		writeProblem(w, problemOf(err))
+		if !errors.As(err, new(*cropapi.ValidationError)) {
+			a.log.ErrorContext(r.Context(), "httpapi: register manifest", "err", err)
+		}
+		return
+	}
+	if req.BatchID == "" {
+		req.BatchID = producer.BatchIDOf(req.Manifest)
+	}
+	writeJSON(w, http.StatusAccepted, batchStatus(req.BatchID, tenant, bi))
 }
 
 // getBatch answers the token's tenant's batch of that id: another tenant's
@@ -669,6 +726,10 @@ func (a *API) getBatch(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, a.storeProblem(r, err))
 		return
 	}
+	writeJSON(w, http.StatusOK, batchStatus(id, tenant, bi))
+}
+
+func batchStatus(id, tenant string, bi producer.BatchInfo) BatchStatus {
 	out := BatchStatus{BatchID: id, Tenant: cmp.Or(tenant, tasks.DefaultTenant), Total: bi.Total, Done: bi.Done,
 		Counts: map[string]int64{}, Remaining: bi.Remaining, Priority: bi.Priority, Saved: bi.Saved}
 	for st, n := range bi.Counts {
@@ -679,7 +740,11 @@ func (a *API) getBatch(w http.ResponseWriter, r *http.Request) {
 		at := time.Now().UTC().Add(bi.ETA).Truncate(time.Second)
 		out.ETASeconds, out.ETA = &secs, &at
 	}
-	writeJSON(w, http.StatusOK, out)
+	if m := bi.Manifest; m != nil {
+		out.Manifest = &ManifestStatus{URL: m.URL, ETag: m.ETag, Size: m.Size, State: m.State, Code: m.Code, Message: m.Message,
+			Lines: m.Lines, TotalLines: m.Total, BytesRead: m.Offset}
+	}
+	return out
 }
 
 func (a *API) openAPI(w http.ResponseWriter, _ *http.Request) {

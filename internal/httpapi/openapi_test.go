@@ -774,3 +774,7 @@ func TestOpenAPIPatternsMatchValidation(t *testing.T) {
 		}
 	}
 }
+
+func (failingProducer) RegisterManifest(context.Context, string, producer.ManifestRequest) (producer.BatchInfo, error) {
+	return producer.BatchInfo{}, errStoreDown
+}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -369,4 +370,10 @@ func TestTenantRecordsHidden(t *testing.T) {
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	resp, _ = call(t, s, "GET", "/v1/crops/old-1", nil, tokAcme)
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+}
+
+// RegisterManifest: the tenant walls of manifests are tested through the
+// real producer (TestManifestWalls).
+func (m *tenantProducer) RegisterManifest(context.Context, string, producer.ManifestRequest) (producer.BatchInfo, error) {
+	return producer.BatchInfo{}, errors.New("tenantProducer: no manifests")
 }

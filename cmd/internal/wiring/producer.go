@@ -13,6 +13,7 @@ import (
 
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/delivery"
+	"github.com/cropq/cropq/internal/manifest"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -27,9 +28,14 @@ func NewProducer(ctx context.Context, cfg Config, rdb redis.UniversalClient, log
 	if err != nil {
 		return nil, err
 	}
+	s3c, err := storage.NewS3Client(ctx, cfg.S3)
+	if err != nil {
+		return nil, fmt.Errorf("s3 client: %w", err)
+	}
 	pcfg := producer.Config{Task: cfg.Task, Status: cfg.Status, Inputs: inputs,
 		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log, Backlog: true,
-		Weights: cfg.TenantWeights, Rate: FleetRate(cfg, rdb)}
+		Weights: cfg.TenantWeights, Rate: FleetRate(cfg, rdb),
+		Manifests: manifest.S3{Client: s3c}, ReadWalls: cfg.Storage.Walls}
 	if cfg.WebhookSecret != "" {
 		// As in the worker: callbacks are enqueued only where workers can
 		// sign and deliver them.

@@ -2,6 +2,7 @@ package wiring
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -16,11 +17,13 @@ import (
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/manifest"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
+	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/storage"
 )
 
@@ -108,10 +111,17 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 		hcfg.Metrics.Rescued(len(hs))
 		return err
 	}
+	// The feeder's leader also reads the manifests of manifest batches,
+	// creating their requests through the producer's path.
+	prod, err := NewProducer(ctx, cfg, rdb, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	reader := manifest.NewReader(st, manifest.S3{Client: s3c}, prod, manifest.Config{Logger: log})
 	feeder := NewBacklog(cfg, rdb).NewFeeder(enq, backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
 		UrgentShare: cfg.UrgentShare, Demoter: urgentDemoter{records: st, metrics: hcfg.Metrics},
-		Rate: FleetRate(cfg, rdb), Rescue: rescue, Logger: log})
-	return &WorkerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h, leases: leases}, ready, nil
+		Rate: FleetRate(cfg, rdb), Rescue: rescue, Refiller: reader, Logger: log})
+	return &WorkerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h, leases: leases, producer: prod}, ready, nil
 }
 
 // urgentDemoter marks the record of an urgent request the feeder serves
@@ -165,8 +175,9 @@ func tenantLabel(cfg Config) metrics.TenantLabel {
 // candidate (one feeder of the fleet holds the lease and feeds).
 type WorkerProcess struct {
 	*worker.Server
-	feeder  *backlog.Feeder
-	handler *worker.Handler
+	feeder   *backlog.Feeder
+	handler  *worker.Handler
+	producer *producer.Producer // the manifest reader's
 	leases  *lease.Leases
 }
 
@@ -197,5 +208,5 @@ func (w *WorkerProcess) Run(ctx context.Context) error {
 	err := w.Server.Run(ctx)
 	stopLeases()
 	wg.Wait()
-	return err
+	return errors.Join(err, w.producer.Close())
 }
