@@ -206,9 +206,10 @@ func manifestInfo(bi *BatchInfo, m records.Manifest) {
 	if bi.Priority == "" {
 		bi.Priority = m.Priority
 	}
-	if m.Read > 0 && m.Offset > 0 && m.Size > m.Offset {
-		bi.Remaining += int64(float64(m.Size-m.Offset) * float64(m.Read) / float64(m.Offset))
-	} else if m.Read == 0 {
-		bi.Remaining++ // unknown, but not none
+	unread := int64(1) // unknown, but not none
+	if m.Read > 0 && m.Offset > 0 {
+		unread = int64(float64(m.Size-m.Offset) * float64(m.Read) / float64(m.Offset))
 	}
+	bi.Total += unread
+	bi.Remaining += unread
 }

@@ -52,6 +52,7 @@ func runEnqueue(ctx context.Context, env wiring.Env, args []string, stdout, stde
 	}
 	b64File := fs.String("base64-file", "", "source image file, sent as base64 (a file holding base64 text is used as is)")
 	file := fs.String("file", "", "bulk: a .jsonl or .csv file of requests (see README); --batch applies to rows without one")
+	manifestURL := fs.String("manifest", "", "a manifest: s3://BUCKET/KEY of a .jsonl or .csv object the fleet reads as it needs lines (see docs/manifests.md); --batch defaults to a name derived from the key")
 	chunk := fs.Int("chunk", 500, "bulk: requests per pipelined batch")
 	workers := fs.Int("concurrency", 0, "bulk: enqueues in flight (default CROPQ_ENQUEUE_CONCURRENCY)")
 	noProgress := fs.Bool("no-progress", false, "bulk: no progress bar")
@@ -59,6 +60,7 @@ func runEnqueue(ctx context.Context, env wiring.Env, args []string, stdout, stde
 		fmt.Fprintln(stderr, `usage: cropq enqueue --request-id ID (--url URL | --base64-file FILE) --width W --height H [--batch ID] [--callback-url URL]
                      [--bucket B] [--key-template T] [--metadata k=v ...]
        cropq enqueue --file items.jsonl|items.csv [--batch ID] [--concurrency N]
+       cropq enqueue --manifest s3://BUCKET/KEY [--batch ID] [--priority P] [--tenant T]
 
 A request id that is already known with the same parameters is skipped (and counted), so a bulk
 load that was interrupted can simply be run again.`)
@@ -72,6 +74,22 @@ load that was interrupted can simply be run again.`)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: every value is given with its flag (see cropq enqueue -h)", fs.Arg(0))
+	}
+	if *file != "" && *manifestURL != "" {
+		return errors.New("--file and --manifest: give one (a local file is loaded now, a manifest is read by the fleet)")
+	}
+	if *manifestURL != "" {
+		for name := range given {
+			if name != "batch" && name != "priority" && name != "tenant" {
+				return fmt.Errorf("--%s applies to one request: with --manifest, give it as a column of the manifest (--batch, --priority and --tenant apply to the batch)", name)
+			}
+		}
+		if *b64File != "" {
+			return errors.New("--base64-file applies to one request: with --manifest, give imageBase64 as a column of the manifest")
+		}
+		if err := (tasks.Request{Priority: p.Priority, Tenant: p.Tenant}).ValidateDefaults(); err != nil {
+			return err
+		}
 	}
 	if *file != "" {
 		// A bulk file holds its requests' parameters; only these apply to
@@ -103,6 +121,19 @@ load that was interrupted can simply be run again.`)
 	}
 	defer prod.Close()
 
+	if *manifestURL != "" {
+		bi, err := prod.RegisterManifest(ctx, p.Tenant, producer.ManifestRequest{BatchID: p.BatchID, Manifest: *manifestURL, Priority: p.Priority})
+		if err != nil {
+			return err
+		}
+		id := p.BatchID
+		if id == "" {
+			id = producer.BatchIDOf(*manifestURL)
+		}
+		m := bi.Manifest
+		fmt.Fprintf(stdout, "%s\tmanifest %s (%d bytes, ETag %s) registered: %s (follow it with cropq wait --batch %s)\n", id, m.URL, m.Size, m.ETag, m.State, id)
+		return nil
+	}
 	if *file != "" {
 		return bulkEnqueue(ctx, prod, *file, bulkOptions{batchID: p.BatchID, priority: p.Priority, tenant: p.Tenant,
 			chunk: *chunk, progress: !*noProgress}, stdout, stderr)

@@ -160,6 +160,12 @@ func lookBatch(ctx context.Context, prod *producer.Producer, tenant, batch strin
 	if bi.Saved > 0 {
 		line += fmt.Sprintf(", %d paid calls saved", bi.Saved)
 	}
+	if m := bi.Manifest; m != nil && m.State != "done" {
+		line += fmt.Sprintf("; manifest %s, %d lines read", m.State, m.Lines)
+		if m.Code != "" {
+			line += fmt.Sprintf(" (%s: %s)", m.Code, m.Message)
+		}
+	}
 	if bar != nil {
 		bar.ChangeMax64(bi.Total)
 		eta := "ETA unknown"
