@@ -144,8 +144,9 @@ func (h Header) Request(cells []string) (tasks.Request, error) {
 	return p, nil
 }
 
-// ParseCSVLine reads one CSV line (a record on one line: a quoted cell
-// holding a line break is refused as unparseable here).
+// ParseCSVLine reads one CSV line: a record on one line (a quoted cell
+// holding a line break is split by a line reader, and its halves refused
+// as unparseable).
 func (h Header) ParseCSVLine(text []byte) (tasks.Request, error) {
 	cr := csv.NewReader(bytes.NewReader(text))
 	cr.FieldsPerRecord = -1
@@ -154,7 +155,7 @@ func (h Header) ParseCSVLine(text []byte) (tasks.Request, error) {
 		return tasks.Request{}, fmt.Errorf("csv: %w", err)
 	}
 	if _, err := cr.Read(); !errors.Is(err, io.EOF) {
-		return tasks.Request{}, errors.New("csv: a quoted cell holds a line break (not supported in a manifest)")
+		return tasks.Request{}, errors.New("csv: more than one record on a line")
 	}
 	return h.Request(cells)
 }

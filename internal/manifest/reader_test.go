@@ -1,0 +1,312 @@
+package manifest_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/manifest"
+	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/producer"
+	"github.com/cropq/cropq/status"
+)
+
+type fixture struct {
+	rdb    *redis.Client
+	s3c    *s3.Client
+	bucket string
+	prod   *producer.Producer
+	store  *records.Store
+	bl     *backlog.Backlog
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs redis-server and MinIO")
+	}
+	srv := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	s3c, bucket := testenv.MinIOBucket(t, testenv.MinIO(t))
+	prod := producer.New(rdb, producer.Config{Backlog: true, Manifests: manifest.S3{Client: s3c}})
+	t.Cleanup(func() { _ = prod.Close() })
+	return &fixture{rdb: rdb, s3c: s3c, bucket: bucket, prod: prod, store: records.NewStore(rdb, status.Config{}), bl: backlog.New(rdb, backlog.Config{})}
+}
+
+func (f *fixture) put(t *testing.T, key, body string) {
+	t.Helper()
+	_, err := f.s3c.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(f.bucket), Key: aws.String(key), Body: strings.NewReader(body)})
+	require.NoError(t, err)
+}
+
+func (f *fixture) reader(cfg manifest.Config) *manifest.Reader {
+	return manifest.NewReader(f.store, manifest.S3{Client: f.s3c}, f.prod, cfg)
+}
+
+func (f *fixture) report(t *testing.T, tenant, batch string) []records.ReportLine {
+	t.Helper()
+	raws, err := f.rdb.LRange(context.Background(), f.store.ReportKey(tenant, batch), 0, -1).Result()
+	require.NoError(t, err)
+	var out []records.ReportLine
+	for _, r := range raws {
+		var l records.ReportLine
+		require.NoError(t, json.Unmarshal([]byte(r), &l))
+		out = append(out, l)
+	}
+	return out
+}
+
+func good(id string) string {
+	return fmt.Sprintf(`{"requestId":%q,"imageUrl":"https://cdn.example.com/%s.jpg","targetWidth":400,"targetHeight":300}`, id, id)
+}
+
+// A manifest with bad lines of every kind is read to its end: each good
+// line a request naming its line, each bad one refused alone with its line
+// number and field, in small chunks (lines longer than a chunk included).
+func TestReaderReadsToTheEnd(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	lines := []string{
+		good("m-1"),
+		`{"requestId":"m-2","imageUrl":"https://cdn.example.com/2.jpg","targetWidth":40,"targetHeight":300}`, // width below the limit
+		``, // blank: skipped, still counted as a line
+		`{"requestId":"m-3",`, // not JSON
+		`{"imageUrl":"https://cdn.example.com/4.jpg","targetWidth":400,"targetHeight":300}`,                                // no requestId
+		`{"requestId":"m-5","imageUrl":"https://cdn.example.com/5.jpg","targetWidth":400,"targetHeight":300,"tenant":"acme"}`, // another tenant
+		good("m-6") + strings.Repeat(" ", 300), // longer than a chunk
+		good("m-7"),                            // no final newline
+	}
+	f.put(t, "cat/june.jsonl", strings.Join(lines, "\n"))
+	bi, err := f.prod.RegisterManifest(ctx, "", producer.ManifestRequest{Manifest: "s3://" + f.bucket + "/cat/june.jsonl"})
+	require.NoError(t, err)
+	require.NotNil(t, bi.Manifest)
+	assert.Equal(t, "reading", bi.Manifest.State)
+	assert.False(t, bi.Done)
+
+	r := f.reader(manifest.Config{ChunkBytes: 64, Group: 2})
+	require.NoError(t, r.Refill(ctx))
+	bi, err = f.prod.Batch(ctx, "", "june")
+	require.NoError(t, err)
+	require.Equal(t, "done", bi.Manifest.State)
+	assert.EqualValues(t, 7, bi.Manifest.Total)
+	assert.EqualValues(t, 7, bi.Total)
+	assert.Equal(t, map[status.State]int64{status.Queued: 3, status.Failed: 4}, bi.Counts)
+	on, err := f.rdb.HExists(ctx, "cropq:batch:{june}", records.ReadingField).Result()
+	require.NoError(t, err)
+	assert.False(t, on, "the reading field goes at the end")
+
+	for id, line := range map[string]int64{"m-1": 1, "m-6": 7, "m-7": 8} {
+		rec, err := f.prod.Get(ctx, id)
+		require.NoError(t, err, id)
+		assert.Equal(t, line, rec.Line, id)
+		assert.Equal(t, "june", rec.BatchID)
+	}
+	n, err := f.bl.Size(ctx)
+	require.NoError(t, err)
+	assert.EqualValues(t, 3, n, "the good lines wait in the backlog")
+
+	rep := f.report(t, "", "june")
+	require.Len(t, rep, 4)
+	want := []struct {
+		line  int64
+		field string
+	}{{2, "targetWidth"}, {4, ""}, {5, "requestId"}, {6, "tenant"}}
+	for i, w := range want {
+		assert.Equal(t, w.line, rep[i].Line)
+		assert.Equal(t, "failed", rep[i].State)
+		assert.Equal(t, manifest.CodeBadLine, rep[i].Code)
+		assert.Contains(t, rep[i].Message, fmt.Sprintf("line %d: ", w.line))
+		assert.Contains(t, rep[i].Message, w.field)
+	}
+	assert.Equal(t, "m-2", rep[0].RequestID)
+}
+
+// Reading again from an older cursor (a reader killed after it created a
+// chunk's requests, before it moved the cursor) creates nothing twice and
+// refuses no line twice.
+func TestReaderRereadCreatesNothingTwice(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var b strings.Builder
+	for i := 1; i <= 50; i++ {
+		if i%10 == 0 {
+			fmt.Fprintf(&b, "{\"requestId\":\"r-%d\"}\n", i) // no size
+			continue
+		}
+		b.WriteString(good(fmt.Sprintf("r-%d", i)) + "\n")
+	}
+	f.put(t, "again.jsonl", b.String())
+	_, err := f.prod.RegisterManifest(ctx, "", producer.ManifestRequest{BatchID: "again", Manifest: "s3://" + f.bucket + "/again.jsonl"})
+	require.NoError(t, err)
+	r := f.reader(manifest.Config{Group: 7})
+	got, err := r.Read(ctx, "default", "again", 30)
+	require.NoError(t, err)
+	assert.Equal(t, 30, got)
+	start, ok, err := f.store.Manifest(ctx, "default", "again")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.EqualValues(t, 30, start.Line)
+
+	// The cursor back at the start, as a crash before any save would leave it.
+	start.Offset, start.Line, start.Read = 0, 0, 0
+	require.NoError(t, f.store.SaveManifest(ctx, start))
+	_, err = r.Read(ctx, "default", "again", 1000)
+	require.NoError(t, err)
+	counts, err := f.store.BatchCounts(ctx, "default", "again")
+	require.NoError(t, err)
+	assert.Equal(t, map[status.State]int64{status.Queued: 45, status.Failed: 5}, counts)
+	assert.Len(t, f.report(t, "", "again"), 5)
+	n, err := f.bl.Size(ctx)
+	require.NoError(t, err)
+	assert.EqualValues(t, 45, n, "one backlog entry per request")
+	m, _, err := f.store.Manifest(ctx, "default", "again")
+	require.NoError(t, err)
+	assert.Equal(t, records.ManifestDone, m.State)
+	assert.EqualValues(t, 50, m.Total)
+}
+
+// The reader keeps about Target of a batch's requests queued, not more.
+func TestReaderKeepsTargetQueued(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var b strings.Builder
+	for i := 1; i <= 100; i++ {
+		b.WriteString(good(fmt.Sprintf("t-%d", i)) + "\n")
+	}
+	f.put(t, "big.jsonl", b.String())
+	_, err := f.prod.RegisterManifest(ctx, "", producer.ManifestRequest{Manifest: "s3://" + f.bucket + "/big.jsonl"})
+	require.NoError(t, err)
+	r := f.reader(manifest.Config{Target: 20, Group: 5})
+	require.NoError(t, r.Refill(ctx))
+	require.NoError(t, r.Refill(ctx)) // full: nothing more
+	counts, err := f.store.BatchCounts(ctx, "", "big")
+	require.NoError(t, err)
+	assert.EqualValues(t, 20, counts[status.Queued])
+	m, _, err := f.store.Manifest(ctx, "", "big")
+	require.NoError(t, err)
+	assert.Equal(t, records.ManifestReading, m.State)
+	assert.EqualValues(t, 20, m.Read)
+}
+
+// A CSV manifest: its header is read once, and kept for the next chunks.
+func TestReaderCSV(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	csv := "requestId,imageUrl,targetWidth,targetHeight,priority\n" +
+		"c-1,https://cdn.example.com/1.jpg,400,300,\n" +
+		"c-2,https://cdn.example.com/2.jpg,400,x,\n" +
+		"c-3,https://cdn.example.com/3.jpg,400,300,urgent\n"
+	f.put(t, "cat.csv", csv)
+	_, err := f.prod.RegisterManifest(ctx, "", producer.ManifestRequest{Manifest: "s3://" + f.bucket + "/cat.csv", Priority: "backfill"})
+	require.NoError(t, err)
+	r := f.reader(manifest.Config{Group: 1})
+	require.NoError(t, r.Refill(ctx))
+	c1, err := f.prod.Get(ctx, "c-1")
+	require.NoError(t, err)
+	assert.Equal(t, "backfill", c1.Priority, "the manifest's lane for lines without one")
+	assert.EqualValues(t, 2, c1.Line)
+	c3, err := f.prod.Get(ctx, "c-3")
+	require.NoError(t, err)
+	assert.Equal(t, "urgent", c3.Priority)
+	rep := f.report(t, "", "cat")
+	require.Len(t, rep, 1)
+	assert.EqualValues(t, 3, rep[0].Line)
+	assert.Contains(t, rep[0].Message, "targetHeight")
+}
+
+// A manifest replaced after registration stops its batch with a code,
+// rather than mix two versions; one removed likewise.
+func TestReaderStopsOnChangeOrRemoval(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, code string
+		after      func(key string)
+	}{
+		{"changed", manifest.CodeChanged, func(key string) { f.put(t, key, good("other")+"\n") }},
+		{"gone", manifest.CodeGone, func(key string) {
+			_, err := f.s3c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(f.bucket), Key: aws.String(key)})
+			require.NoError(t, err)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := tc.name + ".jsonl"
+			var b bytes.Buffer
+			for i := 1; i <= 10; i++ {
+				b.WriteString(good(fmt.Sprintf("%s-%d", tc.name, i)) + "\n")
+			}
+			f.put(t, key, b.String())
+			_, err := f.prod.RegisterManifest(ctx, "", producer.ManifestRequest{Manifest: "s3://" + f.bucket + "/" + key})
+			require.NoError(t, err)
+			r := f.reader(manifest.Config{ChunkBytes: 200, Group: 1})
+			_, err = r.Read(ctx, "", tc.name, 2)
+			require.NoError(t, err)
+			tc.after(key)
+			require.NoError(t, r.Refill(ctx))
+			bi, err := f.prod.Batch(ctx, "", tc.name)
+			require.NoError(t, err)
+			assert.Equal(t, "stopped", bi.Manifest.State)
+			assert.Equal(t, tc.code, bi.Manifest.Code)
+			assert.NotEmpty(t, bi.Manifest.Message)
+			assert.EqualValues(t, 2, bi.Counts[status.Queued], "what was read stays")
+			left, err := f.store.ReadingManifests(ctx)
+			require.NoError(t, err)
+			assert.NotContains(t, left, [2]string{"default", tc.name})
+		})
+	}
+}
+
+// Registration: the same manifest again is the same batch; another one
+// under that id, or a batch of requests of that id, is a conflict; bad
+// input names its field.
+func TestRegisterManifest(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.put(t, "reg.jsonl", good("g-1")+"\n")
+	url := "s3://" + f.bucket + "/reg.jsonl"
+	_, err := f.prod.RegisterManifest(ctx, "", producer.ManifestRequest{Manifest: url, Report: "s3://" + f.bucket + "/reports/"})
+	require.NoError(t, err)
+	_, err = f.prod.RegisterManifest(ctx, "", producer.ManifestRequest{Manifest: url})
+	require.NoError(t, err, "the same registration again")
+	report, err := f.rdb.HGet(ctx, "cropq:batch:{reg}", records.ReportField).Result()
+	require.NoError(t, err)
+	assert.Equal(t, "s3://"+f.bucket+"/reports/", report)
+
+	f.put(t, "other.jsonl", good("g-2")+"\n")
+	_, err = f.prod.RegisterManifest(ctx, "", producer.ManifestRequest{BatchID: "reg", Manifest: "s3://" + f.bucket + "/other.jsonl"})
+	var exists *producer.BatchExistsError
+	require.ErrorAs(t, err, &exists)
+
+	res := f.prod.Enqueue(ctx, mustRequest(t, `{"requestId":"inline-1","imageUrl":"https://cdn.example.com/1.jpg","targetWidth":400,"targetHeight":300,"batchId":"inline"}`))
+	require.NoError(t, res.Err)
+	_, err = f.prod.RegisterManifest(ctx, "", producer.ManifestRequest{BatchID: "inline", Manifest: url})
+	require.ErrorAs(t, err, &exists)
+
+	for _, tc := range []struct {
+		req   producer.ManifestRequest
+		field string
+	}{
+		{producer.ManifestRequest{Manifest: "https://x/y.jsonl"}, "manifest"},
+		{producer.ManifestRequest{Manifest: "s3://" + f.bucket + "/y.txt"}, "manifest"},
+		{producer.ManifestRequest{Manifest: "s3://" + f.bucket + "/missing.jsonl"}, "manifest"},
+		{producer.ManifestRequest{Manifest: url, Report: "s3://" + f.bucket + "/reports"}, "report"},
+		{producer.ManifestRequest{Manifest: url, Report: "file:///tmp/"}, "report"},
+		{producer.ManifestRequest{Manifest: url, BatchID: "-bad"}, "batchId"},
+		{producer.ManifestRequest{Manifest: url, Priority: "asap"}, "priority"},
+	} {
+		_, err := f.prod.RegisterManifest(ctx, "", tc.req)
+		assertField(t, err, tc.field)
+	}
+}
