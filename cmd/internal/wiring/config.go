@@ -73,6 +73,9 @@ type Config struct {
 	// FeedLead is how many seconds of calls the feeder keeps in asynq
 	// ahead of the workers (CROPQ_FEED_LEAD).
 	FeedLead time.Duration
+	// ManifestTarget is how many of a manifest batch's requests the reader
+	// keeps queued (CROPQ_MANIFEST_TARGET).
+	ManifestTarget int
 	// UrgentShare is the part of the effective rate each tenant's urgent
 	// requests may take, weighted (CROPQ_URGENT_SHARE, in (0, 1]; 1: no
 	// budget).
@@ -205,6 +208,7 @@ func LoadConfig(env Env) (Config, error) {
 	add(err)
 	c.TenantWeights = weights
 	c.FeedLead = dur("CROPQ_FEED_LEAD")
+	c.ManifestTarget = num("CROPQ_MANIFEST_TARGET")
 	c.UrgentShare, err = parseUrgentShare(env.Get("CROPQ_URGENT_SHARE"))
 	add(err)
 	offset, err := time.ParseDuration(env.Get("CROPQ_CLOCK_OFFSET"))

@@ -13,6 +13,7 @@ import (
 	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/manifest"
 	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
@@ -42,6 +43,7 @@ func TestUnsetVariablesGiveThePackagesDefaults(t *testing.T) {
 		{"CROPQ_RETRY_BASE", cfg.Server.Backoff.Base, worker.DefaultRetryBase},
 		{"CROPQ_RETRY_CAP", cfg.Server.Backoff.Cap, worker.DefaultRetryCap},
 		{"CROPQ_FEED_LEAD", cfg.FeedLead, backlog.DefaultLead},
+		{"CROPQ_MANIFEST_TARGET", cfg.ManifestTarget, manifest.DefaultTarget},
 		{"CROPQ_URGENT_SHARE", cfg.UrgentShare, backlog.DefaultUrgentShare},
 		{"CROPQ_LEASE_TTL", cfg.Lease.TTL, lease.DefaultTTL},
 		{"CROPQ_DEDUP_TTL", cfg.Dedup.TTL, dedup.DefaultTTL},

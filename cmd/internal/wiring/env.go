@@ -14,6 +14,7 @@ import (
 	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/manifest"
 	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
@@ -53,6 +54,7 @@ func EnvVars() []EnvVar {
 		{"CROPQ_QUOTA_ADAPTIVE", "true", "lower the shared rate on rate-limit answers, raise it back while calls succeed (AIMD)", false},
 		{"CROPQ_QUOTA_MIN_RATE", "0", "floor of the adapted rate (0: a twentieth of CROPQ_QUOTA_RATE)", false},
 		{"CROPQ_FEED_LEAD", shortDur(backlog.DefaultLead), "seconds of API calls, at the effective rate, the feeder keeps in asynq ahead of the workers: what an urgent request may wait behind", false},
+		{"CROPQ_MANIFEST_TARGET", strconv.Itoa(manifest.DefaultTarget), "requests of each manifest batch the feeder's leader keeps created and queued, reading its manifest as they drain (see docs/manifests.md): Redis holds about this many per batch being read, never the whole manifest", false},
 		{"CROPQ_LEASE_TTL", shortDur(lease.DefaultTTL), "lease of each running crop, renewed every fifth of it: a killed or frozen worker's crops run again on another worker about this long after it stopped (at least 1s)", false},
 		{"CROPQ_CLOCK_OFFSET", "0s", "fault injection: move this process's wall clock (record times, API signatures, expiry bookkeeping) by a signed duration, e.g. 10m or -10m, to try a worker whose clock is off; asynq's own bookkeeping keeps the system clock", false},
 		{"CROPQ_URGENT_SHARE", strconv.FormatFloat(backlog.DefaultUrgentShare, 'g', -1, 64), "part of the quota each tenant's urgent requests may take while other tenants have urgent or normal work, in (0, 1], scaled by its weight over the mean: beyond it they are served as normal (their record says servedAs normal); 1: no limit", false},

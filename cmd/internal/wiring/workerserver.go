@@ -117,7 +117,7 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 	if err != nil {
 		return nil, nil, err
 	}
-	reader := manifest.NewReader(st, manifest.S3{Client: s3c}, prod, manifest.Config{Logger: log})
+	reader := manifest.NewReader(st, manifest.S3{Client: s3c}, prod, manifest.Config{Target: cfg.ManifestTarget, Logger: log})
 	feeder := NewBacklog(cfg, rdb).NewFeeder(enq, backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
 		UrgentShare: cfg.UrgentShare, Demoter: urgentDemoter{records: st, metrics: hcfg.Metrics},
 		Rate: FleetRate(cfg, rdb), Rescue: rescue, Refiller: reader, Logger: log})
