@@ -139,4 +139,3 @@ func bulkEnqueue(ctx context.Context, prod *producer.Producer, path string, o bu
 	}
 	return nil
 }
-

@@ -81,9 +81,9 @@ func TestReaderReadsToTheEnd(t *testing.T) {
 	lines := []string{
 		good("m-1"),
 		`{"requestId":"m-2","imageUrl":"https://cdn.example.com/2.jpg","targetWidth":40,"targetHeight":300}`, // width below the limit
-		``, // blank: skipped, still counted as a line
+		``,                    // blank: skipped, still counted as a line
 		`{"requestId":"m-3",`, // not JSON
-		`{"imageUrl":"https://cdn.example.com/4.jpg","targetWidth":400,"targetHeight":300}`,                                // no requestId
+		`{"imageUrl":"https://cdn.example.com/4.jpg","targetWidth":400,"targetHeight":300}`,                                   // no requestId
 		`{"requestId":"m-5","imageUrl":"https://cdn.example.com/5.jpg","targetWidth":400,"targetHeight":300,"tenant":"acme"}`, // another tenant
 		good("m-6") + strings.Repeat(" ", 300), // longer than a chunk
 		good("m-7"),                            // no final newline

@@ -178,7 +178,7 @@ type WorkerProcess struct {
 	feeder   *backlog.Feeder
 	handler  *worker.Handler
 	producer *producer.Producer // the manifest reader's
-	leases  *lease.Leases
+	leases   *lease.Leases
 }
 
 // Run serves until ctx ends, then drains; the feeder stops with ctx.
