@@ -60,7 +60,8 @@ const (
 const (
 	DefaultTarget     = 2000
 	DefaultChunkBytes = 1 << 20
-	DefaultGroup      = 1000
+	DefaultGroup      = 2000
+	DefaultParallel   = 4
 )
 
 // Config configures a Reader. Zero values take defaults.
@@ -71,8 +72,9 @@ type Config struct {
 	Target int
 	// ChunkBytes is the byte range read at a time (default 1 MiB).
 	ChunkBytes int64
-	// Group is the lines created in one call (default 1,000).
-	Group int
+	// Group is the lines read between two moves of the cursor (default
+	// 2,000), created Parallel parts at a time (default 4).
+	Group, Parallel int
 	// MinBackoff and MaxBackoff bound the wait after S3 or Redis failed
 	// (default 1s, 30s).
 	MinBackoff, MaxBackoff time.Duration
@@ -107,6 +109,9 @@ func NewReader(store *records.Store, objects Objects, create Creator, cfg Config
 	}
 	if cfg.Group <= 0 {
 		cfg.Group = DefaultGroup
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = DefaultParallel
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = time.Second
@@ -253,26 +258,27 @@ type refusal struct {
 // the good ones and refuses the bad ones, and advances m past them (Line,
 // Read, Header; the caller moves Offset by used and saves).
 func (r *Reader) lines(ctx context.Context, m *records.Manifest, text []byte, limit int) (n, used int, err error) {
-	var (
-		reqs    []tasks.Request
-		lines   []int64
-		refused []refusal
-		header  requestfile.Header
-	)
+	var header requestfile.Header
 	if m.Format == string(requestfile.CSV) && m.Header != nil {
 		if header, err = requestfile.ParseHeader(m.Header); err != nil {
 			return 0, 0, r.stop(ctx, m, CodeBadHeader, err.Error())
 		}
 	}
+	// The lines, in order (the header first, when it is among them).
+	type raw struct {
+		line int64
+		text []byte
+	}
+	var raws []raw
 	line, pos := m.Line, 0
 	for pos < len(text) && n < limit {
-		raw := text[pos:]
-		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
-			raw = raw[:i+1]
+		rest := text[pos:]
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			rest = rest[:i+1]
 		}
-		pos += len(raw)
+		pos += len(rest)
 		line++
-		t := bytes.TrimSpace(raw)
+		t := bytes.TrimSpace(rest)
 		if len(t) == 0 {
 			continue
 		}
@@ -285,38 +291,63 @@ func (r *Reader) lines(ctx context.Context, m *records.Manifest, text []byte, li
 			continue
 		}
 		n++
-		var req tasks.Request
-		var perr error
-		if m.Format == string(requestfile.CSV) {
-			req, perr = header.ParseCSVLine(t)
-		} else {
-			req, perr = requestfile.ParseJSON(t)
-		}
-		if perr == nil {
-			perr = r.claim(&req, *m)
-		}
-		if perr != nil {
-			refused = append(refused, refusal{line: line, id: req.RequestID, code: CodeBadLine, err: perr})
-			continue
-		}
-		reqs = append(reqs, req)
-		lines = append(lines, line)
+		raws = append(raws, raw{line, t})
 	}
-	if len(reqs) > 0 {
-		for i, res := range r.create.EnqueueLines(ctx, reqs, lines) {
-			switch res.Outcome {
-			case producer.Enqueued, producer.Known:
-			case producer.Invalid:
-				refused = append(refused, refusal{line: lines[i], id: res.RequestID, code: CodeBadLine, err: res.Err})
-			case producer.Conflict:
-				refused = append(refused, refusal{line: lines[i], id: res.RequestID, code: CodeConflict, err: res.Err})
-			default:
-				// Redis or S3 failed: the cursor stays, the lines are read
-				// again (what was created is known then).
-				return 0, 0, fmt.Errorf("manifest %s, line %d: %w", m.URL(), lines[i], res.Err)
+	// Parsed and created Parallel parts at a time: the parsing takes the
+	// cores, the creation Redis, and each waits less on the other.
+	parts := r.cfg.Parallel
+	size := (len(raws) + parts - 1) / max(parts, 1)
+	refusedOf := make([][]refusal, parts)
+	errOf := make([]error, parts)
+	var wg sync.WaitGroup
+	for k := 0; k < parts && k*size < len(raws); k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var reqs []tasks.Request
+			var lines []int64
+			for _, x := range raws[k*size : min((k+1)*size, len(raws))] {
+				var req tasks.Request
+				var perr error
+				if m.Format == string(requestfile.CSV) {
+					req, perr = header.ParseCSVLine(x.text)
+				} else {
+					req, perr = requestfile.ParseJSON(x.text)
+				}
+				if perr == nil {
+					perr = r.claim(&req, *m)
+				}
+				if perr != nil {
+					refusedOf[k] = append(refusedOf[k], refusal{line: x.line, id: req.RequestID, code: CodeBadLine, err: perr})
+					continue
+				}
+				reqs = append(reqs, req)
+				lines = append(lines, x.line)
 			}
-		}
+			if len(reqs) == 0 {
+				return
+			}
+			for i, res := range r.create.EnqueueLines(ctx, reqs, lines) {
+				switch res.Outcome {
+				case producer.Enqueued, producer.Known:
+				case producer.Invalid:
+					refusedOf[k] = append(refusedOf[k], refusal{line: lines[i], id: res.RequestID, code: CodeBadLine, err: res.Err})
+				case producer.Conflict:
+					refusedOf[k] = append(refusedOf[k], refusal{line: lines[i], id: res.RequestID, code: CodeConflict, err: res.Err})
+				default:
+					// Redis or S3 failed: the cursor stays, the lines are
+					// read again (what was created is known then).
+					errOf[k] = fmt.Errorf("manifest %s, line %d: %w", m.URL(), lines[i], res.Err)
+					return
+				}
+			}
+		}()
 	}
+	wg.Wait()
+	if err := errors.Join(errOf...); err != nil {
+		return 0, 0, err
+	}
+	refused := slices.Concat(refusedOf...)
 	slices.SortFunc(refused, func(a, b refusal) int { return int(a.line - b.line) })
 	for _, f := range refused {
 		msg := fmt.Sprintf("line %d: %v", f.line, f.err)
