@@ -59,7 +59,9 @@ func (o S3) GetRange(ctx context.Context, bucket, key, etag string, off, n int64
 	ctx, cancel := context.WithTimeout(ctx, o.timeout())
 	defer cancel()
 	out, err := o.Client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), IfMatch: aws.String(etag),
-		Range: aws.String("bytes=" + strconv.FormatInt(off, 10) + "-" + strconv.FormatInt(off+n-1, 10))})
+		Range: aws.String("bytes=" + strconv.FormatInt(off, 10) + "-" + strconv.FormatInt(off+n-1, 10))},
+		// A range has no checksum to validate: no log line per chunk.
+		func(o *s3.Options) { o.DisableLogOutputChecksumValidationSkipped = true })
 	var re *awshttp.ResponseError
 	switch {
 	case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusPreconditionFailed:
