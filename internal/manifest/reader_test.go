@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/manifest"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/testenv"
@@ -23,6 +25,7 @@ import (
 )
 
 type fixture struct {
+	minio  *localsvc.MinIO
 	rdb    *redis.Client
 	s3c    *s3.Client
 	bucket string
@@ -39,10 +42,11 @@ func newFixture(t *testing.T) *fixture {
 	srv := testenv.Redis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
-	s3c, bucket := testenv.MinIOBucket(t, testenv.MinIO(t))
+	minio := testenv.MinIO(t)
+	s3c, bucket := testenv.MinIOBucket(t, minio)
 	prod := producer.New(rdb, producer.Config{Backlog: true, Manifests: manifest.S3{Client: s3c}})
 	t.Cleanup(func() { _ = prod.Close() })
-	return &fixture{rdb: rdb, s3c: s3c, bucket: bucket, prod: prod, store: records.NewStore(rdb, status.Config{}), bl: backlog.New(rdb, backlog.Config{})}
+	return &fixture{minio: minio, rdb: rdb, s3c: s3c, bucket: bucket, prod: prod, store: records.NewStore(rdb, status.Config{}), bl: backlog.New(rdb, backlog.Config{})}
 }
 
 func (f *fixture) put(t *testing.T, key, body string) {
@@ -309,4 +313,45 @@ func TestRegisterManifest(t *testing.T) {
 		_, err := f.prod.RegisterManifest(ctx, "", tc.req)
 		assertField(t, err, tc.field)
 	}
+}
+
+// S3 unreachable mid-read: the reader reports it and keeps its cursor;
+// once S3 is back it reads on from there, nothing lost or read twice.
+func TestReaderRidesOutAnS3Outage(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var b strings.Builder
+	for i := 1; i <= 40; i++ {
+		b.WriteString(good(fmt.Sprintf("o-%d", i)) + "\n")
+	}
+	f.put(t, "outage.jsonl", b.String())
+	_, err := f.prod.RegisterManifest(ctx, "", producer.ManifestRequest{Manifest: "s3://" + f.bucket + "/outage.jsonl"})
+	require.NoError(t, err)
+	r := f.reader(manifest.Config{ChunkBytes: 256, Group: 5, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond})
+	_, err = r.Read(ctx, "", "outage", 10)
+	require.NoError(t, err)
+	before, _, err := f.store.Manifest(ctx, "", "outage")
+	require.NoError(t, err)
+
+	require.NoError(t, f.minio.Stop(ctx))
+	err = r.Refill(ctx)
+	require.Error(t, err, "S3 is down")
+	during, _, err2 := f.store.Manifest(ctx, "", "outage")
+	require.NoError(t, err2)
+	assert.Equal(t, records.ManifestReading, during.State, "a transient failure does not stop the batch")
+	assert.Equal(t, before.Offset, during.Offset, "the cursor stays")
+	assert.Equal(t, before.Line, during.Line)
+
+	require.NoError(t, f.minio.Start(ctx))
+	require.Eventually(t, func() bool {
+		_ = r.Refill(ctx)
+		m, _, err := f.store.Manifest(ctx, "", "outage")
+		return err == nil && m.State == records.ManifestDone
+	}, 30*time.Second, 20*time.Millisecond)
+	counts, err := f.store.BatchCounts(ctx, "", "outage")
+	require.NoError(t, err)
+	assert.Equal(t, map[status.State]int64{status.Queued: 40}, counts)
+	n, err := f.bl.Size(ctx)
+	require.NoError(t, err)
+	assert.EqualValues(t, 40, n)
 }

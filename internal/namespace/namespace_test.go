@@ -75,3 +75,32 @@ func TestValidate(t *testing.T) {
 		assert.Error(t, w.Validate(), name)
 	}
 }
+
+// Where a tenant may name a manifest to read or a report destination.
+func TestCheckPlace(t *testing.T) {
+	for _, tc := range []struct {
+		name, tenant, bucket, key string
+		ok                        bool
+	}{
+		{"a tenant's own bucket", "acme", "acme-media", "catalogues/june.jsonl", true},
+		{"its prefix of the default bucket", "acme", "cropq", "tenants/acme/june.jsonl", true},
+		{"the default bucket outside its prefix", "acme", "cropq", "catalogues/june.jsonl", false},
+		{"another tenant's prefix", "acme", "cropq", "tenants/globex/june.jsonl", false},
+		{"a way out of its prefix", "acme", "cropq", "tenants/acme/../globex/june.jsonl", false},
+		{"another tenant's bucket", "acme", "globex-private", "june.jsonl", false},
+		{"a bucket of no one", "acme", "media", "june.jsonl", false},
+		{"the default tenant, anywhere", "", "media", "june.jsonl", true},
+		{"the default tenant, not a tenant's bucket", "default", "acme-crops", "june.jsonl", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := walls().CheckPlace(tc.tenant, tc.bucket, tc.key, "manifest")
+			if tc.ok {
+				assert.NoError(t, err)
+				return
+			}
+			var ve *cropapi.ValidationError
+			require.True(t, errors.As(err, &ve), "%v", err)
+			assert.Equal(t, "manifest", ve.Field)
+		})
+	}
+}
