@@ -174,8 +174,13 @@ func (r *Reader) settle(name string, err error) {
 // read.
 func (r *Reader) Read(ctx context.Context, tenant, batchID string, upTo int) (int, error) {
 	m, ok, err := r.store.Manifest(ctx, tenant, batchID)
-	if err != nil || !ok || m.State != records.ManifestReading {
+	switch {
+	case err != nil:
 		return 0, err
+	case !ok:
+		return 0, r.store.ForgetManifest(ctx, tenant, batchID)
+	case m.State != records.ManifestReading:
+		return 0, nil
 	}
 	need := upTo
 	if need <= 0 {

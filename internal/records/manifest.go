@@ -156,6 +156,15 @@ func (s *Store) ReadingManifests(ctx context.Context) ([][2]string, error) {
 	return out, nil
 }
 
+// ForgetManifest drops a batch from ManifestsKey: one whose counts are gone
+// (deleted by an operator) is read no more.
+func (s *Store) ForgetManifest(ctx context.Context, tenant, batchID string) error {
+	if err := s.rdb.SRem(ctx, s.ManifestsKey(), batchMember(tenant, batchID)).Err(); err != nil {
+		return fmt.Errorf("status: forget manifest of batch %s: %w", batchID, err)
+	}
+	return nil
+}
+
 // SaveManifest writes m's progress (its cursor, state, total). A state
 // other than reading ends the reading: ReadingField goes, the batch leaves
 // ManifestsKey, and its keys get their TTL when nothing of it waits. Only
