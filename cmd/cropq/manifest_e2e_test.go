@@ -106,6 +106,22 @@ func TestManifestRunsToTheEnd(t *testing.T) {
 	assert.NotEmpty(t, reg.Manifest.ETag)
 	code, _, body = apiDo(t, "POST", base+"/v1/batches", frontDoorToken, fmt.Sprintf(`{"batchId":"june","manifest":%q}`, url))
 	require.Equal(t, 202, code, "the same registration again: %s", body)
+	s.putObject(t, "catalogues/other.jsonl", "")
+	for _, tc := range []struct {
+		body  string
+		code  int
+		field string
+	}{
+		{`{"batchId":"june","manifest":"s3://` + s.bucket + `/catalogues/other.jsonl"}`, 409, "batchId"},
+		{`{"batchId":"july","manifest":"s3://` + s.bucket + `/catalogues/missing.jsonl"}`, 400, "manifest"},
+		{`{"batchId":"july","manifest":"` + url + `","report":"s3://` + s.bucket + `/reports"}`, 400, "report"},
+	} {
+		code, _, body := apiDo(t, "POST", base+"/v1/batches", frontDoorToken, tc.body)
+		require.Equal(t, tc.code, code, "%s: %s", tc.body, body)
+		var p struct{ Field string }
+		require.NoError(t, json.Unmarshal(body, &p))
+		assert.Equal(t, tc.field, p.Field, "%s", body)
+	}
 
 	started := time.Now()
 	s.start("worker", "worker", "--concurrency", "16")

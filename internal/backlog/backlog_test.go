@@ -432,3 +432,40 @@ func TestOnlyASettledLeaderRescues(t *testing.T) {
 	assert.True(t, f1.Leader())
 	assert.Equal(t, before, calls[0].Load(), "leading anew, the grace starts again")
 }
+
+// pusher is a Refiller that appends n entries to a list at each call (as
+// the manifest reader creates requests), counting its calls.
+type pusher struct {
+	b     *Backlog
+	n     int
+	calls atomic.Int32
+}
+
+func (p *pusher) Refill(ctx context.Context) error {
+	k := int(p.calls.Add(1))
+	var es []Entry
+	for i := range p.n {
+		id := fmt.Sprintf("refill-%d-%d", k, i)
+		es = append(es, Entry{Lane: "normal", Tenant: "acme", RequestID: id, Payload: []byte(`{"requestId":"` + id + `"}`), At: time.Now()})
+	}
+	return p.b.Push(ctx, es)
+}
+
+// Only the leader refills, before it feeds: what it adds is fed in the
+// same step.
+func TestOnlyTheLeaderRefills(t *testing.T) {
+	ctx := context.Background()
+	b := New(newRedis(t), Config{})
+	p1, p2 := &pusher{b: b, n: 3}, &pusher{b: b, n: 3}
+	r1 := &recorder{}
+	f1 := b.NewFeeder(r1, FeederConfig{ID: "one", MinWindow: 5, LockTTL: time.Minute, Refiller: p1})
+	f2 := b.NewFeeder(&recorder{}, FeederConfig{ID: "two", MinWindow: 5, LockTTL: time.Minute, Refiller: p2})
+	n, err := f1.Step(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 3, n, "the entries the refill added")
+	_, err = f2.Step(ctx)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, p1.calls.Load())
+	assert.Zero(t, p2.calls.Load(), "a feeder without the lease reads no manifest")
+	assert.Equal(t, []string{"refill-1-0", "refill-1-1", "refill-1-2"}, r1.ids())
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/manifest"
+	"github.com/cropq/cropq/internal/namespace"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
@@ -354,4 +355,32 @@ func TestReaderRidesOutAnS3Outage(t *testing.T) {
 	n, err := f.bl.Size(ctx)
 	require.NoError(t, err)
 	assert.EqualValues(t, 40, n)
+}
+
+// A tenant names manifests and report destinations only in its own
+// buckets or under tenants/TENANT/ of the default bucket.
+func TestRegisterManifestWalls(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	walls := namespace.Walls{DefaultBucket: f.bucket, TenantBuckets: map[string][]string{"acme": {"acme-media"}}}
+	prod := producer.New(f.rdb, producer.Config{Backlog: true, Manifests: manifest.S3{Client: f.s3c}, ReadWalls: walls})
+	t.Cleanup(func() { _ = prod.Close() })
+	f.put(t, "tenants/acme/june.jsonl", good("w-1")+"\n")
+	f.put(t, "tenants/globex/june.jsonl", good("w-2")+"\n")
+	own := "s3://" + f.bucket + "/tenants/acme/june.jsonl"
+	_, err := prod.RegisterManifest(ctx, "acme", producer.ManifestRequest{Manifest: "s3://" + f.bucket + "/tenants/globex/june.jsonl"})
+	assertField(t, err, "manifest")
+	_, err = prod.RegisterManifest(ctx, "acme", producer.ManifestRequest{Manifest: own, Report: "s3://" + f.bucket + "/reports/"})
+	assertField(t, err, "report")
+	bi, err := prod.RegisterManifest(ctx, "acme", producer.ManifestRequest{Manifest: own, Report: "s3://acme-media/reports/"})
+	require.NoError(t, err)
+	assert.Equal(t, "reading", bi.Manifest.State)
+	_, err = f.prod.Batch(ctx, "", "june")
+	assert.ErrorIs(t, err, status.ErrNotFound, "acme's batch is not the default tenant's")
+
+	r := f.reader(manifest.Config{})
+	require.NoError(t, r.Refill(ctx))
+	rec, err := f.prod.Get(ctx, "w-1")
+	require.NoError(t, err)
+	assert.Equal(t, "acme", rec.Tenant, "the manifest's tenant")
 }
