@@ -283,7 +283,7 @@ func (s *Store) createManyCluster(ctx context.Context, recs []status.Record, enc
 // batch ARGV[5] enters the registry KEYS[11] at ARGV[4]. A batch that
 // gets requests keeps no TTL (settle; ARGV[1] is the TTL).
 var createScript = redis.NewScript(settleLua + `
-local created, n = {}, 0
+local created, n, added = {}, 0, {}
 for i = 12, #KEYS, 3 do
   local a = i - 5
   if redis.call('EXISTS', KEYS[i]) == 0 then
@@ -298,7 +298,11 @@ for i = 12, #KEYS, 3 do
     n = n + 1
     if ARGV[a + 1] ~= '' then
       redis.call('RPUSH', KEYS[i + 1], ARGV[a + 1])
-      redis.call('SADD', KEYS[i + 2], ARGV[a + 2])
+      -- Once per list and call: a batch's requests share one or a few.
+      if not added[ARGV[a + 2]] then
+        redis.call('SADD', KEYS[i + 2], ARGV[a + 2])
+        added[ARGV[a + 2]] = true
+      end
     end
   else
     created[#created + 1] = 0
