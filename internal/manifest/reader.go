@@ -177,10 +177,10 @@ func (r *Reader) Read(ctx context.Context, tenant, batchID string, upTo int) (in
 	switch {
 	case err != nil:
 		return 0, err
-	case !ok:
+	case !ok, m.State != records.ManifestReading:
+		// Gone, or its reading ended (a crash after the descriptor was
+		// saved, before it left the set).
 		return 0, r.store.ForgetManifest(ctx, tenant, batchID)
-	case m.State != records.ManifestReading:
-		return 0, nil
 	}
 	need := upTo
 	if need <= 0 {

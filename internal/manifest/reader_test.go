@@ -27,7 +27,7 @@ import (
 
 type fixture struct {
 	minio  *localsvc.MinIO
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	s3c    *s3.Client
 	bucket string
 	prod   *producer.Producer
@@ -41,7 +41,11 @@ func newFixture(t *testing.T) *fixture {
 		t.Skip("needs redis-server and MinIO")
 	}
 	srv := testenv.Redis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	return newFixtureOn(t, redis.NewClient(&redis.Options{Addr: srv.Addr()}))
+}
+
+func newFixtureOn(t *testing.T, rdb redis.UniversalClient) *fixture {
+	t.Helper()
 	t.Cleanup(func() { _ = rdb.Close() })
 	minio := testenv.MinIO(t)
 	s3c, bucket := testenv.MinIOBucket(t, minio)
@@ -383,4 +387,30 @@ func TestRegisterManifestWalls(t *testing.T) {
 	rec, err := f.prod.Get(ctx, "w-1")
 	require.NoError(t, err)
 	assert.Equal(t, "acme", rec.Tenant, "the manifest's tenant")
+}
+
+// On a Redis Cluster, whose keys of a batch and of the deployment sit in
+// different slots, a manifest is registered, read and refused line by line
+// as on one primary.
+func TestReaderOnACluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs redis-server and MinIO")
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.RedisCluster(t).Addrs()})
+	f := newFixtureOn(t, rdb)
+	ctx := context.Background()
+	f.put(t, "cl.jsonl", good("cl-1")+"\n{\"requestId\":\n"+good("cl-2")+"\n")
+	_, err := f.prod.RegisterManifest(ctx, "", producer.ManifestRequest{Manifest: "s3://" + f.bucket + "/cl.jsonl"})
+	require.NoError(t, err)
+	require.NoError(t, f.reader(manifest.Config{}).Refill(ctx))
+	bi, err := f.prod.Batch(ctx, "", "cl")
+	require.NoError(t, err)
+	assert.Equal(t, "done", bi.Manifest.State)
+	assert.Equal(t, map[status.State]int64{status.Queued: 2, status.Failed: 1}, bi.Counts)
+	rep := f.report(t, "", "cl")
+	require.Len(t, rep, 1)
+	assert.EqualValues(t, 2, rep[0].Line)
+	left, err := f.store.ReadingManifests(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, left)
 }

@@ -73,9 +73,9 @@ func (s *Store) ManifestsKey() string { return s.cfg.Prefix + "manifests" }
 // or used by a batch of requests: a manifest batch needs an id of its own.
 var ErrBatchExists = errors.New("the batch exists already with other requests or another manifest")
 
-// RegisterManifest creates a manifest batch: its descriptor, ReadingField,
-// ReportField when report is not "", its place in the batch registry and
-// in ManifestsKey, in one step. Registering the same manifest (bucket, key
+// RegisterManifest creates a manifest batch: its descriptor, ReadingField
+// and ReportField when report is not "" in one step, and its place in
+// ManifestsKey and in the batch registry. Registering the same manifest (bucket, key
 // and ETag) again returns the batch as it is (created false); another
 // manifest, or a batch of that id without one, is ErrBatchExists.
 func (s *Store) RegisterManifest(ctx context.Context, m Manifest, report string) (Manifest, bool, error) {
@@ -87,8 +87,15 @@ func (s *Store) RegisterManifest(ctx context.Context, m Manifest, report string)
 	if err != nil {
 		return Manifest{}, false, fmt.Errorf("status: encode manifest: %w", err)
 	}
-	keys := []string{s.batchKey(m.Tenant, m.BatchID), s.BatchesKey(), s.ManifestsKey()}
-	res, err := registerScript.Run(ctx, s.rdb, keys, b, m.Bucket, m.Key, m.ETag, report, m.RegisteredAt.UnixMilli(), batchMember(m.Tenant, m.BatchID)).Slice()
+	member := batchMember(m.Tenant, m.BatchID)
+	// The reader's set first: a batch it lists without a manifest is
+	// dropped by the reader, while a manifest it did not list would never
+	// be read. (Separate commands: on a Redis Cluster these keys are in
+	// other slots than the batch's.)
+	if err := s.rdb.SAdd(ctx, s.ManifestsKey(), member).Err(); err != nil {
+		return Manifest{}, false, fmt.Errorf("status: register manifest of batch %s: %w", m.BatchID, err)
+	}
+	res, err := registerScript.Run(ctx, s.rdb, []string{s.batchKey(m.Tenant, m.BatchID)}, b, m.Bucket, m.Key, m.ETag, report).Slice()
 	if err != nil {
 		return Manifest{}, false, fmt.Errorf("status: register manifest of batch %s: %w", m.BatchID, err)
 	}
@@ -97,6 +104,9 @@ func (s *Store) RegisterManifest(ctx context.Context, m Manifest, report string)
 	if n == -1 {
 		return Manifest{}, false, fmt.Errorf("status: batch %s: %w", m.BatchID, ErrBatchExists)
 	}
+	if err := s.rdb.ZAddNX(ctx, s.BatchesKey(), redis.Z{Score: float64(m.RegisteredAt.UnixMilli()), Member: member}).Err(); err != nil {
+		return Manifest{}, false, fmt.Errorf("status: register manifest of batch %s: %w", m.BatchID, err)
+	}
 	var have Manifest
 	if err := json.Unmarshal([]byte(raw), &have); err != nil {
 		return Manifest{}, false, fmt.Errorf("status: decode manifest of batch %s: %w", m.BatchID, err)
@@ -104,11 +114,10 @@ func (s *Store) RegisterManifest(ctx context.Context, m Manifest, report string)
 	return have, n == 1, nil
 }
 
-// registerScript: KEYS[1] the batch hash, KEYS[2] the registry, KEYS[3]
-// ManifestsKey; ARGV[1] the descriptor, ARGV[2..4] bucket, key, ETag,
-// ARGV[5] the report destination, ARGV[6] the time, ARGV[7] the member.
-// Returns {1, desc} when created, {0, desc} for the same manifest, {-1, ""}
-// for another.
+// registerScript: KEYS[1] the batch hash; ARGV[1] the descriptor,
+// ARGV[2..4] bucket, key, ETag, ARGV[5] the report destination. Returns
+// {1, desc} when created, {0, desc} for the same manifest, {-1, ""} for
+// another.
 var registerScript = redis.NewScript(`
 local have = redis.call('HGET', KEYS[1], 'manifest')
 if have then
@@ -119,8 +128,6 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-1, ''} end
 redis.call('HSET', KEYS[1], 'manifest', ARGV[1], 'reading', '1')
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'report', ARGV[5]) end
-redis.call('ZADD', KEYS[2], 'NX', ARGV[6], ARGV[7])
-redis.call('SADD', KEYS[3], ARGV[7])
 return {1, ARGV[1]}
 `)
 
@@ -179,32 +186,34 @@ func (s *Store) SaveManifest(ctx context.Context, m Manifest) error {
 	if m.State != ManifestReading {
 		end = "1"
 	}
-	keys := append(s.batchKeys(m.Tenant, m.BatchID), s.ManifestsKey())
-	if err := saveManifestScript.Run(ctx, s.rdb, keys, s.cfg.TTL.Milliseconds(), b, end, batchMember(m.Tenant, m.BatchID)).Err(); err != nil {
+	if err := saveManifestScript.Run(ctx, s.rdb, s.batchKeys(m.Tenant, m.BatchID), s.cfg.TTL.Milliseconds(), b, end).Err(); err != nil {
 		return fmt.Errorf("status: save manifest of batch %s: %w", m.BatchID, err)
+	}
+	if end == "1" {
+		// After the descriptor (another slot on a Cluster): a crash in
+		// between leaves the batch listed, and the reader drops it then.
+		return s.ForgetManifest(ctx, m.Tenant, m.BatchID)
 	}
 	return nil
 }
 
-// saveManifestScript: KEYS[1..10] batchKeys, KEYS[11] ManifestsKey;
-// ARGV[1] the TTL, ARGV[2] the descriptor, ARGV[3] 1 to end the reading,
-// ARGV[4] the batch's member.
+// saveManifestScript: KEYS[1..10] batchKeys; ARGV[1] the TTL, ARGV[2] the
+// descriptor, ARGV[3] 1 to end the reading.
 var saveManifestScript = redis.NewScript(settleLua + `
 local have = redis.call('HGET', KEYS[1], 'manifest')
 if not have or cjson.decode(have).state ~= 'reading' then return 0 end
 redis.call('HSET', KEYS[1], 'manifest', ARGV[2])
 if ARGV[3] == '1' then
   redis.call('HDEL', KEYS[1], 'reading')
-  redis.call('SREM', KEYS[11], ARGV[4])
   settle(1, ARGV[1])
 end
 return 1
 `)
 
 // RefuseLine counts a manifest line that is no request (unparseable, an
-// invalid field, no request id…) as failed in its batch, in the failures
-// per code the overview reads, and appends its report line, all in one
-// step. Lines are refused in order: a line at or below the highest one
+// invalid field, no request id…) as failed in its batch and appends its
+// report line, in one step, then counts it in the failures per code the
+// overview reads. Lines are refused in order: a line at or below the highest one
 // refused already is not counted again (a reader that re-reads a chunk
 // after a crash), and false is returned.
 func (s *Store) RefuseLine(ctx context.Context, tenant, batchID string, line ReportLine) (bool, error) {
@@ -214,10 +223,20 @@ func (s *Store) RefuseLine(ctx context.Context, tenant, batchID string, line Rep
 		return false, fmt.Errorf("status: encode report line: %w", err)
 	}
 	now := s.cfg.Now().UTC()
-	keys := []string{s.batchKey(tenant, batchID), s.ReportKey(tenant, batchID), s.failuresKey(now)}
-	n, err := refuseScript.Run(ctx, s.rdb, keys, line.Line, b, now.Format("04")+":"+line.Code, (2 * time.Hour).Milliseconds()).Int()
+	keys := []string{s.batchKey(tenant, batchID), s.ReportKey(tenant, batchID)}
+	n, err := refuseScript.Run(ctx, s.rdb, keys, line.Line, b).Int()
 	if err != nil {
 		return false, fmt.Errorf("status: refuse line %d of batch %s: %w", line.Line, batchID, err)
+	}
+	if n == 1 {
+		// The overview's count (another slot on a Cluster), as countFailure.
+		fk := s.failuresKey(now)
+		pipe := s.rdb.Pipeline()
+		pipe.HIncrBy(ctx, fk, now.Format("04")+":"+line.Code, 1)
+		pipe.Expire(ctx, fk, 2*time.Hour)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return true, fmt.Errorf("status: count refused line %d of batch %s: %w", line.Line, batchID, err)
+		}
 	}
 	return n == 1, nil
 }
@@ -228,7 +247,5 @@ if tonumber(ARGV[1]) <= top then return 0 end
 redis.call('HSET', KEYS[1], 'refusedLine', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'failed', 1)
 redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 1
 `)
