@@ -20,14 +20,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/httpapi"
+	"github.com/cropq/cropq/internal/manifest"
+	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -285,8 +290,37 @@ func validateResponse(t *testing.T, in *openapi3filter.RequestValidationInput, r
 // server (real Redis); the answer must have the documented status and
 // field, match the response example of the same name, and conform to the
 // document, as the request must exactly when x-schema-valid says so.
+// newManifestServer is newServer with manifests read from a MinIO holding
+// the objects the document's examples name: s3://catalogues/2024/june.jsonl
+// and july.jsonl.
+func newManifestServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	m := testenv.MinIO(t)
+	s3c := testenv.S3Client(m)
+	ctx := context.Background()
+	_, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("catalogues")})
+	require.NoError(t, err)
+	for key, body := range map[string]string{
+		"2024/june.jsonl": `{"requestId":"june-1","imageUrl":"https://cdn.example.com/p/1.jpg","targetWidth":800,"targetHeight":800}` + "\n",
+		"2024/july.jsonl": `{"requestId":"july-1","imageUrl":"https://cdn.example.com/p/1.jpg","targetWidth":800,"targetHeight":800}` + "\n",
+	} {
+		_, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("catalogues"), Key: aws.String(key), Body: strings.NewReader(body)})
+		require.NoError(t, err)
+	}
+	srv := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	p := producer.New(rdb, producer.Config{Manifests: manifest.S3{Client: s3c}})
+	t.Cleanup(func() { _ = p.Close() })
+	api, err := httpapi.New(p, httpapi.Config{Tokens: []string{"other-token-0123456789", token}})
+	require.NoError(t, err)
+	hs := httptest.NewServer(api)
+	t.Cleanup(hs.Close)
+	return hs
+}
+
 func TestOpenAPIExamples(t *testing.T) {
-	s := newServer(t, httpapi.Config{})
+	s := newManifestServer(t)
 	resp, raw := call(t, s, "GET", "/openapi.json", nil, "")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	doc := loadDoc(t, raw)
@@ -300,7 +334,8 @@ func TestOpenAPIExamples(t *testing.T) {
 	for _, want := range []string{"POST /v1/crops urlCrop", "POST /v1/crops urlCropAgain", "POST /v1/crops otherBucket",
 		"POST /v1/crops bothSources", "POST /v1/crops badKeyTemplate", "POST /v1/crops wrongCaseField",
 		"POST /v1/crops privateCallback", "POST /v1/crops/batch mixedBatch", "POST /v1/crops/batch invalidBatchId",
-		"POST /v1/crops otherTenant", "POST /v1/crops badPriority", "POST /v1/crops badTenant", "POST /v1/crops/batch otherTenantItem"} {
+		"POST /v1/crops otherTenant", "POST /v1/crops badPriority", "POST /v1/crops badTenant", "POST /v1/crops/batch otherTenantItem",
+		"POST /v1/batches manifestBatch", "POST /v1/batches manifestBatchAgain", "POST /v1/batches otherManifestSameBatch", "POST /v1/batches manifestMissing"} {
 		assert.Contains(t, names, want)
 	}
 
