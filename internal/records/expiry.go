@@ -47,8 +47,7 @@ func (s *Store) batchKeys(tenant, batchID string) []string {
 
 // settleLua is a Lua function the batch scripts share: settle(base, ttl)
 // sums the waiting counts of the batch whose keys (batchKeys) start at
-// KEYS[base] (a manifest still being read, ReadingField, counts as one),
-// and removes the TTL of every one of its keys while a
+// KEYS[base], and removes the TTL of every one of its keys while a
 // request waits, or sets it to ttl ms once none does. A manifest that
 // still has lines to read (ReadingField, "1") counts as one waiting. It
 // returns the number waiting.
