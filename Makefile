@@ -31,7 +31,7 @@ help:
 	@echo "make bench-ui - the web UI's batch grid: server time of a 200-result page in a 100,000-request batch, the index's Redis bytes"
 	@echo "make bench-dedup - result reuse and coalescing: paid calls and throughput over a catalogue with repeats (off vs on vs fetch)"
 	@echo "make bench-manifest - manifests: Redis bytes per waiting line of a 1,000,000-line manifest, and the reader's lines per second (vs enqueue --file)"
-	@echo "make chaos  - about 1,230 requests through worker kills, a frozen worker, clocks off by 10 min, kill -9 of Redis, Redis at maxmemory, a MinIO outage, faults, a rolling restart"
+	@echo "make chaos  - about 1,430 requests (200 of them a manifest) through worker kills, a frozen worker, clocks off by 10 min, kill -9 of Redis, Redis at maxmemory, a MinIO outage, faults, a rolling restart"
 	@echo "make fuzz-long - longer fuzzing"
 
 tools:
@@ -76,7 +76,7 @@ lint: tools
 vuln: tools
 	govulncheck $(PKGS)
 
-# The full chaos run: 1,000 requests (+100 enqueued during the maxmemory phase), MinIO away 30 s (a reduced run is part of make test).
+# The full chaos run: 1,000 requests (+200 read from a manifest, +100 enqueued during the maxmemory phase), MinIO away 30 s (a reduced run is part of make test).
 chaos: tools
 	CROPQ_CHAOS_N=1000 CROPQ_CHAOS_OUTAGE=30s $(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./cmd/cropq
 

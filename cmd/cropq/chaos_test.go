@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"image"
 	"os"
@@ -60,7 +61,10 @@ func TestChaos(t *testing.T) {
 	s := newStack(t, stackOptions{resultTTL: ttl})
 	// The quota is not under test here; a short feed lead keeps most of the
 	// load in the backlog while the faults come, so the feeder is under test.
-	s.env = append(s.env, "CROPQ_QUOTA_RATE=200", "CROPQ_FEED_LEAD=250ms", "CROPQ_TENANT_WEIGHTS=acme=2", "CROPQ_DEDUP_SCOPE=tenant")
+	s.env = append(s.env, "CROPQ_QUOTA_RATE=200", "CROPQ_FEED_LEAD=250ms", "CROPQ_TENANT_WEIGHTS=acme=2", "CROPQ_DEDUP_SCOPE=tenant",
+		// A manifest batch is read a few lines at a time all through the
+		// run, so that the feeder's kill comes while it is being read.
+		"CROPQ_MANIFEST_TARGET=8")
 	// Calls take a little while, so that workers hold crops when they die.
 	s.setFaults(t, `{"p500":0.05,"p801":0.025,"p1001":0.025,"pTruncate":0.05,"latency":150000000,"latencyJitter":100000000}`)
 	// One worker's clock runs ten minutes ahead, one's ten minutes behind
@@ -91,12 +95,28 @@ func TestChaos(t *testing.T) {
 	for _, r := range prod.EnqueueBatch(context.Background(), reqs) {
 		require.Equal(t, producer.Enqueued, r.Outcome, "%v", r.Err)
 	}
+	// A catalogue as a manifest in S3, read as the fleet needs its lines.
+	var lines strings.Builder
+	manifestLines := max(n/5, 40)
+	for i := range manifestLines {
+		r := tasks.Request{RequestID: fmt.Sprintf("chaos-m-%04d", i), ImageURL: fmt.Sprintf("%s/%s?v=m%d", s.images, firstImage(t), i),
+			TargetWidth: 300, TargetHeight: 300}
+		b, err := json.Marshal(r)
+		require.NoError(t, err)
+		lines.Write(append(b, '\n'))
+		unique[" "+r.ImageURL] = true
+		reqs = append(reqs, r)
+		n++
+	}
+	s.putObject(t, "catalogues/chaos.jsonl", lines.String())
+	out, err := s.cropq("enqueue", "--manifest", "s3://"+s.bucket+"/catalogues/chaos.jsonl", "--batch", "chaos-manifest")
+	require.NoError(t, err, out)
 
 	// Batch ids are each tenant's own: the chaos batch is three, and the
 	// one enqueued while Redis refuses writes a fourth.
 	batchCounts := func(ctx context.Context) (map[status.State]int64, error) {
 		all := map[status.State]int64{}
-		for _, b := range [][2]string{{"acme", "chaos"}, {"globex", "chaos"}, {"", "chaos"}, {"", "chaos-oom"}} {
+		for _, b := range [][2]string{{"acme", "chaos"}, {"globex", "chaos"}, {"", "chaos"}, {"", "chaos-oom"}, {"", "chaos-manifest"}} {
 			c, err := prod.BatchCounts(ctx, b[0], b[1])
 			if err != nil {
 				return nil, err
@@ -216,7 +236,8 @@ func TestChaos(t *testing.T) {
 	held = holding(feeder)
 	require.NoError(t, feeder.Process.Signal(syscall.SIGKILL))
 	killedAt := time.Now()
-	note("kill -9 the feeding worker pid %d, holding %d crops", feeder.Process.Pid, len(held))
+	m := s.manifestOf(t, "chaos-manifest")
+	note("kill -9 the feeding worker pid %d, holding %d crops; the manifest %s, %d of its lines read", feeder.Process.Pid, len(held), m.State, m.Read)
 	s.startWorker()
 	var takeover time.Duration
 	require.Eventually(t, func() bool {
@@ -349,11 +370,12 @@ func TestChaos(t *testing.T) {
 	var token *string
 	for {
 		// The default tenant's results under crops/, each tenant's under
-		// tenants/TENANT/crops/ (package namespace); inputs/ is cropq's own.
+		// tenants/TENANT/crops/ (package namespace); inputs/ is cropq's own,
+		// catalogues/ the manifest's.
 		out, err := s.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), ContinuationToken: token})
 		require.NoError(t, err)
 		for _, o := range out.Contents {
-			if strings.HasPrefix(aws.ToString(o.Key), "inputs/") {
+			if strings.HasPrefix(aws.ToString(o.Key), "inputs/") || strings.HasPrefix(aws.ToString(o.Key), "catalogues/") {
 				continue
 			}
 			objects++
@@ -416,6 +438,10 @@ func TestChaos(t *testing.T) {
 	fmt.Fprintf(w, "API answers by code\t%v\t\n", st.Calls)
 	fmt.Fprintf(w, "max time from a worker's kill or freeze to its crops running again\t%s\t≤ 20s\n", maxRescue.Round(100*time.Millisecond))
 	fmt.Fprintf(w, "feeder killed (kill -9) → lease taken over\t%s\t≤ 5s lease + a tick\n", takeover.Round(100*time.Millisecond))
+	m = s.manifestOf(t, "chaos-manifest")
+	fmt.Fprintf(w, "manifest batch\t%s, %d of %d lines\tdone, all\n", m.State, m.Total, manifestLines)
+	assert.Equal(t, "done", m.State)
+	assert.EqualValues(t, manifestLines, m.Total)
 	left, err := newTestBacklog(s).Size(ctx)
 	require.NoError(t, err)
 	fmt.Fprintf(w, "left in the backlog\t%d\t0\n", left)
