@@ -111,7 +111,7 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 	feeder := NewBacklog(cfg, rdb).NewFeeder(enq, backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
 		UrgentShare: cfg.UrgentShare, Demoter: urgentDemoter{records: st, metrics: hcfg.Metrics},
 		Rate: FleetRate(cfg, rdb), Rescue: rescue, Logger: log})
-	return &WorkerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h, leases: leases}, ready, nil
+	return &WorkerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h, leases: leases, records: st, log: log}, ready, nil
 }
 
 // urgentDemoter marks the record of an urgent request the feeder serves
@@ -168,13 +168,27 @@ type WorkerProcess struct {
 	feeder  *backlog.Feeder
 	handler *worker.Handler
 	leases  *lease.Leases
+	records *records.Store
+	log     *slog.Logger
 }
 
 // Run serves until ctx ends, then drains; the feeder stops with ctx.
 func (w *WorkerProcess) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); _ = w.feeder.Run(ctx) }()
+	go func() {
+		// Waiting records an earlier version gave a TTL keep their
+		// request (once per deployment, by whichever worker gets there).
+		defer wg.Done()
+		n, done, err := w.records.PersistWaiting(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			w.log.WarnContext(ctx, "worker: persist the records of waiting requests", "err", err)
+		case done:
+			w.log.InfoContext(ctx, "worker: records of waiting requests no longer expire", "changed", n)
+		}
+	}()
 	// Leases are renewed until the server has drained: crops finishing
 	// during the shutdown are still this worker's.
 	lctx, stopLeases := context.WithCancel(context.WithoutCancel(ctx))
