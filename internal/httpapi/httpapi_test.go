@@ -218,3 +218,57 @@ func TestBatch(t *testing.T) {
 	assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
 	assert.Contains(t, decodeProblem(t, resp, body).Detail, fmt.Sprintf("at most %d bytes", 4096))
 }
+
+// A batch's report through the API, on a real Redis: NDJSON, one line per
+// request as it stands, the trailers say how many and whether it is
+// exact; another tenant's batch of that name is not seen.
+func TestBatchReport(t *testing.T) {
+	srv := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	p := producer.New(rdb, producer.Config{})
+	t.Cleanup(func() { _ = p.Close() })
+	const acme, globex = "acme-token-0123456789", "globex-token-0123456789"
+	api, err := httpapi.New(p, httpapi.Config{Tokens: []string{"acme:" + acme, "globex:" + globex}})
+	require.NoError(t, err)
+	s := httptest.NewServer(api)
+	t.Cleanup(s.Close)
+
+	resp, raw := call(t, s, "POST", "/v1/crops/batch", map[string]any{"batchId": "cat", "items": []any{crop("r-1", 800), crop("r-2", 800)}}, acme)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, string(raw))
+	resp, raw = call(t, s, "DELETE", "/v1/crops/r-1", nil, acme)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(raw))
+
+	report := func(tok string) (*http.Response, map[string]producer.ReportLine) {
+		resp, raw := call(t, s, "GET", "/v1/batches/cat/report", nil, tok)
+		lines := map[string]producer.ReportLine{}
+		if resp.StatusCode != http.StatusOK {
+			return resp, lines
+		}
+		assert.Equal(t, "application/x-ndjson", resp.Header.Get("Content-Type"))
+		for _, l := range strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n") {
+			var rl producer.ReportLine
+			require.NoError(t, json.Unmarshal([]byte(l), &rl), l)
+			lines[rl.RequestID] = rl
+		}
+		return resp, lines
+	}
+	resp, lines := report(acme)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "canceled", lines["r-1"].State)
+	assert.False(t, lines["r-1"].FinishedAt.IsZero())
+	assert.Equal(t, "queued", lines["r-2"].State)
+	assert.True(t, lines["r-2"].FinishedAt.IsZero())
+	assert.Equal(t, "2", resp.Trailer.Get(httpapi.ReportLinesTrailer))
+	assert.Equal(t, "false", resp.Trailer.Get(httpapi.ReportDoneTrailer), "the batch runs")
+
+	resp, _ = report(globex)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "another tenant's batch")
+
+	resp, raw = call(t, s, "DELETE", "/v1/crops/r-2", nil, acme)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(raw))
+	resp, lines = report(acme)
+	assert.Len(t, lines, 2)
+	assert.Equal(t, "canceled", lines["r-2"].State)
+	assert.Equal(t, "true", resp.Trailer.Get(httpapi.ReportDoneTrailer), "done: exact")
+}
