@@ -81,7 +81,7 @@ type Config struct {
 	// minutes: a million lines to a slow client); each write must still
 	// progress within a minute.
 	ReportTimeout time.Duration
-	Logger         *slog.Logger
+	Logger        *slog.Logger
 }
 
 //go:embed openapi.json
