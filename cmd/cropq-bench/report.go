@@ -45,6 +45,11 @@ func benchReport(ctx context.Context, env *benchEnv, o options, progress io.Writ
 		return nil, err
 	}
 
+	listBytes, err := rdb.MemoryUsage(ctx, st.ReportKey("", "cat"), 0).Result()
+	if err != nil {
+		return nil, fmt.Errorf("memory usage of the report: %w", err)
+	}
+
 	// The report, streamed.
 	var lines int64
 	stream := func() error {
@@ -179,6 +184,7 @@ func benchReport(ctx context.Context, env *benchEnv, o options, progress io.Writ
 			ratio(float64(n) / sd.Seconds() / brate), "< 32 MiB", verdict(sheap < heapTarget)},
 		{"report", fmt.Sprintf("StreamReport, running batch of %d (%d queued: ids, bitmaps, records) in %s; peak heap %s", n, n/10, ms(rd), mib(rheap)), perS(n, rd),
 			ratio(float64(n) / rd.Seconds() / brate), "< 32 MiB", verdict(rheap < heapTarget)},
+		{"report", "Redis per ended request: its line in the report's list (MEMORY USAGE)", fmt.Sprintf("%.0f B", float64(listBytes)/float64(n)), "", "", ""},
 	}
 	_ = rdb.FlushDB(ctx).Err()
 	return rows, nil
