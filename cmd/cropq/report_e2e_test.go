@@ -107,6 +107,15 @@ func TestWaitWritesTheBatchReport(t *testing.T) {
 	lines, n := readReport(t, bufio.NewScanner(f))
 	s.checkReport(t, lines, n, ids, bad)
 
+	// A batch whose manifest is still read is not done for wait, whatever
+	// its counts; it is once reading ends.
+	require.NoError(t, s.rdb.HSet(context.Background(), "cropq:batch:{rep}", records.ReadingField, "1").Err())
+	_, err = s.cropq("wait", "--batch", "rep", "--interval", "100ms", "--timeout", "1s", "--no-progress")
+	require.ErrorContains(t, err, "exit status 5", "not done while reading")
+	require.NoError(t, s.rdb.HDel(context.Background(), "cropq:batch:{rep}", records.ReadingField).Err())
+	_, err = s.cropq("wait", "--batch", "rep", "--interval", "100ms", "--timeout", "5s", "--no-progress")
+	require.ErrorContains(t, err, "exit status 4", "done again")
+
 	// --report is a batch's.
 	_, err = s.cropq("wait", "rep-00", "--report", file)
 	assert.ErrorContains(t, err, "--report: a report is a batch's")

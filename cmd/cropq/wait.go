@@ -193,7 +193,8 @@ func writeReport(ctx context.Context, prod *producer.Producer, tenant, batch, pa
 		return fmt.Errorf("--report: %w", err)
 	}
 	defer os.Remove(f.Name()) // gone once renamed
-	_ = f.Chmod(0o644) // a report, not a secret (CreateTemp makes it 0600)
+	// A report, not a secret: CreateTemp makes it 0600.
+	_ = f.Chmod(0o644)
 	_, err = prod.Report(ctx, tenant, batch, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr

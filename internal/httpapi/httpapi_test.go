@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/internal/httpapi"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -271,4 +273,16 @@ func TestBatchReport(t *testing.T) {
 	assert.Len(t, lines, 2)
 	assert.Equal(t, "canceled", lines["r-2"].State)
 	assert.Equal(t, "true", resp.Trailer.Get(httpapi.ReportDoneTrailer), "done: exact")
+
+	// A batch whose manifest is still read is not done, whatever its counts.
+	st := records.NewStore(rdb, status.Config{})
+	require.NoError(t, rdb.HSet(context.Background(), strings.TrimSuffix(st.ReportKey("acme", "cat"), ":report"), records.ReadingField, "1").Err())
+	resp, raw = call(t, s, "GET", "/v1/batches/cat", nil, acme)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(raw))
+	var bs httpapi.BatchStatus
+	require.NoError(t, json.Unmarshal(raw, &bs))
+	assert.False(t, bs.Done, "still reading its manifest")
+	assert.Equal(t, int64(0), bs.Remaining)
+	resp, _ = report(acme)
+	assert.Equal(t, "false", resp.Trailer.Get(httpapi.ReportDoneTrailer), "not exact while reading")
 }
