@@ -151,7 +151,9 @@ func (s *Store) BatchState(ctx context.Context, tenant, batchID string) (BatchSt
 // ("s3://BUCKET/PREFIX/", checked by the caller) when the batch is done:
 // what a registration that names a report destination does. The batch's
 // keys keep no TTL until it is written, and the batch is listed for the
-// report writer (ReportsDueKey).
+// report writer (ReportsDueKey). A manifest batch sets ReadingField first
+// (or in the same step): a batch with nothing waiting and nothing to read
+// is done, and its report, empty, would be written at once.
 func (s *Store) ExpectReport(ctx context.Context, tenant, batchID, dest string) error {
 	keys := s.batchKeys(tenant, batchID)
 	if err := setFieldScript.Run(ctx, s.rdb, keys, s.cfg.TTL.Milliseconds(), ReportField, dest, "0").Err(); err != nil {

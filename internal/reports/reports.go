@@ -21,11 +21,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
@@ -198,7 +200,13 @@ func (w *Writer) writeOne(ctx context.Context, tenant, batchID string) (wrote bo
 		return false, w.src.ReportFailed(ctx, tenant, batchID, err.Error())
 	}
 	lines, err := w.upload(ctx, tenant, batchID, bucket, key)
-	if err != nil {
+	var re *awshttp.ResponseError
+	switch {
+	case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound:
+		// A PUT's 404 is a bucket that does not exist: not retried.
+		w.log.ErrorContext(ctx, "reports: the report's bucket does not exist", "tenant", tenant, "batch_id", batchID, "bucket", bucket)
+		return false, w.src.ReportFailed(ctx, tenant, batchID, fmt.Sprintf("bucket %s does not exist", bucket))
+	case err != nil:
 		return false, err
 	}
 	where := "s3://" + bucket + "/" + key

@@ -164,6 +164,18 @@ func TestReportsAreWrittenOnceDone(t *testing.T) {
 	b, err = f.st.BatchState(ctx, "globex", "g")
 	require.NoError(t, err)
 	assert.Contains(t, b.ReportError, "tenant globex may not write to bucket someone-elses")
+	// A bucket that does not exist is said on the batch, not retried.
+	dids := f.batch(t, "default", "nob", 1)
+	require.NoError(t, f.st.ExpectReport(ctx, "default", "nob", "s3://no-such-bucket-for-reports/r/"))
+	_, err = f.st.Cancel(ctx, dids[0])
+	require.NoError(t, err)
+	n, err = f.w.WriteDue(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	b, err = f.st.BatchState(ctx, "default", "nob")
+	require.NoError(t, err)
+	assert.Equal(t, "bucket no-such-bucket-for-reports does not exist", b.ReportError)
+
 	due, err := f.st.ReportsDue(ctx, 10)
 	require.NoError(t, err)
 	assert.Empty(t, due, "not retried")
