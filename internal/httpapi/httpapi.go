@@ -724,7 +724,7 @@ func (a *API) getReport(w http.ResponseWriter, r *http.Request) {
 	stats, err := a.p.Report(r.Context(), tenantOf(r), id, lw)
 	switch {
 	case err != nil && lw.started:
-		if r.Context().Err() == nil { // not the client going away
+		if !errors.Is(r.Context().Err(), context.Canceled) { // not the client going away
 			a.log.ErrorContext(r.Context(), "httpapi: report cut short", "batch_id", id, "lines", stats.Lines, "err", err)
 		}
 		panic(http.ErrAbortHandler)
