@@ -286,3 +286,48 @@ func TestBatchReport(t *testing.T) {
 	resp, _ = report(acme)
 	assert.Equal(t, "false", resp.Trailer.Get(httpapi.ReportDoneTrailer), "not exact while reading")
 }
+
+// cutProducer's reports fail after 200 lines (more than the server
+// buffers: the headers and those lines have left).
+type cutProducer struct{ failingProducer }
+
+func (cutProducer) Report(_ context.Context, _, _ string, w io.Writer) (producer.ReportStats, error) {
+	var st producer.ReportStats
+	for i := range 200 {
+		if _, err := fmt.Fprintf(w, `{"requestId":"r-%d","state":"queued","paidCalls":0}`+"\n", i); err != nil {
+			return st, err
+		}
+		st.Lines++
+	}
+	return st, errStoreDown
+}
+
+// A report that fails once lines were sent is cut: the client gets an
+// error reading it, never a short body that looks whole; one that fails
+// before is a 503 problem.
+func TestAReportThatFailsIsCut(t *testing.T) {
+	for name, p := range map[string]httpapi.Producer{"cut": cutProducer{}, "down": failingProducer{}} {
+		t.Run(name, func(t *testing.T) {
+			api, err := httpapi.New(p, httpapi.Config{Tokens: []string{token}})
+			require.NoError(t, err)
+			s := httptest.NewServer(api)
+			t.Cleanup(s.Close)
+			req, err := http.NewRequest("GET", s.URL+"/v1/batches/b-1/report", nil)
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			body, rerr := io.ReadAll(resp.Body)
+			if name == "down" {
+				require.NoError(t, rerr)
+				assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+				assert.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
+				return
+			}
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Error(t, rerr, "the client sees the stream cut, not an end: %s", body)
+			assert.Empty(t, resp.Trailer.Get(httpapi.ReportLinesTrailer))
+		})
+	}
+}
