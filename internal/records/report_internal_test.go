@@ -318,3 +318,25 @@ func TestAReportIsReadAPageAtATime(t *testing.T) {
 	assert.Less(t, m.cmds, n+4*(n/page)+50, "records are read in pipelined pages")
 	t.Logf("%d lines, %d commands, largest reply %d items, %d bytes", stats.Lines, m.cmds, m.maxItems, m.maxBytes)
 }
+
+// A request whose record Redis lost, failed by FailWaiting from its
+// backlog entry (record_lost), is in its batch's report once, with its
+// manifest line from the seed.
+func TestALostRecordFailedIsReported(t *testing.T) {
+	ctx := context.Background()
+	st, rdb := expiryStores(t)["single"](t)
+	_, err := st.CreateMany(ctx, []status.Record{{RequestID: "l1", BatchID: "lost", Line: 4}, {RequestID: "l2", BatchID: "lost", Line: 5}})
+	require.NoError(t, err)
+	require.NoError(t, rdb.Del(ctx, st.Key("l1")).Err())
+	_, err = st.FailWaiting(ctx, status.Record{RequestID: "l1", BatchID: "lost", Line: 4}, "record_lost", "its record was lost")
+	require.NoError(t, err)
+	byID, all, stats := reportLines(t, st, "", "lost")
+	assert.False(t, stats.Done)
+	assert.Len(t, all, 2, "each request once: %v", all)
+	assert.Equal(t, ReportLine{RequestID: "l1", Line: 4, State: "failed", Code: "record_lost", Message: "its record was lost",
+		FinishedAt: byID["l1"].FinishedAt}, byID["l1"])
+	assert.Equal(t, "queued", byID["l2"].State)
+	n, err := rdb.LLen(ctx, st.ReportKey("", "lost")).Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n)
+}
