@@ -134,14 +134,13 @@ func (s *Store) BatchState(ctx context.Context, tenant, batchID string) (BatchSt
 	_, reading := m[ReadingField]
 	b := BatchState{Priority: m["priority"], Reading: reading, Report: m[ReportField],
 		ReportWritten: m[ReportWrittenField], ReportError: m[ReportErrorField]}
-	for _, f := range []string{"priority", SavedCount, ReadingField, ReportField, ReportWrittenField, ReportErrorField} {
-		delete(m, f) // not states
-	}
-	b.Counts = make(map[status.State]int64, len(m))
-	for k, v := range m {
+	// Only the states are counts: the hash holds other fields (priority,
+	// saved, the manifest's and the report's).
+	b.Counts = make(map[status.State]int64, len(batchStates))
+	for _, st := range batchStates {
 		var n int64
-		if _, err := fmt.Sscan(v, &n); err == nil && n != 0 {
-			b.Counts[status.State(k)] = n
+		if _, err := fmt.Sscan(m[string(st)], &n); err == nil && n != 0 {
+			b.Counts[st] = n
 		}
 	}
 	return b, nil
