@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
 	"sync"
@@ -525,7 +526,14 @@ type BatchInfo struct {
 	Counts    map[status.State]int64
 	Total     int64
 	Remaining int64 // not yet in a terminal state
-	Done      bool
+	// Done: no request waits, and no manifest line is left to read.
+	Done bool
+	// Reading: the batch's manifest still has lines to read; the batch is
+	// not done, whatever its counts.
+	Reading bool
+	// ReportWritten is where its report was written in S3 once done
+	// (s3://bucket/key), when it asked for one.
+	ReportWritten string
 	// Priority is the lowest lane among the batch's requests: the batch is
 	// done when its slowest part is.
 	Priority string
@@ -541,23 +549,23 @@ type BatchInfo struct {
 // Batch returns a tenant's batch ("" is the default tenant) with its
 // estimate; status.ErrNotFound when the tenant has no such batch.
 func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo, error) {
-	counts, priority, err := p.statuses.Batch(ctx, tenant, batchID)
+	b, err := p.statuses.BatchState(ctx, tenant, batchID)
 	if err != nil {
 		return BatchInfo{}, err
 	}
-	if len(counts) == 0 {
+	if !b.Found() {
 		return BatchInfo{}, status.ErrNotFound
 	}
 	saved, err := p.statuses.BatchSaved(ctx, tenant, batchID)
 	if err != nil {
 		return BatchInfo{}, err
 	}
-	bi := BatchInfo{Counts: counts, Priority: priority, ETA: -1, Done: true, Saved: saved}
-	for st, n := range counts {
+	bi := BatchInfo{Counts: b.Counts, Priority: b.Priority, ETA: -1, Done: b.Done(), Reading: b.Reading, Saved: saved,
+		ReportWritten: b.ReportWritten}
+	for st, n := range b.Counts {
 		bi.Total += n
 		if !st.Terminal() {
 			bi.Remaining += n
-			bi.Done = false
 		}
 	}
 	if bi.Priority == "" {
@@ -582,6 +590,23 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 		}
 	}
 	return bi, nil
+}
+
+// ReportStats says what a report held: its lines, and whether the batch
+// was done when it began (the report is then exact, one line per request).
+type ReportStats = records.ReportStats
+
+// ReportLine is one line of a batch's report (JSON).
+type ReportLine = records.ReportLine
+
+// Report writes a tenant's batch's report to w ("" is the default
+// tenant): one JSON ReportLine per request of the batch, newline
+// separated, streamed from Redis a page at a time, never held whole. Once
+// the batch is done it is exact; while it runs, a request that ends while
+// the report is read may appear twice (its last line holds). An unknown
+// batch is status.ErrNotFound, before anything is written.
+func (p *Producer) Report(ctx context.Context, tenant, batchID string, w io.Writer) (ReportStats, error) {
+	return p.statuses.WriteReport(ctx, tenant, batchID, w)
 }
 
 // Cancel cancels a request that has not started: its record moves to

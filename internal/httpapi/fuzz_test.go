@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -51,6 +52,10 @@ func (m *memProducer) Batch(context.Context, string, string) (producer.BatchInfo
 
 func (m *memProducer) Cancel(context.Context, string) (status.Record, error) {
 	return status.Record{}, status.ErrNotFound
+}
+
+func (m *memProducer) Report(context.Context, string, string, io.Writer) (producer.ReportStats, error) {
+	return producer.ReportStats{}, status.ErrNotFound
 }
 
 func (m *memProducer) count() int {

@@ -28,25 +28,10 @@ func (s *Store) BatchCounts(ctx context.Context, tenant, batchID string) (map[st
 }
 
 // Batch returns the counts of a tenant's batch, as BatchCounts, and the
-// lowest priority among its requests.
+// lowest priority among its requests (BatchState says more).
 func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[status.State]int64, priority string, err error) {
-	m, err := s.rdb.HGetAll(ctx, s.batchKey(tenant, batchID)).Result()
-	if err != nil {
-		return nil, "", fmt.Errorf("status: batch %s: %w", batchID, err)
-	}
-	priority = m["priority"]
-	delete(m, "priority")
-	delete(m, SavedCount) // not a state: see BatchSaved
-	delete(m, ReadingField)
-	delete(m, ReportField)
-	out := make(map[status.State]int64, len(m))
-	for k, v := range m {
-		var n int64
-		if _, err := fmt.Sscan(v, &n); err == nil && n != 0 {
-			out[status.State(k)] = n
-		}
-	}
-	return out, priority, nil
+	b, err := s.BatchState(ctx, tenant, batchID)
+	return b.Counts, b.Priority, err
 }
 
 // SavedCount is the field of a batch's counts that tallies its requests

@@ -141,7 +141,14 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (status.Rec
 		if err != nil {
 			return err
 		}
-		if seq := placeOf(place); lost && seq > 0 {
+		seq, due := placeOf(place)
+		if due {
+			// The batch is done and its report is due in S3: listed for the
+			// report writer. Best effort: the registration that asked for
+			// the report listed it already (ExpectReport).
+			_ = s.rdb.SAdd(ctx, s.ReportsDueKey(), batchMember(rec.Tenant, rec.BatchID)).Err()
+		}
+		if lost && seq > 0 {
 			// The batch index gave the record its place: write it down (a
 			// crash before leaves it out of the grid, never a wrong record).
 			if err := s.placed(ctx, id, seq); err != nil {
@@ -188,13 +195,17 @@ func Again(id string, u Update, now time.Time) (status.Record, bool) {
 	return rec, true // its history starts with the move that writes it again
 }
 
-// placeOf is the place moveScript replied, 0 when it did not run.
-func placeOf(c *redis.Cmd) int64 {
+// placeOf is the place moveScript replied (0 when it did not run), and
+// whether it said the batch's report is now due.
+func placeOf(c *redis.Cmd) (seq int64, due bool) {
 	if c == nil {
-		return 0
+		return 0, false
 	}
-	n, _ := c.Int64()
-	return n
+	v, _ := c.Int64Slice()
+	if len(v) != 2 {
+		return 0, false
+	}
+	return v[0], v[1] == 1
 }
 
 // sideEffects queues the batch counts and the event of a transition on p,

@@ -19,6 +19,7 @@ import (
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/reports"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/storage"
@@ -111,7 +112,10 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 	feeder := NewBacklog(cfg, rdb).NewFeeder(enq, backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
 		UrgentShare: cfg.UrgentShare, Demoter: urgentDemoter{records: st, metrics: hcfg.Metrics},
 		Rate: FleetRate(cfg, rdb), Rescue: rescue, Logger: log})
-	return &WorkerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h, leases: leases, records: st, log: log}, ready, nil
+	// The feeder's leader also writes the reports of batches with a report
+	// destination once they are done, through the results' S3 client.
+	rw := reports.New(st, reports.NewUploader(s3c, cfg.Storage.PartSize), reports.Config{Walls: cfg.Storage.Walls, Logger: log})
+	return &WorkerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h, leases: leases, reports: rw, records: st, log: log}, ready, nil
 }
 
 // urgentDemoter marks the record of an urgent request the feeder serves
@@ -168,6 +172,7 @@ type WorkerProcess struct {
 	feeder  *backlog.Feeder
 	handler *worker.Handler
 	leases  *lease.Leases
+	reports *reports.Writer
 	records *records.Store
 	log     *slog.Logger
 }
@@ -175,7 +180,7 @@ type WorkerProcess struct {
 // Run serves until ctx ends, then drains; the feeder stops with ctx.
 func (w *WorkerProcess) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); _ = w.feeder.Run(ctx) }()
 	go func() {
 		// Waiting records an earlier version gave a TTL keep their
@@ -189,6 +194,7 @@ func (w *WorkerProcess) Run(ctx context.Context) error {
 			w.log.InfoContext(ctx, "worker: records of waiting requests no longer expire", "changed", n)
 		}
 	}()
+	go func() { defer wg.Done(); w.reports.Run(ctx, w.feeder.Leader) }()
 	// Leases are renewed until the server has drained: crops finishing
 	// during the shutdown are still this worker's.
 	lctx, stopLeases := context.WithCancel(context.WithoutCancel(ctx))
