@@ -76,6 +76,11 @@ type Record struct {
 	// (batchindex.go); 0 when it is in none.
 	BatchSeq int64 `json:"batchSeq,omitempty"`
 
+	// Reason is why a queued request does not move when it is not its
+	// turn: "budget" while its tenant's budget of paid calls is spent
+	// (CROPQ_TENANT_BUDGETS). Said when the record is read, never stored.
+	Reason string `json:"reason,omitempty"`
+
 	ErrorCode    string `json:"errorCode,omitempty"`
 	ErrorMessage string `json:"errorMessage,omitempty"`
 

@@ -649,6 +649,11 @@ type BatchStatus struct {
 	// Saved counts the requests that reused a stored result of the same
 	// crop instead of paying: paid calls saved.
 	Saved int64 `json:"saved,omitempty"`
+	// Reason is why the batch does not move when it is not its turn:
+	// "budget" while its tenant's budget of paid calls is spent, until
+	// ResumesAt (the next period; absent with a budget of 0).
+	Reason    string     `json:"reason,omitempty"`
+	ResumesAt *time.Time `json:"resumesAt,omitempty"`
 }
 
 // getBatch answers the token's tenant's batch of that id: another tenant's
@@ -673,6 +678,10 @@ func (a *API) getBatch(w http.ResponseWriter, r *http.Request) {
 		Counts: map[string]int64{}, Remaining: bi.Remaining, Priority: bi.Priority, Saved: bi.Saved}
 	for st, n := range bi.Counts {
 		out.Counts[string(st)] = n
+	}
+	if out.Reason = bi.Waiting; !bi.ResumesAt.IsZero() {
+		at := bi.ResumesAt.UTC()
+		out.ResumesAt = &at
 	}
 	if bi.ETA >= 0 {
 		secs := math.Round(bi.ETA.Seconds()*10) / 10

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/budget"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/producer"
@@ -89,6 +90,9 @@ type Config struct {
 	// Saved, when set, reads the fleet's paid calls saved by result reuse,
 	// by reason (reused, coalesced; dedup.Index.Saved); nil: reuse is off.
 	Saved func(ctx context.Context) (map[string]int64, error)
+	// Budgets, when set, reads the tenants' budgets of paid calls and
+	// what they spent this period (budget.Budgets.Usages).
+	Budgets func(ctx context.Context) ([]budget.Usage, error)
 	// Storage checks the default results bucket, as the workers' storage
 	// gate does (Copier.CheckBucket).
 	Storage func(ctx context.Context) error
@@ -257,9 +261,16 @@ type failureRow struct {
 	N    int64
 }
 
+type budgetRow struct {
+	budget.Usage
+	Pct float64
+}
+
 type overviewPage struct {
 	page
 	Quota      quotaView
+	Budgets    []budgetRow
+	BudgetErr  string
 	Backlog    []backlogRow
 	BacklogErr string
 	Failures   []failureRow
@@ -296,6 +307,17 @@ func (u *UI) overview(w http.ResponseWriter, r *http.Request) {
 		p.Quota.Reuse, p.Quota.Saved = true, saved
 		for _, n := range saved {
 			p.Quota.SavedTotal += n
+		}
+	}
+	if u.cfg.Budgets != nil {
+		us, err := u.cfg.Budgets(ctx)
+		if err != nil {
+			p.BudgetErr = err.Error()
+		}
+		for _, b := range us {
+			if v.sees(b.Tenant) {
+				p.Budgets = append(p.Budgets, budgetRow{Usage: b, Pct: math.Round(1000*b.Ratio()) / 10})
+			}
 		}
 	}
 	if u.cfg.Backlog != nil {
