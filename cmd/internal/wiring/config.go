@@ -230,6 +230,14 @@ func LoadConfig(env Env) (Config, error) {
 		c.Clock = func() time.Time { return time.Now().Add(offset) }
 	}
 	c.Status.Now, c.Storage.Now, c.API.Now, c.Budget.Now = c.Clock, c.Clock, c.Clock, c.Clock
+	if v := env.Get("CROPQ_BUDGET_CLOCK_OFFSET"); v != "0s" {
+		bo, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, envError("CROPQ_BUDGET_CLOCK_OFFSET", v, "a signed duration such as 24h or -1h"))
+		}
+		clock := c.Clock
+		c.Budget.Now = func() time.Time { return clock().Add(bo) }
+	}
 	c.Lease = lease.Config{Prefix: c.Status.Prefix, TTL: dur("CROPQ_LEASE_TTL")}
 	if c.Lease.TTL > 0 && c.Lease.TTL < time.Second {
 		errs = append(errs, fmt.Errorf("CROPQ_LEASE_TTL: %s is under 1s: a lease must outlive a few renewals (every fifth of it) over a slow network", c.Lease.TTL))

@@ -58,6 +58,7 @@ func EnvVars() []EnvVar {
 		{"CROPQ_URGENT_SHARE", strconv.FormatFloat(backlog.DefaultUrgentShare, 'g', -1, 64), "part of the quota each tenant's urgent requests may take while other tenants have urgent or normal work, in (0, 1], scaled by its weight over the mean: beyond it they are served as normal (their record says servedAs normal); 1: no limit", false},
 		{"CROPQ_TENANT_WEIGHTS", "", "shares of the quota among tenants with work in the same lane: tenant=weight,… with weights 1–1000, e.g. acme=3,globex=1 (unlisted tenants weigh 1)", false},
 		{"CROPQ_TENANT_BUDGETS", "", "a hard cap on each tenant's paid API calls per UTC period, fleet-wide: tenant=calls/period,… with periods hour, day or month, e.g. acme=50000/day,globex=2000000/month (unlisted tenants: no cap); work over budget waits, queued, for the next period", false},
+		{"CROPQ_BUDGET_CLOCK_OFFSET", "0s", "fault injection: move the clock of the budgets' periods only (not signatures or records), e.g. 24h, to try a period rolling over", false},
 		{"CROPQ_DEDUP_SCOPE", "tenant", "reuse the stored result of the same crop (image and size) instead of paying again, and let twins in flight make one call: tenant (within a tenant), global (across tenants) or off", false},
 		{"CROPQ_DEDUP_TTL", shortDur(dedup.DefaultTTL), "how long a stored result stays reusable (its index entry in Redis)", false},
 		{"CROPQ_DEDUP_FETCH", "false", "download a URL image before paying and key it by its bytes: catches the same image under different URLs (one download per request)", false},
