@@ -80,7 +80,9 @@ func (s *Store) settle(ctx context.Context, tenant, batchID string) error {
 // moveScript moves a request of a batch (KEYS[1..10], batchKeys) from the
 // state ARGV[2] ("" when it was not counted) to ARGV[3]: its count and its
 // bit at the place ARGV[4] (0: none); ARGV[5] = "1" counts a saved call,
-// ARGV[6] adds paid calls. Then the batch is settled with the TTL ARGV[1].
+// ARGV[6] adds paid calls (negative: takes back those of a failed request
+// replayed, which adds them all again when it ends). Then the batch is
+// settled with the TTL ARGV[1].
 //
 // ARGV[8] = "1" is a record written again after Redis lost it (ARGV[7] is
 // its request id): its place is looked up in the batch's list of ids, and
@@ -111,7 +113,7 @@ end
 redis.call('HINCRBY', KEYS[1], to, 1)
 if seq > 0 then redis.call('SETBIT', bm[to], seq - 1, 1) end
 if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'saved', 1) end
-if tonumber(ARGV[6]) > 0 then redis.call('INCRBY', KEYS[3], ARGV[6]) end
+if tonumber(ARGV[6]) ~= 0 then redis.call('INCRBY', KEYS[3], ARGV[6]) end
 settle(1, ARGV[1])
 return seq
 `)
@@ -125,8 +127,11 @@ func (s *Store) batchMove(ctx context.Context, p redis.Pipeliner, rec status.Rec
 	if rec.State == status.Succeeded && rec.ReusedFrom != "" {
 		saved = "1"
 	}
-	if rec.State.Terminal() {
+	switch {
+	case rec.State.Terminal():
 		paid = rec.PaidCalls
+	case from == status.Failed:
+		paid = -rec.PaidCalls // replayed: counted again when it ends
 	}
 	if lost {
 		again, from = "1", ""
