@@ -65,7 +65,7 @@ func (p *Producer) ReplaysKey() string { return p.statuses.FailedKey() + ":repla
 // names who asked (kept with the replay in Redis and in the log). It
 // needs Config.Backlog.
 func (p *Producer) Replay(ctx context.Context, f ReplayFilter, dryRun bool, by string) (ReplayResult, error) {
-	if p.backlog == nil {
+	if p.backlog == nil && !dryRun {
 		return ReplayResult{}, errors.New("producer: replay needs the backlog (Config.Backlog)")
 	}
 	var matched []records.Failure

@@ -53,6 +53,10 @@ func (m *memProducer) Cancel(context.Context, string) (status.Record, error) {
 	return status.Record{}, status.ErrNotFound
 }
 
+func (m *memProducer) Replay(context.Context, producer.ReplayFilter, bool, string) (producer.ReplayResult, error) {
+	return producer.ReplayResult{}, nil
+}
+
 func (m *memProducer) count() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -45,6 +45,8 @@ type Producer interface {
 	// own): counts, priority and estimate; status.ErrNotFound when unknown.
 	Batch(ctx context.Context, tenant, batchID string) (producer.BatchInfo, error)
 	Cancel(ctx context.Context, requestID string) (status.Record, error)
+	// Replay sends failed requests again (or counts them, dry).
+	Replay(ctx context.Context, f producer.ReplayFilter, dryRun bool, by string) (producer.ReplayResult, error)
 }
 
 // Config configures the API. Zero values take defaults.
@@ -92,6 +94,7 @@ func routes() []route {
 		{"GET", "/v1/crops/{requestId}", true, (*API).getCrop},
 		{"DELETE", "/v1/crops/{requestId}", true, (*API).cancelCrop},
 		{"GET", "/v1/batches/{batchId}", true, (*API).getBatch},
+		{"POST", "/v1/replays", true, (*API).replay},
 		{"GET", "/openapi.json", false, (*API).openAPI},
 		{"GET", "/healthz", false, (*API).healthz},
 	}

@@ -94,6 +94,10 @@ func (m *tenantProducer) Batch(_ context.Context, tenant, id string) (producer.B
 	return bi, nil
 }
 
+func (m *tenantProducer) Replay(context.Context, producer.ReplayFilter, bool, string) (producer.ReplayResult, error) {
+	return producer.ReplayResult{}, nil
+}
+
 func (m *tenantProducer) Cancel(_ context.Context, id string) (status.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
