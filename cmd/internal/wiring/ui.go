@@ -35,7 +35,7 @@ func NewWebUI(ctx context.Context, cfg Config, rdb redis.UniversalClient, prod *
 	st := records.NewStore(rdb, cfg.Status)
 	bl := NewBacklog(cfg, rdb)
 	ucfg := webui.Config{Records: st, Batches: prod, Links: results.NewPresigner(s3c, uiLinkTTL), Tenant: api.Tenant,
-		Backlog: bl, Weights: cfg.TenantWeights, Logger: log}
+		Backlog: bl, Weights: cfg.TenantWeights, Replay: prod.Replay, Logger: log}
 	if cfg.Dedup.Scope != dedup.ScopeOff {
 		ucfg.Saved = dedup.New(rdb, cfg.Dedup).Saved
 	}
