@@ -3,7 +3,7 @@
 // a table. It is a benchmark, not a test: it never fails on a number, it
 // reports it next to its target.
 //
-//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup]
+//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|replay]
 package main
 
 import (
@@ -57,6 +57,7 @@ type options struct {
 	dedupQ                float64
 	dedupPods             int
 	dedupConcurrency      int
+	replayN               int
 }
 
 func main() {
@@ -97,9 +98,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&o.dedupQ, "dedup-q", 25, "dedup: the emulator's quota Q, calls/s (and CROPQ_QUOTA_RATE)")
 	fs.IntVar(&o.dedupPods, "dedup-pods", 3, "dedup: worker processes")
 	fs.IntVar(&o.dedupConcurrency, "dedup-concurrency", 10, "dedup: concurrency of each worker process")
+	fs.IntVar(&o.replayN, "replay-n", 100000, "replay: failed requests replayed")
 	fs.IntVar(&o.memImages, "enqueue-mem-images", 200, "enqueue: 2 MB requests queued to measure Redis memory (scaled to 1,000)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes; backlog-flood is part 6 of backlog alone.")
+		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|replay]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes; backlog-flood is part 6 of backlog alone.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -109,8 +111,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
-	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "backlog-flood" && which != "ui" && which != "dedup" {
-		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog, backlog-flood, ui or dedup)", which)
+	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "backlog-flood" && which != "ui" && which != "dedup" && which != "replay" {
+		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog, backlog-flood, ui, dedup or replay)", which)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -178,6 +180,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r, err := benchDedup(ctx, env, o, stderr)
 		if err != nil {
 			return fmt.Errorf("dedup: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "replay" {
+		r, err := benchReplay(ctx, env, o, stderr)
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
 		}
 		rows = append(rows, r...)
 	}
