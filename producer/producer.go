@@ -10,6 +10,7 @@
 package producer
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -74,6 +75,10 @@ type Config struct {
 	// rate in calls per second. Without Rate there is no estimate.
 	Weights map[string]int
 	Rate    func(ctx context.Context) (float64, error)
+	// Budgets, when set, lets Batch say that a batch waits for its
+	// tenant's budget of paid calls (CROPQ_TENANT_BUDGETS), and when it
+	// will move.
+	Budgets Budgets
 	// Notifier, when set, is told of requests canceled through Cancel that
 	// have a callback URL; the worker reports every other terminal state.
 	Notifier Notifier
@@ -81,6 +86,16 @@ type Config struct {
 	// a claim-checked input it failed to remove (default: discarded).
 	Logger *slog.Logger
 }
+
+// Budgets tells when a tenant's budget of paid calls has room for more
+// calls (package budget's Budgets.Until).
+type Budgets interface {
+	Until(ctx context.Context, tenant string, calls int64) (at time.Time, exhausted, ok bool, err error)
+}
+
+// WaitingForBudget is BatchInfo.Waiting for a batch whose tenant spent its
+// budget of paid calls for the period.
+const WaitingForBudget = "budget"
 
 // Outcome is what happened to one request.
 type Outcome string
@@ -512,7 +527,15 @@ func results(items []*item) []Result {
 
 // Get returns a request's status record (status.ErrNotFound if unknown).
 func (p *Producer) Get(ctx context.Context, requestID string) (status.Record, error) {
-	return p.statuses.Get(ctx, requestID)
+	rec, err := p.statuses.Get(ctx, requestID)
+	if err == nil && rec.State == status.Queued && p.cfg.Budgets != nil {
+		// Said when read, not stored: a budget is the tenant's, not the
+		// request's, and opens again for all its requests at once.
+		if _, exhausted, _, berr := p.cfg.Budgets.Until(ctx, cmp.Or(rec.Tenant, tasks.DefaultTenant), 1); berr == nil && exhausted {
+			rec.Reason = WaitingForBudget
+		}
+	}
+	return rec, err
 }
 
 // BatchCounts returns how many requests of a tenant's batch are in each
@@ -544,6 +567,11 @@ type BatchInfo struct {
 	// Saved counts the requests that reused a stored result instead of
 	// paying (package dedup): paid calls saved.
 	Saved int64
+	// Waiting is why the batch does not move when it is not its turn:
+	// WaitingForBudget while its tenant's budget of paid calls is spent,
+	// until ResumesAt (the next period); empty otherwise.
+	Waiting   string
+	ResumesAt time.Time
 }
 
 // Batch returns a tenant's batch ("" is the default tenant) with its
@@ -571,9 +599,22 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 	if bi.Priority == "" {
 		bi.Priority = tasks.PriorityNormal
 	}
+	budgetAt, budgetOK := time.Time{}, true
+	if !bi.Done && p.cfg.Budgets != nil {
+		at, exhausted, ok, err := p.cfg.Budgets.Until(ctx, cmp.Or(tenant, tasks.DefaultTenant), bi.Remaining)
+		if err == nil {
+			budgetAt, budgetOK = at, ok
+			if exhausted {
+				// At the next period (zero with a budget of 0: never).
+				bi.Waiting, bi.ResumesAt = WaitingForBudget, at
+			}
+		}
+	}
 	switch {
 	case bi.Done:
 		bi.ETA = 0
+	case !budgetOK:
+		// A budget of 0: it never moves until the budget changes.
 	case p.cfg.Rate != nil && p.backlog != nil:
 		rate, rerr := p.cfg.Rate(ctx)
 		stats, serr := p.backlog.Stats(ctx)
@@ -586,6 +627,10 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 			// of it that is not this batch's delays it.
 			if inflight, err := p.backlog.InAsynq(ctx, p.cfg.Task.Queue, time.Time{}); err == nil && bi.ETA >= 0 && rate > 0 {
 				bi.ETA += time.Duration(float64(max(0, inflight-bi.Remaining)) / rate * float64(time.Second))
+			}
+			// The last of its calls waits for the period with room for it.
+			if !budgetAt.IsZero() && bi.ETA >= 0 {
+				bi.ETA = max(bi.ETA, time.Until(budgetAt))
 			}
 		}
 	}

@@ -76,6 +76,14 @@ type Record struct {
 	// (batchindex.go); 0 when it is in none.
 	BatchSeq int64 `json:"batchSeq,omitempty"`
 
+	// Replays counts the times the request failed and was sent again
+	// (POST /v1/replays); each starts a new attempt series from 1.
+	Replays int `json:"replays,omitempty"`
+	// Reason is why a queued request does not move when it is not its
+	// turn: "budget" while its tenant's budget of paid calls is spent
+	// (CROPQ_TENANT_BUDGETS). Said when the record is read, never stored.
+	Reason string `json:"reason,omitempty"`
+
 	ErrorCode    string `json:"errorCode,omitempty"`
 	ErrorMessage string `json:"errorMessage,omitempty"`
 
@@ -142,6 +150,10 @@ type Transition struct {
 	Attempt   int       `json:"attempt,omitempty"`
 	ErrorCode string    `json:"errorCode,omitempty"`
 	Message   string    `json:"message,omitempty"`
+	// Replay, on the move back to queued of a failed request sent again
+	// (a replay), numbers the attempt series it starts (1 for the first
+	// replay); the attempts before it stay in the history.
+	Replay int `json:"replay,omitempty"`
 }
 
 // Errors of a read or a cancel.

@@ -3,7 +3,7 @@
 // a table. It is a benchmark, not a test: it never fails on a number, it
 // reports it next to its target.
 //
-//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|report]
+//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|report|replay]
 package main
 
 import (
@@ -59,6 +59,7 @@ type options struct {
 	dedupConcurrency      int
 
 	reportN, reportBaselineN int
+	replayN                  int
 }
 
 func main() {
@@ -101,9 +102,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.dedupConcurrency, "dedup-concurrency", 10, "dedup: concurrency of each worker process")
 	fs.IntVar(&o.reportN, "report-n", 1_000_000, "report: requests of the batch whose report is streamed")
 	fs.IntVar(&o.reportBaselineN, "report-baseline-n", 100_000, "report: records read one by one for the baseline (a sample)")
+	fs.IntVar(&o.replayN, "replay-n", 100000, "replay: failed requests replayed")
 	fs.IntVar(&o.memImages, "enqueue-mem-images", 200, "enqueue: 2 MB requests queued to measure Redis memory (scaled to 1,000)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|report]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes; backlog-flood is part 6 of backlog alone.")
+		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|report|replay]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes; backlog-flood is part 6 of backlog alone.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -113,8 +115,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
-	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "backlog-flood" && which != "ui" && which != "dedup" && which != "report" {
-		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog, backlog-flood, ui, dedup or report)", which)
+	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "backlog-flood" && which != "ui" && which != "dedup" && which != "report" && which != "replay" {
+		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog, backlog-flood, ui, dedup, report or replay)", which)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -189,6 +191,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r, err := benchReport(ctx, env, o, stderr)
 		if err != nil {
 			return fmt.Errorf("report: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "replay" {
+		r, err := benchReplay(ctx, env, o, stderr)
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
 		}
 		rows = append(rows, r...)
 	}

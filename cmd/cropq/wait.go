@@ -16,6 +16,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/cropq/cropq/cmd/internal/wiring"
+	"github.com/cropq/cropq/internal/budget"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -76,8 +77,11 @@ report is written whichever way the batch ended.`)
 	defer rdb.Close()
 	st := records.NewStore(rdb, cfg.Status)
 	// The producer reads batches with their estimate (backlog, weights, rate).
-	prod := producer.New(rdb, producer.Config{Status: cfg.Status, Backlog: true,
-		Weights: cfg.TenantWeights, Rate: wiring.FleetRate(cfg, rdb)})
+	pcfg := producer.Config{Status: cfg.Status, Backlog: true, Weights: cfg.TenantWeights, Rate: wiring.FleetRate(cfg, rdb)}
+	if len(cfg.Budget.Caps) > 0 {
+		pcfg.Budgets = budget.New(rdb, cfg.Budget)
+	}
+	prod := producer.New(rdb, pcfg)
 	defer prod.Close()
 	var bar *progressbar.ProgressBar
 	if *batch != "" && !*noProgress {
@@ -171,6 +175,12 @@ func lookBatch(ctx context.Context, prod *producer.Producer, tenant, batch strin
 	line = fmt.Sprintf("batch %s: %d/%d done (%s)", batch, terminal, bi.Total, strings.Join(parts, ", "))
 	if bi.Saved > 0 {
 		line += fmt.Sprintf(", %d paid calls saved", bi.Saved)
+	}
+	if bi.Waiting == producer.WaitingForBudget {
+		line += ", waiting for the tenant's budget"
+		if !bi.ResumesAt.IsZero() {
+			line += " until " + bi.ResumesAt.UTC().Format(time.RFC3339)
+		}
 	}
 	if bar != nil {
 		bar.ChangeMax64(bi.Total)

@@ -33,6 +33,13 @@ type Demoter interface {
 	Demote(ctx context.Context, tenant, requestID, lane string) error
 }
 
+// Budgets tells the paid calls left this period to the tenants that have
+// a budget (package budget's Budgets); a tenant missing from the answer
+// has no cap.
+type Budgets interface {
+	Left(ctx context.Context, tenants []string) (map[string]int64, error)
+}
+
 // DefaultLead is FeederConfig.Lead's default.
 const DefaultLead = 2 * time.Second
 
@@ -67,6 +74,10 @@ type FeederConfig struct {
 	UrgentShare float64
 	// Demoter, when set, is told of each request fed below its lane.
 	Demoter Demoter
+	// Budgets, when set, keeps a tenant's entries waiting while its budget
+	// of paid calls is spent, and feeds it no more entries in a tick than
+	// it has calls left: its lanes' share goes to the others meanwhile.
+	Budgets Budgets
 	// Rate returns the fleet's effective API calls per second.
 	Rate func(ctx context.Context) (float64, error)
 	// Rescue, when set, is run by the leader about every RescueEvery
@@ -312,6 +323,9 @@ func (f *Feeder) feed(ctx context.Context, need int, rate float64) (int, error) 
 			f.retire(ctx, m)
 		}
 	}
+	if err := f.withinBudgets(ctx, avail); err != nil {
+		return 0, err
+	}
 	fed := 0
 	for _, t := range f.plan(avail, need, rate, f.cfg.Now()) {
 		n, err := f.feedList(ctx, t)
@@ -321,6 +335,44 @@ func (f *Feeder) feed(ctx context.Context, need int, rate float64) (int, error) 
 		}
 	}
 	return fed, nil
+}
+
+// withinBudgets lowers avail so that no tenant is fed more entries than it
+// has paid calls left this period, its highest lanes first. Entries that
+// need no call (a reused result) wait with the others: the budget is
+// checked again by the worker before paying, and an entry is cheap to keep.
+func (f *Feeder) withinBudgets(ctx context.Context, avail map[string]int) error {
+	if f.cfg.Budgets == nil || len(avail) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	var tenants []string
+	for m := range avail {
+		if _, t, ok := splitMember(m); ok && !seen[t] {
+			seen[t] = true
+			tenants = append(tenants, t)
+		}
+	}
+	left, err := f.cfg.Budgets.Left(ctx, tenants)
+	if err != nil {
+		return fmt.Errorf("feeder: budgets: %w", err)
+	}
+	for t, n := range left {
+		for _, lane := range f.b.cfg.Lanes {
+			m := Member(lane, t)
+			if _, ok := avail[m]; !ok {
+				continue
+			}
+			take := min(avail[m], int(min(n, math.MaxInt32)))
+			n -= int64(take)
+			if take == 0 {
+				delete(avail, m)
+			} else {
+				avail[m] = take
+			}
+		}
+	}
+	return nil
 }
 
 // plan shares need among the lists with entries: the first lane with work

@@ -58,6 +58,10 @@ func (m *memProducer) Report(context.Context, string, string, io.Writer) (produc
 	return producer.ReportStats{}, status.ErrNotFound
 }
 
+func (m *memProducer) Replay(context.Context, producer.ReplayFilter, bool, string) (producer.ReplayResult, error) {
+	return producer.ReplayResult{}, nil
+}
+
 func (m *memProducer) count() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()

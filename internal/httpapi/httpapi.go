@@ -50,6 +50,8 @@ type Producer interface {
 	// request (producer.Producer.Report); status.ErrNotFound, before
 	// anything is written, when the tenant has no such batch.
 	Report(ctx context.Context, tenant, batchID string, w io.Writer) (producer.ReportStats, error)
+	// Replay sends failed requests again (or counts them, dry).
+	Replay(ctx context.Context, f producer.ReplayFilter, dryRun bool, by string) (producer.ReplayResult, error)
 }
 
 // Config configures the API. Zero values take defaults.
@@ -106,6 +108,7 @@ func routes() []route {
 		{"GET", "/v1/batches/{batchId}/report", true, true, (*API).getReport},
 		{"GET", "/openapi.json", false, false, (*API).openAPI},
 		{"GET", "/healthz", false, false, (*API).healthz},
+		{"POST", "/v1/replays", true, false, (*API).replay},
 	}
 }
 
@@ -668,6 +671,11 @@ type BatchStatus struct {
 	// Saved counts the requests that reused a stored result of the same
 	// crop instead of paying: paid calls saved.
 	Saved int64 `json:"saved,omitempty"`
+	// Reason is why the batch does not move when it is not its turn:
+	// "budget" while its tenant's budget of paid calls is spent, until
+	// ResumesAt (the next period; absent with a budget of 0).
+	Reason    string     `json:"reason,omitempty"`
+	ResumesAt *time.Time `json:"resumesAt,omitempty"`
 }
 
 // getBatch answers the token's tenant's batch of that id: another tenant's
@@ -692,6 +700,10 @@ func (a *API) getBatch(w http.ResponseWriter, r *http.Request) {
 		Counts: map[string]int64{}, Remaining: bi.Remaining, Priority: bi.Priority, Saved: bi.Saved}
 	for st, n := range bi.Counts {
 		out.Counts[string(st)] = n
+	}
+	if out.Reason = bi.Waiting; !bi.ResumesAt.IsZero() {
+		at := bi.ResumesAt.UTC()
+		out.ResumesAt = &at
 	}
 	if bi.ETA >= 0 {
 		secs := math.Round(bi.ETA.Seconds()*10) / 10

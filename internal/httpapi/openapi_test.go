@@ -559,6 +559,10 @@ func (failingProducer) Report(context.Context, string, string, io.Writer) (produ
 	return producer.ReportStats{}, errStoreDown
 }
 
+func (failingProducer) Replay(context.Context, producer.ReplayFilter, bool, string) (producer.ReplayResult, error) {
+	return producer.ReplayResult{}, errStoreDown
+}
+
 // Every problem the handler can produce, served or inside a batch result,
 // has a type of the form https://cropq.dev/problems/<slug>, one the
 // document lists; every type the document lists is produced; and every

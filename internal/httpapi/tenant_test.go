@@ -116,6 +116,10 @@ func (m *tenantProducer) Report(_ context.Context, tenant, id string, w io.Write
 	return st, nil
 }
 
+func (m *tenantProducer) Replay(context.Context, producer.ReplayFilter, bool, string) (producer.ReplayResult, error) {
+	return producer.ReplayResult{}, nil
+}
+
 func (m *tenantProducer) Cancel(_ context.Context, id string) (status.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -91,7 +91,9 @@ func (s *Store) settle(ctx context.Context, tenant, batchID string) error {
 // ARGV[6] adds paid calls; ARGV[9], when not empty, is the request's
 // report line (a terminal move), appended to the report's list KEYS[11]
 // in the same step, so that counts and report never part. Then the batch
-// is settled with the TTL ARGV[1].
+// is settled with the TTL ARGV[1]. ARGV[6] is negative when a failed
+// request is replayed: its paid calls are taken back, and it adds them all
+// again when it ends.
 //
 // ARGV[8] = "1" is a record written again after Redis lost it (ARGV[7] is
 // its request id): its place is looked up in the batch's list of ids, and
@@ -123,7 +125,7 @@ end
 redis.call('HINCRBY', KEYS[1], to, 1)
 if seq > 0 then redis.call('SETBIT', bm[to], seq - 1, 1) end
 if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'saved', 1) end
-if tonumber(ARGV[6]) > 0 then redis.call('INCRBY', KEYS[3], ARGV[6]) end
+if tonumber(ARGV[6]) ~= 0 then redis.call('INCRBY', KEYS[3], ARGV[6]) end
 if ARGV[9] ~= '' and from ~= to then redis.call('RPUSH', KEYS[11], ARGV[9]) end
 local _, due = settle(1, ARGV[1])
 return {seq, due}
@@ -139,9 +141,12 @@ func (s *Store) batchMove(ctx context.Context, p redis.Pipeliner, rec status.Rec
 		saved = "1"
 	}
 	var line []byte
-	if rec.State.Terminal() {
+	switch {
+	case rec.State.Terminal():
 		paid = rec.PaidCalls
 		line = reportLineOf(rec)
+	case from == status.Failed:
+		paid = -rec.PaidCalls // replayed: counted again when it ends
 	}
 	if lost {
 		again, from = "1", ""

@@ -112,7 +112,7 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (status.Rec
 			}
 			rec = filled(rec)
 		}
-		from := rec.State
+		from, prev := rec.State, rec
 		if err := Apply(&rec, u, s.cfg.Now(), s.cfg.HistoryLimit); err != nil {
 			if errors.As(err, new(*status.TransitionError)) {
 				out = rec // apply refuses before it changes anything
@@ -128,13 +128,18 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (status.Rec
 			p.Set(ctx, key, nb, time.Duration(s.recordTTL(rec.State))*time.Millisecond)
 			if !s.cluster {
 				place, _ = s.sideEffects(ctx, p, rec, from, lost)
+				s.replayEffects(ctx, p, prev, u)
 			}
 			return nil
 		})
 		if err == nil && s.cluster {
+			// Other slots: after the record (a crash in between leaves a
+			// replayed request queued without its entry; replaying it
+			// again is refused, as it is no longer failed: see Replay).
 			p := s.rdb.Pipeline()
 			var queued bool
-			if place, queued = s.sideEffects(ctx, p, rec, from, lost); queued {
+			if place, queued = s.sideEffects(ctx, p, rec, from, lost); queued || u.Replay {
+				s.replayEffects(ctx, p, prev, u)
 				_, err = p.Exec(ctx)
 			}
 		}

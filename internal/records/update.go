@@ -84,7 +84,20 @@ type Update struct {
 	// (id, batch, tenant, parameters), so that the record and its batch's
 	// counts tell the truth. Ignored while the record exists.
 	Seed *status.Record
+	// Replay moves a failed request back to queued, to be sent again: a
+	// new attempt series (Attempt 0, Record.Replays one more), its error
+	// cleared and its history kept. Refused (*status.TransitionError) from
+	// any other state, so that a request replayed twice is queued once.
+	Replay bool
+	// Append, when set, is applied with the transition (on one Redis
+	// primary, in the same transaction): a replayed request's backlog
+	// entry.
+	Append *Append
 }
+
+// Replay is the Update that sends a failed request again, its backlog
+// entry app appended with it.
+func Replay(app Append) Update { return Update{To: status.Queued, Replay: true, Append: &app} }
 
 // ErrStaleAttempt refuses an update from an attempt older than the record's,
 // or from a task that no longer owns the request.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/budget"
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/lease"
@@ -72,6 +73,11 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 			registerQuota(reg, limiter)
 		}
 	}
+	var budgets *budget.Budgets
+	if len(cfg.Budget.Caps) > 0 {
+		budgets = budget.New(rdb, cfg.Budget)
+		hcfg.Budget = budgets
+	}
 	lcfg := cfg.Lease
 	lcfg.Logger = log
 	leases := lease.New(rdb, lcfg)
@@ -110,12 +116,21 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 		return err
 	}
 	feeder := NewBacklog(cfg, rdb).NewFeeder(enq, backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
-		UrgentShare: cfg.UrgentShare, Demoter: urgentDemoter{records: st, metrics: hcfg.Metrics},
+		UrgentShare: cfg.UrgentShare, Demoter: urgentDemoter{records: st, metrics: hcfg.Metrics}, Budgets: feederBudgets(budgets),
 		Rate: FleetRate(cfg, rdb), Rescue: rescue, Logger: log})
 	// The feeder's leader also writes the reports of batches with a report
 	// destination once they are done, through the results' S3 client.
 	rw := reports.New(st, reports.NewUploader(s3c, cfg.Storage.PartSize), reports.Config{Walls: cfg.Storage.Walls, Logger: log})
 	return &WorkerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h, leases: leases, reports: rw, records: st, log: log}, ready, nil
+}
+
+// feederBudgets is budgets as the feeder takes them: none when nil (a nil
+// *Budgets in the interface would not be nil).
+func feederBudgets(b *budget.Budgets) backlog.Budgets {
+	if b == nil {
+		return nil
+	}
+	return b
 }
 
 // urgentDemoter marks the record of an urgent request the feeder serves
