@@ -116,7 +116,7 @@ func TestREADMEShellExamples(t *testing.T) {
 // The shell examples of the HTTP API in docs/ work as shown, as the
 // README's do (each page against its own `cropq api`).
 func TestDocsShellExamples(t *testing.T) {
-	for _, page := range []string{"docs/reports.md"} {
+	for _, page := range []string{"docs/reports.md", "docs/budgets-and-replays.md"} {
 		t.Run(page, func(t *testing.T) {
 			steps := shellSteps(t, page)
 			require.NotEmpty(t, steps, "%s has HTTP examples", page)
