@@ -536,6 +536,9 @@ type BatchInfo struct {
 	// Saved counts the requests that reused a stored result instead of
 	// paying (package dedup): paid calls saved.
 	Saved int64
+	// Unchanged counts the requests whose destination already held their
+	// crop: succeeded without a copy or a write (counted in Saved too).
+	Unchanged int64
 }
 
 // Batch returns a tenant's batch ("" is the default tenant) with its
@@ -552,7 +555,11 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 	if err != nil {
 		return BatchInfo{}, err
 	}
-	bi := BatchInfo{Counts: counts, Priority: priority, ETA: -1, Done: true, Saved: saved}
+	unchanged, err := p.statuses.BatchUnchanged(ctx, tenant, batchID)
+	if err != nil {
+		return BatchInfo{}, err
+	}
+	bi := BatchInfo{Counts: counts, Priority: priority, ETA: -1, Done: true, Saved: saved, Unchanged: unchanged}
 	for st, n := range counts {
 		bi.Total += n
 		if !st.Terminal() {

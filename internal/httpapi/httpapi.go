@@ -649,6 +649,10 @@ type BatchStatus struct {
 	// Saved counts the requests that reused a stored result of the same
 	// crop instead of paying: paid calls saved.
 	Saved int64 `json:"saved,omitempty"`
+	// Unchanged counts the requests whose destination already held their
+	// crop (a re-sync): succeeded without a copy or a write, counted in
+	// saved too.
+	Unchanged int64 `json:"unchanged,omitempty"`
 }
 
 // getBatch answers the token's tenant's batch of that id: another tenant's
@@ -670,7 +674,7 @@ func (a *API) getBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := BatchStatus{BatchID: id, Tenant: cmp.Or(tenant, tasks.DefaultTenant), Total: bi.Total, Done: bi.Done,
-		Counts: map[string]int64{}, Remaining: bi.Remaining, Priority: bi.Priority, Saved: bi.Saved}
+		Counts: map[string]int64{}, Remaining: bi.Remaining, Priority: bi.Priority, Saved: bi.Saved, Unchanged: bi.Unchanged}
 	for st, n := range bi.Counts {
 		out.Counts[string(st)] = n
 	}

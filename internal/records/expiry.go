@@ -79,7 +79,8 @@ func (s *Store) settle(ctx context.Context, tenant, batchID string) error {
 
 // moveScript moves a request of a batch (KEYS[1..10], batchKeys) from the
 // state ARGV[2] ("" when it was not counted) to ARGV[3]: its count and its
-// bit at the place ARGV[4] (0: none); ARGV[5] = "1" counts a saved call,
+// bit at the place ARGV[4] (0: none); ARGV[5] = "1" counts a saved call
+// (and ARGV[9] = "1" an unchanged destination),
 // ARGV[6] adds paid calls. Then the batch is settled with the TTL ARGV[1].
 //
 // ARGV[8] = "1" is a record written again after Redis lost it (ARGV[7] is
@@ -111,6 +112,7 @@ end
 redis.call('HINCRBY', KEYS[1], to, 1)
 if seq > 0 then redis.call('SETBIT', bm[to], seq - 1, 1) end
 if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'saved', 1) end
+if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[1], 'unchanged', 1) end
 if tonumber(ARGV[6]) > 0 then redis.call('INCRBY', KEYS[3], ARGV[6]) end
 settle(1, ARGV[1])
 return seq
@@ -121,9 +123,12 @@ return seq
 // The script goes as EVAL, not EVALSHA: inside a transaction a NOSCRIPT
 // could not be retried.
 func (s *Store) batchMove(ctx context.Context, p redis.Pipeliner, rec status.Record, from status.State, lost bool) *redis.Cmd {
-	saved, paid, again := "0", 0, "0"
+	saved, paid, again, unchanged := "0", 0, "0", "0"
 	if rec.State == status.Succeeded && rec.ReusedFrom != "" {
 		saved = "1"
+	}
+	if rec.State == status.Succeeded && rec.Unchanged {
+		unchanged = "1"
 	}
 	if rec.State.Terminal() {
 		paid = rec.PaidCalls
@@ -132,7 +137,7 @@ func (s *Store) batchMove(ctx context.Context, p redis.Pipeliner, rec status.Rec
 		again, from = "1", ""
 	}
 	return moveScript.Eval(ctx, p, s.batchKeys(rec.Tenant, rec.BatchID),
-		s.cfg.TTL.Milliseconds(), string(from), string(rec.State), rec.BatchSeq, saved, paid, rec.RequestID, again)
+		s.cfg.TTL.Milliseconds(), string(from), string(rec.State), rec.BatchSeq, saved, paid, rec.RequestID, again, unchanged)
 }
 
 // placed writes a place the batch index gave a record written again into
