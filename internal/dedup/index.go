@@ -37,11 +37,12 @@ type Result struct {
 	Source Validators
 }
 
-// Version names the paid result r is (not the request: it may be another
-// tenant's): the objects copied from it carry it, so that a destination
-// already holding this very crop is told apart from an older one.
-func (r Result) Version() string {
-	sum := sha256.Sum256([]byte(r.RequestID + sep + strconv.FormatInt(r.At.UnixMilli(), 10)))
+// Version names the result paid for by requestID under a crop key
+// without naming the request (it may be another tenant's): the objects
+// copied from it carry it, so that a destination already holding this very
+// crop is told apart from an older one of the same key.
+func Version(key, requestID string) string {
+	sum := sha256.Sum256([]byte(key + sep + requestID))
 	return hex.EncodeToString(sum[:8])
 }
 
