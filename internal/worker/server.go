@@ -33,7 +33,12 @@ type ServerConfig struct {
 	// DelayedTaskCheckInterval is how often retry/scheduled tasks are moved
 	// back to pending (asynq's default 5s).
 	DelayedTaskCheckInterval time.Duration
-	Backoff                  Backoff
+	// TaskCheckInterval is how long the server waits before looking again
+	// when every queue was empty (default 100ms; asynq's own is 1s, which
+	// would idle the workers for a second each time they drain a window
+	// faster than the feeder tops it up: work that needs no call does).
+	TaskCheckInterval time.Duration
+	Backoff           Backoff
 	Logger                   *slog.Logger
 	// Handlers serves more task types on the same server (webhook
 	// deliveries); their queues must be in Queues.
@@ -59,6 +64,9 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h *Handler) *Server 
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if cfg.TaskCheckInterval <= 0 {
+		cfg.TaskCheckInterval = 100 * time.Millisecond
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -68,6 +76,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h *Handler) *Server 
 		Queues:                   cfg.Queues,
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
+		TaskCheckInterval:        cfg.TaskCheckInterval,
 		IsFailure:                IsFailure,
 		RetryDelayFunc:           cfg.Backoff.Delay,
 		Logger:                   asynqLogger{log.With("component", "asynq")},

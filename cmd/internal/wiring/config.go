@@ -85,10 +85,10 @@ type Config struct {
 	// CROPQ_CLOCK_OFFSET (fault injection: a worker whose clock is off).
 	Clock func() time.Time
 
-	// Dedup is result reuse and coalescing (CROPQ_DEDUP_*); DedupFetch
-	// keys URL images by their downloaded bytes.
-	Dedup      dedup.Config
-	DedupFetch bool
+	// Dedup is result reuse and coalescing (CROPQ_DEDUP_*); its Keyer's
+	// Mode is CROPQ_DEDUP_SOURCE (CROPQ_DEDUP_FETCH=true: bytes). The
+	// worker gives it a Fetcher for the validators and bytes modes.
+	Dedup dedup.Config
 }
 
 // LoadConfig reads the environment; every error names its variable.
@@ -227,7 +227,18 @@ func LoadConfig(env Env) (Config, error) {
 	// The API endpoint is part of the key: another vendor region or version
 	// may crop differently.
 	c.Dedup = dedup.Config{Prefix: c.Status.Prefix, TTL: dur("CROPQ_DEDUP_TTL"), Keyer: dedup.Keyer{Scope: scope, Variant: c.API.BaseURL}}
-	c.DedupFetch = boolean("CROPQ_DEDUP_FETCH")
+	mode, err := dedup.ParseSourceMode(env.Get("CROPQ_DEDUP_SOURCE"))
+	if err != nil {
+		add(envError("CROPQ_DEDUP_SOURCE", env.Get("CROPQ_DEDUP_SOURCE"), "validators, bytes or url"))
+	}
+	if boolean("CROPQ_DEDUP_FETCH") {
+		// The older name of bytes; said otherwise twice, neither wins.
+		if env.IsSet("CROPQ_DEDUP_SOURCE") && mode != dedup.SourceBytes {
+			add(fmt.Errorf("CROPQ_DEDUP_FETCH=true (an alias of CROPQ_DEDUP_SOURCE=bytes) conflicts with CROPQ_DEDUP_SOURCE=%s: set one of them", mode))
+		}
+		mode = dedup.SourceBytes
+	}
+	c.Dedup.Mode = mode
 	c.Server = worker.ServerConfig{
 		Concurrency:              num("CROPQ_CONCURRENCY"),
 		Queues:                   map[string]int{c.Task.Queue: 1},
