@@ -266,7 +266,7 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 	seed := RecordOf(p)
 	a := attempt{payload: p, n: n, last: retried >= maxRetry, task: taskID, seed: &seed, raw: payload,
 		free: h.cfg.FreeQueue != "" && h.cfg.Handoff != nil && queue == h.cfg.FreeQueue,
-		log: h.log.With("request_id", p.RequestID, "task_id", taskID, "attempt", n)}
+		log:  h.log.With("request_id", p.RequestID, "task_id", taskID, "attempt", n)}
 
 	// 0. Lease: while this worker renews it, the crop is its own; if it
 	// dies or freezes, the fleet's rescuer hands the crop to another task

@@ -39,7 +39,7 @@ type ServerConfig struct {
 	// faster than the feeder tops it up: work that needs no call does).
 	TaskCheckInterval time.Duration
 	Backoff           Backoff
-	Logger                   *slog.Logger
+	Logger            *slog.Logger
 	// Handlers serves more task types on the same server (webhook
 	// deliveries); their queues must be in Queues.
 	Handlers map[string]asynq.Handler
