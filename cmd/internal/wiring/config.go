@@ -89,6 +89,9 @@ type Config struct {
 	// Mode is CROPQ_DEDUP_SOURCE (CROPQ_DEDUP_FETCH=true: bytes). The
 	// worker gives it a Fetcher for the validators and bytes modes.
 	Dedup dedup.Config
+	// FreeWindow is CROPQ_FREE_WINDOW: 0 for auto (4 × concurrency), -1
+	// for off (no free queue).
+	FreeWindow int
 }
 
 // LoadConfig reads the environment; every error names its variable.
@@ -239,6 +242,17 @@ func LoadConfig(env Env) (Config, error) {
 		mode = dedup.SourceBytes
 	}
 	c.Dedup.Mode = mode
+	switch fw := env.Get("CROPQ_FREE_WINDOW"); fw {
+	case "auto":
+	case "off":
+		c.FreeWindow = -1
+	default:
+		n, err := strconv.Atoi(fw)
+		if err != nil || n < 1 || n > 100000 {
+			add(envError("CROPQ_FREE_WINDOW", fw, "auto, off, or a number of tasks from 1 to 100000"))
+		}
+		c.FreeWindow = n
+	}
 	c.Server = worker.ServerConfig{
 		Concurrency:              num("CROPQ_CONCURRENCY"),
 		Queues:                   map[string]int{c.Task.Queue: 1},

@@ -41,3 +41,15 @@ func TestDedupSourceSetting(t *testing.T) {
 		})
 	}
 }
+
+func TestFreeWindowSetting(t *testing.T) {
+	for in, want := range map[string]int{"": 0, "auto": 0, "off": -1, "200": 200} {
+		cfg, err := LoadConfig(MapEnv(map[string]string{"CROPQ_FREE_WINDOW": in}))
+		require.NoError(t, err, in)
+		assert.Equal(t, want, cfg.FreeWindow, in)
+	}
+	for _, in := range []string{"0", "-3", "many"} {
+		_, err := LoadConfig(MapEnv(map[string]string{"CROPQ_FREE_WINDOW": in}))
+		assert.ErrorContains(t, err, "CROPQ_FREE_WINDOW", in)
+	}
+}

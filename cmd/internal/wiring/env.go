@@ -60,6 +60,7 @@ func EnvVars() []EnvVar {
 		{"CROPQ_DEDUP_SCOPE", "tenant", "reuse the stored result of the same crop (image and size) instead of paying again, and let twins in flight make one call: tenant (within a tenant), global (across tenants) or off", false},
 		{"CROPQ_DEDUP_TTL", shortDur(dedup.DefaultTTL), "how long a stored result stays reusable (its index entry in Redis)", false},
 		{"CROPQ_DEDUP_SOURCE", string(dedup.SourceValidators), "what makes a URL image the same before its stored result is reused: validators (the origin's ETag/Last-Modified, revalidated with one conditional request per reuse; the bytes' digest where the origin gives none), bytes (download and hash every request) or url (the URL's text alone: only for immutable, content-addressed URLs)", false},
+		{"CROPQ_FREE_WINDOW", "auto", "tasks the feeder keeps in the crops-free queue (CROPQ_QUEUE + -free): requests whose crop is already stored, which take no quota token and do not wait in the quota's window; auto: 4 × CROPQ_CONCURRENCY; off: they go through the paid window like any other (as before)", false},
 		{"CROPQ_DEDUP_FETCH", "false", "alias of CROPQ_DEDUP_SOURCE=bytes: download a URL image before paying and key it by its bytes, which also catches the same image under different URLs (one download per request)", false},
 		{"CROPQ_API_BASE_URL", cropapi.DefaultBaseURL, "Image Cropping API base URL (cn-api.aidc-ai.com for China accounts; the emulator's URL locally)", false},
 		{"CROPQ_APP_KEY", "", "API app key", false},

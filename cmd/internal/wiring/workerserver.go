@@ -88,11 +88,17 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 		}
 		index = dedup.New(rdb, dcfg)
 		hcfg.Dedup, hcfg.Reuse = worker.RedisDedup(index), copier
+	}
+	if index != nil && cfg.FreeWindow >= 0 {
 		// Work that needs no call has a queue of its own, outside the
 		// quota's window (package backlog's free.go).
 		hcfg.FreeQueue, hcfg.Handoff = FreeQueue(cfg), enq
+	}
+	// Served even with the free window off, so that tasks fed into it
+	// before are run.
+	if index != nil {
 		queues := maps.Clone(cfg.Server.Queues)
-		queues[hcfg.FreeQueue] = max(queues[cfg.Task.Queue], 1)
+		queues[FreeQueue(cfg)] = max(queues[cfg.Task.Queue], 1)
 		cfg.Server.Queues = queues
 	}
 	h := worker.NewHandler(api, copier, st, hcfg)
@@ -122,14 +128,17 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 	fcfg := backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
 		UrgentShare: cfg.UrgentShare, Demoter: urgentDemoter{records: st, metrics: hcfg.Metrics},
 		Rate: FleetRate(cfg, rdb), Rescue: rescue, Logger: log}
-	if index != nil {
+	if hcfg.FreeQueue != "" {
 		free := enq
 		free.Options.Queue = hcfg.FreeQueue
 		fcfg.Classify = backlog.IndexClassifier{Records: st, Hint: index.HintKey, Known: index.Known}
 		fcfg.FreeQueue, fcfg.FreeEnqueuer = hcfg.FreeQueue, free
 		// Sized by the workers, not the quota: a few rounds of this
 		// process's concurrency, topped up every tick.
-		fcfg.FreeWindow = 4 * max(cfg.Server.Concurrency, worker.DefaultConcurrency)
+		fcfg.FreeWindow = cfg.FreeWindow
+		if fcfg.FreeWindow == 0 {
+			fcfg.FreeWindow = 4 * cmp.Or(cfg.Server.Concurrency, worker.DefaultConcurrency)
+		}
 	}
 	feeder := NewBacklog(cfg, rdb).NewFeeder(enq, fcfg)
 	return &WorkerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h, leases: leases}, ready, nil
