@@ -13,7 +13,7 @@ TEST_FLAGS   ?= -p 2 -timeout 12m
 # (golang/go#75804, fixed in Go 1.27).
 FUZZTIME     ?= 30000x
 
-.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-quota bench-enqueue bench-backlog bench-backlog-flood bench-ui bench-dedup chaos clean help
+.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-quota bench-enqueue bench-backlog bench-backlog-flood bench-ui bench-dedup bench-resync chaos clean help
 
 all: lint test
 
@@ -30,6 +30,7 @@ help:
 	@echo "make bench-backlog-flood - part 6 of bench-backlog alone (about 2 minutes): one tenant's urgent flood against another's normal requests"
 	@echo "make bench-ui - the web UI's batch grid: server time of a 200-result page in a 100,000-request batch, the index's Redis bytes"
 	@echo "make bench-dedup - result reuse and coalescing: paid calls and throughput over a catalogue with repeats (off vs on vs fetch)"
+	@echo "make bench-resync - the nightly re-sync: 10,000 new ids over 200 stored crops at Q = 5/s (vs the paid window and a bare CopyObject loop), new listings behind it, 5 % photos replaced, an origin without validators"
 	@echo "make chaos  - about 1,230 requests through worker kills, a frozen worker, clocks off by 10 min, kill -9 of Redis, Redis at maxmemory, a MinIO outage, faults, a rolling restart"
 	@echo "make fuzz-long - longer fuzzing"
 
@@ -93,6 +94,9 @@ bench-ui: tools
 
 bench-dedup: tools
 	$(GO) run ./cmd/cropq-bench dedup
+
+bench-resync: tools
+	$(GO) run ./cmd/cropq-bench resync
 
 bench-quota: tools
 	$(GO) run ./cmd/cropq-bench quota

@@ -3,7 +3,7 @@
 // a table. It is a benchmark, not a test: it never fails on a number, it
 // reports it next to its target.
 //
-//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup]
+//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|resync]
 package main
 
 import (
@@ -57,6 +57,12 @@ type options struct {
 	dedupQ                float64
 	dedupPods             int
 	dedupConcurrency      int
+
+	resyncN, resyncCrops, resyncNew int
+	resyncBaseN, resyncBaseCrops    int
+	resyncQ, resyncReplaced         float64
+	resyncPods, resyncConcurrency   int
+	resyncCopies                    int
 }
 
 func main() {
@@ -97,9 +103,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&o.dedupQ, "dedup-q", 25, "dedup: the emulator's quota Q, calls/s (and CROPQ_QUOTA_RATE)")
 	fs.IntVar(&o.dedupPods, "dedup-pods", 3, "dedup: worker processes")
 	fs.IntVar(&o.dedupConcurrency, "dedup-concurrency", 10, "dedup: concurrency of each worker process")
+	fs.IntVar(&o.resyncN, "resync-n", 10000, "resync: new request ids of the re-sync")
+	fs.IntVar(&o.resyncCrops, "resync-crops", 200, "resync: crops already stored that the re-sync asks for")
+	fs.IntVar(&o.resyncNew, "resync-new", 100, "resync: new listings submitted right behind the re-sync")
+	fs.IntVar(&o.resyncBaseN, "resync-base-n", 1000, "resync: request ids of the baseline and of the origin without validators")
+	fs.IntVar(&o.resyncBaseCrops, "resync-base-crops", 20, "resync: stored crops of the baseline and of the origin without validators")
+	fs.Float64Var(&o.resyncQ, "resync-q", 5, "resync: the emulator's quota Q, calls/s (and CROPQ_QUOTA_RATE)")
+	fs.Float64Var(&o.resyncReplaced, "resync-replaced", 0.05, "resync: share of the photos replaced behind the same URLs before the second re-sync")
+	fs.IntVar(&o.resyncPods, "resync-pods", 2, "resync: worker processes")
+	fs.IntVar(&o.resyncConcurrency, "resync-concurrency", 20, "resync: concurrency of each worker process")
+	fs.IntVar(&o.resyncCopies, "resync-copies", 4000, "resync: copies of the bare S3 CopyObject loop")
 	fs.IntVar(&o.memImages, "enqueue-mem-images", 200, "enqueue: 2 MB requests queued to measure Redis memory (scaled to 1,000)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes; backlog-flood is part 6 of backlog alone.")
+		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|resync]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes; backlog-flood is part 6 of backlog alone.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -109,8 +125,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
-	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "backlog-flood" && which != "ui" && which != "dedup" {
-		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog, backlog-flood, ui or dedup)", which)
+	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "backlog-flood" && which != "ui" && which != "dedup" && which != "resync" {
+		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog, backlog-flood, ui, dedup or resync)", which)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -178,6 +194,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r, err := benchDedup(ctx, env, o, stderr)
 		if err != nil {
 			return fmt.Errorf("dedup: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "resync" {
+		r, err := benchResync(ctx, env, o, stderr)
+		if err != nil {
+			return fmt.Errorf("resync: %w", err)
 		}
 		rows = append(rows, r...)
 	}
