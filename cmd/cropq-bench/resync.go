@@ -69,7 +69,7 @@ func benchResync(ctx context.Context, env *benchEnv, o options, progress io.Writ
 		{"resync", "  paid calls of the re-sync", strconv.Itoa(main.paidA), "", "0", verdict(main.paidA == 0)},
 		{"resync", "  origin requests (revalidations) per re-sync line", fmt.Sprintf("%.2f", main.originPerLine), "", "≤ 1", verdict(main.originPerLine <= 1.0001)},
 		{"resync", fmt.Sprintf("  %d new listings submitted right behind it: all done after", o.resyncNew), fmt.Sprintf("%.1f s", main.freshDone.Seconds()), "",
-			fmt.Sprintf("≤ %.0f s (100 ÷ Q + 5)", newTarget), verdict(main.freshDone.Seconds() <= newTarget)},
+			fmt.Sprintf("≤ %.0f s (%d ÷ Q + 5)", newTarget, o.resyncNew), verdict(main.freshDone.Seconds() <= newTarget)},
 		{"resync", fmt.Sprintf("%.0f %% replaced behind the same URLs (%d images), %d ids again: paid calls", 100*o.resyncReplaced, main.replaced, o.resyncN),
 			strconv.Itoa(main.paidB), "", fmt.Sprintf("= %d", main.replaced), verdict(main.paidB == main.replaced)},
 		{"resync", "  … stored objects not the crop of the current image (stale), of all checked", fmt.Sprintf("%d of %d", main.stale, main.checked), "", "0", verdict(main.stale == 0 && main.checked > 0)},

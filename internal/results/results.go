@@ -497,22 +497,23 @@ func (e *MissingError) Error() string {
 }
 
 // CopyStored copies an object stored for another request to obj's own
-// destination with a server-side copy: nothing is downloaded. It first
-// checks (HEAD) that from is still there with the same ETag, and copies only
-// that version; a *MissingError says it is not (pay for the crop instead).
+// destination with a server-side copy: nothing is downloaded. It copies
+// only the version of from with from's ETag (CopySourceIfMatch); a
+// *MissingError says it is gone or replaced (pay for the crop instead).
+// Without an ETag to copy on, it first checks (HEAD) that from is there.
 // The copy carries obj's own metadata, as Copy would have written it.
 func (c *Copier) CopyStored(ctx context.Context, from Stored, obj Object) (Stored, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	head, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(from.Bucket), Key: aws.String(from.Key)})
 	var re *awshttp.ResponseError
-	switch {
-	case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound:
-		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: http.StatusNotFound, Reason: "was deleted"}
-	case err != nil:
-		return Stored{}, &UploadError{Op: "head", Bucket: from.Bucket, Key: from.Key, Err: err}
-	case from.ETag != "" && strings.Trim(aws.ToString(head.ETag), `"`) != from.ETag:
-		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: http.StatusOK, Reason: "was replaced (its ETag changed)"}
+	if from.ETag == "" {
+		_, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(from.Bucket), Key: aws.String(from.Key)})
+		switch {
+		case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound:
+			return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: http.StatusNotFound, Reason: "was deleted"}
+		case err != nil:
+			return Stored{}, &UploadError{Op: "head", Bucket: from.Bucket, Key: from.Key, Err: err}
+		}
 	}
 	ext, ok := imageExt[from.ContentType]
 	if !ok {
@@ -541,12 +542,16 @@ func (c *Copier) CopyStored(ctx context.Context, from Stored, obj Object) (Store
 		return c.lostRace(ctx, Stored{Bucket: bucket, Key: key, ContentType: from.ContentType}, obj.RequestID,
 			&UploadError{Op: "copy", Bucket: bucket, Key: key, Err: err})
 	case errors.As(err, &re) && (re.HTTPStatusCode() == http.StatusNotFound || re.HTTPStatusCode() == http.StatusPreconditionFailed):
-		// Gone or replaced since the HEAD (a missing destination bucket
-		// is a 404 too, which the bucket check before paying reports).
+		// The source is gone or replaced (a missing destination bucket is
+		// a 404 too, which the bucket check before paying reports).
 		if berr := c.CheckBucketOf(ctx, bucket); berr != nil {
 			return Stored{}, berr
 		}
-		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: re.HTTPStatusCode(), Reason: "changed during the copy"}
+		reason := "was deleted"
+		if re.HTTPStatusCode() == http.StatusPreconditionFailed {
+			reason = "was replaced (its ETag changed)"
+		}
+		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: re.HTTPStatusCode(), Reason: reason}
 	case err != nil:
 		return Stored{}, &UploadError{Op: "copy", Bucket: bucket, Key: key, Err: err}
 	}
