@@ -135,6 +135,9 @@ func TestE2EResyncReplacedImage(t *testing.T) {
 			assert.Equal(t, int64(1), bi.Unchanged)
 			assert.Equal(t, int64(1), bi.Saved)
 			assert.Equal(t, int64(1), s.stats().Usage)
+			out, err := s.cropq("wait", "--batch", "night-n2")
+			require.NoError(t, err)
+			assert.Contains(t, out, "1 paid calls saved (1 unchanged at their destination)")
 
 			// The seller replaces the photo behind the same URL.
 			origin.put(t, "/sku-1/main.png", "bottle-tall.png")

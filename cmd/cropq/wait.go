@@ -160,6 +160,9 @@ func lookBatch(ctx context.Context, prod *producer.Producer, tenant, batch strin
 	if bi.Saved > 0 {
 		line += fmt.Sprintf(", %d paid calls saved", bi.Saved)
 	}
+	if bi.Unchanged > 0 {
+		line += fmt.Sprintf(" (%d unchanged at their destination)", bi.Unchanged)
+	}
 	if bar != nil {
 		bar.ChangeMax64(bi.Total)
 		eta := "ETA unknown"
