@@ -138,6 +138,22 @@ func TestE2EResyncReplacedImage(t *testing.T) {
 			out, err := s.cropq("wait", "--batch", "night-n2")
 			require.NoError(t, err)
 			assert.Contains(t, out, "1 paid calls saved (1 unchanged at their destination)")
+			if c.mode == "validators" {
+				// The same through the HTTP API.
+				const token = "resync-token-0123456789"
+				apiAddr := freeAddr(t)
+				saved := s.env
+				s.env = append(append([]string{}, s.env...), "CROPQ_API_TOKENS="+token, "CROPQ_API_ADDR="+apiAddr)
+				s.start("api", "api")
+				s.env = saved
+				s.awaitHTTP("http://" + apiAddr + "/healthz")
+				code, _, b := apiDo(t, http.MethodGet, "http://"+apiAddr+"/v1/batches/night-n2", token, "")
+				require.Equal(t, http.StatusOK, code, "%s", b)
+				assert.Contains(t, string(b), `"unchanged":1`)
+				code, _, b = apiDo(t, http.MethodGet, "http://"+apiAddr+"/v1/crops/n2", token, "")
+				require.Equal(t, http.StatusOK, code, "%s", b)
+				assert.Contains(t, string(b), `"unchanged":true`)
+			}
 
 			// The seller replaces the photo behind the same URL.
 			origin.put(t, "/sku-1/main.png", "bottle-tall.png")
