@@ -34,9 +34,10 @@ type ServerConfig struct {
 	// back to pending (asynq's default 5s).
 	DelayedTaskCheckInterval time.Duration
 	// TaskCheckInterval is how long the server waits before looking again
-	// when every queue was empty (default 100ms; asynq's own is 1s, which
-	// would idle the workers for a second each time they drain a window
-	// faster than the feeder tops it up: work that needs no call does).
+	// when every queue was empty (default asynq's 1s, which idles the
+	// workers for a second each time they drain a window faster than the
+	// feeder tops it up: work that needs no call does, and the free queue's
+	// wiring shortens it).
 	TaskCheckInterval time.Duration
 	Backoff           Backoff
 	Logger            *slog.Logger
@@ -63,9 +64,6 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h *Handler) *Server 
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if cfg.TaskCheckInterval <= 0 {
-		cfg.TaskCheckInterval = 100 * time.Millisecond
 	}
 	log := cfg.Logger
 	if log == nil {

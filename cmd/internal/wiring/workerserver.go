@@ -93,6 +93,9 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 		// Work that needs no call has a queue of its own, outside the
 		// quota's window (package backlog's free.go).
 		hcfg.FreeQueue, hcfg.Handoff = FreeQueue(cfg), enq
+		// Free work drains its window in a moment: look for more soon
+		// rather than after asynq's idle second.
+		cfg.Server.TaskCheckInterval = 100 * time.Millisecond
 	}
 	// Served even with the free window off, so that tasks fed into it
 	// before are run.
