@@ -572,6 +572,9 @@ type BatchInfo struct {
 	// until ResumesAt (the next period); empty otherwise.
 	Waiting   string
 	ResumesAt time.Time
+	// Unchanged counts the requests whose destination already held their
+	// crop: succeeded without a copy or a write (counted in Saved too).
+	Unchanged int64
 }
 
 // Batch returns a tenant's batch ("" is the default tenant) with its
@@ -588,8 +591,12 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 	if err != nil {
 		return BatchInfo{}, err
 	}
+	unchanged, err := p.statuses.BatchUnchanged(ctx, tenant, batchID)
+	if err != nil {
+		return BatchInfo{}, err
+	}
 	bi := BatchInfo{Counts: b.Counts, Priority: b.Priority, ETA: -1, Done: b.Done(), Reading: b.Reading, Saved: saved,
-		ReportWritten: b.ReportWritten}
+		ReportWritten: b.ReportWritten, Unchanged: unchanged}
 	for st, n := range b.Counts {
 		bi.Total += n
 		if !st.Terminal() {

@@ -109,6 +109,10 @@ type Record struct {
 	// tenant's (CROPQ_DEDUP_SCOPE=global), an opaque reference stands in
 	// for it ("ref/" and 20 hex digits; `cropq status --resolve-ref`).
 	ReusedFrom string `json:"reusedFrom,omitempty"`
+	// Unchanged: the destination already held exactly this crop (the same
+	// crop key and paid result, at the same bucket and key), so the request
+	// succeeded without a copy or a write (a nightly re-sync).
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // Checkpoint is a successful API answer whose result is not yet stored.

@@ -182,6 +182,9 @@ func lookBatch(ctx context.Context, prod *producer.Producer, tenant, batch strin
 			line += " until " + bi.ResumesAt.UTC().Format(time.RFC3339)
 		}
 	}
+	if bi.Unchanged > 0 {
+		line += fmt.Sprintf(" (%d unchanged at their destination)", bi.Unchanged)
+	}
 	if bar != nil {
 		bar.ChangeMax64(bi.Total)
 		eta := "ETA unknown"

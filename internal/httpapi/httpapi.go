@@ -676,6 +676,10 @@ type BatchStatus struct {
 	// ResumesAt (the next period; absent with a budget of 0).
 	Reason    string     `json:"reason,omitempty"`
 	ResumesAt *time.Time `json:"resumesAt,omitempty"`
+	// Unchanged counts the requests whose destination already held their
+	// crop (a re-sync): succeeded without a copy or a write, counted in
+	// saved too.
+	Unchanged int64 `json:"unchanged,omitempty"`
 }
 
 // getBatch answers the token's tenant's batch of that id: another tenant's
@@ -697,7 +701,7 @@ func (a *API) getBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := BatchStatus{BatchID: id, Tenant: cmp.Or(tenant, tasks.DefaultTenant), Total: bi.Total, Done: bi.Done,
-		Counts: map[string]int64{}, Remaining: bi.Remaining, Priority: bi.Priority, Saved: bi.Saved}
+		Counts: map[string]int64{}, Remaining: bi.Remaining, Priority: bi.Priority, Saved: bi.Saved, Unchanged: bi.Unchanged}
 	for st, n := range bi.Counts {
 		out.Counts[string(st)] = n
 	}

@@ -98,6 +98,9 @@ func Apply(rec *status.Record, u Update, now time.Time, historyLimit int) error 
 	if u.ReusedFrom != "" {
 		rec.ReusedFrom = u.ReusedFrom
 	}
+	if u.Unchanged {
+		rec.Unchanged = true
+	}
 	rec.History = append(rec.History, status.Transition{State: u.To, At: now, Attempt: u.Attempt, ErrorCode: u.ErrorCode, Message: u.ErrorMessage})
 	if n := len(rec.History) - historyLimit; historyLimit > 0 && n > 0 {
 		rec.History = append(rec.History[:0:0], rec.History[n:]...)

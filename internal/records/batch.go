@@ -38,6 +38,24 @@ func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[s
 // that reused a stored result instead of paying (package dedup).
 const SavedCount = "saved"
 
+// UnchangedCount is the field of a batch's counts that tallies its
+// requests whose destination already held their crop (Record.Unchanged):
+// succeeded without a copy or a write. They count as saved too.
+const UnchangedCount = "unchanged"
+
+// BatchUnchanged returns how many of a tenant's batch's requests found
+// their crop already at their destination.
+func (s *Store) BatchUnchanged(ctx context.Context, tenant, batchID string) (int64, error) {
+	n, err := s.rdb.HGet(ctx, s.batchKey(tenant, batchID), UnchangedCount).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("status: batch %s: %w", batchID, err)
+	}
+	return n, nil
+}
+
 // BatchSaved returns how many of a tenant's batch's requests reused a
 // stored result: paid calls saved.
 func (s *Store) BatchSaved(ctx context.Context, tenant, batchID string) (int64, error) {

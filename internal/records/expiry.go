@@ -87,7 +87,8 @@ func (s *Store) settle(ctx context.Context, tenant, batchID string) error {
 
 // moveScript moves a request of a batch (KEYS[1..11], batchKeys) from the
 // state ARGV[2] ("" when it was not counted) to ARGV[3]: its count and its
-// bit at the place ARGV[4] (0: none); ARGV[5] = "1" counts a saved call,
+// bit at the place ARGV[4] (0: none); ARGV[5] = "1" counts a saved call
+// (and ARGV[10] = "1" an unchanged destination),
 // ARGV[6] adds paid calls; ARGV[9], when not empty, is the request's
 // report line (a terminal move), appended to the report's list KEYS[11]
 // in the same step, so that counts and report never part. Then the batch
@@ -125,6 +126,7 @@ end
 redis.call('HINCRBY', KEYS[1], to, 1)
 if seq > 0 then redis.call('SETBIT', bm[to], seq - 1, 1) end
 if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'saved', 1) end
+if ARGV[10] == '1' then redis.call('HINCRBY', KEYS[1], 'unchanged', 1) end
 if tonumber(ARGV[6]) ~= 0 then redis.call('INCRBY', KEYS[3], ARGV[6]) end
 if ARGV[9] ~= '' and from ~= to then redis.call('RPUSH', KEYS[11], ARGV[9]) end
 local _, due = settle(1, ARGV[1])
@@ -136,9 +138,12 @@ return {seq, due}
 // The script goes as EVAL, not EVALSHA: inside a transaction a NOSCRIPT
 // could not be retried.
 func (s *Store) batchMove(ctx context.Context, p redis.Pipeliner, rec status.Record, from status.State, lost bool) *redis.Cmd {
-	saved, paid, again := "0", 0, "0"
+	saved, paid, again, unchanged := "0", 0, "0", "0"
 	if rec.State == status.Succeeded && rec.ReusedFrom != "" {
 		saved = "1"
+	}
+	if rec.State == status.Succeeded && rec.Unchanged {
+		unchanged = "1"
 	}
 	var line []byte
 	switch {
@@ -152,7 +157,7 @@ func (s *Store) batchMove(ctx context.Context, p redis.Pipeliner, rec status.Rec
 		again, from = "1", ""
 	}
 	return moveScript.Eval(ctx, p, s.batchKeys(rec.Tenant, rec.BatchID),
-		s.cfg.TTL.Milliseconds(), string(from), string(rec.State), rec.BatchSeq, saved, paid, rec.RequestID, again, line)
+		s.cfg.TTL.Milliseconds(), string(from), string(rec.State), rec.BatchSeq, saved, paid, rec.RequestID, again, line, unchanged)
 }
 
 // placed writes a place the batch index gave a record written again into

@@ -40,6 +40,8 @@ type ReportLine struct {
 	Size       int64     `json:"size,omitempty"`
 	PaidCalls  int       `json:"paidCalls"`
 	ReusedFrom string    `json:"reusedFrom,omitempty"`
+	// Unchanged: its destination already held this crop (a re-sync).
+	Unchanged  bool      `json:"unchanged,omitempty"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"`
 }
 
@@ -77,7 +79,7 @@ func (s *Store) ReportsDueKey() string { return s.cfg.Prefix + "reports:due" }
 // finish time when it ended.
 func ReportLineOf(rec status.Record) ReportLine {
 	l := ReportLine{RequestID: rec.RequestID, Line: rec.Line, State: string(rec.State), Code: rec.ErrorCode,
-		Message: rec.ErrorMessage, PaidCalls: rec.PaidCalls, ReusedFrom: rec.ReusedFrom}
+		Message: rec.ErrorMessage, PaidCalls: rec.PaidCalls, ReusedFrom: rec.ReusedFrom, Unchanged: rec.Unchanged}
 	if rec.Stored != nil {
 		l.Bucket, l.Key, l.ETag, l.Size = rec.Stored.Bucket, rec.Stored.Key, rec.Stored.ETag, rec.Stored.Size
 	}

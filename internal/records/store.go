@@ -192,7 +192,7 @@ func Again(id string, u Update, now time.Time) (status.Record, bool) {
 	}
 	rec.RequestID, rec.State, rec.Attempt, rec.BatchSeq = id, status.Queued, 0, 0
 	rec.UpdatedAt, rec.History, rec.Checkpoint, rec.Stored, rec.Task = time.Time{}, nil, nil, nil, ""
-	rec.ErrorCode, rec.ErrorMessage, rec.PaidCalls, rec.Usage, rec.ExpiredRecrops, rec.ReusedFrom = "", "", 0, 0, 0, ""
+	rec.ErrorCode, rec.ErrorMessage, rec.PaidCalls, rec.Usage, rec.ExpiredRecrops, rec.ReusedFrom, rec.Unchanged = "", "", 0, 0, 0, "", false
 	if rec.CreatedAt.IsZero() {
 		rec.CreatedAt = now
 	}

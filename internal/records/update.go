@@ -39,6 +39,12 @@ func (b By) Reuse(st status.Stored, from string) Update {
 	return Update{To: status.Succeeded, Attempt: b.Attempt, Task: b.Task, Stored: &st, ReusedFrom: from}
 }
 
+// Unchanged records a request whose destination already held the crop it
+// asks for (from's result, at st): succeeded without a copy or a write.
+func (b By) Unchanged(st status.Stored, from string) Update {
+	return Update{To: status.Succeeded, Attempt: b.Attempt, Task: b.Task, Stored: &st, ReusedFrom: from, Unchanged: true}
+}
+
 // Fail records why the attempt stopped: failed when final, else retrying.
 func (b By) Fail(final bool, code, message string) Update {
 	to := status.Retrying
@@ -78,6 +84,9 @@ type Update struct {
 	// ReusedFrom, with Stored, records that the result was reused from
 	// that request's (no paid call).
 	ReusedFrom string
+	// Unchanged, with Stored, records that the destination already held
+	// the crop: nothing was copied or written.
+	Unchanged bool
 	// Seed, on a move to running or failed, is the request whose record
 	// is written again (queued, accepted at its CreatedAt, then moved) if
 	// Redis lost it: what a task's payload or a backlog entry carries

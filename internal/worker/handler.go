@@ -140,6 +140,22 @@ type HandlerConfig struct {
 	CoalesceWait  time.Duration
 	CoalescePoll  time.Duration
 	CoalesceDelay time.Duration
+
+	// FreeQueue names the asynq queue of work the feeder expects to need
+	// no paid call (a result of the same crop is indexed): its tasks never
+	// take a quota token. One that turns out to need a call (the image
+	// changed behind its URL, the stored result is gone) is handed to the
+	// paid queue through Handoff. "" or a nil Handoff: every queue pays.
+	FreeQueue string
+	Handoff   Handoff
+}
+
+// Handoff moves a task of the free queue that needs a paid call to the
+// paid queue, where the quota's window paces it (package backlog's
+// TaskEnqueuer.Handoff). attempt is the attempt that found it: the paid
+// task numbers its attempts on from it.
+type Handoff interface {
+	ToPaid(ctx context.Context, taskID string, attempt int, payload []byte) error
 }
 
 // Handler is the asynq handler of tasks.TypeCrop.
@@ -261,8 +277,9 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 		takeover = &records.Takeover{From: r.From, Attempt: r.Attempt}
 	}
 	seed := RecordOf(p)
-	a := attempt{payload: p, n: n, last: retried >= maxRetry, task: taskID, seed: &seed,
-		log: h.log.With("request_id", p.RequestID, "task_id", taskID, "attempt", n)}
+	a := attempt{payload: p, n: n, last: retried >= maxRetry, task: taskID, seed: &seed, raw: payload,
+		free: h.cfg.FreeQueue != "" && h.cfg.Handoff != nil && queue == h.cfg.FreeQueue,
+		log:  h.log.With("request_id", p.RequestID, "task_id", taskID, "attempt", n)}
 
 	// 0. Budget: a tenant that spent its budget for the period waits for the
 	// next one, its request queued (not on its last run, which asynq would
@@ -334,6 +351,7 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 		return err
 	}
 	defer claim.release(ctx)
+	a.crop = claim.crop(p.RequestID)
 
 	// 2. Crop, unless an earlier attempt already paid for a result that is
 	// still downloadable.
@@ -360,6 +378,10 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 			return h.fail(ctx, a, err)
 		}
 	} else {
+		// Free work takes no token: what needs one goes to the paid queue.
+		if a.free {
+			return h.handoff(ctx, a, claim)
+		}
 		// A result that cannot be stored is money spent for nothing: while
 		// uploads fail, wait for the bucket. Paying again for an expired
 		// result always checks it first.
@@ -370,6 +392,7 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 		if err := h.copier.CheckKey(ctx, a.object(nil)); err != nil {
 			return h.fail(ctx, a, fmt.Errorf("check destination: %w", err))
 		}
+		h.recordSource(ctx, a, claim)
 		if cp, err = h.crop(ctx, a, cp != nil); err != nil {
 			return h.fail(ctx, a, err)
 		}
@@ -381,9 +404,13 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 	var se *results.SourceError
 	if reused && errors.As(err, &se) && se.Expired {
 		a.log.InfoContext(ctx, "crop: checkpointed result expired; cropping again", "api_request_id", cp.APIRequestID)
+		if a.free {
+			return h.handoff(ctx, a, claim)
+		}
 		if err := h.storageReady(ctx, a, true); err != nil {
 			return h.fail(ctx, a, err)
 		}
+		h.recordSource(ctx, a, claim)
 		if cp, err = h.crop(ctx, a, true); err != nil {
 			return h.fail(ctx, a, err)
 		}
@@ -454,6 +481,25 @@ type attempt struct {
 	// seed is the request's record as its payload describes it: a start or
 	// a failure writes it again if Redis lost the record (records.Again).
 	seed *status.Record
+	raw  []byte // the task's payload, as handed over
+	// free: a task of the free queue, which never takes a quota token.
+	free bool
+	// crop names the crop the result is, on its stored object (zero
+	// without result reuse).
+	crop results.Crop
+}
+
+// handoff moves a free-queue task that needs a paid call to the paid
+// queue (HandlerConfig.Handoff), giving up the crop key's lease first so
+// that the paid task, or a twin, can take it. The record stays running:
+// the paid task's first run takes it over.
+func (h *Handler) handoff(ctx context.Context, a attempt, c *claim) error {
+	c.release(ctx)
+	if err := h.cfg.Handoff.ToPaid(ctx, a.task, a.n, a.raw); err != nil {
+		return h.fail(ctx, a, fmt.Errorf("hand to the paid queue: %w", err))
+	}
+	a.log.InfoContext(ctx, "crop: needs a paid call; handed to the paid queue")
+	return nil
 }
 
 // by names this attempt on the status record.
@@ -754,7 +800,7 @@ func (h *Handler) cropOnce(ctx context.Context, req cropapi.Request) (cropapi.Re
 func (a attempt) object(cp *status.Checkpoint) results.Object {
 	p := a.payload
 	o := results.Object{RequestID: p.RequestID, Width: p.TargetWidth, Height: p.TargetHeight,
-		Tenant: p.Tenant, Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata}
+		Tenant: p.Tenant, Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata, Crop: a.crop}
 	if cp != nil {
 		o.APIRequestID = cp.APIRequestID
 	}

@@ -89,10 +89,13 @@ type Config struct {
 	// CROPQ_CLOCK_OFFSET (fault injection: a worker whose clock is off).
 	Clock func() time.Time
 
-	// Dedup is result reuse and coalescing (CROPQ_DEDUP_*); DedupFetch
-	// keys URL images by their downloaded bytes.
-	Dedup      dedup.Config
-	DedupFetch bool
+	// Dedup is result reuse and coalescing (CROPQ_DEDUP_*); its Keyer's
+	// Mode is CROPQ_DEDUP_SOURCE (CROPQ_DEDUP_FETCH=true: bytes). The
+	// worker gives it a Fetcher for the validators and bytes modes.
+	Dedup dedup.Config
+	// FreeWindow is CROPQ_FREE_WINDOW: 0 for auto (4 × concurrency), -1
+	// for off (no free queue).
+	FreeWindow int
 }
 
 // LoadConfig reads the environment; every error names its variable.
@@ -249,7 +252,29 @@ func LoadConfig(env Env) (Config, error) {
 	// The API endpoint is part of the key: another vendor region or version
 	// may crop differently.
 	c.Dedup = dedup.Config{Prefix: c.Status.Prefix, TTL: dur("CROPQ_DEDUP_TTL"), Keyer: dedup.Keyer{Scope: scope, Variant: c.API.BaseURL}}
-	c.DedupFetch = boolean("CROPQ_DEDUP_FETCH")
+	mode, err := dedup.ParseSourceMode(env.Get("CROPQ_DEDUP_SOURCE"))
+	if err != nil {
+		add(envError("CROPQ_DEDUP_SOURCE", env.Get("CROPQ_DEDUP_SOURCE"), "validators, bytes or url"))
+	}
+	if boolean("CROPQ_DEDUP_FETCH") {
+		// The older name of bytes; said otherwise twice, neither wins.
+		if env.IsSet("CROPQ_DEDUP_SOURCE") && mode != dedup.SourceBytes {
+			add(fmt.Errorf("CROPQ_DEDUP_FETCH=true (an alias of CROPQ_DEDUP_SOURCE=bytes) conflicts with CROPQ_DEDUP_SOURCE=%s: set one of them", mode))
+		}
+		mode = dedup.SourceBytes
+	}
+	c.Dedup.Mode = mode
+	switch fw := env.Get("CROPQ_FREE_WINDOW"); fw {
+	case "auto":
+	case "off":
+		c.FreeWindow = -1
+	default:
+		n, err := strconv.Atoi(fw)
+		if err != nil || n < 1 || n > 100000 {
+			add(envError("CROPQ_FREE_WINDOW", fw, "auto, off, or a number of tasks from 1 to 100000"))
+		}
+		c.FreeWindow = n
+	}
 	c.Server = worker.ServerConfig{
 		Concurrency:              num("CROPQ_CONCURRENCY"),
 		Queues:                   map[string]int{c.Task.Queue: 1},

@@ -1,9 +1,11 @@
 package wiring
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/tasks"
 )
 
 // NewWorkerServer wires the handler's parts from cfg.
@@ -82,12 +85,31 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 	lcfg.Logger = log
 	leases := lease.New(rdb, lcfg)
 	hcfg.Leases = worker.RedisLeases(leases)
+	enq := backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task, Records: st,
+		Inspector: asynq.NewInspectorFromRedisClient(rdb)}
+	var index *dedup.Index
 	if cfg.Dedup.Scope != dedup.ScopeOff {
 		dcfg := cfg.Dedup
-		if cfg.DedupFetch {
+		if dcfg.Mode != dedup.SourceURL {
 			dcfg.Fetch = dedup.NewFetcher(dedup.FetchConfig{AllowPrivate: cfg.API.Limits.AllowPrivateHosts})
 		}
-		hcfg.Dedup, hcfg.Reuse = worker.RedisDedup(dedup.New(rdb, dcfg)), copier
+		index = dedup.New(rdb, dcfg)
+		hcfg.Dedup, hcfg.Reuse = worker.RedisDedup(index), copier
+	}
+	if index != nil && cfg.FreeWindow >= 0 {
+		// Work that needs no call has a queue of its own, outside the
+		// quota's window (package backlog's free.go).
+		hcfg.FreeQueue, hcfg.Handoff = FreeQueue(cfg), enq
+		// Free work drains its window in a moment: look for more soon
+		// rather than after asynq's idle second.
+		cfg.Server.TaskCheckInterval = 100 * time.Millisecond
+	}
+	// Served even with the free window off, so that tasks fed into it
+	// before are run.
+	if index != nil {
+		queues := maps.Clone(cfg.Server.Queues)
+		queues[FreeQueue(cfg)] = max(queues[cfg.Task.Queue], 1)
+		cfg.Server.Queues = queues
 	}
 	h := worker.NewHandler(api, copier, st, hcfg)
 	cfg.Server.Logger = log
@@ -103,8 +125,6 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 		}
 		return nil
 	}
-	enq := backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task, Records: st,
-		Inspector: asynq.NewInspectorFromRedisClient(rdb)}
 	// The feeder's leader is also the fleet's rescuer of crops whose worker
 	// stopped renewing their leases.
 	rescue := func(ctx context.Context) error {
@@ -115,9 +135,22 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 		hcfg.Metrics.Rescued(len(hs))
 		return err
 	}
-	feeder := NewBacklog(cfg, rdb).NewFeeder(enq, backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
+	fcfg := backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
 		UrgentShare: cfg.UrgentShare, Demoter: urgentDemoter{records: st, metrics: hcfg.Metrics}, Budgets: feederBudgets(budgets),
-		Rate: FleetRate(cfg, rdb), Rescue: rescue, Logger: log})
+		Rate: FleetRate(cfg, rdb), Rescue: rescue, Logger: log}
+	if hcfg.FreeQueue != "" {
+		free := enq
+		free.Options.Queue = hcfg.FreeQueue
+		fcfg.Classify = backlog.IndexClassifier{Records: st, Hint: index.HintKey, Known: index.Known}
+		fcfg.FreeQueue, fcfg.FreeEnqueuer = hcfg.FreeQueue, free
+		// Sized by the workers, not the quota: a few rounds of this
+		// process's concurrency, topped up every tick.
+		fcfg.FreeWindow = cfg.FreeWindow
+		if fcfg.FreeWindow == 0 {
+			fcfg.FreeWindow = 4 * cmp.Or(cfg.Server.Concurrency, worker.DefaultConcurrency)
+		}
+	}
+	feeder := NewBacklog(cfg, rdb).NewFeeder(enq, fcfg)
 	// The feeder's leader also writes the reports of batches with a report
 	// destination once they are done, through the results' S3 client.
 	rw := reports.New(st, reports.NewUploader(s3c, cfg.Storage.PartSize), reports.Config{Walls: cfg.Storage.Walls, Logger: log})
@@ -132,6 +165,10 @@ func feederBudgets(b *budget.Budgets) backlog.Budgets {
 	}
 	return b
 }
+
+// FreeQueue is the asynq queue of work that needs no paid call: the crop
+// queue's name with "-free" (crops-free by default).
+func FreeQueue(cfg Config) string { return cmp.Or(cfg.Task.Queue, tasks.DefaultQueue) + "-free" }
 
 // urgentDemoter marks the record of an urgent request the feeder serves
 // as normal (beyond its tenant's urgent share), and counts it.
