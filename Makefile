@@ -13,7 +13,7 @@ TEST_FLAGS   ?= -p 2 -timeout 12m
 # (golang/go#75804, fixed in Go 1.27).
 FUZZTIME     ?= 30000x
 
-.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-quota bench-enqueue bench-backlog bench-backlog-flood bench-ui bench-dedup bench-manifest chaos clean help
+.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-quota bench-enqueue bench-backlog bench-backlog-flood bench-ui bench-dedup bench-report bench-replay bench-resync bench-manifest chaos clean help
 
 all: lint test
 
@@ -29,7 +29,10 @@ help:
 	@echo "make bench-backlog - priority lanes, tenant shares, ETA, Redis bytes per queued request (backlog vs one FIFO queue)"
 	@echo "make bench-backlog-flood - part 6 of bench-backlog alone (about 2 minutes): one tenant's urgent flood against another's normal requests"
 	@echo "make bench-ui - the web UI's batch grid: server time of a 200-result page in a 100,000-request batch, the index's Redis bytes"
+	@echo "make bench-report - a 1,000,000-line batch report: streamed, over HTTP and into S3, lines/s and peak heap vs reading the records one by one and the whole list"
+	@echo "make bench-replay - replaying 100,000 failed requests: admission time against enqueueing as many, the dry run, the failures page"
 	@echo "make bench-dedup - result reuse and coalescing: paid calls and throughput over a catalogue with repeats (off vs on vs fetch)"
+	@echo "make bench-resync - the nightly re-sync: 10,000 new ids over 200 stored crops at Q = 5/s (vs the paid window and a bare CopyObject loop), new listings behind it, 5 % photos replaced, an origin without validators"
 	@echo "make bench-manifest - manifests: Redis bytes per waiting line of a 1,000,000-line manifest, and the reader's lines per second (vs enqueue --file)"
 	@echo "make chaos  - about 1,430 requests (200 of them a manifest) through worker kills, a frozen worker, clocks off by 10 min, kill -9 of Redis, Redis at maxmemory, a MinIO outage, faults, a rolling restart"
 	@echo "make fuzz-long - longer fuzzing"
@@ -92,11 +95,20 @@ bench-backlog-flood: tools
 bench-ui: tools
 	$(GO) run ./cmd/cropq-bench ui
 
+bench-report: tools
+	$(GO) run ./cmd/cropq-bench report
+
+bench-replay: tools
+	$(GO) run ./cmd/cropq-bench replay
+
 bench-dedup: tools
 	$(GO) run ./cmd/cropq-bench dedup
 
 bench-manifest: tools
 	$(GO) run ./cmd/cropq-bench manifest
+
+bench-resync: tools
+	$(GO) run ./cmd/cropq-bench resync
 
 bench-quota: tools
 	$(GO) run ./cmd/cropq-bench quota

@@ -29,6 +29,7 @@ func exported(t *testing.T) map[string]bool {
 	metrics.RegisterBacklog(reg, nil, nil)
 	metrics.RegisterClockSkew(reg, nil)
 	metrics.RegisterRedisWritable(reg, nil)
+	metrics.RegisterBudgets(reg, nil)
 	// asynq's collector describes itself by collecting: it needs a Redis
 	// with a queue in it.
 	srv := testenv.Redis(t)

@@ -10,6 +10,7 @@
 package producer
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -17,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
 	"sync"
@@ -73,6 +75,10 @@ type Config struct {
 	// rate in calls per second. Without Rate there is no estimate.
 	Weights map[string]int
 	Rate    func(ctx context.Context) (float64, error)
+	// Budgets, when set, lets Batch say that a batch waits for its
+	// tenant's budget of paid calls (CROPQ_TENANT_BUDGETS), and when it
+	// will move.
+	Budgets Budgets
 	// Notifier, when set, is told of requests canceled through Cancel that
 	// have a callback URL; the worker reports every other terminal state.
 	Notifier Notifier
@@ -85,6 +91,16 @@ type Config struct {
 	// a claim-checked input it failed to remove (default: discarded).
 	Logger *slog.Logger
 }
+
+// Budgets tells when a tenant's budget of paid calls has room for more
+// calls (package budget's Budgets.Until).
+type Budgets interface {
+	Until(ctx context.Context, tenant string, calls int64) (at time.Time, exhausted, ok bool, err error)
+}
+
+// WaitingForBudget is BatchInfo.Waiting for a batch whose tenant spent its
+// budget of paid calls for the period.
+const WaitingForBudget = "budget"
 
 // Outcome is what happened to one request.
 type Outcome string
@@ -529,7 +545,15 @@ func results(items []*item) []Result {
 
 // Get returns a request's status record (status.ErrNotFound if unknown).
 func (p *Producer) Get(ctx context.Context, requestID string) (status.Record, error) {
-	return p.statuses.Get(ctx, requestID)
+	rec, err := p.statuses.Get(ctx, requestID)
+	if err == nil && rec.State == status.Queued && p.cfg.Budgets != nil {
+		// Said when read, not stored: a budget is the tenant's, not the
+		// request's, and opens again for all its requests at once.
+		if _, exhausted, _, berr := p.cfg.Budgets.Until(ctx, cmp.Or(rec.Tenant, tasks.DefaultTenant), 1); berr == nil && exhausted {
+			rec.Reason = WaitingForBudget
+		}
+	}
+	return rec, err
 }
 
 // BatchCounts returns how many requests of a tenant's batch are in each
@@ -543,7 +567,14 @@ type BatchInfo struct {
 	Counts    map[status.State]int64
 	Total     int64
 	Remaining int64 // not yet in a terminal state
-	Done      bool
+	// Done: no request waits, and no manifest line is left to read.
+	Done bool
+	// Reading: the batch's manifest still has lines to read; the batch is
+	// not done, whatever its counts.
+	Reading bool
+	// ReportWritten is where its report was written in S3 once done
+	// (s3://bucket/key), when it asked for one.
+	ReportWritten string
 	// Priority is the lowest lane among the batch's requests: the batch is
 	// done when its slowest part is.
 	Priority string
@@ -558,12 +589,20 @@ type BatchInfo struct {
 	// for a batch of requests); Total is then its lines once counted, and
 	// Remaining includes an estimate of the lines left to read.
 	Manifest *ManifestInfo
+	// Waiting is why the batch does not move when it is not its turn:
+	// WaitingForBudget while its tenant's budget of paid calls is spent,
+	// until ResumesAt (the next period); empty otherwise.
+	Waiting   string
+	ResumesAt time.Time
+	// Unchanged counts the requests whose destination already held their
+	// crop: succeeded without a copy or a write (counted in Saved too).
+	Unchanged int64
 }
 
 // Batch returns a tenant's batch ("" is the default tenant) with its
 // estimate; status.ErrNotFound when the tenant has no such batch.
 func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo, error) {
-	counts, priority, err := p.statuses.Batch(ctx, tenant, batchID)
+	b, err := p.statuses.BatchState(ctx, tenant, batchID)
 	if err != nil {
 		return BatchInfo{}, err
 	}
@@ -571,19 +610,23 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 	if err != nil {
 		return BatchInfo{}, err
 	}
-	if len(counts) == 0 && !isManifest {
+	if !b.Found() && !isManifest {
 		return BatchInfo{}, status.ErrNotFound
 	}
 	saved, err := p.statuses.BatchSaved(ctx, tenant, batchID)
 	if err != nil {
 		return BatchInfo{}, err
 	}
-	bi := BatchInfo{Counts: counts, Priority: priority, ETA: -1, Done: true, Saved: saved}
-	for st, n := range counts {
+	unchanged, err := p.statuses.BatchUnchanged(ctx, tenant, batchID)
+	if err != nil {
+		return BatchInfo{}, err
+	}
+	bi := BatchInfo{Counts: b.Counts, Priority: b.Priority, ETA: -1, Done: b.Done(), Reading: b.Reading, Saved: saved,
+		ReportWritten: b.ReportWritten, Unchanged: unchanged}
+	for st, n := range b.Counts {
 		bi.Total += n
 		if !st.Terminal() {
 			bi.Remaining += n
-			bi.Done = false
 		}
 	}
 	if isManifest {
@@ -592,9 +635,22 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 	if bi.Priority == "" {
 		bi.Priority = tasks.PriorityNormal
 	}
+	budgetAt, budgetOK := time.Time{}, true
+	if !bi.Done && p.cfg.Budgets != nil {
+		at, exhausted, ok, err := p.cfg.Budgets.Until(ctx, cmp.Or(tenant, tasks.DefaultTenant), bi.Remaining)
+		if err == nil {
+			budgetAt, budgetOK = at, ok
+			if exhausted {
+				// At the next period (zero with a budget of 0: never).
+				bi.Waiting, bi.ResumesAt = WaitingForBudget, at
+			}
+		}
+	}
 	switch {
 	case bi.Done:
 		bi.ETA = 0
+	case !budgetOK:
+		// A budget of 0: it never moves until the budget changes.
 	case p.cfg.Rate != nil && p.backlog != nil:
 		rate, rerr := p.cfg.Rate(ctx)
 		stats, serr := p.backlog.Stats(ctx)
@@ -608,9 +664,30 @@ func (p *Producer) Batch(ctx context.Context, tenant, batchID string) (BatchInfo
 			if inflight, err := p.backlog.InAsynq(ctx, p.cfg.Task.Queue, time.Time{}); err == nil && bi.ETA >= 0 && rate > 0 {
 				bi.ETA += time.Duration(float64(max(0, inflight-bi.Remaining)) / rate * float64(time.Second))
 			}
+			// The last of its calls waits for the period with room for it.
+			if !budgetAt.IsZero() && bi.ETA >= 0 {
+				bi.ETA = max(bi.ETA, time.Until(budgetAt))
+			}
 		}
 	}
 	return bi, nil
+}
+
+// ReportStats says what a report held: its lines, and whether the batch
+// was done when it began (the report is then exact, one line per request).
+type ReportStats = records.ReportStats
+
+// ReportLine is one line of a batch's report (JSON).
+type ReportLine = records.ReportLine
+
+// Report writes a tenant's batch's report to w ("" is the default
+// tenant): one JSON ReportLine per request of the batch, newline
+// separated, streamed from Redis a page at a time, never held whole. Once
+// the batch is done it is exact; while it runs, a request that ends while
+// the report is read may appear twice (its last line holds). An unknown
+// batch is status.ErrNotFound, before anything is written.
+func (p *Producer) Report(ctx context.Context, tenant, batchID string, w io.Writer) (ReportStats, error) {
+	return p.statuses.WriteReport(ctx, tenant, batchID, w)
 }
 
 // Cancel cancels a request that has not started: its record moves to

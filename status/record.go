@@ -76,6 +76,14 @@ type Record struct {
 	// (batchindex.go); 0 when it is in none.
 	BatchSeq int64 `json:"batchSeq,omitempty"`
 
+	// Replays counts the times the request failed and was sent again
+	// (POST /v1/replays); each starts a new attempt series from 1.
+	Replays int `json:"replays,omitempty"`
+	// Reason is why a queued request does not move when it is not its
+	// turn: "budget" while its tenant's budget of paid calls is spent
+	// (CROPQ_TENANT_BUDGETS). Said when the record is read, never stored.
+	Reason string `json:"reason,omitempty"`
+
 	ErrorCode    string `json:"errorCode,omitempty"`
 	ErrorMessage string `json:"errorMessage,omitempty"`
 
@@ -101,6 +109,10 @@ type Record struct {
 	// tenant's (CROPQ_DEDUP_SCOPE=global), an opaque reference stands in
 	// for it ("ref/" and 20 hex digits; `cropq status --resolve-ref`).
 	ReusedFrom string `json:"reusedFrom,omitempty"`
+	// Unchanged: the destination already held exactly this crop (the same
+	// crop key and paid result, at the same bucket and key), so the request
+	// succeeded without a copy or a write (a nightly re-sync).
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // Checkpoint is a successful API answer whose result is not yet stored.
@@ -142,6 +154,10 @@ type Transition struct {
 	Attempt   int       `json:"attempt,omitempty"`
 	ErrorCode string    `json:"errorCode,omitempty"`
 	Message   string    `json:"message,omitempty"`
+	// Replay, on the move back to queued of a failed request sent again
+	// (a replay), numbers the attempt series it starts (1 for the first
+	// replay); the attempts before it stay in the history.
+	Replay int `json:"replay,omitempty"`
 }
 
 // Errors of a read or a cancel.

@@ -3,7 +3,7 @@
 // a table. It is a benchmark, not a test: it never fails on a number, it
 // reports it next to its target.
 //
-//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|manifest]
+//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|report|replay|resync|manifest]
 package main
 
 import (
@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -59,6 +60,13 @@ type options struct {
 	dedupConcurrency      int
 
 	manifestN, manifestFileN, manifestReadN int
+	reportN, reportBaselineN                int
+	replayN                                 int
+	resyncN, resyncCrops, resyncNew         int
+	resyncBaseN, resyncBaseCrops            int
+	resyncQ, resyncReplaced                 float64
+	resyncPods, resyncConcurrency           int
+	resyncCopies                            int
 }
 
 func main() {
@@ -102,9 +110,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.manifestN, "manifest-n", 1000000, "manifest: lines of the manifest registered and waiting")
 	fs.IntVar(&o.manifestFileN, "manifest-file-n", 50000, "manifest: lines of the baseline through the --file path")
 	fs.IntVar(&o.manifestReadN, "manifest-read-n", 100000, "manifest: lines the reader reads, timed")
+	fs.IntVar(&o.reportN, "report-n", 1_000_000, "report: requests of the batch whose report is streamed")
+	fs.IntVar(&o.reportBaselineN, "report-baseline-n", 100_000, "report: records read one by one for the baseline (a sample)")
+	fs.IntVar(&o.replayN, "replay-n", 100000, "replay: failed requests replayed")
+	fs.IntVar(&o.resyncN, "resync-n", 10000, "resync: new request ids of the re-sync")
+	fs.IntVar(&o.resyncCrops, "resync-crops", 200, "resync: crops already stored that the re-sync asks for")
+	fs.IntVar(&o.resyncNew, "resync-new", 100, "resync: new listings submitted right behind the re-sync")
+	fs.IntVar(&o.resyncBaseN, "resync-base-n", 1000, "resync: request ids of the baseline and of the origin without validators")
+	fs.IntVar(&o.resyncBaseCrops, "resync-base-crops", 20, "resync: stored crops of the baseline and of the origin without validators")
+	fs.Float64Var(&o.resyncQ, "resync-q", 5, "resync: the emulator's quota Q, calls/s (and CROPQ_QUOTA_RATE)")
+	fs.Float64Var(&o.resyncReplaced, "resync-replaced", 0.05, "resync: share of the photos replaced behind the same URLs before the second re-sync")
+	fs.IntVar(&o.resyncPods, "resync-pods", 2, "resync: worker processes")
+	fs.IntVar(&o.resyncConcurrency, "resync-concurrency", 20, "resync: concurrency of each worker process")
+	fs.IntVar(&o.resyncCopies, "resync-copies", 4000, "resync: copies of the bare S3 CopyObject loop")
 	fs.IntVar(&o.memImages, "enqueue-mem-images", 200, "enqueue: 2 MB requests queued to measure Redis memory (scaled to 1,000)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|manifest]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes; backlog-flood is part 6 of backlog alone.")
+		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|report|replay|resync|manifest]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes; backlog-flood is part 6 of backlog alone.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -114,8 +135,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
-	if which != "all" && which != "pipeline" && which != "memory" && which != "quota" && which != "enqueue" && which != "backlog" && which != "backlog-flood" && which != "ui" && which != "dedup" && which != "manifest" {
-		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog, backlog-flood, ui, dedup or manifest)", which)
+	if !slices.Contains([]string{"all", "pipeline", "memory", "quota", "enqueue", "backlog", "backlog-flood", "ui", "dedup", "report", "replay", "resync", "manifest"}, which) {
+		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog, backlog-flood, ui, dedup, report, replay, resync or manifest)", which)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -190,6 +211,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r, err := benchManifest(ctx, env, o, stderr)
 		if err != nil {
 			return fmt.Errorf("manifest: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "report" {
+		r, err := benchReport(ctx, env, o, stderr)
+		if err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "replay" {
+		r, err := benchReplay(ctx, env, o, stderr)
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "resync" {
+		r, err := benchResync(ctx, env, o, stderr)
+		if err != nil {
+			return fmt.Errorf("resync: %w", err)
 		}
 		rows = append(rows, r...)
 	}

@@ -29,6 +29,7 @@ func commands() []wiring.Command {
 		{Name: "enqueue", Summary: "enqueue one crop request, or a .jsonl/.csv file of them", Run: runEnqueue},
 		{Name: "status", Summary: "print the status record of a request id, or the shared quota", Run: runStatus},
 		{Name: "wait", Summary: "follow a request or a batch until it is done", Run: runWait},
+		{Name: "replay", Summary: "send failed requests again (by batch, code, tenant, time), or count them", Run: runReplay},
 		{Name: "api", Summary: "serve the HTTP API for producers", Run: runAPI},
 		{Name: "env", Summary: "list the environment variables cropq reads, with defaults", Run: runEnv},
 	}

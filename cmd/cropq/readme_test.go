@@ -24,7 +24,14 @@ type shellStep struct {
 // form one command; export lines of API and TOKEN are the test's to set.
 func readmeShellSteps(t *testing.T) []shellStep {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	return shellSteps(t, "README.md")
+}
+
+// shellSteps returns the steps of a Markdown file of the repository (path
+// from its root), as readmeShellSteps does for the README.
+func shellSteps(t *testing.T, path string) []shellStep {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", filepath.FromSlash(path)))
 	require.NoError(t, err)
 	var (
 		steps   []shellStep
@@ -103,6 +110,25 @@ func subset(want, got any) bool {
 func TestREADMEShellExamples(t *testing.T) {
 	steps := readmeShellSteps(t)
 	require.GreaterOrEqual(t, len(steps), 4, "the README has HTTP examples")
+	runShellSteps(t, steps)
+}
+
+// The shell examples of the HTTP API in docs/ work as shown, as the
+// README's do (each page against its own `cropq api`).
+func TestDocsShellExamples(t *testing.T) {
+	for _, page := range []string{"docs/reports.md", "docs/budgets-and-replays.md"} {
+		t.Run(page, func(t *testing.T) {
+			steps := shellSteps(t, page)
+			require.NotEmpty(t, steps, "%s has HTTP examples", page)
+			runShellSteps(t, steps)
+		})
+	}
+}
+
+// runShellSteps runs steps in bash against a real `cropq api`, and checks
+// each answer holds every field shown.
+func runShellSteps(t *testing.T, steps []shellStep) {
+	t.Helper()
 	f := newFrontDoor(t)
 	bash, err := exec.LookPath("bash")
 	require.NoError(t, err)

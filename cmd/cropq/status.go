@@ -12,9 +12,11 @@ import (
 
 	"github.com/cropq/cropq/cmd/internal/wiring"
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/budget"
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
@@ -24,9 +26,10 @@ func runStatus(ctx context.Context, env wiring.Env, args []string, stdout, stder
 	asJSON := fs.Bool("json", false, "print the whole record as JSON")
 	showQuota := fs.Bool("quota", false, "print the fleet's shared API quota (ceiling, effective rate) and the paid calls saved by result reuse, as JSON, instead")
 	showBacklog := fs.Bool("backlog", false, "print the backlog per lane and tenant (length, oldest age) instead")
+	showBudget := fs.Bool("budget", false, "print each tenant's budget of paid calls (CROPQ_TENANT_BUDGETS): used this period, cap, when the next period opens")
 	resolveRef := fs.String("resolve-ref", "", "print the request id a reusedFrom reference (ref/…) stands for: the request, of another tenant, whose result was reused")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq status REQUEST_ID [--json]\n       cropq status --quota\n       cropq status --backlog [--json]\n       cropq status --resolve-ref REF")
+		fmt.Fprintln(stderr, "usage: cropq status REQUEST_ID [--json]\n       cropq status --quota\n       cropq status --backlog [--json]\n       cropq status --budget [--json]\n       cropq status --resolve-ref REF")
 		fs.PrintDefaults()
 	}
 	// Accept the id before or after the flags.
@@ -45,6 +48,9 @@ func runStatus(ctx context.Context, env wiring.Env, args []string, stdout, stder
 	}
 	if *showBacklog {
 		return printBacklog(ctx, env, stdout, *asJSON)
+	}
+	if *showBudget {
+		return printBudgets(ctx, env, stdout, *asJSON)
 	}
 	if *resolveRef != "" {
 		return printResolved(ctx, env, stdout, *resolveRef)
@@ -65,12 +71,21 @@ func runStatus(ctx context.Context, env wiring.Env, args []string, stdout, stder
 	if err != nil {
 		return err
 	}
+	if rec.State == status.Queued && len(cfg.Budget.Caps) > 0 {
+		// As the API says it: read, not stored (producer.Get).
+		if _, exhausted, _, err := budget.New(rdb, cfg.Budget).Until(ctx, rec.Tenant, 1); err == nil && exhausted {
+			rec.Reason = producer.WaitingForBudget
+		}
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rec)
 	}
 	fmt.Fprintf(stdout, "%s\t%s\tattempt %d", rec.RequestID, rec.State, rec.Attempt)
+	if rec.Reason != "" {
+		fmt.Fprintf(stdout, "\twaiting for %s", rec.Reason)
+	}
 	if rec.Stored != nil {
 		fmt.Fprintf(stdout, "\ts3://%s/%s", rec.Stored.Bucket, rec.Stored.Key)
 	}
@@ -161,5 +176,40 @@ func printBacklog(ctx context.Context, env wiring.Env, stdout io.Writer, asJSON 
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", st.Lane, st.Tenant, st.Len, now.Sub(st.Oldest).Round(time.Second))
 	}
 	fmt.Fprintf(tw, "total\t\t%d\t\n", total)
+	return tw.Flush()
+}
+
+// printBudgets prints each budgeted tenant's paid calls this period.
+func printBudgets(ctx context.Context, env wiring.Env, stdout io.Writer, asJSON bool) error {
+	cfg, rdb, err := wiring.Connect(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	us, err := budget.New(rdb, cfg.Budget).Usages(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		if us == nil {
+			us = []budget.Usage{}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(us)
+	}
+	if len(us) == 0 {
+		fmt.Fprintln(stdout, "no tenant has a budget (CROPQ_TENANT_BUDGETS is unset)")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TENANT\tUSED\tCAP\tPERIOD\tNEXT PERIOD")
+	for _, u := range us {
+		state := ""
+		if u.Exhausted() {
+			state = "  (spent: work waits)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s%s\n", u.Tenant, u.Used, u.Cap, u.Period, u.Ends.Format(time.RFC3339), state)
+	}
 	return tw.Flush()
 }

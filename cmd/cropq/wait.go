@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/cropq/cropq/cmd/internal/wiring"
+	"github.com/cropq/cropq/internal/budget"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -29,11 +32,13 @@ func runWait(ctx context.Context, env wiring.Env, args []string, stdout, stderr 
 	interval := fs.Duration("interval", time.Second, "how often to look")
 	timeout := fs.Duration("timeout", 0, "give up after this long (0: never)")
 	noProgress := fs.Bool("no-progress", false, "batch: no progress bar (on stderr)")
+	report := fs.String("report", "", "batch: when it is done, write its report to this file (one JSON line per request)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: cropq wait REQUEST_ID | cropq wait --batch BATCH_ID
+		fmt.Fprintln(stderr, `usage: cropq wait REQUEST_ID | cropq wait --batch BATCH_ID [--report FILE]
 
 Exit status: 0 when everything succeeded, 4 when something failed or was
-canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
+canceled, 5 on --timeout, 3 when the request or batch is unknown. The
+report is written whichever way the batch ended.`)
 		fs.PrintDefaults()
 	}
 	var id string
@@ -49,6 +54,9 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 	if (id == "") == (*batch == "") {
 		fs.Usage()
 		return wiring.ErrUsage
+	}
+	if *report != "" && *batch == "" {
+		return fmt.Errorf("--report: a report is a batch's: give --batch")
 	}
 	target := id
 	if *batch != "" {
@@ -69,8 +77,11 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 	defer rdb.Close()
 	st := records.NewStore(rdb, cfg.Status)
 	// The producer reads batches with their estimate (backlog, weights, rate).
-	prod := producer.New(rdb, producer.Config{Status: cfg.Status, Backlog: true,
-		Weights: cfg.TenantWeights, Rate: wiring.FleetRate(cfg, rdb)})
+	pcfg := producer.Config{Status: cfg.Status, Backlog: true, Weights: cfg.TenantWeights, Rate: wiring.FleetRate(cfg, rdb)}
+	if len(cfg.Budget.Caps) > 0 {
+		pcfg.Budgets = budget.New(rdb, cfg.Budget)
+	}
+	prod := producer.New(rdb, pcfg)
 	defer prod.Close()
 	var bar *progressbar.ProgressBar
 	if *batch != "" && !*noProgress {
@@ -110,6 +121,11 @@ canceled, 5 on --timeout, 3 when the request or batch is unknown.`)
 			last = line
 		}
 		if done {
+			if *report != "" {
+				if err := writeReport(ctx, prod, *tenant, *batch, *report); err != nil {
+					return err
+				}
+			}
 			if !ok {
 				return exitError{code: 4, err: fmt.Errorf("%s: did not all succeed", target)}
 			}
@@ -166,6 +182,15 @@ func lookBatch(ctx context.Context, prod *producer.Producer, tenant, batch strin
 			line += fmt.Sprintf(" (%s: %s)", m.Code, m.Message)
 		}
 	}
+	if bi.Waiting == producer.WaitingForBudget {
+		line += ", waiting for the tenant's budget"
+		if !bi.ResumesAt.IsZero() {
+			line += " until " + bi.ResumesAt.UTC().Format(time.RFC3339)
+		}
+	}
+	if bi.Unchanged > 0 {
+		line += fmt.Sprintf(" (%d unchanged at their destination)", bi.Unchanged)
+	}
 	if bar != nil {
 		bar.ChangeMax64(bi.Total)
 		eta := "ETA unknown"
@@ -176,4 +201,28 @@ func lookBatch(ctx context.Context, prod *producer.Producer, tenant, batch strin
 		_ = bar.Set64(terminal)
 	}
 	return line, bi.Done, bi.Counts[status.Succeeded] == bi.Total, nil
+}
+
+// writeReport streams a done batch's report into path: into a file beside
+// it first, renamed into place once whole, so that path never holds a
+// partial report.
+func writeReport(ctx context.Context, prod *producer.Producer, tenant, batch, path string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("--report: %w", err)
+	}
+	defer os.Remove(f.Name()) // gone once renamed
+	// A report, not a secret: CreateTemp makes it 0600.
+	_ = f.Chmod(0o644)
+	_, err = prod.Report(ctx, tenant, batch, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("--report %s: %w", path, err)
+	}
+	return nil
 }

@@ -224,6 +224,32 @@ func TestE2ECropsPageInBrowser(t *testing.T) {
 	assert.Contains(t, text(`#batches tr[data-batch="look-1"]`), "3 succeeded · 1 failed · 1 remaining")
 	shoot("ui-overview.png")
 
+	// Failures (issue 24): a tenant sees its own, without a replay button.
+	require.NoError(t, chromedp.Do(tctx, as("acme-tok-0123456789"), chromedp.Navigate(base+"/ui/failures"), chromedp.WaitVisible(chromedp.CSS("#by-code"))))
+	assert.Equal(t, "1", attr("#failed-total", "data-value"))
+	assert.Contains(t, text(`#by-code tr[data-key="700"]`), "700")
+	assert.Contains(t, text("#samples"), "look-tiny")
+	noButton, err := chromedp.Run(tctx, chromedp.Evaluate[bool](`document.querySelector('#replay') === null`))
+	require.NoError(t, err)
+	assert.True(t, noButton, "tenants replay through the API and the CLI")
+	// The operators count, then replay, from the page (its CSRF cookie and
+	// field travel with the form).
+	require.NoError(t, chromedp.Do(tctx, as("op-tok-0123456789"), chromedp.Navigate(base+"/ui/failures?code=700"), chromedp.WaitVisible(chromedp.CSS("#replay"))))
+	assert.Contains(t, text(`#by-tenant tr[data-key="acme"]`), "acme")
+	shoot("ui-failures.png")
+	require.NoError(t, chromedp.Do(tctx, chromedp.Click(chromedp.CSS(`#replay button[value="dry-run"]`)), chromedp.WaitVisible(chromedp.CSS("#replay-result"))))
+	assert.Contains(t, text("#replay-result"), "Dry run: 1 failed requests match")
+	assert.Equal(t, status.Failed, s.record("look-tiny").State, "a dry run changes nothing")
+	require.NoError(t, chromedp.Do(tctx, chromedp.Click(chromedp.CSS("#replay-button"))))
+	// The dry run's page had a result too: wait for the replay's.
+	require.Eventually(t, func() bool {
+		got, err := chromedp.Run(tctx, chromedp.Evaluate[string](`(document.querySelector('#replay-result') || {}).textContent || ''`))
+		return err == nil && strings.Contains(got, "Replayed: 1 of 1 sent again")
+	}, 20*time.Second, 50*time.Millisecond, "the replay's result")
+	replayed := s.record("look-tiny")
+	assert.Equal(t, status.Queued, replayed.State, "sent again (no worker runs here: it waits)")
+	assert.Equal(t, 1, replayed.Replays)
+
 	// Another tenant's token sees neither the batch nor its requests.
 	require.NoError(t, chromedp.Do(tctx, as("globex-tok-0123456789")))
 	for _, path := range []string{"/ui/batches/look-1", "/ui/batches/look-1?tenant=acme", "/ui/crops/look-ball"} {

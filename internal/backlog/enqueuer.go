@@ -142,6 +142,37 @@ func RequestOf(rec status.Record) tasks.Request {
 		Priority: rec.Priority, Tenant: rec.Tenant}.ImplicitDefaults()
 }
 
+// ToPaid moves a task of the free queue that needs a paid call (its image
+// changed behind its URL, its stored result is gone) into this
+// enqueuer's queue, the paid one (worker.Handoff). The new task takes the
+// request over from taskID on its first run (as a rescue does), numbering
+// its attempts on from attempt, so that the record never sees an older
+// attempt; its id is the request's with "~paid", since the request id is
+// the free task's own while it is kept.
+func (e TaskEnqueuer) ToPaid(ctx context.Context, taskID string, attempt int, payload []byte) error {
+	p, err := tasks.ParseCropPayload(payload)
+	if err != nil {
+		return err
+	}
+	p.Rescue = &tasks.Rescue{From: taskID, Attempt: attempt}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	opts := append(tasks.TaskOptionsFor(p, e.Options), asynq.TaskID(PaidTaskID(p.RequestID, attempt)))
+	_, err = e.Client.EnqueueContext(ctx, asynq.NewTask(tasks.TypeCrop, b), opts...)
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue the paid task of %s: %w", p.RequestID, err)
+	}
+	return nil
+}
+
+// PaidTaskID is the asynq task id of the paid task a free one hands
+// requestID's attempt to.
+func PaidTaskID(requestID string, attempt int) string {
+	return fmt.Sprintf("%s~paid-%d", requestID, attempt)
+}
+
 // Requeue runs again, as a task of its own, the crop whose worker stopped
 // renewing its lease (package lease): asynq would put the task back only
 // after its own 30 s lease and a once-a-minute recoverer. The new task

@@ -39,6 +39,13 @@ type Refiller interface {
 	Refill(ctx context.Context) error
 }
 
+// Budgets tells the paid calls left this period to the tenants that have
+// a budget (package budget's Budgets); a tenant missing from the answer
+// has no cap.
+type Budgets interface {
+	Left(ctx context.Context, tenants []string) (map[string]int64, error)
+}
+
 // DefaultLead is FeederConfig.Lead's default.
 const DefaultLead = 2 * time.Second
 
@@ -73,6 +80,10 @@ type FeederConfig struct {
 	UrgentShare float64
 	// Demoter, when set, is told of each request fed below its lane.
 	Demoter Demoter
+	// Budgets, when set, keeps a tenant's entries waiting while its budget
+	// of paid calls is spent, and feeds it no more entries in a tick than
+	// it has calls left: its lanes' share goes to the others meanwhile.
+	Budgets Budgets
 	// Rate returns the fleet's effective API calls per second.
 	Rate func(ctx context.Context) (float64, error)
 	// Rescue, when set, is run by the leader about every RescueEvery
@@ -94,6 +105,18 @@ type FeederConfig struct {
 	// ID names this feeder in the lease (default host, pid and a random part).
 	ID     string
 	Logger *slog.Logger
+
+	// Classify, FreeQueue and FreeEnqueuer, all set, feed the entries
+	// likely to need no paid call into FreeQueue through FreeEnqueuer,
+	// keeping FreeWindow tasks there (default DefaultFreeWindow: size it by
+	// the workers' concurrency, not the quota); the paid window then takes
+	// the other entries wherever they are in the first ScanDepth of a list
+	// (see free.go). ScanStep entries of a list are classified per tick.
+	Classify            Classifier
+	FreeQueue           string
+	FreeEnqueuer        Enqueuer
+	FreeWindow          int
+	ScanDepth, ScanStep int
 }
 
 // Feeder keeps asynq's window filled from the backlog. Run it in every
@@ -108,8 +131,9 @@ type Feeder struct {
 	deficit map[string]float64 // per lane:tenant, carried between ticks
 	urgent  *buckets           // each tenant's urgent allowance
 	leader  bool
-	since   time.Time // leading since
-	rescued time.Time // last rescue run
+	since   time.Time            // leading since
+	rescued time.Time            // last rescue run
+	scans   map[string]*listScan // with a Classifier: what is known of each list's head
 }
 
 // NewFeeder returns a feeder of b through enq.
@@ -144,6 +168,18 @@ func (b *Backlog) NewFeeder(enq Enqueuer, cfg FeederConfig) *Feeder {
 	if cfg.RescueGrace <= 0 {
 		cfg.RescueGrace = 5 * time.Second
 	}
+	if cfg.FreeWindow <= 0 {
+		cfg.FreeWindow = DefaultFreeWindow
+	}
+	if cfg.ScanDepth <= 0 {
+		cfg.ScanDepth = DefaultScanDepth
+	}
+	if cfg.ScanStep <= 0 {
+		cfg.ScanStep = DefaultScanStep
+	}
+	if cfg.FreeQueue == "" || cfg.FreeEnqueuer == nil {
+		cfg.Classify = nil
+	}
 	if cfg.ID == "" {
 		host, _ := os.Hostname()
 		var r [4]byte
@@ -154,7 +190,8 @@ func (b *Backlog) NewFeeder(enq Enqueuer, cfg FeederConfig) *Feeder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Feeder{b: b, enq: enq, cfg: cfg, log: log.With("component", "feeder"), deficit: map[string]float64{}, urgent: newBuckets()}
+	return &Feeder{b: b, enq: enq, cfg: cfg, log: log.With("component", "feeder"), deficit: map[string]float64{}, urgent: newBuckets(),
+		scans: map[string]*listScan{}}
 }
 
 // Weight is tenant's weight.
@@ -202,7 +239,7 @@ func (f *Feeder) Step(ctx context.Context) (int, error) {
 	f.mu.Lock()
 	if !ok && f.leader {
 		// A new leader starts afresh (see budget.go for the allowances).
-		f.deficit, f.urgent = map[string]float64{}, newBuckets()
+		f.deficit, f.urgent, f.scans = map[string]float64{}, newBuckets(), map[string]*listScan{}
 	}
 	if ok && !f.leader {
 		f.since = time.Now()
@@ -219,10 +256,19 @@ func (f *Feeder) Step(ctx context.Context) (int, error) {
 		}
 	}
 	need, rate, err := f.need(ctx)
-	if err != nil || need <= 0 {
+	if err != nil {
 		return 0, err
 	}
-	return f.feed(ctx, need, rate)
+	room := 0
+	if f.cfg.Classify != nil {
+		if room, err = f.freeRoom(ctx); err != nil {
+			return 0, err
+		}
+	}
+	if need <= 0 && room <= 0 {
+		return 0, nil
+	}
+	return f.feed(ctx, need, rate, room)
 }
 
 // rescue runs the rescuer when it is due; its errors are logged, never a
@@ -302,8 +348,10 @@ type take struct {
 	as           string
 }
 
-// feed moves up to need entries, lanes strictly, tenants by weight.
-func (f *Feeder) feed(ctx context.Context, need int, rate float64) (int, error) {
+// feed moves up to need entries into the paid window, lanes strictly,
+// tenants by weight, and, with a Classifier, up to room free entries into
+// the free window.
+func (f *Feeder) feed(ctx context.Context, need int, rate float64, room int) (int, error) {
 	members, err := f.b.rdb.SMembers(ctx, f.b.ActiveKey()).Result()
 	if err != nil {
 		return 0, fmt.Errorf("feeder: active lists: %w", err)
@@ -326,15 +374,67 @@ func (f *Feeder) feed(ctx context.Context, need int, rate float64) (int, error) 
 			f.retire(ctx, m)
 		}
 	}
+	if err := f.withinBudgets(ctx, avail); err != nil {
+		return 0, err
+	}
 	fed := 0
+	if f.cfg.Classify != nil {
+		n, err := f.feedAhead(ctx, avail, room)
+		fed += n
+		if err != nil || need <= 0 {
+			return fed, err
+		}
+	}
+	feedList := f.feedList
+	if f.cfg.Classify != nil {
+		feedList = f.feedScanned
+	}
 	for _, t := range f.plan(avail, need, rate, f.cfg.Now()) {
-		n, err := f.feedList(ctx, t)
+		n, err := feedList(ctx, t)
 		fed += n
 		if err != nil {
 			return fed, err
 		}
 	}
 	return fed, nil
+}
+
+// withinBudgets lowers avail so that no tenant is fed more entries than it
+// has paid calls left this period, its highest lanes first. Entries that
+// need no call (a reused result) wait with the others: the budget is
+// checked again by the worker before paying, and an entry is cheap to keep.
+func (f *Feeder) withinBudgets(ctx context.Context, avail map[string]int) error {
+	if f.cfg.Budgets == nil || len(avail) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	var tenants []string
+	for m := range avail {
+		if _, t, ok := splitMember(m); ok && !seen[t] {
+			seen[t] = true
+			tenants = append(tenants, t)
+		}
+	}
+	left, err := f.cfg.Budgets.Left(ctx, tenants)
+	if err != nil {
+		return fmt.Errorf("feeder: budgets: %w", err)
+	}
+	for t, n := range left {
+		for _, lane := range f.b.cfg.Lanes {
+			m := Member(lane, t)
+			if _, ok := avail[m]; !ok {
+				continue
+			}
+			take := min(avail[m], int(min(n, math.MaxInt32)))
+			n -= int64(take)
+			if take == 0 {
+				delete(avail, m)
+			} else {
+				avail[m] = take
+			}
+		}
+	}
+	return nil
 }
 
 // plan shares need among the lists with entries: the first lane with work

@@ -2,11 +2,8 @@ package dedup
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -74,30 +71,15 @@ func NewFetcher(cfg FetchConfig) *Fetcher {
 
 // Digest downloads rawURL and returns the SHA-256 (hex) of its bytes.
 func (f *Fetcher) Digest(ctx context.Context, rawURL string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	resp, err := f.get(ctx, rawURL, nil)
 	if err != nil {
-		return "", fmt.Errorf("dedup: fetch: %w", err)
-	}
-	resp, err := f.client.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("dedup: fetch: %w", stripQuery(err))
+		return "", err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("dedup: fetch: HTTP %d", resp.StatusCode)
 	}
-	if resp.ContentLength > f.cfg.MaxBytes {
-		return "", fmt.Errorf("dedup: fetch: image of %d bytes exceeds the %d-byte limit", resp.ContentLength, f.cfg.MaxBytes)
-	}
-	h := sha256.New()
-	n, err := io.Copy(h, io.LimitReader(resp.Body, f.cfg.MaxBytes+1))
-	switch {
-	case err != nil:
-		return "", fmt.Errorf("dedup: fetch: read: %w", err)
-	case n > f.cfg.MaxBytes:
-		return "", fmt.Errorf("dedup: fetch: image exceeds the %d-byte limit", f.cfg.MaxBytes)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return f.hash(resp)
 }
 
 // stripQuery keeps a URL's query (it may hold a signature) out of errors.

@@ -3,6 +3,7 @@ package dedup
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -31,6 +32,18 @@ type Result struct {
 	// Tenant is the paying request's tenant (its effective one: "default"
 	// for none); "" in entries written before tenants were recorded.
 	Tenant string
+	// Source identifies the bytes that were cropped (a URL image under
+	// SourceValidators): checked again before the result is reused.
+	Source Validators
+}
+
+// Version names the result paid for by requestID under a crop key
+// without naming the request (it may be another tenant's): the objects
+// copied from it carry it, so that a destination already holding this very
+// crop is told apart from an older one of the same key.
+func Version(key, requestID string) string {
+	sum := sha256.Sum256([]byte(key + sep + requestID))
+	return hex.EncodeToString(sum[:8])
 }
 
 // sep separates the fields of an index entry: none of them can hold it
@@ -38,10 +51,13 @@ type Result struct {
 const sep = "\x1f"
 
 // encode is the compact form of r kept in Redis (a key holds one string).
-// The tenant came last, so entries written before it decode too.
+// The tenant, then the source's validators, came last, so entries written
+// before them decode too.
 func (r Result) encode() string {
-	return strings.Join([]string{r.RequestID, r.Bucket, r.Key, r.ETag, r.ContentType, strconv.FormatInt(r.Size, 10),
-		strconv.Itoa(r.Width), strconv.Itoa(r.Height), r.APIRequestID, strconv.FormatInt(r.At.UnixMilli(), 10), r.Tenant}, sep)
+	src := r.Source
+	src.ETag, src.LastModified = clean(src.ETag), clean(src.LastModified)
+	return strings.Join(append([]string{r.RequestID, r.Bucket, r.Key, r.ETag, r.ContentType, strconv.FormatInt(r.Size, 10),
+		strconv.Itoa(r.Width), strconv.Itoa(r.Height), r.APIRequestID, strconv.FormatInt(r.At.UnixMilli(), 10), r.Tenant}, src.encode()...), sep)
 }
 
 func decode(s string) (Result, error) {
@@ -49,8 +65,15 @@ func decode(s string) (Result, error) {
 	if len(f) == 10 {
 		f = append(f, "") // written before the tenant was: unknown
 	}
-	if len(f) != 11 {
-		return Result{}, fmt.Errorf("dedup: index entry has %d fields, want 11", len(f))
+	if len(f) == 11 {
+		f = append(f, "", "", "0", "") // written before validators were: unknown (revalidation pays again)
+	}
+	if len(f) != 15 {
+		return Result{}, fmt.Errorf("dedup: index entry has %d fields, want 15", len(f))
+	}
+	src, err := decodeValidators(f[11:15])
+	if err != nil {
+		return Result{}, err
 	}
 	size, err1 := strconv.ParseInt(f[5], 10, 64)
 	w, err2 := strconv.Atoi(f[6])
@@ -60,7 +83,7 @@ func decode(s string) (Result, error) {
 		return Result{}, fmt.Errorf("dedup: index entry: %w", err)
 	}
 	return Result{RequestID: f[0], Bucket: f[1], Key: f[2], ETag: f[3], ContentType: f[4], Size: size, Width: w, Height: h,
-		APIRequestID: f[8], At: time.UnixMilli(at), Tenant: f[10]}, nil
+		APIRequestID: f[8], At: time.UnixMilli(at), Tenant: f[10], Source: src}, nil
 }
 
 // Foreign reports whether r was paid for by another tenant than tenant's

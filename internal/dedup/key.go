@@ -18,6 +18,8 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/cropq/cropq/tasks"
 )
 
@@ -152,8 +154,47 @@ type Keyer struct {
 	Scope Scope
 	// Variant is anything else that changes a result (the API's base URL).
 	Variant string
-	// Fetch, when set, downloads a URL source and keys it by its bytes.
+	// Mode is how a URL image's identity is known (CROPQ_DEDUP_SOURCE);
+	// "" is SourceBytes with a Fetcher, SourceURL without.
+	Mode SourceMode
+	// Fetch reaches URL images' origins: to download and key them by their
+	// bytes (SourceBytes), or to record and revalidate their validators
+	// (SourceValidators).
 	Fetch *Fetcher
+}
+
+// mode is k's effective source mode.
+func (k Keyer) mode() SourceMode {
+	switch {
+	case k.Mode != "":
+		return k.Mode
+	case k.Fetch != nil:
+		return SourceBytes
+	}
+	return SourceURL
+}
+
+// Revalidates reports whether p's results are revalidated at the origin
+// before reuse: a URL image under SourceValidators.
+func (k Keyer) Revalidates(p tasks.CropPayload) bool {
+	return k.mode() == SourceValidators && k.Fetch != nil && p.Input == nil && p.ImageBase64 == "" && p.ImageURL != ""
+}
+
+// HintKey is p's crop key as far as it is known without reaching the
+// origin: the URL's key for a URL image (whatever the mode), the bytes'
+// for an inline or claim-checked one; "" when results are not reused for
+// p. Under SourceBytes, a result paid for is indexed under it too, so
+// that the feeder can tell a request likely to need no call (package
+// backlog's Classifier) without downloading anything.
+func (k Keyer) HintKey(p tasks.CropPayload) (string, error) {
+	if k.Scope == ScopeOff || k.Scope == "" {
+		return "", nil
+	}
+	src, ok, err := SourceOf(p)
+	if err != nil || !ok {
+		return "", err
+	}
+	return key(src, k.Scope, k.Variant), nil
 }
 
 // Foreign reports whether r was paid for by another tenant than tenant (an
@@ -179,7 +220,7 @@ func (k Keyer) Key(ctx context.Context, p tasks.CropPayload) (string, error) {
 	if err != nil || !ok {
 		return "", err
 	}
-	if src.URL != "" && k.Fetch != nil {
+	if src.URL != "" && k.Fetch != nil && k.mode() == SourceBytes {
 		digest, ferr := k.Fetch.Digest(ctx, p.ImageURL)
 		if ferr == nil {
 			src.URL, src.Digest = "", digest
@@ -188,6 +229,51 @@ func (k Keyer) Key(ctx context.Context, p tasks.CropPayload) (string, error) {
 		}
 	}
 	return key(src, k.Scope, k.Variant), err
+}
+
+// HintKey is p's hint key with the index's settings (see Keyer.HintKey).
+func (x *Index) HintKey(p tasks.CropPayload) (string, error) { return x.cfg.Keyer.HintKey(p) }
+
+// Revalidate checks, before r is reused for p, that the bytes behind p's
+// URL are those r was cropped from (Fetcher.Revalidate); without an origin
+// request (Check.Outcome "") where p's mode does not revalidate.
+func (x *Index) Revalidate(ctx context.Context, p tasks.CropPayload, r Result) (Check, error) {
+	if !x.cfg.Keyer.Revalidates(p) {
+		return Check{Unchanged: true}, nil
+	}
+	return x.cfg.Fetch.Revalidate(ctx, p.ImageURL, r.Source)
+}
+
+// SourceValidators are the validators of p's image to record with the
+// result about to be paid for (Fetcher.Validators); zero where p's mode
+// does not revalidate.
+func (x *Index) SourceValidators(ctx context.Context, p tasks.CropPayload) (Validators, error) {
+	if !x.cfg.Keyer.Revalidates(p) {
+		return Validators{}, nil
+	}
+	return x.cfg.Fetch.Validators(ctx, p.ImageURL)
+}
+
+// Known reports, for each key, whether the index holds an entry under it
+// (one pipelined round trip; "" is never known).
+func (x *Index) Known(ctx context.Context, keys []string) ([]bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	pipe := x.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(keys))
+	for i, k := range keys {
+		if k != "" {
+			cmds[i] = pipe.Exists(ctx, x.EntryKey(k))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("dedup: known: %w", err)
+	}
+	out := make([]bool, len(keys))
+	for i, c := range cmds {
+		out[i] = c != nil && c.Val() > 0
+	}
+	return out, nil
 }
 
 // Key is the crop key of p with the index's settings (see Keyer.Key).

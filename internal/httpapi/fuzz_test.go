@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -52,6 +53,14 @@ func (m *memProducer) Batch(context.Context, string, string) (producer.BatchInfo
 
 func (m *memProducer) Cancel(context.Context, string) (status.Record, error) {
 	return status.Record{}, status.ErrNotFound
+}
+
+func (m *memProducer) Report(context.Context, string, string, io.Writer) (producer.ReportStats, error) {
+	return producer.ReportStats{}, status.ErrNotFound
+}
+
+func (m *memProducer) Replay(context.Context, producer.ReplayFilter, bool, string) (producer.ReplayResult, error) {
+	return producer.ReplayResult{}, nil
 }
 
 func (m *memProducer) count() int {

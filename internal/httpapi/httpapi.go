@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"mime"
@@ -45,6 +46,12 @@ type Producer interface {
 	// own): counts, priority and estimate; status.ErrNotFound when unknown.
 	Batch(ctx context.Context, tenant, batchID string) (producer.BatchInfo, error)
 	Cancel(ctx context.Context, requestID string) (status.Record, error)
+	// Report writes a tenant's batch's report to w, one JSON line per
+	// request (producer.Producer.Report); status.ErrNotFound, before
+	// anything is written, when the tenant has no such batch.
+	Report(ctx context.Context, tenant, batchID string, w io.Writer) (producer.ReportStats, error)
+	// Replay sends failed requests again (or counts them, dry).
+	Replay(ctx context.Context, f producer.ReplayFilter, dryRun bool, by string) (producer.ReplayResult, error)
 	// RegisterManifest registers a tenant's manifest batch.
 	RegisterManifest(ctx context.Context, tenant string, req producer.ManifestRequest) (producer.BatchInfo, error)
 }
@@ -71,9 +78,14 @@ type Config struct {
 	MaxInflightBytes int64
 	// InflightWait is how long a request waits for its share (default 5s).
 	InflightWait time.Duration
-	// RequestTimeout bounds the work of one request (default 60s).
+	// RequestTimeout bounds the work of one request (default 60s), but for
+	// a report's stream.
 	RequestTimeout time.Duration
-	Logger         *slog.Logger
+	// ReportTimeout bounds the stream of one batch report (default 30
+	// minutes: a million lines to a slow client); each write must still
+	// progress within a minute.
+	ReportTimeout time.Duration
+	Logger        *slog.Logger
 }
 
 //go:embed openapi.json
@@ -84,19 +96,22 @@ var openAPIDoc []byte
 type route struct {
 	method, path string // path in OpenAPI form: /v1/crops/{requestId}
 	auth         bool
+	stream       bool // a long answer: ReportTimeout, not RequestTimeout
 	handle       func(*API, http.ResponseWriter, *http.Request)
 }
 
 func routes() []route {
 	return []route{
-		{"POST", "/v1/crops", true, (*API).createOne},
-		{"POST", "/v1/crops/batch", true, (*API).createBatch},
-		{"GET", "/v1/crops/{requestId}", true, (*API).getCrop},
-		{"DELETE", "/v1/crops/{requestId}", true, (*API).cancelCrop},
-		{"POST", "/v1/batches", true, (*API).createManifestBatch},
-		{"GET", "/v1/batches/{batchId}", true, (*API).getBatch},
-		{"GET", "/openapi.json", false, (*API).openAPI},
-		{"GET", "/healthz", false, (*API).healthz},
+		{"POST", "/v1/crops", true, false, (*API).createOne},
+		{"POST", "/v1/crops/batch", true, false, (*API).createBatch},
+		{"GET", "/v1/crops/{requestId}", true, false, (*API).getCrop},
+		{"DELETE", "/v1/crops/{requestId}", true, false, (*API).cancelCrop},
+		{"POST", "/v1/batches", true, false, (*API).createManifestBatch},
+		{"GET", "/v1/batches/{batchId}", true, false, (*API).getBatch},
+		{"GET", "/v1/batches/{batchId}/report", true, true, (*API).getReport},
+		{"GET", "/openapi.json", false, false, (*API).openAPI},
+		{"GET", "/healthz", false, false, (*API).healthz},
+		{"POST", "/v1/replays", true, false, (*API).replay},
 	}
 }
 
@@ -234,6 +249,9 @@ func New(p Producer, cfg Config) (*API, error) {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = time.Minute
 	}
+	if cfg.ReportTimeout <= 0 {
+		cfg.ReportTimeout = 30 * time.Minute
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -244,6 +262,10 @@ func New(p Producer, cfg Config) (*API, error) {
 	}
 	for _, r := range routes() {
 		h := r.handle
+		timeout := a.cfg.RequestTimeout
+		if r.stream {
+			timeout = a.cfg.ReportTimeout
+		}
 		a.mux.HandleFunc(r.method+" "+r.path, func(w http.ResponseWriter, req *http.Request) {
 			ctx := req.Context()
 			if r.auth {
@@ -255,7 +277,7 @@ func New(p Producer, cfg Config) (*API, error) {
 				}
 				ctx = context.WithValue(ctx, tenantKey{}, tenant)
 			}
-			ctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
+			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			h(a, w, req.WithContext(ctx))
 		})
@@ -652,6 +674,15 @@ type BatchStatus struct {
 	// Saved counts the requests that reused a stored result of the same
 	// crop instead of paying: paid calls saved.
 	Saved int64 `json:"saved,omitempty"`
+	// Reason is why the batch does not move when it is not its turn:
+	// "budget" while its tenant's budget of paid calls is spent, until
+	// ResumesAt (the next period; absent with a budget of 0).
+	Reason    string     `json:"reason,omitempty"`
+	ResumesAt *time.Time `json:"resumesAt,omitempty"`
+	// Unchanged counts the requests whose destination already held their
+	// crop (a re-sync): succeeded without a copy or a write, counted in
+	// saved too.
+	Unchanged int64 `json:"unchanged,omitempty"`
 	// Manifest is how far a manifest batch's manifest was read.
 	Manifest *ManifestStatus `json:"manifest,omitempty"`
 }
@@ -731,9 +762,13 @@ func (a *API) getBatch(w http.ResponseWriter, r *http.Request) {
 
 func batchStatus(id, tenant string, bi producer.BatchInfo) BatchStatus {
 	out := BatchStatus{BatchID: id, Tenant: cmp.Or(tenant, tasks.DefaultTenant), Total: bi.Total, Done: bi.Done,
-		Counts: map[string]int64{}, Remaining: bi.Remaining, Priority: bi.Priority, Saved: bi.Saved}
+		Counts: map[string]int64{}, Remaining: bi.Remaining, Priority: bi.Priority, Saved: bi.Saved, Unchanged: bi.Unchanged}
 	for st, n := range bi.Counts {
 		out.Counts[string(st)] = n
+	}
+	if out.Reason = bi.Waiting; !bi.ResumesAt.IsZero() {
+		at := bi.ResumesAt.UTC()
+		out.ResumesAt = &at
 	}
 	if bi.ETA >= 0 {
 		secs := math.Round(bi.ETA.Seconds()*10) / 10
@@ -745,6 +780,77 @@ func batchStatus(id, tenant string, bi producer.BatchInfo) BatchStatus {
 			Lines: m.Lines, TotalLines: m.Total, BytesRead: m.Offset}
 	}
 	return out
+}
+
+// Trailers of a report: how many lines it held, and whether the batch was
+// done when it began (the report is then exact).
+const (
+	ReportLinesTrailer = "Cropq-Report-Lines"
+	ReportDoneTrailer  = "Cropq-Report-Done"
+)
+
+// getReport streams the token's tenant's batch's report as NDJSON, one
+// JSON line per request of the batch, read from Redis a page at a time
+// and never held whole. See producer.Producer.Report for what a report of
+// a running batch holds. A failure once lines were sent aborts the
+// response (the client sees it cut, never a short report that looks
+// whole); the trailers say how many lines were sent.
+func (a *API) getReport(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("batchId")
+	if err := tasks.ValidateBatchID(id); err != nil {
+		writeProblem(w, problemOf(err))
+		return
+	}
+	lw := &lazyNDJSON{w: w, rc: http.NewResponseController(w)}
+	stats, err := a.p.Report(r.Context(), tenantOf(r), id, lw)
+	switch {
+	case err != nil && lw.started:
+		if !errors.Is(r.Context().Err(), context.Canceled) { // not the client going away
+			a.log.ErrorContext(r.Context(), "httpapi: report cut short", "batch_id", id, "lines", stats.Lines, "err", err)
+		}
+		panic(http.ErrAbortHandler)
+	case errors.Is(err, status.ErrNotFound):
+		problem(w, http.StatusNotFound, "not-found", "no batch "+id, "")
+		return
+	case err != nil:
+		writeProblem(w, a.storeProblem(r, err))
+		return
+	}
+	lw.start() // an empty report is an empty body
+	w.Header().Set(ReportLinesTrailer, fmt.Sprint(stats.Lines))
+	w.Header().Set(ReportDoneTrailer, fmt.Sprint(stats.Done))
+}
+
+// lazyNDJSON sends a report's headers with its first bytes, so that a
+// batch found unknown before any is still a 404; it keeps pushing the
+// write deadline while the stream progresses.
+type lazyNDJSON struct {
+	w        http.ResponseWriter
+	rc       *http.ResponseController
+	started  bool
+	deadline time.Time
+}
+
+func (l *lazyNDJSON) start() {
+	if l.started {
+		return
+	}
+	l.started = true
+	h := l.w.Header()
+	h.Set("Content-Type", "application/x-ndjson")
+	h.Set("Trailer", ReportLinesTrailer+", "+ReportDoneTrailer)
+	l.w.WriteHeader(http.StatusOK)
+}
+
+func (l *lazyNDJSON) Write(p []byte) (int, error) {
+	l.start()
+	if now := time.Now(); now.After(l.deadline.Add(-50 * time.Second)) {
+		// A slow client gets a minute per write, not the server's
+		// WriteTimeout for the whole report (not every writer has one).
+		l.deadline = now.Add(time.Minute)
+		_ = l.rc.SetWriteDeadline(l.deadline)
+	}
+	return l.w.Write(p)
 }
 
 func (a *API) openAPI(w http.ResponseWriter, _ *http.Request) {

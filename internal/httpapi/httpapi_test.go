@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/internal/httpapi"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -217,4 +219,115 @@ func TestBatch(t *testing.T) {
 	resp, body = call(t, s, "POST", "/v1/crops", big, token)
 	assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
 	assert.Contains(t, decodeProblem(t, resp, body).Detail, fmt.Sprintf("at most %d bytes", 4096))
+}
+
+// A batch's report through the API, on a real Redis: NDJSON, one line per
+// request as it stands, the trailers say how many and whether it is
+// exact; another tenant's batch of that name is not seen.
+func TestBatchReport(t *testing.T) {
+	srv := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	p := producer.New(rdb, producer.Config{})
+	t.Cleanup(func() { _ = p.Close() })
+	const acme, globex = "acme-token-0123456789", "globex-token-0123456789"
+	api, err := httpapi.New(p, httpapi.Config{Tokens: []string{"acme:" + acme, "globex:" + globex}})
+	require.NoError(t, err)
+	s := httptest.NewServer(api)
+	t.Cleanup(s.Close)
+
+	resp, raw := call(t, s, "POST", "/v1/crops/batch", map[string]any{"batchId": "cat", "items": []any{crop("r-1", 800), crop("r-2", 800)}}, acme)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, string(raw))
+	resp, raw = call(t, s, "DELETE", "/v1/crops/r-1", nil, acme)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(raw))
+
+	report := func(tok string) (*http.Response, map[string]producer.ReportLine) {
+		resp, raw := call(t, s, "GET", "/v1/batches/cat/report", nil, tok)
+		lines := map[string]producer.ReportLine{}
+		if resp.StatusCode != http.StatusOK {
+			return resp, lines
+		}
+		assert.Equal(t, "application/x-ndjson", resp.Header.Get("Content-Type"))
+		for _, l := range strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n") {
+			var rl producer.ReportLine
+			require.NoError(t, json.Unmarshal([]byte(l), &rl), l)
+			lines[rl.RequestID] = rl
+		}
+		return resp, lines
+	}
+	resp, lines := report(acme)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "canceled", lines["r-1"].State)
+	assert.False(t, lines["r-1"].FinishedAt.IsZero())
+	assert.Equal(t, "queued", lines["r-2"].State)
+	assert.True(t, lines["r-2"].FinishedAt.IsZero())
+	assert.Equal(t, "2", resp.Trailer.Get(httpapi.ReportLinesTrailer))
+	assert.Equal(t, "false", resp.Trailer.Get(httpapi.ReportDoneTrailer), "the batch runs")
+
+	resp, _ = report(globex)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "another tenant's batch")
+
+	resp, raw = call(t, s, "DELETE", "/v1/crops/r-2", nil, acme)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(raw))
+	resp, lines = report(acme)
+	assert.Len(t, lines, 2)
+	assert.Equal(t, "canceled", lines["r-2"].State)
+	assert.Equal(t, "true", resp.Trailer.Get(httpapi.ReportDoneTrailer), "done: exact")
+
+	// A batch whose manifest is still read is not done, whatever its counts.
+	st := records.NewStore(rdb, status.Config{})
+	require.NoError(t, rdb.HSet(context.Background(), strings.TrimSuffix(st.ReportKey("acme", "cat"), ":report"), records.ReadingField, "1").Err())
+	resp, raw = call(t, s, "GET", "/v1/batches/cat", nil, acme)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(raw))
+	var bs httpapi.BatchStatus
+	require.NoError(t, json.Unmarshal(raw, &bs))
+	assert.False(t, bs.Done, "still reading its manifest")
+	assert.Equal(t, int64(0), bs.Remaining)
+	resp, _ = report(acme)
+	assert.Equal(t, "false", resp.Trailer.Get(httpapi.ReportDoneTrailer), "not exact while reading")
+}
+
+// cutProducer's reports fail after 200 lines (more than the server
+// buffers: the headers and those lines have left).
+type cutProducer struct{ failingProducer }
+
+func (cutProducer) Report(_ context.Context, _, _ string, w io.Writer) (producer.ReportStats, error) {
+	var st producer.ReportStats
+	for i := range 200 {
+		if _, err := fmt.Fprintf(w, `{"requestId":"r-%d","state":"queued","paidCalls":0}`+"\n", i); err != nil {
+			return st, err
+		}
+		st.Lines++
+	}
+	return st, errStoreDown
+}
+
+// A report that fails once lines were sent is cut: the client gets an
+// error reading it, never a short body that looks whole; one that fails
+// before is a 503 problem.
+func TestAReportThatFailsIsCut(t *testing.T) {
+	for name, p := range map[string]httpapi.Producer{"cut": cutProducer{}, "down": failingProducer{}} {
+		t.Run(name, func(t *testing.T) {
+			api, err := httpapi.New(p, httpapi.Config{Tokens: []string{token}})
+			require.NoError(t, err)
+			s := httptest.NewServer(api)
+			t.Cleanup(s.Close)
+			req, err := http.NewRequest("GET", s.URL+"/v1/batches/b-1/report", nil)
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			body, rerr := io.ReadAll(resp.Body)
+			if name == "down" {
+				require.NoError(t, rerr)
+				assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+				assert.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
+				return
+			}
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Error(t, rerr, "the client sees the stream cut, not an end: %s", body)
+			assert.Empty(t, resp.Trailer.Get(httpapi.ReportLinesTrailer))
+		})
+	}
 }

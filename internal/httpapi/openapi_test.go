@@ -46,6 +46,30 @@ const problemTypePrefix = "https://cropq.dev/problems/"
 // strings, wherever the documented example has them, whatever their value.
 var volatile = map[string]bool{"createdAt": true, "updatedAt": true, "at": true, "fingerprint": true, "detail": true}
 
+// A report is NDJSON, whose schema is one line's: each line is decoded
+// and checked against it, and the last one is handed on to be checked
+// again (an empty report has nothing to check).
+func init() {
+	openapi3filter.RegisterBodyDecoder("application/x-ndjson", func(body io.Reader, _ http.Header, schema *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+		dec := json.NewDecoder(body)
+		var last any
+		for n := 1; dec.More(); n++ {
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				return nil, fmt.Errorf("line %d: %w", n, err)
+			}
+			if err := schema.Value.VisitJSON(v); err != nil {
+				return nil, fmt.Errorf("line %d: %w", n, err)
+			}
+			last = v
+		}
+		if last == nil {
+			return nil, errors.New("an empty report: no line to check")
+		}
+		return last, nil
+	})
+}
+
 // loadDoc parses and validates an OpenAPI document. Examples are left out
 // of Validate because some request examples are invalid on purpose (they
 // show what the server refuses); checkExamples checks them all instead.
@@ -335,7 +359,8 @@ func TestOpenAPIExamples(t *testing.T) {
 		"POST /v1/crops bothSources", "POST /v1/crops badKeyTemplate", "POST /v1/crops wrongCaseField",
 		"POST /v1/crops privateCallback", "POST /v1/crops/batch mixedBatch", "POST /v1/crops/batch invalidBatchId",
 		"POST /v1/crops otherTenant", "POST /v1/crops badPriority", "POST /v1/crops badTenant", "POST /v1/crops/batch otherTenantItem",
-		"POST /v1/batches manifestBatch", "POST /v1/batches manifestBatchAgain", "POST /v1/batches otherManifestSameBatch", "POST /v1/batches manifestMissing"} {
+		"POST /v1/batches manifestBatch", "POST /v1/batches manifestBatchAgain", "POST /v1/batches otherManifestSameBatch", "POST /v1/batches manifestMissing",
+		"GET /v1/batches/{batchId}/report mixedBatch", "GET /v1/batches/{batchId}/report unknownBatch"} {
 		assert.Contains(t, names, want)
 	}
 
@@ -565,6 +590,14 @@ func (failingProducer) Cancel(context.Context, string) (status.Record, error) {
 	return status.Record{}, errStoreDown
 }
 
+func (failingProducer) Report(context.Context, string, string, io.Writer) (producer.ReportStats, error) {
+	return producer.ReportStats{}, errStoreDown
+}
+
+func (failingProducer) Replay(context.Context, producer.ReplayFilter, bool, string) (producer.ReplayResult, error) {
+	return producer.ReplayResult{}, errStoreDown
+}
+
 // Every problem the handler can produce, served or inside a batch result,
 // has a type of the form https://cropq.dev/problems/<slug>, one the
 // document lists; every type the document lists is produced; and every
@@ -684,6 +717,8 @@ func TestOpenAPIProblemTypes(t *testing.T) {
 		{"store down: get", one, id, down, "GET", "/v1/crops/sku-1", "", token, nil},
 		{"store down: cancel", "DELETE /v1/crops/{requestId}", id, down, "DELETE", "/v1/crops/sku-1", "", token, nil},
 		{"store down: batch", "GET /v1/batches/{batchId}", map[string]string{"batchId": "b-1"}, down, "GET", "/v1/batches/b-1", "", token, nil},
+		{"unknown batch report", "GET /v1/batches/{batchId}/report", map[string]string{"batchId": "b-1"}, s, "GET", "/v1/batches/b-1/report", "", token, nil},
+		{"store down: report", "GET /v1/batches/{batchId}/report", map[string]string{"batchId": "b-1"}, down, "GET", "/v1/batches/b-1/report", "", token, nil},
 	} {
 		if c.what == "enqueue" || c.what == "cancel" {
 			r := newReq(c.srv, c.method, c.path, c.contentType, c.tok, c.body)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -93,6 +94,31 @@ func (m *tenantProducer) Batch(_ context.Context, tenant, id string) (producer.B
 		return bi, status.ErrNotFound
 	}
 	return bi, nil
+}
+
+// Report writes the lines of the tenant's batch's requests, as the real
+// producer does for a batch none of whose requests ended.
+func (m *tenantProducer) Report(_ context.Context, tenant, id string, w io.Writer) (producer.ReportStats, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var st producer.ReportStats
+	for _, rec := range m.recs {
+		if rec.BatchID == id && rec.Tenant == cmp.Or(tenant, "default") {
+			b, _ := json.Marshal(producer.ReportLine{RequestID: rec.RequestID, State: string(rec.State)})
+			if _, err := w.Write(append(b, '\n')); err != nil {
+				return st, err
+			}
+			st.Lines++
+		}
+	}
+	if st.Lines == 0 {
+		return st, status.ErrNotFound
+	}
+	return st, nil
+}
+
+func (m *tenantProducer) Replay(context.Context, producer.ReplayFilter, bool, string) (producer.ReplayResult, error) {
+	return producer.ReplayResult{}, nil
 }
 
 func (m *tenantProducer) Cancel(_ context.Context, id string) (status.Record, error) {
@@ -308,7 +334,16 @@ func TestTenantBatch(t *testing.T) {
 		_, unknown := call(t, s, "GET", "/v1/batches/gz", nil, tok)
 		assert.Equal(t, http.StatusNotFound, resp.StatusCode, "another tenant's batch: %s", raw)
 		assert.Equal(t, strings.ReplaceAll(string(unknown), "gz", "gb"), string(raw), "the same answer as an unknown batch")
+		resp, raw = call(t, s, "GET", "/v1/batches/gb/report", nil, tok)
+		_, unknown = call(t, s, "GET", "/v1/batches/gz/report", nil, tok)
+		assert.Equal(t, http.StatusNotFound, resp.StatusCode, "another tenant's batch report: %s", raw)
+		assert.Equal(t, strings.ReplaceAll(string(unknown), "gz", "gb"), string(raw), "the same answer as an unknown batch")
 	}
+	resp, raw = call(t, s, "GET", "/v1/batches/gb/report", nil, tokGlobex)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(raw))
+	assert.Equal(t, "application/x-ndjson", resp.Header.Get("Content-Type"))
+	assert.Equal(t, 2, strings.Count(string(raw), "\n"), "one line per request of its own batch: %s", raw)
+	assert.Equal(t, "2", resp.Trailer.Get(httpapi.ReportLinesTrailer))
 
 	// An item with an invalid tenant is refused alone, naming the field.
 	bad := crop("g-4", 800)

@@ -36,6 +36,8 @@ type Pipeline struct {
 	tenantLabel   TenantLabel
 	callsSaved    *prometheus.CounterVec
 	urgentDemoted *prometheus.CounterVec
+	revalidations *prometheus.CounterVec
+	revalLatency  *prometheus.HistogramVec
 }
 
 // NewPipeline registers the pipeline's metrics on reg; tenants bounds the
@@ -68,7 +70,12 @@ func NewPipeline(reg prometheus.Registerer, tenants TenantLabel) *Pipeline {
 		rescued: f(prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "rescued_total",
 			Help: "Running crops handed to another worker because theirs stopped renewing its lease (killed, frozen, cut off)."})).(prometheus.Counter),
 		callsSaved: f(prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "api_calls_saved_total",
-			Help: "Paid API calls not made because the same crop was stored already (reused) or by a twin in flight (coalesced)."}, []string{"reason"})).(*prometheus.CounterVec),
+			Help: "Paid API calls not made because the same crop was stored already (reused), by a twin in flight (coalesced), or already at the request's destination (unchanged)."}, []string{"reason"})).(*prometheus.CounterVec),
+		revalidations: f(prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "dedup_revalidations_total",
+			Help: "Requests to an image's origin before reusing a result keyed by its URL (CROPQ_DEDUP_SOURCE=validators), by outcome: unchanged (304 or the same validators), changed, no_validator (the bytes were downloaded and hashed)."},
+			[]string{"outcome"})).(*prometheus.CounterVec),
+		revalLatency: f(prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "dedup_revalidation_duration_seconds",
+			Help: "Latency of revalidations at an image's origin, by outcome.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}, []string{"outcome"})).(*prometheus.HistogramVec),
 		urgentDemoted: f(prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "urgent_demoted_total",
 			Help: "Urgent requests fed as normal because their tenant was beyond its urgent share of the quota (CROPQ_URGENT_SHARE), by tenant."},
 			[]string{"tenant"})).(*prometheus.CounterVec),
@@ -247,8 +254,18 @@ func (h Health) check(ctx context.Context) error {
 	return h.Ready(ctx)
 }
 
+// Revalidated records one revalidation at an image's origin.
+func (p *Pipeline) Revalidated(outcome string, d time.Duration) {
+	if p == nil {
+		return
+	}
+	p.revalidations.WithLabelValues(outcome).Inc()
+	p.revalLatency.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
 // CallSaved records a paid call not made: the request reused a stored
-// result (reason "reused") or a twin's in flight ("coalesced").
+// result (reason "reused"), a twin's in flight ("coalesced"), or found it
+// at its destination already ("unchanged").
 func (p *Pipeline) CallSaved(reason string) {
 	if p == nil {
 		return

@@ -87,3 +87,57 @@ func (c *failuresCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), code)
 	}
 }
+
+// BudgetUsage is a tenant's budget of paid calls and what it spent of it
+// this period (budget.Usage).
+type BudgetUsage struct {
+	Tenant    string
+	Used, Cap int64
+}
+
+// BudgetReader reads the budgeted tenants' usage.
+type BudgetReader func(ctx context.Context) ([]BudgetUsage, error)
+
+type budgetCollector struct {
+	read             BudgetReader
+	ratio, used, cap *prometheus.Desc
+}
+
+// RegisterBudgets exports each budgeted tenant's spent share of its budget
+// this period (CROPQ_TENANT_BUDGETS), read from Redis at scrape time. The
+// tenants are the configured ones: the label is bounded.
+func RegisterBudgets(reg prometheus.Registerer, read BudgetReader) {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(namespace+"_"+name, help, []string{"tenant"}, nil)
+	}
+	reg.MustRegister(&budgetCollector{read: read,
+		ratio: d("tenant_budget_used_ratio", "Paid API calls of the tenant this period over its budget (1: spent; its work waits for the next period)."),
+		used:  d("tenant_budget_used_calls", "Paid API calls of the tenant this period."),
+		cap:   d("tenant_budget_calls", "The tenant's budget of paid API calls per period."),
+	})
+}
+
+func (c *budgetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.ratio
+	ch <- c.used
+	ch <- c.cap
+}
+
+func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	us, err := c.read(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.ratio, err)
+		return
+	}
+	for _, u := range us {
+		r := 1.0
+		if u.Cap > 0 {
+			r = float64(u.Used) / float64(u.Cap)
+		}
+		ch <- prometheus.MustNewConstMetric(c.ratio, prometheus.GaugeValue, r, u.Tenant)
+		ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(u.Used), u.Tenant)
+		ch <- prometheus.MustNewConstMetric(c.cap, prometheus.GaugeValue, float64(u.Cap), u.Tenant)
+	}
+}

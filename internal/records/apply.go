@@ -50,6 +50,9 @@ func owns(rec status.Record, u Update) error {
 // unchanged. It is pure, so that in-memory stores (package
 // worker/workertest) follow the same rules as the Redis one.
 func Apply(rec *status.Record, u Update, now time.Time, historyLimit int) error {
+	if u.Replay {
+		return replay(rec, now, historyLimit)
+	}
 	if u.To == status.Canceled {
 		u.Attempt = rec.Attempt // a cancel is no attempt of its own
 	}
@@ -95,7 +98,27 @@ func Apply(rec *status.Record, u Update, now time.Time, historyLimit int) error 
 	if u.ReusedFrom != "" {
 		rec.ReusedFrom = u.ReusedFrom
 	}
+	if u.Unchanged {
+		rec.Unchanged = true
+	}
 	rec.History = append(rec.History, status.Transition{State: u.To, At: now, Attempt: u.Attempt, ErrorCode: u.ErrorCode, Message: u.ErrorMessage})
+	if n := len(rec.History) - historyLimit; historyLimit > 0 && n > 0 {
+		rec.History = append(rec.History[:0:0], rec.History[n:]...)
+	}
+	return nil
+}
+
+// replay applies a Replay update: failed back to queued, a new attempt
+// series, the history kept.
+func replay(rec *status.Record, now time.Time, historyLimit int) error {
+	if rec.State != status.Failed {
+		return &status.TransitionError{RequestID: rec.RequestID, From: rec.State, To: status.Queued}
+	}
+	now = now.UTC()
+	rec.Replays++
+	rec.State, rec.Attempt, rec.Task, rec.UpdatedAt = status.Queued, 0, "", now
+	rec.ErrorCode, rec.ErrorMessage = "", ""
+	rec.History = append(rec.History, status.Transition{State: status.Queued, At: now, Replay: rec.Replays})
 	if n := len(rec.History) - historyLimit; historyLimit > 0 && n > 0 {
 		rec.History = append(rec.History[:0:0], rec.History[n:]...)
 	}

@@ -28,32 +28,33 @@ func (s *Store) BatchCounts(ctx context.Context, tenant, batchID string) (map[st
 }
 
 // Batch returns the counts of a tenant's batch, as BatchCounts, and the
-// lowest priority among its requests.
+// lowest priority among its requests (BatchState says more).
 func (s *Store) Batch(ctx context.Context, tenant, batchID string) (counts map[status.State]int64, priority string, err error) {
-	m, err := s.rdb.HGetAll(ctx, s.batchKey(tenant, batchID)).Result()
-	if err != nil {
-		return nil, "", fmt.Errorf("status: batch %s: %w", batchID, err)
-	}
-	priority = m["priority"]
-	delete(m, "priority")
-	delete(m, SavedCount) // not a state: see BatchSaved
-	delete(m, ReadingField)
-	delete(m, ReportField)
-	delete(m, ManifestField)
-	delete(m, refusedField)
-	out := make(map[status.State]int64, len(m))
-	for k, v := range m {
-		var n int64
-		if _, err := fmt.Sscan(v, &n); err == nil && n != 0 {
-			out[status.State(k)] = n
-		}
-	}
-	return out, priority, nil
+	b, err := s.BatchState(ctx, tenant, batchID)
+	return b.Counts, b.Priority, err
 }
 
 // SavedCount is the field of a batch's counts that tallies its requests
 // that reused a stored result instead of paying (package dedup).
 const SavedCount = "saved"
+
+// UnchangedCount is the field of a batch's counts that tallies its
+// requests whose destination already held their crop (Record.Unchanged):
+// succeeded without a copy or a write. They count as saved too.
+const UnchangedCount = "unchanged"
+
+// BatchUnchanged returns how many of a tenant's batch's requests found
+// their crop already at their destination.
+func (s *Store) BatchUnchanged(ctx context.Context, tenant, batchID string) (int64, error) {
+	n, err := s.rdb.HGet(ctx, s.batchKey(tenant, batchID), UnchangedCount).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("status: batch %s: %w", batchID, err)
+	}
+	return n, nil
+}
 
 // BatchSaved returns how many of a tenant's batch's requests reused a
 // stored result: paid calls saved.

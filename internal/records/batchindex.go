@@ -80,6 +80,7 @@ func (s *Store) countFailure(ctx context.Context, p redis.Pipeliner, rec status.
 	fk := s.failuresKey(at)
 	p.HIncrBy(ctx, fk, at.UTC().Format("04")+":"+cmp.Or(rec.ErrorCode, "unknown"), 1)
 	p.Expire(ctx, fk, 2*time.Hour)
+	s.indexFailure(ctx, p, rec)
 	return true
 }
 

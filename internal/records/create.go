@@ -270,22 +270,22 @@ func (s *Store) createManyCluster(ctx context.Context, recs []status.Record, enc
 	return s.readExisting(ctx, recs, existing, out)
 }
 
-// createScript sets each record (KEYS[12], KEYS[15], … with ARGV[7],
+// createScript sets each record (KEYS[13], KEYS[16], … with ARGV[7],
 // ARGV[10], …) if absent, without a TTL (a waiting request never expires),
 // and, for each it created, appends its entry (ARGV[8], …, when not empty)
-// to its list (KEYS[13], …) and adds ARGV[9] to the set KEYS[14]; it
-// counts those it created in their batch (KEYS[1..10], batchKeys) when
+// to its list (KEYS[14], …) and adds ARGV[9] to the set KEYS[15]; it
+// counts those it created in their batch (KEYS[1..11], batchKeys) when
 // ARGV[2] is 1, keeping the lowest lane its requests were in (ARGV[3]: the
 // batch is done when its slowest part is), and returns a 1 or 0 per record.
 // The batch index (batchindex.go): each record created in a batch gets its
 // id (from ARGV[6]+1 in its key) appended to KEYS[2], its place there in
 // its batchSeq field and its bit set in the queued bitmap KEYS[4]; the
-// batch ARGV[5] enters the registry KEYS[11] at ARGV[4]. A batch that
+// batch ARGV[5] enters the registry KEYS[12] at ARGV[4]. A batch that
 // gets requests keeps no TTL (settle; ARGV[1] is the TTL).
 var createScript = redis.NewScript(settleLua + `
 local created, n, added = {}, 0, {}
-for i = 12, #KEYS, 3 do
-  local a = i - 5
+for i = 13, #KEYS, 3 do
+  local a = i - 6
   if redis.call('EXISTS', KEYS[i]) == 0 then
     local rec = ARGV[a]
     if ARGV[2] == '1' then
@@ -316,7 +316,7 @@ if ARGV[2] == '1' and n > 0 then
     if not cur or (rank[ARGV[3]] or 0) > (rank[cur] or 0) then redis.call('HSET', KEYS[1], 'priority', ARGV[3]) end
   end
   settle(1, ARGV[1])
-  redis.call('ZADD', KEYS[11], 'NX', ARGV[4], ARGV[5])
+  redis.call('ZADD', KEYS[12], 'NX', ARGV[4], ARGV[5])
 end
 return created
 `)
@@ -382,7 +382,7 @@ func (s *Store) Undo(ctx context.Context, rec status.Record) error {
 }
 
 // undoScript deletes KEYS[1] only while it is queued and unattempted, and
-// then counts it out of its batch (KEYS[2..11], batchKeys: the counts, and
+// then counts it out of its batch (KEYS[2..12], batchKeys: the counts, and
 // the queued bitmap KEYS[5]) when ARGV[1] is 1, settling the batch's TTL
 // (ARGV[2] ms) as a request that finished would.
 var undoScript = redis.NewScript(settleLua + `

@@ -112,7 +112,7 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (status.Rec
 			}
 			rec = filled(rec)
 		}
-		from := rec.State
+		from, prev := rec.State, rec
 		if err := Apply(&rec, u, s.cfg.Now(), s.cfg.HistoryLimit); err != nil {
 			if errors.As(err, new(*status.TransitionError)) {
 				out = rec // apply refuses before it changes anything
@@ -128,20 +128,32 @@ func (s *Store) Transition(ctx context.Context, id string, u Update) (status.Rec
 			p.Set(ctx, key, nb, time.Duration(s.recordTTL(rec.State))*time.Millisecond)
 			if !s.cluster {
 				place, _ = s.sideEffects(ctx, p, rec, from, lost)
+				s.replayEffects(ctx, p, prev, u)
 			}
 			return nil
 		})
 		if err == nil && s.cluster {
+			// Other slots: after the record (a crash in between leaves a
+			// replayed request queued without its entry; replaying it
+			// again is refused, as it is no longer failed: see Replay).
 			p := s.rdb.Pipeline()
 			var queued bool
-			if place, queued = s.sideEffects(ctx, p, rec, from, lost); queued {
+			if place, queued = s.sideEffects(ctx, p, rec, from, lost); queued || u.Replay {
+				s.replayEffects(ctx, p, prev, u)
 				_, err = p.Exec(ctx)
 			}
 		}
 		if err != nil {
 			return err
 		}
-		if seq := placeOf(place); lost && seq > 0 {
+		seq, due := placeOf(place)
+		if due {
+			// The batch is done and its report is due in S3: listed for the
+			// report writer. Best effort: the registration that asked for
+			// the report listed it already (ExpectReport).
+			_ = s.rdb.SAdd(ctx, s.ReportsDueKey(), batchMember(rec.Tenant, rec.BatchID)).Err()
+		}
+		if lost && seq > 0 {
 			// The batch index gave the record its place: write it down (a
 			// crash before leaves it out of the grid, never a wrong record).
 			if err := s.placed(ctx, id, seq); err != nil {
@@ -180,7 +192,7 @@ func Again(id string, u Update, now time.Time) (status.Record, bool) {
 	}
 	rec.RequestID, rec.State, rec.Attempt, rec.BatchSeq = id, status.Queued, 0, 0
 	rec.UpdatedAt, rec.History, rec.Checkpoint, rec.Stored, rec.Task = time.Time{}, nil, nil, nil, ""
-	rec.ErrorCode, rec.ErrorMessage, rec.PaidCalls, rec.Usage, rec.ExpiredRecrops, rec.ReusedFrom = "", "", 0, 0, 0, ""
+	rec.ErrorCode, rec.ErrorMessage, rec.PaidCalls, rec.Usage, rec.ExpiredRecrops, rec.ReusedFrom, rec.Unchanged = "", "", 0, 0, 0, "", false
 	if rec.CreatedAt.IsZero() {
 		rec.CreatedAt = now
 	}
@@ -188,13 +200,17 @@ func Again(id string, u Update, now time.Time) (status.Record, bool) {
 	return rec, true // its history starts with the move that writes it again
 }
 
-// placeOf is the place moveScript replied, 0 when it did not run.
-func placeOf(c *redis.Cmd) int64 {
+// placeOf is the place moveScript replied (0 when it did not run), and
+// whether it said the batch's report is now due.
+func placeOf(c *redis.Cmd) (seq int64, due bool) {
 	if c == nil {
-		return 0
+		return 0, false
 	}
-	n, _ := c.Int64()
-	return n
+	v, _ := c.Int64Slice()
+	if len(v) != 2 {
+		return 0, false
+	}
+	return v[0], v[1] == 1
 }
 
 // sideEffects queues the batch counts and the event of a transition on p,

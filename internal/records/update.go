@@ -39,6 +39,12 @@ func (b By) Reuse(st status.Stored, from string) Update {
 	return Update{To: status.Succeeded, Attempt: b.Attempt, Task: b.Task, Stored: &st, ReusedFrom: from}
 }
 
+// Unchanged records a request whose destination already held the crop it
+// asks for (from's result, at st): succeeded without a copy or a write.
+func (b By) Unchanged(st status.Stored, from string) Update {
+	return Update{To: status.Succeeded, Attempt: b.Attempt, Task: b.Task, Stored: &st, ReusedFrom: from, Unchanged: true}
+}
+
 // Fail records why the attempt stopped: failed when final, else retrying.
 func (b By) Fail(final bool, code, message string) Update {
 	to := status.Retrying
@@ -78,13 +84,29 @@ type Update struct {
 	// ReusedFrom, with Stored, records that the result was reused from
 	// that request's (no paid call).
 	ReusedFrom string
+	// Unchanged, with Stored, records that the destination already held
+	// the crop: nothing was copied or written.
+	Unchanged bool
 	// Seed, on a move to running or failed, is the request whose record
 	// is written again (queued, accepted at its CreatedAt, then moved) if
 	// Redis lost it: what a task's payload or a backlog entry carries
 	// (id, batch, tenant, parameters), so that the record and its batch's
 	// counts tell the truth. Ignored while the record exists.
 	Seed *status.Record
+	// Replay moves a failed request back to queued, to be sent again: a
+	// new attempt series (Attempt 0, Record.Replays one more), its error
+	// cleared and its history kept. Refused (*status.TransitionError) from
+	// any other state, so that a request replayed twice is queued once.
+	Replay bool
+	// Append, when set, is applied with the transition (on one Redis
+	// primary, in the same transaction): a replayed request's backlog
+	// entry.
+	Append *Append
 }
+
+// Replay is the Update that sends a failed request again, its backlog
+// entry app appended with it.
+func Replay(app Append) Update { return Update{To: status.Queued, Replay: true, Append: &app} }
 
 // ErrStaleAttempt refuses an update from an attempt older than the record's,
 // or from a task that no longer owns the request.

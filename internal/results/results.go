@@ -113,7 +113,27 @@ type Object struct {
 	// Metadata is stored as S3 user metadata, beside request-id,
 	// api-request-id, width and height.
 	Metadata map[string]string
+	// Crop names the crop the object holds (package dedup), stored as
+	// metadata: it lets a re-sync under a fixed key template replace an
+	// older crop of the same source, and find a destination that already
+	// holds this very crop (Holds). Zero without result reuse.
+	Crop Crop
 }
+
+// Crop names a crop: CropKey its crop key (what the result depends on,
+// the bytes included), Source the identity of its source whatever its
+// bytes (a URL image's URL and size), Version the paid result it is a copy
+// of. None is a request id: another tenant's is never named.
+type Crop struct {
+	Key, Source, Version string
+}
+
+// Metadata keys of Crop.
+const (
+	metaCropKey     = "crop-key"
+	metaCropSource  = "crop-source"
+	metaCropVersion = "crop-version"
+)
 
 // Stored is where a result landed.
 type Stored struct {
@@ -361,7 +381,7 @@ func (c *Copier) Copy(ctx context.Context, sourceURL string, obj Object) (Stored
 		if err := body.finish(); err != nil {
 			return Stored{}, &SourceError{URL: shown, StatusCode: resp.StatusCode, Err: err}
 		}
-		cond, err := c.claim(ctx, bucket, key, obj.RequestID)
+		cond, err := c.claim(ctx, bucket, key, obj)
 		if err != nil {
 			return Stored{}, err
 		}
@@ -383,7 +403,7 @@ func (c *Copier) Copy(ctx context.Context, sourceURL string, obj Object) (Stored
 	case <-ctx.Done():
 		return Stored{}, &UploadError{Op: "wait for a multipart slot", Bucket: bucket, Key: key, Err: ctx.Err()}
 	}
-	cond, err := c.claim(ctx, bucket, key, obj.RequestID)
+	cond, err := c.claim(ctx, bucket, key, obj)
 	if err != nil {
 		return Stored{}, err
 	}
@@ -477,22 +497,23 @@ func (e *MissingError) Error() string {
 }
 
 // CopyStored copies an object stored for another request to obj's own
-// destination with a server-side copy: nothing is downloaded. It first
-// checks (HEAD) that from is still there with the same ETag, and copies only
-// that version; a *MissingError says it is not (pay for the crop instead).
+// destination with a server-side copy: nothing is downloaded. It copies
+// only the version of from with from's ETag (CopySourceIfMatch); a
+// *MissingError says it is gone or replaced (pay for the crop instead).
+// Without an ETag to copy on, it first checks (HEAD) that from is there.
 // The copy carries obj's own metadata, as Copy would have written it.
 func (c *Copier) CopyStored(ctx context.Context, from Stored, obj Object) (Stored, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	head, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(from.Bucket), Key: aws.String(from.Key)})
 	var re *awshttp.ResponseError
-	switch {
-	case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound:
-		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: http.StatusNotFound, Reason: "was deleted"}
-	case err != nil:
-		return Stored{}, &UploadError{Op: "head", Bucket: from.Bucket, Key: from.Key, Err: err}
-	case from.ETag != "" && strings.Trim(aws.ToString(head.ETag), `"`) != from.ETag:
-		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: http.StatusOK, Reason: "was replaced (its ETag changed)"}
+	if from.ETag == "" {
+		_, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(from.Bucket), Key: aws.String(from.Key)})
+		switch {
+		case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound:
+			return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: http.StatusNotFound, Reason: "was deleted"}
+		case err != nil:
+			return Stored{}, &UploadError{Op: "head", Bucket: from.Bucket, Key: from.Key, Err: err}
+		}
 	}
 	ext, ok := imageExt[from.ContentType]
 	if !ok {
@@ -502,7 +523,7 @@ func (c *Copier) CopyStored(ctx context.Context, from Stored, obj Object) (Store
 	if err != nil {
 		return Stored{}, err
 	}
-	cond, err := c.claim(ctx, bucket, key, obj.RequestID)
+	cond, err := c.claim(ctx, bucket, key, obj)
 	if err != nil {
 		return Stored{}, err
 	}
@@ -521,12 +542,16 @@ func (c *Copier) CopyStored(ctx context.Context, from Stored, obj Object) (Store
 		return c.lostRace(ctx, Stored{Bucket: bucket, Key: key, ContentType: from.ContentType}, obj.RequestID,
 			&UploadError{Op: "copy", Bucket: bucket, Key: key, Err: err})
 	case errors.As(err, &re) && (re.HTTPStatusCode() == http.StatusNotFound || re.HTTPStatusCode() == http.StatusPreconditionFailed):
-		// Gone or replaced since the HEAD (a missing destination bucket
-		// is a 404 too, which the bucket check before paying reports).
+		// The source is gone or replaced (a missing destination bucket is
+		// a 404 too, which the bucket check before paying reports).
 		if berr := c.CheckBucketOf(ctx, bucket); berr != nil {
 			return Stored{}, berr
 		}
-		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: re.HTTPStatusCode(), Reason: "changed during the copy"}
+		reason := "was deleted"
+		if re.HTTPStatusCode() == http.StatusPreconditionFailed {
+			reason = "was replaced (its ETag changed)"
+		}
+		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Status: re.HTTPStatusCode(), Reason: reason}
 	case err != nil:
 		return Stored{}, &UploadError{Op: "copy", Bucket: bucket, Key: key, Err: err}
 	}
@@ -561,7 +586,7 @@ func (c *Copier) CheckKey(ctx context.Context, obj Object) error {
 			continue
 		}
 		seen[bucket+"/"+key] = true
-		if _, err := c.claim(ctx, bucket, key, obj.RequestID); err != nil {
+		if _, err := c.claim(ctx, bucket, key, obj); err != nil {
 			return err
 		}
 	}
@@ -602,11 +627,13 @@ func (cond condition) onComplete(u *manager.Uploader) {
 	})
 }
 
-// claim looks at the destination before writing: nothing there, or this
+// claim looks at the destination before writing: nothing there, this
 // request's own earlier write (a retry after a write whose record update
-// was lost) may be written; another request's object is a *KeyTakenError.
-// The returned condition makes the write fail if that changes meanwhile.
-func (c *Copier) claim(ctx context.Context, bucket, key, requestID string) (condition, error) {
+// was lost), or a crop of the same source (a re-sync under a fixed key
+// template: the same URL and size, its bytes since replaced) may be
+// written; another request's object is a *KeyTakenError. The returned
+// condition makes the write fail if that changes meanwhile.
+func (c *Copier) claim(ctx context.Context, bucket, key string, obj Object) (condition, error) {
 	head, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	var re *awshttp.ResponseError
 	switch {
@@ -614,10 +641,43 @@ func (c *Copier) claim(ctx context.Context, bucket, key, requestID string) (cond
 		return condition{noneMatch: aws.String("*")}, nil
 	case err != nil:
 		return condition{}, &UploadError{Op: "head", Bucket: bucket, Key: key, Err: err}
-	case head.Metadata["request-id"] != requestID:
+	case head.Metadata["request-id"] == obj.RequestID:
+	case obj.Crop.Source != "" && head.Metadata[metaCropSource] == obj.Crop.Source:
+		// The same source's crop, from an earlier run: replaced.
+	default:
 		return condition{}, &KeyTakenError{Bucket: bucket, Key: key}
 	}
 	return condition{match: head.ETag}, nil
+}
+
+// Holds reports whether obj's destination, for a result of contentType,
+// already holds exactly obj's crop (the same crop key and version): a
+// re-sync to the same key, with nothing to copy or write. Only templates
+// without {requestId} can render a key another request wrote, so only
+// those are looked at (one HEAD).
+func (c *Copier) Holds(ctx context.Context, obj Object, contentType string) (Stored, bool, error) {
+	ext, ok := imageExt[contentType]
+	if !ok || obj.Crop.Key == "" || obj.Crop.Version == "" || strings.Contains(cmp.Or(obj.KeyTemplate, c.cfg.KeyTemplate), "{requestId}") {
+		return Stored{}, false, nil
+	}
+	bucket, key, _, err := c.destination(obj, ext)
+	if err != nil {
+		return Stored{}, false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	head, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	var re *awshttp.ResponseError
+	switch {
+	case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound:
+		return Stored{}, false, nil
+	case err != nil:
+		return Stored{}, false, &UploadError{Op: "head", Bucket: bucket, Key: key, Err: err}
+	case head.Metadata[metaCropKey] != obj.Crop.Key || head.Metadata[metaCropVersion] != obj.Crop.Version:
+		return Stored{}, false, nil
+	}
+	return Stored{Bucket: bucket, Key: key, ETag: strings.Trim(aws.ToString(head.ETag), `"`), ContentType: cmp.Or(aws.ToString(head.ContentType), contentType),
+		Size: aws.ToInt64(head.ContentLength)}, true, nil
 }
 
 // destinationChanged reports whether the destination is no longer as claim
@@ -683,8 +743,15 @@ func (c *Copier) destination(obj Object, ext string) (bucket, key string, meta m
 	}
 	meta = map[string]string{"request-id": obj.RequestID, "api-request-id": obj.APIRequestID,
 		"width": strconv.Itoa(obj.Width), "height": strconv.Itoa(obj.Height)}
+	for k, v := range map[string]string{metaCropKey: obj.Crop.Key, metaCropSource: obj.Crop.Source, metaCropVersion: obj.Crop.Version} {
+		if v != "" {
+			meta[k] = v
+		}
+	}
 	for k, v := range obj.Metadata {
-		if _, taken := meta[k]; !taken {
+		// The crop-* keys are cropq's even when it sets none: a request's
+		// own would grant replacement rights (claim).
+		if _, taken := meta[k]; !taken && k != metaCropKey && k != metaCropSource && k != metaCropVersion {
 			meta[k] = v
 		}
 	}

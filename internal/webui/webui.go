@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/budget"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/producer"
@@ -50,6 +51,9 @@ type Records interface {
 	BatchPage(ctx context.Context, tenant, batchID string, st status.State, offset, limit int64) (records.Page, error)
 	BatchPaidCalls(ctx context.Context, tenant, batchID string) (int64, error)
 	FailuresSince(ctx context.Context, since time.Time) (map[string]int64, error)
+	// Failures lists the failed requests a filter chooses (the failures
+	// index, while their records live).
+	Failures(ctx context.Context, f records.FailureFilter, fn func(records.Failure) bool) error
 }
 
 // Batches says where a batch stands, with its ETA (producer.Producer).
@@ -89,6 +93,12 @@ type Config struct {
 	// Saved, when set, reads the fleet's paid calls saved by result reuse,
 	// by reason (reused, coalesced; dedup.Index.Saved); nil: reuse is off.
 	Saved func(ctx context.Context) (map[string]int64, error)
+	// Budgets, when set, reads the tenants' budgets of paid calls and
+	// what they spent this period (budget.Budgets.Usages).
+	Budgets func(ctx context.Context) ([]budget.Usage, error)
+	// Replay, when set, lets operators send failed requests again from
+	// the failures page (producer.Producer.Replay).
+	Replay func(ctx context.Context, f producer.ReplayFilter, dryRun bool, by string) (producer.ReplayResult, error)
 	// Storage checks the default results bucket, as the workers' storage
 	// gate does (Copier.CheckBucket).
 	Storage func(ctx context.Context) error
@@ -120,7 +130,7 @@ func New(cfg Config) (*UI, error) {
 		cfg.Now = time.Now
 	}
 	u := &UI{cfg: cfg, pages: map[string]*template.Template{}, mux: http.NewServeMux()}
-	for _, name := range []string{"overview", "batch", "crop", "error"} {
+	for _, name := range []string{"overview", "batch", "crop", "failures", "error"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("webui: template %s: %w", name, err)
@@ -136,6 +146,8 @@ func New(cfg Config) (*UI, error) {
 	u.mux.HandleFunc("GET "+Root+"batches/{batchId}", u.batch)
 	u.mux.HandleFunc("GET "+Root+"crops", u.search)
 	u.mux.HandleFunc("GET "+Root+"crops/{requestId}", u.crop)
+	u.mux.HandleFunc("GET "+Root+"failures", u.failures)
+	u.mux.HandleFunc("POST "+Root+"failures/replay", u.replay)
 	return u, nil
 }
 
@@ -257,9 +269,16 @@ type failureRow struct {
 	N    int64
 }
 
+type budgetRow struct {
+	budget.Usage
+	Pct float64
+}
+
 type overviewPage struct {
 	page
 	Quota      quotaView
+	Budgets    []budgetRow
+	BudgetErr  string
 	Backlog    []backlogRow
 	BacklogErr string
 	Failures   []failureRow
@@ -296,6 +315,17 @@ func (u *UI) overview(w http.ResponseWriter, r *http.Request) {
 		p.Quota.Reuse, p.Quota.Saved = true, saved
 		for _, n := range saved {
 			p.Quota.SavedTotal += n
+		}
+	}
+	if u.cfg.Budgets != nil {
+		us, err := u.cfg.Budgets(ctx)
+		if err != nil {
+			p.BudgetErr = err.Error()
+		}
+		for _, b := range us {
+			if v.sees(b.Tenant) {
+				p.Budgets = append(p.Budgets, budgetRow{Usage: b, Pct: math.Round(1000*b.Ratio()) / 10})
+			}
 		}
 	}
 	if u.cfg.Backlog != nil {

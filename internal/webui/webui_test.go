@@ -38,8 +38,9 @@ func (links) GetURL(_ context.Context, bucket, key, filename string) (string, er
 var tokens = map[string]string{"acme-tok": "acme", "globex-tok": "globex", "op-tok": tasks.DefaultTenant}
 
 type fixture struct {
-	ui *webui.UI
-	st *records.Store
+	ui   *webui.UI
+	st   *records.Store
+	prod *producer.Producer
 }
 
 func newFixture(t *testing.T) fixture {
@@ -55,6 +56,7 @@ func newFixture(t *testing.T) fixture {
 		Saved: func(context.Context) (map[string]int64, error) {
 			return map[string]int64{"reused": 7, "coalesced": 2}, nil
 		},
+		Replay: prod.Replay,
 		Tenant: func(r *http.Request) (string, bool) {
 			_, pw, ok := r.BasicAuth()
 			t, known := tokens[pw]
@@ -86,7 +88,7 @@ func newFixture(t *testing.T) fixture {
 	ok, err := st.ServedAs(ctx, "a-2", "normal")
 	require.NoError(t, err)
 	require.True(t, ok)
-	return fixture{ui: ui, st: st}
+	return fixture{ui: ui, st: st, prod: prod}
 }
 
 func (f fixture) get(t *testing.T, token, path string) (int, string, http.Header) {

@@ -10,6 +10,7 @@ type Code string
 // without a decision there fails TestEveryCodeHasAPaymentDecision.
 const (
 	CodeQuota              Code = "quota"               // no token of the shared quota in time
+	CodeBudget             Code = "budget"              // the tenant's budget of paid calls is spent for the period
 	CodeStorageUnavailable Code = "storage_unavailable" // the bucket was unreachable before paying (storage gate)
 	CodeStatusUnavailable  Code = "status_unavailable"  // Redis refused the last checkpoint write: nothing paid until it takes one
 	CodeKeyTemplate        Code = "key_template"        // the key template cannot render a safe key
@@ -45,6 +46,7 @@ type PaymentDecision struct {
 // before it fails" lists the same).
 var PaidFailures = map[Code]PaymentDecision{
 	CodeQuota:              {false, "raised by the quota before the call; the call is not made"},
+	CodeBudget:             {false, "the call is reserved against the tenant's budget (CROPQ_TENANT_BUDGETS) before it is made; refused, it is not made"},
 	CodeStorageUnavailable: {false, "raised by the storage gate before the call; the task is handed back unpaid"},
 	CodeStatusUnavailable:  {false, "raised right before the call while Redis refuses checkpoint writes; the task is handed back unpaid"},
 	CodeKeyTemplate:        {false, "rendered at submission (tasks.Request.Validate) and again by the worker before paying; the worker's own CROPQ_KEY_TEMPLATE is rendered at start-up"},

@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/budget"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/records"
@@ -70,6 +71,15 @@ type Quota interface {
 	Observe(ctx context.Context, rateLimited bool)
 }
 
+// Budget caps each tenant's paid calls per period (package budget's
+// Budgets): a call is reserved before it is made, and given back when it
+// was not billed.
+type Budget interface {
+	// Check returns a *budget.ExhaustedError when tenant's budget is spent.
+	Check(ctx context.Context, tenant string) error
+	Reserve(ctx context.Context, tenant string) (budget.Reservation, error)
+}
+
 // Leases keeps a short lease on each running crop (package lease), so that
 // the crops of a worker that died or froze run again within seconds.
 // RedisLeases adapts package lease's Leases to it.
@@ -110,6 +120,9 @@ type HandlerConfig struct {
 	// in place through a Redis outage (default 30s); past it the answer is
 	// kept in memory (see FlushKept) rather than lost.
 	PersistFor time.Duration
+	// Budget, when set, caps each tenant's paid calls (see Budget): work
+	// over budget waits, queued, for the next period.
+	Budget Budget
 	// Leases, when set, holds a lease on each running crop (see Leases);
 	// an attempt whose lease was taken stops, and never pays after that.
 	Leases Leases
@@ -127,6 +140,22 @@ type HandlerConfig struct {
 	CoalesceWait  time.Duration
 	CoalescePoll  time.Duration
 	CoalesceDelay time.Duration
+
+	// FreeQueue names the asynq queue of work the feeder expects to need
+	// no paid call (a result of the same crop is indexed): its tasks never
+	// take a quota token. One that turns out to need a call (the image
+	// changed behind its URL, the stored result is gone) is handed to the
+	// paid queue through Handoff. "" or a nil Handoff: every queue pays.
+	FreeQueue string
+	Handoff   Handoff
+}
+
+// Handoff moves a task of the free queue that needs a paid call to the
+// paid queue, where the quota's window paces it (package backlog's
+// TaskEnqueuer.Handoff). attempt is the attempt that found it: the paid
+// task numbers its attempts on from it.
+type Handoff interface {
+	ToPaid(ctx context.Context, taskID string, attempt int, payload []byte) error
 }
 
 // Handler is the asynq handler of tasks.TypeCrop.
@@ -248,8 +277,21 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 		takeover = &records.Takeover{From: r.From, Attempt: r.Attempt}
 	}
 	seed := RecordOf(p)
-	a := attempt{payload: p, n: n, last: retried >= maxRetry, task: taskID, seed: &seed,
-		log: h.log.With("request_id", p.RequestID, "task_id", taskID, "attempt", n)}
+	a := attempt{payload: p, n: n, last: retried >= maxRetry, task: taskID, seed: &seed, raw: payload,
+		free: h.cfg.FreeQueue != "" && h.cfg.Handoff != nil && queue == h.cfg.FreeQueue,
+		log:  h.log.With("request_id", p.RequestID, "task_id", taskID, "attempt", n)}
+
+	// 0. Budget: a tenant that spent its budget for the period waits for the
+	// next one, its request queued (not on its last run, which asynq would
+	// archive: that one goes on, and fails with code budget if the budget
+	// is still spent when it would pay).
+	if h.cfg.Budget != nil && !a.last {
+		var ex *budget.ExhaustedError
+		if err := h.cfg.Budget.Check(ctx, p.Tenant); errors.As(err, &ex) {
+			a.log.InfoContext(ctx, "crop: the tenant's budget is spent; waiting for the next period", "tenant", ex.Tenant, "until", ex.Until)
+			return &notFailureError{err: err, delay: ex.WaitFor()}
+		}
+	}
 
 	// 0. Lease: while this worker renews it, the crop is its own; if it
 	// dies or freezes, the fleet's rescuer hands the crop to another task
@@ -309,6 +351,7 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 		return err
 	}
 	defer claim.release(ctx)
+	a.crop = claim.crop(p.RequestID)
 
 	// 2. Crop, unless an earlier attempt already paid for a result that is
 	// still downloadable.
@@ -335,6 +378,10 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 			return h.fail(ctx, a, err)
 		}
 	} else {
+		// Free work takes no token: what needs one goes to the paid queue.
+		if a.free {
+			return h.handoff(ctx, a, claim)
+		}
 		// A result that cannot be stored is money spent for nothing: while
 		// uploads fail, wait for the bucket. Paying again for an expired
 		// result always checks it first.
@@ -345,6 +392,7 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 		if err := h.copier.CheckKey(ctx, a.object(nil)); err != nil {
 			return h.fail(ctx, a, fmt.Errorf("check destination: %w", err))
 		}
+		h.recordSource(ctx, a, claim)
 		if cp, err = h.crop(ctx, a, cp != nil); err != nil {
 			return h.fail(ctx, a, err)
 		}
@@ -356,9 +404,13 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 	var se *results.SourceError
 	if reused && errors.As(err, &se) && se.Expired {
 		a.log.InfoContext(ctx, "crop: checkpointed result expired; cropping again", "api_request_id", cp.APIRequestID)
+		if a.free {
+			return h.handoff(ctx, a, claim)
+		}
 		if err := h.storageReady(ctx, a, true); err != nil {
 			return h.fail(ctx, a, err)
 		}
+		h.recordSource(ctx, a, claim)
 		if cp, err = h.crop(ctx, a, true); err != nil {
 			return h.fail(ctx, a, err)
 		}
@@ -429,6 +481,25 @@ type attempt struct {
 	// seed is the request's record as its payload describes it: a start or
 	// a failure writes it again if Redis lost the record (records.Again).
 	seed *status.Record
+	raw  []byte // the task's payload, as handed over
+	// free: a task of the free queue, which never takes a quota token.
+	free bool
+	// crop names the crop the result is, on its stored object (zero
+	// without result reuse).
+	crop results.Crop
+}
+
+// handoff moves a free-queue task that needs a paid call to the paid
+// queue (HandlerConfig.Handoff), giving up the crop key's lease first so
+// that the paid task, or a twin, can take it. The record stays running:
+// the paid task's first run takes it over.
+func (h *Handler) handoff(ctx context.Context, a attempt, c *claim) error {
+	c.release(ctx)
+	if err := h.cfg.Handoff.ToPaid(ctx, a.task, a.n, a.raw); err != nil {
+		return h.fail(ctx, a, fmt.Errorf("hand to the paid queue: %w", err))
+	}
+	a.log.InfoContext(ctx, "crop: needs a paid call; handed to the paid queue")
+	return nil
 }
 
 // by names this attempt on the status record.
@@ -625,22 +696,41 @@ func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error
 		req.ImageBase64 = base64.StdEncoding.EncodeToString(data)
 	}
 	if h.cfg.Quota == nil {
-		if err := h.owned(ctx, a); err != nil {
-			return cropapi.Result{}, err
-		}
-		return h.cropOnce(ctx, req)
-	}
-	for try := 0; ; try++ {
-		start := h.cfg.Now()
-		err := h.cfg.Quota.Wait(ctx)
-		h.cfg.Metrics.QuotaWait(h.cfg.Now().Sub(start), errors.As(err, new(rateLimited)))
+		rsv, err := h.reserve(ctx, a)
 		if err != nil {
 			return cropapi.Result{}, err
 		}
 		if err := h.owned(ctx, a); err != nil {
+			h.refund(ctx, a, rsv)
 			return cropapi.Result{}, err
 		}
 		res, err := h.cropOnce(ctx, req)
+		if err != nil && !billed(err) {
+			h.refund(ctx, a, rsv)
+		}
+		return res, err
+	}
+	for try := 0; ; try++ {
+		// The budget first: a call it refuses takes no token.
+		rsv, err := h.reserve(ctx, a)
+		if err != nil {
+			return cropapi.Result{}, err
+		}
+		start := h.cfg.Now()
+		err = h.cfg.Quota.Wait(ctx)
+		h.cfg.Metrics.QuotaWait(h.cfg.Now().Sub(start), errors.As(err, new(rateLimited)))
+		if err != nil {
+			h.refund(ctx, a, rsv)
+			return cropapi.Result{}, err
+		}
+		if err := h.owned(ctx, a); err != nil {
+			h.refund(ctx, a, rsv)
+			return cropapi.Result{}, err
+		}
+		res, err := h.cropOnce(ctx, req)
+		if err != nil && !billed(err) {
+			h.refund(ctx, a, rsv)
+		}
 		limited := cropapi.IsRateLimited(err)
 		if err == nil || limited {
 			h.cfg.Quota.Observe(ctx, limited)
@@ -650,6 +740,44 @@ func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error
 		}
 		a.log.InfoContext(ctx, "crop: rate limited by the API; retrying through the shared quota", "code", cropapi.CodeOf(err))
 	}
+}
+
+// reserve counts the call a is about to make against its tenant's budget.
+func (h *Handler) reserve(ctx context.Context, a attempt) (budget.Reservation, error) {
+	if h.cfg.Budget == nil {
+		return budget.Reservation{}, nil
+	}
+	return h.cfg.Budget.Reserve(ctx, a.payload.Tenant)
+}
+
+// refund gives back the reservation of a call not made or not billed; a
+// refund that fails leaves the budget one call short, never over.
+func (h *Handler) refund(ctx context.Context, a attempt, r budget.Reservation) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.StatusTimeout)
+	defer cancel()
+	if err := r.Refund(rctx); err != nil {
+		a.log.WarnContext(ctx, "crop: give back a budget reservation", "err", err)
+	}
+}
+
+// billed reports whether a call that returned err may have been billed:
+// the vendor bills successful calls only, so a failure it answered is not,
+// nor a request never sent; an outcome not known (no answer, or one that
+// could not be read) may have been.
+func billed(err error) bool {
+	var (
+		api *cropapi.APIError
+		gw  *cropapi.GatewayError
+		val *cropapi.ValidationError
+		tr  *cropapi.TransportError
+	)
+	switch {
+	case errors.As(err, &api), errors.As(err, &gw), errors.As(err, &val):
+		return false
+	case errors.As(err, &tr):
+		return tr.StatusCode < 300
+	}
+	return true
 }
 
 // cropOnce is one API call, measured.
@@ -672,7 +800,7 @@ func (h *Handler) cropOnce(ctx context.Context, req cropapi.Request) (cropapi.Re
 func (a attempt) object(cp *status.Checkpoint) results.Object {
 	p := a.payload
 	o := results.Object{RequestID: p.RequestID, Width: p.TargetWidth, Height: p.TargetHeight,
-		Tenant: p.Tenant, Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata}
+		Tenant: p.Tenant, Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata, Crop: a.crop}
 	if cp != nil {
 		o.APIRequestID = cp.APIRequestID
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/budget"
 	"github.com/cropq/cropq/internal/lease"
 	"github.com/cropq/cropq/internal/namespace"
 	"github.com/cropq/cropq/internal/objectkey"
@@ -31,6 +32,8 @@ type Decision struct {
 //	class         examples                          retry  failure  delay
 //	rate_limited  resCode 501, HTTP 429, no quota    yes    no       Retry-After or the limiter's, else RateLimitDelay
 //	              token within the wait bound
+//	budget        the tenant's budget is spent for   yes    no       until the next period, at most Cap (then looked
+//	              the period (CROPQ_TENANT_BUDGETS)                  at again: nothing was paid)
 //	permanent     700, 1000, 1002, validation, 4xx,  no     yes      —
 //	              a key template that cannot render,
 //	              a result URL off the allow-list,
@@ -78,6 +81,7 @@ type rateLimited interface {
 func Classify(err error) (Decision, string) {
 	var (
 		deferred rateLimited
+		spent    *budget.ExhaustedError
 		twin     *CoalescingError
 		source   *results.SourceError
 		wall     *namespace.Error
@@ -85,6 +89,8 @@ func Classify(err error) (Decision, string) {
 	api := cropapi.CodeOf(err)
 	code := func(c Code) string { return cmp.Or(api, string(c)) }
 	switch class := cropapi.ClassOf(err); {
+	case errors.As(err, &spent):
+		return Decision{Class: "budget", Retry: true, Delay: spent.WaitFor()}, code(CodeBudget)
 	case errors.As(err, &deferred):
 		return Decision{Class: "rate_limited", Retry: true, Delay: deferred.RateLimitedFor()}, code(CodeQuota)
 	case errors.As(err, &twin):

@@ -34,6 +34,15 @@ type Dedup interface {
 	// Conceal returns an opaque reference to requestID that operators
 	// resolve (dedup.Index.Conceal).
 	Conceal(ctx context.Context, requestID string) (string, error)
+	// HintKey is the crop key known without reaching the origin
+	// (dedup.Keyer.HintKey): the source's identity whatever its bytes.
+	HintKey(p tasks.CropPayload) (string, error)
+	// Revalidate checks, before r is reused for p, that the bytes behind
+	// p's URL are those r was cropped from (CROPQ_DEDUP_SOURCE=validators).
+	Revalidate(ctx context.Context, p tasks.CropPayload, r dedup.Result) (dedup.Check, error)
+	// SourceValidators are p's image's validators, recorded with the
+	// result about to be paid for.
+	SourceValidators(ctx context.Context, p tasks.CropPayload) (dedup.Validators, error)
 }
 
 // KeyLease is a crop key held while its result is paid for (*dedup.Lease).
@@ -63,12 +72,16 @@ func (d redisDedup) Acquire(ctx context.Context, key, owner string) (KeyLease, s
 // (package storage's Copier); a *results.MissingError when it is gone.
 type StoredCopier interface {
 	CopyStored(ctx context.Context, from results.Stored, obj results.Object) (results.Stored, error)
+	// Holds reports whether obj's destination already holds exactly
+	// obj's crop (results.Copier.Holds).
+	Holds(ctx context.Context, obj results.Object, contentType string) (results.Stored, bool, error)
 }
 
 // Reasons of cropq_api_calls_saved_total.
 const (
 	SavedReused    = "reused"    // a result stored earlier
 	SavedCoalesced = "coalesced" // a twin's result, waited for while it was paid
+	SavedUnchanged = "unchanged" // the destination already held the crop: nothing copied or written
 )
 
 // CoalescingError hands a task back while a twin request (same crop key)
@@ -100,11 +113,21 @@ type concealedError struct {
 func (e *concealedError) Error() string { return e.msg }
 func (e *concealedError) Unwrap() error { return e.err }
 
-// claim is what step 2a leaves to the rest of the attempt: the crop key,
-// and the lease when this request is the one that pays.
+// claim is what step 2a leaves to the rest of the attempt: the crop key
+// (and the source's identity, hint), the lease when this request is the
+// one that pays, and the source's validators read before paying.
 type claim struct {
-	key   string
-	lease KeyLease
+	key, hint string
+	lease     KeyLease
+	source    dedup.Validators
+}
+
+// crop names the crop a's result is, on its stored object.
+func (c *claim) crop(requestID string) results.Crop {
+	if c == nil {
+		return results.Crop{}
+	}
+	return results.Crop{Key: c.key, Source: c.hint, Version: dedup.Version(c.key, requestID)}
 }
 
 func (c *claim) release(ctx context.Context) {
@@ -131,7 +154,10 @@ func (h *Handler) reuseOrCoalesce(ctx context.Context, a attempt, rec status.Rec
 	if key == "" {
 		return nil, false, nil
 	}
-	c = &claim{key: key}
+	c = &claim{key: key, hint: key}
+	if hint, herr := d.HintKey(a.payload); herr == nil && hint != "" {
+		c.hint = hint
+	}
 	if rec.Checkpoint.Usable() {
 		return c, false, nil // already paid for: store it, then index it
 	}
@@ -146,10 +172,14 @@ func (h *Handler) reuseOrCoalesce(ctx context.Context, a attempt, rec status.Rec
 			return c, false, nil
 		}
 		if found && res.RequestID != a.payload.RequestID && res.RequestID != gone {
-			done, err := h.reuse(ctx, a, key, res, waited)
-			if done {
-				return nil, true, err
+			if h.revalidate(ctx, a, res) {
+				done, err := h.reuse(ctx, a, c, res, waited)
+				if done {
+					return nil, true, err
+				}
 			}
+			// Gone, or cropped from other bytes than those now behind the
+			// URL: paid for again, and the entry replaced.
 			gone = res.RequestID
 		}
 		lease, holder, err := d.Acquire(ctx, key, a.payload.RequestID)
@@ -191,6 +221,28 @@ func (h *Handler) reuseOrCoalesce(ctx context.Context, a attempt, rec status.Rec
 	}
 }
 
+// revalidate reports whether res may be reused for a: the bytes behind
+// a's URL are still those res was cropped from (one conditional request to
+// the origin under CROPQ_DEDUP_SOURCE=validators; nothing to ask in the
+// other modes). Anything short of a clear "unchanged" pays again: a paid
+// call costs little next to a stale crop served for a month.
+func (h *Handler) revalidate(ctx context.Context, a attempt, res dedup.Result) bool {
+	start := h.cfg.Now()
+	chk, err := h.cfg.Dedup.Revalidate(ctx, a.payload, res)
+	if chk.Outcome != "" {
+		h.cfg.Metrics.Revalidated(chk.Outcome, h.cfg.Now().Sub(start))
+	}
+	switch {
+	case err != nil:
+		a.log.WarnContext(ctx, "crop: the source could not be revalidated; paying rather than reusing", "reused_from", res.RequestID, "err", err)
+		return false
+	case !chk.Unchanged:
+		a.log.InfoContext(ctx, "crop: the image behind the URL changed since its stored crop; paying again", "stored_by", res.RequestID, "outcome", chk.Outcome)
+		return false
+	}
+	return true
+}
+
 // foreignTwin reports whether the request holding a crop key's lease is
 // (or may be: its record unreadable) another tenant's.
 func (h *Handler) foreignTwin(ctx context.Context, holder, tenant string) bool {
@@ -205,8 +257,18 @@ func (h *Handler) foreignTwin(ctx context.Context, holder, tenant string) bool {
 // and records the request succeeded without a paid call. It reports done
 // false when the object is gone (deleted by hand, replaced): the entry is
 // forgotten and the request pays.
-func (h *Handler) reuse(ctx context.Context, a attempt, key string, res dedup.Result, waited bool) (bool, error) {
-	p := a.payload
+func (h *Handler) reuse(ctx context.Context, a attempt, c *claim, res dedup.Result, waited bool) (bool, error) {
+	p, key := a.payload, c.key
+	obj := results.Object{RequestID: p.RequestID, APIRequestID: res.APIRequestID, Width: p.TargetWidth, Height: p.TargetHeight,
+		Tenant: p.Tenant, Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata,
+		Crop: results.Crop{Key: key, Source: c.hint, Version: dedup.Version(key, res.RequestID)}}
+	// A re-sync to the same key: the destination may hold this very crop
+	// already, and then there is nothing to copy or write.
+	if held, ok, err := h.cfg.Reuse.Holds(ctx, obj, res.ContentType); err != nil {
+		a.log.WarnContext(ctx, "crop: look at the destination", "err", err)
+	} else if ok {
+		return true, h.unchanged(ctx, a, res, held)
+	}
 	// A copy into a bucket that is failing would fail too: wait for it as a
 	// paid crop would (the storage gate; a request's own bucket is checked),
 	// rather than spend retries.
@@ -214,9 +276,7 @@ func (h *Handler) reuse(ctx context.Context, a attempt, key string, res dedup.Re
 		return true, h.fail(ctx, a, err)
 	}
 	stored, err := h.cfg.Reuse.CopyStored(ctx,
-		results.Stored{Bucket: res.Bucket, Key: res.Key, ETag: res.ETag, ContentType: res.ContentType, Size: res.Size},
-		results.Object{RequestID: p.RequestID, APIRequestID: res.APIRequestID, Width: p.TargetWidth, Height: p.TargetHeight,
-			Tenant: p.Tenant, Bucket: p.Bucket, KeyTemplate: p.KeyTemplate, Metadata: p.Metadata})
+		results.Stored{Bucket: res.Bucket, Key: res.Key, ETag: res.ETag, ContentType: res.ContentType, Size: res.Size}, obj)
 	if a.gated() {
 		h.gate.observe(ctx, err)
 	}
@@ -273,6 +333,54 @@ func (h *Handler) reuse(ctx context.Context, a attempt, key string, res dedup.Re
 	return true, nil
 }
 
+// unchanged records a request whose destination already held its crop
+// (res's, at held): succeeded, with nothing copied or written.
+func (h *Handler) unchanged(ctx context.Context, a attempt, res dedup.Result, held results.Stored) error {
+	p := a.payload
+	from := res.RequestID
+	if h.cfg.Dedup.Foreign(res, p.EffectiveTenant()) {
+		var err error
+		if from, err = h.cfg.Dedup.Conceal(ctx, res.RequestID); err != nil {
+			return h.fail(ctx, a, err)
+		}
+	}
+	var done status.Record
+	err := h.persist(ctx, time.Time{}, func() error {
+		var err error
+		done, err = h.status.Transition(ctx, p.RequestID, a.by().Unchanged(status.Stored{Bucket: held.Bucket, Key: held.Key, ETag: held.ETag,
+			Size: held.Size, ContentType: held.ContentType, Width: res.Width, Height: res.Height, APIRequestID: res.APIRequestID}, from))
+		return err
+	})
+	if err != nil {
+		return h.fail(ctx, a, fmt.Errorf("mark succeeded: %w", err))
+	}
+	h.cfg.Metrics.CallSaved(SavedUnchanged)
+	if err := h.cfg.Dedup.CountSaved(ctx, SavedUnchanged); err != nil {
+		a.log.WarnContext(ctx, "crop: count a saved call", "err", err)
+	}
+	a.log.InfoContext(ctx, "crop: the destination already holds this crop; nothing to do", "bucket", held.Bucket, "key", held.Key, "stored_by", from)
+	h.removeInput(ctx, a)
+	h.cfg.Metrics.Finished(string(status.Succeeded), "")
+	h.notify(ctx, a, done)
+	return nil
+}
+
+// recordSource reads the validators of the source about to be paid for,
+// to keep with its index entry; a failure only means the next reuse pays
+// again (an entry that knows nothing of its bytes is never reused under
+// CROPQ_DEDUP_SOURCE=validators).
+func (h *Handler) recordSource(ctx context.Context, a attempt, c *claim) {
+	if c == nil || h.cfg.Dedup == nil || c.source.Known() {
+		return
+	}
+	v, err := h.cfg.Dedup.SourceValidators(ctx, a.payload)
+	if err != nil {
+		a.log.WarnContext(ctx, "crop: read the source's validators; its result will not be reused", "err", err)
+		return
+	}
+	c.source = v
+}
+
 // remember indexes the result this attempt paid for and stored, before its
 // lease is released, so that twins waiting for it find it.
 func (h *Handler) remember(ctx context.Context, a attempt, c *claim, rec status.Record) {
@@ -280,11 +388,18 @@ func (h *Handler) remember(ctx context.Context, a attempt, c *claim, rec status.
 		return
 	}
 	st := rec.Stored
-	err := h.cfg.Dedup.Remember(ctx, c.key, dedup.Result{RequestID: rec.RequestID, Bucket: st.Bucket, Key: st.Key, ETag: st.ETag,
+	r := dedup.Result{RequestID: rec.RequestID, Bucket: st.Bucket, Key: st.Key, ETag: st.ETag,
 		ContentType: st.ContentType, Size: st.Size, Width: st.Width, Height: st.Height, APIRequestID: st.APIRequestID, At: h.cfg.Now(),
-		Tenant: a.payload.EffectiveTenant()})
-	if err != nil {
+		Tenant: a.payload.EffectiveTenant(), Source: c.source}
+	if err := h.cfg.Dedup.Remember(ctx, c.key, r); err != nil {
 		// Twins pay for their own; nothing is lost.
 		a.log.WarnContext(ctx, "crop: index the stored result", "err", err)
+	}
+	if c.hint != "" && c.hint != c.key {
+		// Keyed by its bytes: indexed under its URL's key too, so that the
+		// feeder sees, without a download, a request likely to need no call.
+		if err := h.cfg.Dedup.Remember(ctx, c.hint, r); err != nil {
+			a.log.WarnContext(ctx, "crop: index the stored result under its URL", "err", err)
+		}
 	}
 }

@@ -33,8 +33,14 @@ type ServerConfig struct {
 	// DelayedTaskCheckInterval is how often retry/scheduled tasks are moved
 	// back to pending (asynq's default 5s).
 	DelayedTaskCheckInterval time.Duration
-	Backoff                  Backoff
-	Logger                   *slog.Logger
+	// TaskCheckInterval is how long the server waits before looking again
+	// when every queue was empty (default asynq's 1s, which idles the
+	// workers for a second each time they drain a window faster than the
+	// feeder tops it up: work that needs no call does, and the free queue's
+	// wiring shortens it).
+	TaskCheckInterval time.Duration
+	Backoff           Backoff
+	Logger            *slog.Logger
 	// Handlers serves more task types on the same server (webhook
 	// deliveries); their queues must be in Queues.
 	Handlers map[string]asynq.Handler
@@ -68,6 +74,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h *Handler) *Server 
 		Queues:                   cfg.Queues,
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
+		TaskCheckInterval:        cfg.TaskCheckInterval,
 		IsFailure:                IsFailure,
 		RetryDelayFunc:           cfg.Backoff.Delay,
 		Logger:                   asynqLogger{log.With("component", "asynq")},

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/budget"
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/lease"
@@ -70,6 +71,9 @@ type Config struct {
 	// TenantWeights are the tenants' shares of the quota within a lane
 	// (CROPQ_TENANT_WEIGHTS); a tenant not listed weighs 1. Nil when unset.
 	TenantWeights map[string]int
+	// Budget caps each tenant's paid calls per period
+	// (CROPQ_TENANT_BUDGETS); no caps when unset.
+	Budget budget.Config
 	// FeedLead is how many seconds of calls the feeder keeps in asynq
 	// ahead of the workers (CROPQ_FEED_LEAD).
 	FeedLead time.Duration
@@ -88,10 +92,13 @@ type Config struct {
 	// CROPQ_CLOCK_OFFSET (fault injection: a worker whose clock is off).
 	Clock func() time.Time
 
-	// Dedup is result reuse and coalescing (CROPQ_DEDUP_*); DedupFetch
-	// keys URL images by their downloaded bytes.
-	Dedup      dedup.Config
-	DedupFetch bool
+	// Dedup is result reuse and coalescing (CROPQ_DEDUP_*); its Keyer's
+	// Mode is CROPQ_DEDUP_SOURCE (CROPQ_DEDUP_FETCH=true: bytes). The
+	// worker gives it a Fetcher for the validators and bytes modes.
+	Dedup dedup.Config
+	// FreeWindow is CROPQ_FREE_WINDOW: 0 for auto (4 × concurrency), -1
+	// for off (no free queue).
+	FreeWindow int
 }
 
 // LoadConfig reads the environment; every error names its variable.
@@ -207,6 +214,16 @@ func LoadConfig(env Env) (Config, error) {
 	weights, err := parseTenantWeights(env.Get("CROPQ_TENANT_WEIGHTS"))
 	add(err)
 	c.TenantWeights = weights
+	caps, err := parseTenantMap("CROPQ_TENANT_BUDGETS", env.Get("CROPQ_TENANT_BUDGETS"), "tenant=calls/period entries, comma-separated, such as acme=50000/day,globex=2000000/month,initech=100/hour",
+		func(v string) (budget.Cap, string) {
+			c, err := budget.ParseCap(v)
+			if err != nil {
+				return budget.Cap{}, "calls/period after =: a whole number of calls ≥ 0, a period of hour, day or month (UTC)"
+			}
+			return c, ""
+		})
+	add(err)
+	c.Budget = budget.Config{Prefix: c.Status.Prefix, Caps: caps}
 	c.FeedLead = dur("CROPQ_FEED_LEAD")
 	c.ManifestTarget = num("CROPQ_MANIFEST_TARGET")
 	c.UrgentShare, err = parseUrgentShare(env.Get("CROPQ_URGENT_SHARE"))
@@ -219,7 +236,15 @@ func LoadConfig(env Env) (Config, error) {
 	if offset != 0 {
 		c.Clock = func() time.Time { return time.Now().Add(offset) }
 	}
-	c.Status.Now, c.Storage.Now, c.API.Now = c.Clock, c.Clock, c.Clock
+	c.Status.Now, c.Storage.Now, c.API.Now, c.Budget.Now = c.Clock, c.Clock, c.Clock, c.Clock
+	if v := env.Get("CROPQ_BUDGET_CLOCK_OFFSET"); v != "0s" {
+		bo, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, envError("CROPQ_BUDGET_CLOCK_OFFSET", v, "a signed duration such as 24h or -1h"))
+		}
+		clock := c.Clock
+		c.Budget.Now = func() time.Time { return clock().Add(bo) }
+	}
 	c.Lease = lease.Config{Prefix: c.Status.Prefix, TTL: dur("CROPQ_LEASE_TTL")}
 	if c.Lease.TTL > 0 && c.Lease.TTL < time.Second {
 		errs = append(errs, fmt.Errorf("CROPQ_LEASE_TTL: %s is under 1s: a lease must outlive a few renewals (every fifth of it) over a slow network", c.Lease.TTL))
@@ -231,7 +256,29 @@ func LoadConfig(env Env) (Config, error) {
 	// The API endpoint is part of the key: another vendor region or version
 	// may crop differently.
 	c.Dedup = dedup.Config{Prefix: c.Status.Prefix, TTL: dur("CROPQ_DEDUP_TTL"), Keyer: dedup.Keyer{Scope: scope, Variant: c.API.BaseURL}}
-	c.DedupFetch = boolean("CROPQ_DEDUP_FETCH")
+	mode, err := dedup.ParseSourceMode(env.Get("CROPQ_DEDUP_SOURCE"))
+	if err != nil {
+		add(envError("CROPQ_DEDUP_SOURCE", env.Get("CROPQ_DEDUP_SOURCE"), "validators, bytes or url"))
+	}
+	if boolean("CROPQ_DEDUP_FETCH") {
+		// The older name of bytes; said otherwise twice, neither wins.
+		if env.IsSet("CROPQ_DEDUP_SOURCE") && mode != dedup.SourceBytes {
+			add(fmt.Errorf("CROPQ_DEDUP_FETCH=true (an alias of CROPQ_DEDUP_SOURCE=bytes) conflicts with CROPQ_DEDUP_SOURCE=%s: set one of them", mode))
+		}
+		mode = dedup.SourceBytes
+	}
+	c.Dedup.Mode = mode
+	switch fw := env.Get("CROPQ_FREE_WINDOW"); fw {
+	case "auto":
+	case "off":
+		c.FreeWindow = -1
+	default:
+		n, err := strconv.Atoi(fw)
+		if err != nil || n < 1 || n > 100000 {
+			add(envError("CROPQ_FREE_WINDOW", fw, "auto, off, or a number of tasks from 1 to 100000"))
+		}
+		c.FreeWindow = n
+	}
 	c.Server = worker.ServerConfig{
 		Concurrency:              num("CROPQ_CONCURRENCY"),
 		Queues:                   map[string]int{c.Task.Queue: 1},

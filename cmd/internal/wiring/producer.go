@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/budget"
 	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/manifest"
 	"github.com/cropq/cropq/internal/quota"
@@ -36,6 +37,9 @@ func NewProducer(ctx context.Context, cfg Config, rdb redis.UniversalClient, log
 		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log, Backlog: true,
 		Weights: cfg.TenantWeights, Rate: FleetRate(cfg, rdb),
 		Manifests: manifest.S3{Client: s3c}, ReadWalls: cfg.Storage.Walls}
+	if len(cfg.Budget.Caps) > 0 {
+		pcfg.Budgets = budget.New(rdb, cfg.Budget)
+	}
 	if cfg.WebhookSecret != "" {
 		// As in the worker: callbacks are enqueued only where workers can
 		// sign and deliver them.

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/internal/budget"
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/metrics"
@@ -34,7 +35,7 @@ func NewWebUI(ctx context.Context, cfg Config, rdb redis.UniversalClient, prod *
 	st := records.NewStore(rdb, cfg.Status)
 	bl := NewBacklog(cfg, rdb)
 	ucfg := webui.Config{Records: st, Batches: prod, Links: results.NewPresigner(s3c, uiLinkTTL), Tenant: api.Tenant,
-		Backlog: bl, Weights: cfg.TenantWeights, Logger: log}
+		Backlog: bl, Weights: cfg.TenantWeights, Replay: prod.Replay, Logger: log}
 	if cfg.Dedup.Scope != dedup.ScopeOff {
 		ucfg.Saved = dedup.New(rdb, cfg.Dedup).Saved
 	}
@@ -54,5 +55,22 @@ func NewWebUI(ctx context.Context, cfg Config, rdb redis.UniversalClient, prod *
 		return st.FailuresSince(ctx, time.Now().Add(-time.Hour))
 	})
 	registerBacklog(reg, cfg, bl)
+	if len(cfg.Budget.Caps) > 0 {
+		budgets := budget.New(rdb, cfg.Budget)
+		ucfg.Budgets = budgets.Usages
+		metrics.RegisterBudgets(reg, budgetReader(budgets))
+	}
 	return webui.New(ucfg)
+}
+
+// budgetReader reads b's usage for the metrics.
+func budgetReader(b *budget.Budgets) metrics.BudgetReader {
+	return func(ctx context.Context) ([]metrics.BudgetUsage, error) {
+		us, err := b.Usages(ctx)
+		out := make([]metrics.BudgetUsage, len(us))
+		for i, u := range us {
+			out[i] = metrics.BudgetUsage{Tenant: u.Tenant, Used: u.Used, Cap: u.Cap}
+		}
+		return out, err
+	}
 }

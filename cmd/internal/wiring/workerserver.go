@@ -1,10 +1,12 @@
 package wiring
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/backlog"
+	"github.com/cropq/cropq/internal/budget"
 	"github.com/cropq/cropq/internal/dedup"
 	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/lease"
@@ -21,10 +24,12 @@ import (
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/reports"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/storage"
+	"github.com/cropq/cropq/tasks"
 )
 
 // NewWorkerServer wires the handler's parts from cfg.
@@ -74,16 +79,40 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 			registerQuota(reg, limiter)
 		}
 	}
+	var budgets *budget.Budgets
+	if len(cfg.Budget.Caps) > 0 {
+		budgets = budget.New(rdb, cfg.Budget)
+		hcfg.Budget = budgets
+	}
 	lcfg := cfg.Lease
 	lcfg.Logger = log
 	leases := lease.New(rdb, lcfg)
 	hcfg.Leases = worker.RedisLeases(leases)
+	enq := backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task, Records: st,
+		Inspector: asynq.NewInspectorFromRedisClient(rdb)}
+	var index *dedup.Index
 	if cfg.Dedup.Scope != dedup.ScopeOff {
 		dcfg := cfg.Dedup
-		if cfg.DedupFetch {
+		if dcfg.Mode != dedup.SourceURL {
 			dcfg.Fetch = dedup.NewFetcher(dedup.FetchConfig{AllowPrivate: cfg.API.Limits.AllowPrivateHosts})
 		}
-		hcfg.Dedup, hcfg.Reuse = worker.RedisDedup(dedup.New(rdb, dcfg)), copier
+		index = dedup.New(rdb, dcfg)
+		hcfg.Dedup, hcfg.Reuse = worker.RedisDedup(index), copier
+	}
+	if index != nil && cfg.FreeWindow >= 0 {
+		// Work that needs no call has a queue of its own, outside the
+		// quota's window (package backlog's free.go).
+		hcfg.FreeQueue, hcfg.Handoff = FreeQueue(cfg), enq
+		// Free work drains its window in a moment: look for more soon
+		// rather than after asynq's idle second.
+		cfg.Server.TaskCheckInterval = 100 * time.Millisecond
+	}
+	// Served even with the free window off, so that tasks fed into it
+	// before are run.
+	if index != nil {
+		queues := maps.Clone(cfg.Server.Queues)
+		queues[FreeQueue(cfg)] = max(queues[cfg.Task.Queue], 1)
+		cfg.Server.Queues = queues
 	}
 	h := worker.NewHandler(api, copier, st, hcfg)
 	cfg.Server.Logger = log
@@ -99,8 +128,6 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 		}
 		return nil
 	}
-	enq := backlog.TaskEnqueuer{Client: asynq.NewClientFromRedisClient(rdb), Options: cfg.Task, Records: st,
-		Inspector: asynq.NewInspectorFromRedisClient(rdb)}
 	// The feeder's leader is also the fleet's rescuer of crops whose worker
 	// stopped renewing their leases.
 	rescue := func(ctx context.Context) error {
@@ -118,11 +145,40 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 		return nil, nil, err
 	}
 	reader := manifest.NewReader(st, manifest.S3{Client: s3c}, prod, manifest.Config{Target: cfg.ManifestTarget, Logger: log})
-	feeder := NewBacklog(cfg, rdb).NewFeeder(enq, backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
-		UrgentShare: cfg.UrgentShare, Demoter: urgentDemoter{records: st, metrics: hcfg.Metrics},
-		Rate: FleetRate(cfg, rdb), Rescue: rescue, Refiller: reader, Logger: log})
-	return &WorkerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h, leases: leases, producer: prod}, ready, nil
+	fcfg := backlog.FeederConfig{Queue: cfg.Task.Queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
+		UrgentShare: cfg.UrgentShare, Demoter: urgentDemoter{records: st, metrics: hcfg.Metrics}, Budgets: feederBudgets(budgets),
+		Rate: FleetRate(cfg, rdb), Rescue: rescue, Refiller: reader, Logger: log}
+	if hcfg.FreeQueue != "" {
+		free := enq
+		free.Options.Queue = hcfg.FreeQueue
+		fcfg.Classify = backlog.IndexClassifier{Records: st, Hint: index.HintKey, Known: index.Known}
+		fcfg.FreeQueue, fcfg.FreeEnqueuer = hcfg.FreeQueue, free
+		// Sized by the workers, not the quota: a few rounds of this
+		// process's concurrency, topped up every tick.
+		fcfg.FreeWindow = cfg.FreeWindow
+		if fcfg.FreeWindow == 0 {
+			fcfg.FreeWindow = 4 * cmp.Or(cfg.Server.Concurrency, worker.DefaultConcurrency)
+		}
+	}
+	feeder := NewBacklog(cfg, rdb).NewFeeder(enq, fcfg)
+	// The feeder's leader also writes the reports of batches with a report
+	// destination once they are done, through the results' S3 client.
+	rw := reports.New(st, reports.NewUploader(s3c, cfg.Storage.PartSize), reports.Config{Walls: cfg.Storage.Walls, Logger: log})
+	return &WorkerProcess{Server: worker.NewServer(rdb, cfg.Server, h), feeder: feeder, handler: h, leases: leases, reports: rw, records: st, log: log, producer: prod}, ready, nil
 }
+
+// feederBudgets is budgets as the feeder takes them: none when nil (a nil
+// *Budgets in the interface would not be nil).
+func feederBudgets(b *budget.Budgets) backlog.Budgets {
+	if b == nil {
+		return nil
+	}
+	return b
+}
+
+// FreeQueue is the asynq queue of work that needs no paid call: the crop
+// queue's name with "-free" (crops-free by default).
+func FreeQueue(cfg Config) string { return cmp.Or(cfg.Task.Queue, tasks.DefaultQueue) + "-free" }
 
 // urgentDemoter marks the record of an urgent request the feeder serves
 // as normal (beyond its tenant's urgent share), and counts it.
@@ -179,13 +235,29 @@ type WorkerProcess struct {
 	handler  *worker.Handler
 	producer *producer.Producer // the manifest reader's
 	leases   *lease.Leases
+	reports  *reports.Writer
+	records  *records.Store
+	log      *slog.Logger
 }
 
 // Run serves until ctx ends, then drains; the feeder stops with ctx.
 func (w *WorkerProcess) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(5)
 	go func() { defer wg.Done(); _ = w.feeder.Run(ctx) }()
+	go func() {
+		// Waiting records an earlier version gave a TTL keep their
+		// request (once per deployment, by whichever worker gets there).
+		defer wg.Done()
+		n, done, err := w.records.PersistWaiting(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			w.log.WarnContext(ctx, "worker: persist the records of waiting requests", "err", err)
+		case done:
+			w.log.InfoContext(ctx, "worker: records of waiting requests no longer expire", "changed", n)
+		}
+	}()
+	go func() { defer wg.Done(); w.reports.Run(ctx, w.feeder.Leader) }()
 	// Leases are renewed until the server has drained: crops finishing
 	// during the shutdown are still this worker's.
 	lctx, stopLeases := context.WithCancel(context.WithoutCancel(ctx))

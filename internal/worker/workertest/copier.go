@@ -24,6 +24,7 @@ type Copier struct {
 	mu      sync.Mutex
 	objects map[string]results.Stored // by bucket + "/" + key
 	owners  map[string]string         // request id of each object, by bucket + "/" + key
+	crops   map[string]results.Crop   // the crop each object holds, by bucket + "/" + key
 	buckets map[string]bool           // requests' own buckets that exist
 	expired map[string]bool           // result URLs the host refuses (403)
 	down    error                     // the default bucket's failure, nil when up
@@ -36,7 +37,7 @@ type Copier struct {
 // NewCopier returns storage with an empty default bucket "results".
 func NewCopier() *Copier {
 	return &Copier{Bucket: "results", KeyTemplate: objectkey.DefaultTemplate,
-		objects: map[string]results.Stored{}, owners: map[string]string{}, buckets: map[string]bool{}, expired: map[string]bool{}}
+		objects: map[string]results.Stored{}, owners: map[string]string{}, crops: map[string]results.Crop{}, buckets: map[string]bool{}, expired: map[string]bool{}}
 }
 
 // AddBucket makes a request's own bucket exist.
@@ -109,7 +110,7 @@ func (c *Copier) CheckKey(ctx context.Context, obj results.Object) error {
 	if err != nil {
 		return err
 	}
-	if owner, ok := c.owners[bucket+"/"+key]; ok && owner != obj.RequestID {
+	if owner, ok := c.owners[bucket+"/"+key]; ok && owner != obj.RequestID && (obj.Crop.Source == "" || c.crops[bucket+"/"+key].Source != obj.Crop.Source) {
 		return &results.KeyTakenError{Bucket: bucket, Key: key}
 	}
 	return ctx.Err()
@@ -125,13 +126,31 @@ func (c *Copier) put(obj results.Object, etag string, size int64) (results.Store
 	if err := c.reachable(bucket); err != nil {
 		return results.Stored{}, &results.UploadError{Op: "upload", Bucket: bucket, Key: key, Err: err}
 	}
-	if owner, ok := c.owners[bucket+"/"+key]; ok && owner != obj.RequestID {
+	if owner, ok := c.owners[bucket+"/"+key]; ok && owner != obj.RequestID && (obj.Crop.Source == "" || c.crops[bucket+"/"+key].Source != obj.Crop.Source) {
 		return results.Stored{}, &results.KeyTakenError{Bucket: bucket, Key: key}
 	}
 	st := results.Stored{Bucket: bucket, Key: key, ETag: etag, ContentType: "image/png", Size: size}
 	c.objects[bucket+"/"+key] = st
 	c.owners[bucket+"/"+key] = obj.RequestID
+	c.crops[bucket+"/"+key] = obj.Crop
 	return st, nil
+}
+
+// Holds reports whether obj's destination holds exactly obj's crop, as the
+// real Copier does (keys of templates without {requestId} only).
+func (c *Copier) Holds(ctx context.Context, obj results.Object, _ string) (results.Stored, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bucket, key, err := c.place(obj)
+	if err != nil || obj.Crop.Key == "" || obj.Crop.Version == "" {
+		return results.Stored{}, false, err
+	}
+	st, ok := c.objects[bucket+"/"+key]
+	got := c.crops[bucket+"/"+key]
+	if !ok || got.Key != obj.Crop.Key || got.Version != obj.Crop.Version {
+		return results.Stored{}, false, ctx.Err()
+	}
+	return st, true, ctx.Err()
 }
 
 // place renders obj's key (every result here is a PNG).

@@ -35,6 +35,29 @@ func (d *Dedup) Key(ctx context.Context, p tasks.CropPayload) (string, error) {
 	return d.Keyer.Key(ctx, p)
 }
 
+// HintKey is p's crop key known without reaching the origin (see
+// dedup.Keyer.HintKey).
+func (d *Dedup) HintKey(p tasks.CropPayload) (string, error) { return d.Keyer.HintKey(p) }
+
+// Revalidate asks the origin whether the bytes behind p's URL are those r
+// was cropped from, as package dedup's Index does (with the Keyer's
+// Fetcher; unchanged without one).
+func (d *Dedup) Revalidate(ctx context.Context, p tasks.CropPayload, r dedup.Result) (dedup.Check, error) {
+	if !d.Keyer.Revalidates(p) {
+		return dedup.Check{Unchanged: true}, nil
+	}
+	return d.Keyer.Fetch.Revalidate(ctx, p.ImageURL, r.Source)
+}
+
+// SourceValidators are the validators of p's image, as package dedup's
+// Index reads them.
+func (d *Dedup) SourceValidators(ctx context.Context, p tasks.CropPayload) (dedup.Validators, error) {
+	if !d.Keyer.Revalidates(p) {
+		return dedup.Validators{}, nil
+	}
+	return d.Keyer.Fetch.Validators(ctx, p.ImageURL)
+}
+
 // Lookup returns the result stored under key.
 func (d *Dedup) Lookup(_ context.Context, key string) (dedup.Result, bool, error) {
 	d.mu.Lock()
