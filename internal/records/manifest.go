@@ -107,7 +107,7 @@ func (s *Store) RegisterManifest(ctx context.Context, m Manifest, report string)
 	if err := s.rdb.ZAddNX(ctx, s.BatchesKey(), redis.Z{Score: float64(m.RegisteredAt.UnixMilli()), Member: member}).Err(); err != nil {
 		return Manifest{}, false, fmt.Errorf("status: register manifest of batch %s: %w", m.BatchID, err)
 	}
-	if report != "" && n == 1 {
+	if report != "" {
 		// Listed for the report writer now: the batch may end when its
 		// last line is read rather than when a request ends (every line
 		// refused, say), and the writer looks only at the batches listed.
