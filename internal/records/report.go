@@ -29,17 +29,17 @@ import (
 
 // ReportLine is one request of a batch in its report (one JSON line).
 type ReportLine struct {
-	RequestID  string    `json:"requestId,omitempty"` // empty for a manifest line refused before it named one
-	Line       int64     `json:"line,omitempty"`      // the manifest line, for manifest batches
-	State      string    `json:"state"`
-	Code       string    `json:"code,omitempty"`
-	Message    string    `json:"message,omitempty"`
-	Bucket     string    `json:"bucket,omitempty"`
-	Key        string    `json:"key,omitempty"`
-	ETag       string    `json:"etag,omitempty"`
-	Size       int64     `json:"size,omitempty"`
-	PaidCalls  int       `json:"paidCalls"`
-	ReusedFrom string    `json:"reusedFrom,omitempty"`
+	RequestID  string `json:"requestId,omitempty"` // empty for a manifest line refused before it named one
+	Line       int64  `json:"line,omitempty"`      // the manifest line, for manifest batches
+	State      string `json:"state"`
+	Code       string `json:"code,omitempty"`
+	Message    string `json:"message,omitempty"`
+	Bucket     string `json:"bucket,omitempty"`
+	Key        string `json:"key,omitempty"`
+	ETag       string `json:"etag,omitempty"`
+	Size       int64  `json:"size,omitempty"`
+	PaidCalls  int    `json:"paidCalls"`
+	ReusedFrom string `json:"reusedFrom,omitempty"`
 	// Unchanged: its destination already held this crop (a re-sync).
 	Unchanged  bool      `json:"unchanged,omitempty"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"`
