@@ -13,7 +13,7 @@ TEST_FLAGS   ?= -p 2 -timeout 12m
 # (golang/go#75804, fixed in Go 1.27).
 FUZZTIME     ?= 30000x
 
-.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-quota bench-enqueue bench-backlog bench-backlog-flood bench-ui bench-dedup bench-report bench-replay bench-resync bench-manifest chaos clean help
+.PHONY: all build run test test-unit fuzz fuzz-long lint vuln tools bench bench-tracing bench-quota bench-enqueue bench-backlog bench-backlog-flood bench-ui bench-dedup bench-report bench-replay bench-resync bench-manifest chaos clean help
 
 all: lint test
 
@@ -23,7 +23,8 @@ help:
 	@echo "make test-unit - the fast tier alone (go test -short): no servers, under a minute"
 	@echo "make lint   - gofmt, go vet, staticcheck"
 	@echo "make vuln   - govulncheck (needs vuln.go.dev)"
-	@echo "make bench  - pipeline and memory benchmark table (ratios against baselines of the same run)"
+	@echo "make bench  - pipeline, tracing overhead and memory benchmark table (ratios against baselines of the same run)"
+	@echo "make bench-tracing - the pipeline with tracing on (100 % sampled, OTLP to a discarding endpoint) vs off: target ≤ 2 % fewer crops/s"
 	@echo "make bench-quota - the fleet against a shared API quota (about 5 minutes)"
 	@echo "make bench-enqueue - bulk enqueue: library and HTTP vs raw asynq; Redis memory with and without the claim check"
 	@echo "make bench-backlog - priority lanes, tenant shares, ETA, Redis bytes per queued request (backlog vs one FIFO queue)"
@@ -112,6 +113,9 @@ bench-resync: tools
 
 bench-quota: tools
 	$(GO) run ./cmd/cropq-bench quota
+
+bench-tracing: tools
+	$(GO) run ./cmd/cropq-bench tracing
 
 bench: tools
 	$(GO) run ./cmd/cropq-bench all

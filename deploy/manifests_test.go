@@ -281,7 +281,7 @@ func TestComposeFile(t *testing.T) {
 			assert.False(t, strings.HasSuffix(s.Image, ":latest") || !strings.Contains(s.Image, ":"), "%s: image %q is pinned", name, s.Image)
 		}
 	}
-	for _, need := range []string{"redis", "minio", "minio-bucket", "emulator", "api", "worker", "prometheus", "grafana"} {
+	for _, need := range []string{"redis", "minio", "minio-bucket", "emulator", "api", "worker", "prometheus", "grafana", "jaeger"} {
 		require.Contains(t, svc, need)
 	}
 	assert.Contains(t, strings.Join(svc["redis"].Command, " "), "--appendonly yes")
@@ -298,6 +298,12 @@ func TestComposeFile(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []string{"observability"}, svc["prometheus"].Profiles)
+	// Both ends of a crop's trace export to the trace viewer.
+	for _, s := range []string{"api", "worker"} {
+		ep := svc[s].Environment["OTEL_EXPORTER_OTLP_ENDPOINT"]
+		require.NotNil(t, ep, "%s exports its spans", s)
+		assert.Equal(t, "http://jaeger:4318", *ep, s)
+	}
 
 	// Prometheus scrapes the API where /metrics needs no token, a port
 	// not published to the host.

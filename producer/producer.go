@@ -26,10 +26,12 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/tracing"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
@@ -87,6 +89,11 @@ type Config struct {
 	// prefixes a tenant may name as a manifest or report destination.
 	Manifests ManifestObjects
 	ReadWalls ReadWalls
+	// TracerProvider makes a "publish crops" PRODUCER span of each call
+	// that accepts requests, and stores its trace context (traceparent,
+	// 55 bytes) in their records and payloads, so that the workers' spans
+	// join the trace. Nil: no spans, nothing stored.
+	TracerProvider trace.TracerProvider
 	// Logger receives what the producer cannot return as an error, such as
 	// a claim-checked input it failed to remove (default: discarded).
 	Logger *slog.Logger
@@ -143,6 +150,7 @@ type Producer struct {
 	insp     *asynq.Inspector
 	statuses *records.Store
 	backlog  *backlog.Backlog // nil without Config.Backlog
+	tracer   trace.Tracer     // nil with tracing off
 }
 
 // New returns a producer on rdb, which the caller owns.
@@ -165,6 +173,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 		client:   asynq.NewClientFromRedisClient(rdb),
 		insp:     asynq.NewInspectorFromRedisClient(rdb),
 		statuses: records.NewStore(rdb, cfg.Status),
+		tracer:   tracing.TracerIfOn(cfg.TracerProvider),
 	}
 	if cfg.Backlog {
 		p.backlog = backlog.New(rdb, backlog.Config{Prefix: cfg.Status.Prefix})
@@ -204,12 +213,27 @@ func (p *Producer) EnqueueLines(ctx context.Context, reqs []tasks.Request, lines
 }
 
 func (p *Producer) enqueueBatch(ctx context.Context, reqs []tasks.Request, lines []int64) []Result {
+	if p.tracer == nil || lines != nil {
+		// A manifest's lines carry no trace context: Redis holds a few
+		// bytes per line of a manifest batch (docs/manifests.md), and a
+		// traceparent is 55.
+		return p.accept(ctx, reqs, lines, "")
+	}
+	ctx, span := p.publishSpan(ctx, reqs)
+	defer span.End()
+	res := p.accept(ctx, reqs, lines, tracing.Traceparent(ctx))
+	endPublishSpan(span, res)
+	return res
+}
+
+// accept is enqueueBatch, its records and payloads carrying traceparent.
+func (p *Producer) accept(ctx context.Context, reqs []tasks.Request, lines []int64, traceparent string) []Result {
 	items := make([]*item, len(reqs))
 	var pending []*item
 	now := time.Now().UTC()
 	byID := make(map[string]*item, len(reqs))
 	for i, req := range reqs {
-		it := &item{req: tasks.CropPayload{Version: tasks.PayloadVersion, Request: req, EnqueuedAt: now}, res: Result{RequestID: req.RequestID}}
+		it := &item{req: tasks.CropPayload{Version: tasks.PayloadVersion, Request: req, EnqueuedAt: now, Traceparent: traceparent}, res: Result{RequestID: req.RequestID}}
 		items[i] = it
 		if err := req.Validate(p.cfg.Task.Rules()); err != nil {
 			it.res.Outcome, it.res.Err = Invalid, err
@@ -231,7 +255,7 @@ func (p *Producer) enqueueBatch(ctx context.Context, reqs []tasks.Request, lines
 		it.rec = status.Record{RequestID: req.RequestID, TargetWidth: req.TargetWidth, TargetHeight: req.TargetHeight,
 			Source: it.req.Source(), SourceURL: req.ImageURL, SourceDigest: digest, BatchID: req.BatchID, CallbackURL: req.CallbackURL,
 			Bucket: req.Bucket, KeyTemplate: req.KeyTemplate, Metadata: req.Metadata, Fingerprint: req.Fingerprint(digest),
-			Tenant: req.EffectiveTenant(), Priority: req.EffectivePriority()}
+			Tenant: req.EffectiveTenant(), Priority: req.EffectivePriority(), Traceparent: traceparent}
 		if lines != nil {
 			it.rec.Line = lines[i]
 		}

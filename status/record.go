@@ -113,6 +113,11 @@ type Record struct {
 	// crop key and paid result, at the same bucket and key), so the request
 	// succeeded without a copy or a write (a nightly re-sync).
 	Unchanged bool `json:"unchanged,omitempty"`
+	// Traceparent is the W3C trace context of the request's creation, set
+	// when it is accepted with tracing on (package tracing): the feeder
+	// copies it into the task it rebuilds from the record, so that the
+	// worker's spans join the request's trace.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // Checkpoint is a successful API answer whose result is not yet stored.

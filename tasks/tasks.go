@@ -48,6 +48,10 @@ type CropPayload struct {
 	// Rescue is set on the task that runs a crop again after the worker
 	// running it stopped renewing its lease (package lease).
 	Rescue *Rescue `json:"rescue,omitempty"`
+	// Traceparent is the W3C trace context of the request's creation (the
+	// producer's "publish crops" span), when tracing is on: the worker's
+	// spans join that trace. 55 bytes; absent when tracing is off.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // Rescue names the task and attempt a rescue task replaces. Its attempts

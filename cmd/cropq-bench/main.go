@@ -3,7 +3,7 @@
 // a table. It is a benchmark, not a test: it never fails on a number, it
 // reports it next to its target.
 //
-//	cropq-bench [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|report|replay|resync|manifest]
+//	cropq-bench [pipeline|tracing|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|report|replay|resync|manifest]
 package main
 
 import (
@@ -125,7 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.resyncCopies, "resync-copies", 4000, "resync: copies of the bare S3 CopyObject loop")
 	fs.IntVar(&o.memImages, "enqueue-mem-images", 200, "enqueue: 2 MB requests queued to measure Redis memory (scaled to 1,000)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|report|replay|resync|manifest]\n\nall = pipeline and memory; quota (make bench-quota) takes about 5 minutes; backlog-flood is part 6 of backlog alone.")
+		fmt.Fprintln(stderr, "usage: cropq-bench [flags] [pipeline|tracing|memory|all|quota|enqueue|backlog|backlog-flood|ui|dedup|report|replay|resync|manifest]\n\nall = pipeline, tracing and memory; quota (make bench-quota) takes about 5 minutes; backlog-flood is part 6 of backlog alone.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -135,8 +135,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		which = fs.Arg(0)
 	}
-	if !slices.Contains([]string{"all", "pipeline", "memory", "quota", "enqueue", "backlog", "backlog-flood", "ui", "dedup", "report", "replay", "resync", "manifest"}, which) {
-		return fmt.Errorf("unknown benchmark %q (pipeline, memory, all, quota, enqueue, backlog, backlog-flood, ui, dedup, report, replay, resync or manifest)", which)
+	if !slices.Contains([]string{"all", "pipeline", "tracing", "memory", "quota", "enqueue", "backlog", "backlog-flood", "ui", "dedup", "report", "replay", "resync", "manifest"}, which) {
+		return fmt.Errorf("unknown benchmark %q (pipeline, tracing, memory, all, quota, enqueue, backlog, backlog-flood, ui, dedup, report, replay, resync or manifest)", which)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -162,6 +162,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r, err := benchPipeline(ctx, env, o, log)
 		if err != nil {
 			return fmt.Errorf("pipeline: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	if which == "all" || which == "tracing" {
+		r, err := benchTracing(ctx, env, o, log)
+		if err != nil {
+			return fmt.Errorf("tracing: %w", err)
 		}
 		rows = append(rows, r...)
 	}

@@ -16,11 +16,13 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/results"
+	"github.com/cropq/cropq/internal/tracing"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -57,7 +59,7 @@ func benchPipeline(ctx context.Context, env *benchEnv, o options, log *slog.Logg
 		name string
 		s3   storage.S3Config
 	}{{"minio", minio}, {"inproc", inproc}} {
-		p, err := newPipelineRig(ctx, v.s3, rdb, log)
+		p, err := newPipelineRig(ctx, v.s3, rdb, log, nil)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", v.name, err)
 		}
@@ -191,9 +193,13 @@ type pipelineRig struct {
 	handler  *worker.Handler
 	statuses *records.Store
 	log      *slog.Logger
+	tracer   trace.Tracer // nil: tracing off
 }
 
-func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Client, log *slog.Logger) (*pipelineRig, error) {
+// newPipelineRig builds the rig; tp, when set, traces it as `cropq
+// worker` does with tracing on (and run gives each task a publish span
+// and its traceparent, as the producer does).
+func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Client, log *slog.Logger, tp trace.TracerProvider) (*pipelineRig, error) {
 	img, err := sampleImage("ball-offcentre.jpg")
 	if err != nil {
 		return nil, err
@@ -202,7 +208,7 @@ func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Clie
 	if err != nil {
 		return nil, err
 	}
-	p := &pipelineRig{rdb: rdb, emu: emu, log: log, bucket: "bench-pipeline"}
+	p := &pipelineRig{rdb: rdb, emu: emu, log: log, bucket: "bench-pipeline", tracer: tracing.TracerIfOn(tp)}
 	p.api = httptest.NewServer(emu)
 	p.images = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "image/jpeg")
@@ -228,7 +234,8 @@ func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Clie
 		return nil, err
 	}
 	p.statuses = records.NewStore(rdb, status.Config{})
-	p.handler = worker.NewHandler(api, copier, p.statuses, worker.HandlerConfig{Logger: log, Limits: cropapi.Limits{AllowPrivateHosts: true}})
+	p.handler = worker.NewHandler(api, copier, p.statuses, worker.HandlerConfig{Logger: log, Limits: cropapi.Limits{AllowPrivateHosts: true},
+		TracerProvider: tp})
 	return p, nil
 }
 
@@ -249,11 +256,17 @@ func (p *pipelineRig) run(ctx context.Context, concurrency, n int, tag string) (
 	for i := range n {
 		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("bench-%s-%06d", tag, i), ImageURL: p.images.URL + "/ball.jpg",
 			TargetWidth: 800, TargetHeight: 800, Bucket: p.bucket}}
+		if p.tracer != nil {
+			pctx, span := p.tracer.Start(ctx, "publish crops", trace.WithSpanKind(trace.SpanKindProducer))
+			pl.Traceparent = tracing.Traceparent(pctx)
+			span.End()
+		}
 		task, opts, err := tasks.NewCropTask(pl, topts)
 		if err != nil {
 			return runResult{}, err
 		}
-		if _, _, err := p.statuses.Create(ctx, status.Record{RequestID: pl.RequestID, TargetWidth: 800, TargetHeight: 800, Source: pl.Source()}); err != nil {
+		if _, _, err := p.statuses.Create(ctx, status.Record{RequestID: pl.RequestID, TargetWidth: 800, TargetHeight: 800, Source: pl.Source(),
+			Traceparent: pl.Traceparent}); err != nil {
 			return runResult{}, err
 		}
 		if _, err := client.EnqueueContext(ctx, task, opts...); err != nil {

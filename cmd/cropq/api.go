@@ -56,6 +56,15 @@ Configuration: see 'cropq env'.`)
 		cfg.HTTPAddr = *addr
 	}
 	log := wiring.NewLogger(env, stderr)
+	tp, log, err := wiring.StartTracing(ctx, &cfg, "cropq-api", stdout, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := tp.Shutdown(ctx); err != nil {
+			log.Warn("api: tracing", "err", err)
+		}
+	}()
 	prod, err := wiring.NewProducer(ctx, cfg, rdb, log)
 	if err != nil {
 		return err
@@ -63,6 +72,7 @@ Configuration: see 'cropq env'.`)
 	defer prod.Close()
 	hcfg := cfg.HTTP
 	hcfg.Logger = log
+	hcfg.TracerProvider = cfg.TracerProvider
 	api, err := httpapi.New(prod, hcfg)
 	if err != nil {
 		return wiring.EnvContext(err)

@@ -10,7 +10,8 @@ import (
 )
 
 // runEnv lists the variables of wiring.EnvVars (--names, --markdown: the
-// README's table), with their defaults and current values.
+// README's table), with their defaults and current values; --names adds
+// the standard OTEL_* variables of tracing (wiring.OTelVars).
 func runEnv(_ context.Context, env wiring.Env, args []string, stdout, _ io.Writer) error {
 	if len(args) > 0 && args[0] == "--names" {
 		for _, v := range wiring.EnvVars() {
@@ -18,6 +19,10 @@ func runEnv(_ context.Context, env wiring.Env, args []string, stdout, _ io.Write
 			if v.Secret {
 				fmt.Fprintln(stdout, v.Name+"_FILE")
 			}
+		}
+		// OpenTelemetry's own, which turn tracing on (docs/tracing.md).
+		for _, name := range wiring.OTelVars() {
+			fmt.Fprintln(stdout, name)
 		}
 		return nil
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/cropq/cropq/internal/metrics"
 )
 
-func runWorker(ctx context.Context, env wiring.Env, args []string, _, stderr io.Writer) error {
+func runWorker(ctx context.Context, env wiring.Env, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cropq worker", flag.ContinueOnError)
 	concurrency := fs.Int("concurrency", 0, "tasks run at once (default CROPQ_CONCURRENCY)")
 	fs.Usage = func() {
@@ -33,6 +33,16 @@ func runWorker(ctx context.Context, env wiring.Env, args []string, _, stderr io.
 		cfg.Server.Concurrency = *concurrency
 	}
 	log := wiring.NewLogger(env, stderr)
+	tp, log, err := wiring.StartTracing(ctx, &cfg, "cropq-worker", stdout, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// After the drain: the last attempts' spans are flushed.
+		if err := tp.Shutdown(ctx); err != nil {
+			log.Warn("worker: tracing", "err", err)
+		}
+	}()
 	wiring.LogConfig(log, cfg)
 
 	rdb, err := wiring.OpenRedis(ctx, cfg.RedisURL)

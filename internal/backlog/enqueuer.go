@@ -55,7 +55,8 @@ func (e TaskEnqueuer) Feed(ctx context.Context, requestID string, payload []byte
 		}
 		// Validated when accepted, and again by the worker before paying
 		// (which fails the request properly if rules changed meanwhile).
-		b, err := json.Marshal(tasks.CropPayload{Version: tasks.PayloadVersion, Request: RequestOf(rec), EnqueuedAt: rec.CreatedAt})
+		b, err := json.Marshal(tasks.CropPayload{Version: tasks.PayloadVersion, Request: RequestOf(rec), EnqueuedAt: rec.CreatedAt,
+			Traceparent: rec.Traceparent})
 		if err != nil {
 			return &BadEntryError{Err: err}
 		}

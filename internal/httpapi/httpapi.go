@@ -29,10 +29,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/strictjson"
+	"github.com/cropq/cropq/internal/tracing"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -86,6 +88,9 @@ type Config struct {
 	// progress within a minute.
 	ReportTimeout time.Duration
 	Logger        *slog.Logger
+	// TracerProvider makes a SERVER span of each request, a child of the
+	// caller's traceparent header when it sends one (nil: no spans).
+	TracerProvider trace.TracerProvider
 }
 
 //go:embed openapi.json
@@ -135,6 +140,7 @@ type API struct {
 	mux    *http.ServeMux
 	// inflight holds the bytes of the bodies being handled (MaxInflightBytes).
 	inflight *semaphore.Weighted
+	tracer   trace.Tracer
 }
 
 // tenantToken is an accepted token, by digest, and its tenant.
@@ -256,7 +262,8 @@ func New(p Producer, cfg Config) (*API, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &API{p: p, cfg: cfg, log: log, mux: http.NewServeMux(), inflight: semaphore.NewWeighted(cfg.MaxInflightBytes)}
+	a := &API{p: p, cfg: cfg, log: log, mux: http.NewServeMux(), inflight: semaphore.NewWeighted(cfg.MaxInflightBytes),
+		tracer: tracing.TracerIfOn(cfg.TracerProvider)}
 	for _, t := range tokens {
 		a.tokens = append(a.tokens, tenantToken{digest: sha256.Sum256([]byte(t.Token)), tenant: t.Tenant})
 	}
@@ -266,8 +273,15 @@ func New(p Producer, cfg Config) (*API, error) {
 		if r.stream {
 			timeout = a.cfg.ReportTimeout
 		}
-		a.mux.HandleFunc(r.method+" "+r.path, func(w http.ResponseWriter, req *http.Request) {
-			ctx := req.Context()
+		name := r.method + " " + r.path
+		a.mux.HandleFunc(name, func(w http.ResponseWriter, req *http.Request) {
+			ctx, span := a.serverSpan(req, name, r.path)
+			defer span.End()
+			if span.IsRecording() {
+				sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+				defer func() { endServerSpan(span, sw.code) }()
+				w = sw
+			}
 			if r.auth {
 				tenant, ok := a.Tenant(req)
 				if !ok {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/budget"
@@ -19,6 +20,7 @@ import (
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/results"
+	"github.com/cropq/cropq/internal/tracing"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
@@ -128,6 +130,9 @@ type HandlerConfig struct {
 	Leases Leases
 	Logger *slog.Logger
 	Now    func() time.Time
+	// TracerProvider makes a "process" span of each attempt, in the
+	// request's trace, with its steps as children (trace.go). Nil: none.
+	TracerProvider trace.TracerProvider
 
 	// Dedup and Reuse, when both set, reuse results stored under the same
 	// crop key and coalesce twins in flight (step 2a, reuse.go).
@@ -173,6 +178,7 @@ type Handler struct {
 	// by FlushKept once no kept answer is left: while set, no new call is
 	// paid for in this worker, since its answer could not be recorded.
 	refusing atomic.Bool
+	tracer   trace.Tracer // nil with tracing off
 }
 
 // StatusUnavailableError is a crop not paid for because the status store
@@ -219,7 +225,8 @@ func NewHandler(cropper Cropper, copier Copier, st StatusStore, cfg HandlerConfi
 	return &Handler{cropper: cropper, copier: copier, status: st, cfg: cfg, log: log,
 		gate:    newStorageGate(copier.CheckBucket, cfg.StorageCheckInterval, cfg.StorageMaxWait, cfg.Now),
 		buckets: &bucketChecks{check: copier.CheckBucketOf, now: cfg.Now, ok: map[string]time.Time{}},
-		kept:    &keptAnswers{m: map[string]keptAnswer{}}}
+		kept:    &keptAnswers{m: map[string]keptAnswer{}},
+		tracer:  tracing.TracerIfOn(cfg.TracerProvider)}
 }
 
 // ProcessTask runs one attempt of a crop:
@@ -268,12 +275,25 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 		// rule (base64 wins) rather than fail it now.
 		p.ImageURL = ""
 	}
-	retried, maxRetry, taskID, queue := run.Retried, run.MaxRetry, run.TaskID, run.Queue
-	n := retried + 1
-	var takeover *records.Takeover
+	n := run.Retried + 1
 	if r := p.Rescue; r != nil {
 		// A rescue task numbers its attempts on from the one it replaces.
 		n += r.Attempt
+	}
+	if h.tracer == nil {
+		return h.run(ctx, run, p, n, payload)
+	}
+	ctx, span := h.processSpan(ctx, p, run, n)
+	err = h.run(ctx, run, p, n, payload)
+	endSpan(span, err)
+	return err
+}
+
+// run is attempt n of the crop p.
+func (h *Handler) run(ctx context.Context, run TaskRun, p tasks.CropPayload, n int, payload []byte) error {
+	retried, maxRetry, taskID, queue := run.Retried, run.MaxRetry, run.TaskID, run.Queue
+	var takeover *records.Takeover
+	if r := p.Rescue; r != nil {
 		takeover = &records.Takeover{From: r.From, Attempt: r.Attempt}
 	}
 	seed := RecordOf(p)
@@ -346,7 +366,7 @@ func (h *Handler) ProcessRun(ctx context.Context, run TaskRun, payload []byte) e
 	// 2a. Reuse or coalesce (reuse.go): a result already stored under the
 	// same crop key is copied server-side instead of paid for again, and a
 	// twin in flight is waited for, so that only one of them pays.
-	claim, ended, err := h.reuseOrCoalesce(ctx, a, rec)
+	claim, ended, err := h.reuseTraced(ctx, a, rec)
 	if ended {
 		return err
 	}
@@ -465,7 +485,10 @@ func (h *Handler) notify(ctx context.Context, a attempt, rec status.Record) {
 	if h.cfg.Notifier == nil || a.payload.CallbackURL == "" || !rec.State.Terminal() {
 		return
 	}
-	if err := h.cfg.Notifier.Notify(context.WithoutCancel(ctx), a.payload.CallbackURL, rec); err != nil {
+	err := h.traced(ctx, SpanNotify, func(ctx context.Context) error {
+		return h.cfg.Notifier.Notify(context.WithoutCancel(ctx), a.payload.CallbackURL, rec)
+	})
+	if err != nil {
 		a.log.ErrorContext(ctx, "crop: enqueue callback", "err", err)
 	}
 }
@@ -717,7 +740,7 @@ func (h *Handler) callAPI(ctx context.Context, a attempt) (cropapi.Result, error
 			return cropapi.Result{}, err
 		}
 		start := h.cfg.Now()
-		err = h.cfg.Quota.Wait(ctx)
+		err = h.traced(ctx, SpanQuotaWait, h.cfg.Quota.Wait)
 		h.cfg.Metrics.QuotaWait(h.cfg.Now().Sub(start), errors.As(err, new(rateLimited)))
 		if err != nil {
 			h.refund(ctx, a, rsv)
@@ -783,7 +806,9 @@ func billed(err error) bool {
 // cropOnce is one API call, measured.
 func (h *Handler) cropOnce(ctx context.Context, req cropapi.Request) (cropapi.Result, error) {
 	start := h.cfg.Now()
-	res, err := h.cropper.Crop(ctx, req)
+	vctx, span := h.vendorSpan(ctx)
+	res, err := h.cropper.Crop(vctx, req)
+	endVendorSpan(span, res, err, h.cfg.Now().Sub(start))
 	code, class := "200", "ok"
 	if err != nil {
 		code, class = cropapi.CodeOf(err), cropapi.ClassOf(err).String()
@@ -809,7 +834,9 @@ func (a attempt) object(cp *status.Checkpoint) results.Object {
 
 func (h *Handler) copy(ctx context.Context, a attempt, cp *status.Checkpoint) (results.Stored, error) {
 	start := h.cfg.Now()
-	stored, err := h.copier.Copy(ctx, cp.ResultURL, a.object(cp))
+	cctx, span := h.span(ctx, SpanCopy)
+	stored, err := h.copier.Copy(cctx, cp.ResultURL, a.object(cp))
+	endCopySpan(span, stored, err)
 	h.cfg.Metrics.Copy(stored.Size, h.cfg.Now().Sub(start), err)
 	if a.gated() {
 		h.gate.observe(ctx, err)

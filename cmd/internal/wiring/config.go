@@ -15,6 +15,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/budget"
@@ -26,6 +27,7 @@ import (
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/redact"
 	"github.com/cropq/cropq/internal/results"
+	"github.com/cropq/cropq/internal/tracing"
 	"github.com/cropq/cropq/internal/worker"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -62,6 +64,11 @@ type Config struct {
 	PrometheusURL   string
 
 	HTTP httpapi.Config
+	// Tracing is what the standard OTEL_* variables ask for (package
+	// tracing); TracerProvider is the provider the command started from
+	// it (nil: tracing off), passed to every package that makes spans.
+	Tracing        tracing.Config
+	TracerProvider trace.TracerProvider
 	// HTTPAddr is where `cropq api` listens.
 	HTTPAddr string
 	// APIMetricsAddr, when set, serves `cropq api`'s /metrics (and
@@ -286,6 +293,13 @@ func LoadConfig(env Env) (Config, error) {
 		DelayedTaskCheckInterval: dur("CROPQ_DELAYED_CHECK_INTERVAL"),
 		Backoff:                  worker.Backoff{Base: dur("CROPQ_RETRY_BASE"), Cap: dur("CROPQ_RETRY_CAP")},
 	}
+	c.Tracing = tracing.Config{
+		Exporter:     env.OTel("OTEL_TRACES_EXPORTER"),
+		Protocol:     cmp.Or(env.OTel("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), env.OTel("OTEL_EXPORTER_OTLP_PROTOCOL")),
+		OTLPEndpoint: cmp.Or(env.OTel("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), env.OTel("OTEL_EXPORTER_OTLP_ENDPOINT")),
+		Disabled:     strings.EqualFold(env.OTel("OTEL_SDK_DISABLED"), "true"),
+	}
+	add(c.Tracing.Validate())
 	if _, err := newRedisClient(c.RedisURL); err != nil {
 		errs = append(errs, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -146,6 +147,30 @@ func (e Env) Secret(name string) (string, error) {
 		return strings.TrimRight(string(b), "\r\n"), nil
 	}
 	return e.Get(name), nil
+}
+
+// OTelVars are the standard OpenTelemetry variables that configure
+// cropq's tracing (docs/tracing.md): cropq reads the first five to decide
+// whether tracing is on and with which exporter; the SDK and the OTLP
+// exporter read the others from the process environment themselves. They
+// are OpenTelemetry's, documented there, not in cropq's table.
+func OTelVars() []string {
+	return []string{
+		"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+		"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_SDK_DISABLED",
+		"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
+		"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_TIMEOUT",
+		"OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_EXPORT_TIMEOUT",
+	}
+}
+
+// OTel returns one of OTelVars ("" when unset).
+func (e Env) OTel(name string) string {
+	if !slices.Contains(OTelVars(), name) {
+		panic("cropq: not a listed OpenTelemetry variable " + name)
+	}
+	v, _ := e.lookup(name)
+	return strings.TrimSpace(v)
 }
 
 // IsSet reports whether the variable was given.

@@ -36,7 +36,7 @@ func NewProducer(ctx context.Context, cfg Config, rdb redis.UniversalClient, log
 	pcfg := producer.Config{Task: cfg.Task, Status: cfg.Status, Inputs: inputs,
 		ClaimCheckBytes: cfg.ClaimCheckBytes, Concurrency: cfg.EnqueueWorkers, Logger: log, Backlog: true,
 		Weights: cfg.TenantWeights, Rate: FleetRate(cfg, rdb),
-		Manifests: manifest.S3{Client: s3c}, ReadWalls: cfg.Storage.Walls}
+		Manifests: manifest.S3{Client: s3c}, ReadWalls: cfg.Storage.Walls, TracerProvider: cfg.TracerProvider}
 	if len(cfg.Budget.Caps) > 0 {
 		pcfg.Budgets = budget.New(rdb, cfg.Budget)
 	}

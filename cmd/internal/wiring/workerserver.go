@@ -53,7 +53,8 @@ func NewWorkerServer(ctx context.Context, cfg Config, rdb redis.UniversalClient,
 	if err != nil {
 		return nil, nil, err
 	}
-	hcfg := worker.HandlerConfig{Limits: cfg.API.Limits, Destinations: cfg.Storage.Walls, Logger: log, Inputs: inputs, Now: cfg.Clock}
+	hcfg := worker.HandlerConfig{Limits: cfg.API.Limits, Destinations: cfg.Storage.Walls, Logger: log, Inputs: inputs, Now: cfg.Clock,
+		TracerProvider: cfg.TracerProvider}
 	if reg != nil {
 		hcfg.Metrics = metrics.NewPipeline(reg, tenantLabel(cfg))
 		registerBacklog(reg, cfg, NewBacklog(cfg, rdb))
