@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,19 +140,19 @@ func childrenOf(spans []gotSpan, parent string) map[string]gotSpan {
 	return out
 }
 
-// tracedStack is a stack whose API and worker export spans to an
-// in-process OTLP receiver.
-func tracedStack(t *testing.T) (*stack, *otlpReceiver, string) {
+// tracedStack is a stack whose API and workers export spans to an
+// in-process OTLP receiver; the caller starts the workers.
+func tracedStack(t *testing.T, env ...string) (*stack, *otlpReceiver, string) {
 	t.Helper()
 	s := newStack(t, stackOptions{})
 	recv := newOTLPReceiver(t)
 	apiAddr := freeAddr(t)
 	s.env = append(s.env, "CROPQ_API_TOKENS="+frontDoorToken, "CROPQ_API_ADDR="+apiAddr,
 		"OTEL_EXPORTER_OTLP_ENDPOINT="+recv.URL, "OTEL_BSP_SCHEDULE_DELAY=100")
+	s.env = append(s.env, env...)
 	s.start("api", "api")
 	base := "http://" + apiAddr
 	s.awaitHTTP(base + "/healthz")
-	s.startWorker()
 	return s, recv, base
 }
 
@@ -177,6 +178,7 @@ func postTraced(t *testing.T, base, id, img, traceparent string) {
 // queue wait, the quota wait, the vendor call and the S3 copy.
 func TestE2ETracingOneTracePerCrop(t *testing.T) {
 	s, recv, base := tracedStack(t)
+	s.startWorker()
 	const traceID, caller = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	postTraced(t, base, "traced-1", s.images+"/mug-square.png", "00-"+traceID+"-"+caller+"-01")
 	rec := s.awaitState("traced-1", 60*time.Second, status.Succeeded)
@@ -237,6 +239,7 @@ func TestE2ETracingOneTracePerCrop(t *testing.T) {
 // code as error.type.
 func TestE2ETracingRetryShowsBothAttempts(t *testing.T) {
 	s, recv, base := tracedStack(t)
+	s.startWorker()
 	const traceID = "0af7651916cd43dd8448eb211c80319c"
 	s.setFaults(t, `{"p500":1}`)
 	postTraced(t, base, "traced-retry", s.images+"/mug-square.png", "00-"+traceID+"-b7ad6b7169203331-01")
@@ -268,4 +271,39 @@ func TestE2ETracingRetryShowsBothAttempts(t *testing.T) {
 	assert.Equal(t, "200", childrenOf(spans, last.id)["crop api call"].attrs["cropq.vendor.res_code"])
 	assert.Equal(t, first.parent, last.parent, "every attempt is a child of the one publish span")
 	assert.Len(t, named(spans, "queue wait"), 1, "the queue wait is the first attempt's")
+}
+
+// The worker running a crop is killed mid-call: the rescue that runs it on
+// another worker is a "process crops" span of the same trace, marked as a
+// rescue and numbered on (the killed attempt's own span dies with its
+// process, unexported).
+func TestE2ETracingRescueJoinsTheTrace(t *testing.T) {
+	s, recv, base := tracedStack(t, "CROPQ_LEASE_TTL=2s")
+	const traceID = "5b8aa5a2d2c872e8321cf37308d69df2"
+	s.setFaults(t, `{"latency":4000000000}`)
+	s.startWorker()
+	victim := s.workers[0]
+	postTraced(t, base, "traced-rescue", s.images+"/mug-square.png", "00-"+traceID+"-5fb397be34d26b51-01")
+	s.awaitState("traced-rescue", 30*time.Second, status.Running)
+	require.NoError(t, victim.Process.Signal(syscall.SIGKILL))
+	s.setFaults(t, `{}`)
+	s.startWorker()
+	s.awaitState("traced-rescue", 60*time.Second, status.Succeeded)
+
+	var rescue gotSpan
+	require.Eventually(t, func() bool {
+		for _, p := range named(recv.inTrace(traceID), "process crops") {
+			if p.attrs["cropq.rescue"] == "true" && len(named(recv.inTrace(traceID), "copy result")) == 1 {
+				rescue = p
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 100*time.Millisecond, "no rescue span: %+v", recv.inTrace(traceID))
+	publish := named(recv.inTrace(traceID), "publish crops")
+	require.Len(t, publish, 1)
+	assert.Equal(t, publish[0].id, rescue.parent)
+	assert.Equal(t, "traced-rescue", rescue.attrs["cropq.rescue.from"])
+	assert.Equal(t, "2", rescue.attrs["cropq.attempt"], "numbered on from the killed attempt")
+	assert.Contains(t, childrenOf(recv.inTrace(traceID), rescue.id), "crop api call")
 }
