@@ -156,11 +156,12 @@ func tracedStack(t *testing.T, env ...string) (*stack, *otlpReceiver, string) {
 	return s, recv, base
 }
 
-// postTraced submits one crop over HTTP under the caller's traceparent.
-func postTraced(t *testing.T, base, id, img, traceparent string) {
+// postTraced submits one crop over HTTP under the caller's traceparent;
+// extra is more JSON members (`,"callbackUrl":…`).
+func postTraced(t *testing.T, base, id, img, traceparent string, extra ...string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, base+"/v1/crops",
-		strings.NewReader(fmt.Sprintf(`{"requestId":%q,"imageUrl":%q,"targetWidth":200,"targetHeight":200}`, id, img)))
+		strings.NewReader(fmt.Sprintf(`{"requestId":%q,"imageUrl":%q,"targetWidth":200,"targetHeight":200%s}`, id, img, strings.Join(extra, ""))))
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+frontDoorToken)
 	req.Header.Set("Content-Type", "application/json")
@@ -175,12 +176,23 @@ func postTraced(t *testing.T, base, id, img, traceparent string) {
 // One crop submitted over HTTP with the merchant's traceparent is one
 // trace: the API's SERVER span under the merchant's span, "publish crops"
 // under it, and the worker's "process crops" (linked to publish) with the
-// queue wait, the quota wait, the vendor call and the S3 copy.
+// queue wait, the quota wait, the vendor call and the S3 copy; the
+// callback's delivery joins it, and its POST carries the trace on.
 func TestE2ETracingOneTracePerCrop(t *testing.T) {
-	s, recv, base := tracedStack(t)
+	hooks := make(chan string, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case hooks <- r.Header.Get("Traceparent"):
+		default:
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(hook.Close)
+	s, recv, base := tracedStack(t, "CROPQ_WEBHOOK_SECRET=whsec-tracing-0123456789", "CROPQ_WEBHOOK_ALLOW=127.0.0.0/8")
 	s.startWorker()
 	const traceID, caller = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-	postTraced(t, base, "traced-1", s.images+"/mug-square.png", "00-"+traceID+"-"+caller+"-01")
+	postTraced(t, base, "traced-1", s.images+"/mug-square.png", "00-"+traceID+"-"+caller+"-01",
+		fmt.Sprintf(`,"callbackUrl":%q`, hook.URL+"/hook"))
 	rec := s.awaitState("traced-1", 60*time.Second, status.Succeeded)
 	require.Len(t, rec.Traceparent, 55)
 	assert.True(t, strings.HasPrefix(rec.Traceparent, "00-"+traceID+"-"), "the record keeps the creation context: %s", rec.Traceparent)
@@ -188,7 +200,7 @@ func TestE2ETracingOneTracePerCrop(t *testing.T) {
 	var spans []gotSpan
 	require.Eventually(t, func() bool {
 		spans = recv.inTrace(traceID)
-		return len(named(spans, "process crops")) == 1 && len(named(spans, "copy result")) == 1
+		return len(named(spans, "process crops")) == 1 && len(named(spans, "copy result")) == 1 && len(named(spans, "deliver webhook")) == 1
 	}, 20*time.Second, 100*time.Millisecond, "the worker's spans never arrived: %+v", recv.inTrace(traceID))
 
 	server := named(spans, "POST /v1/crops")
@@ -232,6 +244,18 @@ func TestE2ETracingOneTracePerCrop(t *testing.T) {
 	assert.Equal(t, rec.Stored.APIRequestID, call.attrs["cropq.vendor.request_id"])
 	assert.NotEmpty(t, call.attrs["cropq.vendor.request_id"])
 	assert.Equal(t, rec.Stored.Key, kids["copy result"].attrs["cropq.s3.key"])
+
+	notify := kids["notify"]
+	deliver := named(spans, "deliver webhook")[0]
+	assert.Equal(t, notify.id, deliver.parent, "the delivery is the callback's")
+	assert.Equal(t, tracepb.Span_SPAN_KIND_CONSUMER, deliver.kind)
+	assert.Equal(t, "succeeded", deliver.attrs["cropq.outcome"])
+	select {
+	case tp := <-hooks:
+		assert.Equal(t, "00-"+traceID+"-"+deliver.id+"-01", tp, "the receiver can join the trace")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback never came")
+	}
 }
 
 // A request the vendor refuses once (resCode 500) and that succeeds on

@@ -28,10 +28,12 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/redact"
 	"github.com/cropq/cropq/internal/strictjson"
+	"github.com/cropq/cropq/internal/tracing"
 	"github.com/cropq/cropq/tasks"
 	"github.com/cropq/cropq/webhook"
 )
@@ -64,6 +66,10 @@ type Payload struct {
 	Version int           `json:"v"`
 	URL     string        `json:"url"`
 	Event   webhook.Event `json:"event"`
+	// Traceparent is the trace context of the crop step that enqueued the
+	// delivery (tracing on): its span joins the crop's trace. Omitted when
+	// tracing is off.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // Options are the asynq options of a delivery task; zero fields take the
@@ -73,6 +79,9 @@ type Options struct {
 	MaxRetry  int           // default DefaultMaxRetry
 	Timeout   time.Duration // default DefaultTaskTimeout
 	Retention time.Duration // default DefaultRetention
+	// Traceparent is the W3C trace context the delivery's span joins
+	// (package tracing); "" with tracing off.
+	Traceparent string
 }
 
 // FieldError says which input is invalid and why, naming the limit.
@@ -124,7 +133,7 @@ func NewTask(callbackURL string, ev webhook.Event, o Options) (*asynq.Task, []as
 	if ev.At.IsZero() {
 		ev.At = time.Now().UTC()
 	}
-	b, err := json.Marshal(Payload{Version: PayloadVersion, URL: callbackURL, Event: ev})
+	b, err := json.Marshal(Payload{Version: PayloadVersion, URL: callbackURL, Event: ev, Traceparent: o.Traceparent})
 	if err != nil {
 		return nil, nil, fmt.Errorf("webhook: encode payload: %w", err)
 	}
@@ -159,6 +168,9 @@ type Config struct {
 	UserAgent        string        // default DefaultUserAgent
 	Logger           *slog.Logger
 	Now              func() time.Time
+	// TracerProvider makes a "deliver webhook" span of each delivery, in
+	// the crop's trace, and sends its traceparent to the receiver (nil: none).
+	TracerProvider trace.TracerProvider
 }
 
 // Deliverer sends webhooks; it is the asynq handler of TypeDeliver.
@@ -170,6 +182,7 @@ type Deliverer struct {
 	ua      string
 	log     *slog.Logger
 	now     func() time.Time
+	tracer  trace.Tracer // nil with tracing off
 }
 
 // NewDeliverer returns a Deliverer whose HTTP client never follows
@@ -233,6 +246,7 @@ func NewDeliverer(cfg Config) (*Deliverer, error) {
 		ua:      cfg.UserAgent,
 		log:     cfg.Logger,
 		now:     cfg.Now,
+		tracer:  tracing.TracerIfOn(cfg.TracerProvider),
 	}, nil
 }
 
@@ -245,6 +259,17 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return fmt.Errorf("webhook: decode payload: %w: %w", err, asynq.SkipRetry)
 	}
+	if d.tracer == nil {
+		return d.deliver(ctx, p)
+	}
+	ctx, span := d.span(ctx, p)
+	err = d.deliver(ctx, p)
+	endSpan(span, err)
+	return err
+}
+
+// deliver posts p's event to its URL.
+func (d *Deliverer) deliver(ctx context.Context, p Payload) error {
 	if err := ValidateURL(p.URL); err != nil {
 		return fmt.Errorf("webhook: %w: %w", err, asynq.SkipRetry)
 	}
@@ -266,6 +291,9 @@ func (d *Deliverer) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	req.Header.Set("User-Agent", d.ua)
 	req.Header.Set(webhook.HeaderTimestamp, strconv.FormatInt(ts, 10))
 	req.Header.Set(webhook.HeaderSignature, webhook.Sign(d.secret, ts, body))
+	if tp := tracing.Traceparent(ctx); tp != "" {
+		req.Header.Set("Traceparent", tp) // the receiver's spans may join the crop's trace
+	}
 
 	start := time.Now()
 	resp, err := d.client.Do(req)

@@ -31,6 +31,7 @@ const (
 	Bucket       = attribute.Key("cropq.s3.bucket")
 	Key          = attribute.Key("cropq.s3.key")
 	Size         = attribute.Key("cropq.s3.size")
+	WebhookURL   = attribute.Key("cropq.webhook.url") // without its query (internal/redact)
 )
 
 // SystemValue is messaging.system: asynq over Redis has no registered

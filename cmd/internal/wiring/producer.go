@@ -16,6 +16,7 @@ import (
 	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/manifest"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/tracing"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
@@ -106,7 +107,7 @@ func (n webhookNotifier) Notify(ctx context.Context, callbackURL string, rec sta
 	if rec.Stored != nil {
 		ev.Bucket, ev.Key = rec.Stored.Bucket, rec.Stored.Key
 	}
-	task, opts, err := delivery.NewTask(callbackURL, ev, delivery.Options{})
+	task, opts, err := delivery.NewTask(callbackURL, ev, delivery.Options{Traceparent: tracing.Traceparent(ctx)})
 	if err != nil {
 		return err
 	}
@@ -124,7 +125,7 @@ func webhookHandlers(cfg Config, log *slog.Logger) (map[string]asynq.Handler, er
 		return nil, nil
 	}
 	d, err := delivery.NewDeliverer(delivery.Config{Secret: []byte(cfg.WebhookSecret), Allow: cfg.WebhookAllow,
-		Timeout: cfg.WebhookTimeout, Logger: log})
+		Timeout: cfg.WebhookTimeout, Logger: log, TracerProvider: cfg.TracerProvider})
 	if err != nil {
 		return nil, err
 	}
