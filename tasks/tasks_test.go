@@ -310,3 +310,22 @@ func FuzzParseAndValidate(f *testing.F) {
 		_ = p.Validate(Rules{Limits: cropapi.DefaultLimits()})
 	})
 }
+
+// The trace context costs 72 bytes of payload with tracing on, nothing
+// with it off, and a payload carrying it decodes strictly.
+func TestTraceparentCost(t *testing.T) {
+	p := valid()
+	p.BatchID, p.Bucket, p.KeyTemplate = "catalogue-2026-12", "shop-crops", "{tenant}/{batchId}/{requestId}.{ext}"
+	p.CallbackURL, p.Metadata = "https://hooks.example.com/cropq", map[string]string{"sku": "A-123"}
+	off, err := json.Marshal(p)
+	require.NoError(t, err)
+	assert.NotContains(t, string(off), "traceparent")
+	p.Traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	on, err := json.Marshal(p)
+	require.NoError(t, err)
+	assert.Equal(t, 72, len(on)-len(off))
+	assert.LessOrEqual(t, len(on), 600, "a typical payload stays within its budget: %s", on)
+	back, err := ParseCropPayload(on)
+	require.NoError(t, err)
+	assert.Equal(t, p.Traceparent, back.Traceparent)
+}
