@@ -82,11 +82,16 @@ func benchTracing(ctx context.Context, env *benchEnv, o options, log *slog.Logge
 	// run to run; the CPU time this process (worker, emulator, S3, the
 	// span sink) spends per image is steadier, and is what tracing adds.
 	var offRates, onRates, offCPU, onCPU []float64
+	type side struct {
+		rig        *pipelineRig
+		rates, cpu *[]float64
+	}
 	for i := range tracingRounds {
-		for _, v := range []struct {
-			rig        *pipelineRig
-			rates, cpu *[]float64
-		}{{off, &offRates, &offCPU}, {on, &onRates, &onCPU}} {
+		order := []side{{off, &offRates, &offCPU}, {on, &onRates, &onCPU}}
+		if i%2 == 1 {
+			slices.Reverse(order) // neither side always runs second
+		}
+		for _, v := range order {
 			before := cpuTime()
 			res, err := v.rig.run(ctx, o.concurrency, o.tasks, fmt.Sprintf("r%d", i))
 			if err != nil {
