@@ -1,10 +1,12 @@
 package wiring
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"log/slog"
 
+	"github.com/cropq/cropq/internal/redact"
 	"github.com/cropq/cropq/internal/tracing"
 )
 
@@ -34,5 +36,6 @@ func StartTracing(ctx context.Context, cfg *Config, service string, console io.W
 		return p, log, nil
 	}
 	cfg.TracerProvider = p.TracerProvider
+	log.Info("tracing on", "exporter", cmp.Or(tc.Exporter, "otlp"), "otlp_endpoint", redact.URL(tc.OTLPEndpoint), "service", service)
 	return p, slog.New(tracing.LogHandler{Handler: log.Handler()}), nil
 }
