@@ -21,9 +21,6 @@ import (
 // manifest's descriptor (JSON Manifest).
 const ManifestField = "manifest"
 
-// refusedField is the highest manifest line refused (RefuseLine).
-const refusedField = "refusedLine"
-
 // Manifest states.
 const (
 	ManifestReading = "reading" // lines are left to read
