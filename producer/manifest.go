@@ -19,14 +19,14 @@ import (
 // fleet's feeder needs lines (package manifest), never loaded whole.
 type ManifestRequest struct {
 	// BatchID names the batch; "" derives it from the object's key.
-	BatchID string `json:"batchId,omitempty"`
+	BatchID string `json:"batchId,omitempty" strictjson:"nonempty"`
 	// Manifest is "s3://BUCKET/KEY" (.jsonl, .ndjson or .csv).
-	Manifest string `json:"manifest"`
+	Manifest string `json:"manifest" strictjson:"nonempty"`
 	// Priority is the lane of lines that name none (default normal).
-	Priority string `json:"priority,omitempty"`
+	Priority string `json:"priority,omitempty" strictjson:"nonempty"`
 	// Report, when set, is where the batch's report is written when it is
 	// done: "s3://BUCKET/PREFIX/".
-	Report string `json:"report,omitempty"`
+	Report string `json:"report,omitempty" strictjson:"nonempty"`
 }
 
 // ObjectInfo is what registration pins of a manifest's object.

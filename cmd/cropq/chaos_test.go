@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -83,9 +84,21 @@ func TestChaos(t *testing.T) {
 	// quarter repeat an earlier request of their tenant: the same crop key.
 	unique := map[string]bool{}
 	repeats := 0
+	// A twentieth of the load asks for photos of an origin with validators
+	// (ETag, Last-Modified) that sellers replace behind the same URLs in
+	// the middle of the run (step 1a): none may be served a stale crop.
+	origin, originURL := newPhotoOrigin(t, true)
+	const photos = 5
+	photoURL := func(k int) string { return fmt.Sprintf("%s/p/%d.png", originURL, k) }
+	for k := range photos {
+		origin.put(t, fmt.Sprintf("/p/%d.png", k), "mug-square.png")
+	}
 	for i := range n {
 		url := fmt.Sprintf("%s/%s?v=%d", s.images, firstImage(t), i)
-		if i%4 == 3 && i >= 15 {
+		switch {
+		case i%20 == 10:
+			url = photoURL(i / 20 % photos)
+		case i%4 == 3 && i >= 15:
 			url, repeats = reqs[i-3*(1+(i/4)%5)].ImageURL, repeats+1
 		}
 		unique[tenants[i%3]+" "+url] = true
@@ -212,6 +225,29 @@ func TestChaos(t *testing.T) {
 	note("kill -9 worker pid %d (clock +10m), holding %d crops", victim.Process.Pid, len(held))
 	s.startWorker()
 	rescued("killed worker", held, killed)
+
+	// 1a. Sellers replace the photos behind the same URLs, and the re-sync
+	// asks for them again under new ids, in every tenant: each is paid
+	// once more (its source changed) and none is answered from the old
+	// crop (checked at the end against a fresh crop of the new photo).
+	for k := range photos {
+		origin.put(t, fmt.Sprintf("/p/%d.png", k), "bottle-tall.png")
+	}
+	var resync []tasks.Request
+	for k := range photos {
+		for j, tn := range tenants {
+			r := tasks.Request{RequestID: fmt.Sprintf("chaos-resync-%d-%d", k, j), ImageURL: photoURL(k), TargetWidth: 300, TargetHeight: 300,
+				BatchID: "chaos", Tenant: tn, Priority: "normal"}
+			resync = append(resync, r)
+			unique[tn+" "+r.ImageURL+" (replaced)"] = true
+		}
+	}
+	for _, r := range prod.EnqueueBatch(context.Background(), resync) {
+		require.Equal(t, producer.Enqueued, r.Outcome, "%v", r.Err)
+	}
+	reqs = append(reqs, resync...)
+	n += len(resync)
+	note("%d photos replaced behind their URLs; %d re-sync requests for them", photos, len(resync))
 
 	// 1b. kill -9 of whichever worker holds the feeder's lease; another
 	// takes it over when it expires.
@@ -413,6 +449,26 @@ func TestChaos(t *testing.T) {
 		}
 	}
 
+	// No stale crop: every re-sync request asked after its photo was
+	// replaced holds what a fresh crop of the new photo is (the emulator
+	// crops deterministically). Measured after the counts above: the
+	// fresh crops are paid and stored too.
+	stale := 0
+	for k := range photos {
+		want := freshCrop(t, s, prod, photoURL(k), fmt.Sprintf("chaos-fresh-%d", k))
+		for _, r := range resync {
+			if r.ImageURL != photoURL(k) {
+				continue
+			}
+			rec, err := prod.Get(ctx, r.RequestID)
+			require.NoError(t, err)
+			if !bytes.Equal(s.objectBytes(t, rec.Stored.Key), want) {
+				stale++
+				t.Errorf("%s holds a stale crop of %s (reusedFrom %q, paid %d)", r.RequestID, r.ImageURL, rec.ReusedFrom, rec.PaidCalls)
+			}
+		}
+	}
+
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "chaos: %d requests in %s\n", n, took.Round(100*time.Millisecond))
 	for _, e := range events {
@@ -435,6 +491,7 @@ func TestChaos(t *testing.T) {
 	fmt.Fprintf(w, "  of which expired re-crops\t%d\t0 (URLs outlive the outage)\n", recrops)
 	fmt.Fprintf(w, "  of which paid answers never checkpointed (worker killed mid-call)\t%d\t≤ %d\n", lostAnswers, kills*inflight)
 	fmt.Fprintf(w, "requests stored from a reused result (unpaid)\t%d\t\n", reused)
+	fmt.Fprintf(w, "stale crops of photos replaced behind their URLs\t%d of %d\t0\n", stale, len(resync))
 	fmt.Fprintf(w, "API answers by code\t%v\t\n", st.Calls)
 	fmt.Fprintf(w, "max time from a worker's kill or freeze to its crops running again\t%s\t≤ 20s\n", maxRescue.Round(100*time.Millisecond))
 	fmt.Fprintf(w, "feeder killed (kill -9) → lease taken over\t%s\t≤ 5s lease + a tick\n", takeover.Round(100*time.Millisecond))

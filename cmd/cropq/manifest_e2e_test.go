@@ -262,3 +262,44 @@ func TestManifestResumesAfterTheReaderIsKilled(t *testing.T) {
 	assert.EqualValues(t, n, ids, "one request per line, none created twice")
 	assert.LessOrEqual(t, s.stats().Calls["200"], int64(n+8), "paid calls: the lines, and at most the killed worker's crops in flight again")
 }
+
+// S3 unreachable for 20 s in the middle of a manifest's read (issue 22):
+// the reader stops where it is, the batch keeps reading (no stop, no
+// code), and once S3 answers again it reads on from its cursor: every
+// line ends succeeded once, and no request is created twice.
+func TestManifestReadingSurvivesAnS3Outage(t *testing.T) {
+	const n = 120
+	s := newStack(t, stackOptions{emulatorRate: 1000})
+	s.env = append(s.env, "CROPQ_QUOTA_RATE=20", "CROPQ_MANIFEST_TARGET=10")
+	url, _ := s.putManifest(t, "catalogues/sep.jsonl", "sep", n, 0)
+	out, err := s.cropq("enqueue", "--manifest", url, "--batch", "sep")
+	require.NoError(t, err, out)
+	s.startWorker()
+	require.Eventually(t, func() bool { return s.manifestOf(t, "sep").Read >= 20 }, 60*time.Second, 20*time.Millisecond)
+
+	require.NoError(t, s.minio.Stop(context.Background()))
+	stoppedAt := s.manifestOf(t, "sep")
+	time.Sleep(20 * time.Second) // the outage itself, not a wait for a condition
+	during := s.manifestOf(t, "sep")
+	require.NoError(t, s.minio.Start(context.Background()))
+	t.Logf("S3 stopped at line %d; %d lines read when it came back", stoppedAt.Read, during.Read)
+	assert.Equal(t, "reading", during.State, "an outage is not a reason to stop")
+	assert.Empty(t, during.Code)
+	assert.Less(t, during.Read, int64(n), "the outage came mid-read")
+
+	prod := producer.New(s.rdb, producer.Config{Backlog: true})
+	t.Cleanup(func() { _ = prod.Close() })
+	var bi producer.BatchInfo
+	require.Eventually(t, func() bool {
+		bi, err = prod.Batch(context.Background(), "", "sep")
+		require.NoError(t, err)
+		return bi.Done
+	}, 3*time.Minute, 250*time.Millisecond)
+	assert.Equal(t, map[status.State]int64{status.Succeeded: n}, bi.Counts)
+	assert.Equal(t, "done", bi.Manifest.State)
+	assert.EqualValues(t, n, bi.Manifest.Total)
+	ids, err := s.rdb.LLen(context.Background(), "cropq:batch:{sep}:ids").Result()
+	require.NoError(t, err)
+	assert.EqualValues(t, n, ids, "one request per line, none created twice")
+	assert.Equal(t, int64(n), s.stats().Calls["200"], "one paid call per line")
+}

@@ -13,22 +13,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// shellStep is one command of a README example and the answer shown under
-// it ("" when none is shown).
+// shellStep is one command of a documented example and the answer shown
+// under it ("" when none is shown).
 type shellStep struct {
 	cmd, want string
 }
 
-// readmeShellSteps returns the steps of the README's ```sh blocks that call
-// the HTTP API ($API): lines up to an answer line (one starting with "{")
-// form one command; export lines of API and TOKEN are the test's to set.
-func readmeShellSteps(t *testing.T) []shellStep {
-	t.Helper()
-	return shellSteps(t, "README.md")
-}
-
-// shellSteps returns the steps of a Markdown file of the repository (path
-// from its root), as readmeShellSteps does for the README.
+// shellSteps returns the steps of the ```sh blocks of a Markdown file of
+// the repository (path from its root) that call the HTTP API ($API):
+// lines up to an answer line (one starting with "{") form one command;
+// export lines of API and TOKEN are the test's to set.
 func shellSteps(t *testing.T, path string) []shellStep {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", filepath.FromSlash(path)))
@@ -104,19 +98,10 @@ func subset(want, got any) bool {
 	}
 }
 
-// The README's shell examples of the HTTP API work as shown: each runs in
-// bash against a real `cropq api`, and its answer holds every field the
-// README shows.
-func TestREADMEShellExamples(t *testing.T) {
-	steps := readmeShellSteps(t)
-	require.GreaterOrEqual(t, len(steps), 4, "the README has HTTP examples")
-	runShellSteps(t, steps)
-}
-
 // The shell examples of the HTTP API in docs/ work as shown, as the
 // README's do (each page against its own `cropq api`).
 func TestDocsShellExamples(t *testing.T) {
-	for _, page := range []string{"docs/reports.md", "docs/budgets-and-replays.md"} {
+	for _, page := range []string{"docs/http-api.md", "docs/reports.md", "docs/budgets-and-replays.md"} {
 		t.Run(page, func(t *testing.T) {
 			steps := shellSteps(t, page)
 			require.NotEmpty(t, steps, "%s has HTTP examples", page)

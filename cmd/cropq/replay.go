@@ -17,11 +17,11 @@ import (
 
 func runReplay(ctx context.Context, env wiring.Env, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cropq replay", flag.ContinueOnError)
-	batch := fs.String("batch", "", "the batch whose failed requests are sent again")
-	code := fs.String("code", "", "only those that failed with this error code (900, http_404, key_taken…)")
-	tenant := fs.String("tenant", "", "only this tenant's (batch ids are each tenant's own: with --batch, the batch's tenant; default: every tenant)")
-	since := fs.String("since", "", "only those that failed at or after this time (RFC 3339, e.g. 2026-12-06T09:00:00Z, or a duration ago, e.g. 2h)")
-	until := fs.String("until", "", "only those that failed before this time (RFC 3339 or a duration ago)")
+	batch := nonEmpty(fs, "batch", "the batch whose failed requests are sent again")
+	code := nonEmpty(fs, "code", "only those that failed with this error code (900, http_404, key_taken…)")
+	tenant := nonEmpty(fs, "tenant", "only this tenant's (batch ids are each tenant's own: with --batch, the batch's tenant; default: every tenant)")
+	since := nonEmpty(fs, "since", "only those that failed at or after this time (RFC 3339, e.g. 2026-12-06T09:00:00Z, or a duration ago, e.g. 2h)")
+	until := nonEmpty(fs, "until", "only those that failed before this time (RFC 3339 or a duration ago)")
 	dryRun := fs.Bool("dry-run", false, "say how many requests match, and change nothing")
 	all := fs.Bool("all", false, "every failed request (required when no other filter is given)")
 	fs.Usage = func() {
@@ -109,4 +109,23 @@ func whoami() string {
 	}
 	host, _ := os.Hostname()
 	return name + "@" + host
+}
+
+// nonEmpty is a string flag that refuses "" (absent is spelt by leaving
+// the flag out: an empty filter would choose every failure) and being
+// given twice.
+func nonEmpty(fs *flag.FlagSet, name, usage string) *string {
+	var v string
+	set := false
+	fs.Func(name, usage, func(s string) error {
+		switch {
+		case set:
+			return fmt.Errorf("--%s is given more than once", name)
+		case s == "":
+			return fmt.Errorf("--%s must not be empty (leave the flag out instead)", name)
+		}
+		v, set = s, true
+		return nil
+	})
+	return &v
 }

@@ -374,16 +374,18 @@ func (f *Feeder) feed(ctx context.Context, need int, rate float64, room int) (in
 			f.retire(ctx, m)
 		}
 	}
-	if err := f.withinBudgets(ctx, avail); err != nil {
-		return 0, err
-	}
 	fed := 0
 	if f.cfg.Classify != nil {
+		// Work that needs no call is fed whatever the tenants' budgets:
+		// it costs nothing. What is left in avail is the paid work.
 		n, err := f.feedAhead(ctx, avail, room)
 		fed += n
 		if err != nil || need <= 0 {
 			return fed, err
 		}
+	}
+	if err := f.withinBudgets(ctx, avail); err != nil {
+		return fed, err
 	}
 	feedList := f.feedList
 	if f.cfg.Classify != nil {
@@ -399,10 +401,11 @@ func (f *Feeder) feed(ctx context.Context, need int, rate float64, room int) (in
 	return fed, nil
 }
 
-// withinBudgets lowers avail so that no tenant is fed more entries than it
-// has paid calls left this period, its highest lanes first. Entries that
-// need no call (a reused result) wait with the others: the budget is
-// checked again by the worker before paying, and an entry is cheap to keep.
+// withinBudgets lowers avail, the paid work, so that no tenant is fed
+// more entries than it has paid calls left this period, its highest lanes
+// first. Entries the free window takes (a reused result) are not counted:
+// they need no call. The budget is checked again by the worker before
+// paying.
 func (f *Feeder) withinBudgets(ctx context.Context, avail map[string]int) error {
 	if f.cfg.Budgets == nil || len(avail) == 0 {
 		return nil

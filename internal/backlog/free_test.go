@@ -96,3 +96,38 @@ func TestFreeScanFollowsTheList(t *testing.T) {
 	assert.Equal(t, append(ids[:2:2], ids[3:]...), free.ids())
 	assert.Equal(t, []string{"new-1"}, paid.ids())
 }
+
+// spent is a tenant budget with nothing left (package budget's Budgets).
+type spent string
+
+func (s spent) Left(_ context.Context, tenants []string) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, t := range tenants {
+		if t == string(s) {
+			out[t] = 0
+		}
+	}
+	return out, nil
+}
+
+// A tenant that spent its budget still gets its work that needs no call
+// fed (it costs nothing), while its paid work waits.
+func TestFreeWorkIsFedWhateverTheBudget(t *testing.T) {
+	ctx := context.Background()
+	b := New(newRedis(t), Config{})
+	resync, fresh := seq("resync", 4), seq("new", 3)
+	pushIDs(t, b, "normal", "acme", resync...)
+	pushIDs(t, b, "normal", "acme", fresh...)
+	paid, free := &recorder{}, &recorder{}
+	f := b.NewFeeder(paid, FeederConfig{Lead: time.Second, MinWindow: 1, Rate: func(context.Context) (float64, error) { return 5, nil },
+		Classify: byPrefix("resync"), FreeQueue: "crops-free", FreeEnqueuer: free, FreeWindow: 10, Budgets: spent("acme")})
+	for range 3 {
+		_, err := f.Step(ctx)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, resync, free.ids(), "free work flows")
+	assert.Empty(t, paid.ids(), "paid work waits for the next period")
+	left, err := b.rdb.LLen(ctx, b.ListKey("normal", "acme")).Result()
+	require.NoError(t, err)
+	assert.EqualValues(t, 3, left)
+}

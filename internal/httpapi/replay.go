@@ -48,8 +48,14 @@ var codePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 // replay sends failed requests again (issue: failures come in waves; once
 // the cause is fixed they are sent again, each in its own lane).
 func (a *API) replay(w http.ResponseWriter, r *http.Request) {
+	const limit = 64 << 10
+	release, ok := a.admit(w, r, limit)
+	if !ok {
+		return
+	}
+	defer release()
 	var req ReplayRequest
-	if err := strictjson.Decode(http.MaxBytesReader(w, r.Body, 64<<10), &req); err != nil {
+	if err := strictjson.Decode(http.MaxBytesReader(w, r.Body, limit), &req); err != nil {
 		writeProblem(w, decodeProblem(err))
 		return
 	}

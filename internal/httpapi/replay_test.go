@@ -78,6 +78,9 @@ func TestReplayRoute(t *testing.T) {
 		assert.Equal(t, c.field, out["field"], "%s: %v", c.body, out)
 	}
 
+	resp, _ := call(t, s, "POST", "/v1/replays", nil, token)
+	assert.Equal(t, http.StatusUnsupportedMediaType, resp.StatusCode, "a body as JSON, like every POST")
+
 	code, out = replay(acmeTok, `{"filter":{"code":"http_404"}}`)
 	assert.Equal(t, http.StatusAccepted, code)
 	assert.EqualValues(t, 1, out["replayed"])

@@ -304,8 +304,9 @@ func (h *Handler) run(ctx context.Context, run TaskRun, p tasks.CropPayload, n i
 	// 0. Budget: a tenant that spent its budget for the period waits for the
 	// next one, its request queued (not on its last run, which asynq would
 	// archive: that one goes on, and fails with code budget if the budget
-	// is still spent when it would pay).
-	if h.cfg.Budget != nil && !a.last {
+	// is still spent when it would pay). Work in the free queue goes on: it
+	// pays nothing there (a changed source is handed to the paid queue).
+	if h.cfg.Budget != nil && !a.last && !a.free {
 		var ex *budget.ExhaustedError
 		if err := h.cfg.Budget.Check(ctx, p.Tenant); errors.As(err, &ex) {
 			a.log.InfoContext(ctx, "crop: the tenant's budget is spent; waiting for the next period", "tenant", ex.Tenant, "until", ex.Until)

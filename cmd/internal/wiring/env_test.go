@@ -3,6 +3,7 @@ package wiring
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -12,11 +13,21 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The README's configuration table is the code's: `cropq env --markdown`.
-func TestREADMEListsEveryVariable(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join("..", "..", "..", "README.md"))
+// The configuration page's table is the code's, `cropq env --markdown`,
+// and it names no variable but those.
+func TestConfigurationPageListsExactlyTheVariables(t *testing.T) {
+	page, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "configuration.md"))
 	require.NoError(t, err)
-	assert.True(t, strings.Contains(string(readme), EnvMarkdown()), "README's configuration table is out of date: regenerate it with: go run ./cmd/cropq env --markdown")
+	assert.True(t, strings.Contains(string(page), EnvMarkdown()), "docs/configuration.md's table is out of date: regenerate it with: go run ./cmd/cropq env --markdown")
+	row := regexp.MustCompile("(?m)^\\| `([A-Z][A-Z0-9_]+)`")
+	var listed, want []string
+	for _, m := range row.FindAllStringSubmatch(string(page), -1) {
+		listed = append(listed, m[1])
+	}
+	for _, v := range EnvVars() {
+		want = append(want, v.Name)
+	}
+	assert.ElementsMatch(t, want, listed, "docs/configuration.md lists each variable of `cropq env` once, and no other")
 }
 
 func TestEnvRefusesUndocumentedNames(t *testing.T) {
