@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 // Create writes rec as a new "queued" record unless one exists already; it
@@ -282,7 +284,7 @@ func (s *Store) createManyCluster(ctx context.Context, recs []status.Record, enc
 // its batchSeq field and its bit set in the queued bitmap KEYS[4]; the
 // batch ARGV[5] enters the registry KEYS[12] at ARGV[4]. A batch that
 // gets requests keeps no TTL (settle; ARGV[1] is the TTL).
-var createScript = redis.NewScript(settleLua + `
+var createScript = redis.NewScript(settleLua + "local rank = " + laneRankLua() + `
 local created, n, added = {}, 0, {}
 for i = 13, #KEYS, 3 do
   local a = i - 6
@@ -311,7 +313,6 @@ end
 if ARGV[2] == '1' and n > 0 then
   redis.call('HINCRBY', KEYS[1], 'queued', n)
   if ARGV[3] ~= '' then
-    local rank = {urgent = 1, normal = 2, backfill = 3}
     local cur = redis.call('HGET', KEYS[1], 'priority')
     if not cur or (rank[ARGV[3]] or 0) > (rank[cur] or 0) then redis.call('HSET', KEYS[1], 'priority', ARGV[3]) end
   end
@@ -321,8 +322,24 @@ end
 return created
 `)
 
-// laneRank orders the priorities, highest first.
-var laneRank = map[string]int{"urgent": 1, "normal": 2, "backfill": 3}
+// laneRank orders the priorities (tasks.Priorities: the lanes are listed
+// there alone), highest first: 1, 2, …
+var laneRank = func() map[string]int {
+	m := make(map[string]int, len(tasks.Priorities))
+	for i, p := range tasks.Priorities {
+		m[p] = i + 1
+	}
+	return m
+}()
+
+// laneRankLua is laneRank as a Lua table, for the scripts.
+func laneRankLua() string {
+	parts := make([]string, len(tasks.Priorities))
+	for i, p := range tasks.Priorities {
+		parts[i] = fmt.Sprintf("[%q] = %d", p, i+1)
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
 
 // lowestLane is the lowest priority among recs[idx].
 func lowestLane(recs []status.Record, idx []int) string {
