@@ -37,9 +37,6 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs redis-server and MinIO")
-	}
 	srv := testenv.Redis(t)
 	return newFixtureOn(t, redis.NewClient(&redis.Options{Addr: srv.Addr()}))
 }
@@ -393,9 +390,6 @@ func TestRegisterManifestWalls(t *testing.T) {
 // different slots, a manifest is registered, read and refused line by line
 // as on one primary.
 func TestReaderOnACluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs redis-server and MinIO")
-	}
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.RedisCluster(t).Addrs()})
 	f := newFixtureOn(t, rdb)
 	ctx := context.Background()

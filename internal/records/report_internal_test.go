@@ -266,9 +266,6 @@ func (m *pageMeter) observe(cmd redis.Cmder) {
 // is read a page at a time: no reply holds more than a page of lines, ids
 // or records, and every request is there once.
 func TestAReportIsReadAPageAtATime(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs redis-server")
-	}
 	const n, ended, page = 100_000, 1_500, 1000
 	ctx := context.Background()
 	srv := testenv.Redis(t)
