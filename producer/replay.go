@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -107,7 +108,7 @@ func (p *Producer) Replay(ctx context.Context, f ReplayFilter, dryRun bool, by s
 					skipped.Add(1)
 				default:
 					mu.Lock()
-					firstErr = cmpErr(firstErr, fmt.Errorf("replay %s: %w", x.RequestID, err))
+					firstErr = cmp.Or(firstErr, fmt.Errorf("replay %s: %w", x.RequestID, err))
 					mu.Unlock()
 				}
 			}()
@@ -130,13 +131,6 @@ func (p *Producer) Replay(ctx context.Context, f ReplayFilter, dryRun bool, by s
 	p.cfg.Logger.InfoContext(ctx, "producer: replay", "by", by, "dry_run", dryRun, "tenant", f.Tenant, "batch_id", f.BatchID, "code", f.Code,
 		"since", f.Since, "until", f.Until, "matched", res.Matched, "replayed", res.Replayed, "skipped", res.Skipped, "not_replayable", res.NotReplayable)
 	return res, err
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // Replays returns the last replays, newest first (at most n).
