@@ -273,28 +273,6 @@ func (b *Budgets) usages(ctx context.Context, tenants []string) ([]Usage, error)
 	return out, nil
 }
 
-// Exhausted returns, among tenants, those whose budget is spent for the
-// period, with when it ends.
-func (b *Budgets) Exhausted(ctx context.Context, tenants []string) (map[string]time.Time, error) {
-	if !b.Capped() {
-		return nil, nil
-	}
-	us, err := b.usages(ctx, tenants)
-	if err != nil {
-		return nil, err
-	}
-	var out map[string]time.Time
-	for _, u := range us {
-		if u.Exhausted() {
-			if out == nil {
-				out = map[string]time.Time{}
-			}
-			out[u.Tenant] = u.Ends
-		}
-	}
-	return out, nil
-}
-
 // Left returns, among tenants, those with a budget and the calls left to
 // them this period.
 func (b *Budgets) Left(ctx context.Context, tenants []string) (map[string]int64, error) {
