@@ -33,8 +33,10 @@ import (
 type options struct {
 	tasks       int
 	concurrency int
-	memTasks    int
-	memLargeMiB int
+	// tracingProcs is GOMAXPROCS during the tracing benchmark's runs.
+	tracingProcs int
+	memTasks     int
+	memLargeMiB  int
 
 	quotaQ           float64
 	quotaN           int
@@ -84,6 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o options
 	fs.IntVar(&o.tasks, "tasks", 2000, "tasks per throughput run")
 	fs.IntVar(&o.concurrency, "concurrency", 16, "worker concurrency in the throughput runs")
+	fs.IntVar(&o.tracingProcs, "tracing-procs", 1, "tracing: GOMAXPROCS of the process during its runs (0: unchanged)")
 	fs.IntVar(&o.memTasks, "mem-tasks", 16, "tasks per memory run (concurrency 8)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the benchmark process to this file")
 	fs.IntVar(&o.memLargeMiB, "mem-large-mib", 50, "approximate size of the large results, MiB")
