@@ -20,6 +20,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
+	"github.com/cropq/cropq/internal/localstack"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/tracing"
@@ -49,7 +50,7 @@ func benchPipeline(ctx context.Context, env *benchEnv, o options, log *slog.Logg
 	if err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
-	minio := env.s3Config()
+	minio := localstack.S3Config(env.minio)
 	fake := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
 	defer fake.Close()
 	inproc := storage.S3Config{Endpoint: fake.URL, UsePathStyle: true, AccessKeyID: "bench", SecretAccessKey: "bench-secret"}
@@ -224,9 +225,9 @@ func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Clie
 		p.close()
 		return nil, err
 	}
-	if _, err := p.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(p.bucket)}); err != nil {
+	if err := localstack.CreateBucket(ctx, p.s3, p.bucket); err != nil {
 		p.close()
-		return nil, fmt.Errorf("create bucket: %w", err)
+		return nil, err
 	}
 	copier, err := results.New(p.s3, results.Config{Bucket: p.bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 	if err != nil {
