@@ -26,6 +26,7 @@ import (
 
 	"github.com/cropq/cropq/cmd/internal/wiring"
 	"github.com/cropq/cropq/cropapi/cropapitest"
+	"github.com/cropq/cropq/internal/imageformat"
 	"github.com/cropq/cropq/internal/localstack"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/records"
@@ -211,8 +212,7 @@ func sampleImages(dir string) ([]string, error) {
 	}
 	var out []string
 	for _, e := range entries {
-		switch strings.ToLower(filepath.Ext(e.Name())) {
-		case ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp":
+		if _, ok := imageformat.ByFileName(e.Name()); ok {
 			out = append(out, e.Name())
 		}
 	}

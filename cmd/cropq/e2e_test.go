@@ -30,6 +30,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/cropapi/cropapitest"
+	"github.com/cropq/cropq/internal/imageformat"
 	"github.com/cropq/cropq/internal/localstack"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/quota"
@@ -399,8 +400,7 @@ func firstImage(t *testing.T) string {
 	require.NoError(t, err)
 	var names []string
 	for _, e := range entries {
-		switch strings.ToLower(filepath.Ext(e.Name())) {
-		case ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp":
+		if _, ok := imageformat.ByFileName(e.Name()); ok {
 			names = append(names, e.Name())
 		}
 	}
