@@ -7,6 +7,7 @@
 package localstack
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -51,29 +52,27 @@ func (s *Stack) Stop() error {
 // Redis starts a redis-server (in Dir/redis unless o.Dir says otherwise),
 // stopped with the stack.
 func (s *Stack) Redis(ctx context.Context, o localsvc.RedisOptions) (*localsvc.Redis, error) {
-	if o.Dir == "" {
-		o.Dir = filepath.Join(s.dir, "redis")
-	}
+	o.Dir = cmp.Or(o.Dir, filepath.Join(s.dir, "redis"))
 	r, err := localsvc.StartRedis(ctx, o)
-	if err != nil {
-		return nil, fmt.Errorf("start redis: %w", err)
-	}
-	s.OnStop(func() error { return r.Stop(context.Background()) })
-	return r, nil
+	return own(s, "redis", r, err)
 }
 
 // MinIO starts a MinIO server (in Dir/minio unless o.Dir says otherwise),
 // stopped with the stack.
 func (s *Stack) MinIO(ctx context.Context, o localsvc.MinIOOptions) (*localsvc.MinIO, error) {
-	if o.Dir == "" {
-		o.Dir = filepath.Join(s.dir, "minio")
-	}
+	o.Dir = cmp.Or(o.Dir, filepath.Join(s.dir, "minio"))
 	m, err := localsvc.StartMinIO(ctx, o)
+	return own(s, "minio", m, err)
+}
+
+// own has the stack stop a server that started, or says which did not.
+func own[T interface{ Stop(context.Context) error }](s *Stack, name string, server T, err error) (T, error) {
 	if err != nil {
-		return nil, fmt.Errorf("start minio: %w", err)
+		var none T
+		return none, fmt.Errorf("start %s: %w", name, err)
 	}
-	s.OnStop(func() error { return m.Stop(context.Background()) })
-	return m, nil
+	s.OnStop(func() error { return server.Stop(context.Background()) })
+	return server, nil
 }
 
 // Serve serves h on a free loopback port until the stack stops, and
