@@ -302,9 +302,14 @@ func startEnv(ctx context.Context) (*benchEnv, error) {
 	return e, nil
 }
 
+// s3Config is how the benchmark's own clients reach its MinIO.
+func (e *benchEnv) s3Config() storage.S3Config {
+	return storage.S3Config{Endpoint: e.minio.Endpoint(), UsePathStyle: true, AccessKeyID: e.minio.AccessKey(), SecretAccessKey: e.minio.SecretKey()}
+}
+
 // newBucket creates a bucket on the benchmark's MinIO and returns a client.
 func (e *benchEnv) newBucket(ctx context.Context, name string) (*s3.Client, error) {
-	c, err := storage.NewS3Client(ctx, localstack.S3Config(e.minio))
+	c, err := storage.NewS3Client(ctx, e.s3Config())
 	if err != nil {
 		return nil, err
 	}

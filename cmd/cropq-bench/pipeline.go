@@ -50,7 +50,7 @@ func benchPipeline(ctx context.Context, env *benchEnv, o options, log *slog.Logg
 	if err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
-	minio := localstack.S3Config(env.minio)
+	minio := env.s3Config()
 	fake := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
 	defer fake.Close()
 	inproc := storage.S3Config{Endpoint: fake.URL, UsePathStyle: true, AccessKeyID: "bench", SecretAccessKey: "bench-secret"}

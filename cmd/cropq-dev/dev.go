@@ -251,7 +251,7 @@ func devS3(ctx context.Context, stack *localstack.Stack, say func(string, ...any
 		if err != nil {
 			return storage.S3Config{}, err
 		}
-		return localstack.S3Config(m), nil
+		return storage.S3Config{Endpoint: m.Endpoint(), Region: "us-east-1", UsePathStyle: true, AccessKeyID: user, SecretAccessKey: pass}, nil
 	}
 	say("WARNING   %v\n          using an in-process S3 server (gofakes3)", err)
 	faker := gofakes3.New(s3mem.New())

@@ -20,7 +20,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/cropq/cropq/internal/localsvc"
-	"github.com/cropq/cropq/storage"
 )
 
 // Stack owns what was started for one local system and stops it in
@@ -107,12 +106,6 @@ func (s *Stack) Start(c Command) (*Process, error) {
 		return p.Stop(ctx)
 	})
 	return p, nil
-}
-
-// S3Config is how cropq's S3 clients reach m: path style, its root
-// credentials.
-func S3Config(m *localsvc.MinIO) storage.S3Config {
-	return storage.S3Config{Endpoint: m.Endpoint(), Region: "us-east-1", UsePathStyle: true, AccessKeyID: m.AccessKey(), SecretAccessKey: m.SecretKey()}
 }
 
 // CreateBucket creates a bucket.
