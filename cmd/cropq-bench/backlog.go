@@ -222,14 +222,11 @@ func launchFleet(ctx context.Context, env *benchEnv, bin string, spec fleetSpec)
 		return nil, err
 	}
 	if spec.images == nil {
-		img, err := sampleImage("ball-offcentre.jpg")
+		img, err := sampleHandler("ball-offcentre.jpg")
 		if err != nil {
 			return nil, err
 		}
-		spec.images = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "image/jpeg")
-			_, _ = w.Write(img)
-		})
+		spec.images = img
 	}
 	if spec.cropCache <= 0 {
 		spec.cropCache = 4

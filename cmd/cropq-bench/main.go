@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/cropq/cropq/internal/imageformat"
 	"github.com/cropq/cropq/internal/localstack"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/storage"
@@ -356,11 +358,23 @@ func (e *benchEnv) stop() {
 	}
 }
 
-// sampleImage reads one of the repository's sample images.
-func sampleImage(name string) ([]byte, error) {
+// sampleHandler serves one of the repository's sample images, whatever
+// the path, with its format's content type.
+func sampleHandler(name string) (http.Handler, error) {
 	root, err := localsvc.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	return os.ReadFile(filepath.Join(root, "testdata", "images", name))
+	img, err := os.ReadFile(filepath.Join(root, "testdata", "images", name))
+	if err != nil {
+		return nil, err
+	}
+	format, ok := imageformat.ByFileName(name)
+	if !ok {
+		return nil, fmt.Errorf("sample %s: not an image", name)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", format.ContentType)
+		_, _ = w.Write(img)
+	}), nil
 }

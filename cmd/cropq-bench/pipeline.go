@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"time"
 
@@ -201,7 +200,7 @@ type pipelineRig struct {
 // worker` does with tracing on (and run gives each task a publish span
 // and its traceparent, as the producer does).
 func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Client, log *slog.Logger, tp trace.TracerProvider) (*pipelineRig, error) {
-	img, err := sampleImage("ball-offcentre.jpg")
+	img, err := sampleHandler("ball-offcentre.jpg")
 	if err != nil {
 		return nil, err
 	}
@@ -211,10 +210,7 @@ func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Clie
 	}
 	p := &pipelineRig{rdb: rdb, emu: emu, log: log, bucket: "bench-pipeline", tracer: tracing.TracerIfOn(tp)}
 	p.api = httptest.NewServer(emu)
-	p.images = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "image/jpeg")
-		_, _ = w.Write(img)
-	}))
+	p.images = httptest.NewServer(img)
 	api, err := cropapi.NewClient(cropapi.Config{BaseURL: p.api.URL, AppKey: benchKey, AppSecret: benchSecret, Limits: cropapi.Limits{AllowPrivateHosts: true}})
 	if err != nil {
 		p.close()

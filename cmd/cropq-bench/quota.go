@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -126,7 +125,7 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		return res, err
 	}
-	img, err := sampleImage("ball-offcentre.jpg")
+	img, err := sampleHandler("ball-offcentre.jpg")
 	if err != nil {
 		return res, err
 	}
@@ -137,10 +136,7 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 	}
 	api := httptest.NewServer(emu)
 	defer api.Close()
-	images := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "image/jpeg")
-		_, _ = w.Write(img)
-	}))
+	images := httptest.NewServer(img)
 	defer images.Close()
 
 	bucket := fmt.Sprintf("bench-quota-%d", time.Now().UnixNano())
