@@ -5,10 +5,10 @@
 // backfill, with urgent listings arriving all the while, from several
 // tenants sharing one account. asynq's queues are FIFO and static, so the
 // waiting requests live here instead, one Redis list per (lane, tenant), and
-// asynq holds only the short window the workers are about to run: leases,
+// asynq holds only the short window the workers are about to run: task leases,
 // retries, the archive and the web UI stay asynq's.
 //
-// The feeder (one at a time in the fleet, by lease) keeps that window at
+// The feeder (one at a time in the fleet, by its leadership lock) keeps that window at
 // about the effective rate × Lead. It drains lanes strictly (urgent, then
 // normal, then backfill) and, within a lane, gives each tenant with work a
 // share of the window in proportion to its weight (deficit round-robin;
