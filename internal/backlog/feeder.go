@@ -330,13 +330,12 @@ func (f *Feeder) need(ctx context.Context) (int, float64, error) {
 // and, when dueBy is set, those handed back (retry set) due by then. It
 // reads asynq's keys: cheaper than its inspector, which samples memory.
 func (b *Backlog) InAsynq(ctx context.Context, queue string, dueBy time.Time) (int64, error) {
-	q := "asynq:{" + queue + "}:"
 	pipe := b.rdb.Pipeline()
-	pending := pipe.LLen(ctx, q+"pending")
-	active := pipe.LLen(ctx, q+"active")
+	pending := pipe.LLen(ctx, rediskey.AsynqPending(queue))
+	active := pipe.LLen(ctx, rediskey.AsynqActive(queue))
 	var retrying *redis.IntCmd
 	if !dueBy.IsZero() {
-		retrying = pipe.ZCount(ctx, q+"retry", "-inf", strconv.FormatInt(dueBy.Unix(), 10))
+		retrying = pipe.ZCount(ctx, rediskey.AsynqRetry(queue), "-inf", strconv.FormatInt(dueBy.Unix(), 10))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, err
@@ -656,7 +655,7 @@ func (f *Feeder) feedList(ctx context.Context, t take) (int, error) {
 // UnreadableKey is the list where the feeder sets aside entries it cannot
 // even read a request id from (the last maxUnreadable of them), for an
 // operator to look at: there is no request to fail.
-func (b *Backlog) UnreadableKey() string { return b.cfg.Prefix + "backlog:unreadable" }
+func (b *Backlog) UnreadableKey() string { return rediskey.Prefix(b.cfg.Prefix).BacklogUnreadable() }
 
 const maxUnreadable = 1000
 
