@@ -35,6 +35,7 @@ import (
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -586,7 +587,7 @@ func TestE2EAPIClaimCheckAndCallback(t *testing.T) {
 	assert.Equal(t, "api-batch", ev.BatchID)
 	assert.Equal(t, "canceled", events["api-0"].State)
 
-	msgs, err := s.rdb.XRange(context.Background(), "cropq:events", "-", "+").Result()
+	msgs, err := s.rdb.XRange(context.Background(), rediskey.Default.Events(), "-", "+").Result()
 	require.NoError(t, err)
 	require.Len(t, msgs, 2)
 	assert.Equal(t, "api-0", msgs[0].Values["requestId"])
