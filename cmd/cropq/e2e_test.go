@@ -308,6 +308,16 @@ func TestE2ECropSucceeds(t *testing.T) {
 	out = s.enqueueURL("e2e-ok-1", firstImage(t), 800, 600)
 	assert.Contains(t, out, "already known")
 	assert.Equal(t, int64(1), s.stats().Usage)
+
+	// A graceful stop is a success: exit status 0, so that an orchestrator
+	// does not count every rollout as a crash.
+	for _, p := range s.procs {
+		if p.cmd == s.workers[0] {
+			ctx, cancel := context.WithTimeout(context.Background(), localstack.StopTimeout)
+			defer cancel()
+			require.NoError(t, p.p.Stop(ctx), "cropq worker stopped by SIGTERM:\n%s", p.out)
+		}
+	}
 }
 
 func TestE2EDuplicateWhileQueued(t *testing.T) {
