@@ -34,6 +34,7 @@ import (
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
+	"github.com/cropq/cropq/worker"
 )
 
 // devStack is what 'cropq-dev dev' started; stop undoes it in reverse order.
@@ -145,9 +146,9 @@ Ctrl-C stops everything.`)
 	}
 
 	// A worker.
-	srv, _, err := wiring.NewWorkerServer(ctx, cfg, rdb, log, nil)
+	srv, err := worker.New(ctx, wiring.WorkerConfig(cfg, rdb, log, nil))
 	if err != nil {
-		return err
+		return wiring.EnvContext(err)
 	}
 	wctx, stopWorker := context.WithCancel(ctx)
 	var wg sync.WaitGroup
