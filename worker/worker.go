@@ -10,9 +10,9 @@
 // crops of workers that died back to the queue. Every worker renews a short
 // lease on each crop it runs, so that a crop is never paid for twice.
 //
-// The zero value of every Config field but Redis, API's keys and Bucket is
-// the default of the `cropq worker` command (see docs/configuration.md,
-// where each field's CROPQ_* variable is listed):
+// Every Config field but Redis, API's keys and Bucket may be left zero for
+// the default of `cropq worker`, which sets the same fields from its
+// CROPQ_* variables (docs/configuration.md):
 //
 //	w, err := worker.New(ctx, worker.Config{
 //		Redis:  rdb,
