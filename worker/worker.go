@@ -75,12 +75,15 @@ type Config struct {
 	// (default "crops"), retries, the attempt timeout and retention. Their
 	// Limits, CallbackAllow and Destinations are the worker's: API.Limits,
 	// WebhookAllow and the walls of Bucket, TenantBuckets and Inputs.
-	Task   tasks.Options
+	Task tasks.Options
+	// Status is where the records live: the prefix of every key of cropq's
+	// own (default "cropq:") and how long a finished request's record lives
+	// (default 7 days).
 	Status status.Config
 
 	// S3 reaches the bucket results are copied into, Bucket (required).
 	// KeyTemplate names a result's key (default
-	// "{date}/{requestId}_{width}x{height}.{ext}"); TenantBuckets are the
+	// "crops/{requestId}/{width}x{height}.{ext}"); TenantBuckets are the
 	// buckets each tenant may name besides Bucket (where it writes under
 	// tenants/TENANT/ only). Inputs is where claim-checked source images are
 	// (its Bucket defaults to Bucket).
