@@ -307,3 +307,12 @@ func TestLoadAgainstARedisRefusingWrites(t *testing.T) {
 		})
 	}
 }
+
+// Close succeeds: the Redis client is the caller's and nothing else is
+// held, so a worker that closes its manifest reader's producer after a
+// clean drain reports no error.
+func TestCloseSucceeds(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
+	t.Cleanup(func() { _ = rdb.Close() })
+	assert.NoError(t, producer.New(rdb, producer.Config{}).Close())
+}

@@ -88,11 +88,12 @@ func TestWorkerCropsThenDrains(t *testing.T) {
 	require.NoError(t, w.Ready(ctx))
 
 	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(runCtx) }()
+	ran := make(chan struct{})
+	var runErr error
+	go func() { defer close(ran); runErr = w.Run(runCtx) }()
 	t.Cleanup(func() {
 		stop()
-		<-done
+		<-ran
 	})
 
 	p := producer.New(rdb, producer.Config{Backlog: true, Task: tasks.Options{Limits: local}})
@@ -119,8 +120,8 @@ func TestWorkerCropsThenDrains(t *testing.T) {
 	assert.False(t, w.Draining())
 	stop()
 	select {
-	case err := <-done:
-		require.NoError(t, err)
+	case <-ran:
+		require.NoError(t, runErr, "a clean drain")
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after its context ended")
 	}
