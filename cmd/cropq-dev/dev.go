@@ -172,7 +172,7 @@ Ctrl-C stops everything.`)
 	var ids []string
 	for i, name := range images {
 		p := tasks.Request{RequestID: fmt.Sprintf("dev-%s-%s", run, strings.TrimSuffix(name, filepath.Ext(name))),
-			TargetWidth: *width, TargetHeight: *height, BatchID: batchID}
+			Params: tasks.Params{TargetWidth: *width, TargetHeight: *height, BatchID: batchID}}
 		if i == 0 {
 			raw, err := os.ReadFile(filepath.Join(*samples, name))
 			if err != nil {

@@ -3,6 +3,7 @@ package dedup_test
 import (
 	"context"
 	"encoding/base64"
+	"reflect"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -39,5 +40,34 @@ func TestKeyValuesArePinned(t *testing.T) {
 		got, err := tc.k.Key(context.Background(), tc.p)
 		require.NoError(t, err)
 		assert.Equal(t, tc.want, got, tc.name)
+	}
+}
+
+// The crop key follows each field's cropkey tag (tasks.Request): a field
+// tagged "-" leaves it as it is, any other changes it. The table is the
+// request's fields themselves, so a field added later is covered here
+// without an edit.
+func TestKeyFollowsTheFieldsTags(t *testing.T) {
+	ctx := context.Background()
+	k := dedup.Keyer{Scope: dedup.ScopeTenant, Variant: "https://api.example"}
+	base, err := k.Key(ctx, payload(nil))
+	require.NoError(t, err)
+	other := map[reflect.Kind]string{reflect.String: "x-other", reflect.Int: "777", reflect.Map: "k2=v2", reflect.Pointer: "true"}
+	for _, f := range tasks.Fields() {
+		text := other[f.Kind]
+		switch f.Name {
+		case "requestId":
+			text = "r2"
+		case "imageUrl":
+			text = "https://cdn.example.com/other.jpg"
+		case "imageBase64":
+			text = base64.StdEncoding.EncodeToString([]byte("other image bytes"))
+		}
+		require.NotEmpty(t, text, "field %s: kind %s has no text form here", f.Name, f.Kind)
+		p := payload(nil)
+		require.NoError(t, p.SetText(f.Name, text))
+		got, err := k.Key(ctx, p)
+		require.NoError(t, err)
+		assert.Equal(t, f.CropKey == tasks.CropKeyNone, got == base, "field %s is tagged cropkey:%q", f.Name, f.CropKey)
 	}
 }

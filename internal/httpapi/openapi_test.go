@@ -828,7 +828,7 @@ func TestOpenAPIPatternsMatchValidation(t *testing.T) {
 			values = append(values, gen(f.alphabet, f.maxLen))
 		}
 		for _, v := range values {
-			r := tasks.Request{RequestID: "sku-1", ImageURL: "https://cdn.example.com/p/1.jpg", TargetWidth: 800, TargetHeight: 800}
+			r := tasks.Request{RequestID: "sku-1", ImageURL: "https://cdn.example.com/p/1.jpg", Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}}
 			f.set(&r, v)
 			if v == "" {
 				continue
