@@ -121,7 +121,8 @@ func TestLostTaskIsRepaired(t *testing.T) {
 	p, rdb := newProducer(t, producer.Config{})
 	ctx := context.Background()
 	r := req("lost")
-	_, _, err := records.NewStore(rdb, status.Config{}).Create(ctx, status.Record{RequestID: "lost", Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}, Source: "url", SourceURL: r.ImageURL})
+	_, _, err := records.NewStore(rdb, status.Config{}).Create(ctx, status.Record{RequestID: "lost", Params: tasks.Params{TargetWidth: 800,
+		TargetHeight: 800}, Source: "url", SourceURL: r.ImageURL})
 	require.NoError(t, err)
 
 	res := p.Enqueue(ctx, r)

@@ -20,11 +20,16 @@ func TestFingerprintValuesArePinned(t *testing.T) {
 		digest string
 		want   string
 	}{
-		{"url", Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", Params: Params{TargetWidth: 800, TargetHeight: 600}}, "", "gdHqzPA70LTC2962i6BS1w.bfo4LP02D_u1gJPo8BBuAGQ2CDkn72yO"},
+		{"url", Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", Params: Params{TargetWidth: 800, TargetHeight: 600}}, "",
+			"gdHqzPA70LTC2962i6BS1w.bfo4LP02D_u1gJPo8BBuAGQ2CDkn72yO"},
 		{"base64", Request{RequestID: "r", ImageBase64: "AAAA", Params: Params{TargetWidth: 300, TargetHeight: 200, BatchID: "b"}},
 			"9f64a747e1b97f131fabb6b447296c9b6f0201e79fb3c5356e6c77e89b6a806a", "7HJtlmTHuMvj08u5E2uZqA.gLbHMcBFfNW1gJPo8BCqxWQ2CDkn72yO"},
-		{"every field", Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", Params: Params{TargetWidth: 800, TargetHeight: 600, Bucket: "shop", KeyTemplate: "a/{requestId}.{ext}", Metadata: map[string]string{"k": "v", "a": "b"}, BatchID: "b", CallbackURL: "https://h.example.com/", Priority: PriorityUrgent, Tenant: "acme"}, Dedup: &no}, "", "-SE4XlNjMJ1bpYHTN6glIQ.bfo4LP02D_vPp-29SL6qxfcZMNzS5_H_"},
-		{"defaults", Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", Params: Params{TargetWidth: 800, TargetHeight: 600, Priority: PriorityNormal, Tenant: DefaultTenant}}, "", "gdHqzPA70LTC2962i6BS1w.bfo4LP02D_u1gJPo8BBuAGQ2CDkn72yO"},
+		{"every field", Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", Params: Params{TargetWidth: 800, TargetHeight: 600,
+			Bucket: "shop", KeyTemplate: "a/{requestId}.{ext}", Metadata: map[string]string{"k": "v", "a": "b"}, BatchID: "b",
+			CallbackURL: "https://h.example.com/", Priority: PriorityUrgent, Tenant: "acme"}, Dedup: &no}, "",
+			"-SE4XlNjMJ1bpYHTN6glIQ.bfo4LP02D_vPp-29SL6qxfcZMNzS5_H_"},
+		{"defaults", Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", Params: Params{TargetWidth: 800, TargetHeight: 600,
+			Priority: PriorityNormal, Tenant: DefaultTenant}}, "", "gdHqzPA70LTC2962i6BS1w.bfo4LP02D_u1gJPo8BBuAGQ2CDkn72yO"},
 	} {
 		// The tags of fields added later are dropped: a fingerprint grows a
 		// tag per field (FingerprintDiff reads the shorter ones as before).
@@ -36,7 +41,9 @@ func TestFingerprintValuesArePinned(t *testing.T) {
 // members keep their names, order and omissions.
 func TestPayloadBytesArePinned(t *testing.T) {
 	no := false
-	p := CropPayload{Version: PayloadVersion, Request: Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", Params: Params{TargetWidth: 800, TargetHeight: 600, Bucket: "shop", KeyTemplate: "a/{requestId}.{ext}", Metadata: map[string]string{"k": "v"}, BatchID: "b", CallbackURL: "https://h.example.com/", Priority: PriorityUrgent, Tenant: "acme"}, Dedup: &no},
+	p := CropPayload{Version: PayloadVersion, Request: Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg",
+		Params: Params{TargetWidth: 800, TargetHeight: 600, Bucket: "shop", KeyTemplate: "a/{requestId}.{ext}", Metadata: map[string]string{"k": "v"},
+			BatchID: "b", CallbackURL: "https://h.example.com/", Priority: PriorityUrgent, Tenant: "acme"}, Dedup: &no},
 		Input: &InputRef{Bucket: "in", Key: "inputs/x", Size: 3, SHA256: "ab"}, Traceparent: "tp"}
 	b, err := json.Marshal(p)
 	require.NoError(t, err)

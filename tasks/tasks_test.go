@@ -15,7 +15,8 @@ import (
 )
 
 func valid() CropPayload {
-	return CropPayload{Version: PayloadVersion, Request: Request{RequestID: "sku-123_a:1", ImageURL: "https://cdn.example.com/p.jpg", Params: Params{TargetWidth: 800, TargetHeight: 600}}}
+	return CropPayload{Version: PayloadVersion, Request: Request{RequestID: "sku-123_a:1", ImageURL: "https://cdn.example.com/p.jpg",
+		Params: Params{TargetWidth: 800, TargetHeight: 600}}}
 }
 
 func TestValidate(t *testing.T) {
@@ -176,7 +177,8 @@ func TestParseCropPayloadReadsQueuedPayloads(t *testing.T) {
 // difference names that field: the table is Request's fields themselves, so
 // a field added later is covered without an edit here.
 func TestFingerprintNamesEveryField(t *testing.T) {
-	base := Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", Params: Params{TargetWidth: 800, TargetHeight: 600, Bucket: "shop", KeyTemplate: "a/{requestId}.{ext}", Metadata: map[string]string{"k": "v"}, BatchID: "b", CallbackURL: "https://h.example.com/"}}
+	base := Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", Params: Params{TargetWidth: 800, TargetHeight: 600, Bucket: "shop",
+		KeyTemplate: "a/{requestId}.{ext}", Metadata: map[string]string{"k": "v"}, BatchID: "b", CallbackURL: "https://h.example.com/"}}
 	fp := base.Fingerprint("")
 	assert.Equal(t, fp, base.Fingerprint(""), "deterministic")
 	other := base

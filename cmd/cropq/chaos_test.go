@@ -236,7 +236,8 @@ func TestChaos(t *testing.T) {
 	var resync []tasks.Request
 	for k := range photos {
 		for j, tn := range tenants {
-			r := tasks.Request{RequestID: fmt.Sprintf("chaos-resync-%d-%d", k, j), ImageURL: photoURL(k), Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "chaos", Tenant: tn, Priority: "normal"}}
+			r := tasks.Request{RequestID: fmt.Sprintf("chaos-resync-%d-%d", k, j), ImageURL: photoURL(k), Params: tasks.Params{TargetWidth: 300,
+				TargetHeight: 300, BatchID: "chaos", Tenant: tn, Priority: "normal"}}
 			resync = append(resync, r)
 			unique[tn+" "+r.ImageURL+" (replaced)"] = true
 		}

@@ -111,7 +111,8 @@ func TestE2EResyncReplacedImage(t *testing.T) {
 			url := base + "/sku-1/main.png"
 			// The catalogue's fixed destination: the same key every night.
 			line := func(id string) tasks.Request {
-				return tasks.Request{RequestID: id, ImageURL: url, Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "night-" + id, KeyTemplate: "catalog/sku-1/main-{width}x{height}.{ext}"}}
+				return tasks.Request{RequestID: id, ImageURL: url, Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "night-" + id,
+					KeyTemplate: "catalog/sku-1/main-{width}x{height}.{ext}"}}
 			}
 			const wait = 60 * time.Second
 

@@ -228,7 +228,8 @@ func TestALostRecordIsWrittenAgainAndCounted(t *testing.T) {
 func TestFailWaiting(t *testing.T) {
 	ctx := context.Background()
 	st, _ := expiryStores(t)["single"](t)
-	_, err := st.CreateMany(ctx, []status.Record{{RequestID: "q", Params: tasks.Params{BatchID: "b"}}, {RequestID: "r", Params: tasks.Params{BatchID: "b"}}, {RequestID: "c", Params: tasks.Params{BatchID: "b"}}})
+	_, err := st.CreateMany(ctx, []status.Record{{RequestID: "q", Params: tasks.Params{BatchID: "b"}}, {RequestID: "r",
+		Params: tasks.Params{BatchID: "b"}}, {RequestID: "c", Params: tasks.Params{BatchID: "b"}}})
 	require.NoError(t, err)
 	_, err = st.Transition(ctx, "r", Update{To: status.Running, Attempt: 1})
 	require.NoError(t, err)

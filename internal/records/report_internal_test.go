@@ -173,7 +173,8 @@ func TestAReportDueKeepsItsBatch(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			st, rdb := open(t)
-			_, err := st.CreateMany(ctx, []status.Record{{RequestID: "d1", Params: tasks.Params{BatchID: "due", Tenant: "acme"}}, {RequestID: "d2", Params: tasks.Params{BatchID: "due", Tenant: "acme"}}})
+			_, err := st.CreateMany(ctx, []status.Record{{RequestID: "d1", Params: tasks.Params{BatchID: "due", Tenant: "acme"}}, {RequestID: "d2",
+				Params: tasks.Params{BatchID: "due", Tenant: "acme"}}})
 			require.NoError(t, err)
 			require.NoError(t, st.ExpectReport(ctx, "acme", "due", "s3://reports/acme/"))
 			// Listed at registration; a crash that lost that is repaired by

@@ -313,7 +313,8 @@ func TestRescueAfterTheOldTaskMovedOnIsStale(t *testing.T) {
 func TestServedAs(t *testing.T) {
 	ctx := context.Background()
 	st, rdb := newStore(t, status.Config{Prefix: "t:", TTL: time.Hour})
-	_, _, err := st.Create(ctx, status.Record{RequestID: "r1", Params: tasks.Params{TargetWidth: 800, TargetHeight: 600, Tenant: "acme", Priority: "urgent", Metadata: map[string]string{"sku": "12345678901234567890"}}, Source: "url", BatchSeq: 9007199254740993})
+	_, _, err := st.Create(ctx, status.Record{RequestID: "r1", Params: tasks.Params{TargetWidth: 800, TargetHeight: 600, Tenant: "acme",
+		Priority: "urgent", Metadata: map[string]string{"sku": "12345678901234567890"}}, Source: "url", BatchSeq: 9007199254740993})
 	require.NoError(t, err)
 	before, err := rdb.Get(ctx, st.Key("r1")).Result()
 	require.NoError(t, err)

@@ -689,7 +689,8 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 	go func() { defer wg.Done(); _ = feeder.Run(ctx) }()
 	var reqs []tasks.Request
 	for i := range 6 {
-		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("cl-%d", i), ImageURL: images + "/good.png", Params: tasks.Params{TargetWidth: 300, TargetHeight: 200, BatchID: "cl-batch"}})
+		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("cl-%d", i), ImageURL: images + "/good.png", Params: tasks.Params{TargetWidth: 300,
+			TargetHeight: 200, BatchID: "cl-batch"}})
 	}
 	for _, res := range direct.EnqueueBatch(context.Background(), reqs[:3]) {
 		require.Equal(t, producer.Enqueued, res.Outcome, "%v", res.Err)
