@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/internal/strictjson"
 )
 
 // Every field of a request says whether it changes the result (and so joins
@@ -94,4 +96,20 @@ func TestCropKeyValues(t *testing.T) {
 	assert.NotEqual(t, shop, r.cropKeyValues(fields))
 	r.Priority = PriorityUrgent
 	assert.Equal(t, r.cropKeyValues(fields), Request{Params: Params{Bucket: "other"}}.cropKeyValues(fields), "fields tagged - stay out")
+}
+
+// "" is refused for a field tagged strictjson:"nonempty" in Params as in
+// Request itself (Params is inlined explicitly), and a payload still takes
+// it, as before (its request is embedded, not inlined).
+func TestNonEmptyHoldsInParams(t *testing.T) {
+	for _, name := range []string{"imageUrl", "bucket", "batchId", "priority", "tenant"} {
+		var r Request
+		err := strictjson.Unmarshal([]byte(`{"requestId":"a","`+name+`":""}`), &r)
+		var je *strictjson.Error
+		if assert.ErrorAs(t, err, &je, name) {
+			assert.Equal(t, name, je.Field)
+		}
+	}
+	_, err := ParseCropPayload([]byte(`{"v":1,"requestId":"a","bucket":""}`))
+	assert.NoError(t, err)
 }
