@@ -181,8 +181,11 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 	return p
 }
 
-// Close releases the asynq client (not the Redis client).
-func (p *Producer) Close() error { return errors.Join(p.client.Close(), p.insp.Close()) }
+// Close releases what the producer holds: nothing beyond the caller's
+// Redis client, which stays open. asynq's client and inspector made from a
+// Redis client own no connection of their own, and their Close only says
+// so with an error, which would make every graceful stop a failure.
+func (p *Producer) Close() error { return nil }
 
 // Enqueue submits one request.
 func (p *Producer) Enqueue(ctx context.Context, req tasks.Request) Result {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -217,7 +218,7 @@ func TestFailedEnqueueUndoesTheBatchCount(t *testing.T) {
 	counts, err := p.BatchCounts(context.Background(), "", "b-undo")
 	require.NoError(t, err)
 	assert.Equal(t, map[status.State]int64{status.Queued: 1}, counts, "the failed request is not counted")
-	n, err := rdb.Exists(context.Background(), "cropq:status:{big-1}").Result()
+	n, err := rdb.Exists(context.Background(), rediskey.Default.Status("big-1")).Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "nor recorded")
 }
@@ -263,7 +264,7 @@ func TestLoadAgainstARedisRefusingWrites(t *testing.T) {
 
 			enqueued, refused := 0, 0
 			for _, r := range p.EnqueueBatch(ctx, load) {
-				n, err := rdb.Exists(ctx, "cropq:status:{"+r.RequestID+"}").Result()
+				n, err := rdb.Exists(ctx, rediskey.Default.Status(r.RequestID)).Result()
 				require.NoError(t, err)
 				switch r.Outcome {
 				case producer.Enqueued:

@@ -22,6 +22,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/httpapi"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/tasks"
 )
@@ -191,9 +192,9 @@ func TestBadInputEverywhere(t *testing.T) {
 	assert.Equal(t, producer.Conflict, res.Outcome)
 
 	// Nothing was left behind but the one valid request.
-	keys, err := s.rdb.Keys(context.Background(), "cropq:status:*").Result()
+	keys, err := s.rdb.Keys(context.Background(), rediskey.Default.StatusPattern()).Result()
 	require.NoError(t, err)
-	assert.Equal(t, []string{"cropq:status:{dup-1}"}, keys)
+	assert.Equal(t, []string{rediskey.Default.Status("dup-1")}, keys)
 	info, err := asynq.NewInspectorFromRedisClient(s.rdb).GetQueueInfo(tasks.DefaultQueue)
 	require.NoError(t, err)
 	assert.Equal(t, 1, info.Size)

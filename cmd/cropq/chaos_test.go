@@ -22,6 +22,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -249,7 +250,7 @@ func TestChaos(t *testing.T) {
 	n += len(resync)
 	note("%d photos replaced behind their URLs; %d re-sync requests for them", photos, len(resync))
 
-	// 1b. kill -9 of whichever worker holds the feeder's lease; another
+	// 1b. kill -9 of whichever worker holds the feeder's lock; another
 	// takes it over when it expires.
 	awaitProgress(0.15, "before the feeder's kill")
 	// The lease may still name the worker killed above until it expires:
@@ -257,7 +258,7 @@ func TestChaos(t *testing.T) {
 	var holder string
 	var feeder *exec.Cmd
 	require.Eventually(t, func() bool {
-		h, err := s.rdb.Get(context.Background(), "cropq:backlog:feeder").Result()
+		h, err := s.rdb.Get(context.Background(), rediskey.Default.FeederLock()).Result()
 		if err != nil {
 			return false
 		}
@@ -277,13 +278,13 @@ func TestChaos(t *testing.T) {
 	s.startWorker()
 	var takeover time.Duration
 	require.Eventually(t, func() bool {
-		h, err := s.rdb.Get(context.Background(), "cropq:backlog:feeder").Result()
+		h, err := s.rdb.Get(context.Background(), rediskey.Default.FeederLock()).Result()
 		if err == nil && h != holder {
 			takeover = time.Since(killedAt)
 			return true
 		}
 		return false
-	}, 30*time.Second, 20*time.Millisecond, "another worker takes the feeder's lease")
+	}, 30*time.Second, 20*time.Millisecond, "another worker takes the feeder's lock")
 	note("feeder lease taken over after %s", takeover.Round(100*time.Millisecond))
 	rescued("killed feeding worker", held, killedAt)
 

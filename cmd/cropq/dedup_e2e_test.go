@@ -18,6 +18,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/dedup"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -231,11 +232,11 @@ func TestE2EDedupOwnerKilledMidCall(t *testing.T) {
 	owner := s.workers[0]
 	img := s.images + "/" + firstImage(t)
 	submit(t, prod, tasks.Request{RequestID: "owner", ImageURL: img, Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}})
-	// In the call: running, holding the lease.
+	// In the call: running, holding the claim.
 	require.Eventually(t, func() bool {
-		keys, err := s.rdb.Keys(context.Background(), "cropq:dedup:*:lease").Result()
+		keys, err := s.rdb.Keys(context.Background(), rediskey.Default.DedupClaim("*")).Result()
 		return err == nil && len(keys) == 1
-	}, 30*time.Second, 20*time.Millisecond, "the owner takes the crop key's lease")
+	}, 30*time.Second, 20*time.Millisecond, "the owner takes the crop key's claim")
 	require.NoError(t, owner.Process.Signal(syscall.SIGKILL))
 	killed := time.Now()
 	s.startWorker()

@@ -173,8 +173,8 @@ func PaidTaskID(requestID string, attempt int) string {
 }
 
 // Requeue runs again, as a task of its own, the crop whose worker stopped
-// renewing its lease (package lease): asynq would put the task back only
-// after its own 30 s lease and a once-a-minute recoverer. The new task
+// renewing its crop lease (package lease): asynq would put the task back only
+// after its own 30 s task lease and a once-a-minute recoverer. The new task
 // carries the old one's payload and remaining retries, and takes the
 // request over on its first run unless the old task moved on meanwhile; the
 // old task, when asynq runs it again, finds the request owned and stops.
@@ -202,7 +202,7 @@ func (e TaskEnqueuer) Requeue(ctx context.Context, h lease.Holder) error {
 		running += p.Rescue.Attempt
 	}
 	if running != h.Attempt {
-		return nil // the lease was an earlier run's; this one is live
+		return nil // the crop lease was an earlier run's; this one is live
 	}
 	p.Rescue = &tasks.Rescue{From: h.TaskID, Attempt: h.Attempt}
 	b, err := json.Marshal(p)

@@ -1,8 +1,9 @@
 // Package dedup keeps cropq from paying twice for the same crop: a crop key
 // names what a result depends on (the source image and the target size),
 // an index in Redis maps a key to the stored object of the request that
-// paid for it, and a short lease on a key lets one of several twins in
-// flight at once make the call while the others wait for its result.
+// paid for it, and a short claim on a key (Claim) lets one of several
+// twins in flight at once make the call while the others wait for its
+// result.
 //
 // The worker (worker/reuse.go) decides what to do with them; this package
 // only holds the mechanics.

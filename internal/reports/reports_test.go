@@ -17,6 +17,7 @@ import (
 
 	"github.com/cropq/cropq/internal/namespace"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/reports"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
@@ -234,7 +235,7 @@ func TestALargeReportIsStreamedAndWrittenAgainAfterACrash(t *testing.T) {
 
 	// The mark lost, as a crash between the upload and the mark would:
 	// written again, whole, over the same key.
-	require.NoError(t, f.rdb.HDel(ctx, "cropq:batch:{big}", records.ReportWrittenField).Err())
+	require.NoError(t, f.rdb.HDel(ctx, rediskey.Default.Batch("", "big"), records.ReportWrittenField).Err())
 	require.NoError(t, f.rdb.SAdd(ctx, f.st.ReportsDueKey(), "default/big").Err())
 	require.NoError(t, f.s3DeleteObject("big.jsonl"))
 	n, err = f.w.WriteDue(ctx)

@@ -16,6 +16,7 @@ import (
 	"github.com/cropq/cropq/internal/delivery"
 	"github.com/cropq/cropq/internal/manifest"
 	"github.com/cropq/cropq/internal/quota"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/tracing"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -71,7 +72,7 @@ var errRedisRefusesWrites = errors.New("redis refuses writes (OOM or read-only):
 // expires on its own: reads alone (PING) say nothing of an OOM.
 func RedisWritable(ctx context.Context, cfg Config, rdb redis.UniversalClient) error {
 	host, _ := os.Hostname()
-	err := rdb.Set(ctx, cfg.Status.Prefix+"writable:"+host, "1", 30*time.Second).Err()
+	err := rdb.Set(ctx, rediskey.Prefix(cfg.Status.Prefix).Writable(host), "1", 30*time.Second).Err()
 	switch {
 	case err == nil:
 		return nil
