@@ -4,18 +4,12 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
-	"image"
-	"image/gif"
-	"image/jpeg"
-	"image/png"
 	"io"
 	"net/url"
 	"strconv"
 	"strings"
 
-	"golang.org/x/image/bmp"
-	"golang.org/x/image/webp"
-
+	"github.com/cropq/cropq/internal/imageformat"
 	"github.com/cropq/cropq/internal/netguard"
 )
 
@@ -243,43 +237,13 @@ func (l Limits) checkSides(field string, info ImageInfo, lo, hi int) error {
 func DecodeImageHeader(r io.Reader) (ImageInfo, error) {
 	var head [16]byte
 	n, _ := io.ReadFull(r, head[:])
-	format := sniffFormat(head[:n])
-	if format == "" {
+	format, ok := imageformat.Sniff(head[:n])
+	if !ok {
 		return ImageInfo{}, fmt.Errorf("is not a JPEG, PNG, WebP, GIF or BMP image")
 	}
-	full := io.MultiReader(bytes.NewReader(head[:n]), r)
-	var cfg image.Config
-	var err error
-	switch format {
-	case "jpeg":
-		cfg, err = jpeg.DecodeConfig(full)
-	case "png":
-		cfg, err = png.DecodeConfig(full)
-	case "gif":
-		cfg, err = gif.DecodeConfig(full)
-	case "bmp":
-		cfg, err = bmp.DecodeConfig(full)
-	case "webp":
-		cfg, err = webp.DecodeConfig(full)
-	}
+	cfg, err := format.DecodeConfig(io.MultiReader(bytes.NewReader(head[:n]), r))
 	if err != nil {
-		return ImageInfo{}, fmt.Errorf("has a corrupt %s header", format)
+		return ImageInfo{}, fmt.Errorf("has a corrupt %s header", format.Name)
 	}
-	return ImageInfo{Format: format, Width: cfg.Width, Height: cfg.Height}, nil
-}
-
-func sniffFormat(b []byte) string {
-	switch {
-	case bytes.HasPrefix(b, []byte("\xff\xd8\xff")):
-		return "jpeg"
-	case bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")):
-		return "png"
-	case bytes.HasPrefix(b, []byte("GIF87a")), bytes.HasPrefix(b, []byte("GIF89a")):
-		return "gif"
-	case bytes.HasPrefix(b, []byte("BM")):
-		return "bmp"
-	case len(b) >= 12 && bytes.Equal(b[:4], []byte("RIFF")) && bytes.Equal(b[8:12], []byte("WEBP")):
-		return "webp"
-	}
-	return ""
+	return ImageInfo{Format: format.Name, Width: cfg.Width, Height: cfg.Height}, nil
 }

@@ -255,10 +255,8 @@ func (p *Producer) accept(ctx context.Context, reqs []tasks.Request, lines []int
 				it.raw = raw
 			}
 		}
-		it.rec = status.Record{RequestID: req.RequestID, TargetWidth: req.TargetWidth, TargetHeight: req.TargetHeight,
-			Source: it.req.Source(), SourceURL: req.ImageURL, SourceDigest: digest, BatchID: req.BatchID, CallbackURL: req.CallbackURL,
-			Bucket: req.Bucket, KeyTemplate: req.KeyTemplate, Metadata: req.Metadata, Fingerprint: req.Fingerprint(digest),
-			Tenant: req.EffectiveTenant(), Priority: req.EffectivePriority(), Traceparent: traceparent}
+		it.rec = status.Record{RequestID: req.RequestID, Params: req.Params.Effective(), Source: it.req.Source(), SourceURL: req.ImageURL,
+			SourceDigest: digest, Fingerprint: req.Fingerprint(digest), Traceparent: traceparent}
 		if lines != nil {
 			it.rec.Line = lines[i]
 		}
@@ -513,7 +511,8 @@ func (p *Producer) enqueueOne(ctx context.Context, it *item) {
 
 // differs names the first parameter in which two records of one id differ:
 // by fingerprint, or, for a record written before fingerprints, by the
-// parameters it kept.
+// parameters it kept (then: a field added since is never in such a record,
+// and never needs a line here).
 func differs(have, want status.Record) string {
 	if have.Fingerprint != "" {
 		return tasks.FingerprintDiff(have.Fingerprint, want.Fingerprint)

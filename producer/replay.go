@@ -15,6 +15,7 @@ import (
 
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
@@ -56,7 +57,9 @@ type ReplayAudit struct {
 }
 
 // ReplaysKey is the list of the last replays (ReplayAudit, JSON).
-func (p *Producer) ReplaysKey() string { return p.statuses.FailedKey() + ":replays" }
+func (p *Producer) ReplaysKey() string {
+	return rediskey.Prefix(p.cfg.Status.Prefix).OrDefault().Replays()
+}
 
 // Replay sends again the failed requests f chooses: each goes back to
 // queued in its own lane and tenant, keeps its request id and its history

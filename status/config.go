@@ -1,11 +1,15 @@
 package status
 
-import "time"
+import (
+	"time"
+
+	"github.com/cropq/cropq/internal/rediskey"
+)
 
 // Defaults of Config. DefaultPrefix is the prefix of every key cropq keeps
 // in Redis (CROPQ_KEY_PREFIX), not only the records'.
 const (
-	DefaultPrefix = "cropq:"
+	DefaultPrefix = string(rediskey.Default)
 	DefaultTTL    = 7 * 24 * time.Hour
 )
 
@@ -32,9 +36,4 @@ type Config struct {
 
 // EventsKey is the Redis stream every terminal transition is appended to:
 // a pipeline reads its crops' outcomes there (XREADGROUP), without polling.
-func (c Config) EventsKey() string {
-	if c.Prefix == "" {
-		return DefaultPrefix + "events"
-	}
-	return c.Prefix + "events"
-}
+func (c Config) EventsKey() string { return rediskey.Prefix(c.Prefix).OrDefault().Events() }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 )
 
@@ -20,7 +21,7 @@ func TestTerminalStates(t *testing.T) {
 // The events key follows the prefix the fleet is configured with, so a
 // pipeline reads the stream the workers write.
 func TestEventsKeyFollowsThePrefix(t *testing.T) {
-	assert.Equal(t, "cropq:events", status.Config{}.EventsKey())
+	assert.Equal(t, rediskey.Default.Events(), status.Config{}.EventsKey())
 	assert.Equal(t, "shop-a:events", status.Config{Prefix: "shop-a:"}.EventsKey())
 }
 

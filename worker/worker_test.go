@@ -98,7 +98,7 @@ func TestWorkerCropsThenDrains(t *testing.T) {
 
 	p := producer.New(rdb, producer.Config{Backlog: true, Task: tasks.Options{Limits: local}})
 	t.Cleanup(func() { _ = p.Close() })
-	res := p.Enqueue(ctx, tasks.Request{RequestID: "embedded-1", ImageURL: images.URL + "/mug-square.png", TargetWidth: 300, TargetHeight: 200})
+	res := p.Enqueue(ctx, tasks.Request{RequestID: "embedded-1", ImageURL: images.URL + "/mug-square.png", Params: tasks.Params{TargetWidth: 300, TargetHeight: 200}})
 	require.NoError(t, res.Err)
 	var rec status.Record
 	require.Eventually(t, func() bool {

@@ -9,11 +9,9 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -99,7 +97,7 @@ func benchBacklog(ctx context.Context, env *benchEnv, o options, progress io.Wri
 func typicalRequest(i int) tasks.Request {
 	sku := fmt.Sprintf("%07d", i)
 	return tasks.Request{RequestID: "sku-" + sku + "-main", ImageURL: "https://cdn.shop-example.com/catalog/images/" + sku + ".jpg",
-		TargetWidth: 800, TargetHeight: 800, Priority: tasks.PriorityBackfill}
+		Params: tasks.Params{TargetWidth: 800, TargetHeight: 800, Priority: tasks.PriorityBackfill}}
 }
 
 // usedMemory is Redis's used_memory.
@@ -224,14 +222,11 @@ func launchFleet(ctx context.Context, env *benchEnv, bin string, spec fleetSpec)
 		return nil, err
 	}
 	if spec.images == nil {
-		img, err := sampleImage("ball-offcentre.jpg")
+		img, err := sampleHandler("ball-offcentre.jpg")
 		if err != nil {
 			return nil, err
 		}
-		spec.images = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "image/jpeg")
-			_, _ = w.Write(img)
-		})
+		spec.images = img
 	}
 	if spec.cropCache <= 0 {
 		spec.cropCache = 4
@@ -258,32 +253,20 @@ func launchFleet(ctx context.Context, env *benchEnv, bin string, spec fleetSpec)
 	fleetEnv := env.workerEnv(api.URL, bucket, append([]string{"CROPQ_QUOTA_RATE=" + strconv.FormatFloat(spec.q, 'f', -1, 64),
 		"CROPQ_MAX_RETRY=25", "CROPQ_TENANT_WEIGHTS=" + strings.Join(ws, ",")}, spec.extra...)...)
 	var logs bytes.Buffer
-	var procs []*exec.Cmd
+	procs, err := env.startWorkers(bin, spec.pods, spec.concurrency, fleetEnv, &syncWriter{w: &logs})
 	f := &fleet{rdb: rdb, emu: emu, images: images.URL, s3: s3c, bucket: bucket}
 	f.stop = func() error {
-		var err error
-		for _, p := range procs {
-			_ = p.Process.Signal(syscall.SIGTERM)
-		}
-		for _, p := range procs {
-			if werr := p.Wait(); werr != nil && err == nil {
-				err = fmt.Errorf("worker exited: %w\n%s", werr, logs.String())
-			}
-		}
+		err := stopWorkers(ctx, procs, &logs)
 		api.Close()
 		images.Close()
-		_ = f.prod.Close()
+		if f.prod != nil {
+			_ = f.prod.Close()
+		}
 		return errors.Join(err, rdb.Close())
 	}
-	for range spec.pods {
-		cmd := exec.CommandContext(ctx, bin, "worker", "--concurrency", strconv.Itoa(spec.concurrency))
-		cmd.Env = fleetEnv
-		cmd.Stdout, cmd.Stderr = io.Discard, &syncWriter{w: &logs}
-		if err := cmd.Start(); err != nil {
-			_ = f.stop()
-			return nil, err
-		}
-		procs = append(procs, cmd)
+	if err != nil {
+		_ = f.stop()
+		return nil, err
 	}
 	q := spec.q
 	f.prod = producer.New(rdb, producer.Config{Backlog: true, Weights: spec.weights,
@@ -300,8 +283,8 @@ func (f *fleet) submit(ctx context.Context, prefix string, n int, tenant, priori
 		for j := i; j < min(i+500, n); j++ {
 			id := fmt.Sprintf("%s-%05d", prefix, j)
 			ids = append(ids, id)
-			reqs = append(reqs, tasks.Request{RequestID: id, ImageURL: f.images + "/" + id + ".jpg", TargetWidth: 800, TargetHeight: 800,
-				Tenant: tenant, Priority: priority, BatchID: batch})
+			reqs = append(reqs, tasks.Request{RequestID: id, ImageURL: f.images + "/" + id + ".jpg", Params: tasks.Params{TargetWidth: 800,
+				TargetHeight: 800, Tenant: tenant, Priority: priority, BatchID: batch}})
 		}
 		if err := checkResults(f.prod.EnqueueBatch(ctx, reqs)); err != nil {
 			return nil, err
@@ -600,7 +583,8 @@ func runFlood(ctx context.Context, env *benchEnv, bin string, o options, share s
 		for i := range n {
 			id := fmt.Sprintf("%s-%05d", prefix, i)
 			ids = append(ids, id)
-			rs = append(rs, tasks.Request{RequestID: id, ImageURL: f.images + "/" + id + ".jpg", TargetWidth: 800, TargetHeight: 800, Tenant: tenant, Priority: priority})
+			rs = append(rs, tasks.Request{RequestID: id, ImageURL: f.images + "/" + id + ".jpg", Params: tasks.Params{TargetWidth: 800,
+				TargetHeight: 800, Tenant: tenant, Priority: priority}})
 		}
 		return rs, ids
 	}

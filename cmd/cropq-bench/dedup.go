@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
@@ -243,7 +244,7 @@ func runDedup(ctx context.Context, env *benchEnv, bin string, o options, cat *ca
 	}()
 	reqs := make([]tasks.Request, len(cat.items))
 	for i, it := range cat.items {
-		r := tasks.Request{RequestID: fmt.Sprintf("cat-%05d", i), TargetWidth: it.width, TargetHeight: it.height}
+		r := tasks.Request{RequestID: fmt.Sprintf("cat-%05d", i), Params: tasks.Params{TargetWidth: it.width, TargetHeight: it.height}}
 		if it.path != "" {
 			r.ImageURL = f.images + it.path
 		} else {
@@ -284,7 +285,7 @@ func runDedup(ctx context.Context, env *benchEnv, bin string, o options, cat *ca
 	}
 	res.throughput = float64(len(reqs)) / wall.Seconds()
 	res.paid = f.emu.Stats().Usage
-	saved, err := f.rdb.HGetAll(ctx, "cropq:dedup:saved").Result()
+	saved, err := f.rdb.HGetAll(ctx, rediskey.Default.DedupSaved()).Result()
 	if err != nil {
 		return res, err
 	}
@@ -358,7 +359,7 @@ func checkObjects(ctx context.Context, f *fleet, recs []status.Record) (int, err
 func indexBytes(ctx context.Context, f *fleet) (int, float64, error) {
 	var total int64
 	n := 0
-	iter := f.rdb.Scan(ctx, 0, "cropq:dedup:{*}", 1000).Iterator()
+	iter := f.rdb.Scan(ctx, 0, rediskey.Default.DedupEntry("*"), 1000).Iterator()
 	for iter.Next(ctx) {
 		used, err := f.rdb.MemoryUsage(ctx, iter.Val()).Result()
 		if err != nil {

@@ -8,24 +8,26 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/cropq/cropq/internal/imageformat"
+	"github.com/cropq/cropq/internal/localstack"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/storage"
 )
@@ -277,7 +279,7 @@ func verdict(ok bool) string {
 
 // benchEnv is the real Redis and MinIO shared by every run, in a temp dir.
 type benchEnv struct {
-	dir   string
+	stack *localstack.Stack
 	redis *localsvc.Redis
 	minio *localsvc.MinIO
 }
@@ -287,16 +289,17 @@ func startEnv(ctx context.Context) (*benchEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &benchEnv{dir: dir}
+	e := &benchEnv{stack: localstack.New(dir)}
+	e.stack.OnStop(func() error { return os.RemoveAll(dir) })
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if e.redis, err = localsvc.StartRedis(startCtx, localsvc.RedisOptions{Dir: dir + "/redis"}); err != nil {
+	if e.redis, err = e.stack.Redis(startCtx, localsvc.RedisOptions{}); err != nil {
 		e.stop()
-		return nil, fmt.Errorf("start redis: %w", err)
+		return nil, err
 	}
-	if e.minio, err = localsvc.StartMinIO(startCtx, localsvc.MinIOOptions{Dir: dir + "/minio"}); err != nil {
+	if e.minio, err = e.stack.MinIO(startCtx, localsvc.MinIOOptions{}); err != nil {
 		e.stop()
-		return nil, fmt.Errorf("start minio: %w", err)
+		return nil, err
 	}
 	return e, nil
 }
@@ -312,52 +315,66 @@ func (e *benchEnv) newBucket(ctx context.Context, name string) (*s3.Client, erro
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", name, err)
-	}
-	return c, nil
+	return c, localstack.CreateBucket(ctx, c, name)
 }
 
 // workerEnv is the environment of a `cropq worker` process of the
-// benchmarks: this run's Redis and MinIO, the emulator at apiURL (results
-// over plain http from this machine), then extra.
+// benchmarks: this run's Redis and MinIO, the emulator at apiURL, then
+// extra.
 func (e *benchEnv) workerEnv(apiURL, bucket string, extra ...string) []string {
-	env := append(os.Environ(),
-		"CROPQ_REDIS_URL=redis://"+e.redis.Addr()+"/0",
-		"CROPQ_API_BASE_URL="+apiURL,
-		"CROPQ_APP_KEY="+benchKey, "CROPQ_APP_SECRET="+benchSecret,
-		"CROPQ_S3_ENDPOINT="+e.minio.Endpoint(), "CROPQ_S3_BUCKET="+bucket,
-		"AWS_ACCESS_KEY_ID="+e.minio.AccessKey(), "AWS_SECRET_ACCESS_KEY="+e.minio.SecretKey(),
-		"CROPQ_LOG_LEVEL=warn", "CROPQ_WORKER_ADDR=127.0.0.1:0", "CROPQ_SHUTDOWN_TIMEOUT=5s",
-		"CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", "CROPQ_ALLOW_PRIVATE_IMAGE_URLS=true",
-		// The other benchmarks crop one sample over and over to measure the
-		// pipeline, not result reuse (the dedup benchmark turns it on).
-		"CROPQ_DEDUP_SCOPE=off",
-	)
-	return append(env, extra...)
+	ep := localstack.Endpoints{Redis: e.redis, MinIO: e.minio, Bucket: bucket, APIURL: apiURL, AppKey: benchKey, AppSecret: benchSecret}
+	return ep.Env(append([]string{"CROPQ_LOG_LEVEL=warn"}, extra...)...)
+}
+
+// startWorkers starts n `cropq worker` processes of bin at a concurrency,
+// their stderr into logs.
+func (e *benchEnv) startWorkers(bin string, n, concurrency int, env []string, logs io.Writer) ([]*localstack.Process, error) {
+	var ps []*localstack.Process
+	for range n {
+		p, err := localstack.Start(localstack.Command{Bin: bin, Args: []string{"worker", "--concurrency", strconv.Itoa(concurrency)},
+			Env: env, Stderr: logs})
+		if err != nil {
+			return ps, err
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
+// stopWorkers stops ps, and says how the first that failed exited, with
+// the workers' logs.
+func stopWorkers(ctx context.Context, ps []*localstack.Process, logs fmt.Stringer) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), localstack.StopTimeout)
+	defer cancel()
+	if err := localstack.StopAll(ctx, ps...); err != nil {
+		return fmt.Errorf("worker exited: %w\n%s", err, logs.String())
+	}
+	return nil
 }
 
 func (e *benchEnv) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var errs []error
-	if e.minio != nil {
-		errs = append(errs, e.minio.Stop(ctx))
-	}
-	if e.redis != nil {
-		errs = append(errs, e.redis.Stop(ctx))
-	}
-	errs = append(errs, os.RemoveAll(e.dir))
-	if err := errors.Join(errs...); err != nil {
+	if err := e.stack.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "cropq-bench: cleanup:", strings.TrimSpace(err.Error()))
 	}
 }
 
-// sampleImage reads one of the repository's sample images.
-func sampleImage(name string) ([]byte, error) {
+// sampleHandler serves one of the repository's sample images, whatever
+// the path, with its format's content type.
+func sampleHandler(name string) (http.Handler, error) {
 	root, err := localsvc.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	return os.ReadFile(filepath.Join(root, "testdata", "images", name))
+	img, err := os.ReadFile(filepath.Join(root, "testdata", "images", name))
+	if err != nil {
+		return nil, err
+	}
+	format, ok := imageformat.ByFileName(name)
+	if !ok {
+		return nil, fmt.Errorf("sample %s: not an image", name)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", format.ContentType)
+		_, _ = w.Write(img)
+	}), nil
 }

@@ -14,10 +14,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -127,12 +125,13 @@ func runMemCase(ctx context.Context, env *benchEnv, bin string, c memCase, n int
 	statuses := records.NewStore(rdb, status.Config{})
 	client := asynq.NewClientFromRedisClient(rdb)
 	for i := range n {
-		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("mem-%s-%03d", c.name, i), ImageURL: images.URL + "/src", TargetWidth: c.w, TargetHeight: c.h}}
+		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("mem-%s-%03d", c.name, i), ImageURL: images.URL + "/src",
+			Params: tasks.Params{TargetWidth: c.w, TargetHeight: c.h}}}
 		task, opts, err := tasks.NewCropTask(pl, tasks.Options{Retention: time.Hour, Limits: cropapi.Limits{AllowPrivateHosts: true}})
 		if err != nil {
 			return 0, 0, err
 		}
-		if _, _, err := statuses.Create(ctx, status.Record{RequestID: pl.RequestID, TargetWidth: c.w, TargetHeight: c.h, Source: pl.Source()}); err != nil {
+		if _, _, err := statuses.Create(ctx, status.Record{RequestID: pl.RequestID, Params: tasks.Params{TargetWidth: c.w, TargetHeight: c.h}, Source: pl.Source()}); err != nil {
 			return 0, 0, err
 		}
 		if _, err := client.EnqueueContext(ctx, task, opts...); err != nil {
@@ -141,26 +140,24 @@ func runMemCase(ctx context.Context, env *benchEnv, bin string, c memCase, n int
 	}
 
 	var logs bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "worker", "--concurrency", "8")
 	// The shared quota's ceiling matches this emulator's (unlimited) one: the
 	// run measures the copy path. At the default 5/s the growth varies more
 	// (32-36 MiB): the Go heap peaks at the same ~34 MB (gctrace), but
 	// freed part buffers wait longer for the scavenger before leaving RSS.
-	cmd.Env = env.workerEnv(api.URL, bucket, "CROPQ_MAX_RESULT_BYTES="+strconv.Itoa(128<<20), "CROPQ_QUOTA_RATE=1000")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		return 0, 0, err
-	}
+	wenv := env.workerEnv(api.URL, bucket, "CROPQ_MAX_RESULT_BYTES="+strconv.Itoa(128<<20), "CROPQ_QUOTA_RATE=1000")
+	procs, err := env.startWorkers(bin, 1, 8, wenv, &logs)
 	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		if werr := cmd.Wait(); werr != nil && err == nil && !errors.Is(werr, context.Canceled) {
-			err = fmt.Errorf("worker exited: %w\n%s", werr, logs.String())
+		if werr := stopWorkers(ctx, procs, &logs); werr != nil && err == nil {
+			err = werr
 		}
 	}()
+	if err != nil {
+		return 0, 0, err
+	}
 	if err := awaitCompleted(ctx, rdb, tasks.DefaultQueue, n); err != nil {
 		return 0, 0, fmt.Errorf("%w\nworker log:\n%s", err, logs.String())
 	}
-	peak, err = vmHWM(cmd.Process.Pid)
+	peak, err = vmHWM(procs[0].Cmd.Process.Pid)
 	if err != nil {
 		return 0, 0, err
 	}

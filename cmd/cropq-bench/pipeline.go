@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
+	"github.com/cropq/cropq/internal/localstack"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/tracing"
@@ -200,7 +200,7 @@ type pipelineRig struct {
 // worker` does with tracing on (and run gives each task a publish span
 // and its traceparent, as the producer does).
 func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Client, log *slog.Logger, tp trace.TracerProvider) (*pipelineRig, error) {
-	img, err := sampleImage("ball-offcentre.jpg")
+	img, err := sampleHandler("ball-offcentre.jpg")
 	if err != nil {
 		return nil, err
 	}
@@ -210,10 +210,7 @@ func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Clie
 	}
 	p := &pipelineRig{rdb: rdb, emu: emu, log: log, bucket: "bench-pipeline", tracer: tracing.TracerIfOn(tp)}
 	p.api = httptest.NewServer(emu)
-	p.images = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "image/jpeg")
-		_, _ = w.Write(img)
-	}))
+	p.images = httptest.NewServer(img)
 	api, err := cropapi.NewClient(cropapi.Config{BaseURL: p.api.URL, AppKey: benchKey, AppSecret: benchSecret, Limits: cropapi.Limits{AllowPrivateHosts: true}})
 	if err != nil {
 		p.close()
@@ -224,9 +221,9 @@ func newPipelineRig(ctx context.Context, s3cfg storage.S3Config, rdb *redis.Clie
 		p.close()
 		return nil, err
 	}
-	if _, err := p.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(p.bucket)}); err != nil {
+	if err := localstack.CreateBucket(ctx, p.s3, p.bucket); err != nil {
 		p.close()
-		return nil, fmt.Errorf("create bucket: %w", err)
+		return nil, err
 	}
 	copier, err := results.New(p.s3, results.Config{Bucket: p.bucket, ResultHosts: []string{"127.0.0.1"}, AllowHTTP: true})
 	if err != nil {
@@ -255,7 +252,7 @@ func (p *pipelineRig) run(ctx context.Context, concurrency, n int, tag string) (
 	topts := tasks.Options{Retention: time.Hour, Limits: cropapi.Limits{AllowPrivateHosts: true}}
 	for i := range n {
 		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("bench-%s-%06d", tag, i), ImageURL: p.images.URL + "/ball.jpg",
-			TargetWidth: 800, TargetHeight: 800, Bucket: p.bucket}}
+			Params: tasks.Params{TargetWidth: 800, TargetHeight: 800, Bucket: p.bucket}}}
 		if p.tracer != nil {
 			pctx, span := p.tracer.Start(ctx, "publish crops", trace.WithSpanKind(trace.SpanKindProducer))
 			pl.Traceparent = tracing.Traceparent(pctx)
@@ -265,7 +262,7 @@ func (p *pipelineRig) run(ctx context.Context, concurrency, n int, tag string) (
 		if err != nil {
 			return runResult{}, err
 		}
-		if _, _, err := p.statuses.Create(ctx, status.Record{RequestID: pl.RequestID, TargetWidth: 800, TargetHeight: 800, Source: pl.Source(),
+		if _, _, err := p.statuses.Create(ctx, status.Record{RequestID: pl.RequestID, Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}, Source: pl.Source(),
 			Traceparent: pl.Traceparent}); err != nil {
 			return runResult{}, err
 		}

@@ -6,15 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -22,7 +19,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/cropapi/cropapitest"
-	"github.com/cropq/cropq/internal/localsvc"
+	"github.com/cropq/cropq/internal/localstack"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -113,21 +110,13 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
+// buildCropq builds cmd/cropq into the run's directory, once a run.
 func buildCropq(ctx context.Context, env *benchEnv) (string, error) {
-	bin := filepath.Join(env.dir, "cropq")
+	bin := filepath.Join(env.stack.Dir(), "cropq")
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
-	root, err := localsvc.RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/cropq")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
+	return bin, localstack.Build(ctx, env.stack.Dir(), "cropq")
 }
 
 func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaScenario, o options) (res quotaResult, err error) {
@@ -136,7 +125,7 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		return res, err
 	}
-	img, err := sampleImage("ball-offcentre.jpg")
+	img, err := sampleHandler("ball-offcentre.jpg")
 	if err != nil {
 		return res, err
 	}
@@ -147,10 +136,7 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 	}
 	api := httptest.NewServer(emu)
 	defer api.Close()
-	images := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "image/jpeg")
-		_, _ = w.Write(img)
-	}))
+	images := httptest.NewServer(img)
 	defer images.Close()
 
 	bucket := fmt.Sprintf("bench-quota-%d", time.Now().UnixNano())
@@ -167,32 +153,22 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 		"CROPQ_MAX_RETRY=25",
 	)
 	var logs bytes.Buffer
-	var procs []*exec.Cmd
+	procs, err := env.startWorkers(bin, o.quotaPods, o.quotaConcurrency, fleetEnv, &syncWriter{w: &logs})
 	defer func() {
-		for _, p := range procs {
-			_ = p.Process.Signal(syscall.SIGTERM)
-		}
-		for _, p := range procs {
-			if werr := p.Wait(); werr != nil && err == nil {
-				err = fmt.Errorf("worker exited: %w\n%s", werr, logs.String())
-			}
+		if werr := stopWorkers(ctx, procs, &logs); werr != nil && err == nil {
+			err = werr
 		}
 	}()
-	for range o.quotaPods {
-		cmd := exec.CommandContext(ctx, bin, "worker", "--concurrency", strconv.Itoa(o.quotaConcurrency))
-		cmd.Env = fleetEnv
-		cmd.Stdout, cmd.Stderr = io.Discard, &syncWriter{w: &logs}
-		if err := cmd.Start(); err != nil {
-			return res, err
-		}
-		procs = append(procs, cmd)
+	if err != nil {
+		return res, err
 	}
 
 	statuses := records.NewStore(rdb, status.Config{})
 	client := asynq.NewClientFromRedisClient(rdb)
 	start := time.Now()
 	for i := range o.quotaN {
-		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("quota-%05d", i), ImageURL: images.URL + "/ball.jpg", TargetWidth: 800, TargetHeight: 800}}
+		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("quota-%05d", i), ImageURL: images.URL + "/ball.jpg",
+			Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}}}
 		task, opts, err := tasks.NewCropTask(pl, tasks.Options{Retention: time.Hour, MaxRetry: 25, Limits: cropapi.Limits{AllowPrivateHosts: true}})
 		if err != nil {
 			return res, err

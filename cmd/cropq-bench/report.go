@@ -16,9 +16,11 @@ import (
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/namespace"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/reports"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 const reportBenchToken = "bench-report-token-0123456789"
@@ -197,7 +199,6 @@ func benchReportID(i int) string { return fmt.Sprintf("cat-%07d", i) }
 // rest are queued; the batch's counts, ids and bitmaps to match.
 func fillReport(ctx context.Context, rdb *redis.Client, st *records.Store, batch string, n, ended int) error {
 	now := time.Now().UTC()
-	bk := "cropq:batch:{" + batch + "}"
 	const chunk = 2000
 	for start := 0; start < n; start += chunk {
 		pipe := rdb.Pipeline()
@@ -205,8 +206,9 @@ func fillReport(ctx context.Context, rdb *redis.Client, st *records.Store, batch
 		for i := start; i < min(start+chunk, n); i++ {
 			id := fmt.Sprintf("%s-%07d", batch, i)
 			ids = append(ids, id)
-			rec := status.Record{RequestID: id, State: status.Queued, CreatedAt: now, Source: "url", BatchID: batch, BatchSeq: int64(i + 1),
-				SourceURL: "https://cdn.example.com/catalogue/" + id + ".jpg", TargetWidth: 800, TargetHeight: 800, Priority: "normal",
+			rec := status.Record{RequestID: id, State: status.Queued, CreatedAt: now, Source: "url", Params: tasks.Params{BatchID: batch,
+				TargetWidth: 800, TargetHeight: 800, Priority: "normal"}, BatchSeq: int64(i + 1),
+				SourceURL:   "https://cdn.example.com/catalogue/" + id + ".jpg",
 				Fingerprint: "sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"}
 			bit := "queued"
 			if i < ended {
@@ -218,9 +220,9 @@ func fillReport(ctx context.Context, rdb *redis.Client, st *records.Store, batch
 			}
 			b, _ := json.Marshal(rec)
 			pipe.Set(ctx, st.Key(id), b, 0)
-			pipe.SetBit(ctx, bk+":"+bit, int64(i), 1)
+			pipe.SetBit(ctx, rediskey.Default.BatchState("", batch, bit), int64(i), 1)
 		}
-		pipe.RPush(ctx, bk+":ids", ids...)
+		pipe.RPush(ctx, rediskey.Default.BatchIDs("", batch), ids...)
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err
 		}
@@ -229,7 +231,7 @@ func fillReport(ctx context.Context, rdb *redis.Client, st *records.Store, batch
 	if n > ended {
 		fields["queued"] = n - ended
 	}
-	return rdb.HSet(ctx, bk, fields).Err()
+	return rdb.HSet(ctx, rediskey.Default.Batch("", batch), fields).Err()
 }
 
 // measure runs f once and returns how long it took and its peak Go heap

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/results"
 	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/producer"
@@ -69,7 +70,7 @@ func benchUI(ctx context.Context, env *benchEnv, o options, progress io.Writer) 
 		return nil, err
 	}
 	var indexBytes int64
-	for _, k := range []string{"cropq:batch:{" + big + "}:ids", "cropq:batch:{" + big + "}:queued"} {
+	for _, k := range []string{rediskey.Default.BatchIDs("", big), rediskey.Default.BatchState("", big, string(status.Queued))} {
 		n, err := rdb.MemoryUsage(ctx, k, 0).Result()
 		if err != nil {
 			return nil, fmt.Errorf("memory usage of %s: %w", k, err)
@@ -236,7 +237,7 @@ feed:
 // keep the batch's in state st, order them by creation, take a page.
 func fullScanPage(ctx context.Context, rdb *redis.Client, batch string, st status.State, offset, limit int) error {
 	var keep []status.Record
-	iter := rdb.Scan(ctx, 0, "cropq:status:{*", 1000).Iterator()
+	iter := rdb.Scan(ctx, 0, rediskey.Default.StatusPattern(), 1000).Iterator()
 	var keys []string
 	flush := func() error {
 		if len(keys) == 0 {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,6 +26,8 @@ import (
 
 	"github.com/cropq/cropq/cmd/internal/wiring"
 	"github.com/cropq/cropq/cropapi/cropapitest"
+	"github.com/cropq/cropq/internal/imageformat"
+	"github.com/cropq/cropq/internal/localstack"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/redact"
@@ -36,20 +37,6 @@ import (
 	"github.com/cropq/cropq/tasks"
 	"github.com/cropq/cropq/worker"
 )
-
-// devStack is what 'cropq-dev dev' started; stop undoes it in reverse order.
-type devStack struct {
-	stops []func()
-	log   *slog.Logger
-}
-
-func (d *devStack) onStop(f func()) { d.stops = append(d.stops, f) }
-
-func (d *devStack) stop() {
-	for i := len(d.stops) - 1; i >= 0; i-- {
-		d.stops[i]()
-	}
-}
 
 func runDev(ctx context.Context, env wiring.Env, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cropq-dev dev", flag.ContinueOnError)
@@ -84,9 +71,10 @@ Ctrl-C stops everything.`)
 	if err != nil {
 		return err
 	}
-	stack := &devStack{log: log}
-	defer stack.stop()
-	stack.onStop(func() { _ = os.RemoveAll(dir) })
+	// What dev starts is stopped in reverse order when it returns.
+	stack := localstack.New(dir)
+	defer func() { _ = stack.Stop() }()
+	stack.OnStop(func() error { return os.RemoveAll(dir) })
 
 	cfg, err := wiring.LoadConfig(env)
 	if err != nil {
@@ -97,7 +85,7 @@ Ctrl-C stops everything.`)
 
 	// Redis.
 	if !env.IsSet("CROPQ_REDIS_URL") {
-		if cfg.RedisURL, err = devRedis(ctx, stack, filepath.Join(dir, "redis"), say); err != nil {
+		if cfg.RedisURL, err = devRedis(ctx, stack, say); err != nil {
 			return err
 		}
 	}
@@ -105,12 +93,12 @@ Ctrl-C stops everything.`)
 	if err != nil {
 		return err
 	}
-	stack.onStop(func() { _ = rdb.Close() })
+	stack.OnStop(rdb.Close)
 	say("redis     %s", redact.URL(cfg.RedisURL))
 
 	// S3.
 	if !env.IsSet("CROPQ_S3_ENDPOINT") {
-		if cfg.S3, err = devS3(ctx, stack, filepath.Join(dir, "s3"), say); err != nil {
+		if cfg.S3, err = devS3(ctx, stack, say); err != nil {
 			return err
 		}
 	}
@@ -127,7 +115,7 @@ Ctrl-C stops everything.`)
 	if err != nil {
 		return err
 	}
-	emuURL, err := serveHTTP(stack, emu)
+	emuURL, err := stack.Serve(emu)
 	if err != nil {
 		return err
 	}
@@ -140,7 +128,7 @@ Ctrl-C stops everything.`)
 	say("emulator  %s (local stand-in of the Image Cropping API; counters at %s/_emulator/stats)", emuURL, emuURL)
 
 	// The samples, served over HTTP so that URL crops work too.
-	imgURL, err := serveHTTP(stack, http.FileServer(http.Dir(*samples)))
+	imgURL, err := stack.Serve(http.FileServer(http.Dir(*samples)))
 	if err != nil {
 		return err
 	}
@@ -154,7 +142,7 @@ Ctrl-C stops everything.`)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = srv.Run(wctx) }()
-	stack.onStop(func() { stopWorker(); wg.Wait() })
+	stack.OnStop(func() error { stopWorker(); wg.Wait(); return nil })
 	say("worker    concurrency %d, queue %s", cfg.Server.Concurrency, cfg.Task.Queue)
 
 	// Enqueue the samples: the first by base64, the rest by URL.
@@ -173,7 +161,7 @@ Ctrl-C stops everything.`)
 	var ids []string
 	for i, name := range images {
 		p := tasks.Request{RequestID: fmt.Sprintf("dev-%s-%s", run, strings.TrimSuffix(name, filepath.Ext(name))),
-			TargetWidth: *width, TargetHeight: *height, BatchID: batchID}
+			Params: tasks.Params{TargetWidth: *width, TargetHeight: *height, BatchID: batchID}}
 		if i == 0 {
 			raw, err := os.ReadFile(filepath.Join(*samples, name))
 			if err != nil {
@@ -225,8 +213,7 @@ func sampleImages(dir string) ([]string, error) {
 	}
 	var out []string
 	for _, e := range entries {
-		switch strings.ToLower(filepath.Ext(e.Name())) {
-		case ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp":
+		if _, ok := imageformat.ByFileName(e.Name()); ok {
 			out = append(out, e.Name())
 		}
 	}
@@ -238,14 +225,13 @@ func sampleImages(dir string) ([]string, error) {
 }
 
 // devRedis starts redis-server, or an in-process Redis when none is installed.
-func devRedis(ctx context.Context, stack *devStack, dir string, say func(string, ...any)) (string, error) {
+func devRedis(ctx context.Context, stack *localstack.Stack, say func(string, ...any)) (string, error) {
 	bin, err := localsvc.FindBinary("redis-server")
 	if err == nil {
-		r, err := localsvc.StartRedis(ctx, localsvc.RedisOptions{Dir: dir, Binary: bin})
+		r, err := stack.Redis(ctx, localsvc.RedisOptions{Binary: bin})
 		if err != nil {
 			return "", err
 		}
-		stack.onStop(func() { _ = r.Stop(context.Background()) })
 		return r.URL(), nil
 	}
 	say("WARNING   %v\n          using an in-process Redis (miniredis): fine for this demo, not for tests of expiry or for production", err)
@@ -253,47 +239,28 @@ func devRedis(ctx context.Context, stack *devStack, dir string, say func(string,
 	if err != nil {
 		return "", fmt.Errorf("in-process redis: %w", err)
 	}
-	stack.onStop(m.Close)
+	stack.OnStop(func() error { m.Close(); return nil })
 	return "redis://" + m.Addr() + "/0", nil
 }
 
 // devS3 starts MinIO, or an in-process S3 server when none is installed.
-func devS3(ctx context.Context, stack *devStack, dir string, say func(string, ...any)) (storage.S3Config, error) {
+func devS3(ctx context.Context, stack *localstack.Stack, say func(string, ...any)) (storage.S3Config, error) {
 	const user, pass = "cropqdev", "cropqdev-secret"
 	bin, err := localsvc.FindBinary("minio")
 	if err == nil {
-		m, err := localsvc.StartMinIO(ctx, localsvc.MinIOOptions{Dir: dir, Binary: bin, AccessKey: user, SecretKey: pass})
+		m, err := stack.MinIO(ctx, localsvc.MinIOOptions{Binary: bin, AccessKey: user, SecretKey: pass})
 		if err != nil {
 			return storage.S3Config{}, err
 		}
-		stack.onStop(func() { _ = m.Stop(context.Background()) })
 		return storage.S3Config{Endpoint: m.Endpoint(), Region: "us-east-1", UsePathStyle: true, AccessKeyID: user, SecretAccessKey: pass}, nil
 	}
 	say("WARNING   %v\n          using an in-process S3 server (gofakes3)", err)
 	faker := gofakes3.New(s3mem.New())
-	endpoint, err := serveHTTP(stack, faker.Server())
+	endpoint, err := stack.Serve(faker.Server())
 	if err != nil {
 		return storage.S3Config{}, err
 	}
 	return storage.S3Config{Endpoint: endpoint, Region: "us-east-1", UsePathStyle: true, AccessKeyID: user, SecretAccessKey: pass}, nil
-}
-
-// serveHTTP serves h on a free loopback port until the stack stops.
-func serveHTTP(stack *devStack, h http.Handler) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	stack.onStop(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	})
-	return "http://" + ln.Addr().String(), nil
 }
 
 func ensureBucket(ctx context.Context, cfg wiring.Config) error {
@@ -301,15 +268,12 @@ func ensureBucket(ctx context.Context, cfg wiring.Config) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(cfg.Storage.Bucket)}); err == nil {
+	if _, err := client.HeadBucket(hctx, &s3.HeadBucketInput{Bucket: aws.String(cfg.Storage.Bucket)}); err == nil {
 		return nil
 	}
-	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(cfg.Storage.Bucket)}); err != nil {
-		return fmt.Errorf("create bucket %s: %w", cfg.Storage.Bucket, err)
-	}
-	return nil
+	return localstack.CreateBucket(ctx, client, cfg.Storage.Bucket)
 }
 
 // awaitTerminal polls the records until all are terminal or timeout.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cropq/cropq/cmd/internal/wiring"
 	"github.com/cropq/cropq/internal/httpapi"
+	"github.com/cropq/cropq/internal/localstack"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/producer"
@@ -24,7 +25,7 @@ import (
 // CROPQ_API_TOKENS when set, else behind a token made up for this run
 // (the operators' own: it sees every tenant). It returns the base URL and
 // the token to type in.
-func devWebUI(ctx context.Context, stack *devStack, cfg wiring.Config, rdb redis.UniversalClient, prod *producer.Producer, log *slog.Logger) (string, string, error) {
+func devWebUI(ctx context.Context, stack *localstack.Stack, cfg wiring.Config, rdb redis.UniversalClient, prod *producer.Producer, log *slog.Logger) (string, string, error) {
 	hcfg := cfg.HTTP
 	hcfg.Logger = log
 	token := ""
@@ -51,7 +52,7 @@ func devWebUI(ctx context.Context, stack *devStack, cfg wiring.Config, rdb redis
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
 	mux.Handle(webui.Root, page)
-	base, err := serveHTTP(stack, mux)
+	base, err := stack.Serve(mux)
 	return base, token, err
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 )
 
@@ -124,7 +125,7 @@ func TestABudgetCapsATenantsPaidCallsAndItsWorkWaits(t *testing.T) {
 	}
 	assert.Equal(t, 50, paid, "one paid call per request of acme's, over two periods")
 	assert.Equal(t, int64(70), s.stats().Calls["200"])
-	today, err := s.rdb.Get(ctx, "cropq:budget:{acme}:d"+time.Now().UTC().Format("20060102")).Int64()
+	today, err := s.rdb.Get(ctx, rediskey.Default.Budget("acme", "d"+time.Now().UTC().Format("20060102"))).Int64()
 	require.NoError(t, err)
 	assert.Equal(t, int64(30), today, "the first period's count stayed at its cap")
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/lease"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -103,7 +104,7 @@ func TestChaos(t *testing.T) {
 		}
 		unique[tenants[i%3]+" "+url] = true
 		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("chaos-%04d", i), ImageURL: url,
-			TargetWidth: 300, TargetHeight: 300, BatchID: "chaos", Tenant: tenants[i%3], Priority: lanes[i%4]})
+			Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "chaos", Tenant: tenants[i%3], Priority: lanes[i%4]}})
 	}
 	for _, r := range prod.EnqueueBatch(context.Background(), reqs) {
 		require.Equal(t, producer.Enqueued, r.Outcome, "%v", r.Err)
@@ -113,7 +114,7 @@ func TestChaos(t *testing.T) {
 	manifestLines := max(n/5, 40)
 	for i := range manifestLines {
 		r := tasks.Request{RequestID: fmt.Sprintf("chaos-m-%04d", i), ImageURL: fmt.Sprintf("%s/%s?v=m%d", s.images, firstImage(t), i),
-			TargetWidth: 300, TargetHeight: 300}
+			Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}}
 		b, err := json.Marshal(r)
 		require.NoError(t, err)
 		lines.Write(append(b, '\n'))
@@ -167,7 +168,7 @@ func TestChaos(t *testing.T) {
 		wave := make([]tasks.Request, 40)
 		for i := range wave {
 			wave[i] = tasks.Request{RequestID: fmt.Sprintf("chaos-wave%d-%02d", waves, i), ImageURL: fmt.Sprintf("%s/%s?v=wave%d-%d", s.images, firstImage(t), waves, i),
-				TargetWidth: 300, TargetHeight: 300, BatchID: "chaos", Priority: "urgent"}
+				Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "chaos", Priority: "urgent"}}
 			unique[" "+wave[i].ImageURL] = true
 		}
 		for _, r := range prod.EnqueueBatch(context.Background(), wave) {
@@ -236,8 +237,8 @@ func TestChaos(t *testing.T) {
 	var resync []tasks.Request
 	for k := range photos {
 		for j, tn := range tenants {
-			r := tasks.Request{RequestID: fmt.Sprintf("chaos-resync-%d-%d", k, j), ImageURL: photoURL(k), TargetWidth: 300, TargetHeight: 300,
-				BatchID: "chaos", Tenant: tn, Priority: "normal"}
+			r := tasks.Request{RequestID: fmt.Sprintf("chaos-resync-%d-%d", k, j), ImageURL: photoURL(k), Params: tasks.Params{TargetWidth: 300,
+				TargetHeight: 300, BatchID: "chaos", Tenant: tn, Priority: "normal"}}
 			resync = append(resync, r)
 			unique[tn+" "+r.ImageURL+" (replaced)"] = true
 		}
@@ -249,7 +250,7 @@ func TestChaos(t *testing.T) {
 	n += len(resync)
 	note("%d photos replaced behind their URLs; %d re-sync requests for them", photos, len(resync))
 
-	// 1b. kill -9 of whichever worker holds the feeder's lease; another
+	// 1b. kill -9 of whichever worker holds the feeder's lock; another
 	// takes it over when it expires.
 	awaitProgress(0.15, "before the feeder's kill")
 	// The lease may still name the worker killed above until it expires:
@@ -257,7 +258,7 @@ func TestChaos(t *testing.T) {
 	var holder string
 	var feeder *exec.Cmd
 	require.Eventually(t, func() bool {
-		h, err := s.rdb.Get(context.Background(), "cropq:backlog:feeder").Result()
+		h, err := s.rdb.Get(context.Background(), rediskey.Default.FeederLock()).Result()
 		if err != nil {
 			return false
 		}
@@ -277,13 +278,13 @@ func TestChaos(t *testing.T) {
 	s.startWorker()
 	var takeover time.Duration
 	require.Eventually(t, func() bool {
-		h, err := s.rdb.Get(context.Background(), "cropq:backlog:feeder").Result()
+		h, err := s.rdb.Get(context.Background(), rediskey.Default.FeederLock()).Result()
 		if err == nil && h != holder {
 			takeover = time.Since(killedAt)
 			return true
 		}
 		return false
-	}, 30*time.Second, 20*time.Millisecond, "another worker takes the feeder's lease")
+	}, 30*time.Second, 20*time.Millisecond, "another worker takes the feeder's lock")
 	note("feeder lease taken over after %s", takeover.Round(100*time.Millisecond))
 	rescued("killed feeding worker", held, killedAt)
 
@@ -325,7 +326,7 @@ func TestChaos(t *testing.T) {
 	extra := make([]tasks.Request, max(n/10, 10))
 	for i := range extra {
 		extra[i] = tasks.Request{RequestID: fmt.Sprintf("chaos-oom-%04d", i), ImageURL: fmt.Sprintf("%s/%s?v=oom-%d", s.images, firstImage(t), i),
-			TargetWidth: 300, TargetHeight: 300, BatchID: "chaos-oom", Priority: "urgent"}
+			Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "chaos-oom", Priority: "urgent"}}
 		unique[" "+extra[i].ImageURL] = true
 	}
 	info, err := s.rdb.Info(context.Background(), "memory").Result()

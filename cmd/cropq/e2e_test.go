@@ -30,9 +30,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/cropapi/cropapitest"
+	"github.com/cropq/cropq/internal/imageformat"
+	"github.com/cropq/cropq/internal/localstack"
 	"github.com/cropq/cropq/internal/localsvc"
 	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -55,18 +58,8 @@ var built binaries
 func (b *binaries) path(t *testing.T, name string) string {
 	t.Helper()
 	b.once.Do(func() {
-		dir, err := os.MkdirTemp("", "cropq-bin-*")
-		if err != nil {
-			b.err = err
-			return
-		}
-		b.dir = dir
-		for _, pkg := range []string{"cropq", "cropq-dev"} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pkg), "../"+pkg).CombinedOutput()
-			if err != nil {
-				b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
+		if b.dir, b.err = os.MkdirTemp("", "cropq-bin-*"); b.err == nil {
+			b.err = localstack.Build(context.Background(), b.dir, "cropq", "cropq-dev")
 		}
 	})
 	require.NoError(t, b.err)
@@ -110,18 +103,15 @@ type proc struct {
 	name string
 	cmd  *exec.Cmd
 	out  *bytes.Buffer
-	done chan struct{}
+	done <-chan struct{}
+	p    *localstack.Process
 }
 
-// stop interrupts p and waits for it (then out is safe to read).
+// stop stops p and waits for it (then out is safe to read).
 func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), localstack.StopTimeout)
+	defer cancel()
+	_ = p.p.Stop(ctx)
 }
 
 type stackOptions struct {
@@ -147,29 +137,16 @@ func newStack(t *testing.T, o stackOptions) *stack {
 
 	emuAddr := freeAddr(t)
 	s.emuURL = "http://" + emuAddr
-	s.env = []string{
-		"CROPQ_REDIS_URL=" + s.redis.URL(),
-		"CROPQ_API_BASE_URL=" + s.emuURL,
-		"CROPQ_APP_KEY=e2e-key",
-		"CROPQ_APP_SECRET=e2e-secret",
-		"CROPQ_S3_ENDPOINT=" + s.minio.Endpoint(),
-		"CROPQ_S3_BUCKET=" + s.bucket,
-		"AWS_ACCESS_KEY_ID=" + s.minio.AccessKey(),
-		"AWS_SECRET_ACCESS_KEY=" + s.minio.SecretKey(),
+	endpoints := localstack.Endpoints{Redis: s.redis, MinIO: s.minio, Bucket: s.bucket,
+		APIURL: s.emuURL, AppKey: "e2e-key", AppSecret: "e2e-secret"}
+	s.env = endpoints.Env(
 		"AWS_REGION=us-east-1",
 		"CROPQ_RETRY_BASE=300ms",
 		"CROPQ_RETRY_CAP=1s",
 		"CROPQ_DELAYED_CHECK_INTERVAL=200ms",
 		"CROPQ_MAX_RETRY=20",
-		"CROPQ_SHUTDOWN_TIMEOUT=5s",
 		"CROPQ_LOG_FORMAT=text",
-		"CROPQ_WORKER_ADDR=127.0.0.1:0",                                // several workers per stack
-		"CROPQ_RESULT_HOSTS=127.0.0.1", "CROPQ_RESULT_ALLOW_HTTP=true", // the local emulator
-		"CROPQ_ALLOW_PRIVATE_IMAGE_URLS=true", // images served by the test
-		// Most tests crop the same sample many times and count paid calls;
-		// the tests of result reuse (dedup_e2e_test.go) turn it on.
-		"CROPQ_DEDUP_SCOPE=off",
-	}
+	)
 	rate := "100"
 	if o.emulatorRate > 0 {
 		rate = fmt.Sprint(o.emulatorRate)
@@ -199,13 +176,8 @@ func (s *stack) startDev(name string, args ...string) *exec.Cmd {
 func (s *stack) startBinary(bin, name string, args ...string) *exec.Cmd {
 	s.t.Helper()
 	var out bytes.Buffer
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), s.env...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(s.t, cmd.Start())
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	p := &proc{name: name, cmd: cmd, out: &out, done: done}
+	lp := testenv.Start(s.t, localstack.Command{Bin: bin, Args: args, Env: s.env, Stdout: &out, Stderr: &out})
+	p := &proc{name: name, cmd: lp.Cmd, out: &out, done: lp.Done(), p: lp}
 	s.procs = append(s.procs, p)
 	s.t.Cleanup(func() {
 		p.stop()
@@ -213,7 +185,7 @@ func (s *stack) startBinary(bin, name string, args ...string) *exec.Cmd {
 			s.t.Logf("--- %s output:\n%s", name, out.String())
 		}
 	})
-	return cmd
+	return lp.Cmd
 }
 
 func (s *stack) startWorker(env ...string) {
@@ -225,14 +197,9 @@ func (s *stack) startWorker(env ...string) {
 
 func (s *stack) awaitHTTP(url string) {
 	s.t.Helper()
-	require.Eventually(s.t, func() bool {
-		resp, err := http.Get(url)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 20*time.Second, 50*time.Millisecond, "%s never answered", url)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(s.t, localstack.AwaitHTTP(ctx, url))
 }
 
 // cropq runs a one-shot command and returns its stdout.
@@ -341,6 +308,16 @@ func TestE2ECropSucceeds(t *testing.T) {
 	out = s.enqueueURL("e2e-ok-1", firstImage(t), 800, 600)
 	assert.Contains(t, out, "already known")
 	assert.Equal(t, int64(1), s.stats().Usage)
+
+	// A graceful stop is a success: exit status 0, so that an orchestrator
+	// does not count every rollout as a crash.
+	for _, p := range s.procs {
+		if p.cmd == s.workers[0] {
+			ctx, cancel := context.WithTimeout(context.Background(), localstack.StopTimeout)
+			defer cancel()
+			require.NoError(t, p.p.Stop(ctx), "cropq worker stopped by SIGTERM:\n%s", p.out)
+		}
+	}
 }
 
 func TestE2EDuplicateWhileQueued(t *testing.T) {
@@ -434,8 +411,7 @@ func firstImage(t *testing.T) string {
 	require.NoError(t, err)
 	var names []string
 	for _, e := range entries {
-		switch strings.ToLower(filepath.Ext(e.Name())) {
-		case ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp":
+		if _, ok := imageformat.ByFileName(e.Name()); ok {
 			names = append(names, e.Name())
 		}
 	}
@@ -621,7 +597,7 @@ func TestE2EAPIClaimCheckAndCallback(t *testing.T) {
 	assert.Equal(t, "api-batch", ev.BatchID)
 	assert.Equal(t, "canceled", events["api-0"].State)
 
-	msgs, err := s.rdb.XRange(context.Background(), "cropq:events", "-", "+").Result()
+	msgs, err := s.rdb.XRange(context.Background(), rediskey.Default.Events(), "-", "+").Result()
 	require.NoError(t, err)
 	require.Len(t, msgs, 2)
 	assert.Equal(t, "api-0", msgs[0].Values["requestId"])

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/internal/httpapi"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/tasks"
 )
 
@@ -53,10 +54,11 @@ func (f frontDoor) post(t *testing.T, path, body string) (int, []byte) {
 func (f frontDoor) queued(t *testing.T) (records, waiting []string) {
 	t.Helper()
 	ctx := context.Background()
-	keys, err := f.rdb.Keys(ctx, "cropq:status:*").Result()
+	keys, err := f.rdb.Keys(ctx, rediskey.Default.StatusPattern()).Result()
 	require.NoError(t, err)
 	for _, k := range keys {
-		records = append(records, strings.TrimSuffix(strings.TrimPrefix(k, "cropq:status:{"), "}"))
+		id, _ := rediskey.Default.RequestIDOf(k)
+		records = append(records, id)
 	}
 	return records, waitingIDs(t, f.rdb)
 }
@@ -66,10 +68,11 @@ func waitingIDs(t *testing.T, rdb *redis.Client) []string {
 	t.Helper()
 	ctx := context.Background()
 	var ids []string
-	members, err := rdb.SMembers(ctx, "cropq:backlog:active").Result()
+	members, err := rdb.SMembers(ctx, rediskey.Default.BacklogActive()).Result()
 	require.NoError(t, err)
 	for _, m := range members {
-		entries, err := rdb.LRange(ctx, "cropq:backlog:{"+m+"}", 0, -1).Result()
+		lane, tenant, _ := strings.Cut(m, ":") // backlog.Member
+		entries, err := rdb.LRange(ctx, rediskey.Default.Backlog(lane, tenant), 0, -1).Result()
 		require.NoError(t, err)
 		for _, e := range entries {
 			head, _, _ := strings.Cut(e, "\n")

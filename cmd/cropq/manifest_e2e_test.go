@@ -19,6 +19,7 @@ import (
 
 	"github.com/cropq/cropq/internal/manifest"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 )
@@ -217,7 +218,7 @@ func TestManifestChangedMidReadStops(t *testing.T) {
 	assert.Equal(t, manifest.CodeChanged, m.Code)
 	assert.Contains(t, m.Message, "changed")
 	assert.Less(t, m.Read, int64(600))
-	on, err := s.rdb.HExists(context.Background(), "cropq:batch:{july}", records.ReadingField).Result()
+	on, err := s.rdb.HExists(context.Background(), rediskey.Default.Batch("", "july"), records.ReadingField).Result()
 	require.NoError(t, err)
 	assert.False(t, on)
 	out, err = s.cropq("wait", "--batch", "july", "--timeout", "2m")
@@ -295,7 +296,7 @@ func (s *stack) awaitEveryLineOnce(t *testing.T, batch string, n int) {
 	assert.Equal(t, map[status.State]int64{status.Succeeded: int64(n)}, bi.Counts)
 	assert.Equal(t, "done", bi.Manifest.State)
 	assert.EqualValues(t, n, bi.Manifest.Total)
-	ids, err := s.rdb.LLen(context.Background(), "cropq:batch:{"+batch+"}:ids").Result()
+	ids, err := s.rdb.LLen(context.Background(), rediskey.Default.BatchIDs("", batch)).Result()
 	require.NoError(t, err)
 	assert.EqualValues(t, n, ids, "one request per line, none created twice")
 }

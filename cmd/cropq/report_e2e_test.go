@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 )
 
@@ -109,10 +110,10 @@ func TestWaitWritesTheBatchReport(t *testing.T) {
 
 	// A batch whose manifest is still read is not done for wait, whatever
 	// its counts; it is once reading ends.
-	require.NoError(t, s.rdb.HSet(context.Background(), "cropq:batch:{rep}", records.ReadingField, "1").Err())
+	require.NoError(t, s.rdb.HSet(context.Background(), rediskey.Default.Batch("", "rep"), records.ReadingField, "1").Err())
 	_, err = s.cropq("wait", "--batch", "rep", "--interval", "100ms", "--timeout", "1s", "--no-progress")
 	require.ErrorContains(t, err, "exit status 5", "not done while reading")
-	require.NoError(t, s.rdb.HDel(context.Background(), "cropq:batch:{rep}", records.ReadingField).Err())
+	require.NoError(t, s.rdb.HDel(context.Background(), rediskey.Default.Batch("", "rep"), records.ReadingField).Err())
 	_, err = s.cropq("wait", "--batch", "rep", "--interval", "100ms", "--timeout", "5s", "--no-progress")
 	require.ErrorContains(t, err, "exit status 4", "done again")
 
@@ -147,7 +148,7 @@ func TestAReportInS3OutlivesTheStatusTTL(t *testing.T) {
 
 	// Past the TTL, the records and the batch are gone from Redis.
 	require.Eventually(t, func() bool {
-		n, err := s.rdb.Exists(ctx, st.ReportKey("", "cat"), "cropq:batch:{cat}").Result()
+		n, err := s.rdb.Exists(ctx, st.ReportKey("", "cat"), rediskey.Default.Batch("", "cat")).Result()
 		if err != nil || n != 0 {
 			return false
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/internal/httpapi"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 )
 
@@ -63,7 +64,7 @@ func TestTenantsAreWallsInS3(t *testing.T) {
 		var p httpapi.Problem
 		require.NoError(t, json.Unmarshal(b, &p))
 		assert.Equal(t, field, p.Field, "%s: %s", id, b)
-		_, err := s.rdb.Get(ctx, "cropq:status:{"+id+"}").Result()
+		_, err := s.rdb.Get(ctx, rediskey.Default.Status(id)).Result()
 		assert.Error(t, err, "%s: nothing recorded", id)
 	}
 	succeeded := func(id string) status.Record {

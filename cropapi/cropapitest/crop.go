@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"image"
-	"image/gif"
 	"image/jpeg"
 	"image/png"
 	"runtime"
@@ -14,18 +13,16 @@ import (
 
 	"github.com/muesli/smartcrop"
 	"github.com/muesli/smartcrop/nfnt"
-	"golang.org/x/image/bmp"
 	"golang.org/x/image/draw"
-	"golang.org/x/image/webp"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/imageformat"
 )
 
 // cropped is an encoded result.
 type cropped struct {
-	data        []byte
-	contentType string
-	ext         string
+	data   []byte
+	format imageformat.Format
 }
 
 func cropSlots() int { return max(1, runtime.GOMAXPROCS(0)) }
@@ -58,7 +55,8 @@ func (s *Server) cropUncached(ctx context.Context, src []byte, w, h int) (croppe
 	if err != nil {
 		return cropped{}, err
 	}
-	img, err := decode(info.Format, src)
+	format, _ := imageformat.ByName(info.Format) // a name DecodeImageHeader gave
+	img, err := format.Decode(bytes.NewReader(src))
 	if err != nil {
 		return cropped{}, fmt.Errorf("decode %s: %w", info.Format, err)
 	}
@@ -76,34 +74,18 @@ func (s *Server) cropUncached(ctx context.Context, src []byte, w, h int) (croppe
 	draw.BiLinear.Scale(dst, dst.Bounds(), img, rect, draw.Src, nil)
 
 	var buf bytes.Buffer
-	if info.Format == "jpeg" {
+	if format.Name == imageformat.JPEG {
 		if err := jpeg.Encode(&buf, dst, &jpeg.Options{Quality: 90}); err != nil {
 			return cropped{}, err
 		}
-		return cropped{data: buf.Bytes(), contentType: "image/jpeg", ext: "jpg"}, nil
+		return cropped{data: buf.Bytes(), format: format}, nil
 	}
 	enc := png.Encoder{CompressionLevel: png.BestSpeed}
 	if err := enc.Encode(&buf, dst); err != nil {
 		return cropped{}, err
 	}
-	return cropped{data: buf.Bytes(), contentType: "image/png", ext: "png"}, nil
-}
-
-func decode(format string, b []byte) (image.Image, error) {
-	r := bytes.NewReader(b)
-	switch format {
-	case "jpeg":
-		return jpeg.Decode(r)
-	case "png":
-		return png.Decode(r)
-	case "gif":
-		return gif.Decode(r)
-	case "bmp":
-		return bmp.Decode(r)
-	case "webp":
-		return webp.Decode(r)
-	}
-	return nil, fmt.Errorf("unsupported format %q", format)
+	out, _ := imageformat.ByName(imageformat.PNG)
+	return cropped{data: buf.Bytes(), format: out}, nil
 }
 
 // cropMemo is a small FIFO-bounded memo of crops; a nil memo holds nothing.

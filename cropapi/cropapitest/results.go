@@ -43,7 +43,7 @@ func newResultStore(maxBytes int64) *resultStore {
 
 // put stores c and returns its OSS-style presigned URL on host.
 func (rs *resultStore) put(now time.Time, ttl time.Duration, c cropped, host, accessID string, key []byte) string {
-	object := "ai_computing/tmp/" + uuid.NewString() + "." + c.ext
+	object := "ai_computing/tmp/" + uuid.NewString() + "." + c.format.Ext
 	expires := now.Add(ttl)
 	rs.mu.Lock()
 	rs.sweepLocked(now)
@@ -132,7 +132,7 @@ func (s *Server) handleResult(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	faults := s.currentFaults()
-	w.Header().Set("Content-Type", res.contentType)
+	w.Header().Set("Content-Type", res.format.ContentType)
 	w.Header().Set("Content-Length", strconv.Itoa(len(res.data)))
 	w.Header().Set("ETag", `"`+sig[:min(len(sig), 16)]+`"`)
 	w.WriteHeader(http.StatusOK)

@@ -145,7 +145,7 @@ func smoke(ctx context.Context, rdb redis.UniversalClient, o options) error {
 	batch := fmt.Sprintf("worker-example-%d", time.Now().UnixNano())
 	var ids []string
 	for i, u := range o.images {
-		res := p.Enqueue(ctx, tasks.Request{RequestID: fmt.Sprintf("%s-%d", batch, i), ImageURL: u, TargetWidth: 300, TargetHeight: 300, BatchID: batch})
+		res := p.Enqueue(ctx, tasks.Request{RequestID: fmt.Sprintf("%s-%d", batch, i), ImageURL: u, Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: batch}})
 		if res.Err != nil {
 			return fmt.Errorf("enqueue %s: %w", u, res.Err)
 		}

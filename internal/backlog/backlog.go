@@ -5,10 +5,10 @@
 // backfill, with urgent listings arriving all the while, from several
 // tenants sharing one account. asynq's queues are FIFO and static, so the
 // waiting requests live here instead, one Redis list per (lane, tenant), and
-// asynq holds only the short window the workers are about to run: leases,
+// asynq holds only the short window the workers are about to run: task leases,
 // retries, the archive and the web UI stay asynq's.
 //
-// The feeder (one at a time in the fleet, by lease) keeps that window at
+// The feeder (one at a time in the fleet, by its leadership lock) keeps that window at
 // about the effective rate × Lead. It drains lanes strictly (urgent, then
 // normal, then backfill) and, within a lane, gives each tenant with work a
 // share of the window in proportion to its weight (deficit round-robin;
@@ -33,6 +33,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/internal/metrics"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
 )
@@ -88,12 +89,12 @@ func (b *Backlog) Lanes() []string { return append([]string(nil), b.cfg.Lanes...
 
 // ListKey is the list of (lane, tenant).
 func (b *Backlog) ListKey(lane, tenant string) string {
-	return b.cfg.Prefix + "backlog:{" + lane + ":" + tenant + "}"
+	return rediskey.Prefix(b.cfg.Prefix).Backlog(lane, tenant)
 }
 
 // ActiveKey is the set of "lane:tenant" members whose lists may hold
 // entries (a list may be empty; one that holds entries is always in it).
-func (b *Backlog) ActiveKey() string { return b.cfg.Prefix + "backlog:active" }
+func (b *Backlog) ActiveKey() string { return rediskey.Prefix(b.cfg.Prefix).BacklogActive() }
 
 // Member is the ActiveKey member of (lane, tenant).
 func Member(lane, tenant string) string { return lane + ":" + tenant }

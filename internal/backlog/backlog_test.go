@@ -187,7 +187,7 @@ func TestOneFeederAtATime(t *testing.T) {
 	assert.Len(t, r1.ids(), 20)
 	assert.Empty(t, r2.ids())
 
-	// The leader's lease ends (it died): the other takes over.
+	// The leader's lock ends (it died): the other takes over.
 	require.NoError(t, rdb.Del(ctx, f1.lockKey()).Err())
 	_, err := f2.Step(ctx)
 	require.NoError(t, err)
@@ -195,7 +195,7 @@ func TestOneFeederAtATime(t *testing.T) {
 	assert.Len(t, r2.ids(), 5)
 }
 
-// Two feeders that read the same head (one paused past its lease) feed it
+// Two feeders that read the same head (one paused past its lock) feed it
 // twice, which asynq refuses by task id, and remove it once: nothing is
 // lost.
 func TestTwoFeedersOnTheSameHeadLoseNothing(t *testing.T) {
@@ -291,10 +291,10 @@ func TestAnEntryThatCannotBeFedFailsItsRequest(t *testing.T) {
 	e := TaskEnqueuer{Client: client, Records: st}
 	accepted := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
 	_, err := st.CreateMany(ctx, []status.Record{
-		{RequestID: "garbled", BatchID: "cat", Tenant: "acme", Priority: "backfill"},
-		{RequestID: "lost-id-only", BatchID: "cat", Tenant: "acme", Priority: "backfill"},
-		{RequestID: "lost-v9", BatchID: "cat", Tenant: "acme", Priority: "backfill"},
-		{RequestID: "waits", BatchID: "cat", Tenant: "acme", Priority: "backfill"},
+		{RequestID: "garbled", Params: tasks.Params{BatchID: "cat", Tenant: "acme", Priority: "backfill"}},
+		{RequestID: "lost-id-only", Params: tasks.Params{BatchID: "cat", Tenant: "acme", Priority: "backfill"}},
+		{RequestID: "lost-v9", Params: tasks.Params{BatchID: "cat", Tenant: "acme", Priority: "backfill"}},
+		{RequestID: "waits", Params: tasks.Params{BatchID: "cat", Tenant: "acme", Priority: "backfill"}},
 	})
 	require.NoError(t, err)
 	require.NoError(t, rdb.Del(ctx, st.Key("lost-id-only"), st.Key("lost-v9")).Err())
@@ -379,7 +379,7 @@ func TestAnArchivedTaskDoesNotSwallowANewRequest(t *testing.T) {
 	_, err := client.Enqueue(asynq.NewTask(tasks.TypeCrop, []byte(`{}`)), asynq.TaskID("again-1"), asynq.Queue(tasks.DefaultQueue))
 	require.NoError(t, err)
 	require.NoError(t, insp.ArchiveTask(tasks.DefaultQueue, "again-1"))
-	_, _, err = st.Create(ctx, status.Record{RequestID: "again-1", SourceURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800})
+	_, _, err = st.Create(ctx, status.Record{RequestID: "again-1", SourceURL: "https://cdn.example.com/a.jpg", Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}})
 	require.NoError(t, err)
 
 	e := TaskEnqueuer{Client: client, Records: st, Inspector: insp}
@@ -399,7 +399,7 @@ func TestAnArchivedTaskDoesNotSwallowANewRequest(t *testing.T) {
 }
 
 // Only the leader rescues, and only once it has led for RescueGrace: after
-// a Redis outage took its lease, live workers get time to renew theirs.
+// a Redis outage took its lock, live workers get time to renew their crop leases.
 func TestOnlyASettledLeaderRescues(t *testing.T) {
 	ctx := context.Background()
 	rdb := newRedis(t)
@@ -420,7 +420,7 @@ func TestOnlyASettledLeaderRescues(t *testing.T) {
 	require.Eventually(t, func() bool { step(f1); step(f2); return calls[0].Load() > 0 }, 5*time.Second, 10*time.Millisecond)
 	assert.Zero(t, calls[1].Load(), "a follower never rescues")
 
-	// The lease is lost (Redis restarted empty, or refused its renewal):
+	// The lock is lost (Redis restarted empty, or refused its renewal):
 	// leading again, it waits again.
 	require.NoError(t, rdb.Del(ctx, f1.lockKey()).Err())
 	require.NoError(t, rdb.Set(ctx, f1.lockKey(), "someone-else", time.Minute).Err())
@@ -466,6 +466,6 @@ func TestOnlyTheLeaderRefills(t *testing.T) {
 	_, err = f2.Step(ctx)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, p1.calls.Load())
-	assert.Zero(t, p2.calls.Load(), "a feeder without the lease reads no manifest")
+	assert.Zero(t, p2.calls.Load(), "a feeder without the lock reads no manifest")
 	assert.Equal(t, []string{"refill-1-0", "refill-1-1", "refill-1-2"}, r1.ids())
 }

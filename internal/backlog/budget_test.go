@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cropq/cropq/internal/rediskey"
 )
 
 // demoter records each demotion, and whether its request had been fed
@@ -211,7 +213,7 @@ func TestUrgentBudget(t *testing.T) {
 				lane, tenant, _ := strings.Cut(m, ":")
 				pushFrom(t, b, lane, tenant, 0, n)
 			}
-			pending := "asynq:{crops}:pending"
+			pending := rediskey.AsynqPending("crops")
 			r := &recorder{hook: func(id string) { rdb.RPush(ctx, pending, id) }}
 			d := newDemoter(r)
 			now := time.Unix(1_700_000_000, 0)

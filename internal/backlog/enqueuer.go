@@ -81,7 +81,7 @@ func (e TaskEnqueuer) Feed(ctx context.Context, requestID string, payload []byte
 // id-only entry, its batch (an entry written before entries named their
 // batch leaves it counting the request as queued).
 func (e TaskEnqueuer) Drop(ctx context.Context, en Entry, cause *BadEntryError) error {
-	seed := status.Record{RequestID: en.RequestID, Tenant: en.Tenant, Priority: en.Lane}
+	seed := status.Record{RequestID: en.RequestID, Params: tasks.Params{Tenant: en.Tenant, Priority: en.Lane}}
 	var p tasks.CropPayload
 	if batch, ok := idOnly(en.Payload); ok {
 		seed.BatchID = batch
@@ -138,9 +138,7 @@ func (e TaskEnqueuer) enqueue(ctx context.Context, id string, task *asynq.Task, 
 // back exactly the request it was given, so a field the record does not
 // keep can never be lost: such requests keep their payload in the entry.
 func RequestOf(rec status.Record) tasks.Request {
-	return tasks.Request{RequestID: rec.RequestID, ImageURL: rec.SourceURL, TargetWidth: rec.TargetWidth, TargetHeight: rec.TargetHeight,
-		Bucket: rec.Bucket, KeyTemplate: rec.KeyTemplate, Metadata: rec.Metadata, BatchID: rec.BatchID, CallbackURL: rec.CallbackURL,
-		Priority: rec.Priority, Tenant: rec.Tenant}.ImplicitDefaults()
+	return tasks.Request{RequestID: rec.RequestID, ImageURL: rec.SourceURL, Params: rec.Params}.ImplicitDefaults()
 }
 
 // ToPaid moves a task of the free queue that needs a paid call (its image
@@ -175,8 +173,8 @@ func PaidTaskID(requestID string, attempt int) string {
 }
 
 // Requeue runs again, as a task of its own, the crop whose worker stopped
-// renewing its lease (package lease): asynq would put the task back only
-// after its own 30 s lease and a once-a-minute recoverer. The new task
+// renewing its crop lease (package lease): asynq would put the task back only
+// after its own 30 s task lease and a once-a-minute recoverer. The new task
 // carries the old one's payload and remaining retries, and takes the
 // request over on its first run unless the old task moved on meanwhile; the
 // old task, when asynq runs it again, finds the request owned and stops.
@@ -204,7 +202,7 @@ func (e TaskEnqueuer) Requeue(ctx context.Context, h lease.Holder) error {
 		running += p.Rescue.Attempt
 	}
 	if running != h.Attempt {
-		return nil // the lease was an earlier run's; this one is live
+		return nil // the crop lease was an earlier run's; this one is live
 	}
 	p.Rescue = &tasks.Rescue{From: h.TaskID, Attempt: h.Attempt}
 	b, err := json.Marshal(p)

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/internal/lock"
+	"github.com/cropq/cropq/internal/rediskey"
 )
 
 // Enqueuer moves one request into asynq. A request whose task exists
@@ -65,8 +68,9 @@ type FeederConfig struct {
 	MinWindow, MaxWindow int
 	// Tick is how often the window is topped up (default 100ms).
 	Tick time.Duration
-	// LockTTL is the feeder's lease (default 5s): another process takes over
-	// this long after the feeding one dies.
+	// LockTTL is how long the feeder's leadership lock lives without a
+	// renewal (default 5s): another process takes over this long after the
+	// feeding one dies.
 	LockTTL time.Duration
 	// Weights are the tenants' shares within a lane; unlisted tenants weigh 1.
 	Weights map[string]int
@@ -88,13 +92,13 @@ type FeederConfig struct {
 	Rate func(ctx context.Context) (float64, error)
 	// Rescue, when set, is run by the leader about every RescueEvery
 	// (default 1s): the fleet's one rescuer of crops whose worker stopped
-	// renewing its lease (package lease's Leases.Rescue).
+	// renewing its crop lease (package lease's Leases.Rescue).
 	Rescue      func(ctx context.Context) error
 	RescueEvery time.Duration
-	// RescueGrace is how long a feeder must have held its lease before it
+	// RescueGrace is how long a feeder must have held its lock before it
 	// rescues (default 5s). A Redis outage (down, or refusing writes) also
-	// takes the lease away (its renewal is a write), so afterwards every
-	// live worker gets this long to renew the leases it could not renew
+	// takes the lock away (its renewal is a write), so afterwards every
+	// live worker gets this long to renew the crop leases it could not renew
 	// meanwhile, and only the dead ones' crops move.
 	RescueGrace time.Duration
 	// Refiller, when set, is run by the leader each step (its errors are
@@ -102,7 +106,7 @@ type FeederConfig struct {
 	Refiller Refiller
 	// Now is the clock of the urgent allowances (default time.Now).
 	Now func() time.Time
-	// ID names this feeder in the lease (default host, pid and a random part).
+	// ID names this feeder in the lock (default host, pid and a random part).
 	ID     string
 	Logger *slog.Logger
 
@@ -120,7 +124,7 @@ type FeederConfig struct {
 }
 
 // Feeder keeps asynq's window filled from the backlog. Run it in every
-// worker process: one at a time holds the lease and feeds.
+// worker process: one at a time holds the leadership lock and feeds.
 type Feeder struct {
 	b   *Backlog
 	enq Enqueuer
@@ -202,14 +206,14 @@ func (f *Feeder) Weight(tenant string) int {
 	return 1
 }
 
-// Run feeds every Tick until ctx ends, then gives up the lease.
+// Run feeds every Tick until ctx ends, then gives up the lock.
 func (f *Feeder) Run(ctx context.Context) error {
 	t := time.NewTicker(f.cfg.Tick)
 	defer t.Stop()
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		_ = releaseScript.Run(rctx, f.b.rdb, []string{f.lockKey()}, f.cfg.ID).Err()
+		_ = f.leadership().Release(rctx, f.cfg.ID)
 	}()
 	for {
 		if _, err := f.Step(ctx); err != nil && ctx.Err() == nil {
@@ -223,19 +227,23 @@ func (f *Feeder) Run(ctx context.Context) error {
 	}
 }
 
-func (f *Feeder) lockKey() string { return f.b.cfg.Prefix + "backlog:feeder" }
+// leadership is the feeder's leadership lock: its holder is the fleet's one
+// feeder (and rescuer of crop leases).
+func (f *Feeder) leadership() lock.Lock { return lock.New(f.b.rdb, f.lockKey()) }
 
-// Leader reports whether this feeder held the lease at its last step.
+func (f *Feeder) lockKey() string { return rediskey.Prefix(f.b.cfg.Prefix).FeederLock() }
+
+// Leader reports whether this feeder held the lock at its last step.
 func (f *Feeder) Leader() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.leader
 }
 
-// Step takes or renews the lease and, holding it, tops the window up once.
+// Step takes or renews the lock and, holding it, tops the window up once.
 // It returns how many requests it fed.
 func (f *Feeder) Step(ctx context.Context) (int, error) {
-	ok, err := f.lease(ctx)
+	ok, err := f.lead(ctx)
 	f.mu.Lock()
 	if !ok && f.leader {
 		// A new leader starts afresh (see budget.go for the allowances).
@@ -286,13 +294,14 @@ func (f *Feeder) rescue(ctx context.Context) {
 	}
 }
 
-func (f *Feeder) lease(ctx context.Context) (bool, error) {
-	ttl := f.cfg.LockTTL.Milliseconds()
-	n, err := leaseScript.Run(ctx, f.b.rdb, []string{f.lockKey()}, f.cfg.ID, ttl).Int()
+// lead takes the lock, or renews it when this feeder holds it, and
+// reports whether it does.
+func (f *Feeder) lead(ctx context.Context) (bool, error) {
+	holder, err := f.leadership().Acquire(ctx, f.cfg.ID, f.cfg.LockTTL)
 	if err != nil {
-		return false, fmt.Errorf("feeder: lease: %w", err)
+		return false, fmt.Errorf("feeder: %w", err)
 	}
-	return n == 1, nil
+	return holder == f.cfg.ID, nil
 }
 
 // need is how many requests the window lacks: its target, the effective
@@ -321,13 +330,12 @@ func (f *Feeder) need(ctx context.Context) (int, float64, error) {
 // and, when dueBy is set, those handed back (retry set) due by then. It
 // reads asynq's keys: cheaper than its inspector, which samples memory.
 func (b *Backlog) InAsynq(ctx context.Context, queue string, dueBy time.Time) (int64, error) {
-	q := "asynq:{" + queue + "}:"
 	pipe := b.rdb.Pipeline()
-	pending := pipe.LLen(ctx, q+"pending")
-	active := pipe.LLen(ctx, q+"active")
+	pending := pipe.LLen(ctx, rediskey.AsynqPending(queue))
+	active := pipe.LLen(ctx, rediskey.AsynqActive(queue))
 	var retrying *redis.IntCmd
 	if !dueBy.IsZero() {
-		retrying = pipe.ZCount(ctx, q+"retry", "-inf", strconv.FormatInt(dueBy.Unix(), 10))
+		retrying = pipe.ZCount(ctx, rediskey.AsynqRetry(queue), "-inf", strconv.FormatInt(dueBy.Unix(), 10))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, err
@@ -647,7 +655,7 @@ func (f *Feeder) feedList(ctx context.Context, t take) (int, error) {
 // UnreadableKey is the list where the feeder sets aside entries it cannot
 // even read a request id from (the last maxUnreadable of them), for an
 // operator to look at: there is no request to fail.
-func (b *Backlog) UnreadableKey() string { return b.cfg.Prefix + "backlog:unreadable" }
+func (b *Backlog) UnreadableKey() string { return rediskey.Prefix(b.cfg.Prefix).BacklogUnreadable() }
 
 const maxUnreadable = 1000
 
@@ -689,7 +697,7 @@ func (e *BadEntryError) Unwrap() error { return e.Err }
 
 // popScript removes entries from the head of KEYS[1] while the head starts
 // with the next of ARGV (each entry's "millis id\n"): a second feeder (a
-// lease lost during a pause) that fed the same entries removes nothing more.
+// lock lost during a pause) that fed the same entries removes nothing more.
 var popScript = redis.NewScript(`
 local n = 0
 for i = 1, #ARGV do
@@ -699,24 +707,4 @@ for i = 1, #ARGV do
   n = n + 1
 end
 return n
-`)
-
-// leaseScript takes the lease KEYS[1] for ARGV[1] for ARGV[2] ms, or renews
-// it when ARGV[1] holds it; 1 when held.
-var leaseScript = redis.NewScript(`
-local cur = redis.call('GET', KEYS[1])
-if cur == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if cur == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-`)
-
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 `)

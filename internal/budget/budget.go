@@ -23,6 +23,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 )
 
@@ -137,7 +138,7 @@ func tenantName(t string) string {
 }
 
 func (b *Budgets) key(tenant string, c Cap, t time.Time) string {
-	return b.cfg.Prefix + "budget:{" + tenantName(tenant) + "}:" + c.Period.stamp(t)
+	return rediskey.Prefix(b.cfg.Prefix).Budget(tenantName(tenant), c.Period.stamp(t))
 }
 
 // ExhaustedError is a call not made: its tenant spent its budget for the

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/internal/dedup"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/tasks"
 )
@@ -47,7 +48,7 @@ func TestCanonicalURL(t *testing.T) {
 
 func payload(mut func(*tasks.CropPayload)) tasks.CropPayload {
 	p := tasks.CropPayload{Version: tasks.PayloadVersion, Request: tasks.Request{RequestID: "r1", ImageURL: "https://cdn.example.com/a.jpg",
-		TargetWidth: 800, TargetHeight: 600}}
+		Params: tasks.Params{TargetWidth: 800, TargetHeight: 600}}}
 	if mut != nil {
 		mut(&p)
 	}
@@ -257,9 +258,9 @@ func TestConcealAndResolve(t *testing.T) {
 	}
 }
 
-func TestLeaseIsOneHoldersAndExpiresWithoutRenewal(t *testing.T) {
+func TestClaimIsOneHoldersAndExpiresWithoutRenewal(t *testing.T) {
 	ctx := context.Background()
-	x, rdb := newIndex(t, dedup.Config{LeaseTTL: 600 * time.Millisecond})
+	x, rdb := newIndex(t, dedup.Config{ClaimTTL: 600 * time.Millisecond})
 	a, holder, err := x.Acquire(ctx, "k", "req-a")
 	require.NoError(t, err)
 	require.NotNil(t, a)
@@ -269,11 +270,11 @@ func TestLeaseIsOneHoldersAndExpiresWithoutRenewal(t *testing.T) {
 	assert.Nil(t, b)
 	assert.Equal(t, "req-a", holder)
 
-	// Renewed while held: still held after several lease lifetimes.
+	// Renewed while held: still held after several claim lifetimes.
 	time.Sleep(1800 * time.Millisecond) // the elapsed time itself is under test, not a wait for a condition
 	_, holder, err = x.Acquire(ctx, "k", "req-b")
 	require.NoError(t, err)
-	assert.Equal(t, "req-a", holder, "the holder renews its lease")
+	assert.Equal(t, "req-a", holder, "the holder renews its claim")
 
 	a.Release(ctx)
 	a.Release(ctx) // idempotent
@@ -281,8 +282,8 @@ func TestLeaseIsOneHoldersAndExpiresWithoutRenewal(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, b, "released: the next takes it")
 
-	// A holder that stops renewing (its worker died): the lease expires.
-	require.NoError(t, rdb.Set(ctx, x.EntryKey("dead")+":lease", "req-dead/00", 600*time.Millisecond).Err())
+	// A holder that stops renewing (its worker died): the claim expires.
+	require.NoError(t, rdb.Set(ctx, rediskey.Default.DedupClaim("dead"), "req-dead/00", 600*time.Millisecond).Err())
 	require.Eventually(t, func() bool {
 		l, _, err := x.Acquire(ctx, "dead", "req-c")
 		if l != nil {

@@ -14,7 +14,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/internal/lock"
+	"github.com/cropq/cropq/internal/rediskey"
 )
 
 // Result is a stored object a crop key led to: the result of the request
@@ -94,7 +95,7 @@ func (x *Index) Foreign(r Result, tenant string) bool { return x.cfg.Keyer.Forei
 // request id, so a reference is never taken for one.
 const refPrefix = "ref/"
 
-func (x *Index) refKey(ref string) string { return x.cfg.Prefix + "dedup:" + ref }
+func (x *Index) refKey(ref string) string { return x.keys().DedupRef(ref) }
 
 // Conceal returns an opaque reference to requestID, the request that paid
 // for a result another tenant reuses: "ref/" and 20 random hex digits,
@@ -143,19 +144,20 @@ func IsRef(s string) bool {
 // Config configures an Index. Zero values take defaults.
 type Config struct {
 	// Prefix of every key (default "cropq:"): entries live at
-	// Prefix+"dedup:{KEY}", leases at Prefix+"dedup:{KEY}:lease".
+	// Prefix+"dedup:{KEY}", claims at Prefix+"dedup:{KEY}:lease" (package
+	// rediskey).
 	Prefix string
 	// TTL of an index entry after its result was stored (default 30 days,
 	// CROPQ_DEDUP_TTL).
 	TTL time.Duration
-	// LeaseTTL is how long a lease on a key lives without being renewed
+	// ClaimTTL is how long a claim on a key lives without being renewed
 	// (default 10s): how long twins wait for a worker that died mid-call.
 	// Its holder renews it every third of that while it works.
-	LeaseTTL time.Duration
+	ClaimTTL time.Duration
 	Keyer
 }
 
-// Index maps crop keys to stored results, and hands out leases on keys.
+// Index maps crop keys to stored results, and hands out claims on keys.
 type Index struct {
 	rdb redis.UniversalClient
 	cfg Config
@@ -167,13 +169,13 @@ const DefaultTTL = 30 * 24 * time.Hour
 // New returns an index on rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Index {
 	if cfg.Prefix == "" {
-		cfg.Prefix = status.DefaultPrefix
+		cfg.Prefix = string(rediskey.Default)
 	}
 	if cfg.TTL <= 0 {
 		cfg.TTL = DefaultTTL
 	}
-	if cfg.LeaseTTL <= 0 {
-		cfg.LeaseTTL = 10 * time.Second
+	if cfg.ClaimTTL <= 0 {
+		cfg.ClaimTTL = 10 * time.Second
 	}
 	return &Index{rdb: rdb, cfg: cfg}
 }
@@ -184,11 +186,14 @@ const redisTimeout = 5 * time.Second
 
 // EntryKey is the Redis key of key's index entry (its memory is measured
 // in the tests).
-func (x *Index) EntryKey(key string) string { return x.cfg.Prefix + "dedup:{" + key + "}" }
+func (x *Index) EntryKey(key string) string { return x.keys().DedupEntry(key) }
 
-func (x *Index) leaseKey(key string) string { return x.EntryKey(key) + ":lease" }
+// claimLock is the lock of key's claim.
+func (x *Index) claimLock(key string) lock.Lock { return lock.New(x.rdb, x.keys().DedupClaim(key)) }
 
-func (x *Index) savedKey() string { return x.cfg.Prefix + "dedup:saved" }
+func (x *Index) savedKey() string { return x.keys().DedupSaved() }
+
+func (x *Index) keys() rediskey.Prefix { return rediskey.Prefix(x.cfg.Prefix) }
 
 // Lookup returns the result stored under key, if any.
 func (x *Index) Lookup(ctx context.Context, key string) (Result, bool, error) {
@@ -262,9 +267,11 @@ func (x *Index) Saved(ctx context.Context) (map[string]int64, error) {
 	return out, nil
 }
 
-// Lease is a key held by one request while it pays for the key's result;
-// it is renewed in the background until Release.
-type Lease struct {
+// Claim is a dedup claim: a crop key held by one request while it pays for
+// the key's result, so that its twins wait rather than pay too (a lock,
+// package lock, renewed in the background until Release). It is neither a
+// crop lease (package lease) nor the feeder's leadership lock.
+type Claim struct {
 	x     *Index
 	key   string
 	owner string
@@ -273,60 +280,43 @@ type Lease struct {
 	once  sync.Once
 }
 
-// Acquire takes the lease on key for owner (a request id). When another
-// holds it, the lease is nil and holder names it.
-func (x *Index) Acquire(ctx context.Context, key, owner string) (l *Lease, holder string, err error) {
+// Acquire takes the claim on key for owner (a request id). When another
+// holds it, the claim is nil and holder names it.
+func (x *Index) Acquire(ctx context.Context, key, owner string) (c *Claim, holder string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
 	var nonce [6]byte
 	_, _ = rand.Read(nonce[:])
 	// The nonce tells this attempt from a stale one of the same request.
 	token := owner + "/" + hex.EncodeToString(nonce[:])
-	res, err := acquireScript.Run(ctx, x.rdb, []string{x.leaseKey(key)}, token, x.cfg.LeaseTTL.Milliseconds()).Text()
+	res, err := x.claimLock(key).Acquire(ctx, token, x.cfg.ClaimTTL)
 	if err != nil {
-		return nil, "", fmt.Errorf("dedup: acquire lease: %w", err)
+		return nil, "", fmt.Errorf("dedup: claim: %w", err)
 	}
 	if res != token {
 		h, _, _ := strings.Cut(res, "/")
 		return nil, h, nil
 	}
-	l = &Lease{x: x, key: key, owner: token, stop: make(chan struct{}), done: make(chan struct{})}
-	go l.renew()
-	return l, "", nil
+	c = &Claim{x: x, key: key, owner: token, stop: make(chan struct{}), done: make(chan struct{})}
+	go c.renew()
+	return c, "", nil
 }
 
-// acquireScript sets KEYS[1] to ARGV[1] for ARGV[2] ms unless held, and
-// returns its holder.
-var acquireScript = redis.NewScript(`
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return ARGV[1] end
-return redis.call('GET', KEYS[1]) or ''
-`)
-
-var renewScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-`)
-
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
-
-// renew keeps the lease alive until Release; a worker that dies stops
-// renewing, and the lease expires within LeaseTTL.
-func (l *Lease) renew() {
-	defer close(l.done)
-	t := time.NewTicker(l.x.cfg.LeaseTTL / 3)
+// renew keeps the claim alive until Release; a worker that dies stops
+// renewing, and the claim expires within ClaimTTL.
+func (c *Claim) renew() {
+	defer close(c.done)
+	t := time.NewTicker(c.x.cfg.ClaimTTL / 3)
 	defer t.Stop()
 	for {
 		select {
-		case <-l.stop:
+		case <-c.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), l.x.cfg.LeaseTTL/3)
-			// A failed renewal is retried on the next tick; a lease lost
+			ctx, cancel := context.WithTimeout(context.Background(), c.x.cfg.ClaimTTL/3)
+			// A failed renewal is retried on the next tick; a claim lost
 			// meanwhile costs at most one extra paid call by a twin.
-			_ = renewScript.Run(ctx, l.x.rdb, []string{l.x.leaseKey(l.key)}, l.owner, l.x.cfg.LeaseTTL.Milliseconds()).Err()
+			_, _ = c.x.claimLock(c.key).Renew(ctx, c.owner, c.x.cfg.ClaimTTL)
 			cancel()
 		}
 	}
@@ -335,13 +325,13 @@ func (l *Lease) renew() {
 // Release stops renewing and gives the key up, so that a twin waiting for
 // it pays (when this request did not store a result) or reuses the result
 // (when it did). Safe to call more than once.
-func (l *Lease) Release(ctx context.Context) {
-	l.once.Do(func() {
-		close(l.stop)
-		<-l.done
+func (c *Claim) Release(ctx context.Context) {
+	c.once.Do(func() {
+		close(c.stop)
+		<-c.done
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisTimeout)
 		defer cancel()
 		// Left to expire if Redis is away.
-		_ = releaseScript.Run(ctx, l.x.rdb, []string{l.x.leaseKey(l.key)}, l.owner).Err()
+		_ = c.x.claimLock(c.key).Release(ctx, c.owner)
 	})
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -275,8 +276,7 @@ func TestBatchReport(t *testing.T) {
 	assert.Equal(t, "true", resp.Trailer.Get(httpapi.ReportDoneTrailer), "done: exact")
 
 	// A batch whose manifest is still read is not done, whatever its counts.
-	st := records.NewStore(rdb, status.Config{})
-	require.NoError(t, rdb.HSet(context.Background(), strings.TrimSuffix(st.ReportKey("acme", "cat"), ":report"), records.ReadingField, "1").Err())
+	require.NoError(t, rdb.HSet(context.Background(), rediskey.Default.Batch("acme", "cat"), records.ReadingField, "1").Err())
 	resp, raw = call(t, s, "GET", "/v1/batches/cat", nil, acme)
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(raw))
 	var bs httpapi.BatchStatus

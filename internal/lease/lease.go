@@ -1,14 +1,19 @@
-// Package lease keeps a short lease on every crop a worker is running, so
-// that the crops of a worker that died (kill -9, OOM, node loss) or froze
-// (SIGSTOP, a stalled VM) run again elsewhere within seconds, not after
-// asynq's own recovery (its 30 s task lease, plus 30 s, plus a once-a-minute
-// recoverer: one to three minutes in v0.26, and not configurable).
+// Package lease keeps a short crop lease on every crop a worker is
+// running, so that the crops of a worker that died (kill -9, OOM, node
+// loss) or froze (SIGSTOP, a stalled VM) run again elsewhere within
+// seconds, not after asynq's own recovery (its 30 s task lease, plus 30 s,
+// plus a once-a-minute recoverer: one to three minutes in v0.26, and not
+// configurable).
 //
 // A holder adds its lease when an attempt starts and renews all of its
 // leases every Renew; the fleet's one rescuer (the backlog feeder's leader)
 // takes leases whose deadline passed and hands their crops back through a
 // Requeuer. Deadlines are on Redis's clock (TIME, read inside the scripts),
 // so workers whose clocks disagree still agree on when a lease ended.
+//
+// Crop leases are not the two locks of package lock (the feeder's
+// leadership lock, the dedup claims on crop keys): many in one sorted set,
+// renewed together, and taken away by a rescuer rather than let expire.
 //
 // Taking a lease away is atomic with respect to renewing it: once the
 // rescuer has taken it, the holder's next renewal finds it gone and
@@ -30,6 +35,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 )
 
@@ -114,7 +120,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Leases {
 
 // Key is the sorted set of leases: member "queue\ntask\nattempt\nowner",
 // score the deadline in Redis milliseconds.
-func (l *Leases) Key() string { return l.cfg.Prefix + "leases" }
+func (l *Leases) Key() string { return rediskey.Prefix(l.cfg.Prefix).CropLeases() }
 
 // TTL is the leases' lifetime.
 func (l *Leases) TTL() time.Duration { return l.cfg.TTL }

@@ -20,6 +20,7 @@ import (
 	"github.com/cropq/cropq/internal/manifest"
 	"github.com/cropq/cropq/internal/namespace"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -109,7 +110,7 @@ func TestReaderReadsToTheEnd(t *testing.T) {
 	assert.EqualValues(t, 7, bi.Manifest.Total)
 	assert.EqualValues(t, 7, bi.Total)
 	assert.Equal(t, map[status.State]int64{status.Queued: 3, status.Failed: 4}, bi.Counts)
-	on, err := f.rdb.HExists(ctx, "cropq:batch:{june}", records.ReadingField).Result()
+	on, err := f.rdb.HExists(ctx, rediskey.Default.Batch("", "june"), records.ReadingField).Result()
 	require.NoError(t, err)
 	assert.False(t, on, "the reading field goes at the end")
 
@@ -286,7 +287,7 @@ func TestRegisterManifest(t *testing.T) {
 	require.NoError(t, err)
 	_, err = f.prod.RegisterManifest(ctx, "", producer.ManifestRequest{Manifest: url})
 	require.NoError(t, err, "the same registration again")
-	report, err := f.rdb.HGet(ctx, "cropq:batch:{reg}", records.ReportField).Result()
+	report, err := f.rdb.HGet(ctx, rediskey.Default.Batch("", "reg"), records.ReportField).Result()
 	require.NoError(t, err)
 	assert.Equal(t, "s3://"+f.bucket+"/reports/", report)
 

@@ -21,6 +21,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 )
 
@@ -141,8 +142,8 @@ func New(rdb redis.UniversalClient, cfg Config) *Limiter {
 	return &Limiter{
 		cfg: cfg, rdb: rdb, gcra: redis_rate.NewLimiter(rdb), account: acct,
 		// One hash tag: both keys live in one Redis Cluster slot.
-		stateKey: cfg.Prefix + "quota:{" + acct + "}:state",
-		gcraKey:  cfg.Prefix + "quota:{" + acct + "}:gcra",
+		stateKey: rediskey.Prefix(cfg.Prefix).QuotaState(acct),
+		gcraKey:  rediskey.Prefix(cfg.Prefix).QuotaGCRA(acct),
 		logged:   cfg.Rate,
 		turn:     make(chan struct{}, 1),
 	}

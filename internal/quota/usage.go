@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cropq/cropq/internal/rediskey"
 )
 
 // The account's calls are counted in Redis, fleet-wide, so that every pod
@@ -38,7 +40,7 @@ func (u Usage) LimitedShare() float64 {
 }
 
 func (l *Limiter) usageKey(t time.Time) string {
-	return l.cfg.Prefix + "quota:{" + l.account + "}:usage:" + t.UTC().Format("20060102")
+	return rediskey.Prefix(l.cfg.Prefix).QuotaUsage(l.account, t)
 }
 
 // count adds one to kind's counters now; a failure is logged, not returned:

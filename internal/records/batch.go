@@ -8,16 +8,23 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 // batchKey is the counts of a tenant's batch: batch ids are the tenant's
 // own, so two tenants' batches of one name are two batches. The default
 // tenant's keep the key they had before tenants existed.
 func (s *Store) batchKey(tenant, batchID string) string {
-	if tenant == "" || tenant == "default" {
-		return s.cfg.Prefix + "batch:{" + batchID + "}"
+	return s.keys().Batch(keyTenant(tenant), batchID)
+}
+
+// keyTenant is tenant as the batch keys name it: "" for the default
+// tenant (rediskey's Batch).
+func keyTenant(tenant string) string {
+	if tenant == tasks.DefaultTenant {
+		return ""
 	}
-	return s.cfg.Prefix + "batch:{" + tenant + "/" + batchID + "}"
+	return tenant
 }
 
 // BatchCounts returns how many records of the tenant's batchID are in each

@@ -41,26 +41,26 @@ var GridOrder = []status.State{status.Failed, status.Succeeded, status.Retrying,
 
 // idsKey is the list of a tenant's batch's request ids.
 func (s *Store) idsKey(tenant, batchID string) string {
-	return s.batchKey(tenant, batchID) + ":ids"
+	return s.keys().BatchIDs(keyTenant(tenant), batchID)
 }
 
 // indexKey is the bitmap of a tenant's batch's requests in state st.
 func (s *Store) indexKey(tenant, batchID string, st status.State) string {
-	return s.batchKey(tenant, batchID) + ":" + string(st)
+	return s.keys().BatchState(keyTenant(tenant), batchID, string(st))
 }
 
 // paidKey counts the paid calls of a batch's finished requests.
 func (s *Store) paidKey(tenant, batchID string) string {
-	return s.batchKey(tenant, batchID) + ":paid"
+	return s.keys().BatchPaid(keyTenant(tenant), batchID)
 }
 
 // BatchesKey is the registry of batches: member "tenant/batchId", scored by
 // the batch's creation time in milliseconds.
-func (s *Store) BatchesKey() string { return s.cfg.Prefix + "batches" }
+func (s *Store) BatchesKey() string { return s.keys().Batches() }
 
 // failuresKey counts failures per "minute:code" in the hour of t (UTC).
 func (s *Store) failuresKey(t time.Time) string {
-	return s.cfg.Prefix + "failures:" + t.UTC().Format("2006010215")
+	return s.keys().Failures(t)
 }
 
 func batchMember(tenant, batchID string) string {

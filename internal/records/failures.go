@@ -22,7 +22,7 @@ import (
 // are added; a replay removes its request's.
 
 // FailedKey is the failures index.
-func (s *Store) FailedKey() string { return s.cfg.Prefix + "failed" }
+func (s *Store) FailedKey() string { return s.keys().Failed() }
 
 // Failure is one failed request as the index names it.
 type Failure struct {

@@ -64,7 +64,7 @@ func (m Manifest) URL() string { return "s3://" + m.Bucket + "/" + m.Key }
 
 // ManifestsKey is the set of batches ("tenant/batchId") whose manifest is
 // being read.
-func (s *Store) ManifestsKey() string { return s.cfg.Prefix + "manifests" }
+func (s *Store) ManifestsKey() string { return s.keys().Manifests() }
 
 // ErrBatchExists is a batch id registered already with another manifest,
 // or used by a batch of requests: a manifest batch needs an id of its own.

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 )
 
@@ -52,7 +53,7 @@ func TestManifestDescriptor(t *testing.T) {
 
 	// While reading, the batch never expires; once stopped, it gets its
 	// TTL (nothing of it waits), and stays stopped.
-	key := "cropq:batch:{acme/june}"
+	key := rediskey.Default.Batch("acme", "june")
 	ttl, err := rdb.PTTL(ctx, key).Result()
 	require.NoError(t, err)
 	assert.Equal(t, time.Duration(-1), ttl)

@@ -16,7 +16,7 @@ import (
 // once per deployment after an upgrade (PersistWaiting).
 
 // MigratedKey marks that PersistWaiting ran to its end on this Redis.
-func (s *Store) MigratedKey() string { return s.cfg.Prefix + "migrated:waiting-ttl" }
+func (s *Store) MigratedKey() string { return s.keys().MigratedWaitingTTL() }
 
 // persistScript removes the TTL of the record KEYS[1] when it has one and
 // its request still waits; 1 when it did.
@@ -45,7 +45,7 @@ func (s *Store) PersistWaiting(ctx context.Context) (changed int64, done bool, e
 	scan := func(ctx context.Context, c redis.UniversalClient) error {
 		var cursor uint64
 		for {
-			keys, next, err := c.Scan(ctx, cursor, s.cfg.Prefix+"status:{*}", 1000).Result()
+			keys, next, err := c.Scan(ctx, cursor, s.keys().StatusPattern(), 1000).Result()
 			if err != nil {
 				return err
 			}

@@ -67,13 +67,13 @@ const (
 // ReportKey is the list of the report lines of a tenant's batch's ended
 // requests (JSON ReportLine each), in the order they ended.
 func (s *Store) ReportKey(tenant, batchID string) string {
-	return s.batchKey(tenant, batchID) + ":report"
+	return s.keys().BatchReport(keyTenant(tenant), batchID)
 }
 
 // ReportsDueKey is the set of batches ("tenant/batchId") with a report
 // destination whose report is not written yet: what the report writer
 // scans, rather than every batch.
-func (s *Store) ReportsDueKey() string { return s.cfg.Prefix + "reports:due" }
+func (s *Store) ReportsDueKey() string { return s.keys().ReportsDue() }
 
 // ReportLineOf is rec's line in its batch's report: as it stands, its
 // finish time when it ended.

@@ -27,6 +27,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 )
 
@@ -63,7 +64,9 @@ func NewStore(rdb redis.UniversalClient, cfg status.Config) *Store {
 func (s *Store) Cluster() bool { return s.cluster }
 
 // Key returns the Redis key of id's record.
-func (s *Store) Key(id string) string { return s.cfg.Prefix + "status:{" + id + "}" }
+func (s *Store) Key(id string) string { return s.keys().Status(id) }
+
+func (s *Store) keys() rediskey.Prefix { return rediskey.Prefix(s.cfg.Prefix) }
 
 // Get reads id's record in one round trip.
 func (s *Store) Get(ctx context.Context, id string) (status.Record, error) {

@@ -19,7 +19,7 @@ var errRefusesWrites = errors.New("redis refuses writes (OOM or read-only): rais
 // an OOM. The readiness of every process that records.
 func (s *Store) Writable(ctx context.Context) error {
 	host, _ := os.Hostname()
-	err := s.rdb.Set(ctx, s.cfg.Prefix+"writable:"+host, "1", 30*time.Second).Err()
+	err := s.rdb.Set(ctx, s.keys().Writable(host), "1", 30*time.Second).Err()
 	switch {
 	case err == nil:
 		return nil

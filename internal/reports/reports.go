@@ -124,7 +124,7 @@ func NewUploader(client *s3.Client, partSize int64) Uploader {
 }
 
 // Run looks for reports due every Every while leader() says this process
-// leads (the feeder's lease), until ctx ends.
+// leads (the feeder's leadership lock), until ctx ends.
 func (w *Writer) Run(ctx context.Context, leader func() bool) {
 	t := time.NewTicker(w.cfg.Every)
 	defer t.Stop()

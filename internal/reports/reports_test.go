@@ -17,9 +17,11 @@ import (
 
 	"github.com/cropq/cropq/internal/namespace"
 	"github.com/cropq/cropq/internal/records"
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/reports"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 func TestParseDestination(t *testing.T) {
@@ -101,7 +103,7 @@ func (f *fixture) batch(t *testing.T, tenant, id string, n int) []string {
 	for i := range n {
 		rid := fmt.Sprintf("%s-%s-%d", tenant, id, i)
 		ids = append(ids, rid)
-		recs = append(recs, status.Record{RequestID: rid, BatchID: id, Tenant: tenant})
+		recs = append(recs, status.Record{RequestID: rid, Params: tasks.Params{BatchID: id, Tenant: tenant}})
 	}
 	_, err := f.st.CreateMany(context.Background(), recs)
 	require.NoError(t, err)
@@ -233,7 +235,7 @@ func TestALargeReportIsStreamedAndWrittenAgainAfterACrash(t *testing.T) {
 
 	// The mark lost, as a crash between the upload and the mark would:
 	// written again, whole, over the same key.
-	require.NoError(t, f.rdb.HDel(ctx, "cropq:batch:{big}", records.ReportWrittenField).Err())
+	require.NoError(t, f.rdb.HDel(ctx, rediskey.Default.Batch("", "big"), records.ReportWrittenField).Err())
 	require.NoError(t, f.rdb.SAdd(ctx, f.st.ReportsDueKey(), "default/big").Err())
 	require.NoError(t, f.s3DeleteObject("big.jsonl"))
 	n, err = f.w.WriteDue(ctx)

@@ -27,6 +27,7 @@ import (
 	"github.com/aws/smithy-go/middleware"
 
 	"github.com/cropq/cropq/cropapi"
+	"github.com/cropq/cropq/internal/imageformat"
 	"github.com/cropq/cropq/internal/namespace"
 	"github.com/cropq/cropq/internal/objectkey"
 	"github.com/cropq/cropq/internal/redact"
@@ -466,10 +467,6 @@ func (c *countingReader) finish() error {
 	return nil
 }
 
-var imageExt = map[string]string{
-	"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp", "image/bmp": "bmp",
-}
-
 // contentType takes the declared type, sniffed when missing or generic, and
 // refuses anything that is not an image.
 func contentType(declared string, head []byte) (ctype, ext string, err error) {
@@ -477,11 +474,11 @@ func contentType(declared string, head []byte) (ctype, ext string, err error) {
 	if mt == "" || mt == "application/octet-stream" || mt == "binary/octet-stream" {
 		mt, _, _ = mime.ParseMediaType(http.DetectContentType(head))
 	}
-	ext, ok := imageExt[mt]
+	f, ok := imageformat.ByContentType(mt)
 	if !ok {
 		return "", "", fmt.Errorf("content type %q is not an accepted image type", mt)
 	}
-	return mt, ext, nil
+	return mt, f.Ext, nil
 }
 
 // MissingError is a stored object that is no longer what was stored: it
@@ -515,11 +512,11 @@ func (c *Copier) CopyStored(ctx context.Context, from Stored, obj Object) (Store
 			return Stored{}, &UploadError{Op: "head", Bucket: from.Bucket, Key: from.Key, Err: err}
 		}
 	}
-	ext, ok := imageExt[from.ContentType]
+	format, ok := imageformat.ByContentType(from.ContentType)
 	if !ok {
 		return Stored{}, &MissingError{Bucket: from.Bucket, Key: from.Key, Reason: fmt.Sprintf("has content type %q, not an accepted image type", from.ContentType)}
 	}
-	bucket, key, meta, err := c.destination(obj, ext)
+	bucket, key, meta, err := c.destination(obj, format.Ext)
 	if err != nil {
 		return Stored{}, err
 	}
@@ -577,8 +574,8 @@ func (c *Copier) CheckKey(ctx context.Context, obj Object) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	seen := map[string]bool{}
-	for _, ext := range []string{"png", "jpg", "gif", "webp", "bmp"} {
-		bucket, key, _, err := c.destination(obj, ext)
+	for _, f := range imageformat.All() {
+		bucket, key, _, err := c.destination(obj, f.Ext)
 		if err != nil {
 			return err
 		}
@@ -656,11 +653,11 @@ func (c *Copier) claim(ctx context.Context, bucket, key string, obj Object) (con
 // without {requestId} can render a key another request wrote, so only
 // those are looked at (one HEAD).
 func (c *Copier) Holds(ctx context.Context, obj Object, contentType string) (Stored, bool, error) {
-	ext, ok := imageExt[contentType]
+	format, ok := imageformat.ByContentType(contentType)
 	if !ok || obj.Crop.Key == "" || obj.Crop.Version == "" || strings.Contains(cmp.Or(obj.KeyTemplate, c.cfg.KeyTemplate), "{requestId}") {
 		return Stored{}, false, nil
 	}
-	bucket, key, _, err := c.destination(obj, ext)
+	bucket, key, _, err := c.destination(obj, format.Ext)
 	if err != nil {
 		return Stored{}, false, err
 	}

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/cropq/cropq/internal/localstack"
 	"github.com/cropq/cropq/internal/localsvc"
 )
 
@@ -86,12 +86,26 @@ func MinIOBucket(t testing.TB, m *localsvc.MinIO) (*s3.Client, string) {
 		name = name[len(name)-63:]
 		name = "t" + strings.TrimLeft(name[1:], "-.")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatalf("create bucket %s: %v", name, err)
+	if err := localstack.CreateBucket(context.Background(), client, name); err != nil {
+		t.Fatal(err)
 	}
 	return client, name
+}
+
+// Start starts a process for the test's lifetime: stopped (SIGTERM, then
+// waited for, killed after localstack.StopTimeout) at cleanup.
+func Start(t testing.TB, c localstack.Command) *localstack.Process {
+	t.Helper()
+	p, err := localstack.Start(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), localstack.StopTimeout)
+		defer cancel()
+		_ = p.Stop(ctx)
+	})
+	return p
 }
 
 func sanitize(s string) string {

@@ -139,7 +139,7 @@ type HandlerConfig struct {
 	Dedup Dedup
 	Reuse StoredCopier
 	// CoalesceWait is how long an attempt waits in place for a twin that
-	// holds the crop key's lease (default 2s), polling every CoalescePoll
+	// holds the crop key's claim (default 2s), polling every CoalescePoll
 	// (default 200ms), before it is handed back for CoalesceDelay (default
 	// 1s; asynq's delayed-task check rounds it up).
 	CoalesceWait  time.Duration
@@ -514,7 +514,7 @@ type attempt struct {
 }
 
 // handoff moves a free-queue task that needs a paid call to the paid
-// queue (HandlerConfig.Handoff), giving up the crop key's lease first so
+// queue (HandlerConfig.Handoff), giving up the crop key's claim first so
 // that the paid task, or a twin, can take it. The record stays running:
 // the paid task's first run takes it over.
 func (h *Handler) handoff(ctx context.Context, a attempt, c *claim) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -25,8 +26,8 @@ func TestCompletedTasksStaySmall(t *testing.T) {
 	img, err := os.ReadFile(filepath.Join("..", "..", "testdata", "images", "mug-square.png"))
 	require.NoError(t, err)
 	for _, p := range []tasks.CropPayload{
-		{Request: tasks.Request{RequestID: "inline-1", ImageBase64: base64.StdEncoding.EncodeToString(img), TargetWidth: 300, TargetHeight: 200}},
-		{Request: tasks.Request{RequestID: "url-1", ImageURL: r.images + "/good.png", TargetWidth: 300, TargetHeight: 200}},
+		{Request: tasks.Request{RequestID: "inline-1", ImageBase64: base64.StdEncoding.EncodeToString(img), Params: tasks.Params{TargetWidth: 300, TargetHeight: 200}}},
+		{Request: tasks.Request{RequestID: "url-1", ImageURL: r.images + "/good.png", Params: tasks.Params{TargetWidth: 300, TargetHeight: 200}}},
 	} {
 		task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: 3, Limits: local})
 		require.NoError(t, err)
@@ -46,7 +47,7 @@ func TestCompletedTasksStaySmall(t *testing.T) {
 		info, err = inspector.GetTaskInfo(tasks.DefaultQueue, "url-1")
 		return err == nil && info.State == asynq.TaskStateCompleted
 	}, 10*time.Second, 10*time.Millisecond)
-	bytes, err := r.rdb.MemoryUsage(ctx, "asynq:{"+tasks.DefaultQueue+"}:t:url-1").Result()
+	bytes, err := r.rdb.MemoryUsage(ctx, rediskey.AsynqTask(tasks.DefaultQueue, "url-1")).Result()
 	require.NoError(t, err)
 	t.Logf("a completed URL task: %d bytes of Redis (MEMORY USAGE); the inline image was %d bytes", bytes, len(img))
 	assert.Less(t, bytes, int64(1024), "docs/deploy.md sizes completed URL tasks at under 1 KB")

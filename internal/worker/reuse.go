@@ -25,8 +25,8 @@ type Dedup interface {
 	Remember(ctx context.Context, key string, r dedup.Result) error
 	// Forget drops key's entry while it names requestID's result.
 	Forget(ctx context.Context, key, requestID string) error
-	// Acquire takes the lease on key; nil and the holder when taken.
-	Acquire(ctx context.Context, key, owner string) (KeyLease, string, error)
+	// Acquire takes the claim on key; nil and the holder when taken.
+	Acquire(ctx context.Context, key, owner string) (KeyClaim, string, error)
 	CountSaved(ctx context.Context, reason string) error
 	// Foreign reports whether r was paid for by another tenant than
 	// tenant (dedup.Keyer.Foreign): its request is then not named.
@@ -45,8 +45,8 @@ type Dedup interface {
 	SourceValidators(ctx context.Context, p tasks.CropPayload) (dedup.Validators, error)
 }
 
-// KeyLease is a crop key held while its result is paid for (*dedup.Lease).
-type KeyLease interface {
+// KeyClaim is a crop key held while its result is paid for (*dedup.Claim).
+type KeyClaim interface {
 	Release(ctx context.Context)
 }
 
@@ -60,10 +60,10 @@ func RedisDedup(x *dedup.Index) Dedup {
 
 type redisDedup struct{ *dedup.Index }
 
-func (d redisDedup) Acquire(ctx context.Context, key, owner string) (KeyLease, string, error) {
+func (d redisDedup) Acquire(ctx context.Context, key, owner string) (KeyClaim, string, error) {
 	l, holder, err := d.Index.Acquire(ctx, key, owner)
 	if l == nil {
-		return nil, holder, err // a nil interface, not a nil *dedup.Lease in one
+		return nil, holder, err // a nil interface, not a nil *dedup.Claim in one
 	}
 	return l, holder, err
 }
@@ -85,7 +85,7 @@ const (
 )
 
 // CoalescingError hands a task back while a twin request (same crop key)
-// holds the key's lease and pays: its next attempt reuses the result, or
+// holds the key's claim and pays: its next attempt reuses the result, or
 // pays itself if the twin failed or died. Not a failure.
 type CoalescingError struct {
 	Holder string // the twin's request id
@@ -114,11 +114,11 @@ func (e *concealedError) Error() string { return e.msg }
 func (e *concealedError) Unwrap() error { return e.err }
 
 // claim is what step 2a leaves to the rest of the attempt: the crop key
-// (and the source's identity, hint), the lease when this request is the
+// (and the source's identity, hint), the claim when this request is the
 // one that pays, and the source's validators read before paying.
 type claim struct {
 	key, hint string
-	lease     KeyLease
+	held      KeyClaim
 	source    dedup.Validators
 }
 
@@ -131,15 +131,15 @@ func (c *claim) crop(requestID string) results.Crop {
 }
 
 func (c *claim) release(ctx context.Context) {
-	if c != nil && c.lease != nil {
-		c.lease.Release(ctx)
+	if c != nil && c.held != nil {
+		c.held.Release(ctx)
 	}
 }
 
 // reuseOrCoalesce is step 2a of ProcessTask. It reports done when the
 // attempt ended here, with ProcessTask's return value: the request
 // succeeded with a copy of a stored result, or was handed back to wait for
-// a twin in flight. Otherwise the attempt pays, holding the key's lease
+// a twin in flight. Otherwise the attempt pays, holding the key's claim
 // when it got it. Any failure of the index itself only means paying: it is
 // an optimisation, never a reason to fail.
 func (h *Handler) reuseOrCoalesce(ctx context.Context, a attempt, rec status.Record) (c *claim, done bool, err error) {
@@ -182,20 +182,20 @@ func (h *Handler) reuseOrCoalesce(ctx context.Context, a attempt, rec status.Rec
 			// URL: paid for again, and the entry replaced.
 			gone = res.RequestID
 		}
-		lease, holder, err := d.Acquire(ctx, key, a.payload.RequestID)
+		held, holder, err := d.Acquire(ctx, key, a.payload.RequestID)
 		if err != nil {
-			a.log.WarnContext(ctx, "crop: dedup lease unavailable; paying", "err", err)
+			a.log.WarnContext(ctx, "crop: dedup claim unavailable; paying", "err", err)
 			return c, false, nil
 		}
-		if lease != nil {
+		if held != nil {
 			// A holder may have stored its result and let go between the
-			// look above and this lease: look again, now that no one else
+			// look above and this claim: look again, now that no one else
 			// can be storing one.
 			if res, found, err := d.Lookup(ctx, key); err == nil && found && res.RequestID != a.payload.RequestID && res.RequestID != gone {
-				lease.Release(ctx)
+				held.Release(ctx)
 				continue
 			}
-			c.lease = lease
+			c.held = held
 			return c, false, nil
 		}
 		if holder == a.payload.RequestID {
@@ -243,7 +243,7 @@ func (h *Handler) revalidate(ctx context.Context, a attempt, res dedup.Result) b
 	return true
 }
 
-// foreignTwin reports whether the request holding a crop key's lease is
+// foreignTwin reports whether the request holding a crop key's claim is
 // (or may be: its record unreadable) another tenant's.
 func (h *Handler) foreignTwin(ctx context.Context, holder, tenant string) bool {
 	rec, err := h.status.Get(ctx, holder)
@@ -382,7 +382,7 @@ func (h *Handler) recordSource(ctx context.Context, a attempt, c *claim) {
 }
 
 // remember indexes the result this attempt paid for and stored, before its
-// lease is released, so that twins waiting for it find it.
+// claim is released, so that twins waiting for it find it.
 func (h *Handler) remember(ctx context.Context, a attempt, c *claim, rec status.Record) {
 	if c == nil || rec.Stored == nil {
 		return

@@ -11,7 +11,7 @@ import (
 )
 
 // Dedup is an in-memory result-reuse index (worker.Dedup): crop keys are
-// computed by a real dedup.Keyer; entries and key leases live in maps and
+// computed by a real dedup.Keyer; entries and key claims live in maps and
 // never expire.
 type Dedup struct {
 	// Keyer computes crop keys (default: global scope, no fetching).
@@ -19,7 +19,7 @@ type Dedup struct {
 
 	mu      sync.Mutex
 	entries map[string]dedup.Result
-	holders map[string]*KeyLease
+	holders map[string]*KeyClaim
 	saved   map[string]int
 	refs    map[string]string // reference → request id
 }
@@ -27,7 +27,7 @@ type Dedup struct {
 // NewDedup returns an empty index with global scope.
 func NewDedup() *Dedup {
 	return &Dedup{Keyer: dedup.Keyer{Scope: dedup.ScopeGlobal},
-		entries: map[string]dedup.Result{}, holders: map[string]*KeyLease{}, saved: map[string]int{}, refs: map[string]string{}}
+		entries: map[string]dedup.Result{}, holders: map[string]*KeyClaim{}, saved: map[string]int{}, refs: map[string]string{}}
 }
 
 // Key is p's crop key (see dedup.Keyer).
@@ -84,37 +84,37 @@ func (d *Dedup) Forget(_ context.Context, key, requestID string) error {
 	return nil
 }
 
-// KeyLease is a crop key held by one request (worker.KeyLease).
-type KeyLease struct {
+// KeyClaim is a crop key held by one request (worker.KeyClaim).
+type KeyClaim struct {
 	d          *Dedup
 	key, owner string
 }
 
-// Acquire takes key's lease for owner; when another holds it, nil and the
+// Acquire takes key's claim for owner; when another holds it, nil and the
 // holder.
-func (d *Dedup) Acquire(_ context.Context, key, owner string) (worker.KeyLease, string, error) {
+func (d *Dedup) Acquire(_ context.Context, key, owner string) (worker.KeyClaim, string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if h := d.holders[key]; h != nil {
 		return nil, h.owner, nil
 	}
-	l := &KeyLease{d: d, key: key, owner: owner}
+	l := &KeyClaim{d: d, key: key, owner: owner}
 	d.holders[key] = l
 	return l, "", nil
 }
 
-// Hold makes owner (a twin request) hold key's lease, as if it were paying
+// Hold makes owner (a twin request) hold key's claim, as if it were paying
 // for the key's result on another worker.
-func (d *Dedup) Hold(key, owner string) *KeyLease {
+func (d *Dedup) Hold(key, owner string) *KeyClaim {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	l := &KeyLease{d: d, key: key, owner: owner}
+	l := &KeyClaim{d: d, key: key, owner: owner}
 	d.holders[key] = l
 	return l
 }
 
-// Release gives the key up, if this lease still holds it.
-func (l *KeyLease) Release(context.Context) {
+// Release gives the key up, if this claim still holds it.
+func (l *KeyClaim) Release(context.Context) {
 	l.d.mu.Lock()
 	defer l.d.mu.Unlock()
 	if l.d.holders[l.key] == l {
@@ -146,7 +146,7 @@ func (d *Dedup) Entry(key string) (dedup.Result, bool) {
 	return r, ok
 }
 
-// Holder is the request holding key's lease, "" when none.
+// Holder is the request holding key's claim, "" when none.
 func (d *Dedup) Holder(key string) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
