@@ -4,8 +4,8 @@
 // until its context ends, then drains.
 //
 // A Worker is also a candidate for the fleet's feeder: one worker of the
-// fleet at a time (by the feeder's leadership lock) moves waiting requests from the backlog into
-// asynq by priority lane, tenant share and budget, reads the manifests of
+// fleet at a time (it holds the feeder's leadership lock) moves waiting
+// requests from the backlog into asynq by priority lane, tenant share and budget, reads the manifests of
 // manifest batches, writes the reports of finished batches and hands the
 // crops of workers that died back to the queue. Every worker renews a short
 // lease on each crop it runs, so that a crop is never paid for twice.
