@@ -81,7 +81,7 @@ func (p *Producer) RegisterManifest(ctx context.Context, tenant string, req Mani
 	if err != nil {
 		return BatchInfo{}, &cropapi.ValidationError{Field: "manifest", Reason: "want a .jsonl, .ndjson or .csv object"}
 	}
-	if err := (tasks.Request{Priority: req.Priority}).ValidateDefaults(); err != nil {
+	if err := (tasks.Params{Priority: req.Priority}).ValidateDefaults(); err != nil {
 		return BatchInfo{}, err
 	}
 	if req.BatchID == "" {

@@ -181,10 +181,10 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 	return p
 }
 
-// Close releases what the producer holds: nothing beyond the caller's
-// Redis client, which stays open. asynq's client and inspector made from a
-// Redis client own no connection of their own, and their Close only says
-// so with an error, which would make every graceful stop a failure.
+// Close releases what the producer holds. Its asynq client and inspector
+// share the Redis client, which the caller owns and closes: there is
+// nothing of theirs to release (asynq's Close of a shared connection only
+// answers that it cannot), so Close succeeds.
 func (p *Producer) Close() error { return nil }
 
 // Enqueue submits one request.
@@ -255,10 +255,8 @@ func (p *Producer) accept(ctx context.Context, reqs []tasks.Request, lines []int
 				it.raw = raw
 			}
 		}
-		it.rec = status.Record{RequestID: req.RequestID, TargetWidth: req.TargetWidth, TargetHeight: req.TargetHeight,
-			Source: it.req.Source(), SourceURL: req.ImageURL, SourceDigest: digest, BatchID: req.BatchID, CallbackURL: req.CallbackURL,
-			Bucket: req.Bucket, KeyTemplate: req.KeyTemplate, Metadata: req.Metadata, Fingerprint: req.Fingerprint(digest),
-			Tenant: req.EffectiveTenant(), Priority: req.EffectivePriority(), Traceparent: traceparent}
+		it.rec = status.Record{RequestID: req.RequestID, Params: req.Params.Effective(), Source: it.req.Source(), SourceURL: req.ImageURL,
+			SourceDigest: digest, Fingerprint: req.Fingerprint(digest), Traceparent: traceparent}
 		if lines != nil {
 			it.rec.Line = lines[i]
 		}
@@ -513,7 +511,8 @@ func (p *Producer) enqueueOne(ctx context.Context, it *item) {
 
 // differs names the first parameter in which two records of one id differ:
 // by fingerprint, or, for a record written before fingerprints, by the
-// parameters it kept.
+// parameters it kept (then: a field added since is never in such a record,
+// and never needs a line here).
 func differs(have, want status.Record) string {
 	if have.Fingerprint != "" {
 		return tasks.FingerprintDiff(have.Fingerprint, want.Fingerprint)

@@ -39,7 +39,7 @@ func newProducer(t *testing.T, cfg producer.Config) (*producer.Producer, *redis.
 }
 
 func req(id string) tasks.Request {
-	return tasks.Request{RequestID: id, ImageURL: "https://cdn.example.com/" + id + ".jpg", TargetWidth: 800, TargetHeight: 800}
+	return tasks.Request{RequestID: id, ImageURL: "https://cdn.example.com/" + id + ".jpg", Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}}
 }
 
 func taskPayload(t *testing.T, rdb *redis.Client, id string) tasks.CropPayload {
@@ -122,7 +122,8 @@ func TestLostTaskIsRepaired(t *testing.T) {
 	p, rdb := newProducer(t, producer.Config{})
 	ctx := context.Background()
 	r := req("lost")
-	_, _, err := records.NewStore(rdb, status.Config{}).Create(ctx, status.Record{RequestID: "lost", TargetWidth: 800, TargetHeight: 800, Source: "url", SourceURL: r.ImageURL})
+	_, _, err := records.NewStore(rdb, status.Config{}).Create(ctx, status.Record{RequestID: "lost", Params: tasks.Params{TargetWidth: 800,
+		TargetHeight: 800}, Source: "url", SourceURL: r.ImageURL})
 	require.NoError(t, err)
 
 	res := p.Enqueue(ctx, r)
@@ -141,7 +142,7 @@ func TestLargeImagesAreClaimChecked(t *testing.T) {
 
 	img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png")) // 7 KB: above 4 KiB
 	require.NoError(t, err)
-	big := tasks.Request{RequestID: "big", ImageBase64: base64.StdEncoding.EncodeToString(img), TargetWidth: 300, TargetHeight: 300}
+	big := tasks.Request{RequestID: "big", ImageBase64: base64.StdEncoding.EncodeToString(img), Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}}
 	res := p.Enqueue(ctx, big)
 	require.NoError(t, res.Err)
 	pl := taskPayload(t, rdb, "big")
@@ -170,7 +171,7 @@ func TestLargeImagesAreClaimChecked(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, objs.Contents, "nothing left in the inputs bucket")
 
-	small := tasks.Request{RequestID: "small", ImageBase64: big.ImageBase64, TargetWidth: 300, TargetHeight: 300}
+	small := tasks.Request{RequestID: "small", ImageBase64: big.ImageBase64, Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}}
 	p2 := producer.New(rdb, producer.Config{Inputs: inputs}) // default threshold 256 KiB
 	t.Cleanup(func() { _ = p2.Close() })
 	require.NoError(t, p2.Enqueue(ctx, small).Err)
@@ -208,10 +209,10 @@ func (failingInputs) Delete(context.Context, storage.Input) error { return nil }
 func TestFailedEnqueueUndoesTheBatchCount(t *testing.T) {
 	img, err := os.ReadFile(filepath.Join("..", "testdata", "images", "mug-square.png"))
 	require.NoError(t, err)
-	big := tasks.Request{RequestID: "big-1", ImageBase64: base64.StdEncoding.EncodeToString(img), TargetWidth: 300, TargetHeight: 300, BatchID: "b-undo"}
+	big := tasks.Request{RequestID: "big-1", ImageBase64: base64.StdEncoding.EncodeToString(img), Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "b-undo"}}
 	p, rdb := newProducer(t, producer.Config{Inputs: failingInputs{}, ClaimCheckBytes: 1024})
 	res := p.EnqueueBatch(context.Background(), []tasks.Request{big, {RequestID: "small-1", ImageURL: "https://cdn.example.com/a.jpg",
-		TargetWidth: 300, TargetHeight: 300, BatchID: "b-undo"}})
+		Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "b-undo"}}})
 	assert.Equal(t, producer.Error, res[0].Outcome)
 	assert.Equal(t, producer.Enqueued, res[1].Outcome)
 	counts, err := p.BatchCounts(context.Background(), "", "b-undo")
@@ -245,7 +246,7 @@ func TestLoadAgainstARedisRefusingWrites(t *testing.T) {
 			var load []tasks.Request
 			for i := range 400 {
 				load = append(load, tasks.Request{RequestID: fmt.Sprintf("oom-%03d", i), ImageBase64: base64.StdEncoding.EncodeToString(img),
-					TargetWidth: 300, TargetHeight: 300, BatchID: "b-oom"})
+					Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "b-oom"}})
 			}
 			info, err := rdb.Info(ctx, "memory").Result()
 			require.NoError(t, err)
@@ -307,4 +308,13 @@ func TestLoadAgainstARedisRefusingWrites(t *testing.T) {
 			assert.EqualValues(t, 400, info2.Total)
 		})
 	}
+}
+
+// Close succeeds: the Redis client is the caller's and nothing else is
+// held, so a worker that closes its manifest reader's producer after a
+// clean drain reports no error.
+func TestCloseSucceeds(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
+	t.Cleanup(func() { _ = rdb.Close() })
+	assert.NoError(t, producer.New(rdb, producer.Config{}).Close())
 }

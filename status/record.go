@@ -19,6 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/cropq/cropq/tasks"
 )
 
 // State is where a request is in its life.
@@ -45,22 +47,15 @@ type Record struct {
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt,omitzero"` // stored only once it differs from CreatedAt
 
-	// What was asked, so a repeated id can be told apart from a new request.
-	TargetWidth  int    `json:"targetWidth,omitempty"`
-	TargetHeight int    `json:"targetHeight,omitempty"`
+	// What was asked, so a repeated id can be told apart from a new request
+	// and the request rebuilt from its record: the request's parameters
+	// (Tenant and Priority with their defaults filled in, as they place the
+	// request in the backlog's lanes and shares), and what stands for its
+	// image.
+	tasks.Params
 	Source       string `json:"source,omitempty"` // "url" or "base64"
 	SourceURL    string `json:"sourceUrl,omitempty"`
 	SourceDigest string `json:"sourceDigest,omitempty"` // sha256 of a base64 image's bytes
-	CallbackURL  string `json:"callbackUrl,omitempty"`
-	BatchID      string `json:"batchId,omitempty"`
-	Bucket       string `json:"bucket,omitempty"`
-	KeyTemplate  string `json:"keyTemplate,omitempty"`
-	// Metadata is stored with the result object.
-	Metadata map[string]string `json:"metadata,omitempty"`
-	// Tenant and Priority place the request in the backlog's lanes and
-	// shares (their defaults filled in).
-	Tenant   string `json:"tenant,omitempty"`
-	Priority string `json:"priority,omitempty"`
 	// ServedAs is the lane the request was fed to the workers in when it
 	// is not its Priority: "normal" for an urgent request beyond its
 	// tenant's urgent share of the quota (CROPQ_URGENT_SHARE). Empty when

@@ -26,40 +26,65 @@ import (
 // API's body and batch items, JSONL and CSV bulk files, the CLI's flags and
 // the Go library) and validates with Validate.
 //
-// Adding a field is one edit here: its json name is also its CSV column, its
-// flag tag its CLI flag ("-": none), and it joins the request's fingerprint,
-// so a request id re-submitted with another value of it is a conflict.
+// Adding a field is one edit here (in Params when the status record is to
+// keep it, as it should unless it is an option of the submission): its json
+// name is also its CSV column, its flag tag its CLI flag ("-": none), and
+// two tags say what it is to dedup and to idempotency, which
+// TestEveryFieldHasItsDecisions asks of every field:
+//
+//   - cropkey: whether it changes the result, and so joins the crop key
+//     (package dedup), under which a stored result is reused: "value" (its
+//     value joins the key), "-" (it does not: where and how the result is
+//     stored, or who is told), or one of the parts the key was first made
+//     of, "source", "size" and "tenant". A field that changes the result
+//     but is tagged "-" makes dedup reuse a wrong result.
+//   - fingerprint: its place among the fingerprint's per-field tags ("-":
+//     not a parameter, requestId alone), the next free number for a new
+//     field: a fingerprint kept on a record names the field that differs by
+//     that place, so places never move.
 //
 // Absent has one spelling in JSON, leaving the field out: null is refused
 // for every field, and "" for those tagged strictjson:"nonempty" (where the
 // OpenAPI schema has an enum or a minLength). requestId "" is refused by
 // Validate as missing. In CSV and flags an empty value is an absent one.
 type Request struct {
-	RequestID string `json:"requestId" flag:"request-id" help:"request id (required; 1–128 of A-Z a-z 0-9 . _ : -)"`
-	// The image, by URL or base64: exactly one.
-	ImageURL     string `json:"imageUrl,omitempty" strictjson:"nonempty" flag:"url" help:"source image URL"`
-	ImageBase64  string `json:"imageBase64,omitempty" strictjson:"nonempty" flag:"-"`
-	TargetWidth  int    `json:"targetWidth" flag:"width" help:"target width in pixels (100–5000)"`
-	TargetHeight int    `json:"targetHeight" flag:"height" help:"target height in pixels (100–5000)"`
-	// Destination; empty means the worker's configured bucket and template.
-	Bucket      string `json:"bucket,omitempty" strictjson:"nonempty" flag:"bucket" help:"destination bucket (default CROPQ_S3_BUCKET)"`
-	KeyTemplate string `json:"keyTemplate,omitempty" flag:"key-template" help:"S3 key of the result; placeholders {requestId} {width} {height} {ext} {date} (default CROPQ_KEY_TEMPLATE)"`
-	// Metadata is stored with the object (S3 user metadata).
-	Metadata map[string]string `json:"metadata,omitempty" flag:"metadata" help:"S3 user metadata of the result, key=value (repeatable)"`
-	BatchID  string            `json:"batchId,omitempty" strictjson:"nonempty" flag:"batch" help:"batch id (for cropq wait --batch and GET /v1/batches/ID)"`
-	// CallbackURL, when set, is POSTed the request's terminal state.
-	CallbackURL string `json:"callbackUrl,omitempty" flag:"callback-url" help:"URL POSTed the terminal state (needs CROPQ_WEBHOOK_SECRET on the workers)"`
-	// Priority is the request's lane: urgent before normal before backfill
-	// (strictly); empty means normal.
-	Priority string `json:"priority,omitempty" strictjson:"nonempty" flag:"priority" help:"urgent, normal (default) or backfill" default:"normal"`
-	// Tenant shares the account's quota with the other tenants by weight
-	// (CROPQ_TENANT_WEIGHTS); empty means "default". Over HTTP it is the
-	// token's tenant.
-	Tenant string `json:"tenant,omitempty" strictjson:"nonempty" flag:"tenant" help:"tenant: 1–64 of a-z 0-9 . _ - (default \"default\")" default:"default"`
+	RequestID string `json:"requestId" flag:"request-id" help:"request id (required; 1–128 of A-Z a-z 0-9 . _ : -)" cropkey:"-" fingerprint:"-"`
+	// The image, by URL or base64: exactly one. Records keep what stands
+	// for it (status.Record's Source, SourceURL and SourceDigest).
+	ImageURL    string `json:"imageUrl,omitempty" strictjson:"nonempty" flag:"url" help:"source image URL" cropkey:"source" fingerprint:"0"`
+	ImageBase64 string `json:"imageBase64,omitempty" strictjson:"nonempty" flag:"-" cropkey:"source" fingerprint:"1"`
+	// Params are what the request's status record keeps of it too.
+	Params `json:",inline"`
 	// Dedup false opts the request out of result reuse and coalescing
 	// (package dedup): it is paid for even when the same crop was stored
 	// before. Absent (nil) or true follows the fleet's CROPQ_DEDUP_SCOPE.
-	Dedup *bool `json:"dedup,omitempty" flag:"dedup" help:"false: never reuse an earlier result of the same crop, pay for this one (default: the fleet's CROPQ_DEDUP_SCOPE)" default:"true"`
+	// Records do not keep it: a request with it keeps its payload in the
+	// backlog (backlog.RequestOf).
+	Dedup *bool `json:"dedup,omitempty" flag:"dedup" help:"false: never reuse an earlier result of the same crop, pay for this one (default: the fleet's CROPQ_DEDUP_SCOPE)" default:"true" cropkey:"-" fingerprint:"11"`
+}
+
+// Params are a request's parameters that its status record keeps too
+// (embedded in both tasks.Request and status.Record, with the same JSON
+// names), so that the record tells what was asked and the request can be
+// rebuilt from it. Its fields are Request's: see there for their tags.
+type Params struct {
+	TargetWidth  int `json:"targetWidth,omitempty" flag:"width" help:"target width in pixels (100–5000)" cropkey:"size" fingerprint:"2"`
+	TargetHeight int `json:"targetHeight,omitempty" flag:"height" help:"target height in pixels (100–5000)" cropkey:"size" fingerprint:"3"`
+	// Destination; empty means the worker's configured bucket and template.
+	Bucket      string `json:"bucket,omitempty" strictjson:"nonempty" flag:"bucket" help:"destination bucket (default CROPQ_S3_BUCKET)" cropkey:"-" fingerprint:"4"`
+	KeyTemplate string `json:"keyTemplate,omitempty" flag:"key-template" help:"S3 key of the result; placeholders {requestId} {width} {height} {ext} {date} (default CROPQ_KEY_TEMPLATE)" cropkey:"-" fingerprint:"5"`
+	// Metadata is stored with the object (S3 user metadata).
+	Metadata map[string]string `json:"metadata,omitempty" flag:"metadata" help:"S3 user metadata of the result, key=value (repeatable)" cropkey:"-" fingerprint:"6"`
+	BatchID  string            `json:"batchId,omitempty" strictjson:"nonempty" flag:"batch" help:"batch id (for cropq wait --batch and GET /v1/batches/ID)" cropkey:"-" fingerprint:"7"`
+	// CallbackURL, when set, is POSTed the request's terminal state.
+	CallbackURL string `json:"callbackUrl,omitempty" flag:"callback-url" help:"URL POSTed the terminal state (needs CROPQ_WEBHOOK_SECRET on the workers)" cropkey:"-" fingerprint:"8"`
+	// Priority is the request's lane: urgent before normal before backfill
+	// (strictly); empty means normal.
+	Priority string `json:"priority,omitempty" strictjson:"nonempty" flag:"priority" help:"urgent, normal (default) or backfill" default:"normal" cropkey:"-" fingerprint:"9"`
+	// Tenant shares the account's quota with the other tenants by weight
+	// (CROPQ_TENANT_WEIGHTS); empty means "default". Over HTTP it is the
+	// token's tenant. It joins the crop key under CROPQ_DEDUP_SCOPE=tenant.
+	Tenant string `json:"tenant,omitempty" strictjson:"nonempty" flag:"tenant" help:"tenant: 1–64 of a-z 0-9 . _ - (default \"default\")" default:"default" cropkey:"tenant" fingerprint:"10"`
 }
 
 // Priorities, in lane order: a lane is served only while every lane before
@@ -80,20 +105,26 @@ const DefaultTenant = "default"
 // MaxTenantLen bounds a tenant name.
 const MaxTenantLen = 64
 
-// EffectivePriority is r's priority with its default filled in.
-func (r Request) EffectivePriority() string {
-	if r.Priority == "" {
+// EffectivePriority is p's priority with its default filled in.
+func (p Params) EffectivePriority() string {
+	if p.Priority == "" {
 		return PriorityNormal
 	}
-	return r.Priority
+	return p.Priority
 }
 
-// EffectiveTenant is r's tenant with its default filled in.
-func (r Request) EffectiveTenant() string {
-	if r.Tenant == "" {
+// EffectiveTenant is p's tenant with its default filled in.
+func (p Params) EffectiveTenant() string {
+	if p.Tenant == "" {
 		return DefaultTenant
 	}
-	return r.Tenant
+	return p.Tenant
+}
+
+// Effective is p with its defaults filled in, as status records keep it.
+func (p Params) Effective() Params {
+	p.Priority, p.Tenant = p.EffectivePriority(), p.EffectiveTenant()
+	return p
 }
 
 // ImplicitDefaults is r with a default priority or tenant left out, as
@@ -142,26 +173,61 @@ type Field struct {
 	Kind    reflect.Kind // String, Int, Map or Pointer (a *bool)
 	// NonEmpty: "" is refused, not taken as absent (JSON; the CLI's flags).
 	NonEmpty bool
-	idx      int
+	// CropKey is the field's part in the crop key (its cropkey tag: see
+	// Request): "value", "-", "source", "size" or "tenant"; "" when the tag
+	// is missing, which a test refuses.
+	CropKey string
+	// FingerprintTag is the field's place among a fingerprint's per-field
+	// tags (its fingerprint tag), -1 when it is not a parameter.
+	FingerprintTag int
+	index          []int
 }
 
+// Crop key parts of a field (Field.CropKey).
+const (
+	CropKeyValue  = "value"  // its value joins the crop key
+	CropKeyNone   = "-"      // it does not change the result
+	CropKeySource = "source" // the image: keyed by its identity (package dedup)
+	CropKeySize   = "size"   // the target size
+	CropKeyTenant = "tenant" // joins the key when results are each tenant's
+)
+
 var requestFields = func() []Field {
-	t := reflect.TypeFor[Request]()
-	out := make([]Field, t.NumField())
-	for i := range out {
-		f := t.Field(i)
+	var out []Field
+	for _, f := range reflect.VisibleFields(reflect.TypeFor[Request]()) {
+		if f.Anonymous {
+			continue // Params: its fields are listed themselves
+		}
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		flag := f.Tag.Get("flag")
 		if flag == "-" {
 			flag = ""
 		}
-		out[i] = Field{Name: name, Flag: flag, Help: f.Tag.Get("help"), Default: f.Tag.Get("default"), Kind: f.Type.Kind(),
-			NonEmpty: f.Tag.Get("strictjson") == "nonempty", idx: i}
+		tag := -1
+		if n, err := strconv.Atoi(f.Tag.Get("fingerprint")); err == nil {
+			tag = n
+		}
+		out = append(out, Field{Name: name, Flag: flag, Help: f.Tag.Get("help"), Default: f.Tag.Get("default"), Kind: f.Type.Kind(),
+			NonEmpty: f.Tag.Get("strictjson") == "nonempty", CropKey: f.Tag.Get("cropkey"), FingerprintTag: tag, index: f.Index})
 	}
 	return out
 }()
 
-// Fields lists Request's fields in declaration order.
+// fingerprinted are the fields with a fingerprint tag, in the tags' order:
+// the order of the fingerprint's digest and tags, whatever the order of
+// the fields in the struct.
+var fingerprinted = func() []Field {
+	var out []Field
+	for _, f := range requestFields {
+		if f.FingerprintTag >= 0 {
+			out = append(out, f)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Field) int { return a.FingerprintTag - b.FingerprintTag })
+	return out
+}()
+
+// Fields lists Request's fields in declaration order (Params' in its place).
 func Fields() []Field { return append([]Field(nil), requestFields...) }
 
 // SetText sets the field named name of r from its text form (a CSV cell, a
@@ -178,7 +244,7 @@ func (r *Request) SetText(name, text string) error {
 	if f == nil {
 		return &cropapi.ValidationError{Field: name, Reason: "is not a request field"}
 	}
-	v := reflect.ValueOf(r).Elem().Field(f.idx)
+	v := reflect.ValueOf(r).Elem().FieldByIndex(f.index)
 	switch f.Kind {
 	case reflect.String:
 		v.SetString(text)
@@ -307,14 +373,14 @@ func (r Request) Validate(rules Rules) error {
 
 // ValidateDefaults checks the priority and tenant (also those a bulk load
 // applies to rows without their own).
-func (r Request) ValidateDefaults() error {
-	if r.Priority != "" {
-		if err := validatePriority(r.Priority); err != nil {
+func (p Params) ValidateDefaults() error {
+	if p.Priority != "" {
+		if err := validatePriority(p.Priority); err != nil {
 			return err
 		}
 	}
-	if r.Tenant != "" {
-		return ValidateTenant(r.Tenant)
+	if p.Tenant != "" {
+		return ValidateTenant(p.Tenant)
 	}
 	return nil
 }
@@ -414,7 +480,7 @@ var reservedMetadata = map[string]bool{"request-id": true, "api-request-id": tru
 func (r Request) checkUTF8() error {
 	v := reflect.ValueOf(r)
 	for _, f := range requestFields {
-		fv := v.Field(f.idx)
+		fv := v.FieldByIndex(f.index)
 		switch f.Kind {
 		case reflect.String:
 			if !utf8.ValidString(fv.String()) {
@@ -494,50 +560,17 @@ func (r Request) cropRequest() cropapi.Request {
 
 // Fingerprint identifies everything a request asks for but its id, so that
 // a request id submitted again can be told apart from a new request. It is
-// a strong digest of all fields, then a short tag per field (in Fields
-// order) that only serves to name the field that differs. imageDigest is the
-// SHA-256 (hex) of the decoded base64 image, "" for a URL source.
+// a strong digest of all fields, then a short tag per field (in the order
+// of their fingerprint tags) that only serves to name the field that
+// differs. imageDigest is the SHA-256 (hex) of the decoded base64 image, ""
+// for a URL source.
 func (r Request) Fingerprint(imageDigest string) string {
 	all := sha256.New()
-	tags := make([]byte, 0, 2*len(requestFields))
-	v := reflect.ValueOf(r)
-	for _, f := range requestFields {
-		if f.Name == "requestId" {
-			continue
-		}
-		var text string
-		switch {
-		case f.Name == "imageBase64":
+	tags := make([]byte, 0, 2*len(fingerprinted))
+	for _, f := range fingerprinted {
+		text := r.text(f)
+		if f.Name == "imageBase64" {
 			text = imageDigest
-		case f.Kind == reflect.Map:
-			m := v.Field(f.idx).Interface().(map[string]string)
-			if len(m) > 0 {
-				keys := make([]string, 0, len(m))
-				for k := range m {
-					keys = append(keys, k)
-				}
-				sort.Strings(keys)
-				var b strings.Builder
-				for _, k := range keys {
-					fmt.Fprintf(&b, "%q=%q;", k, m[k])
-				}
-				text = b.String()
-			}
-		case f.Kind == reflect.Pointer: // *bool: nil is empty
-			if b := v.Field(f.idx); !b.IsNil() {
-				text = strconv.FormatBool(b.Elem().Bool())
-			}
-		default:
-			text = fmt.Sprint(v.Field(f.idx).Interface())
-			if f.Kind == reflect.Int && text == "0" {
-				text = ""
-			}
-		}
-		if text == f.Default {
-			// A field's default is the same request as the field left out
-			// (priority "normal" is no priority), and a record written
-			// before the field existed keeps matching.
-			text = ""
 		}
 		sum := sha256.Sum256([]byte(f.Name + "\x00" + text))
 		if text != "" {
@@ -549,6 +582,69 @@ func (r Request) Fingerprint(imageDigest string) string {
 	}
 	// Compact (it is kept on every record): 22 + 1 + 8/3 characters a field.
 	return b64.EncodeToString(all.Sum(nil)[:16]) + "." + b64.EncodeToString(tags)
+}
+
+// text is f's value in r as the fingerprint and the crop key see it: ""
+// when empty or when it holds its default.
+func (r Request) text(f Field) string {
+	v := reflect.ValueOf(r).FieldByIndex(f.index)
+	var text string
+	switch f.Kind {
+	case reflect.Map:
+		m := v.Interface().(map[string]string)
+		if len(m) > 0 {
+			keys := make([]string, 0, len(m))
+			for k := range m {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			var b strings.Builder
+			for _, k := range keys {
+				fmt.Fprintf(&b, "%q=%q;", k, m[k])
+			}
+			text = b.String()
+		}
+	case reflect.Pointer: // *bool: nil is empty
+		if !v.IsNil() {
+			text = strconv.FormatBool(v.Elem().Bool())
+		}
+	default:
+		text = fmt.Sprint(v.Interface())
+		if f.Kind == reflect.Int && text == "0" {
+			text = ""
+		}
+	}
+	if text == f.Default {
+		// A field's default is the same request as the field left out
+		// (priority "normal" is no priority), and a record written
+		// before the field existed keeps matching.
+		return ""
+	}
+	return text
+}
+
+// CropKeyValues are the fields of r whose value joins the crop key
+// (cropkey:"value") as name, length and value, sorted by name and
+// NUL-separated; "" when none is set, so that a field added later leaves
+// the keys of requests that do not use it unchanged. Package dedup adds
+// them to the parts the key was first made of.
+func (r Request) CropKeyValues() string { return r.cropKeyValues(requestFields) }
+
+func (r Request) cropKeyValues(fields []Field) string {
+	var b strings.Builder
+	names := make([]Field, 0, len(fields))
+	for _, f := range fields {
+		if f.CropKey == CropKeyValue {
+			names = append(names, f)
+		}
+	}
+	slices.SortFunc(names, func(a, b Field) int { return strings.Compare(a.Name, b.Name) })
+	for _, f := range names {
+		if text := r.text(f); text != "" {
+			fmt.Fprintf(&b, "\x00%s\x00%d\x00%s", f.Name, len(text), text)
+		}
+	}
+	return b.String()
 }
 
 var b64 = base64.RawURLEncoding
@@ -576,12 +672,8 @@ func FingerprintDiff(have, want string) string {
 	}
 	ht, _ := b64.DecodeString(hts)
 	wt, _ := b64.DecodeString(wts)
-	i := 0
-	for _, f := range requestFields {
-		if f.Name == "requestId" {
-			continue
-		}
-		a, b := tagAt(ht, i), tagAt(wt, i)
+	for _, f := range fingerprinted {
+		a, b := tagAt(ht, f.FingerprintTag), tagAt(wt, f.FingerprintTag)
 		if a == "" {
 			a = emptyTag(f.Name)
 		}
@@ -591,7 +683,6 @@ func FingerprintDiff(have, want string) string {
 		if a != b {
 			return f.Name
 		}
-		i++
 	}
 	return "parameters"
 }

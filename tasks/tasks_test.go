@@ -15,7 +15,8 @@ import (
 )
 
 func valid() CropPayload {
-	return CropPayload{Version: PayloadVersion, Request: Request{RequestID: "sku-123_a:1", ImageURL: "https://cdn.example.com/p.jpg", TargetWidth: 800, TargetHeight: 600}}
+	return CropPayload{Version: PayloadVersion, Request: Request{RequestID: "sku-123_a:1", ImageURL: "https://cdn.example.com/p.jpg",
+		Params: Params{TargetWidth: 800, TargetHeight: 600}}}
 }
 
 func TestValidate(t *testing.T) {
@@ -107,7 +108,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestNewCropTask(t *testing.T) {
-	task, opts, err := NewCropTask(CropPayload{Request: Request{RequestID: "r1", ImageURL: "https://e.com/a.png", TargetWidth: 800, TargetHeight: 800}}, Options{})
+	task, opts, err := NewCropTask(CropPayload{Request: Request{RequestID: "r1", ImageURL: "https://e.com/a.png", Params: Params{TargetWidth: 800, TargetHeight: 800}}}, Options{})
 	require.NoError(t, err)
 	assert.Equal(t, TypeCrop, task.Type())
 
@@ -127,7 +128,7 @@ func TestNewCropTask(t *testing.T) {
 	assert.Equal(t, "r1", values[asynq.TaskIDOpt])
 	assert.Equal(t, DefaultQueue, values[asynq.QueueOpt])
 
-	_, _, err = NewCropTask(CropPayload{Request: Request{RequestID: "r1", ImageURL: "https://e.com/a.png", TargetWidth: 800}}, Options{})
+	_, _, err = NewCropTask(CropPayload{Request: Request{RequestID: "r1", ImageURL: "https://e.com/a.png", Params: Params{TargetWidth: 800}}}, Options{})
 	var ve *cropapi.ValidationError
 	require.ErrorAs(t, err, &ve)
 	assert.Equal(t, "targetHeight", ve.Field)
@@ -176,8 +177,8 @@ func TestParseCropPayloadReadsQueuedPayloads(t *testing.T) {
 // difference names that field: the table is Request's fields themselves, so
 // a field added later is covered without an edit here.
 func TestFingerprintNamesEveryField(t *testing.T) {
-	base := Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 600,
-		Bucket: "shop", KeyTemplate: "a/{requestId}.{ext}", Metadata: map[string]string{"k": "v"}, BatchID: "b", CallbackURL: "https://h.example.com/"}
+	base := Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", Params: Params{TargetWidth: 800, TargetHeight: 600, Bucket: "shop",
+		KeyTemplate: "a/{requestId}.{ext}", Metadata: map[string]string{"k": "v"}, BatchID: "b", CallbackURL: "https://h.example.com/"}}
 	fp := base.Fingerprint("")
 	assert.Equal(t, fp, base.Fingerprint(""), "deterministic")
 	other := base
@@ -211,18 +212,30 @@ func TestFingerprintNamesEveryField(t *testing.T) {
 	noCallback := base
 	noCallback.CallbackURL = ""
 	now := noCallback.Fingerprint("")
-	old := FingerprintTags(now, len(Fields())-1-4)
+	old := FingerprintTags(now, place(t, "callbackUrl"))
 	assert.Equal(t, "", FingerprintDiff(old, now), "the same request, before and after the field was added")
 	assert.Equal(t, "callbackUrl", FingerprintDiff(old, fp))
+}
+
+// place is the place of the field named name among a fingerprint's tags.
+func place(t *testing.T, name string) int {
+	t.Helper()
+	for _, f := range Fields() {
+		if f.Name == name {
+			return f.FingerprintTag
+		}
+	}
+	t.Fatalf("no field %s", name)
+	return 0
 }
 
 // A field holding its default is the same request as the field left out:
 // priority "normal", tenant "default" and dedup true keep the fingerprint of a request
 // without them, and of a record written before the fields existed.
 func TestFingerprintDefaults(t *testing.T) {
-	base := Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 600, BatchID: "b"}
+	base := Request{RequestID: "r", ImageURL: "https://cdn.example.com/a.jpg", Params: Params{TargetWidth: 800, TargetHeight: 600, BatchID: "b"}}
 	fp := base.Fingerprint("")
-	before := FingerprintTags(fp, len(Fields())-1-3) // as written before priority, tenant and dedup existed
+	before := FingerprintTags(fp, place(t, "priority")) // as written before priority, tenant and dedup existed
 
 	explicit := base
 	yes := true
@@ -286,8 +299,7 @@ func TestSetText(t *testing.T) {
 	require.NoError(t, r.SetText("keyTemplate", "x/{requestId}"))
 	require.NoError(t, r.SetText("priority", "urgent"))
 	require.NoError(t, r.SetText("tenant", "acme"))
-	assert.Equal(t, Request{TargetWidth: 800, Metadata: map[string]string{"a": "1", "b": "2"}, KeyTemplate: "x/{requestId}",
-		Priority: "urgent", Tenant: "acme"}, r)
+	assert.Equal(t, Request{Params: Params{TargetWidth: 800, Metadata: map[string]string{"a": "1", "b": "2"}, KeyTemplate: "x/{requestId}", Priority: "urgent", Tenant: "acme"}}, r)
 	var ve *cropapi.ValidationError
 	require.ErrorAs(t, r.SetText("targetHeight", "abc"), &ve)
 	assert.Equal(t, "targetHeight", ve.Field)

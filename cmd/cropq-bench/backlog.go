@@ -97,7 +97,7 @@ func benchBacklog(ctx context.Context, env *benchEnv, o options, progress io.Wri
 func typicalRequest(i int) tasks.Request {
 	sku := fmt.Sprintf("%07d", i)
 	return tasks.Request{RequestID: "sku-" + sku + "-main", ImageURL: "https://cdn.shop-example.com/catalog/images/" + sku + ".jpg",
-		TargetWidth: 800, TargetHeight: 800, Priority: tasks.PriorityBackfill}
+		Params: tasks.Params{TargetWidth: 800, TargetHeight: 800, Priority: tasks.PriorityBackfill}}
 }
 
 // usedMemory is Redis's used_memory.
@@ -283,8 +283,8 @@ func (f *fleet) submit(ctx context.Context, prefix string, n int, tenant, priori
 		for j := i; j < min(i+500, n); j++ {
 			id := fmt.Sprintf("%s-%05d", prefix, j)
 			ids = append(ids, id)
-			reqs = append(reqs, tasks.Request{RequestID: id, ImageURL: f.images + "/" + id + ".jpg", TargetWidth: 800, TargetHeight: 800,
-				Tenant: tenant, Priority: priority, BatchID: batch})
+			reqs = append(reqs, tasks.Request{RequestID: id, ImageURL: f.images + "/" + id + ".jpg", Params: tasks.Params{TargetWidth: 800,
+				TargetHeight: 800, Tenant: tenant, Priority: priority, BatchID: batch}})
 		}
 		if err := checkResults(f.prod.EnqueueBatch(ctx, reqs)); err != nil {
 			return nil, err
@@ -583,7 +583,8 @@ func runFlood(ctx context.Context, env *benchEnv, bin string, o options, share s
 		for i := range n {
 			id := fmt.Sprintf("%s-%05d", prefix, i)
 			ids = append(ids, id)
-			rs = append(rs, tasks.Request{RequestID: id, ImageURL: f.images + "/" + id + ".jpg", TargetWidth: 800, TargetHeight: 800, Tenant: tenant, Priority: priority})
+			rs = append(rs, tasks.Request{RequestID: id, ImageURL: f.images + "/" + id + ".jpg", Params: tasks.Params{TargetWidth: 800,
+				TargetHeight: 800, Tenant: tenant, Priority: priority}})
 		}
 		return rs, ids
 	}

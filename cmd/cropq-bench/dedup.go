@@ -244,7 +244,7 @@ func runDedup(ctx context.Context, env *benchEnv, bin string, o options, cat *ca
 	}()
 	reqs := make([]tasks.Request, len(cat.items))
 	for i, it := range cat.items {
-		r := tasks.Request{RequestID: fmt.Sprintf("cat-%05d", i), TargetWidth: it.width, TargetHeight: it.height}
+		r := tasks.Request{RequestID: fmt.Sprintf("cat-%05d", i), Params: tasks.Params{TargetWidth: it.width, TargetHeight: it.height}}
 		if it.path != "" {
 			r.ImageURL = f.images + it.path
 		} else {

@@ -117,7 +117,7 @@ func timeEnqueue(ctx context.Context, rdb *redis.Client, n, g int, enqueue func(
 		var reqs []tasks.Request
 		for j := i; j < min(i+chunk, n); j++ {
 			reqs = append(reqs, tasks.Request{RequestID: "enq-" + strconv.Itoa(j), ImageURL: "https://cdn.example.com/p/" + strconv.Itoa(j) + ".jpg",
-				TargetWidth: 800, TargetHeight: 800, BatchID: "bench"})
+				Params: tasks.Params{TargetWidth: 800, TargetHeight: 800, BatchID: "bench"}})
 		}
 		work <- reqs
 	}
@@ -182,7 +182,7 @@ func checkResults(res []producer.Result) error {
 func postBatch(ctx context.Context, hc *http.Client, base string, reqs []tasks.Request) error {
 	items := make([]httpapi.CropRequest, len(reqs))
 	for i, r := range reqs {
-		items[i] = httpapi.CropRequest{RequestID: r.RequestID, ImageURL: r.ImageURL, TargetWidth: r.TargetWidth, TargetHeight: r.TargetHeight, BatchID: r.BatchID}
+		items[i] = httpapi.CropRequest{RequestID: r.RequestID, ImageURL: r.ImageURL, Params: tasks.Params{TargetWidth: r.TargetWidth, TargetHeight: r.TargetHeight, BatchID: r.BatchID}}
 	}
 	body, err := json.Marshal(httpapi.BatchRequest{Items: items})
 	if err != nil {
@@ -236,7 +236,7 @@ func claimCheckMemory(ctx context.Context, env *benchEnv, rdb *redis.Client, k i
 		defer p.Close()
 		var reqs []tasks.Request
 		for i := range k {
-			reqs = append(reqs, tasks.Request{RequestID: "mem-" + strconv.Itoa(i), ImageBase64: b64, TargetWidth: 800, TargetHeight: 800})
+			reqs = append(reqs, tasks.Request{RequestID: "mem-" + strconv.Itoa(i), ImageBase64: b64, Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}})
 		}
 		for i := 0; i < k; i += 20 {
 			if err := checkResults(p.EnqueueBatch(ctx, reqs[i:min(i+20, k)])); err != nil {

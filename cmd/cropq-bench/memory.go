@@ -125,12 +125,13 @@ func runMemCase(ctx context.Context, env *benchEnv, bin string, c memCase, n int
 	statuses := records.NewStore(rdb, status.Config{})
 	client := asynq.NewClientFromRedisClient(rdb)
 	for i := range n {
-		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("mem-%s-%03d", c.name, i), ImageURL: images.URL + "/src", TargetWidth: c.w, TargetHeight: c.h}}
+		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("mem-%s-%03d", c.name, i), ImageURL: images.URL + "/src",
+			Params: tasks.Params{TargetWidth: c.w, TargetHeight: c.h}}}
 		task, opts, err := tasks.NewCropTask(pl, tasks.Options{Retention: time.Hour, Limits: cropapi.Limits{AllowPrivateHosts: true}})
 		if err != nil {
 			return 0, 0, err
 		}
-		if _, _, err := statuses.Create(ctx, status.Record{RequestID: pl.RequestID, TargetWidth: c.w, TargetHeight: c.h, Source: pl.Source()}); err != nil {
+		if _, _, err := statuses.Create(ctx, status.Record{RequestID: pl.RequestID, Params: tasks.Params{TargetWidth: c.w, TargetHeight: c.h}, Source: pl.Source()}); err != nil {
 			return 0, 0, err
 		}
 		if _, err := client.EnqueueContext(ctx, task, opts...); err != nil {

@@ -252,7 +252,7 @@ func (p *pipelineRig) run(ctx context.Context, concurrency, n int, tag string) (
 	topts := tasks.Options{Retention: time.Hour, Limits: cropapi.Limits{AllowPrivateHosts: true}}
 	for i := range n {
 		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("bench-%s-%06d", tag, i), ImageURL: p.images.URL + "/ball.jpg",
-			TargetWidth: 800, TargetHeight: 800, Bucket: p.bucket}}
+			Params: tasks.Params{TargetWidth: 800, TargetHeight: 800, Bucket: p.bucket}}}
 		if p.tracer != nil {
 			pctx, span := p.tracer.Start(ctx, "publish crops", trace.WithSpanKind(trace.SpanKindProducer))
 			pl.Traceparent = tracing.Traceparent(pctx)
@@ -262,7 +262,7 @@ func (p *pipelineRig) run(ctx context.Context, concurrency, n int, tag string) (
 		if err != nil {
 			return runResult{}, err
 		}
-		if _, _, err := p.statuses.Create(ctx, status.Record{RequestID: pl.RequestID, TargetWidth: 800, TargetHeight: 800, Source: pl.Source(),
+		if _, _, err := p.statuses.Create(ctx, status.Record{RequestID: pl.RequestID, Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}, Source: pl.Source(),
 			Traceparent: pl.Traceparent}); err != nil {
 			return runResult{}, err
 		}

@@ -167,7 +167,8 @@ func runQuotaScenario(ctx context.Context, env *benchEnv, bin string, sc quotaSc
 	client := asynq.NewClientFromRedisClient(rdb)
 	start := time.Now()
 	for i := range o.quotaN {
-		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("quota-%05d", i), ImageURL: images.URL + "/ball.jpg", TargetWidth: 800, TargetHeight: 800}}
+		pl := tasks.CropPayload{Request: tasks.Request{RequestID: fmt.Sprintf("quota-%05d", i), ImageURL: images.URL + "/ball.jpg",
+			Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}}}
 		task, opts, err := tasks.NewCropTask(pl, tasks.Options{Retention: time.Hour, MaxRetry: 25, Limits: cropapi.Limits{AllowPrivateHosts: true}})
 		if err != nil {
 			return res, err

@@ -20,6 +20,7 @@ import (
 	"github.com/cropq/cropq/internal/reports"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 const reportBenchToken = "bench-report-token-0123456789"
@@ -205,8 +206,9 @@ func fillReport(ctx context.Context, rdb *redis.Client, st *records.Store, batch
 		for i := start; i < min(start+chunk, n); i++ {
 			id := fmt.Sprintf("%s-%07d", batch, i)
 			ids = append(ids, id)
-			rec := status.Record{RequestID: id, State: status.Queued, CreatedAt: now, Source: "url", BatchID: batch, BatchSeq: int64(i + 1),
-				SourceURL: "https://cdn.example.com/catalogue/" + id + ".jpg", TargetWidth: 800, TargetHeight: 800, Priority: "normal",
+			rec := status.Record{RequestID: id, State: status.Queued, CreatedAt: now, Source: "url", Params: tasks.Params{BatchID: batch,
+				TargetWidth: 800, TargetHeight: 800, Priority: "normal"}, BatchSeq: int64(i + 1),
+				SourceURL:   "https://cdn.example.com/catalogue/" + id + ".jpg",
 				Fingerprint: "sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"}
 			bit := "queued"
 			if i < ended {

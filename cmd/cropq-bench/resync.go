@@ -187,7 +187,7 @@ func runResync(ctx context.Context, env *benchEnv, bin string, o options, spec r
 	st := records.NewStore(f.rdb, status.Config{})
 	line := func(prefix string, i, img int) tasks.Request {
 		return tasks.Request{RequestID: fmt.Sprintf("%s-%05d", prefix, i), ImageURL: fmt.Sprintf("%s/img/%d.png", f.images, img),
-			TargetWidth: 300, TargetHeight: 300, BatchID: prefix}
+			Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: prefix}}
 	}
 	submit := func(prefix string, n int, img func(i int) int) error {
 		for i := 0; i < n; i += 500 {

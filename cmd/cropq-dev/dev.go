@@ -35,6 +35,7 @@ import (
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/storage"
 	"github.com/cropq/cropq/tasks"
+	"github.com/cropq/cropq/worker"
 )
 
 func runDev(ctx context.Context, env wiring.Env, args []string, stdout, stderr io.Writer) error {
@@ -133,9 +134,9 @@ Ctrl-C stops everything.`)
 	}
 
 	// A worker.
-	srv, _, err := wiring.NewWorkerServer(ctx, cfg, rdb, log, nil)
+	srv, err := worker.New(ctx, wiring.WorkerConfig(cfg, rdb, log, nil))
 	if err != nil {
-		return err
+		return wiring.EnvContext(err)
 	}
 	wctx, stopWorker := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -160,7 +161,7 @@ Ctrl-C stops everything.`)
 	var ids []string
 	for i, name := range images {
 		p := tasks.Request{RequestID: fmt.Sprintf("dev-%s-%s", run, strings.TrimSuffix(name, filepath.Ext(name))),
-			TargetWidth: *width, TargetHeight: *height, BatchID: batchID}
+			Params: tasks.Params{TargetWidth: *width, TargetHeight: *height, BatchID: batchID}}
 		if i == 0 {
 			raw, err := os.ReadFile(filepath.Join(*samples, name))
 			if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/cropq/cropq/internal/httpapi"
 	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/monitor"
+	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/webui"
 	"github.com/cropq/cropq/tasks"
 )
@@ -99,14 +100,15 @@ Configuration: see 'cropq env'.`)
 	if err != nil {
 		return err
 	}
-	metrics.RegisterRedisWritable(reg, func(ctx context.Context) error { return wiring.RedisWritable(ctx, cfg, rdb) })
+	writable := records.NewStore(rdb, cfg.Status).Writable
+	metrics.RegisterRedisWritable(reg, writable)
 	page, err := wiring.NewWebUI(ctx, cfg, rdb, prod, api, reg, log)
 	if err != nil {
 		return err
 	}
 	mux.Handle(webui.Root, page)
 	ops := metrics.Health{Registry: reg, Ready: func(ctx context.Context) error {
-		if err := wiring.RedisWritable(ctx, cfg, rdb); err != nil {
+		if err := writable(ctx); err != nil {
 			return err
 		}
 		if err := inputs.CheckBucket(ctx); err != nil {

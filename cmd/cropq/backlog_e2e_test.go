@@ -113,7 +113,7 @@ func TestUrgentJumpsTheBacklogThroughEveryEntrance(t *testing.T) {
 	require.NoError(t, err, out)
 	prod := producer.New(s.rdb, producer.Config{Backlog: true, Task: tasks.Options{Limits: localLimits}})
 	t.Cleanup(func() { _ = prod.Close() })
-	res := prod.Enqueue(context.Background(), tasks.Request{RequestID: "u-lib", ImageURL: img, TargetWidth: 300, TargetHeight: 300, Priority: "urgent"})
+	res := prod.Enqueue(context.Background(), tasks.Request{RequestID: "u-lib", ImageURL: img, Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, Priority: "urgent"}})
 	require.NoError(t, res.Err)
 
 	s.awaitAll(t, urgent, 60*time.Second)

@@ -181,14 +181,14 @@ func TestBadInputEverywhere(t *testing.T) {
 
 	// A request id used again with other parameters: refused everywhere.
 	require.Equal(t, producer.Enqueued, prod.Enqueue(context.Background(), tasks.Request{RequestID: "dup-1",
-		ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800}).Outcome)
+		ImageURL: "https://cdn.example.com/a.jpg", Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}}).Outcome)
 	code, _, b := apiDo(t, http.MethodPost, base+"/v1/crops", "bad-token-0123456789", strings.Replace(crop("dup-1", ""), `"targetWidth":800`, `"targetWidth":400`, 1))
 	assert.Equal(t, http.StatusConflict, code)
 	assert.Contains(t, string(b), "targetWidth")
 	_, err := s.cropq("enqueue", "--request-id", "dup-1", "--url", "https://cdn.example.com/a.jpg", "--width", "800", "--height", "640")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "targetHeight")
-	res := prod.Enqueue(context.Background(), tasks.Request{RequestID: "dup-1", ImageURL: "https://cdn.example.com/b.jpg", TargetWidth: 800, TargetHeight: 800})
+	res := prod.Enqueue(context.Background(), tasks.Request{RequestID: "dup-1", ImageURL: "https://cdn.example.com/b.jpg", Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}})
 	assert.Equal(t, producer.Conflict, res.Outcome)
 
 	// Nothing was left behind but the one valid request.

@@ -104,7 +104,7 @@ func TestChaos(t *testing.T) {
 		}
 		unique[tenants[i%3]+" "+url] = true
 		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("chaos-%04d", i), ImageURL: url,
-			TargetWidth: 300, TargetHeight: 300, BatchID: "chaos", Tenant: tenants[i%3], Priority: lanes[i%4]})
+			Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "chaos", Tenant: tenants[i%3], Priority: lanes[i%4]}})
 	}
 	for _, r := range prod.EnqueueBatch(context.Background(), reqs) {
 		require.Equal(t, producer.Enqueued, r.Outcome, "%v", r.Err)
@@ -114,7 +114,7 @@ func TestChaos(t *testing.T) {
 	manifestLines := max(n/5, 40)
 	for i := range manifestLines {
 		r := tasks.Request{RequestID: fmt.Sprintf("chaos-m-%04d", i), ImageURL: fmt.Sprintf("%s/%s?v=m%d", s.images, firstImage(t), i),
-			TargetWidth: 300, TargetHeight: 300}
+			Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}}
 		b, err := json.Marshal(r)
 		require.NoError(t, err)
 		lines.Write(append(b, '\n'))
@@ -168,7 +168,7 @@ func TestChaos(t *testing.T) {
 		wave := make([]tasks.Request, 40)
 		for i := range wave {
 			wave[i] = tasks.Request{RequestID: fmt.Sprintf("chaos-wave%d-%02d", waves, i), ImageURL: fmt.Sprintf("%s/%s?v=wave%d-%d", s.images, firstImage(t), waves, i),
-				TargetWidth: 300, TargetHeight: 300, BatchID: "chaos", Priority: "urgent"}
+				Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "chaos", Priority: "urgent"}}
 			unique[" "+wave[i].ImageURL] = true
 		}
 		for _, r := range prod.EnqueueBatch(context.Background(), wave) {
@@ -237,8 +237,8 @@ func TestChaos(t *testing.T) {
 	var resync []tasks.Request
 	for k := range photos {
 		for j, tn := range tenants {
-			r := tasks.Request{RequestID: fmt.Sprintf("chaos-resync-%d-%d", k, j), ImageURL: photoURL(k), TargetWidth: 300, TargetHeight: 300,
-				BatchID: "chaos", Tenant: tn, Priority: "normal"}
+			r := tasks.Request{RequestID: fmt.Sprintf("chaos-resync-%d-%d", k, j), ImageURL: photoURL(k), Params: tasks.Params{TargetWidth: 300,
+				TargetHeight: 300, BatchID: "chaos", Tenant: tn, Priority: "normal"}}
 			resync = append(resync, r)
 			unique[tn+" "+r.ImageURL+" (replaced)"] = true
 		}
@@ -326,7 +326,7 @@ func TestChaos(t *testing.T) {
 	extra := make([]tasks.Request, max(n/10, 10))
 	for i := range extra {
 		extra[i] = tasks.Request{RequestID: fmt.Sprintf("chaos-oom-%04d", i), ImageURL: fmt.Sprintf("%s/%s?v=oom-%d", s.images, firstImage(t), i),
-			TargetWidth: 300, TargetHeight: 300, BatchID: "chaos-oom", Priority: "urgent"}
+			Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "chaos-oom", Priority: "urgent"}}
 		unique[" "+extra[i].ImageURL] = true
 	}
 	info, err := s.rdb.Info(context.Background(), "memory").Result()

@@ -80,7 +80,7 @@ func TestE2EDedupReusesStoredResults(t *testing.T) {
 	s.startWorker()
 	img := s.images + "/" + firstImage(t)
 	req := func(id string) tasks.Request {
-		return tasks.Request{RequestID: id, ImageURL: img, TargetWidth: 300, TargetHeight: 300, BatchID: "dd"}
+		return tasks.Request{RequestID: id, ImageURL: img, Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "dd"}}
 	}
 	const wait = 60 * time.Second
 
@@ -187,7 +187,7 @@ func TestE2EDedupCoalescesTwinsInFlight(t *testing.T) {
 	img := s.images + "/" + firstImage(t)
 	var reqs []tasks.Request
 	for i := range 6 {
-		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("twin-%d", i), ImageURL: img, TargetWidth: 300, TargetHeight: 300})
+		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("twin-%d", i), ImageURL: img, Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}})
 	}
 	submit(t, prod, reqs...)
 	var payer status.Record
@@ -231,7 +231,7 @@ func TestE2EDedupOwnerKilledMidCall(t *testing.T) {
 	s.startWorker()
 	owner := s.workers[0]
 	img := s.images + "/" + firstImage(t)
-	submit(t, prod, tasks.Request{RequestID: "owner", ImageURL: img, TargetWidth: 300, TargetHeight: 300})
+	submit(t, prod, tasks.Request{RequestID: "owner", ImageURL: img, Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}})
 	// In the call: running, holding the claim.
 	require.Eventually(t, func() bool {
 		keys, err := s.rdb.Keys(context.Background(), rediskey.Default.DedupClaim("*")).Result()
@@ -240,7 +240,7 @@ func TestE2EDedupOwnerKilledMidCall(t *testing.T) {
 	require.NoError(t, owner.Process.Signal(syscall.SIGKILL))
 	killed := time.Now()
 	s.startWorker()
-	submit(t, prod, tasks.Request{RequestID: "waiter", ImageURL: img, TargetWidth: 300, TargetHeight: 300})
+	submit(t, prod, tasks.Request{RequestID: "waiter", ImageURL: img, Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}})
 	rec := s.stored(t, "waiter", 60*time.Second)
 	took := time.Since(killed)
 	own := s.stored(t, "owner", 60*time.Second)

@@ -625,3 +625,26 @@ func TestE2EProducerExampleRuns(t *testing.T) {
 	assert.Contains(t, string(out), "succeeded")
 	assert.Contains(t, string(out), "map[succeeded:1]")
 }
+
+// The runnable worker example embeds the public worker and crops against a
+// running system with no cropq worker of its own: it submits one image,
+// waits for its outcome, then drains and exits.
+func TestE2EWorkerExampleRuns(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	cmd := exec.Command("go", "run", "./examples/worker", "-redis", s.redis.URL(), "-api", s.emuURL,
+		"-s3", s.minio.Endpoint(), "-bucket", s.bucket, "-local", "-url", s.images+"/"+firstImage(t))
+	cmd.Dir = filepath.Join("..", "..")
+	cmd.Env = append(os.Environ(), s.env...) // its app key and secret, S3's credentials
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	var key string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[1] == string(status.Succeeded) {
+			key = strings.TrimPrefix(f[2], s.bucket+"/")
+		}
+	}
+	require.NotEmpty(t, key, "a line saying where the crop was stored:\n%s", out)
+	assert.Equal(t, image.Config{Width: 300, Height: 300}, s.object(key))
+	assert.Equal(t, int64(1), s.stats().Usage)
+	assert.Contains(t, string(out), "worker: draining")
+}

@@ -87,7 +87,7 @@ load that was interrupted can simply be run again.`)
 		if *b64File != "" {
 			return errors.New("--base64-file applies to one request: with --manifest, give imageBase64 as a column of the manifest")
 		}
-		if err := (tasks.Request{Priority: p.Priority, Tenant: p.Tenant}).ValidateDefaults(); err != nil {
+		if err := p.ValidateDefaults(); err != nil {
 			return err
 		}
 	}
@@ -103,7 +103,7 @@ load that was interrupted can simply be run again.`)
 			return errors.New("--base64-file applies to one request: with --file, give imageBase64 as a column of the file")
 		}
 		// The defaults are checked once, not row by row.
-		if err := (tasks.Request{Priority: p.Priority, Tenant: p.Tenant}).ValidateDefaults(); err != nil {
+		if err := p.ValidateDefaults(); err != nil {
 			return err
 		}
 	}

@@ -145,12 +145,14 @@ func TestE2EWebUIInBrowser(t *testing.T) {
 	// Straight into asynq: requests submitted through the CLI wait in the
 	// backlog until a worker's feeder moves them.
 	client := asynq.NewClientFromRedisClient(s.rdb)
-	task, opts, err := tasks.NewCropTask(tasks.CropPayload{Request: tasks.Request{RequestID: "ui-pending-1", ImageURL: s.images + "/" + firstImage(t), TargetWidth: 300, TargetHeight: 300}},
+	task, opts, err := tasks.NewCropTask(tasks.CropPayload{Request: tasks.Request{RequestID: "ui-pending-1", ImageURL: s.images + "/" + firstImage(t),
+		Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}}},
 		tasks.Options{Limits: cropapi.Limits{AllowPrivateHosts: true}})
 	require.NoError(t, err)
 	_, err = client.Enqueue(task, opts...)
 	require.NoError(t, err)
-	task, opts, err = tasks.NewCropTask(tasks.CropPayload{Request: tasks.Request{RequestID: "ui-later-1", ImageURL: s.images + "/" + firstImage(t), TargetWidth: 300, TargetHeight: 300}},
+	task, opts, err = tasks.NewCropTask(tasks.CropPayload{Request: tasks.Request{RequestID: "ui-later-1", ImageURL: s.images + "/" + firstImage(t),
+		Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}}},
 		tasks.Options{ProcessAt: time.Now().Add(time.Hour), Limits: cropapi.Limits{AllowPrivateHosts: true}})
 	require.NoError(t, err)
 	_, err = client.Enqueue(task, opts...)

@@ -82,7 +82,7 @@ func (o *photoOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func freshCrop(t *testing.T, s *stack, prod *producer.Producer, url, id string) []byte {
 	t.Helper()
 	no := false
-	submit(t, prod, tasks.Request{RequestID: id, ImageURL: url, TargetWidth: 300, TargetHeight: 300, Dedup: &no})
+	submit(t, prod, tasks.Request{RequestID: id, ImageURL: url, Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}, Dedup: &no})
 	rec := s.stored(t, id, 60*time.Second)
 	require.Equal(t, 1, rec.PaidCalls)
 	return s.objectBytes(t, rec.Stored.Key)
@@ -111,8 +111,8 @@ func TestE2EResyncReplacedImage(t *testing.T) {
 			url := base + "/sku-1/main.png"
 			// The catalogue's fixed destination: the same key every night.
 			line := func(id string) tasks.Request {
-				return tasks.Request{RequestID: id, ImageURL: url, TargetWidth: 300, TargetHeight: 300, BatchID: "night-" + id,
-					KeyTemplate: "catalog/sku-1/main-{width}x{height}.{ext}"}
+				return tasks.Request{RequestID: id, ImageURL: url, Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "night-" + id,
+					KeyTemplate: "catalog/sku-1/main-{width}x{height}.{ext}"}}
 			}
 			const wait = 60 * time.Second
 

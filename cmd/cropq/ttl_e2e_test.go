@@ -41,7 +41,7 @@ func TestABacklogOutlivesTheStatusTTL(t *testing.T) {
 	prod := producer.New(s.rdb, producer.Config{Backlog: true, Task: tasks.Options{Limits: localLimits}})
 	t.Cleanup(func() { _ = prod.Close() })
 	res := prod.Enqueue(ctx, tasks.Request{RequestID: "slow-b64", ImageBase64: base64.StdEncoding.EncodeToString(raw),
-		TargetWidth: 300, TargetHeight: 300, BatchID: "slow"})
+		Params: tasks.Params{TargetWidth: 300, TargetHeight: 300, BatchID: "slow"}})
 	require.Equal(t, producer.Enqueued, res.Outcome, "%v", res.Err)
 	ids = append(ids, "slow-b64")
 	accepted := time.Now()

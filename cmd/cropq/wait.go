@@ -17,6 +17,7 @@ import (
 
 	"github.com/cropq/cropq/cmd/internal/wiring"
 	"github.com/cropq/cropq/internal/budget"
+	"github.com/cropq/cropq/internal/quota"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
@@ -77,7 +78,7 @@ report is written whichever way the batch ended.`)
 	defer rdb.Close()
 	st := records.NewStore(rdb, cfg.Status)
 	// The producer reads batches with their estimate (backlog, weights, rate).
-	pcfg := producer.Config{Status: cfg.Status, Backlog: true, Weights: cfg.TenantWeights, Rate: wiring.FleetRate(cfg, rdb)}
+	pcfg := producer.Config{Status: cfg.Status, Backlog: true, Weights: cfg.TenantWeights, Rate: quota.FleetRate(rdb, cfg.Quota, cfg.QuotaShared)}
 	if len(cfg.Budget.Caps) > 0 {
 		pcfg.Budgets = budget.New(rdb, cfg.Budget)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cropq/cropq/cmd/internal/wiring"
 	"github.com/cropq/cropq/internal/metrics"
+	"github.com/cropq/cropq/worker"
 )
 
 func runWorker(ctx context.Context, env wiring.Env, args []string, stdout, stderr io.Writer) error {
@@ -51,19 +52,18 @@ func runWorker(ctx context.Context, env wiring.Env, args []string, stdout, stder
 	}
 	defer rdb.Close()
 	reg := metrics.NewRegistry()
-	wiring.WarnClockSkew(ctx, cfg.Clock, rdb, log)
-	srv, ready, err := wiring.NewWorkerServer(ctx, cfg, rdb, log, reg)
+	w, err := worker.New(ctx, wiring.WorkerConfig(cfg, rdb, log, reg))
 	if err != nil {
-		return err
+		return wiring.EnvContext(err)
 	}
 	// Health and metrics stay up while draining (readiness false), and stop
 	// after the last task.
-	stopHTTP, err := serveOps(cfg.WorkerAddr, metrics.Health{Registry: reg, Ready: ready, Draining: srv.Draining}.Handler(), log)
+	stopHTTP, err := serveOps(cfg.WorkerAddr, metrics.Health{Registry: reg, Ready: w.Ready, Draining: w.Draining}.Handler(), log)
 	if err != nil {
 		return err
 	}
 	defer stopHTTP()
-	return srv.Run(ctx)
+	return w.Run(ctx)
 }
 
 // serveOps serves the health/metrics handler on addr until the returned

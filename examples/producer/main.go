@@ -76,7 +76,7 @@ func run(ctx context.Context, redisURL string, images []string, w, h int, timeou
 	batch := fmt.Sprintf("example-%d", time.Now().Unix())
 	var reqs []tasks.Request
 	for i, u := range images {
-		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("%s-%d", batch, i), ImageURL: u, TargetWidth: w, TargetHeight: h, BatchID: batch})
+		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("%s-%d", batch, i), ImageURL: u, Params: tasks.Params{TargetWidth: w, TargetHeight: h, BatchID: batch}})
 	}
 	pending := map[string]bool{}
 	for _, res := range p.EnqueueBatch(ctx, reqs) {

@@ -32,6 +32,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cropq/cropq/internal/metrics"
 	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -172,6 +173,17 @@ type Stat struct {
 	Tenant string    `json:"tenant"`
 	Len    int64     `json:"length"`
 	Oldest time.Time `json:"oldest,omitzero"` // when its oldest entry was accepted
+}
+
+// MetricStats is Stats as package metrics exports them
+// (metrics.RegisterBacklog's reader).
+func (b *Backlog) MetricStats(ctx context.Context) ([]metrics.BacklogStat, error) {
+	stats, err := b.Stats(ctx)
+	out := make([]metrics.BacklogStat, len(stats))
+	for i, s := range stats {
+		out[i] = metrics.BacklogStat{Lane: s.Lane, Tenant: s.Tenant, Len: s.Len, Oldest: s.Oldest}
+	}
+	return out, err
 }
 
 // Stats returns the non-empty backlogs, lanes in order.

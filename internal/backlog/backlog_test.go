@@ -291,10 +291,10 @@ func TestAnEntryThatCannotBeFedFailsItsRequest(t *testing.T) {
 	e := TaskEnqueuer{Client: client, Records: st}
 	accepted := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
 	_, err := st.CreateMany(ctx, []status.Record{
-		{RequestID: "garbled", BatchID: "cat", Tenant: "acme", Priority: "backfill"},
-		{RequestID: "lost-id-only", BatchID: "cat", Tenant: "acme", Priority: "backfill"},
-		{RequestID: "lost-v9", BatchID: "cat", Tenant: "acme", Priority: "backfill"},
-		{RequestID: "waits", BatchID: "cat", Tenant: "acme", Priority: "backfill"},
+		{RequestID: "garbled", Params: tasks.Params{BatchID: "cat", Tenant: "acme", Priority: "backfill"}},
+		{RequestID: "lost-id-only", Params: tasks.Params{BatchID: "cat", Tenant: "acme", Priority: "backfill"}},
+		{RequestID: "lost-v9", Params: tasks.Params{BatchID: "cat", Tenant: "acme", Priority: "backfill"}},
+		{RequestID: "waits", Params: tasks.Params{BatchID: "cat", Tenant: "acme", Priority: "backfill"}},
 	})
 	require.NoError(t, err)
 	require.NoError(t, rdb.Del(ctx, st.Key("lost-id-only"), st.Key("lost-v9")).Err())
@@ -379,7 +379,7 @@ func TestAnArchivedTaskDoesNotSwallowANewRequest(t *testing.T) {
 	_, err := client.Enqueue(asynq.NewTask(tasks.TypeCrop, []byte(`{}`)), asynq.TaskID("again-1"), asynq.Queue(tasks.DefaultQueue))
 	require.NoError(t, err)
 	require.NoError(t, insp.ArchiveTask(tasks.DefaultQueue, "again-1"))
-	_, _, err = st.Create(ctx, status.Record{RequestID: "again-1", SourceURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800})
+	_, _, err = st.Create(ctx, status.Record{RequestID: "again-1", SourceURL: "https://cdn.example.com/a.jpg", Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}})
 	require.NoError(t, err)
 
 	e := TaskEnqueuer{Client: client, Records: st, Inspector: insp}

@@ -81,7 +81,7 @@ func (e TaskEnqueuer) Feed(ctx context.Context, requestID string, payload []byte
 // id-only entry, its batch (an entry written before entries named their
 // batch leaves it counting the request as queued).
 func (e TaskEnqueuer) Drop(ctx context.Context, en Entry, cause *BadEntryError) error {
-	seed := status.Record{RequestID: en.RequestID, Tenant: en.Tenant, Priority: en.Lane}
+	seed := status.Record{RequestID: en.RequestID, Params: tasks.Params{Tenant: en.Tenant, Priority: en.Lane}}
 	var p tasks.CropPayload
 	if batch, ok := idOnly(en.Payload); ok {
 		seed.BatchID = batch
@@ -138,9 +138,7 @@ func (e TaskEnqueuer) enqueue(ctx context.Context, id string, task *asynq.Task, 
 // back exactly the request it was given, so a field the record does not
 // keep can never be lost: such requests keep their payload in the entry.
 func RequestOf(rec status.Record) tasks.Request {
-	return tasks.Request{RequestID: rec.RequestID, ImageURL: rec.SourceURL, TargetWidth: rec.TargetWidth, TargetHeight: rec.TargetHeight,
-		Bucket: rec.Bucket, KeyTemplate: rec.KeyTemplate, Metadata: rec.Metadata, BatchID: rec.BatchID, CallbackURL: rec.CallbackURL,
-		Priority: rec.Priority, Tenant: rec.Tenant}.ImplicitDefaults()
+	return tasks.Request{RequestID: rec.RequestID, ImageURL: rec.SourceURL, Params: rec.Params}.ImplicitDefaults()
 }
 
 // ToPaid moves a task of the free queue that needs a paid call (its image

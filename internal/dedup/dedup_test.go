@@ -48,7 +48,7 @@ func TestCanonicalURL(t *testing.T) {
 
 func payload(mut func(*tasks.CropPayload)) tasks.CropPayload {
 	p := tasks.CropPayload{Version: tasks.PayloadVersion, Request: tasks.Request{RequestID: "r1", ImageURL: "https://cdn.example.com/a.jpg",
-		TargetWidth: 800, TargetHeight: 600}}
+		Params: tasks.Params{TargetWidth: 800, TargetHeight: 600}}}
 	if mut != nil {
 		mut(&p)
 	}

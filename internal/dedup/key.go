@@ -55,6 +55,9 @@ type Source struct {
 	// Digest is the SHA-256 (hex) of the image's bytes.
 	Digest        string
 	Width, Height int
+	// Values are the request's other fields that change the result
+	// (tasks.Request.CropKeyValues), "" when none is set.
+	Values string
 }
 
 // keyVersion changes when the key's composition does, so that an index
@@ -74,7 +77,7 @@ func key(s Source, scope Scope, variant string) string {
 	if s.Digest != "" {
 		src = "sha256\x00" + s.Digest
 	}
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%dx%d", keyVersion, variant, tenant, src, s.Width, s.Height)
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%dx%d%s", keyVersion, variant, tenant, src, s.Width, s.Height, s.Values)
 	// 128 bits: collisions are out of reach, and each index entry is
 	// shorter by the other half.
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:16])
@@ -88,7 +91,10 @@ func SourceOf(p tasks.CropPayload) (src Source, ok bool, err error) {
 	if p.Dedup != nil && !*p.Dedup {
 		return Source{}, false, nil
 	}
-	src = Source{Tenant: p.EffectiveTenant(), Width: p.TargetWidth, Height: p.TargetHeight}
+	// The parts the key was first made of are read here by name (the
+	// fields tagged cropkey "source", "size" and "tenant"); any other
+	// field that changes the result joins it by its tag, as Values.
+	src = Source{Tenant: p.EffectiveTenant(), Width: p.TargetWidth, Height: p.TargetHeight, Values: p.CropKeyValues()}
 	switch {
 	case p.Input != nil:
 		if len(p.Input.SHA256) != 64 {

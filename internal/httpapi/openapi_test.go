@@ -10,10 +10,12 @@ import (
 	"go/parser"
 	gotoken "go/token"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -828,7 +830,7 @@ func TestOpenAPIPatternsMatchValidation(t *testing.T) {
 			values = append(values, gen(f.alphabet, f.maxLen))
 		}
 		for _, v := range values {
-			r := tasks.Request{RequestID: "sku-1", ImageURL: "https://cdn.example.com/p/1.jpg", TargetWidth: 800, TargetHeight: 800}
+			r := tasks.Request{RequestID: "sku-1", ImageURL: "https://cdn.example.com/p/1.jpg", Params: tasks.Params{TargetWidth: 800, TargetHeight: 800}}
 			f.set(&r, v)
 			if v == "" {
 				continue
@@ -847,4 +849,34 @@ func TestOpenAPIPatternsMatchValidation(t *testing.T) {
 
 func (failingProducer) RegisterManifest(context.Context, string, producer.ManifestRequest) (producer.BatchInfo, error) {
 	return producer.BatchInfo{}, errStoreDown
+}
+
+// The request schemas are the request model's fields, one by one: the
+// CropRequest schema has a property for each field of tasks.Request and no
+// other, and the Record schema one for each of tasks.Params (the part a
+// record keeps), each of the JSON type the field encodes to. A field added
+// to the model without its schema fails here.
+func TestOpenAPIRequestSchemasAreTheRequestModel(t *testing.T) {
+	_, doc := readDoc(t)
+	jsonType := map[reflect.Kind]string{reflect.String: "string", reflect.Int: "integer", reflect.Map: "object", reflect.Pointer: "boolean"}
+	crop := doc.Components.Schemas["CropRequest"].Value
+	record := doc.Components.Schemas["Record"].Value
+	var names []string
+	for _, f := range tasks.Fields() {
+		names = append(names, f.Name)
+		want, ok := jsonType[f.Kind]
+		require.True(t, ok, "field %s: kind %s has no JSON type here", f.Name, f.Kind)
+		if p := crop.Properties[f.Name]; assert.NotNil(t, p, "CropRequest lacks %s", f.Name) {
+			assert.True(t, p.Value.Type.Is(want), "CropRequest.%s: want type %s", f.Name, want)
+		}
+	}
+	assert.ElementsMatch(t, names, slices.Collect(maps.Keys(crop.Properties)), "CropRequest's properties are tasks.Request's fields")
+
+	for _, f := range reflect.VisibleFields(reflect.TypeFor[tasks.Params]()) {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		want := jsonType[f.Type.Kind()]
+		if p := record.Properties[name]; assert.NotNil(t, p, "Record lacks %s (tasks.Params)", name) {
+			assert.True(t, p.Value.Type.Is(want), "Record.%s: want type %s", name, want)
+		}
+	}
 }

@@ -37,7 +37,8 @@ func TestReplayRoute(t *testing.T) {
 	st := records.NewStore(rdb, status.Config{})
 	for _, tn := range []string{"acme", "globex"} {
 		for i, id := range []string{tn + "-1", tn + "-2"} {
-			res := p.EnqueueBatch(ctx, []tasks.Request{{RequestID: id, ImageURL: "https://cdn.example.com/" + id + ".jpg", TargetWidth: 800, TargetHeight: 800, BatchID: "b", Tenant: tn}})
+			res := p.EnqueueBatch(ctx, []tasks.Request{{RequestID: id, ImageURL: "https://cdn.example.com/" + id + ".jpg",
+				Params: tasks.Params{TargetWidth: 800, TargetHeight: 800, BatchID: "b", Tenant: tn}}})
 			require.Equal(t, producer.Enqueued, res[0].Outcome, "%v", res[0].Err)
 			_, err := st.Transition(ctx, id, records.Update{To: status.Running, Attempt: 1})
 			require.NoError(t, err)

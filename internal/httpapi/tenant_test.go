@@ -57,9 +57,9 @@ func (m *tenantProducer) EnqueueBatch(_ context.Context, reqs []tasks.Request) [
 			continue
 		}
 		now := time.Now().UTC()
-		rec := status.Record{RequestID: r.RequestID, State: status.Queued, CreatedAt: now, UpdatedAt: now, TargetWidth: r.TargetWidth,
-			TargetHeight: r.TargetHeight, Source: "url", SourceURL: r.ImageURL, BatchID: r.BatchID,
-			Tenant: r.EffectiveTenant(), Priority: r.EffectivePriority(), Fingerprint: fp}
+		rec := status.Record{RequestID: r.RequestID, State: status.Queued, CreatedAt: now, UpdatedAt: now,
+			Params: tasks.Params{TargetWidth: r.TargetWidth, TargetHeight: r.TargetHeight, BatchID: r.BatchID, Tenant: r.EffectiveTenant(),
+				Priority: r.EffectivePriority()}, Source: "url", SourceURL: r.ImageURL, Fingerprint: fp}
 		m.reqs[r.RequestID], m.recs[r.RequestID] = r, rec
 		out[i].Outcome, out[i].Record = producer.Enqueued, rec
 	}

@@ -289,6 +289,26 @@ func (l *Limiter) State(ctx context.Context) (State, error) {
 	return st, nil
 }
 
+// Rates are the shared quota's effective and ceiling rates (its metrics).
+func (l *Limiter) Rates(ctx context.Context) (effective, ceiling float64, err error) {
+	st, err := l.State(ctx)
+	return st.Effective, st.Ceiling, err
+}
+
+// FleetRate reads the fleet's effective API call rate: the shared
+// limiter's (adapted to rate-limit answers) when shared, otherwise the
+// configured ceiling, cfg.Rate.
+func FleetRate(rdb redis.UniversalClient, cfg Config, shared bool) func(context.Context) (float64, error) {
+	if !shared {
+		return func(context.Context) (float64, error) { return cfg.Rate, nil }
+	}
+	limiter := New(rdb, cfg)
+	return func(ctx context.Context) (float64, error) {
+		st, err := limiter.State(ctx)
+		return st.Effective, err
+	}
+}
+
 // Reset forgets the adapted rate and the limiter's history (tests, and an
 // operator after raising the account's quota with the vendor).
 func (l *Limiter) Reset(ctx context.Context) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 func pageIDs(p records.Page) []string {
@@ -45,9 +46,9 @@ func testBatchIndex(t *testing.T, st *records.Store) {
 
 	var recs []status.Record
 	for i := range 10 {
-		recs = append(recs, status.Record{RequestID: fmt.Sprintf("b-%02d", i), BatchID: "feed", Tenant: "acme"})
+		recs = append(recs, status.Record{RequestID: fmt.Sprintf("b-%02d", i), Params: tasks.Params{BatchID: "feed", Tenant: "acme"}})
 	}
-	recs = append(recs, status.Record{RequestID: "other-1", BatchID: "feed"}, status.Record{RequestID: "lone"})
+	recs = append(recs, status.Record{RequestID: "other-1", Params: tasks.Params{BatchID: "feed"}}, status.Record{RequestID: "lone"})
 	_, err := st.CreateMany(ctx, recs)
 	require.NoError(t, err)
 
@@ -116,7 +117,7 @@ func testBatchIndex(t *testing.T, st *records.Store) {
 	assert.Equal(t, map[string]int64{"700": 1}, fails)
 
 	// An undone record leaves the index with its count.
-	require.NoError(t, st.Undo(ctx, status.Record{RequestID: "b-09", BatchID: "feed", Tenant: "acme"}))
+	require.NoError(t, st.Undo(ctx, status.Record{RequestID: "b-09", Params: tasks.Params{BatchID: "feed", Tenant: "acme"}}))
 	page, err = st.BatchPage(ctx, "acme", "feed", status.Queued, 0, 50)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"b-05", "b-06", "b-07", "b-08"}, pageIDs(page))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 const testTTL = time.Hour
@@ -69,9 +70,9 @@ func TestNothingExpiresWhileItWaits(t *testing.T) {
 			ctx := context.Background()
 			st, rdb := open(t)
 			_, err := st.CreateMany(ctx, []status.Record{
-				{RequestID: "w1", BatchID: "cat", Tenant: "acme"},
-				{RequestID: "w2", BatchID: "cat", Tenant: "acme"},
-				{RequestID: "w3", BatchID: "cat", Tenant: "acme"},
+				{RequestID: "w1", Params: tasks.Params{BatchID: "cat", Tenant: "acme"}},
+				{RequestID: "w2", Params: tasks.Params{BatchID: "cat", Tenant: "acme"}},
+				{RequestID: "w3", Params: tasks.Params{BatchID: "cat", Tenant: "acme"}},
 				{RequestID: "solo"},
 			})
 			require.NoError(t, err)
@@ -120,12 +121,12 @@ func TestNothingExpiresWhileItWaits(t *testing.T) {
 			assert.Equal(t, time.Duration(-1), ttl(t, rdb, st.Key("solo")), "a request without a batch waits as long")
 
 			// The batch takes a new request: it waits again, untimed.
-			_, created, err := st.Create(ctx, status.Record{RequestID: "w4", BatchID: "cat", Tenant: "acme"})
+			_, created, err := st.Create(ctx, status.Record{RequestID: "w4", Params: tasks.Params{BatchID: "cat", Tenant: "acme"}})
 			require.NoError(t, err)
 			require.True(t, created)
 			assertBatchTTL(t, st, rdb, "acme", "cat", true, "a new request")
 			// Undone (its enqueue failed): the batch is done again.
-			require.NoError(t, st.Undo(ctx, status.Record{RequestID: "w4", BatchID: "cat", Tenant: "acme"}))
+			require.NoError(t, st.Undo(ctx, status.Record{RequestID: "w4", Params: tasks.Params{BatchID: "cat", Tenant: "acme"}}))
 			assertBatchTTL(t, st, rdb, "acme", "cat", false, "undone")
 		})
 	}
@@ -136,7 +137,7 @@ func TestNothingExpiresWhileItWaits(t *testing.T) {
 func TestAWaitingRecordWrittenWithATTLLosesItWhenTouched(t *testing.T) {
 	ctx := context.Background()
 	st, rdb := expiryStores(t)["single"](t)
-	_, err := st.CreateMany(ctx, []status.Record{{RequestID: "old1", BatchID: "legacy"}, {RequestID: "old2", BatchID: "legacy"}})
+	_, err := st.CreateMany(ctx, []status.Record{{RequestID: "old1", Params: tasks.Params{BatchID: "legacy"}}, {RequestID: "old2", Params: tasks.Params{BatchID: "legacy"}}})
 	require.NoError(t, err)
 	// As the previous version left them: every key with the TTL.
 	for _, k := range append([]string{st.Key("old1"), st.Key("old2")}, st.batchKeys("", "legacy")...) {
@@ -159,8 +160,8 @@ func TestALostRecordIsWrittenAgainAndCounted(t *testing.T) {
 			st, rdb := open(t)
 			accepted := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
 			_, err := st.CreateMany(ctx, []status.Record{
-				{RequestID: "l1", BatchID: "cat", Tenant: "acme", SourceURL: "https://cdn/x.jpg", TargetWidth: 800},
-				{RequestID: "l2", BatchID: "cat", Tenant: "acme"},
+				{RequestID: "l1", Params: tasks.Params{BatchID: "cat", Tenant: "acme", TargetWidth: 800}, SourceURL: "https://cdn/x.jpg"},
+				{RequestID: "l2", Params: tasks.Params{BatchID: "cat", Tenant: "acme"}},
 			})
 			require.NoError(t, err)
 			require.NoError(t, rdb.Del(ctx, st.Key("l1")).Err())
@@ -170,7 +171,7 @@ func TestALostRecordIsWrittenAgainAndCounted(t *testing.T) {
 			_, err = st.Transition(ctx, "l1", Update{To: status.Failed, ErrorCode: "x"})
 			require.ErrorIs(t, err, status.ErrNotFound, "a failure needs a seed")
 
-			seed := &status.Record{RequestID: "l1", BatchID: "cat", Tenant: "acme", SourceURL: "https://cdn/x.jpg", TargetWidth: 800, CreatedAt: accepted}
+			seed := &status.Record{RequestID: "l1", Params: tasks.Params{BatchID: "cat", Tenant: "acme", TargetWidth: 800}, SourceURL: "https://cdn/x.jpg", CreatedAt: accepted}
 			rec, err := st.Transition(ctx, "l1", Update{To: status.Failed, ErrorCode: "record_lost", ErrorMessage: "gone", Seed: seed})
 			require.NoError(t, err)
 			assert.Equal(t, status.Failed, rec.State)
@@ -199,7 +200,7 @@ func TestALostRecordIsWrittenAgainAndCounted(t *testing.T) {
 				require.NoError(t, rdb.Del(ctx, k).Err())
 			}
 			require.NoError(t, rdb.ZRem(ctx, st.BatchesKey(), "acme/cat").Err())
-			rec, err = st.Transition(ctx, "l2", Update{To: status.Running, Attempt: 1, Seed: &status.Record{RequestID: "l2", BatchID: "cat", Tenant: "acme"}})
+			rec, err = st.Transition(ctx, "l2", Update{To: status.Running, Attempt: 1, Seed: &status.Record{RequestID: "l2", Params: tasks.Params{BatchID: "cat", Tenant: "acme"}}})
 			require.NoError(t, err)
 			assert.Equal(t, int64(1), rec.BatchSeq, "appended to an index that starts again")
 			counts, err = st.BatchCounts(ctx, "acme", "cat")
@@ -227,7 +228,8 @@ func TestALostRecordIsWrittenAgainAndCounted(t *testing.T) {
 func TestFailWaiting(t *testing.T) {
 	ctx := context.Background()
 	st, _ := expiryStores(t)["single"](t)
-	_, err := st.CreateMany(ctx, []status.Record{{RequestID: "q", BatchID: "b"}, {RequestID: "r", BatchID: "b"}, {RequestID: "c", BatchID: "b"}})
+	_, err := st.CreateMany(ctx, []status.Record{{RequestID: "q", Params: tasks.Params{BatchID: "b"}}, {RequestID: "r",
+		Params: tasks.Params{BatchID: "b"}}, {RequestID: "c", Params: tasks.Params{BatchID: "b"}}})
 	require.NoError(t, err)
 	_, err = st.Transition(ctx, "r", Update{To: status.Running, Attempt: 1})
 	require.NoError(t, err)
@@ -243,7 +245,7 @@ func TestFailWaiting(t *testing.T) {
 		{"c", status.Canceled, ""},
 		{"gone", status.Failed, "bad_entry"},
 	} {
-		rec, err := st.FailWaiting(ctx, status.Record{RequestID: c.id, BatchID: "b"}, "bad_entry", "unreadable")
+		rec, err := st.FailWaiting(ctx, status.Record{RequestID: c.id, Params: tasks.Params{BatchID: "b"}}, "bad_entry", "unreadable")
 		require.NoError(t, err, c.id)
 		assert.Equal(t, c.want, rec.State, c.id)
 		assert.Equal(t, c.code, rec.ErrorCode, c.id)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 // Records an earlier version left with a TTL while their request waits
@@ -18,7 +19,7 @@ func TestPersistWaitingRemovesTheTTLOfWaitingRecordsOnce(t *testing.T) {
 	ctx := context.Background()
 	st, rdb := newStore(t, status.Config{Prefix: "m:", TTL: time.Hour})
 	for _, id := range []string{"queued", "running", "done"} {
-		_, _, err := st.Create(ctx, status.Record{RequestID: id, TargetWidth: 10, TargetHeight: 10, Source: "url"})
+		_, _, err := st.Create(ctx, status.Record{RequestID: id, Params: tasks.Params{TargetWidth: 10, TargetHeight: 10}, Source: "url"})
 		require.NoError(t, err)
 	}
 	_, err := st.Transition(ctx, "running", records.Update{To: status.Running, Attempt: 1})

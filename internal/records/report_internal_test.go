@@ -15,6 +15,7 @@ import (
 
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 // reportLines reads a batch's report through WriteReport, by request id
@@ -50,7 +51,7 @@ func TestTheReportLogsEveryEnd(t *testing.T) {
 			st, rdb := open(t)
 			var recs []status.Record
 			for _, id := range []string{"ok", "reuse", "bad", "lost", "cancel", "run", "wait"} {
-				recs = append(recs, status.Record{RequestID: id, BatchID: "cat", Tenant: "acme", Line: int64(len(recs) + 1)})
+				recs = append(recs, status.Record{RequestID: id, Params: tasks.Params{BatchID: "cat", Tenant: "acme"}, Line: int64(len(recs) + 1)})
 			}
 			_, err := st.CreateMany(ctx, recs)
 			require.NoError(t, err)
@@ -74,7 +75,7 @@ func TestTheReportLogsEveryEnd(t *testing.T) {
 				_, err := st.Transition(ctx, s.id, s.u)
 				require.NoError(t, err, "%s → %s", s.id, s.u.To)
 			}
-			_, err = st.FailWaiting(ctx, status.Record{RequestID: "lost", BatchID: "cat", Tenant: "acme"}, "bad_entry", "unreadable entry")
+			_, err = st.FailWaiting(ctx, status.Record{RequestID: "lost", Params: tasks.Params{BatchID: "cat", Tenant: "acme"}}, "bad_entry", "unreadable entry")
 			require.NoError(t, err)
 			_, err = st.Cancel(ctx, "cancel")
 			require.NoError(t, err)
@@ -141,7 +142,7 @@ func TestTheReportLogsEveryEnd(t *testing.T) {
 func TestABatchReadingItsManifestIsNotDone(t *testing.T) {
 	ctx := context.Background()
 	st, rdb := expiryStores(t)["single"](t)
-	_, err := st.CreateMany(ctx, []status.Record{{RequestID: "m1", BatchID: "man", Line: 1}})
+	_, err := st.CreateMany(ctx, []status.Record{{RequestID: "m1", Params: tasks.Params{BatchID: "man"}, Line: 1}})
 	require.NoError(t, err)
 	require.NoError(t, rdb.HSet(ctx, st.batchKey("", "man"), ReadingField, "1").Err())
 	_, err = st.Cancel(ctx, "m1")
@@ -172,7 +173,8 @@ func TestAReportDueKeepsItsBatch(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			st, rdb := open(t)
-			_, err := st.CreateMany(ctx, []status.Record{{RequestID: "d1", BatchID: "due", Tenant: "acme"}, {RequestID: "d2", BatchID: "due", Tenant: "acme"}})
+			_, err := st.CreateMany(ctx, []status.Record{{RequestID: "d1", Params: tasks.Params{BatchID: "due", Tenant: "acme"}}, {RequestID: "d2",
+				Params: tasks.Params{BatchID: "due", Tenant: "acme"}}})
 			require.NoError(t, err)
 			require.NoError(t, st.ExpectReport(ctx, "acme", "due", "s3://reports/acme/"))
 			// Listed at registration; a crash that lost that is repaired by
@@ -274,7 +276,7 @@ func TestAReportIsReadAPageAtATime(t *testing.T) {
 	st := NewStore(rdb, status.Config{Prefix: "t:", TTL: time.Hour})
 	recs := make([]status.Record, 0, 1000)
 	for i := range n {
-		recs = append(recs, status.Record{RequestID: fmt.Sprintf("big-%06d", i), BatchID: "big", SourceURL: "https://cdn.example.com/p.jpg"})
+		recs = append(recs, status.Record{RequestID: fmt.Sprintf("big-%06d", i), Params: tasks.Params{BatchID: "big"}, SourceURL: "https://cdn.example.com/p.jpg"})
 		if len(recs) == cap(recs) {
 			_, err := st.CreateMany(ctx, recs)
 			require.NoError(t, err)
@@ -322,10 +324,10 @@ func TestAReportIsReadAPageAtATime(t *testing.T) {
 func TestALostRecordFailedIsReported(t *testing.T) {
 	ctx := context.Background()
 	st, rdb := expiryStores(t)["single"](t)
-	_, err := st.CreateMany(ctx, []status.Record{{RequestID: "l1", BatchID: "lost", Line: 4}, {RequestID: "l2", BatchID: "lost", Line: 5}})
+	_, err := st.CreateMany(ctx, []status.Record{{RequestID: "l1", Params: tasks.Params{BatchID: "lost"}, Line: 4}, {RequestID: "l2", Params: tasks.Params{BatchID: "lost"}, Line: 5}})
 	require.NoError(t, err)
 	require.NoError(t, rdb.Del(ctx, st.Key("l1")).Err())
-	_, err = st.FailWaiting(ctx, status.Record{RequestID: "l1", BatchID: "lost", Line: 4}, "record_lost", "its record was lost")
+	_, err = st.FailWaiting(ctx, status.Record{RequestID: "l1", Params: tasks.Params{BatchID: "lost"}, Line: 4}, "record_lost", "its record was lost")
 	require.NoError(t, err)
 	byID, all, stats := reportLines(t, st, "", "lost")
 	assert.False(t, stats.Done)

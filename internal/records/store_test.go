@@ -14,6 +14,7 @@ import (
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 func newStore(t *testing.T, cfg status.Config) (*records.Store, redis.UniversalClient) {
@@ -28,12 +29,12 @@ func TestLifecycle(t *testing.T) {
 	ctx := context.Background()
 	st, rdb := newStore(t, status.Config{Prefix: "t:", TTL: time.Hour})
 
-	rec, created, err := st.Create(ctx, status.Record{RequestID: "r1", TargetWidth: 800, TargetHeight: 600, Source: "url"})
+	rec, created, err := st.Create(ctx, status.Record{RequestID: "r1", Params: tasks.Params{TargetWidth: 800, TargetHeight: 600}, Source: "url"})
 	require.NoError(t, err)
 	assert.True(t, created)
 	assert.Equal(t, status.Queued, rec.State)
 
-	_, created, err = st.Create(ctx, status.Record{RequestID: "r1", TargetWidth: 1}) // same id again
+	_, created, err = st.Create(ctx, status.Record{RequestID: "r1", Params: tasks.Params{TargetWidth: 1}}) // same id again
 	require.NoError(t, err)
 	assert.False(t, created)
 
@@ -183,13 +184,13 @@ func TestOnRedisCluster(t *testing.T) {
 
 func checkBatchesAndEvents(t *testing.T, st *records.Store, rdb redis.UniversalClient) {
 	ctx := context.Background()
-	_, _, err := st.Create(ctx, status.Record{RequestID: "old", BatchID: "b1", TargetWidth: 1})
+	_, _, err := st.Create(ctx, status.Record{RequestID: "old", Params: tasks.Params{BatchID: "b1", TargetWidth: 1}})
 	require.NoError(t, err)
 
 	res, err := st.CreateMany(ctx, []status.Record{
-		{RequestID: "old", BatchID: "b1", TargetWidth: 2},
-		{RequestID: "n1", BatchID: "b1"},
-		{RequestID: "n2", BatchID: "b1"},
+		{RequestID: "old", Params: tasks.Params{BatchID: "b1", TargetWidth: 2}},
+		{RequestID: "n1", Params: tasks.Params{BatchID: "b1"}},
+		{RequestID: "n2", Params: tasks.Params{BatchID: "b1"}},
 		{RequestID: "solo"},
 	})
 	require.NoError(t, err)
@@ -312,8 +313,8 @@ func TestRescueAfterTheOldTaskMovedOnIsStale(t *testing.T) {
 func TestServedAs(t *testing.T) {
 	ctx := context.Background()
 	st, rdb := newStore(t, status.Config{Prefix: "t:", TTL: time.Hour})
-	_, _, err := st.Create(ctx, status.Record{RequestID: "r1", TargetWidth: 800, TargetHeight: 600, Source: "url",
-		Tenant: "acme", Priority: "urgent", Metadata: map[string]string{"sku": "12345678901234567890"}, BatchSeq: 9007199254740993})
+	_, _, err := st.Create(ctx, status.Record{RequestID: "r1", Params: tasks.Params{TargetWidth: 800, TargetHeight: 600, Tenant: "acme",
+		Priority: "urgent", Metadata: map[string]string{"sku": "12345678901234567890"}}, Source: "url", BatchSeq: 9007199254740993})
 	require.NoError(t, err)
 	before, err := rdb.Get(ctx, st.Key("r1")).Result()
 	require.NoError(t, err)
@@ -342,11 +343,11 @@ func TestServedAs(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "normal", rec.ServedAs, "kept through transitions")
 
-	_, _, err = st.Create(ctx, status.Record{RequestID: "r2", TargetWidth: 1, TargetHeight: 1})
+	_, _, err = st.Create(ctx, status.Record{RequestID: "r2", Params: tasks.Params{TargetWidth: 1, TargetHeight: 1}})
 	require.NoError(t, err)
 	_, err = st.Transition(ctx, "r2", records.Update{To: status.Running, Attempt: 1})
 	require.NoError(t, err)
-	_, _, err = st.Create(ctx, status.Record{RequestID: "r3", TargetWidth: 1, TargetHeight: 1})
+	_, _, err = st.Create(ctx, status.Record{RequestID: "r3", Params: tasks.Params{TargetWidth: 1, TargetHeight: 1}})
 	require.NoError(t, err)
 	_, err = st.Cancel(ctx, "r3")
 	require.NoError(t, err)

@@ -6,12 +6,13 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 // Each transition a worker makes has its constructor; the Update it builds
 // is what Apply then checks.
 func TestUpdateConstructors(t *testing.T) {
-	seed := &status.Record{RequestID: "r1", BatchID: "b"}
+	seed := &status.Record{RequestID: "r1", Params: tasks.Params{BatchID: "b"}}
 	by := By{Attempt: 3, Task: "r1~rescue-2", Seed: seed}
 	cp := &status.Checkpoint{ResultURL: "https://r"}
 	take := &Takeover{From: "r1", Attempt: 2}

@@ -21,6 +21,7 @@ import (
 	"github.com/cropq/cropq/internal/reports"
 	"github.com/cropq/cropq/internal/testenv"
 	"github.com/cropq/cropq/status"
+	"github.com/cropq/cropq/tasks"
 )
 
 func TestParseDestination(t *testing.T) {
@@ -102,7 +103,7 @@ func (f *fixture) batch(t *testing.T, tenant, id string, n int) []string {
 	for i := range n {
 		rid := fmt.Sprintf("%s-%s-%d", tenant, id, i)
 		ids = append(ids, rid)
-		recs = append(recs, status.Record{RequestID: rid, BatchID: id, Tenant: tenant})
+		recs = append(recs, status.Record{RequestID: rid, Params: tasks.Params{BatchID: id, Tenant: tenant}})
 	}
 	_, err := f.st.CreateMany(context.Background(), recs)
 	require.NoError(t, err)

@@ -254,19 +254,15 @@ func (d *Decoder) Value(v any) error {
 // emptyMember names the first member of raw, an object decoded into a
 // struct of type t, that is "" although its field is tagged
 // `strictjson:"nonempty"`; "" when there is none. Only the value's own
-// members are looked at: that is where entrances put such fields.
+// members are looked at, with those of a struct it inlines explicitly
+// (`json:",inline"`, as tasks.Request its Params): that is where entrances
+// put such fields. A struct merely embedded (a crop payload's request) is
+// not looked into.
 func emptyMember(raw []byte, t reflect.Type) string {
 	if t.Kind() != reflect.Struct {
 		return ""
 	}
-	var names []string
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if f.Tag.Get("strictjson") == "nonempty" {
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			names = append(names, cmp.Or(name, f.Name))
-		}
-	}
+	names := nonEmptyNames(t, nil)
 	if len(names) == 0 || !bytes.Contains(raw, []byte(`""`)) {
 		return ""
 	}
@@ -770,6 +766,23 @@ func fieldNames(t reflect.Type, name string) []string {
 		}
 	}
 	return out
+}
+
+// nonEmptyNames adds to names the JSON names of t's fields tagged
+// `strictjson:"nonempty"`, and of those of the structs it inlines
+// explicitly.
+func nonEmptyNames(t reflect.Type, names []string) []string {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case f.Tag.Get("strictjson") == "nonempty":
+			names = append(names, cmp.Or(name, f.Name))
+		case name == "" && strings.Contains(","+opts+",", ",inline,") && f.Type.Kind() == reflect.Struct:
+			names = nonEmptyNames(f.Type, names)
+		}
+	}
+	return names
 }
 
 // structNames lists the JSON names of t's fields, following the tag rules

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -561,6 +562,30 @@ type cropPage struct {
 	APIRequestID string
 	BatchLink    string
 	History      []status.Transition
+	// Others are the request's parameters the page has no row of its own
+	// for (shownByName): a field added to tasks.Params is shown without an
+	// edit of the page.
+	Others []param
+}
+
+// param is a request parameter's JSON name and value.
+type param struct{ Name, Value string }
+
+// shownByName are the parameters the request page shows on rows of their
+// own, worded for each.
+var shownByName = []string{"targetWidth", "targetHeight", "bucket", "keyTemplate", "metadata", "batchId", "callbackUrl", "priority", "tenant"}
+
+// otherParams are p's parameters that are set and not in shown.
+func otherParams(p tasks.Params, shown []string) []param {
+	var out []param
+	v := reflect.ValueOf(p)
+	for _, f := range reflect.VisibleFields(v.Type()) {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if fv := v.FieldByIndex(f.Index); !slices.Contains(shown, name) && !fv.IsZero() {
+			out = append(out, param{Name: name, Value: fmt.Sprint(fv.Interface())})
+		}
+	}
+	return out
 }
 
 // search answers the search form: the request's page.
@@ -594,7 +619,7 @@ func (u *UI) crop(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, http.StatusServiceUnavailable, "the request could not be read", err)
 		return
 	}
-	p := cropPage{page: u.base(r, "Request "+id), Rec: rec}
+	p := cropPage{page: u.base(r, "Request "+id), Rec: rec, Others: otherParams(rec.Params, shownByName)}
 	p.Search = id
 	if s := rec.Stored; s != nil {
 		p.CropURL, _ = u.cfg.Links.GetURL(ctx, s.Bucket, s.Key, "")

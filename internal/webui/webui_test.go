@@ -66,10 +66,11 @@ func newFixture(t *testing.T) fixture {
 
 	var reqs []tasks.Request
 	for i := range 3 {
-		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("a-%d", i), ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 600,
-			BatchID: "feed", Tenant: "acme"})
+		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("a-%d", i), ImageURL: "https://cdn.example.com/a.jpg",
+			Params: tasks.Params{TargetWidth: 800, TargetHeight: 600, BatchID: "feed", Tenant: "acme"}})
 	}
-	reqs = append(reqs, tasks.Request{RequestID: "g-1", ImageURL: "https://cdn.example.com/g.jpg", TargetWidth: 500, TargetHeight: 500, BatchID: "feed", Tenant: "globex"})
+	reqs = append(reqs, tasks.Request{RequestID: "g-1", ImageURL: "https://cdn.example.com/g.jpg", Params: tasks.Params{TargetWidth: 500,
+		TargetHeight: 500, BatchID: "feed", Tenant: "globex"}})
 	for _, res := range prod.EnqueueBatch(context.Background(), reqs) {
 		require.Equal(t, producer.Enqueued, res.Outcome, "%v", res.Err)
 	}
@@ -175,7 +176,8 @@ func TestGridPages(t *testing.T) {
 	f := newFixture(t)
 	var reqs []tasks.Request
 	for i := range 450 {
-		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("p-%03d", i), ImageURL: "https://cdn.example.com/p.jpg", TargetWidth: 400, TargetHeight: 400, BatchID: "big"})
+		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("p-%03d", i), ImageURL: "https://cdn.example.com/p.jpg",
+			Params: tasks.Params{TargetWidth: 400, TargetHeight: 400, BatchID: "big"}})
 	}
 	_, err := f.st.CreateMany(context.Background(), toRecords(reqs))
 	require.NoError(t, err)
@@ -208,7 +210,7 @@ func TestGridPages(t *testing.T) {
 func toRecords(reqs []tasks.Request) []status.Record {
 	out := make([]status.Record, len(reqs))
 	for i, r := range reqs {
-		out[i] = status.Record{RequestID: r.RequestID, BatchID: r.BatchID, Tenant: r.Tenant, TargetWidth: r.TargetWidth, TargetHeight: r.TargetHeight,
+		out[i] = status.Record{RequestID: r.RequestID, Params: tasks.Params{BatchID: r.BatchID, Tenant: r.Tenant, TargetWidth: r.TargetWidth, TargetHeight: r.TargetHeight},
 			Source: "url", SourceURL: r.ImageURL}
 	}
 	return out

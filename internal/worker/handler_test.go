@@ -69,7 +69,7 @@ const (
 
 func request(reqID string) tasks.CropPayload {
 	return tasks.CropPayload{Version: tasks.PayloadVersion, Request: tasks.Request{
-		RequestID: reqID, ImageURL: imageURL, TargetWidth: 800, TargetHeight: 600, CallbackURL: callback}}
+		RequestID: reqID, ImageURL: imageURL, Params: tasks.Params{TargetWidth: 800, TargetHeight: 600, CallbackURL: callback}}}
 }
 
 func encode(t *testing.T, p tasks.CropPayload) []byte {
@@ -103,7 +103,7 @@ func (r *rig) process(run worker.TaskRun, p tasks.CropPayload) error {
 
 // queued records p as a producer does before enqueuing it.
 func (r *rig) queued(p tasks.CropPayload) {
-	_, created, err := r.f.Statuses.Create(context.Background(), status.Record{RequestID: p.RequestID, CallbackURL: p.CallbackURL})
+	_, created, err := r.f.Statuses.Create(context.Background(), status.Record{RequestID: p.RequestID, Params: tasks.Params{CallbackURL: p.CallbackURL}})
 	require.NoError(r.t, err)
 	require.True(r.t, created)
 }
@@ -688,7 +688,7 @@ func TestHandlerReuse(t *testing.T) {
 			name:    "another tenant's twin is paying: handed back, its request not named",
 			payload: func(p *tasks.CropPayload) { p.Tenant = "acme" },
 			stage: func(t *testing.T, r *rig) {
-				_, _, err := r.f.Statuses.Create(context.Background(), status.Record{RequestID: twin.RequestID, Tenant: "globex"})
+				_, _, err := r.f.Statuses.Create(context.Background(), status.Record{RequestID: twin.RequestID, Params: tasks.Params{Tenant: "globex"}})
 				require.NoError(t, err)
 				r.f.Dedup.Hold(key(t, r), twin.RequestID)
 			},

@@ -100,7 +100,7 @@ func TestAFrozenWorkersCropIsRescued(t *testing.T) {
 	frozen := newGatedQuota(0)
 	leasesA := lease.New(rdb, lease.Config{TTL: 500 * time.Millisecond, Owner: "worker-a"})
 	const id = "frozen-1"
-	p := tasks.CropPayload{Request: tasks.Request{RequestID: id, ImageURL: images + "/good.png", TargetWidth: 300, TargetHeight: 200}}
+	p := tasks.CropPayload{Request: tasks.Request{RequestID: id, ImageURL: images + "/good.png", Params: tasks.Params{TargetWidth: 300, TargetHeight: 200}}}
 	task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: 3, Limits: local})
 	require.NoError(t, err)
 	_, _, err = statuses.Create(ctx, status.Record{RequestID: id, Source: p.Source()})

@@ -30,8 +30,6 @@ func RecordOf(p tasks.CropPayload) status.Record {
 		}
 	}
 	r := p.Request
-	return status.Record{RequestID: r.RequestID, TargetWidth: r.TargetWidth, TargetHeight: r.TargetHeight,
-		Source: p.Source(), SourceURL: r.ImageURL, SourceDigest: digest, BatchID: r.BatchID, CallbackURL: r.CallbackURL,
-		Bucket: r.Bucket, KeyTemplate: r.KeyTemplate, Metadata: r.Metadata, Fingerprint: r.Fingerprint(digest),
-		Tenant: r.EffectiveTenant(), Priority: r.EffectivePriority(), CreatedAt: p.EnqueuedAt, Traceparent: p.Traceparent}
+	return status.Record{RequestID: r.RequestID, Params: r.Params.Effective(), Source: p.Source(), SourceURL: r.ImageURL, SourceDigest: digest,
+		Fingerprint: r.Fingerprint(digest), CreatedAt: p.EnqueuedAt, Traceparent: p.Traceparent}
 }

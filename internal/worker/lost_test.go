@@ -34,10 +34,10 @@ func TestRecordOfIsTheProducersRecord(t *testing.T) {
 	require.NoError(t, png.Encode(&img, image.NewGray(image.Rect(0, 0, 512, 512))))
 	no := false
 	reqs := []tasks.Request{
-		{RequestID: "url-1", ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 600, BatchID: "cat",
+		{RequestID: "url-1", ImageURL: "https://cdn.example.com/a.jpg", Params: tasks.Params{TargetWidth: 800, TargetHeight: 600, BatchID: "cat",
 			Tenant: "acme", Priority: "backfill", Bucket: "my-bucket", KeyTemplate: "x/{requestId}.{ext}", Metadata: map[string]string{"sku": "1"},
-			CallbackURL: "https://hooks.example.com/c", Dedup: &no},
-		{RequestID: "b64-1", ImageBase64: base64.StdEncoding.EncodeToString(img.Bytes()), TargetWidth: 100, TargetHeight: 100},
+			CallbackURL: "https://hooks.example.com/c"}, Dedup: &no},
+		{RequestID: "b64-1", ImageBase64: base64.StdEncoding.EncodeToString(img.Bytes()), Params: tasks.Params{TargetWidth: 100, TargetHeight: 100}},
 	}
 	st := records.NewStore(rdb, status.Config{})
 	for _, req := range reqs {

@@ -188,7 +188,7 @@ func serveImages(t *testing.T) string {
 
 func (r *policyRig) enqueue(t *testing.T, id, image string, maxRetry int) {
 	t.Helper()
-	p := tasks.CropPayload{Request: tasks.Request{RequestID: id, ImageURL: r.images + "/" + image, TargetWidth: 300, TargetHeight: 200}}
+	p := tasks.CropPayload{Request: tasks.Request{RequestID: id, ImageURL: r.images + "/" + image, Params: tasks.Params{TargetWidth: 300, TargetHeight: 200}}}
 	task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: maxRetry, Limits: local})
 	require.NoError(t, err)
 	_, _, err = r.statuses.Create(context.Background(), status.Record{RequestID: id, Source: p.Source()})
@@ -207,7 +207,7 @@ func (r *policyRig) enqueueClaimChecked(t *testing.T, id string, cancel bool) st
 	require.NoError(t, err)
 	ref, err := r.inputs.Put(ctx, id, img)
 	require.NoError(t, err)
-	p := tasks.CropPayload{Request: tasks.Request{RequestID: id, TargetWidth: 300, TargetHeight: 200},
+	p := tasks.CropPayload{Request: tasks.Request{RequestID: id, Params: tasks.Params{TargetWidth: 300, TargetHeight: 200}},
 		Input: &tasks.InputRef{Bucket: ref.Bucket, Key: ref.Key, Size: ref.Size, SHA256: ref.SHA256}}
 	task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: 3, Limits: local})
 	require.NoError(t, err)
@@ -367,7 +367,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 		for i, tmpl := range []string{"../../x/{requestId}.{ext}", "/abs/{requestId}.{ext}", "a/{sku}/{requestId}.{ext}"} {
 			id := fmt.Sprintf("kt-%d", i)
 			p := tasks.CropPayload{Version: tasks.PayloadVersion, Request: tasks.Request{RequestID: id, ImageURL: r.images + "/good.png",
-				TargetWidth: 300, TargetHeight: 200, KeyTemplate: tmpl}}
+				Params: tasks.Params{TargetWidth: 300, TargetHeight: 200, KeyTemplate: tmpl}}}
 			b, err := json.Marshal(p)
 			require.NoError(t, err)
 			_, _, err = r.statuses.Create(context.Background(), status.Record{RequestID: id, Source: "url"})
@@ -387,7 +387,7 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 	t.Run("a request's own bucket that does not exist fails before paying", func(t *testing.T) {
 		r := newPolicyRig(t, minio, rowSpec{})
 		p := tasks.CropPayload{Request: tasks.Request{RequestID: "own-bucket", ImageURL: r.images + "/good.png",
-			TargetWidth: 300, TargetHeight: 200, Bucket: "no-such-bucket-here"}}
+			Params: tasks.Params{TargetWidth: 300, TargetHeight: 200, Bucket: "no-such-bucket-here"}}}
 		task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: 3, Limits: local})
 		require.NoError(t, err)
 		_, _, err = r.statuses.Create(context.Background(), status.Record{RequestID: "own-bucket", Source: "url"})
@@ -689,7 +689,8 @@ func TestPipelineOnRedisCluster(t *testing.T) {
 	go func() { defer wg.Done(); _ = feeder.Run(ctx) }()
 	var reqs []tasks.Request
 	for i := range 6 {
-		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("cl-%d", i), ImageURL: images + "/good.png", TargetWidth: 300, TargetHeight: 200, BatchID: "cl-batch"})
+		reqs = append(reqs, tasks.Request{RequestID: fmt.Sprintf("cl-%d", i), ImageURL: images + "/good.png", Params: tasks.Params{TargetWidth: 300,
+			TargetHeight: 200, BatchID: "cl-batch"}})
 	}
 	for _, res := range direct.EnqueueBatch(context.Background(), reqs[:3]) {
 		require.Equal(t, producer.Enqueued, res.Outcome, "%v", res.Err)

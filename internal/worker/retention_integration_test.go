@@ -26,8 +26,8 @@ func TestCompletedTasksStaySmall(t *testing.T) {
 	img, err := os.ReadFile(filepath.Join("..", "..", "testdata", "images", "mug-square.png"))
 	require.NoError(t, err)
 	for _, p := range []tasks.CropPayload{
-		{Request: tasks.Request{RequestID: "inline-1", ImageBase64: base64.StdEncoding.EncodeToString(img), TargetWidth: 300, TargetHeight: 200}},
-		{Request: tasks.Request{RequestID: "url-1", ImageURL: r.images + "/good.png", TargetWidth: 300, TargetHeight: 200}},
+		{Request: tasks.Request{RequestID: "inline-1", ImageBase64: base64.StdEncoding.EncodeToString(img), Params: tasks.Params{TargetWidth: 300, TargetHeight: 200}}},
+		{Request: tasks.Request{RequestID: "url-1", ImageURL: r.images + "/good.png", Params: tasks.Params{TargetWidth: 300, TargetHeight: 200}}},
 	} {
 		task, opts, err := tasks.NewCropTask(p, tasks.Options{MaxRetry: 3, Limits: local})
 		require.NoError(t, err)

@@ -46,7 +46,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	t.Cleanup(func() { _ = prod.Close() })
 	enqueue := func(id string) {
 		t.Helper()
-		res := prod.Enqueue(ctx, tasks.Request{RequestID: id, ImageURL: "https://cdn.example.com/" + id + ".jpg", TargetWidth: 300, TargetHeight: 300})
+		res := prod.Enqueue(ctx, tasks.Request{RequestID: id, ImageURL: "https://cdn.example.com/" + id + ".jpg", Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}})
 		require.NoError(t, res.Err)
 		require.Equal(t, producer.Enqueued, res.Outcome)
 	}
@@ -77,7 +77,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 
 	// The same clients, without a restart, now write to the new primary.
 	require.Eventually(t, func() bool {
-		res := prod.Enqueue(ctx, tasks.Request{RequestID: "after", ImageURL: "https://cdn.example.com/after.jpg", TargetWidth: 300, TargetHeight: 300})
+		res := prod.Enqueue(ctx, tasks.Request{RequestID: "after", ImageURL: "https://cdn.example.com/after.jpg", Params: tasks.Params{TargetWidth: 300, TargetHeight: 300}})
 		return res.Err == nil && (res.Outcome == producer.Enqueued || res.Outcome == producer.Known)
 	}, 30*time.Second, 100*time.Millisecond, "enqueue after the failover")
 	for _, id := range []string{"before", "after"} {

@@ -28,7 +28,7 @@ func TestTenantBucketsConfig(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, map[string][]string{"acme": {"acme-crops", "acme-media"}, "globex": {"globex-crops"}}, c.Storage.Walls.TenantBuckets)
 	// The entrances refuse a foreign bucket, naming the field.
-	req := tasks.Request{RequestID: "r1", ImageURL: "https://cdn.example.com/a.jpg", TargetWidth: 800, TargetHeight: 800, Tenant: "acme", Bucket: "globex-crops"}
+	req := tasks.Request{RequestID: "r1", ImageURL: "https://cdn.example.com/a.jpg", Params: tasks.Params{TargetWidth: 800, TargetHeight: 800, Tenant: "acme", Bucket: "globex-crops"}}
 	err = req.Validate(c.Task.Rules())
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "bucket")

@@ -3,6 +3,8 @@ package wiring
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,7 +47,7 @@ func NewWebUI(ctx context.Context, cfg Config, rdb redis.UniversalClient, prod *
 	if cfg.QuotaShared {
 		limiter := quota.New(rdb, cfg.Quota)
 		ucfg.Quota = limiter
-		registerQuota(reg, limiter)
+		metrics.RegisterQuota(reg, limiter.Rates)
 		metrics.RegisterUsage(reg, func(ctx context.Context) (metrics.Usage, error) {
 			u, err := limiter.Usage(ctx)
 			return metrics.Usage{CallsLastHour: u.CallsLastHour, CallsToday: u.CallsToday, LimitedLastHour: u.LimitedLastHour, LimitedToday: u.LimitedToday}, err
@@ -54,7 +56,8 @@ func NewWebUI(ctx context.Context, cfg Config, rdb redis.UniversalClient, prod *
 	metrics.RegisterFailures(reg, func(ctx context.Context) (map[string]int64, error) {
 		return st.FailuresSince(ctx, time.Now().Add(-time.Hour))
 	})
-	registerBacklog(reg, cfg, bl)
+	// The workers export the backlog too; dashboards and KEDA take the max.
+	metrics.RegisterBacklog(reg, bl.MetricStats, metrics.KnownTenants(slices.Collect(maps.Keys(cfg.TenantWeights))...))
 	if len(cfg.Budget.Caps) > 0 {
 		budgets := budget.New(rdb, cfg.Budget)
 		ucfg.Budgets = budgets.Usages
