@@ -17,6 +17,7 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -54,17 +55,11 @@ func benchTracing(ctx context.Context, env *benchEnv, o options, log *slog.Logge
 		return storage.S3Config{Endpoint: fake.URL, UsePathStyle: true, AccessKeyID: "bench", SecretAccessKey: "bench-secret"}
 	}
 
-	var exported atomic.Int64
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		exported.Add(n)
-		w.Header().Set("Content-Type", "application/x-protobuf")
-	}))
-	defer sink.Close()
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(sink.URL+"/v1/traces"))
+	exp, exported, closeSink, err := discardingExporter(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer closeSink()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	defer func() { _ = tp.Shutdown(context.WithoutCancel(ctx)) }()
 
@@ -135,6 +130,23 @@ func benchTracing(ctx context.Context, env *benchEnv, o options, log *slog.Logge
 	}, nil
 }
 
+// discardingExporter is an OTLP/HTTP exporter to an endpoint in this
+// process that counts the bytes it is sent and discards them.
+func discardingExporter(ctx context.Context) (*otlptrace.Exporter, *atomic.Int64, func(), error) {
+	exported := new(atomic.Int64)
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		exported.Add(n)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(sink.URL+"/v1/traces"))
+	if err != nil {
+		sink.Close()
+		return nil, nil, nil, err
+	}
+	return exp, exported, sink.Close, nil
+}
+
 // spanCostRounds is how many images' spans spanCost makes.
 const spanCostRounds = 20000
 
@@ -146,17 +158,11 @@ const spanCostRounds = 20000
 // runs, which swing by more than the target, it repeats to a few percent.
 // The bytes exported per image show it makes what the pipeline makes.
 func spanCost(ctx context.Context) (µs, bytesPerImage float64, err error) {
-	var exported atomic.Int64
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		exported.Add(n)
-		w.Header().Set("Content-Type", "application/x-protobuf")
-	}))
-	defer sink.Close()
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(sink.URL+"/v1/traces"))
+	exp, exported, closeSink, err := discardingExporter(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
+	defer closeSink()
 	// Blocking: this loop makes spans faster than any pipeline, and a
 	// span the batcher dropped would cost nothing to export.
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, sdktrace.WithBlocking()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
