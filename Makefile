@@ -26,7 +26,7 @@ help:
 	@echo "make lint   - gofmt, go vet, staticcheck"
 	@echo "make vuln   - govulncheck (needs vuln.go.dev)"
 	@echo "make bench  - pipeline, tracing overhead and memory benchmark table (ratios against baselines of the same run)"
-	@echo "make bench-tracing - the pipeline with tracing on (100 % sampled, OTLP to a discarding endpoint) vs off: target ≤ 2 % fewer crops/s"
+	@echo "make bench-tracing - the pipeline with tracing on (100 % sampled, OTLP to a discarding endpoint) vs off, CPU-bound and with the vendor's latency: target ≤ 2 % fewer crops/s (about 3½ minutes)"
 	@echo "make bench-quota - the fleet against a shared API quota (about 5 minutes)"
 	@echo "make bench-enqueue - bulk enqueue: library and HTTP vs raw asynq; Redis memory with and without the claim check"
 	@echo "make bench-backlog - priority lanes, tenant shares, ETA, Redis bytes per queued request (backlog vs one FIFO queue)"
