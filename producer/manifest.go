@@ -11,6 +11,7 @@ import (
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/requestfile"
+	"github.com/cropq/cropq/internal/tracing"
 	"github.com/cropq/cropq/tasks"
 )
 
@@ -121,6 +122,9 @@ func (p *Producer) RegisterManifest(ctx context.Context, tenant string, req Mani
 	}
 	m := records.Manifest{Tenant: tenant, BatchID: req.BatchID, Bucket: bucket, Key: key, ETag: obj.ETag, Size: obj.Size,
 		Format: string(format), Priority: req.Priority}
+	if p.tracer != nil {
+		m.Traceparent = tracing.Traceparent(ctx)
+	}
 	if _, _, err := p.statuses.RegisterManifest(ctx, m, req.Report); err != nil {
 		if errors.Is(err, records.ErrBatchExists) {
 			return BatchInfo{}, &BatchExistsError{BatchID: req.BatchID}

@@ -216,12 +216,12 @@ func (p *Producer) EnqueueLines(ctx context.Context, reqs []tasks.Request, lines
 }
 
 func (p *Producer) enqueueBatch(ctx context.Context, reqs []tasks.Request, lines []int64) []Result {
-	if p.tracer == nil || lines != nil {
-		// A manifest's lines carry no trace context: Redis holds a few
-		// bytes per line of a manifest batch (docs/manifests.md), and a
-		// traceparent is 55.
+	if p.tracer == nil {
 		return p.accept(ctx, reqs, lines, "")
 	}
+	// A manifest's lines are published a group at a time (one span), and
+	// only the lines read carry its context: unread lines cost nothing,
+	// and the registration's context is kept once, on the batch.
 	ctx, span := p.publishSpan(ctx, reqs)
 	defer span.End()
 	res := p.accept(ctx, reqs, lines, tracing.Traceparent(ctx))

@@ -53,15 +53,22 @@ func TestPublishSpanContextTravelsWithTheRequest(t *testing.T) {
 	assert.Empty(t, stored.Traceparent)
 }
 
-// A manifest's lines carry no trace context (their budget is a few bytes
-// a line), even with tracing on.
-func TestManifestLinesCarryNoTraceparent(t *testing.T) {
+// A manifest's lines read are published as a group, in one span, and carry
+// its context, like any request; the registration's context is the
+// batch's (internal/manifest's test).
+func TestManifestLinesCarryTheirGroupsContext(t *testing.T) {
 	tp := sdktrace.NewTracerProvider()
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	p, rdb := newProducer(t, producer.Config{TracerProvider: tp, Backlog: true})
-	res := p.EnqueueLines(context.Background(), []tasks.Request{req("line-1")}, []int64{1})
+	res := p.EnqueueLines(context.Background(), []tasks.Request{req("line-1"), req("line-2")}, []int64{1, 2})
 	require.NoError(t, res[0].Err)
-	stored, err := records.NewStore(rdb, status.Config{}).Get(context.Background(), "line-1")
+	require.NoError(t, res[1].Err)
+	st := records.NewStore(rdb, status.Config{})
+	one, err := st.Get(context.Background(), "line-1")
 	require.NoError(t, err)
-	assert.Empty(t, stored.Traceparent)
+	two, err := st.Get(context.Background(), "line-2")
+	require.NoError(t, err)
+	require.Len(t, one.Traceparent, tracing.TraceparentLen)
+	assert.Equal(t, one.Traceparent, two.Traceparent, "one publish span for the group")
+	assert.EqualValues(t, 1, one.Line)
 }

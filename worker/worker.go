@@ -374,7 +374,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		pcfg.Budgets = budgets
 	}
 	prod := producer.New(rdb, pcfg)
-	reader := manifest.NewReader(st, manifest.S3{Client: s3c}, prod, manifest.Config{Target: cfg.ManifestTarget, Logger: log})
+	reader := manifest.NewReader(st, manifest.S3{Client: s3c}, prod, manifest.Config{Target: cfg.ManifestTarget, Logger: log, TracerProvider: cfg.TracerProvider})
 	fcfg := backlog.FeederConfig{Queue: queue, Lead: cfg.FeedLead, Weights: cfg.TenantWeights,
 		UrgentShare: cfg.UrgentShare, Demoter: urgentDemoter{records: st, metrics: hcfg.Metrics}, Budgets: feederBudgets(budgets),
 		Rate: rate, Rescue: rescue, Refiller: reader, Logger: log}

@@ -26,9 +26,14 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/cropq/cropq/cropapi"
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/requestfile"
+	"github.com/cropq/cropq/internal/tracing"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 	"github.com/cropq/cropq/tasks"
@@ -79,6 +84,10 @@ type Config struct {
 	// (default 1s, 30s).
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 *slog.Logger
+	// TracerProvider, when on, gives each group of lines read a "read
+	// manifest" span, linked to the manifest's registration; the group's
+	// "publish" span and so its requests' traces are under it.
+	TracerProvider trace.TracerProvider
 }
 
 // Reader reads every manifest being read; one at a time in the fleet (the
@@ -89,6 +98,8 @@ type Reader struct {
 	create  Creator
 	cfg     Config
 	log     *slog.Logger
+
+	tracer trace.Tracer // nil with tracing off
 
 	mu      sync.Mutex
 	backoff map[string]backoff // per "tenant/batch"
@@ -123,7 +134,8 @@ func NewReader(store *records.Store, objects Objects, create Creator, cfg Config
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Reader{store: store, objects: objects, create: create, cfg: cfg, log: log.With("component", "manifest"), backoff: map[string]backoff{}}
+	return &Reader{store: store, objects: objects, create: create, cfg: cfg, log: log.With("component", "manifest"), backoff: map[string]backoff{},
+		tracer: tracing.TracerIfOn(cfg.TracerProvider)}
 }
 
 // Refill tops up the queued requests of every manifest batch being read.
@@ -229,7 +241,9 @@ func (r *Reader) Read(ctx context.Context, tenant, batchID string, upTo int) (in
 			buf = append(buf, b...)
 			continue
 		}
-		n, used, err := r.lines(ctx, &m, buf[:end], min(need, r.cfg.Group))
+		gctx, span := r.groupSpan(ctx, m)
+		n, used, err := r.lines(gctx, &m, buf[:end], min(need, r.cfg.Group))
+		endGroupSpan(span, n, err)
 		if err != nil || m.State != records.ManifestReading {
 			return read, err
 		}
@@ -242,6 +256,35 @@ func (r *Reader) Read(ctx context.Context, tenant, batchID string, upTo int) (in
 		}
 	}
 	return read, nil
+}
+
+// SpanRead is the span of one group of a manifest's lines read.
+const SpanRead = "read manifest"
+
+// groupSpan starts the span of one group of lines: a trace of its own (a
+// manifest's lines are read over days), linked to the registration's.
+func (r *Reader) groupSpan(ctx context.Context, m records.Manifest) (context.Context, trace.Span) {
+	if r.tracer == nil {
+		return ctx, nil
+	}
+	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithAttributes(
+		tracing.Batch.String(m.BatchID), tracing.Tenant.String(m.Tenant), attribute.Int64("cropq.manifest.first_line", m.Line+1))}
+	if sc, err := tracing.Parse(m.Traceparent); err == nil {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+	}
+	return r.tracer.Start(ctx, SpanRead, opts...)
+}
+
+// endGroupSpan records how many lines the group read, or why it failed.
+func endGroupSpan(span trace.Span, n int, err error) {
+	if span == nil {
+		return
+	}
+	span.SetAttributes(tracing.MessagingBatchLen.Int(n))
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }
 
 // stop ends a manifest's reading with a code.

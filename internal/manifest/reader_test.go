@@ -14,6 +14,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cropq/cropq/internal/backlog"
 	"github.com/cropq/cropq/internal/localsvc"
@@ -22,6 +25,7 @@ import (
 	"github.com/cropq/cropq/internal/records"
 	"github.com/cropq/cropq/internal/rediskey"
 	"github.com/cropq/cropq/internal/testenv"
+	"github.com/cropq/cropq/internal/tracing"
 	"github.com/cropq/cropq/producer"
 	"github.com/cropq/cropq/status"
 )
@@ -408,4 +412,77 @@ func TestReaderOnACluster(t *testing.T) {
 	left, err := f.store.ReadingManifests(ctx)
 	require.NoError(t, err)
 	assert.Empty(t, left)
+}
+
+// With tracing on, a manifest keeps its registration's trace context once,
+// on the batch, and each group of lines read is a "read manifest" span in a
+// trace of its own (a manifest is read over days), linked to the
+// registration, with the group's publish spans under it. The requests read
+// carry that context; lines not read yet cost nothing.
+func TestReaderTracesGroupsLinkedToTheRegistration(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	prod := producer.New(f.rdb, producer.Config{Backlog: true, Manifests: manifest.S3{Client: f.s3c}, TracerProvider: tp})
+	var lines []string
+	for i := range 5 {
+		lines = append(lines, good(fmt.Sprintf("tr-%d", i)))
+	}
+	f.put(t, "cat/traced.jsonl", strings.Join(lines, "\n"))
+
+	rctx, reg := tp.Tracer("test").Start(ctx, "POST /v1/batches")
+	_, err := prod.RegisterManifest(rctx, "", producer.ManifestRequest{Manifest: "s3://" + f.bucket + "/cat/traced.jsonl"})
+	reg.End()
+	require.NoError(t, err)
+	m, ok, err := f.store.Manifest(ctx, "", "traced")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, tracing.Format(reg.SpanContext()), m.Traceparent, "the registration's context, kept on the batch")
+
+	r := manifest.NewReader(f.store, manifest.S3{Client: f.s3c}, prod, manifest.Config{Group: 2, TracerProvider: tp})
+	n, err := r.Read(ctx, "", "traced", 3)
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+
+	var reads []sdktrace.ReadOnlySpan
+	readIDs := map[string]bool{}
+	for _, s := range spans.Ended() {
+		if s.Name() == manifest.SpanRead {
+			reads = append(reads, s)
+			readIDs[s.SpanContext().SpanID().String()] = true
+		}
+	}
+	require.Len(t, reads, 2, "a span per group of two lines")
+	for i, s := range reads {
+		assert.False(t, s.Parent().IsValid(), "a trace of its own")
+		assert.NotEqual(t, reg.SpanContext().TraceID(), s.SpanContext().TraceID())
+		require.Len(t, s.Links(), 1)
+		assert.Equal(t, reg.SpanContext().SpanID(), s.Links()[0].SpanContext.SpanID(), "linked to the registration")
+		attrs := map[string]string{}
+		for _, a := range s.Attributes() {
+			attrs[string(a.Key)] = a.Value.Emit()
+		}
+		assert.Equal(t, fmt.Sprint(1+2*i), attrs["cropq.manifest.first_line"])
+		assert.Equal(t, fmt.Sprint(2-i), attrs["messaging.batch.message_count"])
+		assert.Equal(t, "traced", attrs["cropq.batch_id"])
+	}
+	publishes := 0
+	for _, s := range spans.Ended() {
+		if strings.HasPrefix(s.Name(), "publish ") {
+			publishes++
+			assert.True(t, readIDs[s.Parent().SpanID().String()], "a group's publish is under its read span")
+		}
+	}
+	assert.Positive(t, publishes)
+	for i := range 3 {
+		rec, err := prod.Get(ctx, fmt.Sprintf("tr-%d", i))
+		require.NoError(t, err)
+		sc, err := tracing.Parse(rec.Traceparent)
+		require.NoError(t, err, "a request read carries its group's context")
+		assert.Contains(t, []trace.TraceID{reads[0].SpanContext().TraceID(), reads[1].SpanContext().TraceID()}, sc.TraceID())
+	}
+	_, err = prod.Get(ctx, "tr-3")
+	assert.ErrorIs(t, err, status.ErrNotFound, "a line not read yet has no record")
 }

@@ -57,6 +57,9 @@ type Manifest struct {
 	// Total is the number of request lines, once read to the end.
 	Total        int64     `json:"total,omitempty"`
 	RegisteredAt time.Time `json:"registeredAt"`
+	// Traceparent is the registration's trace context, with tracing on:
+	// kept once per batch, and linked from each group of lines read.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // URL is the manifest's "s3://bucket/key".
