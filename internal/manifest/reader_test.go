@@ -462,7 +462,7 @@ func TestReaderTracesGroupsLinkedToTheRegistration(t *testing.T) {
 		assert.Equal(t, reg.SpanContext().SpanID(), s.Links()[0].SpanContext.SpanID(), "linked to the registration")
 		attrs := map[string]string{}
 		for _, a := range s.Attributes() {
-			attrs[string(a.Key)] = a.Value.Emit()
+			attrs[string(a.Key)] = a.Value.String()
 		}
 		assert.Equal(t, fmt.Sprint(1+2*i), attrs["cropq.manifest.first_line"])
 		assert.Equal(t, fmt.Sprint(2-i), attrs["messaging.batch.message_count"])
