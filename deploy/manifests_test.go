@@ -23,14 +23,14 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/cropq/cropq/internal/testenv"
 )
 
 // envNames is every variable the cropq binary reads (`cropq env --names`).
 func envNames(t *testing.T) map[string]bool {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds cropq (go run): skipped with -short")
-	}
+	testenv.Needs(t, "a build of cropq (go run)")
 	cmd := exec.Command("go", "run", "./cmd/cropq", "env", "--names")
 	cmd.Dir = ".."
 	out, err := cmd.Output()

@@ -121,9 +121,7 @@ type stackOptions struct {
 
 func newStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end: skipped with -short")
-	}
+	testenv.Needs(t, "an end-to-end stack")
 	s := &stack{t: t, bin: cropqBinary(t), devBin: cropqDevBinary(t)}
 	s.redis = testenv.Redis(t)
 	s.minio = testenv.MinIO(t)
@@ -423,9 +421,7 @@ func firstImage(t *testing.T) string {
 // `make run` on a fresh machine: cropq-dev dev starts its own Redis and MinIO,
 // the emulator and a worker, and crops every sample.
 func TestDevOnceCropsTheSamples(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end: skipped with -short")
-	}
+	testenv.Needs(t, "an end-to-end stack")
 	bin := cropqDevBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -62,9 +62,6 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs redis-server and MinIO")
-	}
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t).Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	m := testenv.MinIO(t)

@@ -18,13 +18,15 @@ import (
 	"github.com/cropq/cropq/internal/localsvc"
 )
 
-// needs skips the test under -short, and only then: the fast tier runs no
-// servers. Without -short (make test, CI) a missing server fails the test
-// with the command that installs it (see fail).
-func needs(t testing.TB, server string) {
+// Needs skips the test under -short, and only then: the fast tier runs no
+// servers, processes or builds. Without -short (make test, CI) a missing
+// server fails the test with the command that installs it (see fail). It
+// is the one place a test skips: tests that need what the fast tier leaves
+// out (a build, an end-to-end stack) call it too.
+func Needs(t testing.TB, what string) {
 	t.Helper()
 	if testing.Short() {
-		t.Skipf("needs %s: skipped with -short", server)
+		t.Skipf("needs %s: skipped with -short", what)
 	}
 }
 
@@ -38,7 +40,7 @@ func fail(t testing.TB, what string, err error) {
 // Redis starts a redis-server with AOF on, for the test's lifetime.
 func Redis(t testing.TB) *localsvc.Redis {
 	t.Helper()
-	needs(t, "redis-server")
+	Needs(t, "redis-server")
 	r, err := localsvc.StartRedis(context.Background(), localsvc.RedisOptions{Dir: t.TempDir(), AppendOnly: true})
 	if err != nil {
 		fail(t, "start redis-server", err)
@@ -51,7 +53,7 @@ func Redis(t testing.TB) *localsvc.Redis {
 // test's lifetime.
 func RedisCluster(t testing.TB) *localsvc.RedisCluster {
 	t.Helper()
-	needs(t, "a Redis Cluster (redis-server)")
+	Needs(t, "a Redis Cluster (redis-server)")
 	c, err := localsvc.StartRedisCluster(context.Background(), t.TempDir(), 3)
 	if err != nil {
 		fail(t, "start redis cluster", err)
@@ -63,7 +65,7 @@ func RedisCluster(t testing.TB) *localsvc.RedisCluster {
 // MinIO starts a MinIO server for the test's lifetime.
 func MinIO(t testing.TB) *localsvc.MinIO {
 	t.Helper()
-	needs(t, "MinIO")
+	Needs(t, "MinIO")
 	m, err := localsvc.StartMinIO(context.Background(), localsvc.MinIOOptions{Dir: t.TempDir()})
 	if err != nil {
 		fail(t, "start minio", err)
@@ -124,7 +126,7 @@ func sanitize(s string) string {
 // lifetime.
 func RedisReplica(t testing.TB, primary *localsvc.Redis) *localsvc.Redis {
 	t.Helper()
-	needs(t, "redis-server")
+	Needs(t, "redis-server")
 	r, err := localsvc.StartRedis(context.Background(), localsvc.RedisOptions{Dir: t.TempDir(), ReplicaOf: primary.Addr()})
 	if err != nil {
 		fail(t, "start redis-server replica", err)
@@ -137,7 +139,7 @@ func RedisReplica(t testing.TB, primary *localsvc.Redis) *localsvc.Redis {
 // master, for the test's lifetime.
 func RedisSentinel(t testing.TB, master string, primary *localsvc.Redis) *localsvc.RedisSentinel {
 	t.Helper()
-	needs(t, "Redis Sentinel (redis-server)")
+	Needs(t, "Redis Sentinel (redis-server)")
 	s, err := localsvc.StartRedisSentinel(context.Background(), localsvc.SentinelOptions{Dir: t.TempDir(), Master: master, MasterAddr: primary.Addr()})
 	if err != nil {
 		fail(t, "start redis sentinel", err)

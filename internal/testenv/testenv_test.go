@@ -3,8 +3,13 @@ package testenv
 import (
 	"bufio"
 	"context"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -58,4 +63,51 @@ func TestMinIOBucketAndRestart(t *testing.T) {
 	require.NoError(t, err)
 	defer out.Body.Close()
 	assert.Equal(t, int64(5), aws.ToInt64(out.ContentLength))
+}
+
+// Needs is the one place a test skips: elsewhere a skip would let CI pass
+// without the servers a test needs, where it must fail with the install
+// command.
+func TestOnlyTestenvSkips(t *testing.T) {
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	require.NoError(t, err)
+	here, err := filepath.Abs(".")
+	require.NoError(t, err)
+	files := 0
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if path == here || (path != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "node_modules")) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		files++
+		fset := token.NewFileSet()
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			// t.Skip…, tb.Skip…, b.Skip…: the project names its testing
+			// values so (a decoder's Skip is not a test's).
+			sel, ok := n.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			recv, ok := sel.X.(*ast.Ident)
+			if ok && (recv.Name == "t" || recv.Name == "tb" || recv.Name == "b") && (sel.Sel.Name == "Skip" || sel.Sel.Name == "Skipf" || sel.Sel.Name == "SkipNow") {
+				t.Errorf("%s: a test skips on its own: call testenv.Needs (skips under -short only) or a testenv starter", fset.Position(sel.Pos()))
+			}
+			return true
+		})
+		return nil
+	})
+	require.NoError(t, err)
+	require.Greater(t, files, 50, "the walk found the project's tests")
 }

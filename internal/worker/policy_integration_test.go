@@ -267,9 +267,6 @@ func retryGaps(rec status.Record) []time.Duration {
 }
 
 func TestRetryPolicyThroughTheRealPath(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration: skipped with -short")
-	}
 	minio := testenv.MinIO(t)
 
 	t.Run("rate limited without the shared quota: retried, never a failure", func(t *testing.T) {
@@ -649,9 +646,6 @@ func TestRetryPolicyThroughTheRealPath(t *testing.T) {
 // the status records, batch counts, events and the shared quota all live on
 // several nodes.
 func TestPipelineOnRedisCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration: skipped with -short")
-	}
 	cluster := testenv.RedisCluster(t)
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs()})
 	t.Cleanup(func() { _ = rdb.Close() })

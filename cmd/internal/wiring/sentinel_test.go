@@ -24,9 +24,6 @@ import (
 // on the promoted replica, and new ones go to it, for the go-redis client
 // and for asynq's (the web UI's) alike.
 func TestRedisSentinelFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration: skipped with -short")
-	}
 	ctx := context.Background()
 	primary := testenv.Redis(t)
 	replica := testenv.RedisReplica(t, primary)
