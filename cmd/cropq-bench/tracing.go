@@ -16,7 +16,6 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
@@ -62,11 +61,17 @@ func benchTracing(ctx context.Context, env *benchEnv, o options, log *slog.Logge
 		return storage.S3Config{Endpoint: fake.URL, UsePathStyle: true, AccessKeyID: "bench", SecretAccessKey: "bench-secret"}
 	}
 
-	exp, exported, closeSink, err := discardingExporter(ctx)
+	var exported atomic.Int64
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		exported.Add(n)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer sink.Close()
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(sink.URL+"/v1/traces"))
 	if err != nil {
 		return nil, err
 	}
-	defer closeSink()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	defer func() { _ = tp.Shutdown(context.WithoutCancel(ctx)) }()
 
@@ -147,23 +152,6 @@ func benchTracing(ctx context.Context, env *benchEnv, o options, log *slog.Logge
 		{"tracing", fmt.Sprintf("pipeline with the vendor's latency (200 ± 50 ms, c=%d, one P), tracing off (baseline), median of %d (runs %s)", tracingWaitConcurrency, tracingWaitRounds, spread(waiting.offRates)), fmt.Sprintf("%.1f images/s", median(waiting.offRates)), "1.00", "", ""},
 		{"tracing", fmt.Sprintf("  … tracing on, 100 %% sampled (runs %s; CPU per image %.0f → %.0f µs)", spread(waiting.onRates), median(waiting.offCPU), median(waiting.onCPU)), fmt.Sprintf("%.1f images/s", median(waiting.onRates)), fmt.Sprintf("%.3f", waitRatio), "≥ 0.98", verdict(waitRatio >= 0.98)},
 	}, nil
-}
-
-// discardingExporter is an OTLP/HTTP exporter to an endpoint in this
-// process that counts the bytes it is sent and discards them.
-func discardingExporter(ctx context.Context) (*otlptrace.Exporter, *atomic.Int64, func(), error) {
-	exported := new(atomic.Int64)
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		exported.Add(n)
-		w.Header().Set("Content-Type", "application/x-protobuf")
-	}))
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(sink.URL+"/v1/traces"))
-	if err != nil {
-		sink.Close()
-		return nil, nil, nil, err
-	}
-	return exp, exported, sink.Close, nil
 }
 
 // cpuTime is the CPU time (user and system) this process used so far.
